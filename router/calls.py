@@ -67,6 +67,13 @@ class Channel:
     #: A ``BridgeEnter`` of this channel was seen: it is (or was) in a bridge.
     #: Not cleared on leaving one (the engine does not follow ``BridgeLeave``).
     entered_bridge: bool = False
+    #: The dialplan application it runs now, as its last ``Newexten`` named it
+    #: (``Dial``, ``Queue``, ...); "" before its first. A leg a ``Dial`` made
+    #: has none of its own but in a ``U()`` gosub.
+    application: str = ""
+    #: The channel whose ``Dial`` (or ``Queue``) rang this one (``DialBegin``);
+    #: "" when none did (the caller's leg, an originated one).
+    dialed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,12 @@ class CallTracker:
                 chan.priority = get("Priority") or event.get("Priority") or chan.priority
             if name == "BridgeEnter":
                 chan.entered_bridge = True
+            elif name == "Newexten":
+                chan.application = cut_text(get("Application") or event.get("Application") or "")
+            elif name == "DialBegin":
+                dest = call.channels.get(get("DestChannel") or event.get("DestChannel") or "")
+                if dest is not None and dest is not chan:
+                    dest.dialed_by = channel_name
             state = get("ChannelStateDesc") or event.get("ChannelStateDesc")
             if state:
                 chan.state = state

@@ -90,10 +90,18 @@ _VALUE_MAX: Final = 256
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _CREATE_KEYS: Final = ("from", "to", "variables")
 _TRANSFER_KEYS: Final = ("to", "mode", "from")
-#: Seconds a blind transfer that Asterisk refused because the extension's leg is
-#: in no bridge yet waits for the leg's bridge (docs/api.md, Transfers): Asterisk
-#: bridges the two legs a few milliseconds after the answer 1C is told of.
-BRIDGE_WAIT: Final = 2.0
+#: Seconds a transfer from a leg answered but in no bridge yet waits for its
+#: bridge while the application that will bridge it still runs (docs/api.md,
+#: Transfers): Asterisk bridges the two legs a few milliseconds after the answer
+#: 1C is told of, or seconds after it when a Dial's ``U()`` gosub, ``A()``
+#: announcement or ``D()`` digits, or a Queue's gosub, come first.
+BRIDGE_WAIT: Final = 15.0
+#: Seconds it waits when no such application is known (the engine saw no
+#: ``Newexten`` of the leg's Dial, a stream gap): the bound before 15 s was.
+BRIDGE_WAIT_UNKNOWN: Final = 2.0
+#: The applications (casefolded) that bridge a leg they rang, or that runs
+#: them, once it answers.
+_BRIDGING: Final = frozenset({"dial", "queue", "followme", "retrydial", "bridge"})
 #: Asterisk's refusal of a BlindTransfer of a channel in no bridge (``manager.c``:
 #: ``AST_BRIDGE_TRANSFER_INVALID``).
 _NOT_BRIDGED: Final = "Transfer invalid"
@@ -513,9 +521,14 @@ def _variables(value: object, settings: DialSettings) -> dict[str, str]:
 
 @dataclass(slots=True, eq=False)
 class _BridgeWait:
-    """One blind transfer waiting for its leg to share a bridge with someone."""
+    """One transfer waiting for its leg to share a bridge with someone."""
 
+    #: The call of the leg (``Linkedid``): its channels' moves stir the wait.
+    linkedid: str = ""
     woke: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when a channel of the call moved (``Newexten``, ``DialEnd``,
+    #: ``Hangup``): the transfer looks again whether a bridge is still coming.
+    stirred: asyncio.Event = field(default_factory=asyncio.Event)
     #: The bridge the leg entered (``BridgeUniqueid``), "" until then.
     bridge: str = ""
 
@@ -526,19 +539,22 @@ class _BridgeWaits:
     A leg is ready when it is in a bridge with another channel: its own
     ``BridgeEnter`` with ``BridgeNumChannels`` of 2 or more, or, when it came in
     first, the next ``BridgeEnter`` into that bridge. Its ``Hangup`` and a stream
-    gap wake the wait too: the transfer then reads the tracker again.
+    gap wake the wait too: the transfer then reads the tracker again. A move of
+    any channel of its call stirs it: the transfer looks whether the
+    application that would bridge the leg still runs (:func:`_bridge_coming`).
     """
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[_BridgeWait]] = {}
 
     @contextmanager
-    def expect(self, channel: str) -> Iterator[asyncio.Event]:
-        """Follow ``channel`` while the block runs: the event is set when it is ready."""
-        wait = _BridgeWait()
+    def expect(self, channel: str, linkedid: str = "") -> Iterator[_BridgeWait]:
+        """Follow ``channel`` (of the call ``linkedid``) while the block runs:
+        ``woke`` is set when it is ready, ``stirred`` when its call moved."""
+        wait = _BridgeWait(linkedid)
         self._waiting.setdefault(channel, []).append(wait)
         try:
-            yield wait.woke
+            yield wait
         finally:
             mine = self._waiting.get(channel, [])
             if wait in mine:
@@ -555,6 +571,11 @@ class _BridgeWaits:
                     wait.woke.set()
             return
         name = item.name
+        if name in ("Newexten", "DialEnd", "Hangup") and call is not None:
+            for waits in self._waiting.values():
+                for wait in waits:
+                    if wait.linkedid == call.linkedid:
+                        wait.stirred.set()
         if name == "Hangup":
             for wait in self._waiting.get(item.get("Channel") or "", ()):
                 wait.woke.set()
@@ -603,13 +624,59 @@ def _hung_up(ctx: ApiContext, leg: str) -> bool:
     return call is None or call.ended is not None or chan is None or chan.hung_up
 
 
-async def _until_bridged(ready: asyncio.Event, refused: Callable[[], ApiError]) -> None:
-    """Wait up to :data:`BRIDGE_WAIT` for ``ready``; ``refused()`` is raised after that."""
-    try:
-        async with asyncio.timeout(BRIDGE_WAIT):
-            await ready.wait()
-    except TimeoutError:
-        raise refused() from None
+def _bridge_coming(call: Call | None, leg: str) -> tuple[str, str]:
+    """Whether a bridge is still coming for ``leg``, answered and in none yet.
+
+    ``("bridging", what)``: the application that will bridge it runs, the leg's
+    own (it placed the call: ``Dial``) or the one of the channel that rang it
+    (``Dial``, ``Queue``, ...), which holds the bridge back while a ``U()``
+    gosub or an ``A()`` announcement plays; ``("left", why)``: that channel
+    hung up or went on to another application, so none is; ``("hung up", "")``:
+    the leg did; ``("unknown", "")``: the engine saw no application of either
+    (a lost event, a leg it never saw rung).
+    """
+    chan = call.channels.get(leg) if call is not None else None
+    if call is None or call.ended is not None or chan is None or chan.hung_up:
+        return "hung up", ""
+    dialer = call.channels.get(chan.dialed_by) if chan.dialed_by else None
+    for who in (chan, dialer):
+        if who is not None and not who.hung_up and who.application.casefold() in _BRIDGING:
+            return "bridging", f"{who.name} in {who.application}"
+    if dialer is not None and dialer.hung_up:
+        return "left", f"{dialer.name}, which rang it, hung up"
+    if dialer is not None and dialer.application:
+        return "left", f"{dialer.name}, which rang it, went on to {dialer.application}"
+    return "unknown", ""
+
+
+async def _until_bridged(
+    ctx: ApiContext, leg: str, wait: _BridgeWait, refused: Callable[[str], ApiError]
+) -> None:
+    """Wait for ``wait.woke`` (``leg`` bridged, hung up, a gap) while a bridge is
+    coming (:func:`_bridge_coming`): up to :data:`BRIDGE_WAIT` while the
+    application that will bridge it runs, :data:`BRIDGE_WAIT_UNKNOWN` when
+    none is known. ``refused(why)`` is raised at once when it stops (hung up,
+    went on elsewhere) or when the time is up."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not wait.woke.is_set():
+        kind, what = _bridge_coming(_leg_now(ctx, leg)[0], leg)
+        if kind == "hung up":
+            raise _gone(leg)
+        if kind == "left":
+            raise refused(f"{what}: no bridge is coming")
+        bound = BRIDGE_WAIT if kind == "bridging" else BRIDGE_WAIT_UNKNOWN
+        left = started + bound - loop.time()
+        if left <= 0:
+            raise refused(f"{leg} entered no bridge with the other side within {bound:g} s")
+        wait.stirred.clear()
+        woke = asyncio.ensure_future(wait.woke.wait())
+        stirred = asyncio.ensure_future(wait.stirred.wait())
+        try:
+            await asyncio.wait((woke, stirred), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woke.cancel()
+            stirred.cancel()
 
 
 def _gone(leg: str) -> ApiError:
@@ -626,13 +693,15 @@ async def _blind_transfer(
     1C hears ``answered`` (the answer) a few milliseconds before Asterisk puts
     the two legs into a bridge (36 ms seen on a loaded host); a BlindTransfer in
     between is refused with ``Transfer invalid``. A leg never seen in a bridge
-    then gets up to :data:`BRIDGE_WAIT` seconds to enter one, and the transfer
-    is sent again once, unless the leg hung up meanwhile (409, nothing moved).
-    A leg still ringing is refused at once: no bridge is coming for it.
+    then gets up to :data:`BRIDGE_WAIT` seconds to enter one while the
+    application that will bridge it runs (:func:`_until_bridged`), and the
+    transfer is sent again once, unless the leg hung up meanwhile (409, nothing
+    moved). A leg still ringing, or whose Dial went on elsewhere, is refused at
+    once: no bridge is coming for it.
     """
-    _, chan = _leg_now(ctx, leg)
+    call, chan = _leg_now(ctx, leg)
     bridged = chan is not None and chan.entered_bridge
-    with waits.expect(leg) as ready:
+    with waits.expect(leg, call.linkedid if call is not None else "") as wait:
         try:
             await ctx.send("BlindTransfer", params)
             return
@@ -650,13 +719,10 @@ async def _blind_transfer(
                 ami_response=ami_response,
             ) from None
         await _until_bridged(
-            ready,
-            lambda: ApiError(
-                409,
-                f"{refused.detail}: {leg} entered no bridge with the other side within "
-                f"{BRIDGE_WAIT:g} s",
-                ami_response=ami_response,
-            ),
+            ctx,
+            leg,
+            wait,
+            lambda why: ApiError(409, f"{refused.detail}: {why}", ami_response=ami_response),
         )
     if _hung_up(ctx, leg):
         raise _gone(leg)
@@ -671,12 +737,12 @@ async def _attended_transfer(
     Asterisk gives a leg its transfer feature (option t, read back as
     ``CHANNEL(dtmf_features)``) as it bridges it, a moment after the answer 1C
     hears: a leg asked in between has none. As :func:`_blind_transfer`, a leg
-    never seen in a bridge gets up to :data:`BRIDGE_WAIT` seconds to enter one
-    and is asked again; a leg still ringing is refused at once.
+    never seen in a bridge waits for one (:func:`_until_bridged`) and is asked
+    again; a leg still ringing is refused at once.
     """
-    _, chan = _leg_now(ctx, leg)
+    call, chan = _leg_now(ctx, leg)
     bridged = chan is not None and chan.entered_bridge
-    with waits.expect(leg) as ready:
+    with waits.expect(leg, call.linkedid if call is not None else "") as wait:
         if await _may_transfer(ctx, leg):
             await ctx.send("Atxfer", params)
             return
@@ -689,13 +755,7 @@ async def _attended_transfer(
                 f"{leg} has not answered (Asterisk's state: {ringing}): an attended "
                 "transfer acts from a leg talking with the other side, nothing was transferred",
             )
-        await _until_bridged(
-            ready,
-            lambda: _may_not_transfer(
-                leg,
-                f" ({leg} entered no bridge with the other side within {BRIDGE_WAIT:g} s)",
-            ),
-        )
+        await _until_bridged(ctx, leg, wait, lambda why: _may_not_transfer(leg, f" ({why})"))
     if _hung_up(ctx, leg):
         raise _gone(leg)
     if not await _may_transfer(ctx, leg):

@@ -40,9 +40,19 @@ DID = "74957770101"
 SLOW_BRIDGE_DID = "74957770102"
 #: Routed to 101 through a Dial of a phone that rings and never answers.
 UNANSWERED_DID = "74957770103"
+#: Routed to 101 through a Dial that holds 101's answered leg out of its bridge
+#: for 3.5 s, as a ``U()`` gosub or an ``A()`` announcement does: longer than
+#: the 2 s a transfer waited for the bridge. The sandbox loads no app_stack
+#: (``U()`` is "Cannot run 'Gosub'") nor sounds, so ``D()`` with seven
+#: half-second pauses holds it, in the same place of Dial.
+GOSUB_BRIDGE_DID = "74957770104"
 SLOW_BRIDGE_DIALPLAN = """
 [sandbox-slow-bridge]
 exten => _10X,1,Dial(Local/${EXTEN}@sandbox-phone,20,tD(ww))
+ same => n,Hangup()
+
+[sandbox-gosub-bridge]
+exten => _10X,1,Dial(Local/${EXTEN}@sandbox-phone,20,tD(wwwwwww))
  same => n,Hangup()
 
 [sandbox-unanswered]
@@ -76,6 +86,11 @@ rules:
     if: did == "{SLOW_BRIDGE_DID}"
     do:
       - redirect: {{context: sandbox-slow-bridge, exten: "101"}}
+  - name: gosub-bridge
+    on: call
+    if: did == "{GOSUB_BRIDGE_DID}"
+    do:
+      - redirect: {{context: sandbox-gosub-bridge, exten: "101"}}
   - name: unanswered
     on: call
     if: did == "{UNANSWERED_DID}"
@@ -560,6 +575,99 @@ async def test_a_transfer_the_moment_101_answers_waits_for_asterisk_s_bridge(
         )
         assert ringing
     finally:
+        stop()
+        await placer.hangup_all()
+        for c in await channels(admin):
+            if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-phone")):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+@pytest.mark.parametrize("mode", ["blind", "attended"])
+async def test_a_transfer_waits_out_a_dial_holding_the_leg_before_the_bridge(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient, placer: CallPlacer, mode: str
+) -> None:
+    """The Dial holds 101's answered leg out of its bridge for 3.5 s (a ``U()``
+    gosub, an ``A()`` announcement; ``D()`` digits here) and bridges it after
+    that: the transfer 1C made at ``answered`` got 409 after 2 s. It waits
+    while the Dial that will bridge the leg runs, and the customer goes to 102."""
+    answered, stop = answered_at(engine, "Local/101@sandbox-phone")
+    placed = await placer.place(GOSUB_BRIDGE_DID, "79162220013", wait=4)
+    try:
+        await asyncio.wait_for(answered.wait(), 10)
+        call = engine.api.calls.by_channel(placed.channel)
+        assert call is not None
+        [leg] = [
+            c
+            for n, c in call.channels.items()
+            if n.startswith("Local/101@sandbox-phone") and n.endswith(";1")
+        ]
+        assert not leg.entered_bridge  # held by the Dial
+        started = time.monotonic()
+        moved = await http.post(
+            f"/api/v1/calls/{call.linkedid}/transfer",
+            json={"to": "102", "mode": mode, "from": "101"},
+            headers=auth("t101"),
+        )
+        took = time.monotonic() - started
+        assert moved.status_code == 202, moved.text
+        assert moved.json()["channel"] == leg.name
+        assert 2 < took < 15, took  # past the old bound, within the new one
+        ringing = await until(
+            lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
+        )
+        assert ringing
+    finally:
+        stop()
+        await placer.hangup_all()
+        for c in await channels(admin):
+            if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-phone")):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+async def test_a_transfer_waiting_for_the_bridge_is_refused_when_the_customer_hangs_up(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient, placer: CallPlacer
+) -> None:
+    """The customer hangs up while the Dial holds the leg: no bridge is coming,
+    409 as soon as Asterisk hangs up a channel of the call (it finishes the
+    ``D()`` digits first), not at the end of the wait; nothing rings at 102."""
+    answered, stop = answered_at(engine, "Local/101@sandbox-phone")
+    placed = await placer.place(GOSUB_BRIDGE_DID, "79162220014", wait=4)
+    ended: list[float] = []
+
+    def listener(item: Event | StreamGap, call: Call | None) -> None:
+        if (
+            isinstance(item, Event)
+            and item.name == "Hangup"
+            and not ended
+            and (item.get("Channel") or "").startswith(("Local/74957770104@", "Local/101@"))
+        ):
+            ended.append(time.monotonic())
+
+    unwatch = engine.api.watch(listener)
+    try:
+        await asyncio.wait_for(answered.wait(), 10)
+        call = engine.api.calls.by_channel(placed.channel)
+        assert call is not None
+
+        async def hang_up_soon() -> None:
+            await asyncio.sleep(0.5)
+            await placer.hangup_all()
+
+        hanging = asyncio.ensure_future(hang_up_soon())
+        refused = await http.post(
+            f"/api/v1/calls/{call.linkedid}/transfer",
+            json={"to": "102", "mode": "blind", "from": "101"},
+            headers=auth("t101"),
+        )
+        answered_at_time = time.monotonic()
+        await hanging
+        assert refused.status_code == 409, refused.text
+        assert ended, "no channel of the call hung up"
+        assert answered_at_time - ended[0] < 1, answered_at_time - ended[0]
+        await asyncio.sleep(0.5)
+        assert await _named(channels(admin), "Local/102@sandbox-phone") == []
+    finally:
+        unwatch()
         stop()
         await placer.hangup_all()
         for c in await channels(admin):

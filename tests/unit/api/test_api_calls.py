@@ -993,8 +993,9 @@ async def test_a_blind_transfer_waits_for_the_bridge_only_so_long(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A leg that enters no bridge in time keeps Asterisk's refusal (409); a leg that
-    was in a bridge already is refused at once, with no wait."""
-    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT", 0.2)
+    was in a bridge already is refused at once, with no wait. No Dial of the call
+    was seen (no ``Newexten``): the bound of an unknown application governs."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT_UNKNOWN", 0.2)
     mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
     ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, lambda: None))
     started = asyncio.get_running_loop().time()
@@ -1023,8 +1024,136 @@ async def test_a_blind_transfer_waits_for_the_bridge_only_so_long(
     assert len(ajam_replay.sent("BlindTransfer")) == 2
 
 
+def _dialed(replay: ReplayAsterisk, engine: Engine, call_id: str, phone: str) -> str:
+    """The customer's line in ``Dial``, which rang ``phone`` (``Newexten``,
+    ``DialBegin``), as Asterisk tells it: the line's name."""
+    call = engine.api.calls.get(call_id)
+    assert call is not None
+    [trunk] = [c for c in call.channels if c != phone]
+    replay.queue_event(
+        "Newexten",
+        Channel=trunk,
+        Context="callrouter-dial",
+        Exten="101",
+        Priority="3",
+        Application="Dial",
+        AppData="PJSIP/101,30,tU(announce)",
+        Linkedid=call_id,
+    )
+    replay.queue_event("DialBegin", Channel=trunk, DestChannel=phone, Linkedid=call_id)
+    return trunk
+
+
+@pytest.mark.parametrize("mode", ["blind", "attended"])
+async def test_a_transfer_waits_past_2_s_while_the_dial_that_bridges_the_leg_runs(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """A Dial's ``U()`` gosub (or ``A()`` announcement, a Queue's gosub) holds the
+    answered leg out of its bridge for seconds: the transfer got 409 after 2 s.
+    It waits as long as the Dial that will bridge it runs (up to 15 s), and goes
+    through once it is bridged."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT_UNKNOWN", 0.2)  # not this bound
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    trunk = _dialed(ajam_replay, engine, mine, phone)
+    await ajam_replay.settle(engine)
+    bridge = _bridge(ajam_replay, trunk, phone)
+
+    def late() -> None:  # the gosub's 2.5 s, then Dial bridges the two
+        asyncio.get_running_loop().call_later(2.5, bridge)
+
+    if mode == "blind":
+        ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, late))
+    else:
+        ajam_replay.on("Getvar", _features_at_the_bridge(ajam_replay, phone, late, delay=0))
+    started = asyncio.get_running_loop().time()
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": mode}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert asyncio.get_running_loop().time() - started >= 2.5
+    sent = ajam_replay.sent("BlindTransfer" if mode == "blind" else "Atxfer")
+    assert [a.get("Channel") for a in sent][-1] == phone
+
+
+@pytest.mark.parametrize("mode", ["blind", "attended"])
+@pytest.mark.parametrize("how", ["hangs up", "goes on"])
+async def test_a_transfer_is_refused_at_once_when_the_dial_that_would_bridge_ends(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    mode: str,
+    how: str,
+) -> None:
+    """The customer hangs up, or the Dial returns and the dialplan goes on
+    (``Playback``), while the leg waits for its bridge: none is coming, 409 at
+    once, not at the end of the wait; nothing is transferred."""
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    trunk = _dialed(ajam_replay, engine, mine, phone)
+    await ajam_replay.settle(engine)
+
+    def ends() -> None:
+        if how == "hangs up":
+            ajam_replay.queue_event("Hangup", Channel=trunk, Cause="16", Linkedid=mine)
+        else:
+            ajam_replay.queue_event(
+                "Newexten",
+                Channel=trunk,
+                Context="callrouter-dial",
+                Exten="101",
+                Priority="4",
+                Application="Playback",
+                AppData="vm-goodbye",
+                Linkedid=mine,
+            )
+
+    if mode == "blind":
+        ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, ends))
+    else:
+        ajam_replay.on("Getvar", _features_at_the_bridge(ajam_replay, phone, ends, delay=0.3))
+    started = asyncio.get_running_loop().time()
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": mode}, headers=auth("t101")
+    )
+    took = asyncio.get_running_loop().time() - started
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    which = "hung up" if how == "hangs up" else "went on to Playback"
+    assert f"{trunk}, which rang it, {which}: no bridge is coming" in detail, detail
+    assert took < 1.5, took
+    assert len(ajam_replay.sent("BlindTransfer")) == (1 if mode == "blind" else 0)
+    assert ajam_replay.sent("Atxfer") == []
+
+
+async def test_the_wait_while_the_dial_runs_is_bounded(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Dial that never bridges the answered leg: 409 at :data:`BRIDGE_WAIT`."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT", 0.3)
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    _dialed(ajam_replay, engine, mine, phone)
+    await ajam_replay.settle(engine)
+    ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, lambda: None))
+    started = asyncio.get_running_loop().time()
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert refused.status_code == 409, refused.text
+    assert "entered no bridge with the other side within 0.3 s" in refused.json()["detail"]
+    assert 0.3 <= asyncio.get_running_loop().time() - started < 1.5
+    assert len(ajam_replay.sent("BlindTransfer")) == 1
+
+
 def _features_at_the_bridge(
-    replay: ReplayAsterisk, phone: str, bridge: Callable[[], object]
+    replay: ReplayAsterisk, phone: str, bridge: Callable[[], object], *, delay: float = 0.036
 ) -> Callable[[SentAction], object]:
     """Asterisk's Getvar of ``CHANNEL(dtmf_features)``: empty until the leg is
     bridged (Asterisk gives it Dial's option t as it bridges it); ``bridge()``
@@ -1037,7 +1166,7 @@ def _features_at_the_bridge(
     def answer(sent: SentAction) -> object:
         asked = [g for g in replay.sent("Getvar") if g.get("Channel") == phone]
         if len(asked) == 1:
-            asyncio.get_running_loop().call_later(0.036, enter)
+            asyncio.get_running_loop().call_later(delay, enter)
         return None  # the built-in answer: the leg's variables now
 
     return answer
@@ -1075,8 +1204,9 @@ async def test_an_attended_transfer_waiting_for_the_bridge_moves_no_call_and_wai
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A leg that enters no bridge in time is refused (409, the feature it lacks and
-    why); a leg that hangs up meanwhile is not transferred (409): no Atxfer either way."""
-    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT", 0.2)
+    why); a leg that hangs up meanwhile is not transferred (409): no Atxfer either way.
+    No Dial of the call was seen: the bound of an unknown application governs."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT_UNKNOWN", 0.2)
     ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
     mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
     started = asyncio.get_running_loop().time()
@@ -1514,3 +1644,73 @@ async def test_the_audit_line_names_the_call_a_request_acts_on(
         f"api token=all op=calls:hangup target={mine}",
         f"api token=- op=calls:hangup target={mine}",
     ]
+
+
+def test_whether_a_bridge_is_coming_for_an_answered_leg() -> None:
+    """The decision of the wait: the leg's own Dial (it placed the call) or the
+    Dial/Queue that rang it still running means a bridge is coming; that
+    channel hung up or gone on to another application means none is; no
+    application seen of either is unknown (the short bound)."""
+    from router.api.calls import _bridge_coming
+    from router.calls import Call, Channel
+
+    def call_with(leg: Channel, *others: Channel) -> Call:
+        call = Call("1.1", 0.0)
+        for chan in (leg, *others):
+            call.channels[chan.name] = chan
+        return call
+
+    def leg(**kw: Any) -> Channel:
+        return Channel("PJSIP/101-01", "1.2", state="Up", **kw)
+
+    def trunk(**kw: Any) -> Channel:
+        return Channel("PJSIP/trunk-01", "1.1", state="Up", **kw)
+
+    rang = {"dialed_by": "PJSIP/trunk-01"}
+    for app in ("Dial", "Queue", "dial", "FollowMe"):
+        assert _bridge_coming(call_with(leg(**rang), trunk(application=app)), "PJSIP/101-01") == (
+            "bridging",
+            f"PJSIP/trunk-01 in {app}",
+        )
+    # In its U() gosub the leg runs Wait or Playback itself: the Dial still runs.
+    assert _bridge_coming(
+        call_with(leg(application="Wait", **rang), trunk(application="Dial")), "PJSIP/101-01"
+    )[0] == ("bridging")
+    # The leg placed the call: its own Dial.
+    assert _bridge_coming(call_with(leg(application="Dial")), "PJSIP/101-01")[0] == "bridging"
+    assert _bridge_coming(
+        call_with(leg(**rang), trunk(application="Playback")), "PJSIP/101-01"
+    ) == ("left", "PJSIP/trunk-01, which rang it, went on to Playback")
+    assert _bridge_coming(
+        call_with(leg(**rang), trunk(application="Dial", hung_up=True)), "PJSIP/101-01"
+    ) == ("left", "PJSIP/trunk-01, which rang it, hung up")
+    assert _bridge_coming(call_with(leg(**rang), trunk()), "PJSIP/101-01") == ("unknown", "")
+    assert _bridge_coming(call_with(leg(), trunk(application="Dial")), "PJSIP/101-01") == (
+        "unknown",
+        "",
+    )  # who rang it not seen: not taken for the one that did
+    assert _bridge_coming(call_with(leg(hung_up=True, **rang)), "PJSIP/101-01") == ("hung up", "")
+    assert _bridge_coming(None, "PJSIP/101-01") == ("hung up", "")
+
+
+def test_the_tracker_follows_each_channels_application_and_who_rang_it() -> None:
+    """What the decision reads: a channel's application from its last
+    ``Newexten``, and the channel whose ``DialBegin`` rang it."""
+    from router.calls import CallTracker
+    from router.testing.builders import make_event
+
+    tracker = CallTracker()
+    for name, fields in (
+        ("Newchannel", {"Channel": "PJSIP/trunk-01", "Uniqueid": "1.1"}),
+        ("Newexten", {"Channel": "PJSIP/trunk-01", "Application": "Dial", "Context": "c"}),
+        ("Newchannel", {"Channel": "PJSIP/101-01", "Uniqueid": "1.2"}),
+        ("DialBegin", {"Channel": "PJSIP/trunk-01", "DestChannel": "PJSIP/101-01"}),
+        ("Newexten", {"Channel": "PJSIP/101-01", "Application": "Wait", "Context": "g"}),
+    ):
+        tracker.feed(make_event(name, Linkedid="1.1", **fields))
+    call = tracker.get("1.1")
+    assert call is not None
+    assert call.channels["PJSIP/trunk-01"].application == "Dial"
+    assert call.channels["PJSIP/trunk-01"].dialed_by == ""
+    assert call.channels["PJSIP/101-01"].application == "Wait"
+    assert call.channels["PJSIP/101-01"].dialed_by == "PJSIP/trunk-01"
