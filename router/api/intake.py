@@ -79,6 +79,11 @@ _CALLS_MAX = 10_000
 #: Events one call holds while its ringings wait for the decision (a queue
 #: rings each member once; 100 is more than any queue's members at once).
 _PENDING_MAX = 100
+#: Extensions one call remembers the caller it rang them with (its ``hangup``
+#: names it): the newest ones, those that talked kept first. A ring group that
+#: loops rings the same few; one that rings 1,000 kept 1,000 pairs of texts
+#: per call, times the 10,000 calls remembered.
+RANG_WITH_MAX = 64
 #: Largest card (UTF-8 JSON bytes) a ringing carries; a larger one goes as null.
 MAX_CARD = 8 * 1024
 #: Longest text (a name, an id) in a card, in characters; longer ones are cut, ending in "…".
@@ -308,11 +313,23 @@ class FeedIntake:
         if extension in state.ringing:
             return
         state.ringing.add(extension)
-        state.rang_with[extension] = (data["caller"], data["caller_name"])
+        self._rang_with(state, extension, (data["caller"], data["caller_name"]))
         if state.decided or call is None or not call.routed:
             self._publish(linkedid, state, "ringing", extension, data, event.timestamp)
         else:
             self._hold(linkedid, state, "ringing", extension, data, event.timestamp)
+
+    @staticmethod
+    def _rang_with(state: _CallState, extension: str, caller: tuple[str, str]) -> None:
+        """Remember ``caller`` for ``extension``, the newest: past
+        :data:`RANG_WITH_MAX` the oldest that did not talk goes (the oldest of
+        all when each talked); its ``hangup`` then names the call's caller."""
+        rang = state.rang_with
+        rang.pop(extension, None)
+        rang[extension] = caller
+        if len(rang) > RANG_WITH_MAX:
+            oldest = next((e for e in rang if e not in state.talked), next(iter(rang)))
+            del rang[oldest]
 
     def _hold(
         self,

@@ -15,6 +15,7 @@ from router.api.intake import (
     _PENDING_MAX,
     MAX_CARD,
     MAX_CARD_TEXT,
+    RANG_WITH_MAX,
     FeedIntake,
     endpoint,
     feed_card,
@@ -701,3 +702,66 @@ async def test_the_hangup_of_an_extension_a_call_was_transferred_to_names_whom_i
     assert [e.kind for e in mine] == ["ringing", "answered", "hangup"]
     assert [e.data["caller"] for e in mine] == ["79161234567"] * 3
     assert mine[-1].data["caller_name"] == mine[0].data["caller_name"]
+
+
+def rung(name: str, dest: str, number: str, **fields: str) -> Event:
+    """``dial`` with the caller number the ring group rang ``dest`` with."""
+    return make_event(
+        name,
+        Channel=f"Local/74951234567@callrouter-inbound-{LINKEDID};2",
+        CallerIDNum=number,
+        CallerIDName="Ivan",
+        Linkedid=LINKEDID,
+        DestChannel=dest,
+        **fields,
+    )
+
+
+def test_a_call_ringing_1000_extensions_remembers_the_caller_of_64() -> None:
+    """A ring group that rings 1,000 extensions (a loop in the dialplan): the
+    caller each was rung with (its ``hangup`` names it) was kept for every
+    one, per call, times the 10,000 calls remembered. The newest 64 are kept,
+    the one that talked too, and the hangup is the one documented."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = routed_call(intake)
+    sizes: list[int] = []
+    for n in range(1000):
+        dest = f"PJSIP/{1000 + n}-{n:08x}"
+        number = f"7916{n:07d}"
+        intake.callrouter_event(rung("DialBegin", dest, number), call)
+        status = "ANSWER" if n == 100 else "NOANSWER"
+        intake.callrouter_event(rung("DialEnd", dest, number, DialStatus=status), call)
+        sizes.append(len(intake._calls[LINKEDID].rang_with))
+    assert RANG_WITH_MAX == 64
+    assert max(sizes) == RANG_WITH_MAX
+    kept = intake._calls[LINKEDID].rang_with
+    assert "1100" in kept  # talked: kept though 899 rang after it
+    assert set(kept) == {"1100", *(str(1000 + n) for n in range(1000 - 63, 1000))}
+    intake.callrouter_call_end(call)
+    [hangup] = [e for e in feed.read(0, limit=10_000).events if e.kind == "hangup"]
+    assert hangup.extension == "1100"
+    assert hangup.data == {
+        "caller": "79160000100",
+        "caller_name": "Ivan",
+        "did": hangup.data["did"],
+        "answered": call.answered,
+    }
+    assert LINKEDID not in intake._calls
+
+
+def test_an_extension_rung_again_is_the_newest_with_the_caller_of_its_last_ring() -> None:
+    """A loop rings the same extension again: one entry, the last ring's caller."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = routed_call(intake)
+    for n in range(3):
+        for ext in ("101", "102"):
+            dest = f"PJSIP/{ext}-{n:08x}"
+            number = f"7916000000{n}"
+            intake.callrouter_event(rung("DialBegin", dest, number), call)
+            intake.callrouter_event(rung("DialEnd", dest, number, DialStatus="NOANSWER"), call)
+    assert intake._calls[LINKEDID].rang_with == {
+        "101": ("79160000002", "Ivan"),
+        "102": ("79160000002", "Ivan"),
+    }
