@@ -14,6 +14,8 @@ in the order it happened.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,13 +29,18 @@ from router.callerid import cut_number, cut_text
 __all__ = [
     "ANSWERED_STATE",
     "CHANNELS_MAX",
+    "IDENTITY_LIMITS",
+    "TRACKED_CHANNELS_MAX",
     "Call",
     "CallTracker",
     "Channel",
     "Fed",
     "TimelineEntry",
     "dialplan_half",
+    "oversized",
 ]
+
+log = logging.getLogger("router.calls")
 
 #: How many timeline entries a call keeps; a stuck call must not grow forever.
 TIMELINE_MAX = 64
@@ -45,6 +52,39 @@ VARIABLES_MAX = 64
 #: kept every channel that ever came and went (a queue ringing agents for
 #: hours, a hostile AMI peer), and each Hangup walked them all (issue 16).
 CHANNELS_MAX = 1000
+#: Channels kept across all calls (hung-up ones of live calls included); past
+#: it the oldest calls go, as past ``max_calls``. Without it the bound was
+#: ``max_calls`` x :data:`CHANNELS_MAX`, a hundred million (issue 16).
+TRACKED_CHANNELS_MAX = 100_000
+
+#: The longest identity field Asterisk 22 can send, in characters; an event
+#: with a longer one came from no Asterisk (a hostile or broken AMI peer) and
+#: is not tracked (:func:`oversized`). From include/asterisk/channel.h:
+#:
+#:   #define AST_MAX_EXTENSION       80  /*!< Max length of an extension */
+#:   #define AST_MAX_CONTEXT         80  /*!< Max length of a context */
+#:   #define AST_MAX_PUBLIC_UNIQUEID 149
+#:   #define AST_MAX_UNIQUEID        (AST_MAX_PUBLIC_UNIQUEID + 2 + 1)
+#:   #define AST_CHANNEL_NAME        80  /*!< Max length of an ast_channel name */
+#:
+#: Sizes of C buffers with their NUL: a context or an extension is at most
+#: 79 characters (80 is let pass: one of slack costs nothing), a Uniqueid (a
+#: Linkedid is one) 151 (a ``;2`` may follow the public 149). A channel name
+#: is no such buffer in Asterisk 22 (a string field: main/channel_internal_api.c
+#: ``ast_channel_name_build_va``): a Local channel is named
+#: ``Local/<exten>@<context>-<8 hex>;2``, up to 176 characters, and a
+#: masqueraded one gains ``<ZOMBIE>``; 256 leaves room for a long endpoint
+#: name. A ``Priority`` is a C int, so at most 11 characters (:data:`_PRIORITY`).
+IDENTITY_LIMITS: dict[str, int] = {
+    "Linkedid": 151,
+    "Uniqueid": 151,
+    "Channel": 256,
+    "Context": 80,
+    "Exten": 80,
+}
+_PRIORITY = re.compile(r"-?[0-9]{1,10}")
+#: Seconds between two warnings of events not tracked for an oversized field.
+_REFUSED_EVERY = 60.0
 _UNKNOWN = ("", "<unknown>")
 
 
@@ -166,9 +206,31 @@ class Fed(NamedTuple):
     #: Hung-up channels ``call`` let go to make room (:data:`CHANNELS_MAX`):
     #: what was kept of them may go too.
     forgotten: tuple[Channel, ...] = ()
+    #: The event was not tracked: a field of it is longer than Asterisk can
+    #: send (:func:`oversized`); nothing else should be done with it.
+    refused: bool = False
 
 
 _NOTHING = Fed(None)
+_REFUSED = Fed(None, refused=True)
+
+
+def oversized(event: Event) -> tuple[str, int] | None:
+    """The identity field of ``event`` Asterisk could not have sent, and its
+    length: longer than :data:`IDENTITY_LIMITS`, or a ``Priority`` that is
+    no integer. None for an event Asterisk could have sent.
+
+    Read as the tracker reads them (the key as Asterisk spells it, else any
+    spelling), so no spelling of a key slips a long value past the check."""
+    get = event.spelled().get
+    for key, limit in IDENTITY_LIMITS.items():
+        value = get(key) or event.get(key)
+        if value and len(value) > limit:
+            return key, len(value)
+    priority = get("Priority") or event.get("Priority")
+    if priority and (len(priority) > 11 or _PRIORITY.fullmatch(priority) is None):
+        return "Priority", len(priority)
+    return None
 
 
 class CallTracker:
@@ -179,13 +241,26 @@ class CallTracker:
         *,
         ttl: float = 4 * 3600.0,
         max_calls: int = 100_000,
+        max_channels: int = TRACKED_CHANNELS_MAX,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._calls: dict[str, Call] = {}
         self._by_channel: dict[str, str] = {}
         self._ttl = ttl
         self._max_calls = max_calls
+        self._max_channels = max_channels
+        #: Channels kept by the calls tracked (``len(call.channels)`` summed).
+        self._channels = 0
         self._clock = clock
+        #: Events not tracked for an oversized field (:func:`oversized`).
+        self.refused = 0
+        self._refused_told: float | None = None
+        self._refused_quiet = 0
+
+    @property
+    def channels(self) -> int:
+        """How many channels the calls tracked keep, hung-up ones included."""
+        return self._channels
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -211,6 +286,8 @@ class CallTracker:
         linkedid = get("Linkedid") or event.get("Linkedid")
         channel_name = get("Channel") or event.get("Channel")
         name = event.name
+        if self.refuses(event):
+            return _REFUSED
         if name == "UserEvent" and not sent_by_channel(event):
             # The AMI action UserEvent (a manager user, an API token, a rule):
             # its Channel, Linkedid and Context are its sender's words, so it
@@ -241,8 +318,12 @@ class CallTracker:
                     chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
                 if len(call.channels) >= CHANNELS_MAX:
                     forgotten = _make_room(call)
+                    self._channels -= len(forgotten)
                 if len(call.channels) < CHANNELS_MAX:
+                    if self._channels >= self._max_channels:
+                        evicted = (*evicted, *self._make_space(call, now))
                     call.channels[channel_name] = chan
+                    self._channels += 1
                     self._by_channel[channel_name] = linkedid
             context = get("Context")
             if context is None:
@@ -346,14 +427,59 @@ class CallTracker:
         if old is None:
             return None, None
         moved = old.channels.pop(channel, None)
+        if moved is not None:
+            self._channels -= 1
         if not old.active_channels:
             self._end(old, now)
             return moved, old
         return moved, None
 
+    def _make_space(self, call: Call, now: float) -> tuple[Call, ...]:
+        """Room for one more channel across all calls: the oldest calls other
+        than ``call`` end (as past ``max_calls``); the ones that ended."""
+        gone: list[Call] = []
+        while self._channels >= self._max_channels:
+            # Oldest first (the dict keeps the order calls started in).
+            old = next((c for c in self._calls.values() if c is not call), None)
+            if old is None:
+                break
+            self._end(old, now)
+            gone.append(old)
+        return tuple(gone)
+
+    def refuses(self, event: Event) -> bool:
+        """Whether ``event`` has a field no Asterisk sends (:func:`oversized`):
+        then it is not tracked, nor should anything else keep what it says.
+        Kept, a stream of them with fresh Linkedids would hold about what the
+        peer sent, up to the caps (issue 16). Counted in :attr:`refused` and
+        said at most once a minute, naming the field and its length (never
+        its value: the peer's bytes)."""
+        problem = oversized(event)
+        if problem is None:
+            return False
+        self.refused += 1
+        key, length = problem
+        name = event.name
+        now = self._clock()
+        if self._refused_told is not None and now - self._refused_told < _REFUSED_EVERY:
+            self._refused_quiet += 1
+            return True
+        quiet, self._refused_quiet, self._refused_told = self._refused_quiet, 0, now
+        log.warning(
+            "an event %s with a %s of %d characters is not tracked: no Asterisk sends "
+            "one longer than %s (a broken or hostile AMI peer?)%s",
+            name[:64],
+            key,
+            length,
+            "an integer" if key == "Priority" else f"{IDENTITY_LIMITS[key]} characters",
+            f"; {quiet} more since the last warning" if quiet else "",
+        )
+        return True
+
     def _end(self, call: Call, now: float) -> None:
         call.ended = now
-        self._calls.pop(call.linkedid, None)
+        if self._calls.pop(call.linkedid, None) is not None:
+            self._channels -= len(call.channels)
         for name in call.channels:
             self._by_channel.pop(name, None)
 

@@ -63,7 +63,7 @@ from router.builtin.timefuncs import rules_timezone
 from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker, dialplan_half
+from router.calls import Call, CallTracker, dialplan_half, oversized
 from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
 from router.config import Config
 from router.dialplan import (
@@ -1326,7 +1326,12 @@ class Engine:
         except AMIProtocolError:
             return  # the read's own parse reports it
         event = messages[0]
-        if len(messages) != 1 or type(event) is not Event or not self._is_request(event):
+        if (
+            len(messages) != 1
+            or type(event) is not Event
+            or not self._is_request(event)
+            or oversized(event) is not None  # refused (and said) in order
+        ):
             return
         channel = event.get("Channel") or ""
         self.parking.requested(event)
@@ -1504,6 +1509,12 @@ class Engine:
             await self._cel(event)
             return
         fed = self._tracker.feed(event)
+        if fed.refused:
+            # A field longer than Asterisk sends (router.calls.oversized): no
+            # Asterisk's event, so no plugin, rule or request keeps what it
+            # says either. A request so refused fails open: the call takes
+            # the dialplan's default route when its wait ends.
+            return
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
@@ -1569,6 +1580,8 @@ class Engine:
         :meth:`handle_event` (tracker, Redirect confirmations, requests,
         prefetch), which no CEL record concerns, is not walked for them.
         """
+        if self._tracker.refuses(event):
+            return  # a field longer than Asterisk sends (router.calls.oversized)
         call = self._tracker.get(event.get("LinkedID") or "")
         if self.plugins.reads_event("CEL"):
             await self.plugins.event(event, call)

@@ -595,7 +595,11 @@ class Router:
         dialplan = self.dialplan
         for item in listing.items:
             channel = item.get("Channel") or ""
-            if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
+            if (
+                not dialplan.is_waiting(item)
+                or (item.get("Uniqueid") or channel) in self._routed
+                or self._tracker.refuses(item)  # no Asterisk's: kept nowhere
+            ):
                 continue
             wait = dialplan.listed_wait(
                 await self._getvar(channel, DEADLINE_VARIABLE),

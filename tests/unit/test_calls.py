@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman, split_waitevent
-from router.calls import CHANNELS_MAX, TIMELINE_MAX, Call, CallTracker, Fed
+from router.calls import (
+    CHANNELS_MAX,
+    IDENTITY_LIMITS,
+    TIMELINE_MAX,
+    TRACKED_CHANNELS_MAX,
+    Call,
+    CallTracker,
+    Fed,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
 
@@ -28,7 +39,7 @@ def test_real_call_is_tracked_and_forgotten_after_last_hangup() -> None:
     ended: list[str] = []
     seen_states = set()
     for event in real_call_events():
-        call, is_new, gone, _ = tracker.feed(event)
+        call, is_new, gone, *_ = tracker.feed(event)
         if is_new:
             assert call is not None
             started.append(call.linkedid)
@@ -311,3 +322,163 @@ def test_a_call_full_of_live_channels_follows_no_more_of_them() -> None:
     for i in range(CHANNELS_MAX):
         fed = tracker.feed(ev("Hangup", Channel=f"PJSIP/x-{i}", Linkedid="L1", Uniqueid=f"u{i}"))
     assert [c.linkedid for c in fed.ended] == ["L1"]
+
+
+# -- fields no Asterisk sends (issue 16) -------------------------------------------------
+
+BIG = "9" * 65536
+
+
+def newchannel(n: int, **override: str) -> Event:
+    """A trunk's Newchannel as Asterisk 22 writes it, of call ``n``."""
+    fields = {
+        "Channel": f"PJSIP/trunk-{n:08x}",
+        "ChannelState": "4",
+        "ChannelStateDesc": "Ring",
+        "CallerIDNum": "79161234567",
+        "CallerIDName": "<unknown>",
+        "Context": "from-trunk",
+        "Exten": "74951234567",
+        "Priority": "1",
+        "Uniqueid": f"1764000000.{n}",
+        "Linkedid": f"1764000000.{n}",
+    }
+    fields.update(override)
+    return ev("Newchannel", **fields)
+
+
+def test_a_flood_of_newchannels_with_64_kb_fields_keeps_the_tracker_empty(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hostile AMI peer's Newchannel with 64 KB identity fields and a fresh
+    Linkedid each: kept, each held ~200 KB until 100,000 calls x 1,000 channels.
+    No Asterisk sends one: none is tracked, and one WARNING says so, naming the
+    field and its length, never the value."""
+    tracker = CallTracker()
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        for n in range(2000):
+            fed = tracker.feed(
+                newchannel(
+                    n,
+                    Linkedid=f"{n}{BIG}",
+                    Uniqueid=f"{n}{BIG}",
+                    Channel=f"PJSIP/{n}{BIG}",
+                    Context=BIG,
+                    Exten=BIG,
+                )
+            )
+            assert fed.call is None
+            assert fed.refused
+    assert len(tracker) == 0
+    assert tracker.channels == 0
+    assert tracker._by_channel == {}
+    assert tracker.refused == 2000
+    told = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert len(told) == 1
+    assert "Linkedid of 65537 characters" in told[0]
+    assert len(told[0]) < 300  # the value is not echoed
+    # A real call after the flood is tracked as ever.
+    fed = tracker.feed(newchannel(7))
+    assert fed.started
+    assert not fed.refused
+    assert fed.call is not None
+    assert fed.call.caller_number == "79161234567"
+    assert tracker.channels == 1
+
+
+@pytest.mark.parametrize("field", [*IDENTITY_LIMITS, "Priority"])
+def test_an_event_with_one_field_longer_than_asterisk_sends_is_not_tracked(field: str) -> None:
+    tracker = CallTracker()
+    limit = IDENTITY_LIMITS.get(field, 11)
+    fed = tracker.feed(newchannel(1, **{field: "7" * (limit + 1)}))
+    assert fed.refused
+    assert fed.call is None
+    assert len(tracker) == 0
+    # A later event of a channel so refused adds nothing either.
+    assert tracker.feed(ev("Hangup", Channel=f"PJSIP/trunk-{1:08x}", Cause="16")).call is None
+
+
+@pytest.mark.parametrize("priority", ["x", "1 ", "1e3", "+1", "", "-1", "42"])
+def test_a_priority_is_a_small_integer(priority: str) -> None:
+    fed = CallTracker().feed(newchannel(1, Priority=priority))
+    assert fed.refused == (priority not in ("", "-1", "42"))
+
+
+def test_the_longest_fields_asterisk_sends_are_tracked() -> None:
+    """At the limits (include/asterisk/channel.h): a Uniqueid of 149 + ``;2``,
+    a context and an exten of 80 (79, and one of slack), a Local channel named after both."""
+    tracker = CallTracker()
+    exten, context = "1" * 80, "c" * 80
+    uniqueid = "h" * 127 + "-1764000000.1234567890;2"
+    assert len(uniqueid) == 151
+    channel = f"Local/{exten}@{context}-0000002a;2<ZOMBIE>"
+    fed = tracker.feed(
+        newchannel(
+            1,
+            Channel=channel,
+            Uniqueid=uniqueid,
+            Linkedid=uniqueid,
+            Context=context,
+            Exten=exten,
+            Priority="2147483647",
+        )
+    )
+    assert not fed.refused
+    assert fed.started
+    assert tracker.by_channel(channel) is fed.call
+    assert fed.call is not None
+    assert fed.call.channels[channel].exten == exten
+
+
+def test_a_refused_request_from_the_stream_creates_no_call() -> None:
+    """A routing request (the dialplan's UserEvent) with an oversized Uniqueid
+    starts no call; the engine routes nothing of it: the call fails open."""
+    event = ev(
+        "UserEvent",
+        Channel="Local/1@in-0;2",
+        Uniqueid=BIG,
+        Linkedid="1.1",
+        UserEvent="CallRouterRequest",
+    )
+    tracker = CallTracker()
+    assert tracker.feed(event).refused
+    assert len(tracker) == 0
+
+
+def test_the_channels_of_all_calls_are_bounded_oldest_calls_going_first() -> None:
+    """Calls of many channels each, up to ``max_calls``: the product of the
+    two caps was the bound. Past ``max_channels`` the oldest calls end."""
+    tracker = CallTracker(max_channels=50)
+    ended: list[str] = []
+    for n in range(100):
+        for leg in range(3):
+            fed = tracker.feed(
+                newchannel(n, Channel=f"PJSIP/{n}-{leg}", Uniqueid=f"{n}.{leg}", Linkedid=f"c{n}")
+            )
+            ended += [call.linkedid for call in fed.ended]
+        assert tracker.channels <= 50
+        assert tracker.channels == sum(len(c.channels) for c in tracker)
+    assert len(tracker._by_channel) <= 50
+    assert tracker.get("c99") is not None
+    assert len(tracker.get("c99").channels) == 3  # type: ignore[union-attr]
+    assert ended == [f"c{n}" for n in range(len(ended))]  # oldest first
+    assert len(ended) >= 100 - 50 // 3 - 1
+    assert TRACKED_CHANNELS_MAX == 100_000
+
+
+def test_the_channel_count_follows_hangups_moves_and_the_ttl() -> None:
+    now = [0.0]
+    tracker = CallTracker(ttl=10, clock=lambda: now[0])
+    tracker.feed(newchannel(1, Channel="A", Linkedid="old"))
+    tracker.feed(newchannel(2, Channel="B", Linkedid="new"))
+    tracker.feed(newchannel(3, Channel="C", Linkedid="new"))
+    assert tracker.channels == 3
+    tracker.feed(ev("BridgeEnter", Channel="A", Linkedid="new"))  # A moves: "old" ends
+    assert tracker.get("old") is None
+    assert tracker.channels == 3
+    tracker.feed(ev("Hangup", Channel="A", Linkedid="new"))
+    assert tracker.channels == 3  # hung up, kept until the call ends
+    now[0] = 100.0
+    tracker.sweep()
+    assert len(tracker) == 0
+    assert tracker.channels == 0

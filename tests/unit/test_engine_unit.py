@@ -189,6 +189,30 @@ async def test_a_request_sent_through_ami_routes_nothing(
     assert len(redirects(client)) == 1
 
 
+async def test_a_request_with_a_field_no_asterisk_sends_is_kept_nowhere(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hostile AMI peer's requests with a 64 KB Uniqueid, a fresh one each:
+    each was remembered as routed (100,000 of them) and its call tracked. Now
+    neither: the request fails open (the call's default route), said once;
+    a real request right after is routed as ever (issue 16)."""
+    engine, client = await make_engine(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        for n in range(50):
+            await engine.handle_event(request(f"Local/{n}@in-0;2", uniqueid=f"{n}" + "7" * 65536))
+        await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.router.remembered == 0
+    assert len(engine.tracker) == 0
+    told = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert len(told) == 1
+    assert "Uniqueid of 65537 characters" in told[0]
+    await engine.handle_event(request("Local/1@in-0;2"))
+    await engine.wait_idle()
+    assert len(redirects(client)) == 1
+    assert engine.router.remembered == 1
+
+
 EVENT_RULES = """version: 1
 rules:
   - name: crm-hangup
