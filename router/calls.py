@@ -72,7 +72,7 @@ TRACKED_CHANNELS_MAX = 100_000
 #: Linkedid is one) 151 (a ``;2`` may follow the public 149). A channel name
 #: is no such buffer in Asterisk 22 (a string field: main/channel_internal_api.c
 #: ``ast_channel_name_build_va``): a Local channel is named
-#: ``Local/<exten>@<context>-<8 hex>;2``, up to 176 characters, and a
+#: ``Local/<exten>@<context>-<8 hex>;2``, about 180 characters, and a
 #: masqueraded one gains ``<ZOMBIE>``; 256 leaves room for a long endpoint
 #: name. A ``Priority`` is a C int, so at most 11 characters (:data:`_PRIORITY`).
 IDENTITY_LIMITS: dict[str, int] = {
