@@ -198,3 +198,25 @@ async def test_a_redirect_that_ran_before_the_connection_broke_is_not_sent_twice
     assert await engine.reconcile() == 0
     await ajam_replay.settle(engine)
     assert ajam_replay.count("Redirect") == 1
+
+
+async def test_a_listed_channel_no_asterisk_could_name_is_neither_routed_nor_tracked(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """A hostile AMI peer's channel listing: a waiting channel whose name is
+    longer than Asterisk makes was routed by the reconcile and remembered as
+    routed, its call tracked. Now it is left to the dialplan's default route
+    (fails open); a real waiting call beside it is routed (issue 16)."""
+    hostile = "PJSIP/" + "9" * 1000
+    ajam_replay.inbound_call(
+        caller="79161234560", did="74950000001", announce=False, wait=10, channel=hostile
+    )
+    real = ajam_replay.inbound_call(
+        caller="79161234561", did="74950000001", announce=False, wait=10
+    )
+    engine = await engine_factory(rules)
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [real]
+    assert engine.router.remembered == 1
+    assert engine.tracker.by_channel(hostile) is None
+    assert engine.tracker.refused >= 1
