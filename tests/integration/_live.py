@@ -280,6 +280,13 @@ async def start_engine(
     engine = Engine(
         config, plugins=Plugins.load(), shadow=shadow, options=EngineOptions(watch_interval=0)
     )
+    return await start_engine_from(engine, ready_timeout)
+
+
+async def start_engine_from(
+    engine: Engine, ready_timeout: float = 10.0
+) -> tuple[Engine, asyncio.Future[None]]:
+    """:func:`start_engine` for an engine the caller built (its own plugins)."""
     await engine.start()
     task = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), ready_timeout)
@@ -291,6 +298,37 @@ async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
     engine.request_stop()
     await asyncio.wait_for(task, 30)
     await engine.stop()
+
+
+class SharedEngine:
+    """A test module's one router on the shared Asterisk, which a test may stop.
+
+    One router at a time on an Asterisk (a second would route the same calls),
+    so a test that needs Asterisk without the module's router, or with a router
+    of its own, stops this one (:meth:`stop`); the next test that needs it
+    serving gets it started again (:meth:`serving`, a new engine from
+    ``build``, on the same config and state_dir). Every test then holds in any
+    order, and a run in the written order starts no engine more than before.
+    """
+
+    def __init__(self, build: Callable[[], Engine], *, ready_timeout: float = 10.0) -> None:
+        self._build = build
+        self._ready_timeout = ready_timeout
+        self._running: tuple[Engine, asyncio.Future[None]] | None = None
+
+    async def serving(self) -> Engine:
+        """The router, serving and ready: the one that runs, or a new one."""
+        if self._running is not None and self._running[1].done():
+            await self.stop()  # it ended by itself: say why (its exception), if any
+        if self._running is None:
+            self._running = await start_engine_from(self._build(), self._ready_timeout)
+        return self._running[0]
+
+    async def stop(self) -> None:
+        """Stop the router if it runs (:func:`stop_engine`); no-op otherwise."""
+        running, self._running = self._running, None
+        if running is not None:
+            await stop_engine(*running)
 
 
 async def until(

@@ -24,8 +24,7 @@ from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
-from router.testing import serving
-from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
+from tests.integration._live import TEST_QUEUE, SharedEngine, admin_placer, example_dialplan
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 from tests.unit.waiting import eventually
 
@@ -124,20 +123,49 @@ def ami_transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="module")
+def routers() -> list[SharedEngine]:
+    """The module's routers (one per transport) that :func:`no_router` stops."""
+    return []
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(
+async def shared(
     routing_sandbox: Sandbox,
     tmp_path_factory: pytest.TempPathFactory,
     ami_transport: str,
-) -> AsyncIterator[Engine]:
+    routers: list[SharedEngine],
+) -> AsyncIterator[SharedEngine]:
     config = make_config(
         routing_sandbox, tmp_path_factory.mktemp("engine"), transport=ami_transport
     )
-    plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
-    async with serving(
-        Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
-    ) as eng:
-        yield eng
+
+    def build() -> Engine:
+        plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
+        return Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
+
+    router = SharedEngine(build)
+    routers.append(router)
+    try:
+        yield router
+    finally:
+        routers.remove(router)
+        await router.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def engine(shared: SharedEngine) -> Engine:
+    """The module's router over ``ami_transport``, serving (started again after
+    a test that stopped it)."""
+    return await shared.serving()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def no_router(routers: list[SharedEngine]) -> None:
+    """The sandbox with none of the module's routers serving (one router at a
+    time on this Asterisk); the next test that needs one starts it again."""
+    for router in routers:
+        await router.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -291,12 +319,10 @@ async def test_tracker_empties_when_calls_hang_up(engine: Engine, placer: CallPl
 async def test_shadow_mode_sends_no_action(
     routing_sandbox: Sandbox,
     placer: CallPlacer,
-    engine: Engine,
+    no_router: None,
     tmp_path: Path,
     ami_transport: str,
 ) -> None:
-    engine.request_stop()  # one router at a time on this Asterisk
-    await eventually(lambda: engine._serve_task is None, "the live engine stopped serving", 15)
     config = make_config(routing_sandbox, tmp_path, shadow=True, transport=ami_transport)
     # The same rules need the same lookups: a rule set naming an unknown one is
     # refused at start.
@@ -321,8 +347,8 @@ async def test_shadow_mode_sends_no_action(
         await shadow.stop()
 
 
-async def test_router_down_calls_take_default_route(placer: CallPlacer) -> None:
-    """Runs after the engine stopped (shadow test): the dialplan alone fails open."""
+async def test_router_down_calls_take_default_route(placer: CallPlacer, no_router: None) -> None:
+    """With no router serving, the dialplan alone fails open."""
     calls = [await placer.place("74950000001", "79161234567", wait=1) for _ in range(3)]
     await placer.wait_all(calls, timeout=15)
     assert [c.destination for c in calls] == ["callrouter-default,74950000001"] * 3

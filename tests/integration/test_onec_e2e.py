@@ -31,17 +31,18 @@ from callrouter_onec.cache import BreakerState, ResponsibleCache
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.config import Config, load_config
-from router.engine import Engine
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from tests.integration._live import (
     FORMATTED_CALLER,
     TEST_QUEUE,
+    SharedEngine,
     admin_placer,
     example_dialplan,
     start_engine,
     stop_engine,
-    until,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -135,14 +136,23 @@ def healthy_double(double: OneCDouble) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(
+async def shared(
     onec_sandbox: Sandbox, double: OneCDouble, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Engine]:
+) -> AsyncIterator[SharedEngine]:
     config = make_config(onec_sandbox, double, tmp_path_factory.mktemp("onec") / "state")
-    eng, task = await start_engine(config)
-    yield eng
-    if not task.done():
-        await stop_engine(eng, task)
+    router = SharedEngine(
+        lambda: Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    )
+    try:
+        yield router
+    finally:
+        await router.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def engine(shared: SharedEngine) -> Engine:
+    """The module's router, serving (started again after a test that stopped it)."""
+    return await shared.serving()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -318,7 +328,12 @@ async def test_1c_down_breaker_opens_and_stale_answers_are_served(
 
 @pytest.mark.slow
 async def test_call_history_survives_1c_down_and_a_restart(
-    engine: Engine, placer: CallPlacer, double: OneCDouble, onec_sandbox: Sandbox, tmp_path: Path
+    engine: Engine,
+    shared: SharedEngine,
+    placer: CallPlacer,
+    double: OneCDouble,
+    onec_sandbox: Sandbox,
+    tmp_path: Path,
 ) -> None:
     # Quiet start: earlier calls hung up and their history delivered, then a clean book.
     await placer.hangup_all()
@@ -338,9 +353,7 @@ async def test_call_history_survives_1c_down_and_a_restart(
             break
         await asyncio.sleep(0.1)
     assert await sender.drain(10)
-    engine.request_stop()  # one router at a time on this Asterisk
-    await until(lambda: engine._serve_task is None, 15, "the first engine stopped serving")
-    await engine.stop()
+    await shared.stop()  # one router at a time on this Asterisk
     double.reset()
 
     config = make_config(onec_sandbox, double, tmp_path / "state")
