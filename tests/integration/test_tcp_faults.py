@@ -24,7 +24,8 @@ import pytest
 import pytest_asyncio
 
 from router.ami.client import ClientSettings
-from router.ami.event_filter import EventSelection
+from router.ami.event_filter import CORE_EVENTS, EventSelection
+from router.ami.stream import Backoff
 from router.ami.tcp import TCPClient
 from router.config import load_config
 from router.engine import Engine, EngineOptions
@@ -190,6 +191,21 @@ async def until(predicate: object, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+#: How long after ``launch()`` returns (Asterisk fully booted, so already
+#: answering) the engine may log its reconnect gap. While Asterisk is away the
+#: stream's tries fail at once (a refused connect) and it sleeps between them
+#: (router/ami/stream.py ``Backoff``): when Asterisk answers, at worst a whole
+#: sleep at the cap, jitter up, is still to run. Then one try: a connect, a
+#: login and the first poll, which returns at once, since Asterisk queues
+#: ``FullyBooted`` to every new session and the engine's filter keeps it
+#: (``CORE_EVENTS``, checked in the test); ONE_TRY is that round trip, the gap
+#: handed to the engine and its log line, with room for a loaded machine.
+#: Any slower and the product misses docs/asterisk.md's "routing resumes
+#: within about a second of Asterisk answering again".
+ONE_TRY = 0.8
+RESUME_BOUND = Backoff().maximum * (1 + Backoff().jitter) + ONE_TRY
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["tcp", "ajam"])
 async def test_routing_resumes_about_a_second_after_asterisk_is_back(
@@ -204,6 +220,7 @@ async def test_routing_resumes_about_a_second_after_asterisk_is_back(
     the router found Asterisk again only 5-8 s after it answered, and every call
     placed meanwhile took the default route."""
     caplog.set_level(logging.WARNING, logger="router")
+    assert "FullyBooted" in CORE_EVENTS  # the first poll after a login returns at once
     if transport == "tcp":
         engine = make_engine(tmp_path, queue_box.tcp_url, queue_box.secret, ping_interval=2)
     else:
@@ -225,7 +242,7 @@ async def test_routing_resumes_about_a_second_after_asterisk_is_back(
         call = await queue_placer.place("74950000001", "79161234567")
         await queue_placer.wait_all([call], 10)
         await engine.wait_idle()
-    assert resumed < 2.0, (resumed, gaps(caplog))
+    assert resumed < RESUME_BOUND, (resumed, RESUME_BOUND, gaps(caplog))
     assert (call.destination, call.landings) == ("callrouter-dial,101", 1)
 
 
