@@ -345,6 +345,8 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
     shipped = box.extra_dialplan
     folder = box.inst / "spool/monitor/pbx-own"
     folder.mkdir(parents=True, exist_ok=True)
+    for earlier in folder.glob("pbx-own-*.wav"):  # an earlier test's (any order)
+        earlier.unlink()
     box.set_dialplan(
         shipped + PBX_RECORDS.format(folder=f"{box.inst_in_root}/spool/monitor/pbx-own")
     )
