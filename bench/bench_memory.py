@@ -16,6 +16,20 @@ after 2,000 warm-up calls (imports, caches, first allocations) and after the
 10,000; channels already routed, so a request is never acted on twice:
 100,000) fill up during the run; their sizes are printed so growth can be
 told from a leak.
+
+``--call-life`` (not in run_all.py: 100,000 calls take about 105 s) adds what
+an office runs per call, to read the plateau a real-time soak cannot reach:
+``.venv/bin/python bench/bench_memory.py --call-life`` (``--every N``: calls
+between checkpoints). Each call is then an answered inbound call with its CEL
+records (the engine's own call life folds them: ringing, answered, hangup),
+``DialBegin`` / ``DialEnd`` of extension 101 (the API feed's intake publishes
+its ringing and hangup into an in-memory event feed), the 1C plugin's facts
+kept per call (a real ``OneCPlugin``'s ``_remember``; its sender, the SQLite
+queue and the HTTP posts to 1C, is not run) and a click-to-call of one of ten
+API tokens (``Originations``). It prints VmRSS after a full garbage
+collection every ``--every`` calls with each bounded memory's size, and at the
+end each memory's deep size against its cap; it writes
+``results/memory_call_life.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import sys
 import tempfile
 import time
@@ -62,7 +77,109 @@ class FakeAMI:
     async def aclose(self) -> None: ...
 
 
-def call_events(i: int, caller: str) -> tuple[list[Any], list[Any], str]:
+def cel(name: str, stamp: str, uniqueid: str, linkedid: str, channel: str, **more: str) -> Any:
+    """One ``Event: CEL`` as cel_manager writes it."""
+    from router.ami.message import Event
+
+    return Event(
+        [
+            ("Event", "CEL"),
+            ("Privilege", "call,all"),
+            ("Timestamp", stamp),
+            ("EventName", name),
+            ("AccountCode", ""),
+            ("CallerIDnum", more.get("caller", "")),
+            ("CallerIDname", ""),
+            ("CallerIDani", more.get("caller", "")),
+            ("CallerIDrdnis", ""),
+            ("CallerIDdnid", ""),
+            ("Exten", more.get("exten", "")),
+            ("Context", more.get("context", "")),
+            ("Channel", channel),
+            ("Application", more.get("app", "")),
+            ("AppData", ""),
+            ("EventTime", stamp),
+            ("AMAFlags", "DOCUMENTATION"),
+            ("UniqueID", uniqueid),
+            ("LinkedID", linkedid),
+            ("Userfield", ""),
+            ("Peer", ""),
+            ("PeerAccount", ""),
+            ("Extra", more.get("extra", "")),
+        ]
+    )
+
+
+def life_events(i: int, caller: str, stamp: str) -> tuple[list[Any], list[Any], list[Any]]:
+    """What an office's answered inbound call adds: its CEL records (the call
+    life's), ``DialBegin`` / ``DialEnd`` of extension 101 (the API feed's
+    ``ringing``) and the phone's own ``Hangup``; before the routing request,
+    between the landing and the caller's Hangup, and after it."""
+    from router.ami.message import Event
+    from router.dialplan import INBOUND_CONTEXT
+
+    linkedid = f"bench-{i}.1"
+    trunk = f"Local/{DID}@{INBOUND_CONTEXT}-{i:08x};2"  # the routed channel: the caller
+    phone_id = f"bench-{i}.2"
+    phone = f"PJSIP/101-{i:08x}"
+    first = [
+        cel(
+            "CHAN_START",
+            stamp,
+            linkedid,
+            linkedid,
+            trunk,
+            caller=caller,
+            exten=DID,
+            context="from-trunk",
+        ),
+    ]
+    dial = [
+        ("Privilege", "call,all"),
+        ("Timestamp", stamp),
+        ("Channel", trunk),
+        ("CallerIDNum", caller),
+        ("Uniqueid", linkedid),
+        ("Linkedid", linkedid),
+        ("DestChannel", phone),
+        ("DestCallerIDNum", "101"),
+        ("DestUniqueid", phone_id),
+        ("DestLinkedid", linkedid),
+        ("DialString", "101"),
+    ]
+    hangup = json.dumps({"hangupcause": 16, "hangupsource": phone, "dialstatus": "ANSWER"})
+    middle = [
+        cel("CHAN_START", stamp, phone_id, linkedid, phone, exten="101"),
+        Event([("Event", "DialBegin"), *dial]),
+        cel("ANSWER", stamp, phone_id, linkedid, phone, exten="101"),
+        cel("ANSWER", stamp, linkedid, linkedid, trunk, caller=caller, exten=DID),
+        Event([("Event", "DialEnd"), *dial, ("DialStatus", "ANSWER")]),
+        cel("BRIDGE_ENTER", stamp, linkedid, linkedid, trunk, caller=caller),
+        cel("BRIDGE_ENTER", stamp, phone_id, linkedid, phone),
+        cel("BRIDGE_EXIT", stamp, phone_id, linkedid, phone),
+        cel("HANGUP", stamp, phone_id, linkedid, phone, extra=hangup),
+        Event(
+            [
+                ("Event", "Hangup"),
+                ("Privilege", "call,all"),
+                ("Timestamp", stamp),
+                ("Channel", phone),
+                ("CallerIDNum", "101"),
+                ("Uniqueid", phone_id),
+                ("Linkedid", linkedid),
+                ("Cause", "16"),
+            ]
+        ),
+        cel("CHAN_END", stamp, phone_id, linkedid, phone),
+        cel("BRIDGE_EXIT", stamp, linkedid, linkedid, trunk),
+        cel("HANGUP", stamp, linkedid, linkedid, trunk, caller=caller, extra=hangup),
+        cel("CHAN_END", stamp, linkedid, linkedid, trunk),
+    ]
+    last = [cel("LINKEDID_END", stamp, linkedid, linkedid, trunk, caller=caller)]
+    return first, middle, last
+
+
+def call_events(i: int, caller: str, life: bool = False) -> tuple[list[Any], list[Any], str]:
     from router.ami.message import Event
     from router.dialplan import INBOUND_CONTEXT, REQUEST_EVENT
 
@@ -137,10 +254,86 @@ def call_events(i: int, caller: str) -> tuple[list[Any], list[Any], str]:
             ]
         ),
     ]
+    if life:
+        first, middle, last = life_events(i, caller, stamp)
+        before[:0] = first
+        after[1:1] = middle
+        after += last
     return before, after, channel
 
 
-async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
+class OfficeMemories:
+    """What an office runs per call besides the routing, for ``--call-life``.
+
+    The call life is the engine's own (``engine.calllife``: the fold, fed by the
+    CEL records through ``Engine.handle_event``); it is followed because this
+    plugin reads the call events, as the 1C plugin does. Each call's first event
+    puts the facts the 1C plugin keeps per call (``OneCPlugin._remember``, as its
+    decision hook and its own lookups do) into a real :class:`OneCPlugin`; its
+    sender (the SQLite history queue and the HTTP posts to 1C) is not run: it
+    needs the 1C double over the network, and its queue is on disk. The API's
+    event feed is the real :class:`FeedIntake` plugin over an in-memory
+    :class:`EventFeed` (the file behind it is on disk), and every call is also a
+    click-to-call of one of ten API tokens in a real :class:`Originations`.
+    """
+
+    __name__ = "bench_office"
+
+    def __init__(self, onec: Any, answers: Any) -> None:
+        from callrouter_onec.plugin import OneCPlugin
+
+        self.plugin = OneCPlugin()
+        self.answers = answers
+        self.onec = onec
+        self.told = 0
+
+    def callrouter_wants_call_events(self) -> bool:
+        return True
+
+    def callrouter_call_event(self, event: Any) -> None:
+        from callrouter_onec.plugin import _facts_of
+
+        self.told += 1
+        if self.plugin._recall(event.call_id) is None:
+            answer = self.onec.cache.fresh(self.answers(event.call_id))
+            self.plugin._remember(
+                event.call_id, _facts_of(answer.as_dict() if answer is not None else None)
+            )
+
+
+def _mark_office_hooks() -> None:
+    from router.hookspecs import hookimpl
+
+    for name in ("callrouter_wants_call_events", "callrouter_call_event"):
+        setattr(OfficeMemories, name, hookimpl(getattr(OfficeMemories, name)))
+
+
+def deep_size(root: object) -> int:
+    """Bytes of ``root`` and everything it holds (each object once)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (bool, type)):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)) or hasattr(obj, "maxlen"):
+            stack.extend(obj)  # type: ignore[call-overload]
+        elif not isinstance(obj, (str, bytes, int, float)):
+            slots = getattr(type(obj), "__slots__", ())
+            stack.extend(getattr(obj, n) for n in slots if hasattr(obj, n))
+            stack.extend(getattr(obj, "__dict__", {}).values())
+    return total
+
+
+async def run(
+    calls: int, warmup: int, extra: int = 0, life: bool = False, every: int = 10_000
+) -> tuple[list[list[object]], list[list[object]], list[list[object]]]:
     from router.config import load_config
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
@@ -152,9 +345,26 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     onec = BenchOneC(callers)
     await onec.warm()
     fake = FakeAMI()
+    extra_plugins: list[Any] = []
+    office: OfficeMemories | None = None
+    if life:
+        from router.api.calls import Origination, Originations
+        from router.api.feed import EventFeed
+        from router.api.intake import FeedIntake
+
+        _mark_office_hooks()
+
+        def caller_of(call_id: str) -> str:
+            return callers[int(call_id.removeprefix("bench-").partition(".")[0]) % len(callers)]
+
+        office = OfficeMemories(onec, caller_of)
+        feed = EventFeed()
+        intake = FeedIntake(feed)
+        originations = Originations(feed)
+        extra_plugins = [office, intake]
     engine = Engine(
         config,
-        plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+        plugins=Plugins.load(extra=[onec, *extra_plugins], disabled=["onec"]),
         client=fake,  # type: ignore[arg-type]
         options=EngineOptions(watch_interval=0),
     )
@@ -167,7 +377,7 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     )
 
     async def one(i: int) -> None:
-        before, after, channel = call_events(i, callers[i % len(callers)])
+        before, after, channel = call_events(i, callers[i % len(callers)], life)
         sent = asyncio.get_running_loop().create_future()
         fake.waiting[channel] = sent
         for event in before:
@@ -175,29 +385,122 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
         await asyncio.wait_for(sent, 5)
         for event in after:
             await engine.handle_event(event)
+        if life:
+            originations.add(
+                Origination(
+                    id=f"bench-{i}.1",
+                    action_id=f"callrouter-originate-{i:012d}",
+                    extension="101",
+                    number=callers[i % len(callers)],
+                    dial="PJSIP/101",
+                    created=time.time(),
+                    owner=f"token-{i % 10}",
+                )
+            )
+
+    def memories() -> list[tuple[str, int, int, object]]:
+        """(name, size, cap, the object holding it) of each bounded memory."""
+        from callrouter_onec import plugin as onec_plugin
+
+        from router.api import calls as api_calls
+        from router.api import intake as api_intake
+
+        folder = engine.calllife.folder
+        assert office is not None
+        return [
+            (
+                "call life: event ids told (Folder._emitted)",
+                len(folder._emitted),
+                folder.max_emitted,
+                folder._emitted,
+            ),
+            (
+                "call life: ended calls (Folder._ended)",
+                len(folder._ended),
+                folder.max_calls,
+                folder._ended,
+            ),
+            (
+                "call life: calls followed (Folder._calls)",
+                len(folder._calls),
+                folder.max_calls,
+                folder._calls,
+            ),
+            (
+                "1C plugin: facts per call (OneCPlugin._facts)",
+                len(office.plugin._facts),
+                onec_plugin._FACTS_MAX,
+                office.plugin._facts,
+            ),
+            (
+                "API: click-to-calls, 10 tokens (Originations)",
+                len(originations._by_id),
+                10 * api_calls._KEPT,
+                (originations._by_id, originations._by_action, originations._by_owner),
+            ),
+            (
+                "API: event feed in memory (EventFeed)",
+                len(feed),
+                feed.max_events,
+                (feed._events, feed._cursors, feed._dropped),
+            ),
+            (
+                "API: feed intake calls (FeedIntake._calls)",
+                len(intake._calls),
+                api_intake._CALLS_MAX,
+                intake._calls,
+            ),
+            ("engine: decision records", len(engine.records), 0, engine.records),
+        ]
 
     rows: list[list[object]] = []
+    curve: list[list[object]] = []
+    sizes: list[list[object]] = []
     for i in range(warmup):
         await one(i)
     await engine.wait_idle()
     gc.collect()
     rss0 = rss_kb()
     t0 = time.process_time()
+    if life:
+        curve.append([0, f"{rss0 / 1024:.1f}", *(f"{m[1]:,}" for m in memories()[:7])])
     for i in range(warmup, warmup + calls):
         await one(i)
         if i % 1000 == 0:
             await engine.wait_idle()
+        done = i - warmup + 1
+        if life and done % every == 0:
+            await engine.wait_idle()
+            gc.collect()
+            curve.append(
+                [f"{done:,}", f"{rss_kb() / 1024:.1f}", *(f"{m[1]:,}" for m in memories()[:7])]
+            )
     await engine.wait_idle()
     cpu = time.process_time() - t0
     gc.collect()
     rss1 = rss_kb()
+    if life:
+        for name, size, cap, holder in memories()[:7]:
+            used = deep_size(holder)
+            sizes.append(
+                [
+                    name,
+                    f"{size:,}",
+                    f"{cap:,}",
+                    f"{used / 1e6:.1f} MB",
+                    f"{used / max(size, 1):.0f} B" if size else "-",
+                ]
+            )
     outcomes: dict[str, int] = {}
     for record in engine.records:
         outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
     rows.append(["VmRSS before (after warm-up)", f"{rss0 / 1024:.1f} MB"])
     rows.append([f"VmRSS after {calls:,} calls", f"{rss1 / 1024:.1f} MB"])
     growth = (rss1 - rss0) / 1024
-    rows.append(["growth", f"{growth:.1f} MB ({'meets' if growth < 5 else 'MISSES'} < 5 MB)"])
+    if life:  # bounded memories fill: the checkpoints below show where it levels off
+        rows.append(["growth (the bounded memories below filling)", f"{growth:.1f} MB"])
+    else:
+        rows.append(["growth", f"{growth:.1f} MB ({'meets' if growth < 5 else 'MISSES'} < 5 MB)"])
     rows.append(["calls still tracked", str(len(engine.tracker))])
     rows.append(["decision records kept (bounded 1,000)", str(len(engine.records))])
     rows.append(
@@ -207,8 +510,11 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
         ["executor redirect counters (dropped when calls end)", str(len(engine.executor.redirects))]
     )
     rows.append(["outcomes of the last records", str(outcomes)])
+    if life:
+        assert office is not None
+        rows.append(["call events told (call life)", f"{office.told:,}"])
     rows.append(["engine CPU per call", f"{cpu / calls * 1e6:.0f} us"])
-    return rows
+    return rows, curve, sizes
 
 
 def main() -> None:
@@ -221,16 +527,42 @@ def main() -> None:
         default=0,
         help="add the route benchmark's non-matching rules (for profiling)",
     )
+    parser.add_argument(
+        "--call-life",
+        action="store_true",
+        help="also what an office runs per call (call life, 1C facts, API feed and "
+        "click-to-calls); RSS every --every calls; writes memory_call_life.md",
+    )
+    parser.add_argument("--every", type=int, default=10_000, help="calls between checkpoints")
     args = parser.parse_args()
-    rows = asyncio.run(run(args.calls, args.warmup, args.extra_rules))
+    rows, curve, sizes = asyncio.run(
+        run(args.calls, args.warmup, args.extra_rules, args.call_life, args.every)
+    )
+    if not args.call_life:
+        text = (
+            "### Memory: 100,000 synthetic calls through Engine.handle_event\n\n"
+            + md_table(["measure", "value"], rows)
+            + "\n"
+        )
+        print(text)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "memory.md").write_text(text)
+        return
+    short = ["_emitted", "_ended", "_calls", "1C _facts", "Originations", "feed", "intake"]
     text = (
-        "### Memory: 100,000 synthetic calls through Engine.handle_event\n\n"
+        f"### Memory with the call life: {args.calls:,} synthetic office calls\n\n"
         + md_table(["measure", "value"], rows)
+        + "\n\nVmRSS (after gc) and each bounded memory's size, every "
+        + f"{args.every:,} calls:\n\n"
+        + md_table(["calls", "VmRSS MB", *short], curve)
+        + "\n\nAt the end, each memory against its cap (deep size: the container, "
+        + "keys and values, each object once):\n\n"
+        + md_table(["memory", "size", "cap", "bytes", "per entry"], sizes)
         + "\n"
     )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory.md").write_text(text)
+    (RESULTS / "memory_call_life.md").write_text(text)
 
 
 if __name__ == "__main__":
