@@ -891,7 +891,13 @@ class Folder:
         self._before.pop(linkedid, None)
         # Records held live came after the read began: folded after the stored
         # ones, in arrival order (one the store has too is seen once).
-        ordered = sorted(records, key=lambda r: (r.at, r.seq)) + held
+        # LINKEDID_END is the call's last record by definition, but Asterisk
+        # stamps it on the thread that drops the last reference, so the store
+        # can hold it a fraction of a millisecond before the last legs'
+        # HANGUP (seen on the sandbox: a ring group's third leg, 0.3 ms
+        # later); folded in time order, the call had ended and that leg's
+        # ringing was never told by a replay. It is folded after the rest.
+        ordered = sorted(records, key=lambda r: (r.event == "LINKEDID_END", r.at, r.seq)) + held
         fresh = CallFold(linkedid, self.is_internal, replayed=True)
         fresh.hinted |= self._early.pop(linkedid, set())
         events: list[CallEvent] = []

@@ -754,3 +754,31 @@ def test_a_ringing_told_live_before_a_late_number_names_it_as_the_replay_does(
     # Never after the phone's own answered: the order 1C keeps.
     kinds_told = kinds(told)
     assert kinds_told.index(("ringing", "102")) < kinds_told.index(("answered", "102"))
+
+
+def test_a_replay_folds_linkedid_end_last_though_the_store_stamps_it_earlier() -> None:
+    """Seen in CI on the sandbox: Asterisk's store held a ring group call's
+    ``LINKEDID_END`` 0.3 ms before its third phone's ``HANGUP`` (the stamp is
+    taken on whichever thread drops the last reference). Folded in time order
+    the call had ended, so a replay never told that phone's ringing, which the
+    live stream had told from its ringing sign: live and replay disagreed."""
+    cel = Cel()
+    trunk = inbound(cel)
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102", "103")]
+    cel.tick(0.35)
+    for leg in legs[:2]:
+        cel.hangup(leg, cause=127)
+    cel.end()  # stamped before the rest, as the store had it
+    cel.hangup(legs[2], cause=127)
+    cel.hangup(trunk, cause=127, source=cel.name(trunk), dialstatus="CANCEL")
+    assert [r.event for r in cel.records][-5:] == [
+        "LINKEDID_END",
+        "HANGUP",
+        "CHAN_END",
+        "HANGUP",
+        "CHAN_END",
+    ]
+    events = Folder().replay(cel.linkedid, list(reversed(cel.records)))
+    assert sorted(kinds(events)[:3]) == [("ringing", "101"), ("ringing", "102"), ("ringing", "103")]
+    assert kinds(events)[3:] == [("hangup", None), ("missed", None)]
+    assert events[-1].status == "CANCEL"
