@@ -269,3 +269,35 @@ async def test_a_reload_that_brings_an_event_rule_keeps_the_order_from_then_on(
                 break
             await asyncio.sleep(0.01)
         assert [r.outcome for r in engine.records] == ["executed", "executed"]
+
+
+async def test_a_request_with_an_oversized_field_is_not_routed_early(tmp_path: Path) -> None:
+    """A request Asterisk could not have sent (a 60 KB Uniqueid: the parser's
+    line bound is 64 KB) read after
+    other events is not decided from its own text: it is refused in order
+    (router.calls.oversized) and nothing of it is remembered; a real request
+    right after is routed early as ever."""
+    plugin = Decisions()
+    huge = "9" * 60_000
+    forged = REQUEST.replace("Uniqueid: 1.1\r\n", f"Uniqueid: {huge}\r\n")
+    assert huge in forged
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
+        fake.push_raw(UNWANTED + forged.encode() + UNWANTED)
+        await asyncio.sleep(0.3)
+        assert dropped == []
+        assert engine.records == []
+        assert not engine.router.tasks
+        assert engine.tracker.by_channel(CHANNEL) is None
+        assert not engine.executor.confirmations.waiting
+
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        # The forged read's two unwanted events only: the real request went
+        # before its read's unwanted event was parsed.
+        assert dropped == [2]
+        (record,) = engine.records
+        assert record.outcome == "executed"
+        call = engine.tracker.by_channel(CHANNEL)
+        assert call is not None
+        assert call.routed
+        assert call.linkedid == "1.1"
