@@ -30,7 +30,11 @@ __all__ = [
     "ANSWERED_STATE",
     "CHANNELS_MAX",
     "IDENTITY_LIMITS",
+    "TIMELINE_CHARS_MAX",
+    "TIMELINE_MAX",
     "TRACKED_CHANNELS_MAX",
+    "VARIABLES_MAX",
+    "VARIABLE_NAME_MAX",
     "Call",
     "CallTracker",
     "Channel",
@@ -44,8 +48,20 @@ log = logging.getLogger("router.calls")
 
 #: How many timeline entries a call keeps; a stuck call must not grow forever.
 TIMELINE_MAX = 64
+#: Characters of timeline details kept per call, all entries together: a
+#: detail is cut to 500 characters (router.callerid.MAX_TEXT), so 64 of them
+#: were 32,000 characters a call, some 3 GB over 100,000 tracked calls. Past
+#: it the oldest entries go; a normal call's 64 details take a few thousand
+#: (issue 16).
+TIMELINE_CHARS_MAX = 8192
 #: Variables kept per call, for the same reason.
 VARIABLES_MAX = 64
+#: The longest variable name kept in ``Call.variables``. Asterisk sets no
+#: bound (main/chanvars.c ``ast_var_assign`` copies any length), so this is a
+#: sane one: a dialplan's names are a word or two; a longer name is not kept
+#: (cut, two names could become one), its value being cut to 500 characters
+#: (issue 16).
+VARIABLE_NAME_MAX = 80
 #: Channels kept per call (a conference of hundreds shares one Linkedid).
 #: Past it the hung-up ones go (:attr:`Fed.forgotten`); a call of this many
 #: live channels follows no more. Without it a call whose first leg stayed up
@@ -157,6 +173,8 @@ class Call:
     caller_leg: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
+    #: Characters of the details in ``timeline`` (:data:`TIMELINE_CHARS_MAX`).
+    timeline_chars: int = field(default=0, repr=False, compare=False)
     #: Scratch space for plugins (e.g. a prefetch task), keyed by plugin name.
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -364,7 +382,11 @@ class CallTracker:
                     call.caller_name = cut_text(cname)
         if name == "VarSet":
             var = event.get("Variable")
-            if var and (var in call.variables or len(call.variables) < VARIABLES_MAX):
+            if (
+                var
+                and len(var) <= VARIABLE_NAME_MAX
+                and (var in call.variables or len(call.variables) < VARIABLES_MAX)
+            ):
                 call.variables[var] = cut_text(event.get("Value") or "")
         elif _answers(name, event):
             call.answered = True
@@ -373,7 +395,7 @@ class CallTracker:
             # ringing shows them); an Answer() before (a greeting, an IVR) does
             # not fix them yet.
             call.caller_leg = ""
-        call.timeline.append(TimelineEntry(now, name, cut_text(_detail(event))))
+        _remember(call, TimelineEntry(now, name, cut_text(_detail(event))))
         if name == "Hangup" and channel_name:
             chan = call.channels.get(channel_name)
             if chan is not None:
@@ -526,6 +548,19 @@ def _answers(name: str, event: Event) -> bool:
         return event.get("DialStatus") == "ANSWER"
     # An unparsable count (not ASCII digits) is treated as absent, never fatal.
     return name == "BridgeEnter" and (ascii_int(event.get("BridgeNumChannels")) or 0) >= 2
+
+
+def _remember(call: Call, entry: TimelineEntry) -> None:
+    """Append ``entry`` to the call's timeline: at most :data:`TIMELINE_MAX`
+    entries and :data:`TIMELINE_CHARS_MAX` characters of details, the oldest
+    going first."""
+    timeline = call.timeline
+    if len(timeline) == timeline.maxlen:
+        call.timeline_chars -= len(timeline[0].detail)
+    timeline.append(entry)
+    call.timeline_chars += len(entry.detail)
+    while call.timeline_chars > TIMELINE_CHARS_MAX and len(timeline) > 1:
+        call.timeline_chars -= len(timeline.popleft().detail)
 
 
 def _detail(event: Event) -> str:

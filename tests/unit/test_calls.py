@@ -13,8 +13,11 @@ from router.ami.protocol import parse_rawman, split_waitevent
 from router.calls import (
     CHANNELS_MAX,
     IDENTITY_LIMITS,
+    TIMELINE_CHARS_MAX,
     TIMELINE_MAX,
     TRACKED_CHANNELS_MAX,
+    VARIABLE_NAME_MAX,
+    VARIABLES_MAX,
     Call,
     CallTracker,
     Fed,
@@ -119,6 +122,61 @@ def test_hangup_of_unknown_call_creates_nothing_and_timeline_is_bounded() -> Non
     assert call is not None
     assert len(call.timeline) == TIMELINE_MAX
     assert call.channels["Local/a"].priority == str(TIMELINE_MAX * 3 - 1)
+
+
+def test_a_timeline_is_bounded_in_characters_too() -> None:
+    """Issue 16: 64 details of 500 characters (a VarSet's long value) were
+    32,000 characters a call; the timeline keeps at most TIMELINE_CHARS_MAX
+    of them, the oldest entries going first, the newest always kept."""
+    tracker = CallTracker()
+    for i in range(TIMELINE_MAX):
+        call = tracker.feed(
+            ev("VarSet", Channel="Local/a", Linkedid="A", Variable=f"V{i}", Value="x" * 10_000)
+        ).call
+    assert call is not None
+    details = [entry.detail for entry in call.timeline]
+    assert sum(map(len, details)) <= TIMELINE_CHARS_MAX
+    assert call.timeline_chars == sum(map(len, details))
+    assert len(details) == TIMELINE_CHARS_MAX // 500
+    assert details[-1].startswith(f"V{TIMELINE_MAX - 1}=x")
+    assert details[0].startswith(f"V{TIMELINE_MAX - len(details)}=x")
+    # Short steps after: the long ones go as the count bound pushes them out.
+    for _ in range(TIMELINE_MAX):
+        tracker.feed(
+            ev("Newexten", Channel="Local/a", Linkedid="A", Context="c", Exten="s", Priority="1")
+        )
+    assert len(call.timeline) == TIMELINE_MAX
+    assert call.timeline_chars == sum(len(entry.detail) for entry in call.timeline)
+    assert all(entry.event == "Newexten" for entry in call.timeline)
+
+
+def test_a_normal_call_keeps_its_whole_timeline() -> None:
+    """The character bound leaves a real call's timeline as it was."""
+    tracker = CallTracker()
+    calls = {c.linkedid: c for e in real_call_events() if (c := tracker.feed(e).call)}
+    for call in calls.values():
+        assert 0 < call.timeline_chars <= TIMELINE_CHARS_MAX
+        assert call.timeline_chars == sum(len(entry.detail) for entry in call.timeline)
+
+
+def test_a_variable_with_a_name_longer_than_asterisk_uses_is_not_kept() -> None:
+    """Issue 16: VarSet names were kept uncut, 64 per call; a name longer than
+    VARIABLE_NAME_MAX is not kept (its timeline detail is cut as ever)."""
+    tracker = CallTracker()
+    long_name = "N" * (VARIABLE_NAME_MAX + 1)
+    call = tracker.feed(
+        ev("VarSet", Channel="Local/a", Linkedid="A", Variable="N" * 60_000, Value="1")
+    ).call
+    assert call is not None
+    tracker.feed(ev("VarSet", Channel="Local/a", Linkedid="A", Variable=long_name, Value="2"))
+    tracker.feed(
+        ev("VarSet", Channel="Local/a", Linkedid="A", Variable="N" * VARIABLE_NAME_MAX, Value="3")
+    )
+    assert call.variables == {"N" * VARIABLE_NAME_MAX: "3"}
+    assert len(call.timeline[0].detail) <= 500
+    for i in range(VARIABLES_MAX * 2):
+        tracker.feed(ev("VarSet", Channel="Local/a", Linkedid="A", Variable=f"{i:080d}", Value="v"))
+    assert len(call.variables) == VARIABLES_MAX
 
 
 def test_a_full_tracker_evicts_the_oldest_call_and_keeps_every_index_bounded() -> None:
