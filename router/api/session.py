@@ -131,7 +131,6 @@ class Sessions:
         payload_text, mac_text = value.split(".")
         try:
             payload = json.loads(_unb64(payload_text))
-            mac = _unb64(mac_text)
             name, sid = payload["n"], payload["s"]
             issued, expires = payload["i"], payload["e"]
         except (ValueError, TypeError, KeyError):
@@ -143,8 +142,16 @@ class Sessions:
             and type(expires) is int
         ):
             return None
+        # Compared as text, not as decoded bytes: base64 decoding skips characters
+        # outside its alphabet and ignores the last character's spare bits, so
+        # several cookie values decode to one MAC; only the one we issued is valid.
         token = self._settings.tokens.get(name)
-        if token is None or not hmac.compare_digest(mac, self._mac(token, sid, issued, expires)):
+        if token is None or not hmac.compare_digest(
+            mac_text.encode("ascii", "replace"),
+            _b64(self._mac(token, sid, issued, expires)).encode("ascii"),
+        ):
+            return None
+        if _b64(_unb64(payload_text)) != payload_text:
             return None
         now = self._clock()
         if now >= expires or now >= issued + MAX_SESSION or "ui:read" not in token.allow:
