@@ -25,7 +25,11 @@ by one code path and a fact gets the same ``event_id`` either way
 * **transferred**: blind and attended, who to whom.
 * **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
   talk time on Asterisk's clock; then **missed** for an inbound call nobody
-  answered: one per customer call, however many phones rang. A Linkedid that
+  answered: one per customer call, however many phones rang. Asterisk may
+  send and store ``LINKEDID_END`` a moment before its last legs' ``HANGUP``;
+  live, the end then waits for the legs whose end still decides what is told
+  (:meth:`CallFold.awaits`), at most :data:`END_GRACE`; a replay folds it
+  after the call's other records. A Linkedid that
   ends while its first channel lives on, having told nothing, is no call of
   its own: that channel went on into another call (the phone that dialled
   ``*8`` or a parking space to take a call), which tells it.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -46,6 +51,7 @@ from dataclasses import dataclass, field, replace
 from router.calllife.model import CallEvent, CelRecord, Direction, EndStatus, Transfer
 
 __all__ = [
+    "END_GRACE",
     "FOLDED",
     "MAX_CALLS",
     "MAX_LEGS",
@@ -69,6 +75,14 @@ MAX_EARLY = 1_000
 MAX_RECORDS = 5_000
 #: Event ids remembered after their call ended, so a replay tells nothing twice.
 MAX_EMITTED = 200_000
+#: Seconds (this host's monotonic clock) a live ``LINKEDID_END`` waits for the
+#: ends of the legs that decide what the call tells (:meth:`CallFold.awaits`).
+#: Asterisk may send it ahead of its last legs' ``HANGUP`` (it stamps it on the
+#: thread that drops the Linkedid's last reference: 0.3 ms ahead in a ring
+#: group), but those come in the same burst of CEL, within one AJAM poll or the
+#: next; a second covers a loaded host. It is also the most a call's end is
+#: late when such a leg's end never comes here (its channel left the Linkedid).
+END_GRACE = 1.0
 
 #: Hangup causes of a leg that never rang: busy, rejected, unreachable, no such
 #: number, congestion, no answer from the device at all (Q.850 numbers).
@@ -196,6 +210,12 @@ class CallFold:
     #: live and replayed copies name the same number (the sign told it at
     #: once, ``external: null``, and the replay named the number).
     ring_late: dict[str, None] = field(default_factory=dict)
+    #: Its ``LINKEDID_END``, come live while a leg whose end decides what the call
+    #: tells had not ended here (:meth:`awaits`): folded once they end, or when
+    #: :data:`END_GRACE` runs out (:meth:`Folder.expire`). The call is not ended
+    #: meanwhile, so those legs' records are folded, in the order a replay folds
+    #: them (LINKEDID_END last).
+    end_held: CelRecord | None = None
 
     # -- folding -----------------------------------------------------------------
 
@@ -209,6 +229,42 @@ class CallFold:
         handler = _HANDLERS.get(record.event)
         if handler is not None:
             events += handler(self, record)
+        self.told += len(events)
+        return events
+
+    def awaits(self) -> bool:
+        """Whether a leg this call knows of has not ended here yet, and its end
+        still decides what the call tells: a phone's leg that may have rung (its
+        ``HANGUP`` tells its ``ringing``), one of the parties talking whose end
+        is the call's (its time, who hung up), or the first channel of a call
+        that told something (the status, who hung up; a first channel that lives
+        on under another Linkedid, ``*8`` or a parking space dialled, belongs to
+        a Linkedid that told nothing and is not waited for)."""
+        for leg in self.legs.values():
+            if leg.ended_at is not None:
+                continue
+            if leg.originator:
+                if self.told or self.ring_late or leg.ring_held:
+                    return True
+            elif leg.answered_at is None:
+                if leg.extension is not None and leg.started_here and not leg.rang:
+                    return True
+            elif (
+                self.answered
+                and self.first_hangup is None
+                and not leg.transferred_away
+                and not _is_local(leg.channel)
+                and (leg.extension is None or leg.extension == self.current)
+            ):
+                return True
+        return False
+
+    def end(self, record: CelRecord) -> list[CallEvent]:
+        """Fold the ``LINKEDID_END`` ``record`` already counted (:attr:`end_held`)."""
+        self.end_held = None
+        if self.ended:
+            return []
+        events = self._on_end(record)
         self.told += len(events)
         return events
 
@@ -733,10 +789,14 @@ class Folder:
         is_internal: Callable[[str], bool] = plan_internal,
         max_calls: int = MAX_CALLS,
         max_emitted: int = MAX_EMITTED,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.is_internal = is_internal
         self.max_calls = max_calls
         self.max_emitted = max_emitted
+        #: This host's clock for :data:`END_GRACE` (monotonic: a step of the
+        #: wall clock neither holds an end for an hour nor lets it go at once).
+        self.clock = clock
         self._calls: OrderedDict[str, CallFold] = OrderedDict()
         self._emitted: OrderedDict[str, None] = OrderedDict()
         #: Ended calls (Linkedid -> the time of their last record).
@@ -760,6 +820,10 @@ class Folder:
         #: load, so a phone the routing dialled can ring before even the caller's
         #: CHAN_START arrives; the call takes them when it opens.
         self._early: OrderedDict[str, set[str]] = OrderedDict()
+        #: Calls whose live ``LINKEDID_END`` waits for their legs' ends
+        #: (:attr:`CallFold.end_held`), by Linkedid: until when (:attr:`clock`).
+        #: Only calls followed, so bounded like them.
+        self._ending: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -786,12 +850,54 @@ class Folder:
         return len(self._held)
 
     def feed(self, record: CelRecord) -> list[CallEvent]:
-        """One live record; the new events it decides, in order."""
+        """One live record; the new events it decides, in order (after those of
+        calls whose end waited long enough, :meth:`expire`)."""
+        events = self.expire() if self._ending else []
         if self._holds(record.linkedid, record.event, record.uniqueid):
             self.hold(record)
-            return []
+            return events
         call = self._live_call(record.linkedid, record.event, record.uniqueid)
-        return [] if call is None else self._finish(call, call.apply(record))
+        if call is None:
+            return events
+        if record.event == "LINKEDID_END" and call.awaits():
+            # Sent ahead of a leg's end that decides what is told: it waits for
+            # that end, as a replay folds it after the call's other records.
+            if call.note(record.key, record.at) and call.end_held is None:
+                call.end_held = record
+                self._ending[call.linkedid] = self.clock() + END_GRACE
+            return events
+        told = call.apply(record)
+        if call.end_held is not None and not call.awaits():
+            told += self._end(call)
+        return events + self._finish(call, told)
+
+    @property
+    def ending(self) -> float | None:
+        """When the first live ``LINKEDID_END`` waiting for its legs is due
+        (:attr:`clock`), None when none waits: :meth:`expire` is to be called then."""
+        return next(iter(self._ending.values()), None)
+
+    def expire(self, now: float | None = None) -> list[CallEvent]:
+        """Fold the live ``LINKEDID_END`` of every call whose legs did not end
+        within :data:`END_GRACE` of it (at ``now``, :attr:`clock`'s); their events."""
+        now = self.clock() if now is None else now
+        events: list[CallEvent] = []
+        while self._ending:
+            linkedid, due = next(iter(self._ending.items()))
+            if due > now:
+                break
+            call = self._calls.get(linkedid)
+            if call is None or call.end_held is None:
+                del self._ending[linkedid]  # forgotten or replayed meanwhile
+                continue
+            events += self._finish(call, self._end(call))
+        return events
+
+    def _end(self, call: CallFold) -> list[CallEvent]:
+        """Fold the call's held ``LINKEDID_END`` (:attr:`CallFold.end_held`)."""
+        self._ending.pop(call.linkedid, None)
+        record = call.end_held
+        return [] if record is None else call.end(record)
 
     def _holds(self, linkedid: str, event: str, uniqueid: str) -> bool:
         """Whether a live record of ``linkedid`` waits for the replay due.
@@ -864,7 +970,10 @@ class Folder:
         if call is None:
             self._hint_early(linkedid, uniqueid)
             return []
-        return self._finish(call, call.ringing_hint(uniqueid))
+        told = call.ringing_hint(uniqueid)
+        if call.end_held is not None and not call.awaits():
+            told += self._end(call)  # the ringing its end waited for is told
+        return self._finish(call, told)
 
     def _hint_early(self, linkedid: str, uniqueid: str) -> None:
         """Keep the sign of a call not followed yet (bounded) for when it opens."""
@@ -925,12 +1034,20 @@ class Folder:
                     len(events),
                 )
                 events[end:end] = fresh._late_ringings()
+            if live.end_held is not None and not fresh.ended:
+                # The end came live, the store does not hold it yet: it goes on
+                # waiting for the legs, in the rebuilt call.
+                fresh.end_held = live.end_held
+                if not fresh.awaits():
+                    events += self._end(fresh)
         if not fresh.ended:
             fresh.replayed = False
             if linkedid not in self._ended:
                 self._admit(linkedid, fresh)
-        elif linkedid not in self._ended:
-            self._remember_end(linkedid, fresh.last_at)
+        else:
+            self._ending.pop(linkedid, None)
+            if linkedid not in self._ended:
+                self._remember_end(linkedid, fresh.last_at)
         return self._new(events)
 
     def sweep(self, older_than: float) -> list[str]:
@@ -938,6 +1055,7 @@ class Folder:
         stale = [k for k, c in self._calls.items() if c.last_at < older_than]
         for linkedid in stale:
             del self._calls[linkedid]
+            self._ending.pop(linkedid, None)
         return stale
 
     def _before_history(self, linkedid: str, event: str, uniqueid: str) -> bool:
@@ -972,6 +1090,7 @@ class Folder:
     def _admit(self, linkedid: str, call: CallFold) -> None:
         while len(self._calls) >= self.max_calls:
             dropped, _ = self._calls.popitem(last=False)
+            self._ending.pop(dropped, None)
             log.warning(
                 "call life: following %d calls; forgot the oldest %s", self.max_calls, dropped
             )

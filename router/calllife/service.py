@@ -105,6 +105,9 @@ class CallLife:
         self._failures = 0
         #: Events handed out, for status and tests.
         self.emitted = 0
+        #: Tells the ends that waited :data:`~router.calllife.fold.END_GRACE` for
+        #: their legs in vain (:meth:`Folder.expire`), while any waits.
+        self._expiring: asyncio.Task[None] | None = None
 
     # -- live ---------------------------------------------------------------------
 
@@ -119,6 +122,26 @@ class CallLife:
             return
         for event in events:
             await self._send(event)
+        self._watch_ends()
+
+    def _watch_ends(self) -> None:
+        """While a call's end waits for its legs' (:attr:`Folder.ending`), a task
+        tells it when the wait is over, should no live record come meanwhile."""
+        if self.folder.ending is None or (self._expiring is not None and not self._expiring.done()):
+            return
+        self._expiring = self._spawn(self._expire_ends())
+
+    async def _expire_ends(self) -> None:
+        while (due := self.folder.ending) is not None:
+            await asyncio.sleep(max(0.0, due - self.folder.clock()))
+            try:
+                events = self.folder.expire()
+            except Exception:
+                self._failures += 1
+                log.exception("call life: a held call end not folded")
+                return
+            for event in events:
+                await self._send(event)
 
     def _fold(self, name: str, fields: Any) -> list[CallEvent]:
         if name == "CEL":
@@ -333,6 +356,7 @@ class CallLife:
             # came (its call was not in the store yet, or the read failed).
             for event in self.folder.release():
                 await self._send(event)
+            self._watch_ends()
 
     async def replay_later(self, since: float, *, reason: str, gap_end: float | None = None) -> int:
         """Wait the settle delay, then :meth:`replay`; logged, never raises.
@@ -373,6 +397,7 @@ class CallLife:
                 for event in self.folder.replay(linkedid, records):
                     await self._send(event)
                     told += 1
+            self._watch_ends()
             log.info(
                 "call life: replay (%s) read %d calls from %s; %d events were new",
                 reason,
@@ -382,10 +407,11 @@ class CallLife:
             )
             return told
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         """Cancel pending replays; write the mark."""

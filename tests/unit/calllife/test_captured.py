@@ -277,3 +277,19 @@ async def test_phones_ringing_before_the_calls_first_cel_are_told_as_their_legs_
         ("missed", None),
     ]
     assert starts == [1, 2, 3]  # each told as its leg started
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.rawman")), ids=lambda p: p.stem)
+def test_no_captured_call_end_waits_for_a_leg(path: Path) -> None:
+    """A live ``LINKEDID_END`` waits for the ends of legs that still decide what is
+    told (Folder.feed); on every real call captured it came after them all, so
+    none waited, and a leg that leaves the Linkedid (an attended transfer's
+    consultation, ``*8``, a parking space, a BLF take-over) delays no call's end."""
+    folder = Folder()
+    for fields in blocks(path.stem):
+        if fields["Event"] != "CEL":
+            continue
+        record = CelRecord.from_fields(fields)
+        folder.feed(record)
+        if record.event == "LINKEDID_END":
+            assert folder.ending is None, record.linkedid

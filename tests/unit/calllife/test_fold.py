@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from router.ami.message import Event
-from router.calllife.fold import Folder, extension_of
+from router.calllife.fold import END_GRACE, Folder, extension_of, strip_replayed
 from router.calllife.model import CallEvent, CelRecord, Transfer
 from router.testing.cel import Cel, as_ami
 
@@ -782,3 +783,198 @@ def test_a_replay_folds_linkedid_end_last_though_the_store_stamps_it_earlier() -
     assert sorted(kinds(events)[:3]) == [("ringing", "101"), ("ringing", "102"), ("ringing", "103")]
     assert kinds(events)[3:] == [("hangup", None), ("missed", None)]
     assert events[-1].status == "CANCEL"
+
+
+def ring_group_ending(cel: Cel, *, answered: bool = False) -> None:
+    """A ring group call to 101, 102, 103 ending, records in Asterisk's usual order
+    (``LINKEDID_END`` last): nobody answers and the caller hangs up, or 102
+    answers and hangs up after a talk."""
+    trunk = inbound(cel)
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102", "103")]
+    cel.tick(0.35)
+    if answered:
+        cel.answer(legs[1])
+        for leg in (legs[0], legs[2]):
+            cel.hangup(leg, cause=26)  # answered elsewhere: they rang
+        cel.answer(trunk)
+        cel.tick(12)
+        cel.hangup(legs[1], source=cel.name(legs[1]))
+        cel.hangup(trunk, source=cel.name(legs[1]), dialstatus="ANSWER")
+    else:
+        for leg in legs:
+            cel.hangup(leg, cause=127)
+        cel.hangup(trunk, cause=127, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.end()
+
+
+def end_moved(records: list[CelRecord], before: int) -> list[CelRecord]:
+    """``records`` (``LINKEDID_END`` last) as Asterisk may send and store them: the
+    end at index ``before``, stamped 0.3 ms ahead of the record it precedes."""
+    *rest, end = records
+    assert end.event == "LINKEDID_END"
+    moved = replace(end, at=rest[before].at - 0.0003)
+    return [*rest[:before], moved, *rest[before:]]
+
+
+def live_fold(records: list[CelRecord], folder: Folder | None = None) -> list[CallEvent]:
+    folder = folder if folder is not None else Folder()
+    return [e for record in records for e in folder.feed(record)]
+
+
+def test_a_live_linkedid_end_ahead_of_a_ringing_legs_hangup_waits_for_it() -> None:
+    """The store's order (the replay's test above), live: Asterisk sent the ring
+    group's ``LINKEDID_END`` before its third phone's ``HANGUP`` and the caller's.
+    The fold ended the call there: 103, with no ringing sign, was never told to
+    have rung, and the missed call was NOANSWER, not the caller's CANCEL."""
+    cel = Cel()
+    ring_group_ending(cel)
+    stored = end_moved(cel.records, len(cel.records) - 5)  # before 103's HANGUP
+    assert [r.event for r in stored][-5:] == [
+        "LINKEDID_END",
+        "HANGUP",
+        "CHAN_END",
+        "HANGUP",
+        "CHAN_END",
+    ]
+    folder = Folder()
+    events = live_fold(stored, folder)
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("ringing", "103"),
+        ("hangup", None),
+        ("missed", None),
+    ]
+    assert events[-1].status == "CANCEL"
+    assert events[-1].hangup_by == "external"
+    assert len(folder) == 0
+    assert folder.ending is None
+
+
+@pytest.mark.parametrize("answered", [False, True])
+def test_live_and_replay_tell_the_same_events_wherever_the_end_was_stamped(
+    answered: bool,
+) -> None:
+    """``LINKEDID_END`` moved ahead of each of the call's last leg records in turn
+    (all of them at worst): the live fold, fed them in that order, and a replay of
+    the same records tell 1C the same events, in the same order, as when it came last."""
+    cel = Cel()
+    ring_group_ending(cel, answered=answered)
+    expected = live_fold(cel.records)
+    assert expected[-1].kind == ("hangup" if answered else "missed")
+    tail = max(
+        i
+        for i, r in enumerate(cel.records)
+        if r.event not in ("HANGUP", "CHAN_END", "LINKEDID_END")
+    )
+    for before in range(tail + 1, len(cel.records) - 1):
+        records = end_moved(cel.records, before)
+        live = live_fold(records)
+        replayed = Folder().replay(cel.linkedid, records)
+        assert [strip_replayed(e) for e in replayed] == live, before
+        assert kinds(live) == kinds(expected), before
+        for got, want in zip(live, expected, strict=True):
+            assert got.same_fact(want), (before, got, want)
+
+
+def test_a_held_end_is_told_when_the_leg_it_waits_for_does_not_end_within_the_grace() -> None:
+    """Bounded: a leg whose end never comes (its channel left the Linkedid) holds
+    the call's end :data:`END_GRACE` at most; the next live record past it, or
+    :meth:`Folder.expire` (the engine's timer), tells it, without that leg."""
+    cel = Cel()
+    trunk = inbound(cel)
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102")]
+    cel.tick(3)
+    cel.hangup(legs[0], cause=127)
+    cel.hangup(trunk, cause=127, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.end()  # 102's HANGUP never comes
+    now = [100.0]
+    folder = Folder(clock=lambda: now[0])
+    events = live_fold(cel.records, folder)
+    assert kinds(events) == [("ringing", "101")]
+    assert folder.ending == 100.0 + END_GRACE
+    assert cel.linkedid in folder  # still followed: the replay mark stays before it
+    now[0] += END_GRACE / 2
+    assert folder.expire() == []
+    other = Cel("pbx-1700000100.7")
+    inbound(other)
+    assert live_fold(other.records, folder) == []  # within the grace: still held
+    now[0] += END_GRACE / 2
+    other.channel("PJSIP/104")
+    told = live_fold(other.records[-1:], folder)  # any call's record past the grace
+    assert kinds(told) == [("hangup", None), ("missed", None)]
+    assert told[-1].status == "CANCEL"
+    assert cel.linkedid not in folder
+    assert folder.ending is None
+    # Its leg's late end, past the grace, tells nothing and opens no call.
+    cel.hangup(legs[1], cause=127)
+    assert live_fold(cel.records[-2:], folder) == []
+    assert cel.linkedid not in folder
+    # The timer's way, no record coming: expire() at the grace's end.
+    again = Cel("pbx-1700000200.9")
+    ring_group_ending(again)
+    held = end_moved(again.records, len(again.records) - 5)[:-4]
+    assert kinds(live_fold(held, folder)) == [("ringing", "101"), ("ringing", "102")]
+    assert folder.expire(now[0] + END_GRACE - 0.001) == []
+    assert kinds(folder.expire(now[0] + END_GRACE)) == [("hangup", None), ("missed", None)]
+    assert folder.ending is None
+    assert len(folder) == 1
+
+
+def test_a_live_end_waits_only_for_legs_whose_end_tells_something() -> None:
+    """A busy phone (it never rang) or a phone already told to have rung (its live
+    sign) decides nothing more by its end: the call ends at its LINKEDID_END."""
+    cel = Cel()
+    trunk = inbound(cel)
+    busy = cel.channel("PJSIP/101")
+    cel.hangup(busy, cause=17)
+    signed = cel.channel("PJSIP/102")
+    cel.tick(3)
+    cel.hangup(trunk, cause=16, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.end()
+    folder = Folder()
+    folder.feed(cel.records[0])
+    assert kinds(folder.hint(cel.linkedid, signed)) == []
+    events = live_fold(cel.records[1:], folder)
+    assert kinds(events) == [("ringing", "102"), ("hangup", None), ("missed", None)]
+    assert folder.ending is None
+    assert len(folder) == 0
+
+
+def test_a_held_end_goes_on_waiting_through_a_replay_that_lacks_it() -> None:
+    """A gap's replay reads the store while the live end waits: the store has
+    neither the end nor the late leg yet. The rebuilt call keeps waiting, and the
+    leg's HANGUP, live, tells its ringing before the call's end."""
+    cel = Cel()
+    ring_group_ending(cel)
+    records = end_moved(cel.records, len(cel.records) - 5)
+    end_at = next(i for i, r in enumerate(records) if r.event == "LINKEDID_END")
+    folder = Folder()
+    first = live_fold(records[: end_at + 1], folder)
+    assert kinds(first) == [("ringing", "101"), ("ringing", "102")]
+    assert folder.ending is not None
+    assert folder.replay(cel.linkedid, records[:end_at]) == []
+    assert folder.ending is not None
+    rest = live_fold(records[end_at + 1 :], folder)
+    assert kinds(rest) == [("ringing", "103"), ("hangup", None), ("missed", None)]
+    assert rest[-1].status == "CANCEL"
+    assert folder.ending is None
+    assert len(folder) == 0
+    # A replay that reads the whole call ends it there and then.
+    again = Folder()
+    live_fold(records[: end_at + 1], again)
+    told = again.replay(cel.linkedid, records)
+    assert kinds(told) == [("ringing", "103"), ("hangup", None), ("missed", None)]
+    assert again.ending is None
+    assert len(again) == 0
+    assert live_fold(records[end_at + 1 :], again) == []
+
+
+def test_ends_held_are_bounded_by_the_calls_followed() -> None:
+    folder = Folder(max_calls=3)
+    for n in range(10):
+        cel = Cel(f"pbx-17000001{n:02d}.1")
+        ring_group_ending(cel)
+        live_fold(end_moved(cel.records, len(cel.records) - 5)[:-4], folder)
+    assert len(folder) == 3
+    assert len(folder._ending) == 3

@@ -14,11 +14,13 @@ import pytest
 from test_captured import ALL, FIXTURES, SCENARIOS, blocks
 
 from router.ami.message import Event
+from router.calllife import fold
 from router.calllife.fold import FOLDED, Folder
 from router.calllife.model import CallEvent, CelRecord
 from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import SqliteSource
+from router.testing.cel import Cel, as_ami
 
 SETTINGS = HistorySettings(cel=f"sqlite://{FIXTURES / 'cel.db'}", settle_delay=0)
 EVENTS = [b for name in SCENARIOS for b in blocks(name)]
@@ -635,3 +637,34 @@ async def test_records_held_for_a_replay_that_fails_are_folded_as_they_came(
     assert not service.folder.holding
     assert [e.kind for e in told] == ["hangup"]
     assert "replay after gap failed: disk gone" in caplog.text
+
+
+async def test_a_call_end_waiting_for_a_leg_in_vain_is_told_by_the_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live, Asterisk sent the call's LINKEDID_END ahead of the ringing phone's
+    HANGUP, and that HANGUP never came: with no further record to carry it, the
+    call's end is told when the grace runs out, and 102's, which did come, first."""
+    monkeypatch.setattr(fold, "END_GRACE", 0.05)
+    cel = Cel()
+    trunk = cel.channel("PJSIP/pstn", first=True, cid_num="89161234567", exten="74951234567")
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102")]
+    cel.tick(3)
+    cel.hangup(trunk, cause=127, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.end()
+    cel.hangup(legs[1], cause=127)  # 101's never comes
+    told: list[CallEvent] = []
+    service = life(told)
+    for record in cel.records:
+        await service.ingest("CEL", as_ami(record))
+    assert [(e.kind, e.extension) for e in told] == [("ringing", "102")]
+    assert service.folder.ending is not None
+    await settle(service, deadline=5.0)
+    assert [(e.kind, e.extension) for e in told] == [
+        ("ringing", "102"),
+        ("hangup", None),
+        ("missed", None),
+    ]
+    assert told[-1].status == "CANCEL"
+    assert service.folder.ending is None
+    assert len(service.folder) == 0
