@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from router import jsonsafe
 from router.callerid import cut_number, cut_text
+from router.calls import IDENTITY_LIMITS
 
 __all__ = [
     "CallEvent",
@@ -25,6 +26,7 @@ __all__ = [
     "CelRecord",
     "Direction",
     "EndStatus",
+    "OversizedRecord",
     "Transfer",
     "skim",
 ]
@@ -35,8 +37,47 @@ EndStatus = Literal["ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"]
 
 #: Longest text kept from one CEL field: records come from Asterisk, but an
 #: app's data can be anything a SIP peer sent. The caller ID and the numbers
-#: dialled are cut shorter, as everywhere (router.callerid).
+#: dialled are cut shorter, as everywhere (router.callerid). The fields that
+#: say whose record it is are not cut but checked (:class:`OversizedRecord`).
 MAX_FIELD = 512
+
+#: The record's fields that name its call, channel and place in the dialplan,
+#: each with the key of :data:`router.calls.IDENTITY_LIMITS` that bounds it:
+#: Asterisk writes none longer, to its CEL store as over AMI.
+_IDENTITY_FIELDS = (
+    ("uniqueid", "Uniqueid"),
+    ("linkedid", "Linkedid"),
+    ("channel", "Channel"),
+    ("context", "Context"),
+    ("exten", "Exten"),
+)
+
+
+class OversizedRecord(ValueError):
+    """A CEL record with an identity field longer than Asterisk writes
+    (:data:`router.calls.IDENTITY_LIMITS`): no Asterisk's record (a broken or
+    hostile writer of the CEL store, or AMI peer), so it belongs to no call.
+
+    Cut to :data:`MAX_FIELD` it was folded into a call of the cut Linkedid
+    (issue 16). The message names the field and its length, never its value.
+    """
+
+    def __init__(self, event: str, field: str, length: int, limit: int) -> None:
+        super().__init__(
+            f"CEL record {event[:64]!r} with a {field} of {length} characters: "
+            f"no Asterisk writes one longer than {limit}"
+        )
+        self.field = field
+        self.length = length
+
+
+def _check_identity(event: str, *values: str) -> None:
+    """Raise :class:`OversizedRecord` for the first of ``values`` (in the
+    order of :data:`_IDENTITY_FIELDS`) longer than Asterisk writes it."""
+    for (name, key), value in zip(_IDENTITY_FIELDS, values, strict=False):
+        limit = IDENTITY_LIMITS[key]
+        if len(value) > limit:
+            raise OversizedRecord(event, name, len(value), limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +249,15 @@ class CelRecord:
         seq: int = 0,
     ) -> CelRecord:
         _check(event, at, uniqueid, linkedid)
+        _check_identity(event, uniqueid, linkedid, channel or "", context or "", exten or "")
         extra_text = (extra or "").strip()[: 4 * MAX_FIELD]
         return cls(
             event[:64],
             at,
-            uniqueid[:MAX_FIELD],
-            linkedid[:MAX_FIELD],
-            (channel or "")[:MAX_FIELD],
-            (context or "")[:MAX_FIELD],
+            uniqueid,
+            linkedid,
+            channel or "",
+            context or "",
             # The caller's texts and the numbers dialled are cut as the call
             # tracker cuts them (router.callerid): one call, one cut number in
             # the feed, the live page and the history 1C gets.
@@ -245,8 +287,9 @@ def skim(fields: Mapping[str, str]) -> tuple[str, tuple[str, str, str], float]:
     uniqueid = fields.get("UniqueID") or fields.get("Uniqueid", "") or ""
     linkedid = fields.get("LinkedID") or fields.get("Linkedid", "") or ""
     _check(event, at, uniqueid, linkedid)
+    _check_identity(event, uniqueid, linkedid)
     extra_text = (fields.get("Extra") or "").strip()[: 4 * MAX_FIELD]
-    return linkedid[:MAX_FIELD], (event[:64], uniqueid[:MAX_FIELD], extra_text), at
+    return linkedid, (event[:64], uniqueid, extra_text), at
 
 
 def _check(event: str, at: float, uniqueid: str, linkedid: str) -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from router.calllife.model import CelRecord
+from router.calllife.model import CelRecord, OversizedRecord
 from router.calllife.settings import HistorySettings
 from router.errors import ConfigError, HistorySourceError
 
@@ -70,7 +70,37 @@ def group_calls(rows: Iterable[CelRecord]) -> dict[str, list[CelRecord]]:
     return dict(sorted(calls.items(), key=lambda item: (item[1][0].at, item[1][0].seq)))
 
 
-def _record(row: Mapping[str, Any], at: float, seq: int) -> CelRecord | None:
+class _Refused:
+    """Rows of one read not folded for an identity field longer than Asterisk
+    writes (:class:`~router.calllife.model.OversizedRecord`): said once, after
+    the read, naming the first (its field and length, never its value)."""
+
+    __slots__ = ("count", "first")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: OversizedRecord | None = None
+
+    def note(self, exc: OversizedRecord) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = exc
+
+    def tell(self, where: str) -> None:
+        if self.first is None:
+            return
+        log.warning(
+            "[history] cel: %s: %d stored row(s) not folded into any call: %s "
+            "(a broken or hostile writer of the CEL store?)",
+            where,
+            self.count,
+            self.first,
+        )
+
+
+def _record(
+    row: Mapping[str, Any], at: float, seq: int, refused: _Refused | None = None
+) -> CelRecord | None:
     try:
         return CelRecord.build(
             event=str(row.get("eventtype") or ""),
@@ -89,6 +119,11 @@ def _record(row: Mapping[str, Any], at: float, seq: int) -> CelRecord | None:
             appdata=str(row.get("appdata") or ""),
             peer=str(row.get("peer") or ""),
         )
+    except OversizedRecord as exc:
+        # No Asterisk's row: cut, it was folded into a call (issue 16).
+        if refused is not None:
+            refused.note(exc)
+        return None
     except ValueError:
         return None  # a row of no call (no Linkedid): nothing to fold
 
@@ -143,6 +178,7 @@ class SqliteSource:
         finally:
             con.close()
         out: list[CelRecord] = []
+        refused = _Refused()
         for row in rows:
             try:
                 at = float(row["eventtime"])
@@ -163,9 +199,10 @@ class SqliteSource:
                 "appdata": row["appdata"],
                 "peer": row["peer"],
             }
-            record = _record(mapped, at, int(row["seq"]))
+            record = _record(mapped, at, int(row["seq"]), refused)
             if record is not None:
                 out.append(record)
+        refused.tell(str(self.path))
         return group_calls(out)
 
 
@@ -234,14 +271,16 @@ class PostgresSource:
             "exten", "channame", "appname", "appdata", "uniqueid", "linkedid", "peer", "extra",
         )  # fmt: skip
         out: list[CelRecord] = []
+        refused = _Refused()
         for values in rows:
             row = dict(zip(names, values, strict=False))
             at = _pg_time(row.get("eventtime"))
             if at is None:
                 continue
-            record = _record(row, at, int(row.get("id") or 0))
+            record = _record(row, at, int(row.get("id") or 0), refused)
             if record is not None:
                 out.append(record)
+        refused.tell(f"table {self.table!r}")
         return group_calls(out)
 
 

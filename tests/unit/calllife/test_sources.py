@@ -56,6 +56,69 @@ def test_a_record_whose_extra_nests_past_the_parsers_limit_fails_no_replay(
     assert calls[call.linkedid][0].extra == {}
 
 
+@pytest.mark.parametrize(
+    ("column", "limit"),
+    [("linkedid", 151), ("uniqueid", 151), ("channame", 256), ("context", 80), ("exten", 80)],
+)
+def test_a_stored_row_with_an_identity_longer_than_asterisk_writes_is_not_folded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str, limit: int
+) -> None:
+    """Issue 16 (hattack38): a stored CEL row was cut to 512 characters a
+    field, so a row no Asterisk wrote (a Linkedid of 600 characters, a
+    context of 300) was folded into a call of the cut values. Its identity
+    fields are held to Asterisk's limits (router.calls.IDENTITY_LIMITS, as
+    live events): the row is left out, said once per read with the field and
+    its length, and the rest of the call is read as ever. One just at the
+    limit is read."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute(f"UPDATE cel SET {column} = ? WHERE rowid IN (2, 3)", ("7" * (limit + 1),))
+        con.execute(f"UPDATE cel SET {column} = ? WHERE rowid = 4", ("7" * limit,))
+    con.close()
+    with caplog.at_level("WARNING", logger="router.calllife"):
+        calls = SqliteSource(db).read(0)
+    kept = [r.key for r in calls.get(call.linkedid, [])] + [
+        r.key for linkedid, records in calls.items() if linkedid != call.linkedid for r in records
+    ]
+    assert len(kept) == len(call.records) - 2
+    kept_records = [r for records in calls.values() for r in records]
+    assert all(len(r.uniqueid) <= 151 and len(r.linkedid) <= 151 for r in kept_records)
+    [said] = [r.getMessage() for r in caplog.records if "not folded" in r.getMessage()]
+    field = {"channame": "channel"}.get(column, column)
+    assert "2 stored row(s) not folded into any call: CEL record" in said
+    assert f"with a {field} of {limit + 1} characters: no Asterisk writes one longer" in said
+    assert f"longer than {limit} (a broken or hostile writer" in said
+    assert "7" * 20 not in said  # the length, never the value
+
+
+def test_a_stored_rows_long_text_is_cut_not_refused(tmp_path: Path) -> None:
+    """An app's data is any text a dialplan (or a SIP peer) gave it: cut to
+    512 characters, the row still folded (issue 16)."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET appdata = ?, peer = ? WHERE rowid = 1", ("x" * 5000, "y" * 900))
+    con.close()
+    records = SqliteSource(db).read(0)[call.linkedid]
+    assert [r.key for r in records] == [r.key for r in call.records]
+    assert (len(records[0].appdata), len(records[0].peer)) == (512, 512)
+
+
+def test_a_pgsql_row_with_a_long_linkedid_is_not_folded() -> None:
+    """The same for cel_pgsql's rows: a Linkedid of 600 characters was cut to
+    512 and read as a call of its own (issue 16)."""
+    rows = pg_rows()
+    rows[0] = (*rows[0][:12], "9" * 600, *rows[0][13:])
+    calls = PostgresSource("postgresql://x@db/a", connect=lambda dsn: FakeConnection(rows)).read(0)
+    assert list(calls) == [answered_call().linkedid]
+    assert len(calls[answered_call().linkedid]) == len(rows) - 1
+
+
 DOCS = Path(__file__).parents[3] / "docs"
 
 
