@@ -349,8 +349,12 @@ def callrouter_channels_listed(channels: Sequence[Event]) -> None:
     are routed again; not when the listing failed or was refused (the manager
     user lacks ``write = reporting``). ``channels`` holds the ``CoreShowChannel``
     items (``Channel``, ``Uniqueid``, ``Linkedid``, ``Context``, ``BridgeId``, ...)
-    in Asterisk's order: what Asterisk says, untrusted text. A plugin that keeps
-    state from events rebuilds it from here, with no listing of its own.
+    in Asterisk's order: what Asterisk says, untrusted text. An item whose
+    ``Channel``, ``Uniqueid``, ``Linkedid``, ``Context`` or ``Exten`` is longer
+    than Asterisk sends (``router.calls.IDENTITY_LIMITS``; a hostile or broken
+    AMI peer), or whose ``Priority`` is no integer, is left out, as the events
+    the tracker refuses are. A plugin that keeps state from events rebuilds it
+    from here, with no listing of its own.
 
     The listing is older than every event handled after the hook returns.
     Runs on the event path (events wait for it): return at once; slow work

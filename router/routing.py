@@ -575,12 +575,17 @@ class Router:
         ``callrouter_fallthroughs_total{cause="down"}`` (:meth:`_fallen`).
         """
         listing = await self._ami.send("CoreShowChannels", {}, validate=False)
-        alive = {item.get("Channel") or "" for item in listing.items}
+        # An item with an identity field longer than Asterisk sends (a hostile
+        # or broken AMI peer: router.calls.oversized) is no channel of
+        # Asterisk's: counted and said by the tracker, then left out of all
+        # that follows, the plugins' listing and the Getvars included (issue 16).
+        items = tuple(item for item in listing.items if not self._tracker.refuses(item))
+        alive = {item.get("Channel") or "" for item in items}
         gone = tuple(call for call in self._tracker if not any(ch in alive for ch in call.channels))
         for call in gone:
             self._tracker.forget(call.linkedid)
         await self.end_calls(gone)
-        for item in listing.items:
+        for item in items:
             linkedid = item.get("Linkedid") or ""
             if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
                 continue
@@ -590,16 +595,12 @@ class Router:
                 await self._plugins.call_start(fed.call)
         # State plugins keep from events (who is in which bridge) is rebuilt from
         # this one listing, never a second CoreShowChannels of their own.
-        await self._plugins.channels_listed(listing.items)
+        await self._plugins.channels_listed(items)
         submitted = 0
         dialplan = self.dialplan
-        for item in listing.items:
+        for item in items:
             channel = item.get("Channel") or ""
-            if (
-                not dialplan.is_waiting(item)
-                or (item.get("Uniqueid") or channel) in self._routed
-                or self._tracker.refuses(item)  # no Asterisk's: kept nowhere
-            ):
+            if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
                 continue
             wait = dialplan.listed_wait(
                 await self._getvar(channel, DEADLINE_VARIABLE),
@@ -620,7 +621,7 @@ class Router:
         if submitted:
             log.info("reconcile: routing %s still waiting", counted(submitted, "call"))
         if count_fallen and self.metrics is not None:
-            fallen = await self._fallen(listing.items)
+            fallen = await self._fallen(items)
             if fallen:
                 self.metrics.fell_while_down(fallen)
                 log.info(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from router.ami.message import Event
+from router.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -220,3 +224,57 @@ async def test_a_listed_channel_no_asterisk_could_name_is_neither_routed_nor_tra
     assert engine.router.remembered == 1
     assert engine.tracker.by_channel(hostile) is None
     assert engine.tracker.refused >= 1
+
+
+class Listed:
+    """A plugin that writes down the channels each reconcile listed."""
+
+    __name__ = "listed"
+
+    def __init__(self) -> None:
+        self.listings: list[list[str]] = []
+
+    @hookimpl
+    def callrouter_channels_listed(self, channels: Sequence[Event]) -> None:
+        self.listings.append([item.get("Channel") or "" for item in channels])
+
+
+async def test_listed_items_no_asterisk_could_send_reach_no_plugin_nor_getvar(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """Issue 16 (hattack38): the tracker refused a listing item with an
+    identity field longer than Asterisk sends, but ``callrouter_channels_listed``
+    still handed it to every plugin (the recorder then asked ``BridgeList``
+    for its bridge), and the start's count of calls that fell through asked
+    ``Getvar`` of its channel. Such items are left out of all of it, each
+    counted once; the real channel beside them is listed."""
+    real = "PJSIP/103-00000001"
+    hostile = {
+        "PJSIP/104-00000002": {"Linkedid": "7" * 152},
+        "PJSIP/105-00000003": {"Context": "c" * 81},
+        "PJSIP/106-00000004": {"Exten": "1" * 81},
+        "PJSIP/107-00000005": {"Priority": "1; x"},
+        "PJSIP/108-00000006": {"Uniqueid": "u" * 152},
+    }
+    for channel, odd in {real: {}, **hostile}.items():
+        fields = {
+            "Event": "Newchannel",
+            "Channel": channel,
+            "Uniqueid": channel[-8:],
+            "Linkedid": channel[-8:],
+            "Context": "from-internal",
+            "Exten": "101",
+            "ChannelState": "6",
+            "ChannelStateDesc": "Up",
+            **odd,
+        }
+        ajam_replay.observe(Event(tuple(fields.items())))
+    listed = Listed()
+    engine = await engine_factory(rules, plugins=[listed])
+    await ajam_replay.settle(engine)
+    assert listed.listings == [[real]]
+    assert engine.tracker.by_channel(real) is not None
+    assert engine.tracker.refused == len(hostile)
+    asked = {g.get("Channel") for g in ajam_replay.sent("Getvar")}
+    assert real in asked  # the fall-through count asked the real one
+    assert not asked & set(hostile)
