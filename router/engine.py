@@ -370,6 +370,7 @@ class Engine:
         )
         self.metrics.calls_active = lambda: float(len(self._tracker))
         self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
+        self.metrics.events_refused = lambda: float(self._tracker.refused)
         self.metrics.ready = lambda: self.health().ready
         self._metrics_given = False
         #: systemd's READY/WATCHDOG/STATUS when run with Type=notify (router/sdnotify.py).

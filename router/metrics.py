@@ -141,6 +141,13 @@ class _Callbacks(Collector):
         )
         logins.add_metric([], float(m.sessions()))
         yield logins
+        refused = CounterMetricFamily(
+            "callrouter_events_refused",
+            "AMI events and channel listing items not tracked: an identity field longer "
+            "than Asterisk sends (a broken or hostile AMI peer).",
+        )
+        refused.add_metric([], float(m.events_refused()))
+        yield refused
         events = CounterMetricFamily(
             "callrouter_events",
             "AMI events received by name (names Asterisk does not document count as 'other').",
@@ -278,6 +285,8 @@ class Metrics:
         #: Read when scraped; the engine sets them.
         self.calls_active: Callable[[], float] = lambda: 0.0
         self.sessions: Callable[[], float] = lambda: 0.0
+        #: The call tracker's ``refused`` (router.calls.CallTracker.refuses).
+        self.events_refused: Callable[[], float] = lambda: 0.0
         self.ready: Callable[[], bool] = lambda: False
         # Fixed label sets start at 0, so a dashboard or a Zabbix item sees the
         # series before the first time it happens.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.ami.message import Event
 from router.dialplan import DECIDED_VARIABLE, FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
@@ -156,6 +157,24 @@ async def test_gap_and_reconcile_are_counted(
     assert sample(engine, "callrouter_reconcile_routed_total") == 1  # the waiting call
     assert sample(engine, "callrouter_ami_logins_total") == 2  # the first login and the re-login
     assert sample(engine, "callrouter_decisions_total", rule="vip", outcome="executed") == 1
+
+
+async def test_events_no_asterisk_could_send_are_counted(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16 (hattack38): the tracker counted the events and listing items
+    it refused (a Linkedid longer than Asterisk sends), but no metric said so:
+    a hostile AMI peer went unseen but for a WARNING a minute."""
+    hostile = {"Channel": "PJSIP/hostile-00000001", "Uniqueid": "1.1", "Linkedid": "7" * 152}
+    ajam_replay.observe(Event(tuple({"Event": "Newchannel", **hostile}.items())))
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert sample(engine, "callrouter_events_refused_total") == 1  # the listing's item
+    ajam_replay.queue_event(
+        Event="Newchannel", Channel="PJSIP/100-00000002", Uniqueid="1.2", Linkedid="9" * 500
+    )
+    await ajam_replay.settle(engine)
+    assert sample(engine, "callrouter_events_refused_total") == 2
+    assert sample(engine, "callrouter_events_refused_total") == engine.tracker.refused
 
 
 async def test_calls_that_fell_through_while_down_are_counted_at_start(
