@@ -23,7 +23,9 @@ What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from router.errors import AMIProtocolError, AMIValidationError
 
 __all__ = [
     "KNOWN_KEYS",
+    "LONG_LINES",
     "MAX_ANSWER_LINES",
     "MAX_BODY_BYTES",
     "MAX_EVENT_LINES",
@@ -70,6 +73,8 @@ Narrower = Callable[[str], bool]
 #: Largest body we accept; a CoreShowChannels of 10,000 channels is about 8 MB.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Largest single line (a key and its value); Asterisk's own cap is far lower.
+#: An event with a longer line is skipped (:data:`LONG_LINES`); an answer with
+#: one, or a banner, is a protocol error.
 MAX_LINE_BYTES = 64 * 1024
 #: Asterisk reads at most 128 headers from an HTTP request (astman_append_headers).
 MAX_ACTION_HEADERS = 128
@@ -119,6 +124,63 @@ KNOWN_KEYS: dict[str, str] = {
 }
 
 _UNIT_SEP = re.compile(rb"\r?\n")
+
+log = logging.getLogger("router.ami")
+
+#: Seconds between two warnings of events skipped for a line too long.
+_LONG_LINES_EVERY = 60.0
+
+
+class _LongLines:
+    """Events skipped for a line over :data:`MAX_LINE_BYTES`: counted, and said
+    at most once a minute (the event's name, never its text).
+
+    No Asterisk writes such a line, so the event is a broken or hostile AMI
+    peer's. It once failed the whole read: over TCP the connection was
+    dropped, and the reconcile after the reconnect read the same channel
+    listing and failed again, for as long as the channel was up; over AJAM
+    each ``CoreShowChannels`` failed. Now that one event (a listing's item)
+    is left out and the rest is read (issue 16).
+    """
+
+    __slots__ = ("_quiet", "_told", "count")
+
+    def __init__(self) -> None:
+        #: Events skipped in this process.
+        self.count = 0
+        self._told: float | None = None
+        self._quiet = 0
+
+    def note(self, head: str) -> None:
+        """One event skipped; ``head`` is its first line (``Event: ...``)."""
+        self.count += 1
+        now = time.monotonic()
+        if self._told is not None and now - self._told < _LONG_LINES_EVERY:
+            self._quiet += 1
+            return
+        quiet, self._quiet, self._told = self._quiet, 0, now
+        name = head.partition(":")[2].strip()
+        log.warning(
+            "an AMI event %r with a line of over %d bytes was skipped: no Asterisk sends "
+            "one (a broken or hostile AMI peer?)%s",
+            name[:64],
+            MAX_LINE_BYTES,
+            f"; {quiet} more since the last warning" if quiet else "",
+        )
+
+
+#: The process's count of events skipped for a line too long (:class:`_LongLines`).
+LONG_LINES = _LongLines()
+
+
+def _event_head(head: bytes | str) -> str | None:
+    """The first line of a block that begins ``head`` when it is an event's
+    (``Event: ...``, in any case, after blank lines), else None."""
+    text = head.decode("utf-8", errors="replace") if isinstance(head, bytes) else head
+    first = text.lstrip("\r\n").partition("\n")[0].rstrip("\r")
+    return first if first[:6].lower() == "event:" else None
+
+
 _REPEAT_SUFFIX = re.compile(r"^(.*)-([0-9]+)$")
 
 
@@ -208,9 +270,18 @@ class RawmanParser:
         self.dropped = 0
         #: CR seen: messages end at CR LF CR LF only (see :meth:`feed`).
         self._crlf = False
+        #: The rest of an event with a line too long is being read past, up to
+        #: its end (:meth:`_check_tail`); ``_carry``: the last bytes read of it,
+        #: which may begin that end.
+        self._discarding = False
+        self._carry = b""
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
+        if self._discarding:
+            data = self._discard(data)
+            if not data:
+                return []
         buf = self._buffer
         if not buf and not self._expect_banner and data.endswith(b"\r\n\r\n"):
             # The usual read of a live session: whole events and nothing more
@@ -290,16 +361,40 @@ class RawmanParser:
         return True
 
     def _check_tail(self) -> None:
-        """The unfinished line at the end of the buffer must stay under the line bound."""
+        """The unfinished line at the end of the buffer must stay under the line
+        bound. An event's is read past to the event's end, the event skipped
+        (:data:`LONG_LINES`); an answer's or a banner's is a protocol error."""
         buf = self._buffer
         size = len(buf)
         if size > MAX_LINE_BYTES and buf.rfind(b"\n", size - MAX_LINE_BYTES - 1) < 0:
-            raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+            # Whole messages were cut off the buffer: what is left is the start
+            # of one, the one this line is in.
+            head = None if self._expect_banner else _event_head(bytes(buf[:256]))
+            if head is None:
+                raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+            LONG_LINES.note(head)
+            self._carry = bytes(buf[-3:])
+            del buf[:]
+            self._discarding = True
+
+    def _discard(self, data: bytes) -> bytes:
+        """What follows, in ``data``, the end of the event being read past; b""
+        while that event goes on."""
+        end = b"\r\n\r\n" if self._crlf else b"\n\n"
+        joined = self._carry + data
+        at = joined.find(end)
+        if at < 0:
+            self._carry = joined[-(len(end) - 1) :]
+            return b""
+        self._discarding = False
+        self._carry = b""
+        rest = joined[at + len(end) :]
+        return rest.lstrip(b"\r\n") if rest.strip(b"\r\n") else b""
 
     @property
     def pending(self) -> bool:
-        """True while part of a message is buffered."""
-        return bool(self._buffer)
+        """True while part of a message is buffered (or being read past)."""
+        return bool(self._buffer) or self._discarding
 
     @property
     def buffered(self) -> int:
@@ -444,7 +539,9 @@ def _parse_blocks(
         if screen and block.startswith("Event: ") and _screened_out(block, wanted, narrow, ours):
             skipped += 1
             continue
-        messages.append(_message(block, whole, check_lines))
+        message = _message(block, whole, check_lines)
+        if message is not None:
+            messages.append(message)
     return messages, skipped
 
 
@@ -469,15 +566,20 @@ def _screened_out(
     return False
 
 
-def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message:
-    """One block that is kept, as a message, within the line bounds."""
+def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message | None:
+    """One block that is kept, as a message, within the line bounds; None for
+    an event with a line over :data:`MAX_LINE_BYTES`, skipped (:data:`LONG_LINES`)."""
     if len(block) > _FEW_LINES_CHARS:
         _check_lines(block, block.count("\n") + 1)
     lines = block.split("\n") if whole is None else whole
     if check_lines:
         for line in lines:
             if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
-                raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+                head = _event_head(block[:256])
+                if head is None:
+                    raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+                LONG_LINES.note(head)
+                return None
     return _block_to_message(lines)
 
 
@@ -549,7 +651,9 @@ def _drop_blocks(
             ):
                 dropped += 1
                 continue
-        messages.append(_message(block, whole, check_lines))
+        message = _message(block, whole, check_lines)
+        if message is not None:
+            messages.append(message)
     return messages, skipped, dropped
 
 

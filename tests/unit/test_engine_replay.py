@@ -10,6 +10,7 @@ import pytest
 
 from router.ami.message import Event
 from router.hookspecs import hookimpl
+from router.metrics import exposition
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -278,3 +279,39 @@ async def test_listed_items_no_asterisk_could_send_reach_no_plugin_nor_getvar(
     asked = {g.get("Channel") for g in ajam_replay.sent("Getvar")}
     assert real in asked  # the fall-through count asked the real one
     assert not asked & set(hostile)
+
+
+async def test_a_listed_channel_with_a_line_too_long_stops_no_reconcile(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """Issue 16 (hattack38): one channel of the listing whose line passed the
+    parser's 64 KiB bound (a hostile AMI peer's ``ApplicationData``) failed
+    the whole CoreShowChannels, so the whole reconcile: the calls waiting
+    beside it were left to the default route. It is skipped; the rest is
+    reconciled, and a plugin gets the channels listed."""
+    hostile = "PJSIP/evil-00000001"
+    ajam_replay.observe(
+        Event(
+            (
+                ("Event", "Newchannel"),
+                ("Channel", hostile),
+                ("Uniqueid", "1.1"),
+                ("Linkedid", "1.1"),
+                ("ChannelState", "6"),
+                ("ChannelStateDesc", "Up"),
+            )
+        )
+    )
+    ajam_replay.channels[hostile].app_data = "x" * (70 * 1024)
+    waiting = ajam_replay.inbound_call(
+        caller="79161234561", did="74950000001", announce=False, wait=10
+    )
+    listed = Listed()
+    engine = await engine_factory(rules, plugins=[listed])
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [waiting]
+    assert len(listed.listings) == 1
+    assert hostile not in listed.listings[0]
+    assert waiting in listed.listings[0]
+    text = exposition(engine.metrics).decode()
+    assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text

@@ -54,6 +54,9 @@ class FakeAMI:
     drop_on: str | None = None
     #: Answer CoreShowChannels without its closing ``EventList: Complete``.
     unfinished_lists: bool = False
+    #: A value for a third CoreShowChannel item's ``ApplicationData`` (a
+    #: hostile peer's line longer than the parser's bound), between the two.
+    long_item: str | None = None
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
 
@@ -150,6 +153,16 @@ class FakeAMI:
                 block(("Response", "Success"), aid, ("EventList", "start"), ("Message", "go"))
                 + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/1@x-0001;1"))
                 + block(("Event", "Newexten"), ("Channel", "Local/9@y-0002;1"))
+                + (
+                    b""
+                    if self.long_item is None
+                    else block(
+                        ("Event", "CoreShowChannel"),
+                        aid,
+                        ("Channel", "PJSIP/evil-0004"),
+                        ("ApplicationData", self.long_item),
+                    )
+                )
                 + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/2@x-0003;1"))
             )
             if not self.unfinished_lists:

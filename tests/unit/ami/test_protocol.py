@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
+    LONG_LINES,
     MAX_ANSWER_LINES,
     MAX_BODY_BYTES,
     MAX_EVENT_LINES,
+    MAX_LINE_BYTES,
     MIN_MESSAGE_BYTES,
     Action,
     ListCollector,
@@ -28,6 +30,7 @@ from router.ami.protocol import (
     parse_rawman,
     split_waitevent,
 )
+from router.ami.protocol import _LongLines as LongLines
 from router.errors import AMIProtocolError, AMIValidationError
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
@@ -578,3 +581,91 @@ def test_an_event_list_of_tiny_items_is_bounded_by_what_they_hold() -> None:
         assert collector.feed(item) is None
     with pytest.raises(AMIProtocolError, match="exceeds"):
         collector.feed(item)
+
+
+def _listing(app_data: bytes, *, crlf: bool = True) -> bytes:
+    """A CoreShowChannels answer of three channels, the second's
+    ``ApplicationData`` being ``app_data``."""
+    blocks = [b"Response: Success\nActionID: 7\nEventList: start\nMessage: Channels will follow"]
+    for n, data in ((1, b"1"), (2, app_data), (3, b"3")):
+        blocks.append(
+            b"Event: CoreShowChannel\nActionID: 7\nChannel: PJSIP/10%d-0000000%d\n"
+            b"Uniqueid: 1.%d\nLinkedid: 1.%d\nApplicationData: %s" % (n, n, n, n, data)
+        )
+    blocks.append(
+        b"Event: CoreShowChannelsComplete\nActionID: 7\nEventList: Complete\nListItems: 3"
+    )
+    body = b"\n\n".join(blocks) + b"\n\n"
+    return body.replace(b"\n", b"\r\n") if crlf else body
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
+@pytest.mark.parametrize("size", [None, 1 << 18, 65536, 4096, 1000, 7])
+def test_a_listing_item_with_a_line_too_long_is_skipped_and_the_rest_read(
+    size: int | None, crlf: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16 (hattack38): one ``CoreShowChannel`` item with a line of over
+    64 KiB (a hostile AMI peer's channel) failed the whole answer, so the
+    whole reconcile: over AJAM the action failed, over TCP the connection was
+    dropped and the reconcile after the reconnect read it again. That item
+    is skipped, said once, and the other channels are listed; as a body and
+    as a stream, however the reads cut it."""
+    body = _listing(b"x" * (MAX_LINE_BYTES + 100), crlf=crlf)
+    before = LONG_LINES.count
+    if size is None:
+        messages = parse_rawman(body)
+    else:
+        parser = RawmanParser()
+        messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
+        assert not parser.pending
+        assert parser.buffered == 0
+    result = assemble_result(messages)
+    assert result.complete
+    assert [i.get("Channel") for i in result.items] == ["PJSIP/101-00000001", "PJSIP/103-00000003"]
+    assert LONG_LINES.count == before + 1
+    assert "x" * 64 not in caplog.text  # the peer's bytes are never logged
+
+
+def test_a_line_just_within_the_bound_is_read() -> None:
+    value = b"x" * (MAX_LINE_BYTES - len(b"ApplicationData: ") - 2)
+    messages = parse_rawman(_listing(value))
+    assert [i.get("ApplicationData") for i in assemble_result(messages).items][1] == value.decode()
+
+
+def test_an_answer_with_a_line_too_long_is_still_refused() -> None:
+    """An answer cannot be skipped (its action would wait for it in vain):
+    its line too long is still a protocol error, body or stream."""
+    body = b"Response: Success\r\nActionID: 1\r\nMessage: " + b"m" * (MAX_LINE_BYTES + 1)
+    with pytest.raises(AMIProtocolError, match="exceeds"):
+        parse_rawman(body + b"\r\n\r\n")
+    parser = RawmanParser()
+    *head, last = _chunks(body, 4096)
+    for chunk in head:
+        assert parser.feed(chunk) == []
+    with pytest.raises(AMIProtocolError, match="without a newline"):
+        parser.feed(last)
+
+
+def test_events_skipped_for_a_long_line_are_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of such events is one WARNING a minute, naming the event, with
+    the count of those not said."""
+    long_lines = LongLines()
+    monkeypatch.setattr("router.ami.protocol.LONG_LINES", long_lines)
+    body = _listing(b"x" * (MAX_LINE_BYTES + 1))
+    with caplog.at_level("WARNING", logger="router.ami"):
+        for _ in range(3):
+            parse_rawman(body)
+    said = [r.getMessage() for r in caplog.records if "was skipped" in r.getMessage()]
+    assert len(said) == 1
+    assert "an AMI event 'CoreShowChannel' with a line of over 65536 bytes" in said[0]
+    assert long_lines.count == 3
+    monkeypatch.setattr(long_lines, "_told", time.monotonic() - 61)
+    with caplog.at_level("WARNING", logger="router.ami"):
+        parse_rawman(body)
+    assert "; 2 more since the last warning" in caplog.records[-1].getMessage()

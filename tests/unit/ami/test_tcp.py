@@ -206,6 +206,29 @@ async def test_event_list_is_collected_and_other_events_still_delivered(fake: Fa
     assert [e.name for e in events] == ["Newexten"]
 
 
+async def test_a_listing_item_with_a_line_too_long_costs_neither_the_list_nor_the_session(
+    fake: FakeAMI,
+) -> None:
+    """Issue 16 (hattack38): a CoreShowChannel item with a line of over 64 KiB
+    dropped the connection (bad data from Asterisk); the reconcile after the
+    reconnect listed it again, and failed again, for as long as the channel
+    was up. The item is skipped, the list completes with the other items, the
+    session stays, and the events around it are delivered."""
+    fake.long_item = "x" * (MAX_LINE_BYTES + 1000)
+    async with TCPClient(settings(fake)) as client:
+        for _ in range(2):
+            result = await client.send("CoreShowChannels", validate=False)
+            assert result.complete
+            assert [i.get("Channel") for i in result.items] == [
+                "Local/1@x-0001;1",
+                "Local/2@x-0003;1",
+            ]
+        events = await client.wait_event(1)
+        assert [e.name for e in events] == ["Newexten", "Newexten"]
+        assert client.session_generation == 1
+    assert fake.logins == 1
+
+
 async def test_event_with_an_action_id_before_its_response_is_an_event(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake)) as client:
         await client.send("UserEvent", {"UserEvent": "Hello"}, validate=False)
@@ -658,10 +681,23 @@ def test_stream_parser_takes_whole_blocks_and_ignores_blank_lines() -> None:
 
 
 def test_stream_parser_bounds_a_line_without_newline() -> None:
+    """An answer's endless line is a protocol error; an event's is read past,
+    holding no more than a few bytes of it, and the event is skipped (issue 16:
+    it dropped the connection, and the reconcile after the reconnect read it
+    again)."""
     parser = RawmanParser(max_buffer=1 << 20)
-    parser.feed(b"Event: A\r\nK: ")
+    parser.feed(b"Response: Success\r\nK: ")
     with pytest.raises(AMIProtocolError, match="without a newline"):
         parser.feed(b"v" * (MAX_LINE_BYTES + 10))
+    parser = RawmanParser(max_buffer=1 << 20)
+    parser.feed(b"Event: A\r\nK: ")
+    for _ in range(40):  # 2.6 MB of one line
+        assert parser.feed(b"v" * (MAX_LINE_BYTES + 10)) == []
+        assert parser.pending
+        assert parser.buffered <= MAX_LINE_BYTES + 32
+    got = parser.feed(b"v\r\nL: 1\r\n\r\nEvent: B\r\n\r\n")
+    assert [m.get("Event") for m in got] == ["B"]
+    assert not parser.pending
 
 
 def test_stream_parser_drops_unwanted_events_before_parsing_them() -> None:
