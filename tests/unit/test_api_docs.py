@@ -402,6 +402,12 @@ def test_the_1c_module_is_read() -> None:
     assert requests["Позвонить"].body == {"from", "to"}
     assert requests["Позвонить"].headers == {"Idempotency-Key"}
     assert {"timeout", "cursor"} <= requests["ПолучитьСобытия"].query
+    # Hanging up and listing calls from 1C (issue 16): the API served them, the module
+    # did not, so a 1C developer had to write the requests by hand.
+    assert requests["ЗавершитьЗвонок"].method == "POST"
+    assert requests["ЗавершитьЗвонок"].path == "/api/v1/calls/{}/hangup"
+    assert (requests["Звонки"].method, requests["Звонки"].path) == ("GET", "/api/v1/calls")
+    assert (requests["Звонок"].method, requests["Звонок"].path) == ("GET", "/api/v1/calls/{}")
 
 
 def mismatches(document: dict[str, Any], request: BslRequest) -> list[str]:
@@ -491,6 +497,35 @@ def _option_values(words: list[str], option: str) -> list[str]:
         elif taking:
             values.append(word)
     return values
+
+
+ONEC_READMES = [REPO / "examples" / "onec" / "README.md", REPO / "examples" / "onec" / "README.ru.md"]
+_PERMISSION = re.compile(r"\b(?:calls|events|forwarding|presence|recordings):[a-z]+\b")
+
+
+def _onec_token_allows(readme: Path) -> set[str]:
+    """What ``--allow`` of the README's ``callrouter token new onec`` line grants."""
+    text = re.sub(r"\\\n\s*", " ", readme.read_text(encoding="utf-8"))
+    (line,) = re.findall(r"^\s*(callrouter token new onec [^\n`#]*)", text, re.M)
+    return set(_option_values(shlex.split(line), "--allow"))
+
+
+@pytest.mark.parametrize("readme", ONEC_READMES, ids=lambda readme: readme.name)
+def test_the_1c_token_allows_every_request_the_module_sends(
+    readme: Path, document: dict[str, Any]
+) -> None:
+    """The README's token for the infobase lets each function of the module work: a
+    function whose request the token may not send answers every user with a 403."""
+    allowed = _onec_token_allows(readme)
+    for request in bsl_requests(BSL_MODULE.read_bytes()):
+        operation = _operation(document, request)
+        assert operation is not None, request
+        needed = set(_PERMISSION.findall(json.dumps(operation)))
+        assert needed, f"{request.function}: the document names no permission"
+        assert needed & allowed, (
+            f"{readme.relative_to(REPO)}: `callrouter token new onec` does not allow "
+            f"{sorted(needed)}, which {request.function} ({request.method} {request.path}) needs"
+        )
 
 
 def test_the_documented_token_commands_are_found() -> None:
