@@ -352,6 +352,18 @@ def test_every_event_body_carries_every_field_the_contract_table_lists(page: Pat
         assert sorted(body) == sorted(EVENT_FIELDS), what
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_contract_says_when_recording_url_is_a_link(page: Path) -> None:
+    """The table said ``recording_url`` is always null, while in pull mode the plugin
+    puts the signed link of the call's recording in its ``hangup`` and ``missed``
+    (``_deliver``; test_onec_recordings checks the link): a 1C developer who read the
+    table ignored the field and never showed the link (issue 16)."""
+    text = page.read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| `recording_url` |")]
+    for said in ("`hangup`", "`missed`", '`[recordings] mode = "pull"`', "null"):
+        assert said in row, f"{page.name}: the recording_url row does not say {said}"
+
+
 #: A command line of the double as the pages show it (to a comment or the code span's end).
 _DOUBLE_LINE = re.compile(
     r"(?:callrouter-onec-double|python -m callrouter_onec\.double)(?=[\s`]|$)([^`\n]*)"
