@@ -499,7 +499,10 @@ def _option_values(words: list[str], option: str) -> list[str]:
     return values
 
 
-ONEC_READMES = [REPO / "examples" / "onec" / "README.md", REPO / "examples" / "onec" / "README.ru.md"]
+ONEC_READMES = [
+    REPO / "examples" / "onec" / "README.md",
+    REPO / "examples" / "onec" / "README.ru.md",
+]
 _PERMISSION = re.compile(r"\b(?:calls|events|forwarding|presence|recordings):[a-z]+\b")
 
 
