@@ -364,6 +364,33 @@ def test_the_contract_says_when_recording_url_is_a_link(page: Path) -> None:
         assert said in row, f"{page.name}: the recording_url row does not say {said}"
 
 
+RECORDING_SIDES = {
+    DOCS / "recordings.md": "## The 1C side",
+    DOCS / "ru" / "recordings.md": "## Сторона 1С",
+}
+
+
+@pytest.mark.parametrize("page", RECORDING_SIDES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_1c_side_of_recordings_says_where_the_module_keeps_them(page: Path) -> None:
+    """The page said the chunks wait in a temporary file per call and part, while
+    TelephonyRecordings.bsl keeps each in the register ТелефонияЧастиЗаписей (a temporary
+    file of one working process is not there for the next chunk in another) and
+    stores the file in ТелефонияЗаписиРазговоров: a 1C developer who read the page
+    left out the registers (issue 16)."""
+    module = (DOCS.parent / "examples" / "onec" / "TelephonyRecordings.bsl").read_text("utf-8")
+    text = page.read_text(encoding="utf-8")
+    start = text.index(RECORDING_SIDES[page])
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end < 0 else text[start:end]
+    registers = set(re.findall(r"РегистрыСведений\.(\w+)", module))
+    assert registers == {"ТелефонияЧастиЗаписей", "ТелефонияЗаписиРазговоров"}
+    for register in sorted(registers):
+        assert f"`{register}`" in section, f"{page.name}: the 1C side does not name {register}"
+    if "ВременногоФайла" not in module:
+        assert "temporary file" not in section
+        assert "временном файле" not in section
+
+
 #: A command line of the double as the pages show it (to a comment or the code span's end).
 _DOUBLE_LINE = re.compile(
     r"(?:callrouter-onec-double|python -m callrouter_onec\.double)(?=[\s`]|$)([^`\n]*)"
