@@ -29,6 +29,7 @@ import tree_sitter_hbk
 from tree_sitter import Node, Parser
 
 from router.api.app import OPENAPI_PATH, build_app
+from router.api.calls import _may_not_transfer
 from router.api.context import ApiContext
 from router.api.intake import MAX_CARD_TEXT
 from router.api.settings import ApiSettings
@@ -804,3 +805,22 @@ def test_the_table_of_operations_lists_every_operation_a_token_may_be_allowed(
         f"{page.name}: missing {sorted(expected - listed)}, "
         f"no such operation {sorted(listed - ami_placeholder - expected)}"
     )
+
+
+CLICK_TO_CALL = {"api.md": "## Click-to-call", "ru/api.md": "## Звонок из 1С"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO / "docs")))
+def test_click_to_call_says_what_its_attended_transfer_needs(page: Path) -> None:
+    """A call from 1C is dialled out by the extension itself, so its leg transfers
+    only with option T on the outbound context's Dial: the refusal says so, and the
+    click-to-call section did not, which 1C developers read first (issue 16)."""
+    refusal = _may_not_transfer("PJSIP/101-0000000f")
+    assert "T when the extension placed the call" in refusal.detail
+    text = page.read_text(encoding="utf-8")
+    key = str(page.relative_to(REPO / "docs"))
+    start = text.index(CLICK_TO_CALL[key])
+    section = text[start : text.index("\n## ", start + 1)]
+    (row,) = [line for line in section.splitlines() if line.startswith("| `Context` |")]
+    assert "option `T`" in row or "опция `T`" in row
+    assert "`... may not transfer ...`" in row
