@@ -175,9 +175,9 @@ class _CallState:
     #: colleague with the customer's number).
     rang_with: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: ``missed`` of phones Dial or Queue cancelled while others still rang,
-    #: waiting for what ends the others: Asterisk ends the other phones
-    #: ``CANCEL`` first and the one that answered ``ANSWER`` after them, so
-    #: only then is it known who took the call (``answered_by``).
+    #: waiting for what ends the others: Dial ends the other phones ``CANCEL``
+    #: first and the one that answered ``ANSWER`` after them, so only then is it
+    #: known who took the call (``answered_by``); Queue tells the ``ANSWER`` first.
     cancelled: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
 
 
@@ -407,7 +407,7 @@ class FeedIntake:
             state.talked[extension] = None
         elif status == "CANCEL" and state.ringing:
             # A ring group's or queue's other phones end CANCEL when one answers, as
-            # when the caller hangs up, and before its ANSWER: wait for what ends
+            # when the caller hangs up, and Dial ends them before its ANSWER: wait for what ends
             # the phones still ringing, so that ``answered_by`` tells the two apart
             # and a screen pop does not show a colleague's answered call as missed.
             state.cancelled.append((extension, data, event.timestamp))

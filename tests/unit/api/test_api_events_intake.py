@@ -463,8 +463,8 @@ async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_cal
     for phone in ("PJSIP/101-01", "PJSIP/102-02", "PJSIP/103-03"):
         intake.callrouter_event(dial("DialBegin", phone), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/103-03", DialStatus="BUSY"), call)
-    # As Asterisk 22's Dial and Queue do it (measured on the sandbox): the other
-    # phones' CANCEL first, then the ANSWER of the one that took it.
+    # As Asterisk 22's Dial does it (measured on the sandbox): the other phones'
+    # CANCEL first, then the ANSWER of the one that took it (Queue: the next test).
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
     events = [e for e in feed.read(0, limit=100).events if e.kind != "ringing"]
@@ -477,6 +477,27 @@ async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_cal
     assert ends["103"]["answered_by"] is None  # busy before anyone answered
     assert ends["101"]["answered_by"] == "102"
     assert "answered_by" not in ends["102"]
+
+
+async def test_a_queue_s_members_missed_follow_the_answer_and_name_who_took_it() -> None:
+    """Asterisk 22's Queue (ringall, measured on the sandbox with ``callrouter events
+    DialEnd``) tells the ANSWER first and ends the other members CANCEL after it,
+    the other way round from Dial: their ``missed`` follow the ``answered`` and
+    still name the member who took the call (docs/api.md, the feed's kinds)."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = routed_call(intake)
+    for phone in ("PJSIP/101-01", "PJSIP/102-02", "PJSIP/103-03"):
+        intake.callrouter_event(dial("DialBegin", phone), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/103-03", DialStatus="CANCEL"), call)
+    events = [e for e in feed.read(0, limit=100).events if e.kind != "ringing"]
+    assert [(e.kind, e.extension, e.data.get("answered_by")) for e in events] == [
+        ("answered", "102", None),
+        ("missed", "101", "102"),
+        ("missed", "103", "102"),
+    ]
 
 
 async def test_a_ring_group_the_caller_left_is_missed_by_every_phone() -> None:
