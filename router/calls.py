@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from router.ami.message import Event, sent_by_channel
+from router.ami.message import Event, normalize_key, sent_by_channel
 from router.ami.numbers import ascii_int
 from router.callerid import cut_number, cut_text
 
@@ -99,6 +99,13 @@ IDENTITY_LIMITS: dict[str, int] = {
     "Exten": 80,
 }
 _PRIORITY = re.compile(r"-?[0-9]{1,10}")
+_LIMITS = tuple(IDENTITY_LIMITS.items())
+#: The identity keys by their folded spelling (:func:`normalize_key`), for an
+#: event that spells one otherwise (mxml, a peer's ``LINKEDID``, CEL's
+#: ``LinkedID``); ``Priority`` with the length :data:`_PRIORITY` allows.
+_FOLDED: dict[str, tuple[str, int]] = {
+    normalize_key(key): (key, limit) for key, limit in [*IDENTITY_LIMITS.items(), ("Priority", 11)]
+}
 #: Seconds between two warnings of events not tracked for an oversized field.
 _REFUSED_EVERY = 60.0
 _UNKNOWN = ("", "<unknown>")
@@ -240,12 +247,43 @@ def oversized(event: Event) -> tuple[str, int] | None:
 
     Read as the tracker reads them (the key as Asterisk spells it, else any
     spelling), so no spelling of a key slips a long value past the check."""
+    # Every event passes here (about 1 us for one that spells all six keys):
+    # the keys as spelled first, then one pass over the fields only when one
+    # is missing (a CEL record's LinkedID, a Dial event without a caller),
+    # instead of a scan of them for each missing key.
     get = event.spelled().get
-    for key, limit in IDENTITY_LIMITS.items():
-        value = get(key) or event.get(key)
-        if value and len(value) > limit:
+    for key, limit in _LIMITS:
+        value = get(key)
+        if value is None:
+            return _oversized_spelled(event)
+        if len(value) > limit:
             return key, len(value)
-    priority = get("Priority") or event.get("Priority")
+    priority = get("Priority")
+    if priority is None:
+        return _oversized_spelled(event)
+    return _bad_priority(priority)
+
+
+def _oversized_spelled(event: Event) -> tuple[str, int] | None:
+    """:func:`oversized` for an event missing a key as Asterisk spells it: one
+    pass over its fields checks every one whose key folds to an identity key,
+    in any spelling (what the tracker reads, the first of them, among them)."""
+    folded = _FOLDED.get
+    for name, value in event.fields:
+        known = folded(normalize_key(name))
+        if known is None or not value:
+            continue
+        key, limit = known
+        if key == "Priority":
+            bad = _bad_priority(value)
+            if bad is not None:
+                return bad
+        elif len(value) > limit:
+            return key, len(value)
+    return None
+
+
+def _bad_priority(priority: str) -> tuple[str, int] | None:
     if priority and (len(priority) > 11 or _PRIORITY.fullmatch(priority) is None):
         return "Priority", len(priority)
     return None

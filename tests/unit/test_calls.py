@@ -21,6 +21,7 @@ from router.calls import (
     Call,
     CallTracker,
     Fed,
+    oversized,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
@@ -460,6 +461,37 @@ def test_an_event_with_one_field_longer_than_asterisk_sends_is_not_tracked(field
 def test_a_priority_is_a_small_integer(priority: str) -> None:
     fed = CallTracker().feed(newchannel(1, Priority=priority))
     assert fed.refused == (priority not in ("", "-1", "42"))
+
+
+@pytest.mark.parametrize(
+    ("spelled", "field", "value"),
+    [
+        ("LinkedID", "Linkedid", "7" * 152),  # as a CEL record spells it
+        ("LINKEDID", "Linkedid", "7" * 152),
+        ("uniqueid", "Uniqueid", "7" * 152),  # as mxml folds it
+        ("channel", "Channel", "7" * 257),
+        ("CONTEXT", "Context", "c" * 81),
+        ("exten", "Exten", "1" * 81),
+        ("priority", "Priority", "x"),
+    ],
+)
+def test_an_identity_field_spelled_otherwise_is_checked_too(
+    spelled: str, field: str, value: str
+) -> None:
+    """The tracker reads a key as Asterisk spells it, else in any spelling:
+    an event without the first is checked on the others (an event missing
+    a key takes the path that looks at every key once)."""
+    fields = {k: v for k, v in newchannel(1).fields if k != field}
+    event = Event((*fields.items(), (spelled, value)))
+    assert oversized(event) == (field, len(value))
+    assert CallTracker().feed(event).refused
+
+
+def test_an_event_asterisk_writes_is_not_oversized() -> None:
+    assert oversized(newchannel(1)) is None
+    cel = ev("CEL", EventName="CHAN_START", UniqueID="1.2", LinkedID="1.1", Channel="PJSIP/a-1")
+    assert oversized(cel) is None
+    assert all(oversized(event) is None for event in real_call_events())
 
 
 def test_the_longest_fields_asterisk_sends_are_tracked() -> None:
