@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python bench/bench_path.py`` (``--calls N``, ``--repeat R``,
 ``--baseline REV`` also measures revision REV's router in the same run;
-``--stages`` times the engine's path stage by stage instead).
+``--stages`` times the engine's path stage by stage instead; ``--burst N``
+writes N calls' request reads at once instead, a burst's backlog, and times
+each call from that write to its Redirect).
 
 The route benchmark (``bench_route.py``) times a call from Asterisk's request
 to the landing, through a real Asterisk, on a shared machine: there the same
@@ -238,7 +240,38 @@ async def run_calls(
     return waits
 
 
-async def serve_engine(calls: int) -> list[float]:
+#: ``--burst``: when each Redirect was handed to the socket, by channel.
+REDIRECTED_AT: dict[str, float] = {}
+
+
+async def run_burst(fake: FakeAsterisk, reads: list[tuple[bytes, bytes, str]]) -> list[float]:
+    """``--burst``: every call's read up to its request written at once (a
+    backlog, as a burst leaves in the socket); for each call, the time from
+    that write to its Redirect handed to the socket, in us."""
+    await asyncio.sleep(0.1)
+    data = b"".join(now_stamped(first) for first, _, _ in reads)
+    REDIRECTED_AT.clear()
+    profile = os.environ.get("BENCH_PATH_PROFILE")  # a cProfile of the burst alone
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started = time.perf_counter()
+    fake.write(data)
+    for _ in reads:
+        await asyncio.wait_for(fake.redirected.get(), 10)
+    if profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    waits = [(REDIRECTED_AT[channel] - started) * 1e6 for _, _, channel in reads]
+    for _, rest, _ in reads:
+        fake.write(rest)
+    await asyncio.sleep(0.1)
+    return waits
+
+
+async def serve_engine(calls: int, burst: int = 0) -> list[float]:
     from bench_route import EXTRA_RULES, did_rules
 
     from router.ami import tcp
@@ -280,6 +313,7 @@ async def serve_engine(calls: int) -> list[float]:
         future = send(self, action)
         if action.name == "Redirect":
             stamps.on_written()
+            REDIRECTED_AT.setdefault(dict(action.params).get("Channel", ""), time.perf_counter())
         return future
 
     tcp._Connection.data_received = stamped_read  # type: ignore[method-assign]
@@ -287,7 +321,10 @@ async def serve_engine(calls: int) -> list[float]:
     # The lines of tcp-engine+filter: Asterisk sends only these names.
     reads = call_reads(frozenset(selection.names) if selection.names is not None else None)
     await run_calls(fake, reads[:20], stamps, 20)  # warm-up: code paths, caches of answers
-    waits = await run_calls(fake, reads, stamps, calls)
+    if burst:
+        waits = await run_burst(fake, reads[20 : 20 + burst])
+    else:
+        waits = await run_calls(fake, reads, stamps, calls)
     outcomes = {r.outcome for r in engine.records}
     engine.request_stop()
     await asyncio.wait_for(task, 10)
@@ -296,7 +333,7 @@ async def serve_engine(calls: int) -> list[float]:
     return waits
 
 
-async def serve_panoramisk(calls: int) -> list[float]:
+async def serve_panoramisk(calls: int, burst: int = 0) -> list[float]:
     from bench_route import REDIRECT, panoramisk_loop
     from panoramisk.ami_protocol import AMIProtocol
 
@@ -314,11 +351,15 @@ async def serve_panoramisk(calls: int) -> list[float]:
     def redirect(manager: Any, channel: str) -> None:
         manager.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
         stamps.on_written()
+        REDIRECTED_AT.setdefault(channel, time.perf_counter())
 
     manager = await panoramisk_loop(fake.port, "x", redirect)
     reads = call_reads(None)
     await run_calls(fake, reads[:20], stamps, 20)
-    waits = await run_calls(fake, reads, stamps, calls)
+    if burst:
+        waits = await run_burst(fake, reads[20 : 20 + burst])
+    else:
+        waits = await run_calls(fake, reads, stamps, calls)
     manager.close()
     return waits
 
@@ -435,6 +476,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed calls per run (default 300)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant, interleaved")
     parser.add_argument("--baseline", metavar="REV", help="also measure revision REV's engine")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N calls' request reads written at once, each call timed from "
+        "that write to its Redirect written",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument(
         "--stages",
@@ -449,7 +498,7 @@ def main() -> None:
         stages(args.calls)
         return
     if args.serve:
-        waits = asyncio.run(VARIANTS[args.serve](args.calls))
+        waits = asyncio.run(VARIANTS[args.serve](args.calls, args.burst))
         print(json.dumps(waits))
         return
     from bench_ingest import load_capture
@@ -471,7 +520,16 @@ def main() -> None:
                 if tree is not None:
                     env["CALLROUTER_BENCH_BASELINE"] = base
                 out = subprocess.run(
-                    [sys.executable, __file__, "--serve", variant, "--calls", str(args.calls)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--serve",
+                        variant,
+                        "--calls",
+                        str(args.calls),
+                        "--burst",
+                        str(args.burst),
+                    ],
                     env=env,
                     check=True,
                     capture_output=True,
@@ -497,10 +555,16 @@ def main() -> None:
                 ", ".join(f"{x:.2f}x" for x in ratios),
             ]
         )
-    print(
-        "### A request's own path, cold: the read holding it -> the Redirect written "
-        f"({args.calls} calls a run, {args.repeat} runs of each, interleaved)\n"
-    )
+    if args.burst:
+        print(
+            f"### A burst: {args.burst} calls' request reads written at once -> each "
+            f"call's Redirect written ({args.repeat} runs of each, interleaved)\n"
+        )
+    else:
+        print(
+            "### A request's own path, cold: the read holding it -> the Redirect written "
+            f"({args.calls} calls a run, {args.repeat} runs of each, interleaved)\n"
+        )
     print(
         md_table(
             ["router", "p50 us (each run)", "p95 us (each run)", "p50 / panoramisk (each run)"],

@@ -68,6 +68,10 @@ exchange, when it was sent, its answer's last read, when the exchange
 returned and the answer's size, to ``PATH-PID.json``: the poll cycle, our
 side and Asterisk's.
 
+``BENCH_GC_TRACE=1`` adds to each engine variant's outcomes its cyclic
+collections after the start, by generation: how many, their pauses together
+and how many took 5 ms or more.
+
 ``BENCH_DIALPLAN_ORDER=ringing-first`` moves the inbound context's
 ``Ringing()`` from the step before the request to the context's second step
 (a trial, bench/ANALYSIS.md, thirty-seventh session: the request's first-poll
@@ -657,6 +661,7 @@ async def serve_engine(
         options=EngineOptions(freeze_gc=True),
     )
     await engine.start()
+    gc_pauses = _trace_gc() if os.environ.get("BENCH_GC_TRACE") else None
     # Stamps for the latency split, outside the engine: when a poll's events
     # are in hand (parsed) and when the Redirect leaves.
     client = engine.ami
@@ -804,12 +809,38 @@ async def serve_engine(
             count = int(waits.labels(outcome)._value.get())
             if count:
                 outcomes[f"(Wait step {outcome})"] = count
+    if gc_pauses is not None:
+        # Collections after the start (its gc.freeze), by generation: how many,
+        # their pauses together (us) and those of 5 ms or more (BENCH_GC_TRACE=1).
+        for gen, pauses in sorted(gc_pauses.items()):
+            outcomes[f"(gc gen{gen} collections)"] = len(pauses)
+            outcomes[f"(gc gen{gen} us in all)"] = round(sum(pauses) * 1000)
+            outcomes[f"(gc gen{gen} pauses of 5 ms or more)"] = sum(p >= 5 for p in pauses)
     print("OUTCOMES " + json.dumps(outcomes), file=sys.stderr, flush=True)
     if trace:
         dump = Path(os.environ["BENCH_POLL_TRACE"] + f"-{os.getpid()}.json")
         await asyncio.to_thread(dump.write_text, json.dumps(trace))
     if onec.fetches > len(onec.numbers):
         print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
+
+
+def _trace_gc() -> dict[int, list[float]]:
+    """``BENCH_GC_TRACE``: each cyclic collection's pause, by generation (gc.callbacks)."""
+    import gc
+
+    pauses: dict[int, list[float]] = {}
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.setdefault(info["generation"], []).append(
+                (time.perf_counter() - started[0]) * 1000
+            )
+
+    gc.callbacks.append(timed)
+    return pauses
 
 
 def pipelined_wait_event(client: Any) -> Callable[[int], Coroutine[Any, Any, list[Any]]]:
@@ -1514,7 +1545,7 @@ def main() -> None:
         return
     global PIN
     PIN = args.pin
-    args.rates = [int(r) for r in args.rates.split(",")]
+    args.rates = [int(r) for r in args.rates.split(",") if r]
     args.variants = [v for v in args.variants.split(",") if v]
     args.disabled_events = [e for e in args.disabled_events.split(",") if e]
     args.baseline_tree = None
