@@ -22,6 +22,10 @@ __all__ = ["Event", "Message", "Response", "make_message", "normalize_key", "sen
 
 _NORMALIZED: dict[str, str] = {}
 _NORMALIZED_MAX: Final = 4096
+#: Keys longer than this are folded each time, not remembered: a peer's keys
+#: may be a line long (64 KB), and 4,096 of them held half a gigabyte for the
+#: life of the process. Asterisk's keys are under 40 characters.
+_NORMALIZED_KEY_MAX: Final = 128
 
 
 def normalize_key(key: str) -> str:
@@ -36,7 +40,7 @@ def normalize_key(key: str) -> str:
     norm = "".join(ch if ch.isalnum() and ch.isascii() else "_" for ch in key.lower())
     if norm[:1].isdigit():
         norm = "_" + norm
-    if len(_NORMALIZED) < _NORMALIZED_MAX:
+    if len(_NORMALIZED) < _NORMALIZED_MAX and len(key) <= _NORMALIZED_KEY_MAX:
         _NORMALIZED[key] = norm
     return norm
 

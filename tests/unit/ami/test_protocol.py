@@ -669,3 +669,19 @@ def test_events_skipped_for_a_long_line_are_said_once_a_minute(
     with caplog.at_level("WARNING", logger="router.ami"):
         parse_rawman(body)
     assert "; 2 more since the last warning" in caplog.records[-1].getMessage()
+
+
+def test_a_peers_long_keys_are_folded_but_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys are folded through a bounded memo; a peer's keys may be a line
+    long, and 4,096 of them held about 470 MB for the life of the process.
+    A long key is folded each time instead; Asterisk's are remembered."""
+    from router.ami import message
+
+    monkeypatch.setattr(message, "_NORMALIZED", {})
+    long_key = "Cause-Txt" * 2000
+    event = Event((("Event", "Hangup"), (long_key, "x"), ("Cause-txt", "Normal")))
+    assert event.get("cause_txt") == "Normal"  # a miss folds every key it passes
+    assert event.get("cause_txt" * 2000) == "x"
+    assert message.normalize_key(long_key) == "cause_txt" * 2000
+    assert long_key not in message._NORMALIZED
+    assert message._NORMALIZED["Cause-txt"] == "cause_txt"
