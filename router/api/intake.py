@@ -174,6 +174,15 @@ class _CallState:
     #: click-to-call transferred from the manager to a colleague rings the
     #: colleague with the customer's number).
     rang_with: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Channels the call dialled whose caller ID name Asterisk took from the
+    #: dialling side (its ``DestCallerIDName`` is the dialler's caller or
+    #: connected line name: Dial names a leg it creates so, as the outgoing leg
+    #: of a click-to-call gets the manager phone's name), with that name. When
+    #: such a leg dials in its turn (the customer's leg transferred to a
+    #: colleague), its number is the customer's and that name is not: the
+    #: ringing tells no name rather than one of another party. The newest
+    #: :data:`RANG_WITH_MAX`.
+    borrowed: dict[str, str] = field(default_factory=dict)
     #: ``missed`` of phones Dial or Queue cancelled while others still rang,
     #: waiting for what ends the others: Dial ends the other phones ``CANCEL``
     #: first and the one that answered ``ANSWER`` after them, so only then is it
@@ -301,15 +310,15 @@ class FeedIntake:
         linkedid = event.get("Linkedid") or (call.linkedid if call else "")
         if extension is None or not linkedid:
             return
+        state = self._state(linkedid)
+        caller, caller_name = _rung_by(event, call, state)
+        _borrowed(state, event)
         data: dict[str, Any] = {
-            "caller": cut_number(_caller_id(event.get("CallerIDNum")))
-            or (call.caller_number if call else ""),
-            "caller_name": cut_text(_caller_id(event.get("CallerIDName")))
-            or (call.caller_name if call else ""),
+            "caller": caller,
+            "caller_name": caller_name,
             "did": shown_did(call.did) if call else "",
             "channel": event.get("DestChannel") or "",
         }
-        state = self._state(linkedid)
         if extension in state.ringing:
             return
         state.ringing.add(extension)
@@ -468,6 +477,42 @@ class FeedIntake:
             call_id=linkedid or None,
             ts=event.timestamp,
         )
+
+
+def _rung_by(event: Event, call: Call | None, state: _CallState) -> tuple[str, str]:
+    """The caller number and name a ``DialBegin`` rings with, both of one party.
+
+    The event's number with its name; the call's number and name when the event
+    has no number. A name the dialling leg was given from another party
+    (:attr:`_CallState.borrowed`) is none; a number without a name takes the
+    call's name when it is the call's number.
+    """
+    number = cut_number(_caller_id(event.get("CallerIDNum")))
+    if not number:
+        return (call.caller_number, call.caller_name) if call else ("", "")
+    name = cut_text(_caller_id(event.get("CallerIDName")))
+    if name and state.borrowed.get(event.get("Channel") or "") == name:
+        name = ""
+    if not name and call is not None and call.caller_number == number:
+        name = call.caller_name
+    return number, name
+
+
+def _borrowed(state: _CallState, event: Event) -> None:
+    """Remember a ``DialBegin``'s dialled leg whose name is the dialler's own
+    or its connected line's (:attr:`_CallState.borrowed`)."""
+    dest = event.get("DestChannel")
+    name = cut_text(_caller_id(event.get("DestCallerIDName")))
+    if not dest or not name or not event.get("Channel"):
+        return
+    theirs = (_caller_id(event.get("CallerIDName")), _caller_id(event.get("ConnectedLineName")))
+    if name not in (cut_text(text) for text in theirs):
+        return
+    borrowed = state.borrowed
+    borrowed.pop(dest, None)
+    borrowed[dest] = name
+    if len(borrowed) > RANG_WITH_MAX:
+        del borrowed[next(iter(borrowed))]
 
 
 def _caller_id(value: str | None) -> str:

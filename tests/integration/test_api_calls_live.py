@@ -114,7 +114,9 @@ def make_config(box: Sandbox, state: Path, port: int) -> Config:
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
         f'[api]\nlisten = "127.0.0.1:{port}"\n'
         'originate_channel = "Local/{extension}@sandbox-phone"\n'
-        'outbound_context = "outbound"\n' + tokens,
+        'outbound_context = "outbound"\n'
+        # A phone's name with its number, as a PJSIP endpoint's callerid gives it.
+        'caller_id = "\\"Phone {extension}\\" <{extension}>"\n' + tokens,
         encoding="utf-8",
     )
     return load_config(path)
@@ -397,6 +399,20 @@ async def test_blind_transfer_moves_the_customer_to_the_other_extension(
             lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
         )
         assert ringing
+
+        async def rang_102() -> list[dict[str, Any]]:
+            feed = await http.get(
+                "/api/v1/events?cursor=0&timeout=0&limit=1000", headers=auth("all")
+            )
+            return [
+                e["data"]
+                for e in feed.json()["events"]
+                if e["kind"] == "ringing" and e["extension"] == "102" and e["call_id"] == call_id
+            ]
+
+        # 102 rings with the customer's number, never with 101's name (issue 16).
+        [data] = await until(rang_102, timeout=10)
+        assert (data["caller"], data["caller_name"]) == ("79164440001", "")
     finally:
         await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("all"))
         for c in await channels(admin):

@@ -786,3 +786,119 @@ def test_an_extension_rung_again_is_the_newest_with_the_caller_of_its_last_ring(
         "101": ("79160000002", "Ivan"),
         "102": ("79160000002", "Ivan"),
     }
+
+
+def _clicked(name: str, channel: str, num: str, cid: str, line: str, **fields: str) -> Event:
+    """An event of a click-to-call's channel, as captured on the sandbox (the
+    API's ``caller_id = '"Phone {extension}" <{extension}>'``): caller ``num``
+    and ``cid``, connected line ``line`` named ``Phone 101``."""
+    return make_event(
+        name,
+        Channel=channel,
+        CallerIDNum=num,
+        CallerIDName=cid,
+        ConnectedLineNum=line,
+        ConnectedLineName="Phone 101",
+        Linkedid="c2c-4a6a914c43faf65cf338",
+        Uniqueid=channel,
+        **fields,
+    )
+
+
+async def test_a_click_to_call_transferred_to_102_never_gives_the_customer_the_managers_name() -> (
+    None
+):
+    """Seen on the sandbox (issue 16): a click-to-call from 101 ("Phone 101") to
+    79161234567, blind-transferred to 102. Dial named the customer's leg with
+    the number it dialled and the manager's name (the dialler's connected
+    line); when that leg rang 102, the feed's ``ringing`` and ``hangup`` said
+    ``caller: "79161234567"`` with ``caller_name: "Phone 101"``: the client's
+    number with the manager's name. A number and a name tell one party."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    fed = as_the_engine_feeds(intake)
+    manager = "Local/101@sandbox-phone-00000000;1"
+    customer = "Local/79161234567@sandbox-customer-00000001;1"
+    colleague = "Local/102@sandbox-phone-00000002;1"
+    out = {"Context": "outbound", "Exten": "79161234567"}
+    to_customer = {
+        "DestChannel": customer,
+        "DestCallerIDNum": "79161234567",
+        "DestCallerIDName": "Phone 101",
+    }
+    to_colleague = {
+        "DestChannel": colleague,
+        "DestCallerIDNum": "102",
+        "DestCallerIDName": "Phone 101",
+        "Context": "callrouter-dial",
+        "Exten": "102",
+    }
+    call = fed(_clicked("Newchannel", manager, "<unknown>", "<unknown>", "<unknown>"))
+    assert call is not None
+    fed(_clicked("Newchannel", customer, "<unknown>", "<unknown>", "<unknown>"))
+    fed(_clicked("DialBegin", manager, "101", "Phone 101", "101", **out, **to_customer))
+    fed(_clicked("DialEnd", manager, "101", "Phone 101", "101", DialStatus="ANSWER", **to_customer))
+    fed(
+        make_event(
+            "BlindTransfer",
+            Result="Success",
+            TransfererChannel=manager,
+            TransfererLinkedid=call.linkedid,
+            TransfereeChannel=customer,
+            Context="callrouter-dial",
+            Extension="102",
+        )
+    )
+    fed(_clicked("Hangup", manager, "101", "Phone 101", "101", **out))
+    dialled = ("79161234567", "Phone 101", "101")
+    fed(_clicked("Newchannel", colleague, "<unknown>", "<unknown>", "<unknown>"))
+    fed(_clicked("DialBegin", customer, *dialled, **to_colleague))
+    fed(_clicked("DialEnd", customer, *dialled, DialStatus="ANSWER", **to_colleague))
+    fed(_clicked("Hangup", colleague, "102", "Phone 101", "79161234567"))
+    fed(_clicked("Hangup", customer, *dialled, Context="callrouter-dial", Exten="102"))
+    events = feed.read(0).events
+    mine = [(e.kind, e.data.get("caller"), e.data.get("caller_name")) for e in events]
+    assert [m for m in mine if m[0] in ("ringing", "hangup")] == [
+        # The manager's leg rang the customer with the manager's number and name.
+        ("ringing", "101", "Phone 101"),
+        # 102 hears of the customer's number, and of no name rather than 101's.
+        ("ringing", "79161234567", ""),
+        ("hangup", "101", "Phone 101"),
+        ("hangup", "79161234567", ""),
+    ]
+    assert [e.extension for e in events if e.kind == "ringing"] == ["79161234567", "102"]
+
+
+async def test_a_ringing_takes_number_and_name_from_one_source() -> None:
+    """A dial that tells a name but no number rang with the call's number and
+    the event's name, two parties' texts in one ``ringing``: the call's number
+    goes with the call's name. A leg dialled under a name of its own (not the
+    dialler's) keeps it when it dials in its turn."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = routed_call(intake)
+    call.caller_number, call.caller_name = "79161234567", "Ivan"
+    inbound = f"Local/74951234567@callrouter-inbound-{LINKEDID};2"
+
+    def begin(channel: str, num: str, name: str, dest: str, dest_name: str) -> Event:
+        return make_event(
+            "DialBegin",
+            Channel=channel,
+            CallerIDNum=num,
+            CallerIDName=name,
+            ConnectedLineName="<unknown>",
+            Linkedid=LINKEDID,
+            DestChannel=dest,
+            DestCallerIDName=dest_name,
+        )
+
+    phone = "PJSIP/102-00000003"
+    intake.callrouter_event(begin(inbound, "<unknown>", "Phone 101", "PJSIP/101-02", ""), call)
+    intake.callrouter_event(begin(inbound, "79161234567", "", phone, "Anna"), call)
+    intake.callrouter_event(begin(phone, "102", "Anna", "PJSIP/103-00000004", "Ivan"), call)
+    rang = [(e.extension, e.data["caller"], e.data["caller_name"]) for e in feed.read(0).events]
+    assert rang == [
+        ("101", "79161234567", "Ivan"),
+        ("102", "79161234567", "Ivan"),
+        ("103", "102", "Anna"),
+    ]
