@@ -86,12 +86,17 @@ class Signer:
     def verify(
         self, call_id: str, part: str, expires: str, sig: str, now: float | None = None
     ) -> bool:
-        """True only for an untampered link that has not expired."""
+        """True only for an untampered link that has not expired, in the exact
+        spelling :meth:`url` gives it: ``expires`` without leading zeros and
+        ``sig`` in lowercase hex (another spelling of the same values is refused,
+        as a tampered link is)."""
         if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        if expires != str(int(expires)):
             return False
         if not (sig.isascii() and len(sig) == 64):
             return False
         expected = self.signature(call_id, part, int(expires))
-        if not hmac.compare_digest(expected, sig.lower()):
+        if not hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii")):
             return False
         return int(expires) > (time.time() if now is None else now)

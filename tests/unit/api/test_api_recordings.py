@@ -155,11 +155,14 @@ async def test_a_link_fails_after_expiry_and_when_tampered(
             await client.get(good.replace(expires[1], str(int(expires[1]) + 3600))),
             await client.get(good.replace("/mix?", "/in?")),
             await client.get(good.replace(CALL, "1714557600.43")),
+            # The same expiry spelled with a leading zero is not the link issued (issue 16).
+            await client.get(good.replace(f"expires={expires[1]}", f"expires=0{expires[1]}")),
         ]
     assert [r.status_code for r in responses[:3]] == [403, 403, 403]
     # Another part or call with this signature: 403 too, or 404 where no such file exists.
     assert responses[3].status_code in (403, 404)
     assert responses[4].status_code in (403, 404)
+    assert responses[5].status_code == 403
     assert all(AUDIO[:64] not in r.content for r in responses)
 
 

@@ -87,6 +87,24 @@ def test_a_signed_link_works_before_expiry_and_never_after_or_tampered() -> None
     )
 
 
+def test_a_signed_link_is_valid_only_in_the_spelling_issued() -> None:
+    """Issue 16: ``sig`` was compared lowercased and ``expires`` as a number, so
+    the link's signature in capitals, or its expiry with leading zeros, was the
+    same valid link under another spelling. Only the link as issued opens now."""
+    signer = Signer(b"k" * 32)
+    url = signer.url("https://cr.example:8089/", "1714557600.42", "mix", ttl=60, now=1000)
+    query = dict(p.split("=") for p in url.split("?", 1)[1].split("&"))
+    sig, expires = query["sig"], query["expires"]
+    assert signer.verify("1714557600.42", "mix", expires, sig, now=1000)
+    assert sig.upper() != sig  # the key is fixed: this signature has letters a-f
+    assert not signer.verify("1714557600.42", "mix", expires, sig.upper(), now=1000)
+    letter = next(i for i, c in enumerate(sig) if c in "abcdef")
+    mixed = sig[:letter] + sig[letter].upper() + sig[letter + 1 :]  # one capital
+    assert not signer.verify("1714557600.42", "mix", expires, mixed, now=1000)
+    assert not signer.verify("1714557600.42", "mix", "0" + expires, sig, now=1000)
+    assert not signer.verify("1714557600.42", "mix", "00" + expires, sig, now=1000)
+
+
 def test_the_key_is_generated_once_0600(tmp_path: Path) -> None:
     path = tmp_path / "recordings.key"
     first = load_key(path)
