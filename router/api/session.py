@@ -72,6 +72,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _payload(name: str, sid: str, issued: int, expires: int) -> str:
+    """A cookie's first part, the one spelling :meth:`Sessions.issue` gives it."""
+    text = json.dumps({"n": name, "s": sid, "i": issued, "e": expires}, separators=(",", ":"))
+    return _b64(text.encode())
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """A valid session: whose token, which login, when it was made, when it ends."""
@@ -118,10 +124,8 @@ class Sessions:
         start = now if issued is None else issued
         sid = sid or _b64(secrets.token_bytes(12))
         expires = int(min(now + self.lifetime, start + MAX_SESSION))
-        payload = json.dumps(
-            {"n": token.name, "s": sid, "i": start, "e": expires}, separators=(",", ":")
-        )
-        value = f"{_b64(payload.encode())}.{_b64(self._mac(token, sid, start, expires))}"
+        payload = _payload(token.name, sid, start, expires)
+        value = f"{payload}.{_b64(self._mac(token, sid, start, expires))}"
         return value, Session(token, start, expires, sid)
 
     def check(self, value: str | None) -> Session | None:
@@ -151,7 +155,10 @@ class Sessions:
             _b64(self._mac(token, sid, issued, expires)).encode("ascii"),
         ):
             return None
-        if _b64(_unb64(payload_text)) != payload_text:
+        # The MAC covers the fields, not the JSON that carries them: the same
+        # fields spelled otherwise (spaces, key order, escapes, an extra key,
+        # UTF-16) are not the cookie we issued either.
+        if payload_text != _payload(name, sid, issued, expires):
             return None
         now = self._clock()
         if now >= expires or now >= issued + MAX_SESSION or "ui:read" not in token.allow:

@@ -8,6 +8,7 @@ tests/integration/test_ui_live.py; here: what the server promises.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -533,6 +534,33 @@ async def test_a_token_narrowed_to_some_extensions_does_not_get_the_live_page(
     assert before.check(value) is not None
     narrowed = Sessions(ApiSettings(tokens={"desk": desk}), key=before._key)
     assert narrowed.check(value) is None
+
+
+def test_a_session_cookie_is_valid_only_with_the_payload_as_issued() -> None:
+    """Issue 16: the MAC covers the session's fields, not the JSON carrying them,
+    so the same fields in another JSON spelling (spaces, key order, an escape,
+    an extra key, UTF-16) made another cookie value that was valid too."""
+    sessions = Sessions(settings(), clock=lambda: 1_000_000.0)
+    value, session = sessions.issue(TOKENS[0])
+    payload, mac = value.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert set(fields) == {"n", "s", "i", "e"}
+    name = fields["n"]
+    texts = [
+        json.dumps(fields),  # ", " and ": "
+        json.dumps(dict(reversed(fields.items())), separators=(",", ":")),
+        json.dumps({**fields, "x": 1}, separators=(",", ":")),
+        json.dumps(fields, separators=(",", ":")).replace(
+            f'"{name}"', '"' + "".join(f"\\u{ord(c):04x}" for c in name) + '"'
+        ),
+    ]
+    spellings = [t.encode() for t in texts]
+    spellings.append(json.dumps(fields, separators=(",", ":")).encode("utf-16"))
+    assert sessions.check(value) == session
+    for spelling in spellings:
+        respelled = base64.urlsafe_b64encode(spelling).rstrip(b"=").decode()
+        assert respelled != payload
+        assert sessions.check(f"{respelled}.{mac}") is None, spelling
 
 
 def test_a_session_dies_when_forged_expired_or_its_token_changes() -> None:
