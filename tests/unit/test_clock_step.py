@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
 from router.engine import Engine, EngineOptions
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -57,7 +58,7 @@ def test_a_step_is_described_in_hours_minutes_and_seconds() -> None:
 
 
 async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_interval() -> None:
-    scheduler = AsyncIOScheduler()
+    scheduler = AsyncIOScheduler(timezone=UTC)  # no DST change within the test's hours
     runs: list[float] = []
     scheduler.add_job(lambda: runs.append(time.monotonic()), "interval", seconds=0.2, id="beat")
     scheduler.add_job(lambda: None, "cron", minute="*", id="cron")
@@ -71,8 +72,7 @@ async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_int
         await asyncio.sleep(0.5)
         assert not runs
         assert reschedule_from_now(scheduler, -HOURS_3) == 2
-        await asyncio.sleep(0.5)
-        assert len(runs) >= 2
+        await eventually(lambda: len(runs) >= 2, "two runs of the 0.2 s job dated again")
         cron = scheduler.get_job("cron")
         assert cron is not None
         assert cron.next_run_time - datetime.now(scheduler.timezone) <= timedelta(minutes=1)
@@ -86,7 +86,7 @@ async def test_an_interval_job_dated_again_runs_now_not_an_interval_later() -> N
     trigger starting `now` after the moment it is asked, one interval later:
     after a step back a heartbeat waited a whole interval more (a standby
     takes over after three missed beats)."""
-    scheduler = AsyncIOScheduler()
+    scheduler = AsyncIOScheduler(timezone=UTC)
     runs: list[float] = []
     scheduler.add_job(lambda: runs.append(time.monotonic()), "interval", seconds=30, id="beat")
     scheduler.start()
@@ -95,14 +95,19 @@ async def test_an_interval_job_dated_again_runs_now_not_an_interval_later() -> N
         job = scheduler.get_job("beat")
         assert job is not None
         job.modify(next_run_time=ahead)
+        # Bounds on the moment it is dated again, not on when this test next gets
+        # the CPU (a loaded machine paused it past a 1 s margin).
+        before = datetime.now(scheduler.timezone)
         assert reschedule_from_now(scheduler, -HOURS_3) == 1
-        await asyncio.sleep(0.5)
+        after = datetime.now(scheduler.timezone)
+        # Runs now: well within the 30 s an interval later would take.
+        await eventually(lambda: runs, "the run of the job dated again")
         assert len(runs) == 1
         job = scheduler.get_job("beat")
         assert job is not None
         # Then every interval, from this run.
-        assert timedelta(seconds=29) < job.next_run_time - datetime.now(scheduler.timezone)
-        assert job.next_run_time - datetime.now(scheduler.timezone) <= timedelta(seconds=30)
+        assert before + timedelta(seconds=30) <= job.next_run_time
+        assert job.next_run_time <= after + timedelta(seconds=30)
     finally:
         scheduler.shutdown(wait=False)
 
@@ -111,7 +116,7 @@ async def test_an_interval_job_keeps_the_wait_it_had_left_across_a_step() -> Non
     """Every interval job ran at once after a step: a plugin job scheduled every 24 h
     had an extra run each time the host's clock was put right. Its next run is
     the same moment on the clock as it now is."""
-    scheduler = AsyncIOScheduler()
+    scheduler = AsyncIOScheduler(timezone=UTC)  # 13 hours ahead: no DST change within
     runs: list[float] = []
     scheduler.add_job(lambda: runs.append(1.0), "interval", hours=24, id="daily")
     scheduler.start()
@@ -140,7 +145,7 @@ async def test_an_interval_job_keeps_the_wait_it_had_left_across_a_step() -> Non
         # One that was due while the step went unnoticed runs now.
         job.modify(next_run_time=datetime.now(scheduler.timezone) - timedelta(hours=1))
         assert reschedule_from_now(scheduler, 1800.0) == 1
-        await asyncio.sleep(0.3)
+        await eventually(lambda: runs, "the run of the job due meanwhile")
         assert runs == [1.0]
     finally:
         scheduler.shutdown(wait=False)
