@@ -729,15 +729,12 @@ async def test_the_engine_with_the_api_says_an_old_dial_context_at_start(
 ) -> None:
     """`callrouter run` with [api] asks it too, as it asks the rest of the dialplan."""
     from router.engine import EngineOptions
-    from router.sandbox import free_port
 
     caplog.set_level(logging.INFO, logger="router.engine")
     ajam_replay.on("ShowDialPlan", dial_context(dial_context_before_internal_forwards()))
     rules = tmp_path / "rules.yaml"
     rules.write_text(ENGINE_RULES, encoding="utf-8")
-    await engine_factory(
-        rules, options=EngineOptions(watch_interval=0), api=ApiSettings(port=free_port())
-    )
+    await engine_factory(rules, options=EngineOptions(watch_interval=0), api=ApiSettings(port=0))
 
     def said() -> list[str]:
         return [r.getMessage() for r in caplog.records if "[callrouter-dial]" in r.getMessage()]

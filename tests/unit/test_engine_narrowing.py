@@ -19,7 +19,6 @@ from router.config import load_config
 from router.engine import Engine
 from router.hookspecs import hookimpl
 from router.plugins import Plugins
-from router.sandbox import free_port
 from tests.unit.client_stub import Told
 
 if TYPE_CHECKING:
@@ -160,9 +159,7 @@ async def test_the_api_and_events_all_turn_narrowing_off(
 ) -> None:
     from router.api.settings import ApiSettings
 
-    engine = await engine_factory(
-        write(tmp_path), api=ApiSettings(port=free_port()), plugins=[Told()]
-    )
+    engine = await engine_factory(write(tmp_path), api=ApiSettings(port=0), plugins=[Told()])
     assert set(await engine.event_narrowing()) == {"CEL"}  # the API reads every Newexten
 
     path = tmp_path / "router.toml"
@@ -262,7 +259,7 @@ async def test_whoever_reads_every_step_gets_it_from_asterisk_too(
 
     (tmp_path / "api").mkdir()
     engine = await engine_factory(
-        write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Told()]
+        write(tmp_path / "api"), api=ApiSettings(port=0), plugins=[Told()]
     )
     assert {f.event for f in (await engine.event_selection()).narrowed} == {"CEL"}
 
@@ -336,7 +333,7 @@ async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
     assert [entry.event for entry in call.timeline].count("Newstate") == 1
 
     for name, kwargs in (
-        ("api", {"api": ApiSettings(port=free_port())}),
+        ("api", {"api": ApiSettings(port=0)}),
         ("plugin", {"plugins": [Reads("Newstate")]}),
     ):
         (tmp_path / name).mkdir()
@@ -393,9 +390,7 @@ async def test_a_call_life_listener_gets_only_the_ringing_and_answering_states(
     assert keep("Event: DialState\nDestChannel: PJSIP/101-1")  # cannot judge: kept
 
     (tmp_path / "api").mkdir()
-    other = await engine_factory(
-        write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Told()]
-    )
+    other = await engine_factory(write(tmp_path / "api"), api=ApiSettings(port=0), plugins=[Told()])
     assert not {"Newstate", "DialState"} & set(await other.event_narrowing())
     (tmp_path / "plugin").mkdir()
     other = await engine_factory(write(tmp_path / "plugin"), plugins=[Told(), Reads("DialState")])

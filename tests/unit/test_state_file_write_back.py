@@ -31,7 +31,6 @@ from router.recordings.store import (
     catalog_open,
     put_back_catalog,
 )
-from router.sandbox import free_port
 from router.state_file_watch import StateFileWatch, WatchedFile
 
 if TYPE_CHECKING:
@@ -229,9 +228,7 @@ async def test_the_running_engine_writes_its_feed_file_back_also_at_the_stop(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    engine = await engine_factory(
-        rules, api=ApiSettings(tokens=MappingProxyType({}), port=free_port())
-    )
+    engine = await engine_factory(rules, api=ApiSettings(tokens=MappingProxyType({}), port=0))
     path = engine.state_dir / FILENAME
     for _ in range(100):
         if path.exists():

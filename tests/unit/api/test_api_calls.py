@@ -23,7 +23,6 @@ from router.api.calls import IdempotencyKeys, Origination, Originations
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
 from router.api.settings import ApiSettings, TokenSettings
-from router.sandbox import free_port
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -77,7 +76,7 @@ async def engine(engine_factory: EngineFactory, tmp_path: Path) -> Engine:
     rules.write_text(RULES, encoding="utf-8")
     # Configured as the API is in production ([api] on), so the engine asks
     # for the events the API reads (router.ami.event_filter API_EVENTS).
-    return await engine_factory(rules, api=settings(port=free_port()))
+    return await engine_factory(rules, api=settings(port=0))
 
 
 @pytest.fixture

@@ -46,12 +46,6 @@ READER = TokenSettings(
 AUTH = b"Authorization: Bearer cr_reader\r\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_mib() -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -69,9 +63,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     started: list[tuple[ApiServer, StubEngine, EventFeed]] = []
 
     async def start(**changes: Any) -> tuple[ApiServer, EventFeed]:
-        settings = ApiSettings(
-            port=free_port(), tokens=MappingProxyType({"reader": READER}), **changes
-        )
+        settings = ApiSettings(port=0, tokens=MappingProxyType({"reader": READER}), **changes)
         stub = StubEngine(state_dir=tmp_path)
         feed = EventFeed(max_events=100_000, retention=3600)
         server = ApiServer(build_app(ApiContext(stub, settings, feed=feed)), settings)

@@ -6,6 +6,7 @@ Real sockets on 127.0.0.1 (a free port each), the fake Asterisk behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import signal
 import socket
@@ -22,6 +23,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.cli import main
 from router.config import exposed_secret_files
+from router.engine import Engine
 from router.errors import ConfigError
 from router.testing import EngineFactory, ReplayAsterisk, StubEngine, config_from_toml
 from tests.unit import tls_files
@@ -29,10 +31,12 @@ from tests.unit import tls_files
 pytest_plugins = ["router.testing"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def api_port(engine: Engine) -> int:
+    """The port the engine's API listens on: configured as 0, the kernel picks one
+    free and binds it at once (a port probed free first could be taken meanwhile)."""
+    server = engine._api_server
+    assert server is not None
+    return server.port
 
 
 def new_token(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
@@ -62,7 +66,7 @@ async def test_token_new_prints_lines_that_load_and_a_token_that_works(
     assert token.startswith("cr_")
     assert len(token) > 40
     assert token not in lines  # only its hash goes into the file
-    config = config_from_toml(tmp_path, f"[api]\nlisten = '127.0.0.1:{free_port()}'\n{lines}")
+    config = config_from_toml(tmp_path, f"[api]\nlisten = '127.0.0.1:8089'\n{lines}")
     assert config.api is not None
     crm = config.api.tokens["crm"]
     assert crm.allow == ("ami:Ping", "calls:create")
@@ -122,14 +126,15 @@ def test_check_config_validates_the_api_table(
 
 async def test_server_answers_on_its_port_and_leaves_the_signals_alone(tmp_path: Path) -> None:
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    settings = ApiSettings(port=free_port())
+    settings = ApiSettings(port=0)
     stub = StubEngine(state_dir=tmp_path)
     server = ApiServer(build_app(ApiContext(stub, settings)), settings)
     await server.start()
+    port = server.port
     try:
         assert {sig: signal.getsignal(sig) for sig in before} == before
         async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{server.port}/api/v1/openapi.json")
+            response = await client.get(f"http://127.0.0.1:{port}/api/v1/openapi.json")
         assert response.status_code == 200
         assert response.json()["openapi"].startswith("3.1")
     finally:
@@ -138,7 +143,7 @@ async def test_server_answers_on_its_port_and_leaves_the_signals_alone(tmp_path:
     assert {sig: signal.getsignal(sig) for sig in before} == before
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as client:
-            await client.get(f"http://127.0.0.1:{settings.port}/api/v1/openapi.json")
+            await client.get(f"http://127.0.0.1:{port}/api/v1/openapi.json")
 
 
 async def test_a_taken_port_is_a_config_error_naming_listen(tmp_path: Path) -> None:
@@ -167,16 +172,17 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 async def test_tls_with_cert_and_key(tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
     cert, _ = self_signed
-    settings = config_from_toml(
-        tmp_path, f'[api]\nlisten = "127.0.0.1:{free_port()}"\ncert = "api.pem"\nkey = "api.key"\n'
+    configured = config_from_toml(
+        tmp_path, '[api]\nlisten = "127.0.0.1:8089"\ncert = "api.pem"\nkey = "api.key"\n'
     ).api
-    assert settings is not None
-    assert settings.tls
+    assert configured is not None
+    assert configured.tls
+    settings = dataclasses.replace(configured, port=0)
     stub = StubEngine(state_dir=tmp_path)
     server = ApiServer(build_app(ApiContext(stub, settings)), settings)
     await server.start()
     try:
-        url = f"https://127.0.0.1:{settings.port}/api/v1/openapi.json"
+        url = f"https://127.0.0.1:{server.port}/api/v1/openapi.json"
         trusted = ssl.create_default_context(cafile=str(cert))
         async with httpx.AsyncClient(verify=trusted) as client:
             assert (await client.get(url)).status_code == 200
@@ -191,9 +197,9 @@ async def test_tls_with_cert_and_key(tmp_path: Path, self_signed: tuple[Path, Pa
 async def test_the_engine_serves_the_api_while_it_runs(
     engine_factory: EngineFactory, tmp_path: Path
 ) -> None:
-    settings = ApiSettings(port=free_port())
+    settings = ApiSettings(port=0)
     engine = await engine_factory(write_rules(tmp_path), api=settings)
-    url = f"http://127.0.0.1:{settings.port}/api/v1/openapi.json"
+    url = f"http://127.0.0.1:{api_port(engine)}/api/v1/openapi.json"
     async with httpx.AsyncClient() as client:
         assert (await client.get(url)).status_code == 200
     assert engine.api.connected
@@ -218,13 +224,13 @@ async def test_streams_open_at_stop_end_at_once_without_an_error(
     token = "cr_test"
     settings = config_from_toml(
         tmp_path,
-        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[api]\nlisten = "127.0.0.1:8089"\n'
         f'[api.tokens.t]\nhash = "{hash_token(token)}"\n'
         'allow = ["events:read", "ui:read"]\nextensions = ["*"]\n',
     ).api
     assert settings is not None
-    engine = await engine_factory(write_rules(tmp_path), api=settings)
-    base = f"http://127.0.0.1:{settings.port}"
+    engine = await engine_factory(write_rules(tmp_path), api=dataclasses.replace(settings, port=0))
+    base = f"http://127.0.0.1:{api_port(engine)}"
     auth = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(timeout=20) as client:
         login = await client.post(
@@ -259,7 +265,6 @@ async def test_streams_open_at_stop_end_at_once_without_an_error(
 
 
 async def test_a_stop_does_not_wait_for_a_hung_request(tmp_path: Path) -> None:
-    settings = ApiSettings(port=free_port(), ami_timeout=30)
     stub = StubEngine(state_dir=tmp_path)
 
     async def never(sent: object) -> None:
@@ -269,17 +274,18 @@ async def test_a_stop_does_not_wait_for_a_hung_request(tmp_path: Path) -> None:
     token = "cr_test"
     settings = config_from_toml(
         tmp_path,
-        f'[api]\nlisten = "127.0.0.1:{settings.port}"\nami_timeout = 30\n'
+        '[api]\nlisten = "127.0.0.1:8089"\nami_timeout = 30\n'
         f'[api.tokens.t]\nhash = "{hash_token(token)}"\nallow = ["ami:Ping"]\n'
         'extensions = ["*"]\n',
     ).api
     assert settings is not None
+    settings = dataclasses.replace(settings, port=0)
     server = ApiServer(build_app(ApiContext(stub, settings)), settings)
     await server.start()
     async with httpx.AsyncClient(timeout=20) as client:
         request = asyncio.ensure_future(
             client.post(
-                f"http://127.0.0.1:{settings.port}/api/v1/ami/Ping",
+                f"http://127.0.0.1:{server.port}/api/v1/ami/Ping",
                 headers={"Authorization": f"Bearer {token}"},
             )
         )
@@ -316,13 +322,13 @@ async def test_while_the_event_stream_fails_the_api_refuses_at_once(
     token = "cr_connected"
     settings = config_from_toml(
         tmp_path,
-        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[api]\nlisten = "127.0.0.1:8089"\n'
         f'[api.tokens.t]\nhash = "{hash_token(token)}"\nallow = ["ami:Ping"]\n'
         'extensions = ["*"]\n',
     ).api
     assert settings is not None
-    engine = await engine_factory(write_rules(tmp_path), api=settings)
-    url = f"http://127.0.0.1:{settings.port}/api/v1/ami/Ping"
+    engine = await engine_factory(write_rules(tmp_path), api=dataclasses.replace(settings, port=0))
+    url = f"http://127.0.0.1:{api_port(engine)}/api/v1/ami/Ping"
     auth = {"Authorization": f"Bearer {token}"}
 
     def down(sent: object) -> None:
