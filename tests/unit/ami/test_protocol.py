@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.ami.message import Event, Message, Response
@@ -196,18 +196,23 @@ def test_body_size_is_bounded() -> None:
         parse_mxml(load("listcommands.mxml"), max_size=100)
 
 
+# No deadline: a loaded CI machine (2 workers on 2 cores) stalled one example
+# past Hypothesis's 200 ms, a red run; speed is measured in bench/, not here.
+@settings(deadline=None)
 @given(st.binary(max_size=512))
 def test_fuzzed_rawman_never_raises_anything_else(data: bytes) -> None:
     with contextlib.suppress(AMIProtocolError):
         parse_rawman(data)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=512))
 def test_fuzzed_mxml_never_raises_anything_else(data: bytes) -> None:
     with contextlib.suppress(AMIProtocolError):
         parse_mxml(data)
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=1, max_value=64))
 def test_incremental_parser_any_chunking(chunk: int) -> None:
     """A TCP stream may split anywhere, even inside a Cyrillic letter."""
@@ -281,6 +286,7 @@ _KEYS = st.sampled_from(
 )
 
 
+@settings(deadline=None)
 @given(
     fields=st.lists(st.tuples(_KEYS, st.text(max_size=3)), max_size=80),
     asked=st.lists(_KEYS, max_size=4),
@@ -362,6 +368,7 @@ def test_list_collector_matches_interleaved_items_by_action_id() -> None:
     assert len(result.items) == 2
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(

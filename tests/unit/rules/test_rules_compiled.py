@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.plugin_registry import plugin_registry
@@ -120,6 +120,9 @@ json_values = st.recursive(
 )
 
 
+# No deadline: a loaded CI machine (2 workers on 2 cores) stalled one example
+# past Hypothesis's 200 ms, a red run; speed is measured in bench/, not here.
+@settings(deadline=None)
 @given(json_values, json_values)
 def test_compiled_matches_on_any_lookup_values(owner: object, state: object) -> None:
     names = names_for(owner=owner, state=state)
