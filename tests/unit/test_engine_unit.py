@@ -346,7 +346,7 @@ async def test_deadline_counts_from_asterisks_timestamp(
     engine, _ = await make_engine(tmp_path)
     # The router's clocks stand still: what is left is the wait less the event's
     # age and the margin, not less however long a loaded machine took to route.
-    wall, mono = time.time(), time.monotonic()
+    wall, mono = float(int(time.time())), time.monotonic()  # whole seconds: stamped exactly
     monkeypatch.setattr(
         "router.routing.time", SimpleNamespace(time=lambda: wall, monotonic=lambda: mono)
     )
@@ -358,7 +358,8 @@ async def test_deadline_counts_from_asterisks_timestamp(
     await engine.wait_idle()
     (record,) = engine.records
     left = record.deadline_left_ms / 1000
-    assert 4 - age - 0.3 - 0.2 < left <= 4 - age - 0.3
+    # Exactly the wait less the age and the 0.3 s margin (to float rounding).
+    assert left == pytest.approx(4 - age - 0.3, abs=1e-6)
 
 
 async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(tmp_path: Path) -> None:
