@@ -80,6 +80,7 @@ DIDS = {
     "busy": "74951110003",
     "hangup_waiting": "74951110004",
     "transfer": "74951110005",
+    "api_transfer": "74951110006",
     "unrouted": "74951110009",
 }
 CALLERS = [f"7916{n:07d}" for n in range(1000001, 1000021)] + ["8 (916) 123-45-67"]
@@ -120,6 +121,12 @@ rules:
     if: did == "{DIDS["transfer"]}"
     lookup:
       owner: onec.responsible(caller.number)
+    do:
+      - redirect: {{context: sandbox-phones, exten: "105"}}
+  - name: soak-api-transfer
+    priority: 94
+    on: call
+    if: did == "{DIDS["api_transfer"]}"
     do:
       - redirect: {{context: sandbox-phones, exten: "105"}}
 """
@@ -242,12 +249,55 @@ class Watcher(threading.Thread):
             self.cursor = body["cursor"]
 
 
+class ScenarioFailed(RuntimeError):
+    """A step of a scenario failed; ``facts`` is what was seen of its call."""
+
+    def __init__(self, message: str, facts: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.facts = facts
+
+
+def classify(kind: str, facts: dict[str, Any]) -> tuple[str, str]:
+    """(class, reason) of a failed scenario: ``soak`` (the soak's own doing),
+    ``expected`` (Asterisk or a phone did what it should with what was asked),
+    ``router``, ``phone`` (baresip), or ``unknown``."""
+    if kind not in ("transfer", "api_transfer") or not facts:
+        return "unknown", "no facts recorded"
+    if facts.get("hung_up_by_click") is not None:
+        return "soak", "another worker's click-to-call clean-up hung up this call"
+    pstn = facts["pstn_call"]
+    http = facts.get("http")
+    if http is not None and "sent" in http:
+        status = http["status"]
+        ended = pstn["ended"]
+        if ended is not None and ended <= http["sent"]:
+            return "expected", f"{status}: the caller hung up before the transfer was asked"
+        if status == 0 or status >= 500:
+            return "router", f"{status or 'no answer'} while the call was up"
+        if status != 202:
+            return "router", f"{status} while the call was up"
+    mine = [c for c in facts.get("phone_105", []) if c["direction"] == "in"]
+    if pstn["ended"] is not None and not any(c["answered"] is not None for c in mine):
+        return "unknown", f"the caller's call ended ({pstn['reason']}) with 105 never up"
+    if mine and all(c["ended"] is not None for c in mine):
+        return "unknown", f"105's call ended before the transfer ({mine[-1]['reason']})"
+    if not mine:
+        return "unknown", "105 never saw the call"
+    return "unknown", "105 saw the call but not up"
+
+
 class Office:
     def __init__(self, folder: Path, rate: float) -> None:
         self.folder = folder
         self.rate = rate
         self.placed: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        #: Failures by kind and class (``soak``, ``router``, ``phone``, ``unknown``).
+        self.failed_by_class: Counter[str] = Counter()
+        #: Outcomes the scenario cannot avoid (an answer the soak asked for in vain), by reason.
+        self.expected: Counter[str] = Counter()
+        #: The calls the click-to-call scenario hung up: call id -> (worker, time).
+        self.click_hangups: dict[str, tuple[int, float]] = {}
         self.busy_phones: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -338,6 +388,15 @@ class Office:
                 self.proc.kill()
         self.phones.stop()
         self.double.stop()
+        # Asterisk's and the phones' logs, for the failures (failures.jsonl) to be read against.
+        logs = self.folder / "logs"
+        logs.mkdir(exist_ok=True)
+        for source, name in [
+            (self.pbx.log_path, "asterisk.log"),
+            *((phone.log_path, f"baresip-{phone.name}.log") for phone in self.phones.all),
+        ]:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(source, logs / name)
         self.pbx.remove()
 
     # -- traffic -------------------------------------------------------------------------
@@ -353,7 +412,127 @@ class Office:
         with self.lock:
             self.busy_phones -= set(names)
 
-    def scenario(self, kind: str) -> None:
+    def record_failure(self, worker: int, kind: str, exc: Exception) -> None:
+        """Count a failed scenario by its class and write what is known of it to
+        ``failures.jsonl`` (the full error, the phones' and Asterisk's view)."""
+        facts = exc.facts if isinstance(exc, ScenarioFailed) else {}
+        verdict, why = classify(kind, facts)
+        with self.lock:
+            self.failed[kind] += 1
+            self.failed_by_class[f"{kind}:{verdict}"] += 1
+        record = {
+            "t": time.strftime("%H:%M:%S"),
+            "worker": worker,
+            "kind": kind,
+            "class": verdict,
+            "why": why,
+            "error": str(exc)[:4000],
+            **facts,
+        }
+        with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        log(f"worker {worker}: {kind} failed [{verdict}: {why}]: {str(exc).splitlines()[0]:.160}")
+
+    def transfer_facts(self, call: Any, started: float, kind: str = "transfer") -> dict[str, Any]:
+        """The transfer call as the PSTN side, 105, 102, Asterisk (CEL) and the router saw it."""
+
+        def seen(each: Any) -> dict[str, Any]:
+            def rel(at: float | None) -> float | None:
+                return None if at is None else round(at - started, 2)
+
+            return {
+                "id": each.id,
+                "direction": each.direction,
+                "remote": each.remote,
+                "started": rel(each.started_at),
+                "answered": rel(each.answered_at),
+                "ended": rel(each.ended_at),
+                "reason": each.reason,
+            }
+
+        with self.lock:
+            hung_up = self.click_hangups.get(call.id)
+        facts: dict[str, Any] = {
+            "pstn_call": seen(call),
+            "hung_up_by_click": None
+            if hung_up is None
+            else {"worker": hung_up[0], "at": round(hung_up[1] - started, 2)},
+        }
+        for name in ("105", "102"):
+            facts[f"phone_{name}"] = [
+                seen(c) for c in self.phones[name].calls if c.started_at >= started - 1
+            ]
+        facts["asterisk_cel"] = self.cel_rows(started, kind)
+        return facts
+
+    def api_transfer(self, call: Any, started: float) -> None:
+        """1C's transfer button: ``POST /calls/{id}/transfer`` of the call 105 answered,
+        to 102; 102 must answer it. Any other outcome is a ScenarioFailed with the
+        answer the API gave."""
+        kind = "api_transfer"
+        status, body = self.api.request("GET", "/api/v1/calls")
+        calls = body.get("calls", []) if isinstance(body, dict) else []
+        mine = [c for c in calls if c.get("did") == DIDS[kind] and c.get("state") != "ended"]
+        if status != 200 or len(mine) != 1:
+            facts = self.transfer_facts(call, started, kind)
+            facts["http"] = {"op": "GET /calls", "status": status, "found": len(mine)}
+            raise ScenarioFailed(f"the call to find: {status}, {len(mine)} found", facts)
+        call_id = str(mine[0]["id"])
+        sent = time.time()
+        try:
+            status, body = self.api.request(
+                "POST", f"/api/v1/calls/{call_id}/transfer", {"to": "102"}, timeout=40
+            )
+        except OSError as exc:  # no answer in 40 s (the API bounds it far lower)
+            status, body = 0, f"no answer: {exc}"
+        answered = None
+        if status == 202:
+            deadline = time.monotonic() + 10
+            while answered is None and time.monotonic() < deadline:
+                answered = next(
+                    (c for c in self.phones["102"].calls if c.started_at >= sent and c.answered),
+                    None,
+                )
+                time.sleep(0.1)
+        if status != 202 or answered is None:
+            facts = self.transfer_facts(call, started, kind)
+            facts["http"] = {
+                "op": f"POST /calls/{call_id}/transfer",
+                "status": status,
+                "body": body,
+                "sent": round(sent - started, 2),
+                "ms": round((time.time() - sent) * 1000),
+            }
+            facts["router_log"] = self.router_lines(call_id)
+            what = f"{status} {body}" if status != 202 else "202, but 102 never answered"
+            raise ScenarioFailed(f"transfer of {call_id}: {what}", facts)
+
+    def router_lines(self, call_id: str) -> list[str]:
+        """The router's log lines that name ``call_id`` (its decision, warnings, audit)."""
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return [line.strip()[:600] for line in fh if call_id in line][-30:]
+
+    def cel_rows(self, started: float, kind: str = "transfer") -> list[str]:
+        """Asterisk's CEL of the transfer DID's calls begun since ``started``."""
+        import sqlite3
+
+        try:
+            with contextlib.closing(sqlite3.connect(self.pbx.inst / "log" / "cel.db", 5)) as db:
+                rows = db.execute(
+                    "SELECT eventtime, eventtype, channame, appname, appdata, exten, peer, "
+                    "eventextra FROM cel WHERE linkedid IN (SELECT linkedid FROM cel "
+                    "WHERE exten = ? AND CAST(eventtime AS REAL) >= ?) ORDER BY eventtime",
+                    (DIDS[kind], started - 1),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            return [f"CEL not read: {exc}"]
+        return [
+            f"{float(r[0]) - started:+.2f} {r[1]} {r[2]} {r[3]}({r[4]}) exten={r[5]} "
+            f"peer={r[6]} {str(r[7])[:120]}"
+            for r in rows[:60]
+        ]
+
+    def scenario(self, kind: str, worker: int = -1) -> None:
         rng = self.rng
         caller = rng.choice(CALLERS)
         pstn = self.phones.pstn
@@ -366,9 +545,12 @@ class Office:
             time.sleep(rng.uniform(3, 5))
             for call in [*self.phones["101"].calls[-2:], *pstn.calls[-3:]]:
                 if not call.ended:
+                    with self.lock:
+                        self.click_hangups[call.id] = (worker, time.time())
                     with contextlib.suppress(Exception):
                         call.hangup()
             return
+        started = time.time()
         call = pstn.call(did=DIDS[kind], caller=caller)
         try:
             if kind == "answered":
@@ -378,7 +560,14 @@ class Office:
                 call.wait_answered(15)
                 time.sleep(0.5)
                 phone = self.phones["105"]
-                phone.blind_transfer("102")  # the call up on 105 (Phone.current)
+                try:
+                    phone.blind_transfer("102")  # the call up on 105 (Phone.current)
+                except Exception as exc:
+                    raise ScenarioFailed(str(exc), self.transfer_facts(call, started)) from exc
+                time.sleep(rng.uniform(1.5, 3))
+            elif kind == "api_transfer":
+                call.wait_answered(15)
+                self.api_transfer(call, started)
                 time.sleep(rng.uniform(1.5, 3))
             elif kind in ("missed", "busy"):
                 call.wait_ended(15)
@@ -399,6 +588,7 @@ class Office:
         "busy": (),
         "hangup_waiting": ("103",),
         "transfer": ("105", "102"),
+        "api_transfer": ("105", "102"),
         "click": ("101",),
         "unrouted": (),
     }
@@ -408,6 +598,7 @@ class Office:
         "busy": 2,
         "hangup_waiting": 2,
         "transfer": 2,
+        "api_transfer": 2,
         "click": 2,
         "unrouted": 1,
     }
@@ -426,11 +617,9 @@ class Office:
             try:
                 with self.lock:
                     self.placed[kind] += 1
-                self.scenario(kind)
+                self.scenario(kind, index)
             except Exception as exc:  # a soak counts failures and goes on
-                with self.lock:
-                    self.failed[kind] += 1
-                log(f"worker {index}: {kind} failed: {exc!s:.200}")
+                self.record_failure(index, kind, exc)
             finally:
                 time.sleep(0.5)  # the phones' BYE/200 settle
                 self._give(phones)
@@ -587,6 +776,8 @@ class Office:
         return {
             "placed": dict(self.placed),
             "failed": dict(self.failed),
+            "failed_by_class": dict(self.failed_by_class),
+            "expected_outcomes": dict(self.expected),
             "ended_in_1c": dict(ended),
             "not_ended_in_1c": dict(open_in_1c),
             "duplicate_receipts": dupes,
