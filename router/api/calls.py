@@ -72,6 +72,8 @@ __all__ = [
 DIAL_CONTEXT: Final = dialplan.DIAL_CONTEXT
 #: The leg's DTMF features as Asterisk reads them back (``T``: may transfer).
 _FEATURES_VARIABLE: Final = "CHANNEL(dtmf_features)"
+#: The leg's state as Asterisk has it now (its ``ChannelStateDesc``: ``Up``, ``Ringing``...).
+_STATE_VARIABLE: Final = "CHANNEL(state)"
 #: Click-to-call calls remembered per token (after they end too), for ``GET /calls/{id}``.
 _KEPT: Final = 1_000
 _PROGRESS_MAX: Final = 32
@@ -619,6 +621,37 @@ def _unanswered(call: Call | None, chan: Channel | None) -> str | None:
     return chan.state
 
 
+async def _still_ringing(ctx: ApiContext, leg: str) -> str | None:
+    """The state of ``leg`` when it has not answered yet (:func:`_unanswered`),
+    as Asterisk has it now, else None.
+
+    The engine knows the leg from Asterisk's events, which reach it a moment
+    after the fact: a transfer asked the instant the phone answered (by the
+    phone's own CRM button, a softphone, the office soak's worker) found the
+    leg still ``Ringing`` in the tracker, and was refused 409 "has not answered
+    (Asterisk's state: Ringing)" of a leg Asterisk had answered and was
+    bridging. So a leg the engine sees ringing is asked of Asterisk
+    (``Getvar`` of ``CHANNEL(state)``); when Asterisk does not say, the
+    engine's view stands.
+    """
+    ringing = _unanswered(*_leg_now(ctx, leg))
+    if ringing is None:
+        return None
+    try:
+        answer = await ctx.send(
+            "Getvar", {"Channel": leg, "Variable": _STATE_VARIABLE}, validate=False
+        )
+    except ApiError:  # no such channel (it hung up), no answer in time
+        return ringing
+    now = str(answer.response.get("Value") or "")
+    if not now:
+        return ringing
+    call, _ = _leg_now(ctx, leg)
+    if now not in _RINGING or (now == "Ring" and call is not None and call.answered):
+        return None
+    return now
+
+
 def _hung_up(ctx: ApiContext, leg: str) -> bool:
     call, chan = _leg_now(ctx, leg)
     return call is None or call.ended is not None or chan is None or chan.hung_up
@@ -710,7 +743,7 @@ async def _blind_transfer(
                 raise
             refused = exc
         ami_response = refused.extra.get("ami_response")
-        ringing = _unanswered(*_leg_now(ctx, leg))
+        ringing = await _still_ringing(ctx, leg)
         if ringing is not None:
             raise ApiError(
                 409,
@@ -748,7 +781,7 @@ async def _attended_transfer(
             return
         if bridged:
             raise _may_not_transfer(leg)
-        ringing = _unanswered(*_leg_now(ctx, leg))
+        ringing = await _still_ringing(ctx, leg)
         if ringing is not None:
             raise ApiError(
                 409,

@@ -803,6 +803,8 @@ class ReplayAsterisk:
             if chan is None:
                 return self._error(sent.action_id, "No such channel")
             value = chan.variables.get(variable, "")
+            if variable == "CHANNEL(state)" and not value:  # as Asterisk: the state now
+                value = chan.state_desc
         else:
             value = self.globals.get(variable, "")
         return self._ok(sent.action_id, ("Variable", variable), ("Value", value))
