@@ -107,6 +107,10 @@ _BRIDGING: Final = frozenset({"dial", "queue", "followme", "retrydial", "bridge"
 #: Asterisk's refusal of a BlindTransfer of a channel in no bridge (``manager.c``:
 #: ``AST_BRIDGE_TRANSFER_INVALID``).
 _NOT_BRIDGED: Final = "Transfer invalid"
+#: Its refusal of one alone in its bridge, the other side not in yet (``bridge.c``
+#: finds no transferee: ``AST_BRIDGE_TRANSFER_FAIL``). Dial's two legs enter one
+#: after the other, so a BlindTransfer between the two gets this.
+_ALONE_IN_BRIDGE: Final = "Transfer failed"
 #: Asterisk's states (``ChannelStateDesc``) of a leg that rings, not answered:
 #: called (``Down``, ``Pre-ring``, ``Ringing``) or calling (``Ring``).
 _RINGING: Final = frozenset({"Down", "Pre-ring", "Ringing", "Ring"})
@@ -725,7 +729,8 @@ async def _blind_transfer(
 
     1C hears ``answered`` (the answer) a few milliseconds before Asterisk puts
     the two legs into a bridge (36 ms seen on a loaded host); a BlindTransfer in
-    between is refused with ``Transfer invalid``. A leg never seen in a bridge
+    between is refused with ``Transfer invalid``, or ``Transfer failed`` once the
+    leg is in the bridge and the other side not yet. A leg never seen in a bridge
     then gets up to :data:`BRIDGE_WAIT` seconds to enter one while the
     application that will bridge it runs (:func:`_until_bridged`), and the
     transfer is sent again once, unless the leg hung up meanwhile (409, nothing
@@ -739,7 +744,8 @@ async def _blind_transfer(
             await ctx.send("BlindTransfer", params)
             return
         except ApiError as exc:
-            if bridged or exc.status != 409 or _NOT_BRIDGED not in exc.detail:
+            early = _NOT_BRIDGED in exc.detail or _ALONE_IN_BRIDGE in exc.detail
+            if bridged or exc.status != 409 or not early:
                 raise
             refused = exc
         ami_response = refused.extra.get("ami_response")
