@@ -64,9 +64,15 @@ def open_regular(path: Path) -> BinaryIO:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, f"{path.name} is a symbolic link, not a recording") from None
         raise
+    return _reader(fd, path.name, OSError)
+
+
+def _reader(fd: int, name: str | Path, error: type[OSError]) -> BinaryIO:
+    """The file open as ``fd`` (opened ``O_NONBLOCK``) to read, blocking again, when
+    it is a regular file; else ``fd`` is closed and ``error`` raised naming ``name``."""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+            raise error(errno.EINVAL, f"{name} is not a regular file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -136,14 +142,7 @@ def open_recording(folder: Path, path: Path) -> BinaryIO:
             raise
     finally:
         os.close(at)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(errno.EINVAL, f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
+    return _reader(fd, path, NotARegularFile)
 
 
 def create_new(path: Path) -> int:
