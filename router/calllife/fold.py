@@ -44,7 +44,7 @@ import logging
 import math
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -58,6 +58,7 @@ __all__ = [
     "MAX_RECORDS",
     "CallFold",
     "Folder",
+    "SeenIds",
     "extension_of",
     "plan_internal",
 ]
@@ -774,6 +775,45 @@ _HANDLERS: dict[str, Callable[[CallFold, CelRecord], list[CallEvent]]] = {
 FOLDED = frozenset(_HANDLERS)
 
 
+class SeenIds:
+    """Event ids handed out, the newest ``cap`` of them; past it the oldest goes first.
+
+    Each id is kept once, as its UTF-8 bytes (``surrogatepass``: every string has
+    bytes of its own, so two ids are one exactly when their strings are), in a
+    ``set`` to look it up and a ``deque`` for the order: about 120 B an id where
+    the ``OrderedDict`` of strings before took 171 (bench/ANALYSIS.md,
+    thirty-eighth session).
+    """
+
+    __slots__ = ("_ids", "_order", "cap")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._ids: set[bytes] = set()
+        self._order: deque[bytes] = deque()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, event_id: object) -> bool:
+        return isinstance(event_id, str) and _key(event_id) in self._ids
+
+    def add(self, event_id: str) -> bool:
+        """Remember ``event_id``: True when it is new, False when it was seen."""
+        key = _key(event_id)
+        if key in self._ids:
+            return False
+        self._ids.add(key)
+        self._order.append(key)
+        if len(self._order) > self.cap:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+def _key(event_id: str) -> bytes:
+    return event_id.encode("utf-8", "surrogatepass")
+
+
 class Folder:
     """Every call's fold, by Linkedid; each event id handed out once per process.
 
@@ -793,12 +833,11 @@ class Folder:
     ) -> None:
         self.is_internal = is_internal
         self.max_calls = max_calls
-        self.max_emitted = max_emitted
         #: This host's clock for :data:`END_GRACE` (monotonic: a step of the
         #: wall clock neither holds an end for an hour nor lets it go at once).
         self.clock = clock
         self._calls: OrderedDict[str, CallFold] = OrderedDict()
-        self._emitted: OrderedDict[str, None] = OrderedDict()
+        self._emitted = SeenIds(max_emitted)
         #: Ended calls (Linkedid -> the time of their last record).
         self._ended: OrderedDict[str, float] = OrderedDict()
         #: Calls a previous run told to the end (the mark file's ``told``).
@@ -830,6 +869,11 @@ class Folder:
 
     def __contains__(self, linkedid: object) -> bool:
         return linkedid in self._calls
+
+    @property
+    def max_emitted(self) -> int:
+        """Event ids remembered at most after their call ended."""
+        return self._emitted.cap
 
     def open_calls(self) -> Iterator[CallFold]:
         return iter(tuple(self._calls.values()))
@@ -1126,12 +1170,8 @@ class Folder:
     def _new(self, events: list[CallEvent]) -> list[CallEvent]:
         out: list[CallEvent] = []
         for event in events:
-            if event.event_id in self._emitted:
-                continue
-            self._emitted[event.event_id] = None
-            if len(self._emitted) > self.max_emitted:
-                self._emitted.popitem(last=False)
-            out.append(event)
+            if self._emitted.add(event.event_id):
+                out.append(event)
         return out
 
 

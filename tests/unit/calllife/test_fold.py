@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from router.ami.message import Event
-from router.calllife.fold import END_GRACE, Folder, extension_of, strip_replayed
+from router.calllife.fold import END_GRACE, Folder, SeenIds, extension_of, strip_replayed
 from router.calllife.model import CallEvent, CelRecord, Transfer
 from router.testing.cel import Cel, as_ami
 
@@ -259,6 +259,49 @@ def test_replay_tells_only_what_live_did_not() -> None:
     assert replayed[0].replayed
     assert folder.replay(cel.linkedid, cel.records) == []
     assert len(folder) == 0
+
+
+def test_event_ids_told_are_bounded_and_the_oldest_goes_first() -> None:
+    """The ids told are kept to ``max_emitted``, the oldest told forgotten first (a
+    repeat does not make an id younger), so a replay tells only the oldest again."""
+    seen = SeenIds(3)
+    assert [seen.add(i) for i in ("L1/ringing/U2", "L1/answered/U2", "L1/hangup")] == [True] * 3
+    assert not seen.add("L1/ringing/U2")  # seen: not told again, nor made younger
+    assert seen.add("L2/hangup")
+    assert len(seen) == 3
+    assert "L1/ringing/U2" not in seen
+    assert all(i in seen for i in ("L1/answered/U2", "L1/hangup", "L2/hangup"))
+    assert seen.add("L1/ringing/U2")  # forgotten: new again, and the next oldest goes
+    assert "L1/answered/U2" not in seen
+    assert len(seen) == 3
+    # Ids are told apart exactly as their strings are (any character).
+    odd = SeenIds(10)
+    assert [odd.add(i) for i in ("L/\udcff", "L/\xff", "L/\xc3\xbf", "L/\udcff")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert "L/\udcfe" not in odd
+    assert 42 not in odd
+
+    folder = Folder(max_emitted=4)
+    calls: list[tuple[Cel, list[CallEvent]]] = []
+    for n in range(2):
+        cel = Cel(f"pbx-1700000000.{n * 100}")
+        trunk = inbound(cel)
+        leg = cel.channel("PJSIP/101")
+        cel.answer(leg)
+        cel.hangup(leg, source=cel.name(leg))
+        cel.hangup(trunk)
+        cel.end()
+        live = [e for r in cel.records for e in folder.feed(r)]
+        assert kinds(live) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+        calls.append((cel, live))
+    assert len(folder._emitted) == folder.max_emitted == 4
+    (_, first), (second, _) = calls
+    assert [e.event_id in folder._emitted for e in first] == [False, False, True]
+    assert folder.replay(second.linkedid, second.records) == []
 
 
 def test_bounded_calls() -> None:
