@@ -1791,3 +1791,21 @@ def test_the_tracker_follows_each_channels_application_and_who_rang_it() -> None
     assert call.channels["PJSIP/trunk-01"].dialed_by == ""
     assert call.channels["PJSIP/101-01"].application == "Wait"
     assert call.channels["PJSIP/101-01"].dialed_by == "PJSIP/trunk-01"
+
+
+def test_a_click_to_call_keeps_no_progress_until_its_first_event_then_the_last_32() -> None:
+    """An empty ``deque(maxlen=32)`` is 760 B, made for every click-to-call kept
+    (1,000 a token) though most never pass any event: it is made with the first
+    event now, and still keeps the last 32, the oldest going first."""
+    from router.ami.message import Event
+
+    originations = Originations()
+    origination = _origination("c1", "crm")
+    originations.add(origination)
+    assert origination.progress is None
+    assert origination.to_dict()["progress"] == []
+    for n in range(40):
+        channel = {"Event": "Newchannel", "Channel": f"PJSIP/101-{n}", "Linkedid": "c1"}
+        originations.observe(Event(channel.items()), None)
+    shown = origination.to_dict()["progress"]
+    assert [p["channel"] for p in shown] == [f"PJSIP/101-{n}" for n in range(8, 40)]
