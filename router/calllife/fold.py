@@ -780,9 +780,9 @@ class SeenIds:
 
     Each id is kept once, as its UTF-8 bytes (``surrogatepass``: every string has
     bytes of its own, so two ids are one exactly when their strings are), in a
-    ``set`` to look it up and a ``deque`` for the order: about 120 B an id where
-    the ``OrderedDict`` of strings before took 171 (bench/ANALYSIS.md,
-    thirty-eighth session).
+    ``set`` to look it up and a ``deque`` for the order: 114 B an id where the
+    ``OrderedDict`` of strings before took 171 (bench/ANALYSIS.md, thirty-eighth
+    session).
     """
 
     __slots__ = ("_ids", "_order", "cap")
