@@ -450,10 +450,20 @@ async def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(
         assert (await sign_in(page)).status_code == 200
         assert (await sign_in(other)).status_code == 200
         copy = page.cookies[COOKIE]
+        # The stream is open once it waits on the ring for news (no clock: a
+        # loaded machine may take longer than any sleep to get there).
+        waiting = asyncio.Event()
+        ring_wait = ring.wait
+
+        async def wait(version: int, timeout: float) -> int:
+            waiting.set()
+            return await ring_wait(version, timeout)
+
+        monkeypatch.setattr(ring, "wait", wait)
         async with browser(copy) as thief:
             # The copy's stream (renewing its cookie) is open when the owner signs out.
             watching = asyncio.create_task(thief.get("/ui/stream"))
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(waiting.wait(), 5)
             out = await page.post("/ui/logout", headers={"X-Callrouter-UI": "1"})
             assert out.status_code == 200
             stream = await asyncio.wait_for(watching, 5)
