@@ -128,8 +128,17 @@ class Channel:
     state: str = ""
     hung_up: bool = False
     #: A ``BridgeEnter`` of this channel was seen: it is (or was) in a bridge.
-    #: Not cleared on leaving one (the engine does not follow ``BridgeLeave``).
+    #: Not cleared on leaving one (``BridgeLeave`` reaches the engine only when
+    #: a listener asks for it, as recordings do).
     entered_bridge: bool = False
+    #: The bridge it last entered (``BridgeUniqueid``), "" when not known or
+    #: when it was seen leaving it.
+    bridge: str = ""
+    #: How many channels share :attr:`bridge`, as the last ``BridgeEnter`` (or
+    #: ``BridgeLeave``) into it of a channel of the call said
+    #: (``BridgeNumChannels``): 1 while this one is alone in it, the other
+    #: side not in yet; 0 when not known.
+    bridge_channels: int = 0
     #: The dialplan application it runs now, as its last ``Newexten`` named it
     #: (``Dial``, ``Queue``, ...); "" before its first. A leg a ``Dial`` made
     #: has none of its own but in a ``U()`` gosub.
@@ -390,12 +399,15 @@ class CallTracker:
                 chan.priority = get("Priority") or event.get("Priority") or chan.priority
             if name == "BridgeEnter":
                 chan.entered_bridge = True
+                _in_bridge(call, chan, get("BridgeUniqueid") or event.get("BridgeUniqueid"), event)
             elif name == "Newexten":
                 chan.application = cut_text(get("Application") or event.get("Application") or "")
             elif name == "DialBegin":
                 dest = call.channels.get(get("DestChannel") or event.get("DestChannel") or "")
                 if dest is not None and dest is not chan:
                     dest.dialed_by = channel_name
+            elif name == "BridgeLeave":
+                _in_bridge(call, chan, None, event)
             state = get("ChannelStateDesc") or event.get("ChannelStateDesc")
             if state:
                 chan.state = state
@@ -579,6 +591,25 @@ def _make_room(call: Call) -> tuple[Channel, ...]:
     for channel in gone:
         del call.channels[channel.name]
     return gone
+
+
+def _in_bridge(call: Call, chan: Channel, entered: str | None, event: Event) -> None:
+    """``chan`` entered the bridge ``entered`` (``BridgeEnter``) or left its
+    bridge (``BridgeLeave``: None): the channels of ``call`` in that bridge
+    share its new count (``BridgeNumChannels``), so a leg that came in first,
+    alone, hears the other side join. Only these two events come here."""
+    bridge = entered if entered is not None else event.get("BridgeUniqueid") or ""
+    if len(bridge) > IDENTITY_LIMITS["Uniqueid"]:
+        bridge = ""  # no bridge Asterisk names: shared with nobody known
+    count = ascii_int(event.get("BridgeNumChannels")) or 0
+    if entered is None:
+        chan.bridge, chan.bridge_channels = "", 0
+    else:
+        chan.bridge, chan.bridge_channels = bridge, count
+    if bridge:
+        for other in call.channels.values():
+            if other.bridge == bridge:
+                other.bridge_channels = count
 
 
 def _answers(name: str, event: Event) -> bool:

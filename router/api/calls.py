@@ -562,10 +562,11 @@ class _BridgeWaits:
         self._waiting: dict[str, list[_BridgeWait]] = {}
 
     @contextmanager
-    def expect(self, channel: str, linkedid: str = "") -> Iterator[_BridgeWait]:
-        """Follow ``channel`` (of the call ``linkedid``) while the block runs:
-        ``woke`` is set when it is ready, ``stirred`` when its call moved."""
-        wait = _BridgeWait(linkedid)
+    def expect(self, channel: str, linkedid: str = "", bridge: str = "") -> Iterator[_BridgeWait]:
+        """Follow ``channel`` (of the call ``linkedid``, in ``bridge`` when the
+        tracker saw it enter one) while the block runs: ``woke`` is set when it
+        is ready, ``stirred`` when its call moved."""
+        wait = _BridgeWait(linkedid, bridge=bridge)
         self._waiting.setdefault(channel, []).append(wait)
         try:
             yield wait
@@ -738,22 +739,32 @@ async def _blind_transfer(
     1C hears ``answered`` (the answer) a few milliseconds before Asterisk puts
     the two legs into a bridge (36 ms seen on a loaded host); a BlindTransfer in
     between is refused with ``Transfer invalid``, or ``Transfer failed`` once the
-    leg is in the bridge and the other side not yet. A leg never seen in a bridge
-    then gets up to :data:`BRIDGE_WAIT` seconds to enter one while the
-    application that will bridge it runs (:func:`_until_bridged`), and the
+    leg is in the bridge and the other side not yet. A leg never seen in a bridge,
+    or seen in one alone (the tracker's ``BridgeNumChannels`` of 1: only
+    ``Transfer failed`` then), gets up to :data:`BRIDGE_WAIT` seconds to share
+    one with the other side while the application that will bridge it runs
+    (:func:`_until_bridged`), and the
     transfer is sent again once, unless the leg hung up meanwhile (409, nothing
     moved). A leg still ringing, or whose Dial went on elsewhere, is refused at
     once: no bridge is coming for it.
     """
     call, chan = _leg_now(ctx, leg)
     bridged = chan is not None and chan.entered_bridge
-    with waits.expect(leg, call.linkedid if call is not None else "") as wait:
+    # Seen entering its bridge alone, the other side not in yet: the wait knows
+    # that bridge, so the other side's BridgeEnter into it wakes it.
+    alone = chan.bridge if chan is not None and chan.bridge_channels == 1 else ""
+    with waits.expect(leg, call.linkedid if call is not None else "", alone) as wait:
         try:
             await ctx.send("BlindTransfer", params)
             return
         except ApiError as exc:
-            early = _NOT_BRIDGED in exc.detail or _ALONE_IN_BRIDGE in exc.detail
-            if bridged or exc.status != 409 or not early:
+            if exc.status != 409:
+                raise
+            if bridged:
+                early = bool(alone) and _ALONE_IN_BRIDGE in exc.detail
+            else:
+                early = _NOT_BRIDGED in exc.detail or _ALONE_IN_BRIDGE in exc.detail
+            if not early:
                 raise
             refused = exc
         ami_response = refused.extra.get("ami_response")

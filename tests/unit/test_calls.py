@@ -290,6 +290,40 @@ def test_a_channel_remembers_entering_a_bridge() -> None:
     assert not call.channels["PJSIP/trunk-01"].entered_bridge
 
 
+def test_a_channel_knows_how_many_share_its_bridge() -> None:
+    """A leg that entered its bridge alone hears the other side join it (the
+    API's blind transfer waits for that, router.api.calls); a ``BridgeLeave``
+    (when a listener asks for it) takes the leg out and tells the one left."""
+    tracker = CallTracker()
+    for channel in ("PJSIP/trunk-01", "PJSIP/101-02"):
+        tracker.feed(ev("Newchannel", Channel=channel, Uniqueid=channel, Linkedid=".0"))
+    call = tracker.get(".0")
+    assert call is not None
+    phone, trunk = call.channels["PJSIP/101-02"], call.channels["PJSIP/trunk-01"]
+    enter = {"BridgeUniqueid": "b-1", "Linkedid": ".0"}
+    tracker.feed(ev("BridgeEnter", Channel=phone.name, BridgeNumChannels="1", **enter))
+    assert (phone.bridge, phone.bridge_channels) == ("b-1", 1)
+    assert (trunk.bridge, trunk.bridge_channels) == ("", 0)
+    tracker.feed(ev("BridgeEnter", Channel=trunk.name, BridgeNumChannels="2", **enter))
+    assert (phone.bridge_channels, trunk.bridge_channels) == (2, 2)
+    tracker.feed(ev("BridgeLeave", Channel=trunk.name, BridgeNumChannels="1", **enter))
+    assert (phone.bridge, phone.bridge_channels) == ("b-1", 1)
+    assert (trunk.bridge, trunk.bridge_channels) == ("", 0)
+    assert trunk.entered_bridge  # it was in one
+    # A bridge id past what Asterisk names, or a count not ASCII digits: not known.
+    tracker.feed(
+        ev(
+            "BridgeEnter",
+            Channel=trunk.name,
+            BridgeUniqueid="x" * 500,
+            BridgeNumChannels="²",
+            Linkedid=".0",
+        )
+    )
+    assert (trunk.bridge, trunk.bridge_channels) == ("", 0)
+    assert phone.bridge_channels == 1
+
+
 def test_a_channel_bridged_into_an_older_call_leaves_its_own() -> None:
     """Asterisk 22 gives every channel of a bridge the oldest Linkedid among
     them (seen on the sandbox: two Local calls joined with the Bridge action,

@@ -1299,6 +1299,53 @@ async def test_a_blind_transfer_while_the_leg_is_alone_in_its_bridge_waits_for_t
     assert len(ajam_replay.sent("BlindTransfer")) == 1
 
 
+async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_other(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """The engine already saw the phone's leg enter its bridge alone
+    (``BridgeNumChannels: 1``), the caller's leg not in yet, when the transfer
+    came: Asterisk's ``Transfer failed`` was passed on as 409 at once, the leg
+    counting as bridged. It now waits for the other side to join that bridge
+    and sends it again; once the two share it, a refusal is passed on at once."""
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    [trunk] = [c for c in engine.api.calls.get(mine).channels if c != phone]  # type: ignore[union-attr]
+    _bridge(ajam_replay, phone)()
+    await ajam_replay.settle(engine)
+    tracked = engine.api.calls.get(mine).channels  # type: ignore[union-attr]
+    assert (tracked[phone].bridge, tracked[phone].bridge_channels) == ("b-1", 1)
+
+    def answer(sent: SentAction) -> object:
+        if len(ajam_replay.sent("BlindTransfer")) == 1:  # the phone's leg alone in it
+
+            def join() -> None:
+                ajam_replay.queue_event(
+                    "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
+                )
+
+            asyncio.get_running_loop().call_later(0.036, join)
+            return [("Response", "Error"), ("Message", "Transfer failed")]
+        return {"Message": "Transfer succeeded"}
+
+    ajam_replay.on("BlindTransfer", answer)
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
+    assert tracked[phone].bridge_channels == 2
+    # Sharing its bridge with the caller, a refusal is Asterisk's answer: at once.
+    ajam_replay.clear()
+    ajam_replay.on(
+        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer failed")]
+    )
+    failed = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("t101")
+    )
+    assert failed.status_code == 409, failed.text
+    assert failed.json()["detail"] == "Asterisk refused BlindTransfer: Transfer failed"
+    assert len(ajam_replay.sent("BlindTransfer")) == 1
+
+
 @pytest.mark.parametrize("mode", ["blind", "attended"])
 async def test_a_transfer_the_instant_the_phone_answers_asks_asterisk_whether_it_rings(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, mode: str
