@@ -16,14 +16,15 @@ Every file of the folder is copied, not a list of names: a plugin's state is
 backed up too. Left out, each with its reason: sub-folders, symbolic links,
 SQLite's ``-wal``/``-shm``/``-journal`` (in the copy already), temporary
 files (a leading dot: a write in progress) and the files callrouter set
-aside as unreadable (``*.bad``, ``*.unreadable-*``). The copies are 0600 in
-a new 0700 folder: the state holds callers' numbers and the links' key.
+aside as unreadable (``*.bad``, ``*.bad-N``, ``*.unreadable-*``). The copies
+are 0600 in a new 0700 folder: the state holds callers' numbers and the links' key.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -153,7 +154,7 @@ def _left_out(entry: os.DirEntry[str], names: set[str]) -> str | None:
             return f"SQLite's {suffix} file: its content is in {name[: -len(suffix)]}'s copy"
     if name.startswith("."):
         return "a temporary file (a write in progress, or left by a crash)"
-    if name.endswith(".bad") or ".unreadable-" in name:
+    if re.search(r"\.bad(-[0-9]+)?$", name) or ".unreadable-" in name:
         return "set aside by callrouter as unreadable: safe to delete once looked at"
     return None
 

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
+from router.aside import move_aside
 from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private, file_identity, write_back
 
@@ -729,9 +730,8 @@ class EventFeed:
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
             reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)
         except sqlite3.DatabaseError as exc:
-            aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
+            aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
-            path.replace(aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             store = FeedStore(path, max_pending=max_events)

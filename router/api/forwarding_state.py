@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from router import dialplan, jsonsafe
+from router.aside import move_aside
 
 __all__ = [
     "DND_PREFIX",
@@ -86,8 +87,9 @@ class Forwarding:
 class ForwardingState:
     """The extensions' settings, persisted in ``state_dir/forwarding.json`` (0600).
 
-    A damaged file is logged naming it and set aside (``.bad``), never fatal:
-    forwarding is a convenience, routing must start anyway.
+    A damaged file is logged naming it and set aside (``.bad``; ``.bad-2``, ...
+    when one is there already), never fatal: forwarding is a convenience,
+    routing must start anyway.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -140,10 +142,14 @@ class ForwardingState:
         except FileNotFoundError:
             return
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            bad = self.path.with_suffix(".json.bad")
+            try:
+                bad = move_aside(self.path, self.path.with_suffix(".json.bad"))
+            except OSError as moving:
+                log.error(
+                    "forwarding state %s unreadable (%s), left in place: %s", self.path, exc, moving
+                )
+                return
             log.error("forwarding state %s unreadable (%s): set aside as %s", self.path, exc, bad)
-            with contextlib.suppress(OSError):
-                self.path.replace(bad)
             return
         self._items = items
 

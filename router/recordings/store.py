@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from router import jsonsafe
+from router.aside import move_aside
 from router.errors import FileOutOfSight
 from router.recordings.naming import FileName, check_call_id, check_part
 
@@ -315,7 +316,8 @@ def write_back(
     SQLite goes on with the file it has open, deleted or not, and the next
     start finds none (or the one put there). The open file is copied beside
     ``path`` (``VACUUM INTO`` through ``db``, 0600), a file put in its place
-    is moved aside as ``NAME.replaced-TIME``, then every connection to the old
+    is moved aside as ``NAME.replaced-TIME`` (``-2``, ``-3`` added when that name
+    is taken: :func:`router.aside.move_aside`), then every connection to the old
     file is closed (``close``), the copy takes its place and they are opened
     again there (``reopen(path)``). The caller keeps every connection of this
     process to the file from writing meanwhile (their locks), else a write
@@ -341,7 +343,7 @@ def write_back(
     if found is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         try:
-            os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+            move_aside(path, path.with_name(f"{path.name}.replaced-{stamp}"))
         except OSError:
             if copied is None:  # made here, in use nowhere: not left beside the file
                 with contextlib.suppress(OSError):

@@ -95,6 +95,7 @@ def test_the_state_callrouter_keeps_is_copied_and_its_leftovers_are_not(tmp_path
     # Left by callrouter: a write in progress, files set aside, no state.
     (state / f".{MARK_FILE}.4242").write_text("{", "utf-8")
     (state / f"{FORWARDING}.bad").write_text("{", "utf-8")
+    (state / f"{FORWARDING}.bad-2").write_text("[", "utf-8")  # a second one (router.aside)
     (state / f"{FEED}.unreadable-1700000000").write_bytes(b"junk")
     (state / "sub").mkdir()
     (state / "link").symlink_to(tmp_path / "elsewhere")
@@ -112,6 +113,7 @@ def test_the_state_callrouter_keeps_is_copied_and_its_leftovers_are_not(tmp_path
     skipped = {name: r.why for name, r in results.items() if isinstance(r, Skipped)}
     assert skipped[f".{MARK_FILE}.4242"].startswith("a temporary file")
     assert skipped[f"{FORWARDING}.bad"].startswith("set aside by callrouter")
+    assert skipped[f"{FORWARDING}.bad-2"].startswith("set aside by callrouter")
     assert skipped[f"{FEED}.unreadable-1700000000"].startswith("set aside by callrouter")
     assert skipped["sub"].startswith("a folder")
     assert skipped["link"].startswith("a symbolic link")

@@ -174,6 +174,33 @@ def test_a_replaced_catalog_is_moved_aside(tmp_path: Path) -> None:
     again.close()
 
 
+def test_two_catalogs_replaced_in_the_same_second_are_both_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the name set aside is made of the second
+    (``NAME.replaced-TIME``) and was moved there with ``os.replace``: a second
+    file put in the place within that second overwrote the first set aside."""
+    import router.recordings.store as store_module
+
+    monkeypatch.setattr(store_module.time, "strftime", lambda *_args: "20270101T120000")
+    store = RecordingStore(tmp_path)
+    start(store, "2.2")
+    path = tmp_path / DB_NAME
+    for content in (b"the first file put there", b"the second file put there"):
+        (tmp_path / "copy").write_bytes(content)
+        (tmp_path / "copy").replace(path)
+        assert put_back_catalog(path) == "replaced"
+    store.close()
+    kept = {p.name: p.read_bytes() for p in tmp_path.glob(f"{DB_NAME}.replaced-*")}
+    assert kept == {
+        f"{DB_NAME}.replaced-20270101T120000": b"the first file put there",
+        f"{DB_NAME}.replaced-20270101T120000-2": b"the second file put there",
+    }
+    again = RecordingStore(tmp_path)
+    assert [r.call_id for r in again.recording()] == ["2.2"]
+    again.close()
+
+
 def test_a_closed_catalog_is_not_written_back(tmp_path: Path) -> None:
     store = RecordingStore(tmp_path)
     store.close()
@@ -743,26 +770,26 @@ def test_a_copy_whose_file_cannot_be_moved_aside_is_not_left_behind(
 ) -> None:
     """``write_back`` copies before it moves a file put in the place aside: that
     move refused (an I/O error), the copy stayed beside it, holding every row."""
-    import router.recordings.store as store_module
+    import router.aside as aside_module
 
     recorder = RecordingStore(tmp_path)
     start(recorder, "12.1")
     path = tmp_path / DB_NAME
     (tmp_path / "copy").write_bytes(b"a backup copied over it")
     (tmp_path / "copy").replace(path)
-    real = os.replace
+    real = os.link
 
-    def replace(src: Any, dst: Any) -> None:
+    def link(src: Any, dst: Any, **kwargs: Any) -> None:
         if ".replaced-" in Path(dst).name:
             raise OSError(5, "Input/output error", str(src))
-        real(src, dst)
+        real(src, dst, **kwargs)
 
-    monkeypatch.setattr(store_module.os, "replace", replace)
+    monkeypatch.setattr(aside_module.os, "link", link)
     with pytest.raises(OSError, match="Input/output error"):
         put_back_catalog(path)
     assert not list(tmp_path.glob(f".{DB_NAME}.*"))
     start(recorder, "12.2")  # the open file still works
-    monkeypatch.setattr(store_module.os, "replace", real)
+    monkeypatch.setattr(aside_module.os, "link", real)
     assert put_back_catalog(path) == "replaced"
     recorder.close()
     again = RecordingStore(tmp_path)

@@ -299,6 +299,25 @@ async def test_an_unreadable_file_is_moved_aside_and_the_feed_starts_empty(
     await again.aclose()
 
 
+def _set_aside(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if ".unreadable-" in p.name}
+
+
+async def test_two_unreadable_files_in_the_same_second_are_both_kept(tmp_path: Path) -> None:
+    """Issue 16: the name set aside is made of the second (``unreadable-TIME``)
+    and was moved there with ``os.replace``: a second unreadable file in the
+    same second (a restart loop) overwrote the first one set aside."""
+    for junk in (b"the first damaged file" * 100, b"the second damaged file" * 100):
+        (tmp_path / FILENAME).write_bytes(junk)
+        feed = EventFeed.open(tmp_path, clock=lambda: 1_700_000_000.5)
+        await feed.aclose()
+    kept = _set_aside(tmp_path)
+    assert kept == {
+        f"{FILENAME}.unreadable-1700000000": b"the first damaged file" * 100,
+        f"{FILENAME}.unreadable-1700000000-2": b"the second damaged file" * 100,
+    }
+
+
 async def test_an_event_the_file_cannot_take_does_not_stop_later_ones(tmp_path: Path) -> None:
     feed = EventFeed.open(tmp_path)
     feed.publish("odd", "101", {"value": object()})  # written as its str()

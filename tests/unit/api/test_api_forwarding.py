@@ -256,6 +256,21 @@ def test_a_state_file_nested_past_the_parsers_limit_is_set_aside_not_fatal(
     ]
 
 
+def test_a_second_damaged_state_file_does_not_overwrite_the_first_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: both were moved to ``forwarding.json.bad`` with ``os.replace``:
+    the second damaged file set aside lost the first."""
+    for text in ("{first", "[second"):
+        (tmp_path / "forwarding.json").write_text(text)
+        with caplog.at_level(logging.ERROR):
+            assert list(ForwardingState(tmp_path)) == []
+    assert (tmp_path / "forwarding.json.bad").read_text() == "{first"
+    assert (tmp_path / "forwarding.json.bad-2").read_text() == "[second"
+    assert not (tmp_path / "forwarding.json").exists()
+    assert f"set aside as {tmp_path / 'forwarding.json.bad-2'}" in caplog.text
+
+
 def test_the_most_extensions_at_the_longest_are_read_back_at_start(tmp_path: Path) -> None:
     """The cap keeps the file under the size a start reads: past that size
     the file would be set aside and every setting lost."""

@@ -1,0 +1,68 @@
+"""Moving a file aside under a name no other file holds (issue 16).
+
+callrouter sets a file aside rather than delete it: a state file put where an
+open one belongs (``NAME.replaced-TIME``), one it cannot read
+(``NAME.unreadable-TIME``, ``forwarding.json.bad``). Those names were made of
+the second, or of nothing, and moved with ``os.replace``: a second file set
+aside under the same name (two replacements within one second, a second
+damaged file) overwrote the first, which was someone's file, lost.
+
+:func:`move_aside` never writes over a file: the name asked for when it is
+free, else the first free of ``NAME-2``, ``NAME-3``, ... The file is linked
+under the new name (``link`` fails rather than replace a file there), then its
+old name removed. Where a hard link is refused (a file of another owner under
+``fs.protected_hardlinks``, a file system with no hard links) it is renamed
+to a name found free just before: only another process taking that very name
+in between could be written over then.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+__all__ = ["move_aside"]
+
+#: ``link`` errors where ``rename`` may still work: the file's owner or the
+#: file system, not the names.
+_NO_LINK = frozenset(
+    {errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+)
+
+
+def move_aside(path: Path, aside: Path) -> Path:
+    """Move ``path`` to ``aside``, or to ``aside-2``, ``aside-3``, ... when a
+    file is there: never over another file. Returns the name it got. Raises
+    ``OSError`` as ``os.replace`` would (``path`` is then where it was);
+    blocking (file system calls)."""
+    number = 1
+    while True:
+        target = aside if number == 1 else aside.with_name(f"{aside.name}-{number}")
+        try:
+            os.link(path, target, follow_symlinks=False)
+        except FileExistsError:
+            number += 1
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            return _rename_to_free(path, aside, number)
+        break
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # gone meanwhile: the name set aside holds it
+    except OSError:
+        os.unlink(target)  # left where it was, as a refused os.replace leaves it
+        raise
+    return target
+
+
+def _rename_to_free(path: Path, aside: Path, number: int) -> Path:
+    while True:
+        target = aside if number == 1 else aside.with_name(f"{aside.name}-{number}")
+        if not os.path.lexists(target):
+            os.replace(path, target)
+            return target
+        number += 1
