@@ -147,16 +147,40 @@ def heartbeat_key(secret: str) -> bytes:
     ).digest()
 
 
-def _signature(key: bytes, fields: Mapping[str, str | None]) -> str:
-    text = "\n".join(f"{name}={fields.get(name) or ''}" for name in _SIGNED)
-    return hmac.new(key, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+def _mac(key: bytes, text: str) -> str | None:
+    """The HMAC of ``text`` (UTF-8); None when it is no valid text (a lone
+    surrogate): such a field is refused, never signed. Encoded with "replace",
+    a lone surrogate signed as "?" did, so the two signed the same."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
+
+
+def _signature(key: bytes, fields: Mapping[str, str | None]) -> str | None:
+    return _mac(key, "\n".join(f"{name}={fields.get(name) or ''}" for name in _SIGNED))
+
+
+def _valid_text(text: str) -> str:
+    """``text`` as valid UTF-8 text: a name the OS gave with bytes that are no
+    UTF-8 (``socket.gethostname()`` escapes them as lone surrogates) has them
+    replaced, so the beat is sent and signed rather than refused."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _same(sign: str, expected: str | None) -> bool:
+    return expected is not None and hmac.compare_digest(
+        sign.encode("ascii", "replace"), expected.encode()
+    )
 
 
 def signed(event: Event, key: bytes) -> bool:
-    """Whether a ``CallRouterLive`` event was signed with ``key``."""
+    """Whether a ``CallRouterLive`` event was signed with ``key``; never one
+    with a field that is not valid text."""
     sign = event.get("Sign") or ""
     fields = {name: event.get(name) for name in _SIGNED}
-    return hmac.compare_digest(sign.encode("ascii", "replace"), _signature(key, fields).encode())
+    return _same(sign, _signature(key, fields))
 
 
 def heartbeat_age(event: Event, asterisk_now: float) -> float | None:
@@ -177,8 +201,7 @@ def signed_before_at(event: Event, key: bytes) -> bool:
         return False
     sign = event.get("Sign") or ""
     text = "\n".join(f"{name}={event.get(name) or ''}" for name in _SIGNED if name != "At")
-    expected = hmac.new(key, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
-    return hmac.compare_digest(sign.encode("ascii", "replace"), expected.encode())
+    return _same(sign, _mac(key, text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +331,7 @@ class LiveGuard:
             "UserEvent": LIVE_EVENT,
             "Instance": self.me.instance,
             "Since": f"{self.me.since:.6f}".rstrip("0").rstrip("."),
-            "Host": self.me.host[:64],
+            "Host": _valid_text(self.me.host)[:64],
             "Pid": str(self.me.pid),
             "Interval": f"{self.interval:g}",
             "State": state,
@@ -319,7 +342,9 @@ class LiveGuard:
         self._beat += 1
         fields["Beat"] = str(self._beat)
         fields["At"] = f"{self.asterisk_clock():.3f}"
-        fields["Sign"] = _signature(self.key, fields)
+        sign = _signature(self.key, fields)
+        assert sign is not None  # every field is valid text (Host made so above)
+        fields["Sign"] = sign
         return fields
 
     def probe(self) -> dict[str, str]:

@@ -307,6 +307,44 @@ def test_a_signed_heartbeat_changed_or_replayed_is_ignored() -> None:
     assert guard.refused == 3  # ignored all the same; close behind the newest, not counted
 
 
+def test_a_field_that_is_no_valid_text_is_refused_not_signed_as_a_question_mark() -> None:
+    """Issue 16: the signed text was encoded with "replace", so a lone
+    surrogate signed as "?" did: a beat signed with ``Host: pbx?`` was taken
+    as signed with ``Host: pbx\udcff`` too. A field that is no valid text is
+    refused now, whoever signed what."""
+    clock = Clock()
+    key = heartbeat_key("s")
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=key, clock=clock, settle=0)
+    other = LiveGuard(Claim("aaaa0001", 1_795_000_000 - 1, "pbx?", 7), key=key, clock=clock)
+    beat = other.beat()
+    assert guard.observe(heartbeat({**beat, "Host": "pbx\udcff"})) is False
+    assert guard.refused == 1
+    assert guard.acting
+    old = signed_as_before_at(other.beat(), key)
+    assert guard.observe(heartbeat({**old, "Host": "pbx\udcff"})) is False
+    assert guard.acting
+    guard.observe(heartbeat(other.beat()))  # the same beat as signed: taken
+    assert not guard.acting
+
+
+def test_a_host_name_with_bytes_that_are_no_utf8_still_beats_signed() -> None:
+    """``socket.gethostname()`` escapes bytes that are no UTF-8 as lone
+    surrogates: the beat carries valid text (its action would be refused
+    otherwise) and the other instances take it."""
+    clock = Clock()
+    key = heartbeat_key("s")
+    host = b"pbx-\xff".decode("utf-8", "surrogateescape")
+    other = LiveGuard(Claim("aaaa0001", 1_795_000_000 - 1, host, 7), key=key, clock=clock)
+    beat = other.beat()
+    assert beat["Host"] == "pbx-\ufffd"
+    for value in beat.values():
+        value.encode("utf-8")  # strict: no lone surrogate
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=key, clock=clock, settle=0)
+    guard.observe(heartbeat(beat))
+    assert not guard.acting
+    assert guard.refused == 0
+
+
 def test_a_beat_overtaken_by_the_next_is_dropped_without_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
