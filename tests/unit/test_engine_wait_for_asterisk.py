@@ -232,9 +232,11 @@ class Told:
 
     def __init__(self) -> None:
         self.waiting: list[tuple[float, str, float]] = []
+        self.changed = asyncio.Event()
 
     def waiting_for(self, status: str, seconds: float) -> None:
         self.waiting.append((asyncio.get_running_loop().time(), status, seconds))
+        self.changed.set()
 
     def start(self) -> None:
         pass
@@ -243,21 +245,31 @@ class Told:
         pass
 
 
-class SlowlyAway(Away):
-    """A hung Asterisk: each try hangs until it times out (``takes`` s)."""
+class HungUntilTold(Away):
+    """A hung Asterisk: the first try fails at once, the next hangs until
+    systemd was told ``times`` times since it began (loop turns, no clock:
+    a loaded machine's stalls change nothing). Told only after each try, the
+    try would hang until ``bound`` and give up (``heard`` False)."""
 
-    def __init__(self, takes: float) -> None:
+    def __init__(self, told: Told, times: int, bound: float) -> None:
         super().__init__()
-        self.takes = takes
-        self.tries: list[tuple[float, float]] = []
+        self.told, self.times, self.bound = told, times, bound
+        self.heard: list[bool] = []
+        self.hung = asyncio.Event()
 
     async def login(self) -> None:
-        began = asyncio.get_running_loop().time()
-        try:
-            await asyncio.sleep(self.takes)
-            await super().login()
-        finally:
-            self.tries.append((began, asyncio.get_running_loop().time()))
+        if self.logins:
+            began = len(self.told.waiting)
+            try:
+                async with asyncio.timeout(self.bound):  # the failure's bound only
+                    while len(self.told.waiting) < began + self.times:
+                        self.told.changed.clear()
+                        await self.told.changed.wait()
+                self.heard.append(True)
+            except TimeoutError:
+                self.heard.append(False)
+            self.hung.set()
+        await super().login()
 
 
 async def test_systemds_start_timeout_is_pushed_on_during_a_slow_try(
@@ -268,31 +280,30 @@ async def test_systemds_start_timeout_is_pushed_on_during_a_slow_try(
     sent after each failed try, for the pause plus 10 s: a try at a hung
     Asterisk lasts request_timeout (10 s over AJAM) or more over TCP (connect,
     greeting, login), so systemd timed the start out and killed it. Now it
-    is sent on a timer, tries or not (here every 0.1 s, for 0.3 s)."""
+    is sent on a timer, tries or not (here every 0.01 s, for 2 s): a try
+    hangs until it was sent three times meanwhile."""
     import router.engine
 
-    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_EVERY", 0.1, raising=False)
-    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_FOR", 0.3, raising=False)
-    client = SlowlyAway(takes=0.7)
-    engine = engine_at(tmp_path, "tcp://pbx:5038", client)
+    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_EVERY", 0.01, raising=False)
+    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_FOR", 2.0, raising=False)
     told = Told()
+    client = HungUntilTold(told, times=3, bound=5.0)
+    engine = engine_at(tmp_path, "tcp://pbx:5038", client)
     monkeypatch.setattr(engine._notifier, "waiting", told.waiting_for)
     start = asyncio.ensure_future(engine.start())
     try:
-        await asyncio.sleep(2.0)
+        await client.hung.wait()
         engine.request_stop()
         with pytest.raises(AMIConnectionError):
-            await asyncio.wait_for(start, 2)
+            await asyncio.wait_for(start, 10)
     finally:
         start.cancel()
         await engine.stop()
-    assert len(client.tries) >= 2
-    began, ended = client.tries[1]  # a try after the wait began
-    during = [t for t, _, _ in told.waiting if began < t < ended]
-    assert len(during) >= 3, told.waiting
+    assert client.heard[0] is True  # told three times while the try hung
+    # Each told for the extension, and the next one on a timer far within it.
+    assert {seconds for _, _, seconds in told.waiting} == {2.0}
     times = [t for t, _, _ in told.waiting]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert max(gaps) < 0.3, gaps
+    assert all(b - a < 2.0 for a, b in itertools.pairwise(times))
     assert all(
         status.startswith("waiting for Asterisk: cannot log in to tcp://pbx:5038 as 'router': ")
         for _, status, _ in told.waiting
