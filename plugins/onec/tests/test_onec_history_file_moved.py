@@ -74,6 +74,27 @@ def test_a_replaced_file_is_moved_aside_and_the_open_one_written_back(tmp_path: 
     assert pending_in_file(tmp_path) == {"moved.0"}
 
 
+def test_two_files_replaced_in_the_same_second_are_both_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: ``NAME.replaced-TIME`` is made of the second and was moved
+    there with ``os.replace``: the second file put in the place within that
+    second overwrote the first set aside."""
+    monkeypatch.setattr(time, "strftime", lambda *_args: "20270101T120000")
+    with HistoryQueue(tmp_path) as queue:
+        queue.enqueue_call_event(event(0), None)
+        for content in (b"the first file put there", b"the second file put there"):
+            queue.path.unlink()
+            queue.path.write_bytes(content)
+            assert queue.put_back() == "replaced"
+    kept = {p.name: p.read_bytes() for p in moved_aside(tmp_path)}
+    assert kept == {
+        "onec-history.sqlite3.replaced-20270101T120000": b"the first file put there",
+        "onec-history.sqlite3.replaced-20270101T120000-2": b"the second file put there",
+    }
+    assert pending_in_file(tmp_path) == {"moved.0"}
+
+
 async def test_events_waiting_for_1c_survive_their_file_deleted_and_a_restart(
     tmp_path: Path,
     double: OneCDouble,

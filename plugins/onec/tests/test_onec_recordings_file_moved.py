@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,32 @@ def test_a_replaced_queue_is_moved_aside_and_the_open_one_written_back(tmp_path:
     store.close()
     (aside,) = (tmp_path / "state").glob(f"{FILENAME}.replaced-*")
     assert aside.read_bytes() == b"not a database"
+    assert rows(path) == [(rec.call_id, "mix", "pending")]
+
+
+def test_two_queues_replaced_in_the_same_second_are_both_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: ``NAME.replaced-TIME`` is made of the second and was moved
+    there with ``os.replace``: the second file put in the place within that
+    second overwrote the first set aside."""
+    monkeypatch.setattr(time, "strftime", lambda *_args: "20270101T120000")
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    queue.add(rec)
+    for content in (b"the first file put there", b"the second file put there"):
+        path.unlink()
+        path.write_bytes(content)
+        assert queue.put_back() == "replaced"
+    queue.close()
+    store.close()
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "state").glob(f"{FILENAME}.replaced-*")}
+    assert kept == {
+        f"{FILENAME}.replaced-20270101T120000": b"the first file put there",
+        f"{FILENAME}.replaced-20270101T120000-2": b"the second file put there",
+    }
     assert rows(path) == [(rec.call_id, "mix", "pending")]
 
 
