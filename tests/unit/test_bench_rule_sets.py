@@ -7,30 +7,15 @@ found; the numbers in docs/performance.md come from these sets.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from router.plugin_registry import plugin_registry
 from router.rules import load_rules
+from tests.unit.bench_script import load_bench_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_rules.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_rules_under_test", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH_RULES = _bench()
+BENCH_RULES = load_bench_script("bench_rules.py", "bench_rules_under_test")
 SCENARIOS = ["mixed", *BENCH_RULES.FORMS]
 
 

@@ -9,29 +9,15 @@ in 12 minutes, all counted as failed transfers though callrouter did nothing wro
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak_office.py"
+from tests.unit.bench_script import load_bench_script
 
-
-def _soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak_office_under_test", SOAK)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-SOAK_OFFICE = _soak()
+SOAK_OFFICE = load_bench_script("soak_office.py", "soak_office_under_test")
 
 
 class FakeCall:

@@ -1287,16 +1287,7 @@ async def test_a_blind_transfer_while_the_leg_is_alone_in_its_bridge_waits_for_t
     assert done.status_code == 202, done.text
     assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
     # Bridged with the caller, a refusal is Asterisk's answer: passed on at once.
-    ajam_replay.clear()
-    ajam_replay.on(
-        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer failed")]
-    )
-    failed = await client.post(
-        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("t101")
-    )
-    assert failed.status_code == 409, failed.text
-    assert failed.json()["detail"] == "Asterisk refused BlindTransfer: Transfer failed"
-    assert len(ajam_replay.sent("BlindTransfer")) == 1
+    await _transfer_failed_at_once(client, ajam_replay, mine)
 
 
 async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_other(
@@ -1334,16 +1325,7 @@ async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_
     assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
     assert tracked[phone].bridge_channels == 2
     # Sharing its bridge with the caller, a refusal is Asterisk's answer: at once.
-    ajam_replay.clear()
-    ajam_replay.on(
-        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer failed")]
-    )
-    failed = await client.post(
-        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("t101")
-    )
-    assert failed.status_code == 409, failed.text
-    assert failed.json()["detail"] == "Asterisk refused BlindTransfer: Transfer failed"
-    assert len(ajam_replay.sent("BlindTransfer")) == 1
+    await _transfer_failed_at_once(client, ajam_replay, mine)
 
 
 @pytest.mark.parametrize("mode", ["blind", "attended"])
@@ -1856,3 +1838,20 @@ def test_a_click_to_call_keeps_no_progress_until_its_first_event_then_the_last_3
         originations.observe(Event(channel.items()), None)
     shown = origination.to_dict()["progress"]
     assert [p["channel"] for p in shown] == [f"PJSIP/101-{n}" for n in range(8, 40)]
+
+
+async def _transfer_failed_at_once(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, call_id: str
+) -> None:
+    """A blind transfer of a leg bridged with the caller that Asterisk refuses
+    "Transfer failed": passed on as 409 at once, sent once, no wait."""
+    ajam_replay.clear()
+    ajam_replay.on(
+        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer failed")]
+    )
+    failed = await client.post(
+        f"/api/v1/calls/{call_id}/transfer", json={"to": "103"}, headers=auth("t101")
+    )
+    assert failed.status_code == 409, failed.text
+    assert failed.json()["detail"] == "Asterisk refused BlindTransfer: Transfer failed"
+    assert len(ajam_replay.sent("BlindTransfer")) == 1
