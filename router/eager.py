@@ -22,9 +22,9 @@ import contextvars
 import sys
 from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["NATIVE", "hand_off", "start", "timeout"]
+__all__ = ["NATIVE", "Begun", "begin", "hand_off", "start", "timeout"]
 
 T = TypeVar("T")
 
@@ -158,3 +158,84 @@ class _Rest:
                     waiting = coro.send(sent)
         except StopIteration as stop:
             return stop.value
+
+
+class Begun(Generic[T]):
+    """A coroutine whose first step :func:`begin` ran; awaiting it runs the
+    rest in the awaiting task, and :meth:`close` ends it unawaited."""
+
+    __slots__ = ("_coro", "_error", "_result", "_waiting")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, T] | None,
+        waiting: Any = None,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self._coro = coro
+        self._waiting = waiting
+        self._result = result
+        self._error = error
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coro, self._coro = self._coro, None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        if coro is None:
+            result: T = self._result
+            return result
+        waiting, self._waiting = self._waiting, None
+        try:
+            if waiting is None:  # a hand-off: go on at once, now in the awaiting task
+                waiting = coro.send(None)
+            while True:
+                try:
+                    sent = yield waiting
+                except BaseException as exc:  # cancellation, or the loop closing us
+                    waiting = coro.throw(exc)
+                else:
+                    waiting = coro.send(sent)
+        except StopIteration as stop:
+            done: T = stop.value
+            return done
+
+    def close(self) -> None:
+        """End it unawaited, as a cancelled task ends: ``CancelledError`` where
+        it waits, so its cleanup runs now; whatever that raises is dropped."""
+        coro, self._coro = self._coro, None
+        self._waiting = self._error = None
+        if coro is None:
+            return
+        try:
+            coro.throw(asyncio.CancelledError())
+        except BaseException:  # the cancellation itself, or its cleanup's
+            return
+        coro.close()  # it waited again while cancelled: no one will resume it
+
+
+def begin(coro: Coroutine[Any, Any, T]) -> Begun[T]:
+    """Run ``coro`` now up to its first wait; awaiting the result runs the rest.
+
+    Unlike :func:`start`, no task is made: the caller awaits the rest itself,
+    later, in its own task, so the first step may already do what binds to
+    that task. Made for a request written now and read later (the AJAM event
+    stream's next poll, router/ami/stream.py): the write leaves in this loop
+    turn, and an answer that arrives before the caller awaits it is read at
+    once, with no task's completion to wait a loop turn for. An exception of
+    the first step is raised when the result is awaited, as it would be had
+    the caller awaited ``coro`` itself.
+    """
+    global _starting
+    outer, _starting = _starting, True
+    try:
+        waiting = coro.send(None)
+    except StopIteration as stop:
+        return Begun(None, result=stop.value)
+    except BaseException as exc:
+        coro.close()
+        return Begun(None, error=exc)
+    finally:
+        _starting = outer
+    return Begun(coro, waiting)

@@ -33,6 +33,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Protocol
 
+from router import eager
 from router.ami.message import Event
 from router.errors import AMIAuthenticationError, AMIError, AMIEventsDropped, AMIProtocolError
 from router.supervise import Throttle
@@ -296,7 +297,7 @@ class EventStream:
         client = self._client
         failing_since: float | None = None
         last_error: str | None = None
-        ahead: asyncio.Future[list[Event]] | None = None
+        ahead: eager.Begun[list[Event]] | None = None
         try:
             while not self._stopped:
                 # After a failure the next poll is short: a reachable Asterisk then
@@ -379,11 +380,12 @@ class EventStream:
                         # Not with a request in the batch: its Redirect would queue
                         # behind that poll, on our side and on Asterisk's. A client
                         # that pushes its reads (TCP) needs none of this.
-                        ahead = asyncio.ensure_future(client.wait_event(self._poll_timeout))
-                        await asyncio.sleep(0)
+                        # Begun, not a task: written now, in this turn, and
+                        # read in this task when the batch is handled, at
+                        # once if its answer came meanwhile, not a loop turn
+                        # after a task's end (router.eager.begin).
+                        ahead = eager.begin(client.wait_event(self._poll_timeout))
                     yield events
         finally:
             if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(BaseException):
-                    await ahead
+                ahead.close()

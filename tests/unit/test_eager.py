@@ -234,3 +234,103 @@ async def test_an_eager_start_inside_a_first_step_keeps_the_outer_one_handing_of
     assert handed_off
     await task
     assert seen == ["inner", task]
+
+
+async def test_begin_runs_the_first_step_now_and_the_rest_in_the_awaiting_task() -> None:
+    seen: list[object] = []
+
+    async def poll() -> str:
+        seen.append("written")
+        await eager.hand_off()
+        seen.append(asyncio.current_task())
+        return "answer"
+
+    begun = eager.begin(poll())
+    assert seen == ["written"]  # before anything is awaited
+    assert await begun == "answer"
+    assert seen[1] is asyncio.current_task()  # no task of its own
+
+
+async def test_an_answer_buffered_before_the_await_is_read_without_a_loop_turn() -> None:
+    """The AJAM poll begun ahead of a batch: its answer, come while the batch
+    was handled, is read the moment the stream asks, no task's end to wait for."""
+    buffered: list[str] = []
+
+    async def poll() -> str:
+        await eager.hand_off()  # the pool's, once the request is written
+        if buffered:
+            return buffered.pop()
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        return await waiter
+
+    begun = eager.begin(poll())
+    buffered.append("events")
+    steps = begun.__await__()
+    with pytest.raises(StopIteration) as finished:
+        steps.send(None)  # the first send finishes it: nothing was waited for
+    assert finished.value.value == "events"
+
+
+async def test_begin_of_a_coroutine_without_waits_keeps_its_result() -> None:
+    async def quick() -> int:
+        return 7
+
+    assert await eager.begin(quick()) == 7
+
+
+async def test_an_error_of_the_first_step_is_raised_when_awaited() -> None:
+    async def broken() -> None:
+        raise ConnectionResetError("connection is closed")
+
+    begun = eager.begin(broken())  # not raised here: the awaiting code handles it
+    with pytest.raises(ConnectionResetError):
+        await begun
+
+
+async def test_closing_a_begun_coroutine_cancels_it_where_it_waits() -> None:
+    cleaned: list[str] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def poll() -> None:
+        try:
+            await gate
+        except asyncio.CancelledError:
+            cleaned.append("cancelled")
+            raise
+        finally:
+            cleaned.append("finally")
+
+    begun = eager.begin(poll())
+    begun.close()
+    assert cleaned == ["cancelled", "finally"]
+    begun.close()  # twice: nothing more
+
+
+async def test_closing_a_coroutine_begun_up_to_its_hand_off_runs_its_cleanup() -> None:
+    cleaned: list[str] = []
+
+    async def poll() -> None:
+        try:
+            await eager.hand_off()
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append("finally")
+
+    eager.begin(poll()).close()
+    assert cleaned == ["finally"]
+
+
+async def test_a_coroutine_that_waits_again_when_cancelled_is_closed() -> None:
+    cleaned: list[str] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.sleep(10)  # waits again: nobody resumes it
+            finally:
+                cleaned.append("closed")
+
+    eager.begin(stubborn()).close()
+    assert cleaned == ["closed"]

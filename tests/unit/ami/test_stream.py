@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from router import eager
 from router.ami.message import Event
 from router.ami.stream import URGENT_AFTER, Backoff, EventStream, StreamGap
 from router.errors import AMIAuthenticationError, AMIConnectionError
@@ -330,3 +331,55 @@ async def test_a_bad_reply_at_every_try_is_warned_about_once_per_outage(
         await collect(EventStream(ScriptedPoller(script), backoff=fast()))
     said = [r.getMessage() for r in caplog.records if "resumed" not in r.getMessage()]
     assert said == [f"event stream lost Asterisk: bad reply from Asterisk: {bad}; reconnecting"] * 2
+
+
+class BufferingPoller:
+    """A poll as the AJAM pool makes one: the request written in its first
+    step, then a hand-off (router.eager), then the answer read from a buffer
+    the socket fills, waiting only when nothing came yet."""
+
+    def __init__(self) -> None:
+        self.session_generation = 1
+        self.written = 0
+        self.buffer: list[list[Event]] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        self.written += 1
+        await eager.hand_off()
+        while not self.buffer:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.buffer.pop(0)
+
+    def deliver(self, events: list[Event]) -> None:
+        self.buffer.append(events)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def test_a_poll_sent_ahead_is_written_at_once_and_its_answer_read_without_a_loop_turn() -> (
+    None
+):
+    """The poll sent ahead of a batch leaves in the turn that brought the
+    batch, and an answer that came while the batch was handled (a call's
+    request, a moment after its first events) is handed over the moment the
+    consumer asks: no task to start a turn later, none to end a turn later."""
+    poller = BufferingPoller()
+    stream = EventStream(poller, urgent=lambda e: e.name == "UserEvent")
+    batches = stream.batches()
+    poller.deliver([ev("Newchannel")])
+    first = batches.__anext__().__await__()
+    with pytest.raises(StopIteration) as got:
+        first.send(None)
+    assert got.value.value == [ev("Newchannel")]
+    assert poller.written == 2  # the next poll: written before the batch was handed over
+    poller.deliver([ev("UserEvent"), ev("Newexten")])  # while the batch was handled
+    second = batches.__anext__().__await__()
+    with pytest.raises(StopIteration) as got:
+        second.send(None)  # not a suspension: no loop turn between the ask and the batch
+    assert got.value.value == [ev("UserEvent"), ev("Newexten")]
+    await batches.aclose()
