@@ -129,40 +129,16 @@ def start(
 
 
 async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
-    result: T = await _Rest(coro, waiting)
+    # The rest of a coroutine whose first step start() ran, in its task.
+    result: T = await Begun(coro, waiting)
     return result
 
 
-class _Rest:
-    """The rest of a coroutine whose first step :func:`start` ran: in its task,
-    first what it was waiting for, then the coroutine itself, step by step."""
-
-    __slots__ = ("_coro", "_waiting")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
-        self._coro = coro
-        self._waiting = waiting
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, waiting = self._coro, self._waiting
-        self._waiting = None
-        try:
-            if waiting is None:  # a hand-off: go on at once, now in the task
-                waiting = coro.send(None)
-            while True:
-                try:
-                    sent = yield waiting
-                except BaseException as exc:  # cancellation, or the loop closing us
-                    waiting = coro.throw(exc)
-                else:
-                    waiting = coro.send(sent)
-        except StopIteration as stop:
-            return stop.value
-
-
 class Begun(Generic[T]):
-    """A coroutine whose first step :func:`begin` ran; awaiting it runs the
-    rest in the awaiting task, and :meth:`close` ends it unawaited."""
+    """A coroutine whose first step already ran (:func:`begin`, or :func:`start`
+    for its task): awaiting it runs the rest in the awaiting task, first what
+    that step waits for, then the coroutine itself, step by step;
+    :meth:`close` ends it unawaited."""
 
     __slots__ = ("_coro", "_error", "_result", "_waiting")
 
