@@ -16,8 +16,9 @@ too much per example for 100,000 of them) and goes through:
 * the call tracker (:mod:`router.calls`), fed every event that parsed: nothing
   may escape at all.
 
-The run stops after ``MAX_INPUTS`` inputs or ``BUDGET`` seconds, whichever comes
-first, and must have reached ``MIN_INPUTS``. On the code before issue 10 it
+The run is ``INPUTS`` inputs, the same ones every run (a fixed seed), however
+long they take: a time budget made the count depend on how busy the machine
+was (59,136 in 30 s on a loaded CI-sized host, below the floor). On the code before issue 10 it
 fails within the first few thousand inputs (``²`` in the HTTP status line or
 ``Content-Length`` raised ``ValueError``; a non-numeric ``BridgeNumChannels``
 raised it from the tracker).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,10 +49,7 @@ from router.errors import AMIProtocolError
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
 SEED = 20261201
-MIN_INPUTS = 100_000
-MAX_INPUTS = 120_000
-#: Seconds; the suite runs on 2 shared cores, so the bound is generous.
-BUDGET = 30.0
+INPUTS = 100_000
 
 #: Bytes that broke parsers before, or that parsers treat specially.
 INTERESTING = [
@@ -279,11 +276,8 @@ def test_asterisk_side_parsers_raise_only_documented_errors() -> None:
         (_http_response, framed),
     ]
     tracker = CallTracker(max_calls=500)
-    started = time.monotonic()
     count = 0
-    while count < MAX_INPUTS:
-        if count % 256 == 0 and time.monotonic() - started > BUDGET:
-            break
+    while count < INPUTS:
         target, pool = plans[count % len(plans)]
         seed = rng.choice(pool if rng.random() < 0.97 else bodies)
         data = _mutate(rng, seed, pool)
@@ -295,6 +289,4 @@ def test_asterisk_side_parsers_raise_only_documented_errors() -> None:
                 f"{type(exc).__name__}: {exc}\n{data[:600]!r}"
             ) from exc
         count += 1
-    elapsed = time.monotonic() - started
-    assert count >= MIN_INPUTS, f"only {count} inputs in {elapsed:.1f} s"
     assert len(tracker) <= 500
