@@ -47,7 +47,7 @@ from router.ami.event_filter import EventSelection
 from router.ami.facade import AMI
 from router.ami.hints import lasting_tls_failure
 from router.ami.message import Event, sent_by_channel
-from router.ami.protocol import Narrower, block_names, parse_rawman
+from router.ami.protocol import LONG_LINES, Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.api.app import build_app, build_starting_app
 from router.api.context import ApiContext
@@ -371,6 +371,7 @@ class Engine:
         self.metrics.calls_active = lambda: float(len(self._tracker))
         self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
         self.metrics.events_refused = lambda: float(self._tracker.refused)
+        self.metrics.events_skipped = lambda: float(LONG_LINES.count)
         self.metrics.ready = lambda: self.health().ready
         self._metrics_given = False
         #: systemd's READY/WATCHDOG/STATUS when run with Type=notify (router/sdnotify.py).

@@ -148,6 +148,14 @@ class _Callbacks(Collector):
         )
         refused.add_metric([], float(m.events_refused()))
         yield refused
+        skipped = CounterMetricFamily(
+            "callrouter_events_skipped",
+            "AMI events of this process skipped for a line over 64 KiB (no Asterisk sends "
+            "one: a broken or hostile AMI peer); an event list's closing event is kept "
+            "without that line, and counted.",
+        )
+        skipped.add_metric([], float(m.events_skipped()))
+        yield skipped
         events = CounterMetricFamily(
             "callrouter_events",
             "AMI events received by name (names Asterisk does not document count as 'other').",
@@ -287,6 +295,8 @@ class Metrics:
         self.sessions: Callable[[], float] = lambda: 0.0
         #: The call tracker's ``refused`` (router.calls.CallTracker.refuses).
         self.events_refused: Callable[[], float] = lambda: 0.0
+        #: Events skipped for a line too long (router.ami.protocol.LONG_LINES).
+        self.events_skipped: Callable[[], float] = lambda: 0.0
         self.ready: Callable[[], bool] = lambda: False
         # Fixed label sets start at 0, so a dashboard or a Zabbix item sees the
         # series before the first time it happens.

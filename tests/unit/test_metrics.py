@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.ami.message import Event
+from router.ami.protocol import LONG_LINES
 from router.dialplan import DECIDED_VARIABLE, FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
@@ -175,6 +176,33 @@ async def test_events_no_asterisk_could_send_are_counted(
     await ajam_replay.settle(engine)
     assert sample(engine, "callrouter_events_refused_total") == 2
     assert sample(engine, "callrouter_events_refused_total") == engine.tracker.refused
+
+
+async def test_events_skipped_for_a_line_too_long_are_counted(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16: an AMI event with a line over 64 KiB (a hostile peer's) was
+    skipped and said in a WARNING a minute, but no metric counted it. The
+    count is the process's (router.ami.protocol.LONG_LINES): read before."""
+    before = LONG_LINES.count
+    hostile = "PJSIP/evil-00000001"
+    ajam_replay.observe(
+        Event(
+            (
+                ("Event", "Newchannel"),
+                ("Channel", hostile),
+                ("Uniqueid", "1.1"),
+                ("Linkedid", "1.1"),
+            )
+        )
+    )
+    ajam_replay.channels[hostile].app_data = "x" * (70 * 1024)  # an item of the listing
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert sample(engine, "callrouter_events_skipped_total") == before + 1
+    ajam_replay.queue_event(Event="Newexten", Channel="PJSIP/1-1", AppData="y" * (70 * 1024))
+    ajam_replay.queue_event(Event="Newexten", Channel="PJSIP/1-1", AppData="1")
+    await ajam_replay.settle(engine)
+    assert sample(engine, "callrouter_events_skipped_total") == before + 2
 
 
 async def test_calls_that_fell_through_while_down_are_counted_at_start(
