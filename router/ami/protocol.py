@@ -141,6 +141,11 @@ class _LongLines:
     listing and failed again, for as long as the channel was up; over AJAM
     each ``CoreShowChannels`` failed. Now that one event (a listing's item)
     is left out and the rest is read (issue 16).
+
+    An event list's closing event (``EventList: Complete`` with an
+    ``ActionID``) is the exception: it is kept without its long lines, and
+    counted here all the same, for skipped it ended no list and its action
+    waited until it timed out (:func:`_long_line_event`).
     """
 
     __slots__ = ("_quiet", "_told", "count")
@@ -151,8 +156,9 @@ class _LongLines:
         self._told: float | None = None
         self._quiet = 0
 
-    def note(self, head: str) -> None:
-        """One event skipped; ``head`` is its first line (``Event: ...``)."""
+    def note(self, head: str, *, ends_list: bool = False) -> None:
+        """One event skipped; ``head`` is its first line (``Event: ...``).
+        ``ends_list``: it ends an event list, kept without its long lines."""
         self.count += 1
         now = time.monotonic()
         if self._told is not None and now - self._told < _LONG_LINES_EVERY:
@@ -161,10 +167,11 @@ class _LongLines:
         quiet, self._quiet, self._told = self._quiet, 0, now
         name = head.partition(":")[2].strip()
         log.warning(
-            "an AMI event %r with a line of over %d bytes was skipped: no Asterisk sends "
+            "an AMI event %r with a line of over %d bytes was %s: no Asterisk sends "
             "one (a broken or hostile AMI peer?)%s",
             name[:64],
             MAX_LINE_BYTES,
+            "kept without that line (it ends an event list)" if ends_list else "skipped",
             f"; {quiet} more since the last warning" if quiet else "",
         )
 
@@ -180,6 +187,37 @@ def _event_head(head: bytes | str) -> str | None:
     first = text.lstrip("\r\n").partition("\n")[0].rstrip("\r")
     return first if first[:6].lower() == "event:" else None
 
+
+def _too_long(line: str) -> bool:
+    """Whether a line is over :data:`MAX_LINE_BYTES` (encoded as it came)."""
+    return len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES
+
+
+def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]) -> Message | None:
+    """An event with lines over :data:`MAX_LINE_BYTES` (those ``cut`` says):
+    skipped and noted (:data:`LONG_LINES`), unless its other lines make it an
+    event list's end (``EventList: Complete`` and an ``ActionID``): that one
+    is kept without its long lines, or its list would never end (issue 16:
+    a reconcile waited for it until its ``CoreShowChannels`` timed out).
+
+    ``head`` is its first line as read (cut to 256 bytes): its name when that
+    line is one of the long ones. Only for events already found to have such
+    a line: never on the normal path.
+    """
+    kept = [line for line in lines if line and not cut(line)]
+    if not kept or kept[0][:6].lower() != "event:":
+        kept.insert(0, head)  # the name line was a long one
+    message = _block_to_message(kept)
+    if _is_list_end(message) and message.action_id is not None:
+        LONG_LINES.note(head, ends_list=True)
+        return message
+    LONG_LINES.note(head)
+    return None
+
+
+#: What stands in the buffer of :class:`RawmanParser` for a line too long that
+#: is being read past (a line of its own; :func:`_long_line_event` leaves it out).
+_LEFT_OUT = b"\0"
 
 _REPEAT_SUFFIX = re.compile(r"^(.*)-([0-9]+)$")
 
@@ -270,11 +308,13 @@ class RawmanParser:
         self.dropped = 0
         #: CR seen: messages end at CR LF CR LF only (see :meth:`feed`).
         self._crlf = False
-        #: The rest of an event with a line too long is being read past, up to
-        #: its end (:meth:`_check_tail`); ``_carry``: the last bytes read of it,
-        #: which may begin that end.
+        #: A line too long is being read past, up to its end (:meth:`_check_tail`);
+        #: ``_carry``: the last byte read of it, which may begin that end.
         self._discarding = False
         self._carry = b""
+        #: The message at the buffer's start is an event with a line too long
+        #: (left out, :data:`_LEFT_OUT` in its place): its first line as read.
+        self._cut_head: str | None = None
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
@@ -331,12 +371,30 @@ class RawmanParser:
         # that ``pending`` means "part of a message is buffered".
         while buf[:1] == b"\n" or buf[:2] == b"\r\n":
             del buf[: 1 if buf[:1] == b"\n" else 2]
+        cut: Message | None = None
+        if self._cut_head is not None:
+            head, self._cut_head = self._cut_head, None
+            cut, chunk = self._take_cut(head, chunk)
         self._check_tail()
         if self.dropping:
-            return self._drop(chunk)
-        out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
-        self.skipped += skipped
-        return out
+            out = self._drop(chunk)
+        else:
+            out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
+            self.skipped += skipped
+        return out if cut is None else [cut, *out]
+
+    def _take_cut(self, head: str, chunk: bytes) -> tuple[Message | None, bytes]:
+        """The event a line too long was left out of, the first block of
+        ``chunk``, whose first line was ``head`` (:func:`_long_line_event`),
+        and the blocks after it."""
+        sep = b"\r\n\r\n" if self._crlf else b"\n\n"
+        at = chunk.find(sep)
+        text = _decode(chunk[:at])
+        lines = text.split("\r\n") if self._crlf else text.split("\n")
+        _check_lines(head, len(lines))
+        left_out = _LEFT_OUT.decode()
+        cut = _long_line_event(head, lines, lambda line: line == left_out or _too_long(line))
+        return cut, chunk[at + len(sep) :].lstrip(b"\r\n")
 
     def _drop(self, data: bytes) -> list[Message]:
         """Whole blocks while :attr:`dropping`: only the answers among them."""
@@ -362,34 +420,41 @@ class RawmanParser:
 
     def _check_tail(self) -> None:
         """The unfinished line at the end of the buffer must stay under the line
-        bound. An event's is read past to the event's end, the event skipped
-        (:data:`LONG_LINES`); an answer's or a banner's is a protocol error."""
+        bound. An event's is read past to its own end and left out, the rest
+        of the event read on (:meth:`_take_cut`: the event is skipped, unless
+        it ends an event list); an answer's or a banner's is a protocol error."""
         buf = self._buffer
         size = len(buf)
         if size > MAX_LINE_BYTES and buf.rfind(b"\n", size - MAX_LINE_BYTES - 1) < 0:
             # Whole messages were cut off the buffer: what is left is the start
             # of one, the one this line is in.
-            head = None if self._expect_banner else _event_head(bytes(buf[:256]))
-            if head is None:
-                raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
-            LONG_LINES.note(head)
-            self._carry = bytes(buf[-3:])
-            del buf[:]
+            if self._cut_head is None:
+                head = None if self._expect_banner else _event_head(bytes(buf[:256]))
+                if head is None:
+                    raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+                self._cut_head = head
+            # The line starts after the last line end (CR LF only, when lines
+            # end so: a bare LF is a value's, as in _blocks).
+            start = buf.rfind(b"\r\n" if self._crlf else b"\n")
+            start = 0 if start < 0 else start + (2 if self._crlf else 1)
+            self._carry = bytes(buf[-1:])
+            del buf[start:]
+            buf += _LEFT_OUT
             self._discarding = True
 
     def _discard(self, data: bytes) -> bytes:
-        """What follows, in ``data``, the end of the event being read past; b""
-        while that event goes on."""
-        end = b"\r\n\r\n" if self._crlf else b"\n\n"
+        """What follows, in ``data``, the line too long being read past, from
+        the line end that ends it; b"" while that line goes on."""
         joined = self._carry + data
-        at = joined.find(end)
+        at = joined.find(b"\r\n" if self._crlf else b"\n")
         if at < 0:
-            self._carry = joined[-(len(end) - 1) :]
+            self._carry = joined[-1:]
             return b""
+        if not self._crlf and at and joined[at - 1] == 0x0D:
+            at -= 1  # no CR seen before this one: the line ends CR LF after all
         self._discarding = False
         self._carry = b""
-        rest = joined[at + len(end) :]
-        return rest.lstrip(b"\r\n") if rest.strip(b"\r\n") else b""
+        return joined[at:]
 
     @property
     def pending(self) -> bool:
@@ -568,7 +633,8 @@ def _screened_out(
 
 def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message | None:
     """One block that is kept, as a message, within the line bounds; None for
-    an event with a line over :data:`MAX_LINE_BYTES`, skipped (:data:`LONG_LINES`)."""
+    an event with a line over :data:`MAX_LINE_BYTES`, skipped (:data:`LONG_LINES`),
+    unless it ends an event list (:func:`_long_line_event`)."""
     if len(block) > _FEW_LINES_CHARS:
         _check_lines(block, block.count("\n") + 1)
     lines = block.split("\n") if whole is None else whole
@@ -578,8 +644,7 @@ def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message 
                 head = _event_head(block[:256])
                 if head is None:
                     raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
-                LONG_LINES.note(head)
-                return None
+                return _long_line_event(head, lines, _too_long)
     return _block_to_message(lines)
 
 

@@ -5,7 +5,7 @@ was parsed by then (issue 16: the request's read cut, the early route)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,18 @@ from tests.unit.ami.tcp_fake import FakeAMI
 
 @asynccontextmanager
 async def engine_on_tcp(
-    tmp_path: Path, rules_text: str, plugins: Iterable[object] = ()
+    tmp_path: Path,
+    rules_text: str,
+    plugins: Iterable[object] = (),
+    setup: Callable[[FakeAMI], None] | None = None,
 ) -> AsyncIterator[tuple[Engine, FakeAMI, list[int]]]:
     """An engine logged in to a fake Asterisk over TCP; the list gets, for each
     Redirect written, how many unwanted events the parser had dropped by then
-    (counted from when the engine is yielded)."""
+    (counted from when the engine is yielded). ``setup`` gets the fake before
+    the engine starts (a misbehaviour for its start's reconcile)."""
     fake = await FakeAMI(secret="s").start()
+    if setup is not None:
+        setup(fake)
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text, encoding="utf-8")
     config = tmp_path / "router.toml"

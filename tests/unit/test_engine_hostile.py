@@ -22,6 +22,9 @@ from router.ami.message import Event
 from router.calls import Call, Fed
 from router.config import load_config
 from router.engine import Engine
+from router.metrics import exposition
+from tests.unit.ami.tcp_fake import FakeAMI
+from tests.unit.engine_tcp import engine_on_tcp
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -485,3 +488,23 @@ async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
         "plugin shutdown failed" in r.getMessage() and r.exc_info is not None
         for r in caplog.records
     )
+
+
+@pytest.mark.usefixtures("only_shipped_plugins")
+async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconcile_over_tcp(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: over ``tcp://`` the ``CoreShowChannelsComplete`` closing the
+    listing, with a line of over 64 KiB (a hostile AMI peer's), was skipped:
+    the list never ended and every reconcile waited for it until its action
+    timed out. The list ends; the reconcile at start succeeds, on the first
+    session."""
+
+    def hostile(fake: FakeAMI) -> None:
+        fake.long_closing = "x" * (70 * 1024)
+
+    async with engine_on_tcp(tmp_path, RULES, setup=hostile) as (engine, fake, _):
+        text = exposition(engine.metrics).decode()
+        assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text
+        assert 'callrouter_reconciles_total{result="failed",trigger="start"} 0.0' in text
+        assert fake.logins == 1

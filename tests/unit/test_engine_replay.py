@@ -315,3 +315,33 @@ async def test_a_listed_channel_with_a_line_too_long_stops_no_reconcile(
     assert waiting in listed.listings[0]
     text = exposition(engine.metrics).decode()
     assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text
+
+
+async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconcile(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """Issue 16: the ``CoreShowChannelsComplete`` closing the listing had a
+    line of over 64 KiB (a hostile AMI peer's) and was skipped like any such
+    event: the list read as cut short (over AJAM; over TCP its action waited
+    until it timed out) and the reconcile failed, the calls waiting left to
+    the default route. It ends its list; the reconcile routes them."""
+
+    def listing(sent: Any) -> bytes:
+        body: str = ajam_replay._action_coreshowchannels(sent)
+        closing = "Event: CoreShowChannelsComplete\r\n"
+        assert body.count(closing) == 1
+        junk = "Junk: " + "x" * (70 * 1024) + "\r\n"
+        return body.replace(closing, closing + junk).encode()
+
+    ajam_replay.on("CoreShowChannels", listing)
+    waiting = ajam_replay.inbound_call(
+        caller="79161234561", did="74950000001", announce=False, wait=10
+    )
+    listed = Listed()
+    engine = await engine_factory(rules, plugins=[listed])
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [waiting]
+    assert len(listed.listings) == 1
+    assert waiting in listed.listings[0]
+    text = exposition(engine.metrics).decode()
+    assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text

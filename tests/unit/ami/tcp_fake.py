@@ -57,6 +57,9 @@ class FakeAMI:
     #: A value for a third CoreShowChannel item's ``ApplicationData`` (a
     #: hostile peer's line longer than the parser's bound), between the two.
     long_item: str | None = None
+    #: A value for a ``Junk`` line of the closing ``CoreShowChannelsComplete``
+    #: (a hostile peer's line longer than the parser's bound), before its ActionID.
+    long_closing: str | None = None
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
 
@@ -168,6 +171,7 @@ class FakeAMI:
             if not self.unfinished_lists:
                 out += block(
                     ("Event", "CoreShowChannelsComplete"),
+                    *([] if self.long_closing is None else [("Junk", self.long_closing)]),
                     aid,
                     ("EventList", "Complete"),
                     ("ListItems", "2"),

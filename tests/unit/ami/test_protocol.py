@@ -678,6 +678,20 @@ def test_events_skipped_for_a_long_line_are_said_once_a_minute(
     assert "; 2 more since the last warning" in caplog.records[-1].getMessage()
 
 
+def test_a_closing_event_kept_without_its_long_line_is_said_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_lines = LongLines()
+    monkeypatch.setattr("router.ami.protocol.LONG_LINES", long_lines)
+    with caplog.at_level("WARNING", logger="router.ami"):
+        parse_rawman(_closing_listing("last"))
+    assert long_lines.count == 1
+    assert (
+        "an AMI event 'CoreShowChannelsComplete' with a line of over 65536 bytes was kept "
+        "without that line (it ends an event list)"
+    ) in caplog.text
+
+
 def test_a_peers_long_keys_are_folded_but_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys are folded through a bounded memo; a peer's keys may be a line
     long, and 4,096 of them held about 470 MB for the life of the process.
@@ -692,3 +706,125 @@ def test_a_peers_long_keys_are_folded_but_not_remembered(monkeypatch: pytest.Mon
     assert message.normalize_key(long_key) == "cause_txt" * 2000
     assert long_key not in message._NORMALIZED
     assert message._NORMALIZED["Cause-txt"] == "cause_txt"
+
+
+def _closing_listing(where: str, *, crlf: bool = True) -> bytes:
+    """:func:`_listing`'s answer (no item too long) whose closing
+    ``CoreShowChannelsComplete`` has a line of over 64 KiB: its name line
+    itself (``where="name"``), or a ``Junk`` line after its name, after its
+    ``ActionID`` or at its end."""
+    body = _listing(b"2", crlf=False)
+    closing = b"Event: CoreShowChannelsComplete\nActionID: 7\nEventList: Complete\nListItems: 3"
+    lines = closing.split(b"\n")
+    junk = b"Junk: " + b"j" * (MAX_LINE_BYTES + 100)
+    if where == "name":
+        lines[0] += b"C" * (MAX_LINE_BYTES + 100)
+    else:
+        lines.insert({"after-name": 1, "after-id": 2, "last": len(lines)}[where], junk)
+    body = body.replace(closing, b"\n".join(lines))
+    return body.replace(b"\n", b"\r\n") if crlf else body
+
+
+@pytest.mark.parametrize("where", ["name", "after-name", "after-id", "last"])
+@pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
+@pytest.mark.parametrize("size", [None, 1 << 18, 65536, 4096, 7])
+def test_an_event_list_whose_closing_event_has_a_line_too_long_still_ends(
+    size: int | None, crlf: bool, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: the closing event of a list (``EventList: Complete``) with a
+    line of over 64 KiB was skipped like any such event, so the list never
+    ended: over TCP the reconcile waited for it until its action timed out,
+    over AJAM the body read as cut short. It is kept without its long lines
+    (counted and said as a skipped event is) and ends its list; as a body and
+    as a stream, however the reads cut it, wherever its long line is."""
+    body = _closing_listing(where, crlf=crlf)
+    before = LONG_LINES.count
+    if size is None:
+        messages = parse_rawman(body)
+    else:
+        parser = RawmanParser()
+        messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
+        assert not parser.pending
+        assert parser.buffered == 0
+    result = assemble_result(messages)
+    assert result.complete
+    assert [i.get("Channel") for i in result.items] == [
+        "PJSIP/101-00000001",
+        "PJSIP/102-00000002",
+        "PJSIP/103-00000003",
+    ]
+    assert result.closing is not None
+    assert result.closing.name.startswith("CoreShowChannelsComplete")
+    assert result.closing.get("ListItems") == "3"
+    assert result.closing.get("Junk") is None
+    assert all(len(v) <= 256 for _, v in result.closing.fields)
+    assert LONG_LINES.count == before + 1
+    assert "j" * 64 not in caplog.text  # the peer's bytes are never logged
+    assert "C" * 64 not in caplog.text
+    # The TCP client's path: items matched to their action by ActionID.
+    collector = ListCollector()
+    collector.expect("7")
+    done = [d for m in messages if (d := collector.feed(m)) is not None]
+    assert [(aid, len(r.items), r.complete) for aid, r in done] == [("7", 3, True)]
+
+
+@pytest.mark.parametrize("size", [None, 4096])
+def test_an_event_with_a_line_too_long_and_no_list_to_end_is_still_skipped(
+    size: int | None,
+) -> None:
+    """Only a list's end is kept without its long line: an item, or an event
+    naming no ActionID, is skipped whole, whatever else it says."""
+    long = b"Junk: " + b"j" * (MAX_LINE_BYTES + 1)
+    body = (
+        b"Event: CoreShowChannel\r\nActionID: 7\r\n" + long + b"\r\nChannel: PJSIP/1-1\r\n\r\n"
+        b"Event: Foo\r\nEventList: Complete\r\n" + long + b"\r\n\r\n"
+        b"Event: Bar\r\n\r\n"
+    )
+    if size is None:
+        messages = parse_rawman(body)
+    else:
+        parser = RawmanParser()
+        messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
+        assert not parser.pending
+    assert [m.name for m in messages] == ["Bar"]
+
+
+def test_a_stream_reads_on_after_an_event_whose_lines_are_all_too_long() -> None:
+    """An event of nothing but long lines (its name's too) is read past whole,
+    and the stream goes on with the next message, in either line ending."""
+    for nl in (b"\r\n", b"\n"):
+        parser = RawmanParser()
+        long = b"x" * (MAX_LINE_BYTES + 10)
+        assert parser.feed(b"Event: " + long) == []
+        assert parser.feed(nl + long + nl + long) == []
+        got = parser.feed(nl + nl + b"Response: Success" + nl + b"ActionID: 1" + nl + nl)
+        assert [type(m).__name__ for m in got] == ["Response"]
+        assert not parser.pending
+
+
+@pytest.mark.parametrize("dropping", [False, True], ids=["reading", "dropping"])
+def test_any_event_list_ends_at_its_closing_event_with_a_line_too_long(dropping: bool) -> None:
+    """Not only ``CoreShowChannels``: whatever list an action collects ends at
+    its ``EventList: Complete``, a line too long in it or not, and so while
+    the TCP client drops the events of a flood (answers are still parsed)."""
+    long = b"Junk: " + b"j" * (MAX_LINE_BYTES + 1)
+    stream = (
+        b"Response: Success\r\nActionID: b-1\r\nEventList: start\r\nMessage: Bridge listing\r\n\r\n"
+        b"Event: BridgeListItem\r\nActionID: b-1\r\nBridgeUniqueid: 1\r\n\r\n"
+        b"Event: Newexten\r\nChannel: PJSIP/1-1\r\n\r\n"
+        b"Event: BridgeListComplete\r\nActionID: b-1\r\n" + long + b"\r\n"
+        b"EventList: Complete\r\nListItems: 1\r\n\r\n"
+        b"Event: Newexten\r\nChannel: PJSIP/1-2\r\n\r\n"
+    )
+    parser = RawmanParser()
+    parser.dropping = dropping
+    collector = ListCollector()
+    collector.expect("b-1")
+    done = [
+        d for chunk in _chunks(stream, 4096) for m in parser.feed(chunk) if (d := collector.feed(m))
+    ]
+    assert [(aid, [i.get("BridgeUniqueid") for i in r.items], r.complete) for aid, r in done] == [
+        ("b-1", ["1"], True)
+    ]
+    assert parser.dropped == (2 if dropping else 0)
+    assert not parser.pending

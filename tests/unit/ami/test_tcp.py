@@ -229,6 +229,31 @@ async def test_a_listing_item_with_a_line_too_long_costs_neither_the_list_nor_th
     assert fake.logins == 1
 
 
+async def test_a_listing_whose_closing_event_has_a_line_too_long_still_ends(
+    fake: FakeAMI,
+) -> None:
+    """Issue 16: the CoreShowChannelsComplete closing the list had a line of
+    over 64 KiB (a hostile peer's) and was skipped like any such event: the
+    list never ended, and the reconcile's CoreShowChannels waited until it
+    timed out, every time. It is kept without that line and ends the list."""
+    fake.long_closing = "x" * (MAX_LINE_BYTES + 1000)
+    async with TCPClient(settings(fake)) as client:
+        for _ in range(2):
+            result = await client.send("CoreShowChannels", validate=False)
+            assert result.complete
+            assert [i.get("Channel") for i in result.items] == [
+                "Local/1@x-0001;1",
+                "Local/2@x-0003;1",
+            ]
+            assert result.closing is not None
+            assert result.closing.get("ListItems") == "2"
+            assert result.closing.get("Junk") is None
+        events = await client.wait_event(1)
+        assert [e.name for e in events] == ["Newexten", "Newexten"]
+        assert client.session_generation == 1
+    assert fake.logins == 1
+
+
 async def test_event_with_an_action_id_before_its_response_is_an_event(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake)) as client:
         await client.send("UserEvent", {"UserEvent": "Hello"}, validate=False)
