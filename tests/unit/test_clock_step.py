@@ -206,14 +206,18 @@ async def test_calls_are_routed_and_the_heartbeat_goes_on_after_a_step(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    options = EngineOptions(watch_interval=0, live_heartbeat=1.0, check_privileges=False)
+    # A 2 s heartbeat: its stall mark (2.5 intervals of silence, 5 s) is then
+    # 2 s past the longest silence a step makes (the last beat an interval
+    # before it, the watch's second to notice it), room for a loaded host;
+    # with 1 s beats a host at load 7 crossed it (2.6 s) with nothing wrong.
+    options = EngineOptions(watch_interval=0, live_heartbeat=2.0, check_privileges=False)
     engine: Engine = await engine_factory(rules, options=options)
     await asyncio.sleep(1.2)  # past the live-instance settle time
     assert await _routed(engine, ajam_replay) == "executed"
     _shift_router_clock(monkeypatch, step)
     await asyncio.sleep(1.5)  # the watch looks every second
     beats = ajam_replay.count("UserEvent", probes=True)
-    await asyncio.sleep(2.5)  # more than two heartbeat intervals
+    await asyncio.sleep(4.5)  # more than two heartbeat intervals
     assert ajam_replay.count("UserEvent", probes=True) > beats, "no heartbeat after the step"
     assert await _routed(engine, ajam_replay) == "executed"
     said = [r.getMessage() for r in caplog.records if "clock was stepped" in r.getMessage()]
