@@ -795,16 +795,20 @@ async def _attended_transfer(
     Asterisk gives a leg its transfer feature (option t, read back as
     ``CHANNEL(dtmf_features)``) as it bridges it, a moment after the answer 1C
     hears: a leg asked in between has none. As :func:`_blind_transfer`, a leg
-    never seen in a bridge waits for one (:func:`_until_bridged`) and is asked
-    again; a leg still ringing is refused at once.
+    never seen in a bridge, or seen in one alone (the tracker's
+    ``BridgeNumChannels`` of 1, the other side not in yet), waits for the
+    other side (:func:`_until_bridged`) and is asked again; a leg that shares
+    its bridge is refused at once, and so is a leg still ringing.
     """
     call, chan = _leg_now(ctx, leg)
     bridged = chan is not None and chan.entered_bridge
-    with waits.expect(leg, call.linkedid if call is not None else "") as wait:
+    # As the blind one: the other side's BridgeEnter into that bridge wakes it.
+    alone = chan.bridge if chan is not None and chan.bridge_channels == 1 else ""
+    with waits.expect(leg, call.linkedid if call is not None else "", alone) as wait:
         if await _may_transfer(ctx, leg):
             await ctx.send("Atxfer", params)
             return
-        if bridged:
+        if bridged and not alone:
             raise _may_not_transfer(leg)
         ringing = await _still_ringing(ctx, leg)
         if ringing is not None:

@@ -1328,6 +1328,63 @@ async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_
     await _transfer_failed_at_once(client, ajam_replay, mine)
 
 
+async def test_an_attended_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_other(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """As the blind one: the engine saw the phone's leg enter its bridge alone
+    (``BridgeNumChannels: 1``), and Asterisk read back no transfer feature on it
+    yet; the API answered 409 "may not transfer ... option t" at once, the leg
+    counting as bridged. It now waits for the other side to join that bridge,
+    reads the feature again and sends the Atxfer; a leg that shares its bridge
+    and lacks the feature is refused at once."""
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    [trunk] = [c for c in engine.api.calls.get(mine).channels if c != phone]  # type: ignore[union-attr]
+    _bridge(ajam_replay, phone)()
+    await ajam_replay.settle(engine)
+    tracked = engine.api.calls.get(mine).channels  # type: ignore[union-attr]
+    assert (tracked[phone].bridge, tracked[phone].bridge_channels) == ("b-1", 1)
+
+    def join() -> None:
+        ajam_replay.queue_event(
+            "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
+        )
+
+    ajam_replay.on("Getvar", _features_at_the_bridge(ajam_replay, phone, join))
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert done.status_code == 202, done.text
+    assert len([g for g in ajam_replay.sent("Getvar") if g.get("Channel") == phone]) == 2
+    assert [a.get("Channel") for a in ajam_replay.sent("Atxfer")] == [phone]
+    assert tracked[phone].bridge_channels == 2
+    # Sharing its bridge with the caller, a leg without the feature: at once.
+    await _attended_refused_at_once(client, ajam_replay, mine, phone)
+
+
+async def _attended_refused_at_once(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, call_id: str, phone: str
+) -> None:
+    """An attended transfer from a leg bridged with the caller that Asterisk reads
+    back no transfer feature on: 409 "may not transfer" at once, the feature read
+    once, no Atxfer."""
+    ajam_replay.clear()
+    ajam_replay.on("Getvar", lambda sent: None)  # the leg's variables as they are
+    ajam_replay.channels[phone].variables["CHANNEL(dtmf_features)"] = ""
+    refused = await client.post(
+        f"/api/v1/calls/{call_id}/transfer",
+        json={"to": "103", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert refused.status_code == 409, refused.text
+    assert "option t" in refused.json()["detail"]
+    assert "entered no bridge" not in refused.json()["detail"]
+    assert len([g for g in ajam_replay.sent("Getvar") if g.get("Channel") == phone]) == 1
+    assert ajam_replay.sent("Atxfer") == []
+
+
 @pytest.mark.parametrize("mode", ["blind", "attended"])
 async def test_a_transfer_the_instant_the_phone_answers_asks_asterisk_whether_it_rings(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, mode: str
