@@ -128,16 +128,17 @@ class Channel:
     state: str = ""
     hung_up: bool = False
     #: A ``BridgeEnter`` of this channel was seen: it is (or was) in a bridge.
-    #: Not cleared on leaving one (``BridgeLeave`` reaches the engine only when
-    #: a listener asks for it, as recordings do).
+    #: Not cleared on leaving one.
     entered_bridge: bool = False
     #: The bridge it last entered (``BridgeUniqueid``), "" when not known or
     #: when it was seen leaving it.
     bridge: str = ""
-    #: How many channels share :attr:`bridge`, as the last ``BridgeEnter`` (or
-    #: ``BridgeLeave``) into it of a channel of the call said
+    #: How many channels share :attr:`bridge`, as the last ``BridgeEnter`` into
+    #: it or ``BridgeLeave`` from it of a channel of the call said
     #: (``BridgeNumChannels``): 1 while this one is alone in it, the other
-    #: side not in yet; 0 when not known.
+    #: side not in yet or gone; 0 when not known. ``BridgeLeave`` reaches the
+    #: engine when something asks for it: the HTTP API (its transfers read
+    #: this, router.ami.event_filter ``API_EVENTS``), recordings.
     bridge_channels: int = 0
     #: The dialplan application it runs now, as its last ``Newexten`` named it
     #: (``Dial``, ``Queue``, ...); "" before its first. A leg a ``Dial`` made

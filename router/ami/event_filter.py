@@ -86,12 +86,15 @@ CORE_EVENTS: frozenset[str] = frozenset(
 
 #: The HTTP API when ``[api]`` is on: the event feed (router.api.intake),
 #: click-to-call progress (router.api.calls) and forwarding's re-apply after
-#: a reload (router.api.forwarding).
+#: a reload (router.api.forwarding). ``BridgeLeave`` with ``BridgeEnter``: a
+#: transfer waits for the other side of a leg the tracker counts alone in its
+#: bridge (router.api.calls), also one left alone when the other side walked out.
 API_EVENTS: frozenset[str] = frozenset(
     {
         "AttendedTransfer",
         "BlindTransfer",
         "BridgeEnter",
+        "BridgeLeave",
         "DeviceStateChange",
         "DialBegin",
         "DialEnd",

@@ -292,8 +292,8 @@ def test_a_channel_remembers_entering_a_bridge() -> None:
 
 def test_a_channel_knows_how_many_share_its_bridge() -> None:
     """A leg that entered its bridge alone hears the other side join it (the
-    API's blind transfer waits for that, router.api.calls); a ``BridgeLeave``
-    (when a listener asks for it) takes the leg out and tells the one left."""
+    API's transfers wait for that, router.api.calls); a ``BridgeLeave`` (asked
+    for with ``[api]`` on) takes the leg out and tells the one left."""
     tracker = CallTracker()
     for channel in ("PJSIP/trunk-01", "PJSIP/101-02"):
         tracker.feed(ev("Newchannel", Channel=channel, Uniqueid=channel, Linkedid=".0"))

@@ -397,3 +397,35 @@ async def test_a_call_life_listener_gets_only_the_ringing_and_answering_states(
     assert "DialState" not in await other.event_narrowing()
     assert not any(f.event == "DialState" for f in (await other.event_selection()).narrowed)
     assert "Newstate" in await other.event_narrowing()
+
+
+async def test_the_api_asks_for_bridgeleave_with_bridgeenter(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """A transfer of a leg the tracker counts alone in its bridge waits for the
+    other side (router.api.calls); a leg left alone when the other side walked
+    out is told by ``BridgeLeave`` only. With ``[api]`` the engine asked for
+    ``BridgeEnter`` and not ``BridgeLeave``: such a leg kept the count 2. Both
+    now, in the names, the ``Filter`` actions and the manager.conf lines; without
+    the API, which alone reads the count, ``BridgeLeave`` stays out (an event
+    more per leg for nobody)."""
+    from router.ami.event_filter import API_EVENTS
+    from router.api.settings import ApiSettings
+
+    assert {"BridgeEnter", "BridgeLeave"} <= API_EVENTS
+    (tmp_path / "api").mkdir()
+    api = await engine_factory(write(tmp_path / "api"), api=ApiSettings(port=0))
+    selection = await api.event_selection()
+    assert selection.names is not None
+    assert {"BridgeEnter", "BridgeLeave"} <= selection.names
+    assert "BridgeLeave" in selection.include_filters()
+    assert "eventfilter(action(include),name(BridgeLeave))=" in selection.manager_conf_lines()
+    assert selection.classes is not None
+    assert "call" in selection.classes
+
+    (tmp_path / "core").mkdir()
+    core = await engine_factory(write(tmp_path / "core"))
+    alone = await core.event_selection()
+    assert alone.names is not None
+    assert "BridgeEnter" in alone.names
+    assert "BridgeLeave" not in alone.names

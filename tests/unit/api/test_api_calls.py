@@ -1328,6 +1328,47 @@ async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_
     await _transfer_failed_at_once(client, ajam_replay, mine)
 
 
+async def test_a_blind_transfer_of_a_leg_left_alone_in_its_bridge_waits_for_the_other(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """The phone's leg shared its bridge with the caller's, and the caller's leg
+    walked out of it (``BridgeLeave``, ``BridgeNumChannels: 1``), to come back a
+    moment later: the engine did not ask Asterisk for ``BridgeLeave``, so it kept
+    the count 2 and passed Asterisk's ``Transfer failed`` on as 409 at once. It
+    now hears the leave, waits for the other side to join again and resends."""
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    [trunk] = [c for c in engine.api.calls.get(mine).channels if c != phone]  # type: ignore[union-attr]
+    _bridge(ajam_replay, phone, trunk)()
+    ajam_replay.queue_event(
+        "BridgeLeave", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="1"
+    )
+    await ajam_replay.settle(engine)
+    tracked = engine.api.calls.get(mine).channels  # type: ignore[union-attr]
+    left_alone = (tracked[phone].bridge_channels, tracked[trunk].bridge)
+
+    def answer(sent: SentAction) -> object:
+        if len(ajam_replay.sent("BlindTransfer")) == 1:  # the phone's leg alone in it
+
+            def back() -> None:
+                ajam_replay.queue_event(
+                    "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
+                )
+
+            asyncio.get_running_loop().call_later(0.036, back)
+            return [("Response", "Error"), ("Message", "Transfer failed")]
+        return {"Message": "Transfer succeeded"}
+
+    ajam_replay.on("BlindTransfer", answer)
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
+    assert left_alone == (1, "")  # what the tracker made of the leave
+    assert tracked[phone].bridge_channels == 2
+    await _transfer_failed_at_once(client, ajam_replay, mine)
+
+
 async def test_an_attended_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_other(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
