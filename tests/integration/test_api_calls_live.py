@@ -738,3 +738,50 @@ async def test_a_transfer_from_a_leg_still_ringing_is_refused_at_once(
         for c in await channels(admin):
             if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-")):
                 await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+async def test_the_engine_hears_the_customer_walk_out_of_101_s_bridge(
+    engine: Engine, admin: AJAMClient, placer: CallPlacer
+) -> None:
+    """With ``[api]`` on the engine asks Asterisk for ``BridgeLeave`` beside
+    ``BridgeEnter`` (router.ami.event_filter ``API_EVENTS``): a transfer of a leg
+    left alone in its bridge waits for the other side (router.api.calls). Before,
+    it asked for ``BridgeEnter`` only, and the leg the customer left in the
+    bridge kept the count 2. The customer hangs up here: the engine hears the
+    leave, and 101's leg counts itself alone before Asterisk ends it too."""
+    left: list[tuple[str, int]] = []
+    placed = await place(placer, "79162220015")
+    try:
+        call = await until(lambda: engine.api.calls.by_channel(placed.channel), timeout=10)
+        await until(lambda: bridged(admin, call.linkedid), timeout=10)
+
+        def shared() -> list[str]:
+            return [
+                n
+                for n, c in call.channels.items()
+                if n.startswith("Local/101@sandbox-phone") and c.bridge_channels == 2
+            ]
+
+        [leg] = await until(shared, timeout=10)
+        bridge = call.channels[leg].bridge
+
+        def listener(item: Event | StreamGap, seen: Call | None) -> None:
+            if (
+                isinstance(item, Event)
+                and item.name == "BridgeLeave"
+                and item.get("BridgeUniqueid") == bridge
+                and item.get("Channel") != leg
+            ):
+                left.append(
+                    (item.get("BridgeNumChannels") or "", call.channels[leg].bridge_channels)
+                )
+
+        stop = engine.api.watch(listener)
+        try:
+            await admin.send("Hangup", {"Channel": placed.channel}, check=False)
+            await until(lambda: left, timeout=10)
+        finally:
+            stop()
+        assert left[0] == ("1", 1), left
+    finally:
+        await placer.hangup_all()
