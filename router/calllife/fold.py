@@ -28,8 +28,9 @@ by one code path and a fact gets the same ``event_id`` either way
   answered: one per customer call, however many phones rang. Asterisk may
   send and store ``LINKEDID_END`` a moment before its last legs' ``HANGUP``;
   live, the end then waits for the legs whose end still decides what is told
-  (:meth:`CallFold.awaits`), at most :data:`END_GRACE`; a replay folds it
-  after the call's other records. A Linkedid that
+  (:meth:`CallFold.awaits`: the first channel's too, unless it is a phone that
+  answered in a call that told nothing), at most :data:`END_GRACE`; a replay
+  folds it after the call's other records. A Linkedid that
   ends while its first channel lives on, having told nothing, is no call of
   its own: that channel went on into another call (the phone that dialled
   ``*8`` or a parking space to take a call), which tells it.
@@ -237,15 +238,28 @@ class CallFold:
         """Whether a leg this call knows of has not ended here yet, and its end
         still decides what the call tells: a phone's leg that may have rung (its
         ``HANGUP`` tells its ``ringing``), one of the parties talking whose end
-        is the call's (its time, who hung up), or the first channel of a call
-        that told something (the status, who hung up; a first channel that lives
-        on under another Linkedid, ``*8`` or a parking space dialled, belongs to
-        a Linkedid that told nothing and is not waited for)."""
+        is the call's (its time, who hung up), or the first channel (the status,
+        who hung up, a click-to-call phone's ``ringing``). Not the first channel
+        of a Linkedid that told nothing, when that channel answered and the call
+        is not inbound (a phone's call): it may live on under another Linkedid
+        (``*8``, a parking space, a BLF key's ``Replaces`` dialled: Asterisk
+        moves a channel bridged with an older call's into that call), and then
+        its end never comes here. A channel that never answered was in no
+        bridge, and the outside line of an inbound call is no phone that took a
+        call up: their ends come here (a click-to-call nobody picked up, a caller
+        who gave up in the wait or after a greeting, a busy phone or a trunk
+        that refused the call)."""
         for leg in self.legs.values():
             if leg.ended_at is not None:
                 continue
             if leg.originator:
-                if self.told or self.ring_late or leg.ring_held:
+                if (
+                    self.told
+                    or self.ring_late
+                    or leg.ring_held
+                    or leg.answered_at is None
+                    or self.direction == "in"
+                ):
                     return True
             elif leg.answered_at is None:
                 if leg.extension is not None and leg.started_here and not leg.rang:

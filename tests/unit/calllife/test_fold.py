@@ -1021,3 +1021,113 @@ def test_ends_held_are_bounded_by_the_calls_followed() -> None:
         live_fold(end_moved(cel.records, len(cel.records) - 5)[:-4], folder)
     assert len(folder) == 3
     assert len(folder._ending) == 3
+
+
+def _inbound_unanswered(cel: Cel, shape: str) -> None:
+    """An inbound call nobody answers, ending: one phone rings and the caller gives
+    up; the caller gives up before any phone is dialled (in the wait for a
+    decision, or after a greeting that answered the line: an IVR); the only phone
+    is busy and the dialplan hangs up."""
+    trunk = inbound(cel)
+    if shape == "greeting":
+        cel.answer(trunk)
+    if shape in ("one_phone", "busy"):
+        phone = cel.channel("PJSIP/101")
+        cel.tick(0.2 if shape == "busy" else 6)
+        cel.hangup(phone, cause=17 if shape == "busy" else 127)
+    cel.tick(3)
+    if shape == "busy":
+        cel.hangup(trunk, cause=17, source="dialplan/builtin", dialstatus="BUSY")
+    else:
+        cel.hangup(trunk, cause=16, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.end()
+
+
+def _outbound_failed(cel: Cel) -> None:
+    """A phone dials out and the trunk refuses at once: nothing rang, nobody answered."""
+    phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten="89161234567")
+    trunk = cel.channel("PJSIP/pstn")
+    cel.hangup(trunk, cause=34)
+    cel.hangup(phone, cause=34, source="", dialstatus="CHANUNAVAIL")
+    cel.end()
+
+
+def _ending(shape: str) -> Cel:
+    if shape.startswith("c2c_"):
+        return _click_to_call(
+            answers=shape != "c2c_unanswered", customer_answers=shape == "c2c_answered"
+        )
+    cel = Cel()
+    if shape == "outbound_failed":
+        _outbound_failed(cel)
+    else:
+        _inbound_unanswered(cel, shape.removeprefix("inbound_"))
+    return cel
+
+
+def test_an_unanswered_click_to_call_whose_end_comes_first_is_told_live() -> None:
+    """Nobody picked up the manager's phone that a click-to-call rang, and Asterisk
+    sent its ``LINKEDID_END`` ahead of that phone's ``HANGUP``: the live fold ended
+    the call there, a Linkedid that had told nothing and whose first channel lived
+    on (as a phone's that dialled ``*8`` does), so 1C heard nothing of it, while a
+    replay of the same records told its ringing and its ``NOANSWER`` hangup."""
+    cel = _click_to_call(answers=False)
+    records = end_moved(cel.records, 1)
+    assert [r.event for r in records] == ["CHAN_START", "LINKEDID_END", "HANGUP", "CHAN_END"]
+    folder = Folder()
+    events = live_fold(records, folder)
+    assert kinds(events) == [("ringing", "101"), ("hangup", None)]
+    assert events[-1].status == "NOANSWER"
+    assert {e.direction for e in events} == {"out"}
+    assert len(folder) == 0
+    assert folder.ending is None
+    replayed = Folder().replay(cel.linkedid, records)
+    assert [strip_replayed(e) for e in replayed] == events
+
+
+RINGING_101 = ("ringing", "101")
+HANGUP = ("hangup", None)
+MISSED = ("missed", None)
+
+
+@pytest.mark.parametrize(
+    ("shape", "told", "status"),
+    [
+        ("c2c_unanswered", [RINGING_101, HANGUP], "NOANSWER"),
+        ("c2c_customer_unanswered", [RINGING_101, HANGUP], "NOANSWER"),
+        ("c2c_answered", [RINGING_101, ("answered", "101"), ("hangup", "101")], "ANSWER"),
+        ("inbound_one_phone", [RINGING_101, HANGUP, MISSED], "CANCEL"),
+        ("inbound_wait", [HANGUP, MISSED], "CANCEL"),
+        ("inbound_greeting", [HANGUP, MISSED], "CANCEL"),
+        ("inbound_busy", [HANGUP, MISSED], "BUSY"),
+        ("outbound_failed", [HANGUP], "FAILED"),
+    ],
+)
+def test_live_and_replay_agree_wherever_the_end_of_a_call_nobody_answered_was_stamped(
+    shape: str, told: list[tuple[str, str | None]], status: str
+) -> None:
+    """As the ring group's test above, for the calls whose first channel's own end
+    decides what is told: a click-to-call nobody answered (the manager, or the
+    customer), an inbound call nobody answered whichever way it ended, an outbound
+    call the trunk refused. ``LINKEDID_END`` ahead of each of the last leg records in
+    turn: live and replayed, the events are those told when it came last."""
+    cel = _ending(shape)
+    expected = live_fold(cel.records)
+    assert kinds(expected) == told
+    assert expected[-1].status == status
+    tail = max(
+        i
+        for i, r in enumerate(cel.records)
+        if r.event not in ("HANGUP", "CHAN_END", "LINKEDID_END")
+    )
+    for before in range(tail + 1, len(cel.records) - 1):
+        records = end_moved(cel.records, before)
+        folder = Folder()
+        live = live_fold(records, folder)
+        replayed = Folder().replay(cel.linkedid, records)
+        assert [strip_replayed(e) for e in replayed] == live, before
+        assert kinds(live) == kinds(expected), before
+        for got, want in zip(live, expected, strict=True):
+            assert got.same_fact(want), (before, got, want)
+        assert len(folder) == 0, before
+        assert folder.ending is None, before
