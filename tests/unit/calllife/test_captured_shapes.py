@@ -4,7 +4,8 @@ folded live and replayed from the same records grouped by call.
 
 Pickup (``*8``, a BLF key's INVITE with Replaces), a call taken over, a parked
 call taken back, a conference room, queues of two, a phone on do-not-disturb,
-transfers that reach nobody.
+transfers that reach nobody, a click-to-call nobody answers (the manager or the
+customer).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections import defaultdict
 
 import pytest
 
-from router.calllife.fold import Folder
+from router.calllife.fold import Folder, strip_replayed
 from router.calllife.model import CallEvent, CelRecord, Transfer
-from tests.unit.calllife.test_captured import lagging, live, records, story
+from router.calllife.service import CallLife
+from router.calllife.settings import HistorySettings
+from tests.unit.calllife.test_captured import blocks, lagging, live, records, story
 
 SHAPES = (
     "pickup",
@@ -30,6 +33,8 @@ SHAPES = (
     "replaces_answered",
     "atxfer_noanswer_back",
     "park_timeout_comeback",
+    "click_to_call_unanswered",
+    "click_to_call_customer_unanswered",
 )
 
 
@@ -266,3 +271,76 @@ async def test_a_parked_call_nobody_takes_back_rings_the_phone_that_parked_it() 
     end = call[-1]
     assert end.talk_seconds is not None
     assert 9.0 < end.talk_seconds < 11.0  # parked time is talk time
+
+
+def end_ahead(name: str, before: int) -> list[dict[str, str]]:
+    """The scenario's events with its last CEL record, ``LINKEDID_END``, sent ahead of
+    its CEL record number ``before`` and stamped 0.3 ms before it, as Asterisk may
+    send and store it (the thread that drops the Linkedid's last reference)."""
+    events = blocks(name)
+    cels = [i for i, e in enumerate(events) if e["Event"] == "CEL"]
+    end = events.pop(cels[-1])
+    assert end["EventName"] == "LINKEDID_END"
+    ahead = events[cels[before]]
+    end["Timestamp"] = f"{float(ahead['Timestamp']) - 0.0003:.6f}"
+    events.insert(cels[before], end)
+    return events
+
+
+async def told_live(events: list[dict[str, str]]) -> list[CallEvent]:
+    told: list[CallEvent] = []
+
+    async def emit(event: CallEvent) -> None:
+        told.append(event)
+
+    life = CallLife(HistorySettings(), emit)
+    for fields in events:
+        await life.ingest(fields["Event"], fields)
+    assert life.folder.ending is None  # every end told, none waits for the timer
+    await life.stop()
+    return told
+
+
+@pytest.mark.parametrize("how", ["live", "replayed"])
+async def test_a_click_to_call_nobody_answers_rings_the_managers_phone_and_ends_noanswer(
+    how: str,
+) -> None:
+    """The API's Originate rings 101, nobody picks up (the Originate's timeout, 6 s):
+    1C hears 101 ring and the call end ``NOANSWER``; when 101 picks up and the
+    customer does not (the Dial's 5 s), the end names the number dialled."""
+    for name, external in (
+        ("click_to_call_unanswered", None),
+        ("click_to_call_customer_unanswered", "89161234567"),
+    ):
+        events = await live(name) if how == "live" else replayed(name)
+        [(_, call)] = by_call(events).items()
+        assert story(call) == [("ringing", "101"), ("hangup", None)], name
+        assert {(e.direction, e.external) for e in call} == {("out", external)}, name
+        assert call[-1].status == "NOANSWER", name
+
+
+@pytest.mark.parametrize("name", ["click_to_call_unanswered", "click_to_call_customer_unanswered"])
+async def test_a_click_to_call_nobody_answers_is_told_live_wherever_its_end_was_sent(
+    name: str,
+) -> None:
+    """The captured records with ``LINKEDID_END`` sent ahead of each of the call's
+    last leg records in turn (HANGUP, CHAN_END): live, the call life told nothing of
+    an unanswered click-to-call whose end came before the phone's HANGUP, while a
+    replay of the same records told its ringing and hangup."""
+    expected = await live(name)
+    cel = records(name)
+    tail = max(
+        i for i, r in enumerate(cel) if r.event not in ("HANGUP", "CHAN_END", "LINKEDID_END")
+    )
+    assert len(cel) - 1 - (tail + 1) >= 2  # at least the phone's HANGUP and CHAN_END
+    for before in range(tail + 1, len(cel) - 1):
+        events = end_ahead(name, before)
+        told = await told_live(events)
+        assert [(e.event_id, story([e])) for e in told] == [
+            (e.event_id, story([e])) for e in expected
+        ], before
+        for got, want in zip(told, expected, strict=True):
+            assert got.same_fact(want), (before, got, want)
+        moved = [CelRecord.from_fields(e) for e in events if e["Event"] == "CEL"]
+        again = Folder().replay(moved[0].linkedid, moved)
+        assert [strip_replayed(e) for e in again] == told, before
