@@ -29,8 +29,8 @@ by one code path and a fact gets the same ``event_id`` either way
   send and store ``LINKEDID_END`` a moment before its last legs' ``HANGUP``;
   live, the end then waits for the legs whose end still decides what is told
   (:meth:`CallFold.awaits`: the first channel's too, unless it is a phone that
-  answered in a call that told nothing), at most :data:`END_GRACE`; a replay
-  folds it after the call's other records. A Linkedid that
+  took up another call in a call that told nothing), at most :data:`END_GRACE`;
+  a replay folds it after the call's other records. A Linkedid that
   ends while its first channel lives on, having told nothing, is no call of
   its own: that channel went on into another call (the phone that dialled
   ``*8`` or a parking space to take a call), which tells it.
@@ -166,6 +166,9 @@ class Leg:
     originated: bool = False
     #: It answered an Originate: its ringing waits for the customer's number.
     ring_held: bool = False
+    #: The first channel, answered the way a phone that takes up a call of
+    #: another Linkedid is (:data:`_TAKER_ANSWERS`): it may go on in that call.
+    taker: bool = False
 
 
 @dataclass(slots=True)
@@ -240,15 +243,16 @@ class CallFold:
         ``HANGUP`` tells its ``ringing``), one of the parties talking whose end
         is the call's (its time, who hung up), or the first channel (the status,
         who hung up, a click-to-call phone's ``ringing``). Not the first channel
-        of a Linkedid that told nothing, when that channel answered and the call
-        is not inbound (a phone's call): it may live on under another Linkedid
-        (``*8``, a parking space, a BLF key's ``Replaces`` dialled: Asterisk
-        moves a channel bridged with an older call's into that call), and then
-        its end never comes here. A channel that never answered was in no
-        bridge, and the outside line of an inbound call is no phone that took a
-        call up: their ends come here (a click-to-call nobody picked up, a caller
-        who gave up in the wait or after a greeting, a busy phone or a trunk
-        that refused the call)."""
+        of a phone's call that told nothing, when that channel was answered the
+        way a phone taking up another call is (:attr:`Leg.taker`: ``*8``, a
+        parking space, a BLF key's ``Replaces``): Asterisk moves it into the call
+        it took (a channel bridged with an older call's gets that Linkedid), and
+        then its end never comes here. The others' ends come here: a channel
+        that never answered was in no bridge (a click-to-call nobody picked up,
+        a busy phone, a trunk that refused the call), one the dialplan answered
+        stays in its call (a conference room, an announcement), and the outside
+        line of an inbound call took no call up (a caller who gave up in the
+        wait or after a greeting)."""
         for leg in self.legs.values():
             if leg.ended_at is not None:
                 continue
@@ -257,7 +261,7 @@ class CallFold:
                     self.told
                     or self.ring_late
                     or leg.ring_held
-                    or leg.answered_at is None
+                    or not leg.taker
                     or self.direction == "in"
                 ):
                     return True
@@ -419,6 +423,7 @@ class CallFold:
             # the customer's number, which only the next legs show (its own
             # answered comes when the customer does, as for any outbound call).
             leg.ring_held = _originated(leg, record)
+            leg.taker = record.application in _TAKER_ANSWERS
             return []
         events: list[CallEvent] = []
         if leg.extension is not None:
@@ -746,6 +751,15 @@ class CallFold:
             **fields,  # type: ignore[arg-type]
         )
 
+
+#: The application a phone's channel is answered in when it takes up a call of
+#: another Linkedid, whose Linkedid it then gets (captured on Asterisk 22): none
+#: (``Pickup()``, ``*8``; a BLF key's INVITE with ``Replaces``) or ``ParkedCall``.
+#: One the dialplan answered itself (``Answer``, ``ConfBridge``, ``VoiceMail``,
+#: ``Playback``) stays in its own call: a conference room's, an announcement's.
+#: A taker answered otherwise (``Answer()`` before ``Pickup()``) only makes its
+#: Linkedid's end, which tells nothing, wait :data:`END_GRACE`.
+_TAKER_ANSWERS = frozenset({"", "ParkedCall"})
 
 #: The application Asterisk names on a channel it dialled for an ``Originate``
 #: (main/dial.c: ``AppDial2``, data ``(Outgoing Line)``); a Dial's callee is ``AppDial``.

@@ -273,17 +273,22 @@ async def test_a_parked_call_nobody_takes_back_rings_the_phone_that_parked_it() 
     assert 9.0 < end.talk_seconds < 11.0  # parked time is talk time
 
 
-def end_ahead(name: str, before: int) -> list[dict[str, str]]:
-    """The scenario's events with its last CEL record, ``LINKEDID_END``, sent ahead of
-    its CEL record number ``before`` and stamped 0.3 ms before it, as Asterisk may
-    send and store it (the thread that drops the Linkedid's last reference)."""
+#: The records of a call's end: ``LINKEDID_END`` may be sent ahead of any of them.
+ENDING = frozenset({"BRIDGE_EXIT", "APP_END", "HANGUP", "CHAN_END", "LINKEDID_END"})
+
+
+def end_ahead(name: str, linkedid: str, before: int) -> list[dict[str, str]]:
+    """The scenario's events with call ``linkedid``'s last CEL record, its
+    ``LINKEDID_END``, sent ahead of that call's CEL record number ``before`` and
+    stamped 0.3 ms before it, as Asterisk may send and store it (the thread that
+    drops the Linkedid's last reference)."""
     events = blocks(name)
-    cels = [i for i, e in enumerate(events) if e["Event"] == "CEL"]
-    end = events.pop(cels[-1])
+    mine = [i for i, e in enumerate(events) if e["Event"] == "CEL" and e["LinkedID"] == linkedid]
+    end = events.pop(mine[-1])
     assert end["EventName"] == "LINKEDID_END"
-    ahead = events[cels[before]]
+    ahead = events[mine[before]]
     end["Timestamp"] = f"{float(ahead['Timestamp']) - 0.0003:.6f}"
-    events.insert(cels[before], end)
+    events.insert(mine[before], end)
     return events
 
 
@@ -319,28 +324,35 @@ async def test_a_click_to_call_nobody_answers_rings_the_managers_phone_and_ends_
         assert call[-1].status == "NOANSWER", name
 
 
-@pytest.mark.parametrize("name", ["click_to_call_unanswered", "click_to_call_customer_unanswered"])
-async def test_a_click_to_call_nobody_answers_is_told_live_wherever_its_end_was_sent(
+@pytest.mark.parametrize(
+    "name", ["click_to_call_unanswered", "click_to_call_customer_unanswered", "conference"]
+)
+async def test_calls_whose_first_channel_ends_them_are_told_live_wherever_their_end_was_sent(
     name: str,
 ) -> None:
-    """The captured records with ``LINKEDID_END`` sent ahead of each of the call's
-    last leg records in turn (HANGUP, CHAN_END): live, the call life told nothing of
-    an unanswered click-to-call whose end came before the phone's HANGUP, while a
-    replay of the same records told its ringing and hangup."""
-    expected = await live(name)
-    cel = records(name)
-    tail = max(
-        i for i, r in enumerate(cel) if r.event not in ("HANGUP", "CHAN_END", "LINKEDID_END")
-    )
-    assert len(cel) - 1 - (tail + 1) >= 2  # at least the phone's HANGUP and CHAN_END
-    for before in range(tail + 1, len(cel) - 1):
-        events = end_ahead(name, before)
-        told = await told_live(events)
-        assert [(e.event_id, story([e])) for e in told] == [
-            (e.event_id, story([e])) for e in expected
-        ], before
-        for got, want in zip(told, expected, strict=True):
-            assert got.same_fact(want), (before, got, want)
-        moved = [CelRecord.from_fields(e) for e in events if e["Event"] == "CEL"]
-        again = Folder().replay(moved[0].linkedid, moved)
-        assert [strip_replayed(e) for e in again] == told, before
+    """Each call's ``LINKEDID_END`` sent ahead of each of its last records in turn
+    (BRIDGE_EXIT, APP_END, HANGUP, CHAN_END). Live, the call life told nothing of
+    an unanswered click-to-call, or of a phone's call to the conference room, whose
+    end came before the phone's HANGUP (taken for a phone that went on into another
+    call, as one that dialled ``*8`` does), while a replay of the same records told
+    the ringing and the end."""
+    expected = by_call(await live(name))
+    calls: dict[str, list[CelRecord]] = defaultdict(list)
+    for record in records(name):
+        calls[record.linkedid].append(record)
+    placements = 0
+    for linkedid, cel in calls.items():
+        tail = max(i for i, r in enumerate(cel) if r.event not in ENDING)
+        for before in range(tail + 1, len(cel) - 1):
+            placements += 1
+            events = end_ahead(name, linkedid, before)
+            told = by_call(await told_live(events))
+            assert {k: story(v) for k, v in told.items()} == {
+                k: story(v) for k, v in expected.items()
+            }, (linkedid, before)
+            for got, want in zip(told[linkedid], expected[linkedid], strict=True):
+                assert got.same_fact(want), (linkedid, before, got, want)
+            moved = [CelRecord.from_fields(e) for e in events if e["Event"] == "CEL"]
+            again = Folder().replay(linkedid, [r for r in moved if r.linkedid == linkedid])
+            assert [strip_replayed(e) for e in again] == told[linkedid], (linkedid, before)
+    assert placements >= 2

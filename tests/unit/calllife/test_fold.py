@@ -1052,6 +1052,16 @@ def _outbound_failed(cel: Cel) -> None:
     cel.end()
 
 
+def _served(cel: Cel, dialled: str, application: str) -> None:
+    """A phone's call the dialplan answers itself and that rings nobody: a conference
+    room (``Answer()`` then ``ConfBridge``), an announcement before no trunk."""
+    phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten=dialled)
+    cel.add("ANSWER", phone, None, application=application, exten=dialled)
+    cel.tick(3)
+    cel.hangup(phone, source=cel.name(phone) if application == "Answer" else "dialplan/builtin")
+    cel.end()
+
+
 def _ending(shape: str) -> Cel:
     if shape.startswith("c2c_"):
         return _click_to_call(
@@ -1060,6 +1070,10 @@ def _ending(shape: str) -> Cel:
     cel = Cel()
     if shape == "outbound_failed":
         _outbound_failed(cel)
+    elif shape == "internal_room":
+        _served(cel, "900", "Answer")
+    elif shape == "outbound_announcement":
+        _served(cel, "89161234567", "Playback")
     else:
         _inbound_unanswered(cel, shape.removeprefix("inbound_"))
     return cel
@@ -1101,15 +1115,18 @@ MISSED = ("missed", None)
         ("inbound_greeting", [HANGUP, MISSED], "CANCEL"),
         ("inbound_busy", [HANGUP, MISSED], "BUSY"),
         ("outbound_failed", [HANGUP], "FAILED"),
+        ("internal_room", [("hangup", "101")], "ANSWER"),
+        ("outbound_announcement", [HANGUP], "NOANSWER"),
     ],
 )
-def test_live_and_replay_agree_wherever_the_end_of_a_call_nobody_answered_was_stamped(
+def test_live_and_replay_agree_wherever_the_end_of_a_call_its_first_channel_ends_was_stamped(
     shape: str, told: list[tuple[str, str | None]], status: str
 ) -> None:
     """As the ring group's test above, for the calls whose first channel's own end
     decides what is told: a click-to-call nobody answered (the manager, or the
     customer), an inbound call nobody answered whichever way it ended, an outbound
-    call the trunk refused. ``LINKEDID_END`` ahead of each of the last leg records in
+    call the trunk refused, a phone's call the dialplan answered itself (a conference
+    room, an announcement). ``LINKEDID_END`` ahead of each of the last leg records in
     turn: live and replayed, the events are those told when it came last."""
     cel = _ending(shape)
     expected = live_fold(cel.records)
