@@ -52,6 +52,8 @@ class ForwardingService:
         self.state = ForwardingState(ctx.engine.state_dir)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
+        #: A re-apply was asked for while one ran: it runs once more after it.
+        self._again = False
         #: Stored forwards found looping at a re-apply, told once each.
         self._loops_told: set[str] = set()
         self.stop_watching = ctx.engine.watch(self._observe)
@@ -61,10 +63,26 @@ class ForwardingService:
             self.spawn_reapply()
 
     def spawn_reapply(self) -> None:
-        """Set every stored extension's globals again, in the background."""
-        task = asyncio.get_running_loop().create_task(self.reapply())
+        """Set every stored extension's globals again, in the background.
+
+        One re-apply runs at a time, and a request while it runs makes it run
+        once more when done (the globals may have been lost after it read
+        them): ``core reload`` sends a ``Reload`` per module, dozens, and a
+        hostile AMI peer as many as it likes; each spawned a re-apply of its
+        own, three ``Setvar`` for each of up to 10,000 extensions.
+        """
+        if any(not task.done() for task in self._tasks):
+            self._again = True
+            return
+        task = asyncio.get_running_loop().create_task(self._reapply_while_asked())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _reapply_while_asked(self) -> None:
+        self._again = True
+        while self._again:  # each turn asked for during the one before
+            self._again = False
+            await self.reapply()
 
     async def reapply(self) -> int:
         """Every stored setting sent to Asterisk again; how many extensions made it."""

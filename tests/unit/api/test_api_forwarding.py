@@ -27,9 +27,12 @@ from router.api import forwarding_state
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
+from router.api.dialing import Dialing
 from router.api.feed import EventFeed
+from router.api.forwarding import ForwardingService
 from router.api.forwarding_state import Forwarding, ForwardingState
 from router.api.settings import ApiSettings, TokenSettings
+from router.testing.builders import make_event
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -505,3 +508,31 @@ async def test_a_stored_forward_that_loops_keeps_dialling_out_and_is_named_at_st
         "forward it to a number outside the loop (PUT /api/v1/extensions/101/forwarding)"
     )
     assert "(102 -> 103 -> 102)" in warned[1]
+
+
+async def test_a_burst_of_reloads_and_gaps_reapplies_the_globals_at_most_twice(
+    engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """``core reload`` sends one ``Reload`` event per module reloaded (dozens),
+    and a hostile AMI peer as many as it likes: each spawned a re-apply of its
+    own, every one of them setting three globals for each of up to 10,000
+    stored extensions (issue 16). One runs at a time and one more waits for
+    it: a burst asks for at most that second run, which sets what the burst
+    may have cleared."""
+    ctx = ApiContext(engine=engine.api, settings=settings(), feed=None)
+    service = ForwardingService(ctx, Dialing(engine.api.config, "9"))
+    try:
+        for ext in ("101", "102", "103"):
+            service.state.set(ext, Forwarding(dnd=True))
+        before = ajam_replay.count("Setvar")
+        for _ in range(50):
+            service._observe(make_event("Reload", Module="x", Status="0"), None)
+        for _ in range(50):
+            service._observe(StreamGap(time.time() - 1, time.time(), "reconnect"), None)
+        while service._tasks:
+            await asyncio.gather(*list(service._tasks))
+        runs = (ajam_replay.count("Setvar") - before) // 9
+        assert 1 <= runs <= 2, runs
+        assert ajam_replay.globals["CALLROUTER_DND_103"] == "1"
+    finally:
+        service.stop_watching()
