@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -227,6 +228,11 @@ async def fetch_bounded(
         return response, b"".join(chunks)
 
 
+#: An RFC 6265 ``cookie-value`` (``cookie-octet``s, no quotes), bounded: the
+#: only ``ibsession`` value sent back to 1C (a real one is a UUID).
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,1024}")
+
+
 class _RejectAll(DefaultCookiePolicy):
     """httpx keeps cookies per client; the session cookie is managed by hand instead."""
 
@@ -410,7 +416,12 @@ class OneCClient:
             morsel = jar.get("ibsession")
             if morsel is not None:
                 expired = morsel["max-age"] in ("0", "-1") or not morsel.value
-                self._session = None if expired else morsel.value
+                # Sent back in every request's Cookie header: a value that is no
+                # cookie value (SimpleCookie unquotes "\015\012" to CR LF and
+                # "\303" to non-ASCII text, which httpx cannot send) is not kept,
+                # and the next request starts a session anew.
+                usable = _COOKIE_VALUE.fullmatch(morsel.value) is not None
+                self._session = None if expired or not usable else morsel.value
                 return
 
     @staticmethod

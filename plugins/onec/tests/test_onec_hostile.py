@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from callrouter_onec.cache import BreakerState, ResponsibleCache
@@ -312,3 +313,44 @@ def test_a_cut_caller_number_is_not_looked_up_nor_told_to_1c_as_a_number() -> No
     event = missed("c1", external=number)
     assert customer_number(event, RUSSIA) is None
     assert call_event_payload(event, rules=RUSSIA, tz=None)["from"] == ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    ("set_cookie", "why"),
+    [
+        ('ibsession="\\303\\251"; Path=/', "octal escapes to non-ASCII text"),
+        ('ibsession="a\\015\\012Evil: 1"; Path=/', "octal escapes to CR LF"),
+        ('ibsession="x; other=1"; Path=/', "a second cookie inside the quotes"),
+        ('ibsession="a b"; Path=/', "a space"),
+        ("ibsession=" + "x" * 5000 + "; Path=/", "5,000 characters"),
+    ],
+)
+async def test_an_ibsession_cookie_that_is_no_cookie_value_is_not_sent_back(
+    set_cookie: str, why: str
+) -> None:
+    """1C's session cookie is sent back on every request (issue 16). A quoted
+    ``Set-Cookie`` value is unquoted by ``SimpleCookie``, octal escapes
+    included: ``"\\303\\251"`` became non-ASCII text, which httpx could not
+    encode, so every later request raised ``UnicodeEncodeError`` (no
+    documented error) before it left, no answer ever reset the session, and 1C
+    was out until a restart; ``"a\\015\\012Evil: 1"`` put a line break into the
+    ``Cookie`` header. Only an RFC 6265 cookie value of at most 1,024
+    characters is kept; any other is forgotten and the next request starts a
+    session anew."""
+    ping = {"result": "ok", "version": "1.0", "time": "2024-05-01T12:00:00"}
+    cookies: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("cookie"))
+        first = len(cookies) == 1
+        return httpx.Response(200, headers=[("Set-Cookie", set_cookie)] if first else [], json=ping)
+
+    settings = OneCSettings("http://1c.example/unf/hs/telephony", "u", "p", ibsession=True)
+    client = OneCClient(settings, transport=httpx.MockTransport(answer))
+    try:
+        await client.ping()
+        assert client.session is None, why
+        await client.ping()
+        assert cookies == [None, None], why
+    finally:
+        await client.aclose()
