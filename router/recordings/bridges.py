@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 __all__ = [
+    "MAX_BRIDGE_ID",
     "MAX_CHANNELS",
     "BridgeMembers",
     "Rebuilt",
@@ -54,6 +55,12 @@ __all__ = [
 
 #: Channels remembered at most (the live channels of a busy PBX, with room to spare).
 MAX_CHANNELS: Final = 50_000
+#: The longest bridge id kept (``BridgeUniqueid``, ``BridgeId``): Asterisk makes
+#: a UUID, 36 characters; as long as a ``Uniqueid`` may be
+#: (``router.calls.IDENTITY_LIMITS``). A longer one is no bridge Asterisk names
+#: (a hostile AMI peer's 64 KiB id for each of :data:`MAX_CHANNELS` channels
+#: held about 3 GB): the channel is taken to be in no bridge known.
+MAX_BRIDGE_ID: Final = 151
 
 
 def is_holding(technology: str, bridge_type: str) -> bool:
@@ -79,7 +86,7 @@ def bridged_channels(listing: Iterable[_Fields], limit: int = MAX_CHANNELS) -> d
         if len(bridged) >= limit:
             break
         channel, bridge = item.get("Channel") or "", item.get("BridgeId") or ""
-        if channel and bridge:
+        if channel and bridge and len(bridge) <= MAX_BRIDGE_ID:
             bridged[channel] = bridge
     return bridged
 
@@ -142,7 +149,12 @@ class BridgeMembers:
         return self._since_clear is not None
 
     def enter(self, channel: str, bridge: str) -> frozenset[str]:
-        """``channel`` entered ``bridge``; the others in it now."""
+        """``channel`` entered ``bridge``; the others in it now. A ``bridge``
+        longer than :data:`MAX_BRIDGE_ID` is none known: ``channel`` left its
+        own, and meets nobody."""
+        if len(bridge) > MAX_BRIDGE_ID:
+            self.leave(channel)
+            return frozenset()
         self._heard(channel, bridge)
         return self._put(channel, bridge)
 
@@ -188,7 +200,13 @@ class BridgeMembers:
         self._entered, self._entries = {}, 0
         put: dict[str, set[str]] = {}
         for channel, bridge in bridged:
-            if channel and bridge and channel not in heard and channel not in self._bridge_of:
+            if (
+                channel
+                and bridge
+                and len(bridge) <= MAX_BRIDGE_ID
+                and channel not in heard
+                and channel not in self._bridge_of
+            ):
                 self._put(channel, bridge)
                 put.setdefault(bridge, set()).add(channel)
         meetings: list[tuple[str, frozenset[str]]] = []

@@ -1194,6 +1194,31 @@ def test_bridge_members_are_bounded_and_follow_moves() -> None:
     assert len(members) == 3
 
 
+def test_a_bridge_id_longer_than_asterisk_makes_is_no_bridge_and_is_not_kept() -> None:
+    """A ``BridgeEnter`` passes the tracker's identity check on its ``Channel``;
+    its ``BridgeUniqueid`` (Asterisk's is a UUID, 36 characters) was kept as it
+    came (issue 16): a hostile AMI peer's 64 KiB id for each of 50,000 channels
+    held about 3 GB. An id longer than :data:`MAX_BRIDGE_ID` is no bridge
+    Asterisk names: the leg is in none known (fail closed, as after a gap),
+    nobody meets anybody there, and neither the entry nor a rebuild keeps it."""
+    from router.recordings.bridges import MAX_BRIDGE_ID, BridgeMembers, bridged_channels
+
+    long = "b" * 65_000
+    members = BridgeMembers()
+    assert members.enter("a", "short") == frozenset()
+    assert members.enter("a", long) == frozenset()  # left "short", entered nothing known
+    assert members.enter("b", long) == frozenset()  # does not meet "a"
+    assert len(members) == 0
+    assert members.beside(["a"]) == set()
+    rebuilt = members.rebuild([("c", long), ("d", long)], generation=members.generation)
+    assert (rebuilt.restored, len(members)) == (0, 0)
+    listing = [
+        SimpleNamespace(get={"Channel": "e", "BridgeId": long}.get),
+        SimpleNamespace(get={"Channel": "f", "BridgeId": "x" * MAX_BRIDGE_ID}.get),
+    ]
+    assert bridged_channels(listing) == {"f": "x" * MAX_BRIDGE_ID}
+
+
 async def test_a_phone_parked_beside_a_recorded_call_does_not_read_its_recording(
     tmp_path: Path,
 ) -> None:
