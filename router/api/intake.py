@@ -48,6 +48,7 @@ from router.api.feed import EventFeed
 from router.api.text import mend_surrogates, shown_did
 from router.builtin.extension_state import state_name
 from router.callerid import cut, cut_number, cut_text
+from router.calls import IDENTITY_LIMITS
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +106,15 @@ def open_feed(settings: ApiSettings, state_dir: Path, plugins: Plugins) -> Event
     intake = FeedIntake(feed, card_lookup=settings.events_card_lookup)
     plugins.register(intake, name="api_feed", builtin=True)
     return feed
+
+
+def _named(name: str | None, limit: str = "Channel") -> str:
+    """An event's channel or device name (or with ``limit="Linkedid"`` a call's
+    id), "" when longer than Asterisk makes one (``router.calls.IDENTITY_LIMITS``):
+    the tracker bounds an event's own ``Channel`` and ``Linkedid``, not a
+    ``DestChannel``, a ``Device`` or a transfer's ``TransfererChannel``, and a
+    hostile AMI peer's 60 KB name was published whole, 10,000 events kept."""
+    return name if name and len(name) <= IDENTITY_LIMITS[limit] else ""
 
 
 def endpoint(channel: str | None) -> str | None:
@@ -255,27 +265,27 @@ class FeedIntake:
         elif name in ("BlindTransfer", "AttendedTransfer"):
             self._transfer(event)
         elif name == "ExtensionStatus":
-            extension = event.get("Exten")
+            extension = _named(event.get("Exten"), "Exten")
             if extension:
                 self.feed.publish(
                     "presence",
                     extension,
                     {
                         "state": state_name(event.get("Status")),
-                        "status_text": event.get("StatusText") or "",
-                        "context": event.get("Context") or "",
+                        "status_text": cut_text(event.get("StatusText") or ""),
+                        "context": _named(event.get("Context"), "Context"),
                     },
                     ts=event.timestamp,
                 )
         elif name == "DeviceStateChange":
-            device = event.get("Device") or ""
+            device = _named(event.get("Device"))
             # A Local "device" is a dialplan construct, no phone: not presence.
             extension = None if device.lower().startswith("local/") else endpoint(device)
             if extension:
                 self.feed.publish(
                     "device",
                     extension,
-                    {"device": device, "state": (event.get("State") or "").lower()},
+                    {"device": device, "state": cut_text(event.get("State") or "").lower()},
                     ts=event.timestamp,
                 )
 
@@ -306,7 +316,8 @@ class FeedIntake:
     # -- translation ---------------------------------------------------------
 
     def _dial_begin(self, event: Event, call: Call | None) -> None:
-        extension = endpoint(event.get("DestChannel"))
+        dest = _named(event.get("DestChannel"))
+        extension = endpoint(dest)
         linkedid = event.get("Linkedid") or (call.linkedid if call else "")
         if extension is None or not linkedid:
             return
@@ -317,7 +328,7 @@ class FeedIntake:
             "caller": caller,
             "caller_name": caller_name,
             "did": shown_did(call.did) if call else "",
-            "channel": event.get("DestChannel") or "",
+            "channel": dest,
         }
         if extension in state.ringing:
             return
@@ -392,7 +403,8 @@ class FeedIntake:
         self.feed.publish(kind, extension, data, call_id=linkedid, ts=ts)
 
     def _dial_end(self, event: Event, call: Call | None) -> None:
-        extension = endpoint(event.get("DestChannel"))
+        dest = _named(event.get("DestChannel"))
+        extension = endpoint(dest)
         linkedid = event.get("Linkedid") or (call.linkedid if call else "")
         if extension is None or not linkedid:
             return
@@ -402,11 +414,11 @@ class FeedIntake:
             # end told after the call's: nothing to keep for it.
             return
         state.ringing.discard(extension)
-        status = event.get("DialStatus") or ""
+        status = cut_text(event.get("DialStatus") or "")
         data: dict[str, Any] = {
             "caller": cut_number(_caller_id(event.get("CallerIDNum")))
             or (call.caller_number if call else ""),
-            "channel": event.get("DestChannel") or "",
+            "channel": dest,
             "status": status,
         }
         kind = "missed"
@@ -454,15 +466,20 @@ class FeedIntake:
         if event.get("Result") not in (None, "Success"):
             return
         blind = event.name == "BlindTransfer"
-        channel = event.get("TransfererChannel" if blind else "OrigTransfererChannel")
-        linkedid = event.get("TransfererLinkedid" if blind else "OrigTransfererLinkedid")
+        named = event.get("TransfererChannel" if blind else "OrigTransfererChannel")
+        channel = _named(named)
+        if named and not channel:
+            return  # no channel Asterisk names, so no extension's
+        linkedid = _named(
+            event.get("TransfererLinkedid" if blind else "OrigTransfererLinkedid"), "Linkedid"
+        )
         state = self._calls.get(linkedid) if linkedid else None
         if state is not None and state.pending:
             self._release(linkedid or "", state)  # never a transfer before its answer
         target = (
             event.get("Extension")
             if blind
-            else endpoint(event.get("TransferTargetChannel"))
+            else endpoint(_named(event.get("TransferTargetChannel")))
             or event.get("TransferTargetCallerIDNum")
         )
         self.feed.publish(

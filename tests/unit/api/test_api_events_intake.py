@@ -902,3 +902,61 @@ async def test_a_ringing_takes_number_and_name_from_one_source() -> None:
         ("102", "79161234567", "Ivan"),
         ("103", "102", "Anna"),
     ]
+
+
+async def test_event_fields_longer_than_asterisk_makes_are_cut_or_name_nothing() -> None:
+    """The feed keeps 10,000 events, in memory and in its file, and a long-poll
+    hands out up to 1,000 at once. The tracker's identity check bounds an
+    event's ``Channel``, ``Linkedid``, ``Exten`` and ``Context``, not a
+    ``DialBegin``'s ``DestChannel``, a ``DeviceStateChange``'s ``Device`` and
+    ``State``, an ``ExtensionStatus``'s ``StatusText``, a ``DialEnd``'s
+    ``DialStatus`` or a transfer's ``TransfererChannel``: a hostile AMI peer's
+    60 KB in each was published whole (issue 16), 10,000 of them about 600 MB.
+    A channel or device name longer than Asterisk makes one names no
+    extension (nothing is published); a text is cut as callers' are."""
+    long = "x" * 60_000
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = routed_call(intake)
+    # Names no channel Asterisk has: nothing published.
+    intake.callrouter_event(dial("DialBegin", f"PJSIP/101{long}-00000002"), call)
+    intake.callrouter_event(make_event("DeviceStateChange", Device=f"PJSIP/1{long}"), None)
+    intake.callrouter_event(
+        make_event(
+            "BlindTransfer",
+            Result="Success",
+            TransfererChannel=f"PJSIP/101-{long}",
+            TransfererLinkedid=LINKEDID,
+            Extension="102",
+        ),
+        None,
+    )
+    assert kinds(feed) == []
+    # Real names with long texts beside them: published, cut.
+    intake.callrouter_event(dial("DialBegin"), call)
+    intake.callrouter_event(dial("DialEnd", DialStatus=long), call)
+    intake.callrouter_event(make_event("DeviceStateChange", Device="PJSIP/102", State=long), None)
+    intake.callrouter_event(
+        make_event("ExtensionStatus", Exten="101", Context="hints", Status="8", StatusText=long),
+        None,
+    )
+    intake.callrouter_event(
+        make_event(
+            "BlindTransfer",
+            Result="Success",
+            TransfererChannel="PJSIP/101-00000002",
+            TransfererLinkedid=LINKEDID + long,
+            Extension="102",
+        ),
+        None,
+    )
+    events = feed.read(0).events
+    assert [(e.kind, e.extension) for e in events] == [
+        ("ringing", "101"),
+        ("missed", "101"),
+        ("device", "102"),
+        ("presence", "101"),
+        ("transferred", "101"),
+    ]
+    for event in events:
+        assert len(json.dumps(event.to_dict(), ensure_ascii=False)) < 2_000, event.kind
