@@ -49,7 +49,7 @@ from router.api.dial_settings import (
 from router.api.dialing import Dialing, channel_extension
 from router.api.errors import ApiError, refuse_unknown_fields
 from router.api.text import shown_did
-from router.callerid import MAX_NUMBER, MAX_TEXT
+from router.callerid import MAX_NUMBER, MAX_TEXT, cut_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
@@ -265,7 +265,9 @@ class Originations:
                 target = "answered"
             else:
                 target = "failed"
-                reason = _REASONS.get(item.get("Reason") or "", item.get("Reason"))
+                code = item.get("Reason")
+                # A number from Asterisk; any other text is cut as a caller's is.
+                reason = _REASONS.get(code or "", cut_text(code) if code is not None else None)
         elif name == "Newchannel":
             target = "ringing"
         elif name == "DialBegin" or (name == "Newexten" and item.get("Application") == "Dial"):

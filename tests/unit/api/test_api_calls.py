@@ -263,6 +263,41 @@ async def test_click_to_call_failure_is_shown_with_asterisks_reason(
     assert shown["click_to_call"]["reason"] == "busy"
 
 
+async def test_an_originate_failure_reason_no_asterisk_sends_is_cut(
+    engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Asterisk's ``Reason`` is a number (``AST_CONTROL_*``); one it does not
+    name was kept as it came, in the call (kept for 1,000 calls a token) and in
+    the feed's ``click_to_call``: a hostile AMI peer's 60 KB each (issue 16)."""
+    from router.api.feed import EventFeed
+
+    feed = EventFeed()
+    app = build_app(ApiContext(engine=engine.api, settings=settings(), feed=feed))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        response = await client.post(
+            "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+        )
+        call_id = response.json()["id"]
+        [sent] = ajam_replay.sent("Originate")
+        ajam_replay.queue_event(
+            Event="OriginateResponse",
+            ActionID=sent.action_id or "",
+            Response="Failure",
+            Channel="PJSIP/101",
+            Reason="9" * 60_000,
+            Uniqueid="<null>",
+        )
+        await ajam_replay.settle(engine)
+        shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "failed"
+    assert len(shown["click_to_call"]["reason"]) <= 500
+    told = [e for e in feed.read(0, limit=1000).events if e.kind == "click_to_call"]
+    assert [e.data["state"] for e in told] == ["failed"]
+    assert len(told[0].data["reason"]) <= 500
+
+
 async def test_a_token_for_101_may_not_originate_from_102(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
 ) -> None:
