@@ -23,6 +23,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,15 @@ STALE_AFTER = 6 * 3600.0
 Emit = Callable[[CallEvent], Awaitable[None]]
 
 
+@dataclass(slots=True, eq=False)
+class _Due:
+    """One replay spawned: the starts it reads from (the earliest), and the end
+    of the last gap it stands for (its second look goes by it)."""
+
+    starts: list[float]
+    gap_end: float | None
+
+
 class CallLife:
     """Folds live CEL, replays gaps from the store, keeps the replay mark."""
 
@@ -99,6 +109,10 @@ class CallLife:
         #: Starts of the replays not finished yet (the mark stays before them).
         self._pending: list[float] = []
         self._replay_lock = asyncio.Lock()
+        #: The gap's replay still waiting out its settle delay: a gap meanwhile
+        #: joins it instead of reading the store once more (a peer whose events
+        #: overflow the queue makes a gap of every poll).
+        self._waiting: _Due | None = None
         #: Replays spawned and not finished (their second look included): while
         #: any is, the folder holds the live records of calls it does not follow.
         self._due = 0
@@ -331,20 +345,38 @@ class CallLife:
             # Replays keep failing (the store unreadable): keep the earliest start only.
             self._pending[:] = [min(self._pending)]
         self._pending.append(start)
+        waiting = self._waiting
+        if waiting is not None:
+            # Its read has not begun: it reads from this start too, and looks
+            # a second time as this gap's replay would have.
+            waiting.starts.append(start)
+            waiting.gap_end = self._clock()
+            if len(waiting.starts) > MAX_PENDING:
+                # All of them read by that one replay, from the earliest: the
+                # mark waits for that one only.
+                first = min(waiting.starts)
+                for covered in waiting.starts:
+                    if covered != first:
+                        with contextlib.suppress(ValueError):
+                            self._pending.remove(covered)
+                waiting.starts[:] = [first]
+            return
         self._spawn_replay(start, reason="gap", gap_end=self._clock())
 
     def _spawn_replay(self, since: float, *, reason: str, gap_end: float | None = None) -> None:
         """Start :meth:`replay_later`; until it is done, live records of calls the
-        folder does not follow wait for it (:meth:`Folder.hold`)."""
+        folder does not follow wait for it (:meth:`Folder.hold`). A gap's replay
+        is joined by the gaps that come while it waits out its settle delay."""
         self._due += 1
         self.folder.holding = True
-        self._spawn(self._replay_then_release(since, reason=reason, gap_end=gap_end))
+        due = _Due([since], gap_end)
+        if reason == "gap":
+            self._waiting = due
+        self._spawn(self._replay_then_release(due, reason=reason))
 
-    async def _replay_then_release(
-        self, since: float, *, reason: str, gap_end: float | None
-    ) -> None:
+    async def _replay_then_release(self, due: _Due, *, reason: str) -> None:
         try:
-            await self.replay_later(since, reason=reason, gap_end=gap_end)
+            await self.replay_later(due, reason=reason)
         except asyncio.CancelledError:
             # Stopping: what is held is lost with the process; the mark stays
             # before it (:meth:`mark`), so the next start replays those calls.
@@ -358,23 +390,30 @@ class CallLife:
                 await self._send(event)
             self._watch_ends()
 
-    async def replay_later(self, since: float, *, reason: str, gap_end: float | None = None) -> int:
-        """Wait the settle delay, then :meth:`replay`; logged, never raises.
+    async def replay_later(self, due: _Due, *, reason: str) -> int:
+        """Wait the settle delay, then :meth:`replay` from the earliest of
+        ``due.starts``; logged, never raises.
 
-        ``gap_end`` (a gap's): when calls that began before it are still open
+        ``due.gap_end`` (a gap's): when calls that began before it are still open
         after the replay, or live records of a call the store did not hold yet
         are still held, a second look at the store (:data:`SECOND_LOOK`) tells
         the ends Asterisk wrote late; one that is really still up costs one
         read that tells nothing."""
-        await asyncio.sleep(self.settings.settle_delay)
+        try:
+            await asyncio.sleep(self.settings.settle_delay)
+        finally:
+            if self._waiting is due:
+                self._waiting = None  # read from here on: a gap now spawns its own
+        since, gap_end = min(due.starts), due.gap_end
         try:
             told = await self.replay(since, reason=reason)
         except Exception as exc:
             # The mark stays before this gap: the next start replays it again.
             log.error("call life: replay after %s failed: %s", reason, exc)
             return 0
-        with contextlib.suppress(ValueError):
-            self._pending.remove(since)
+        for start in due.starts:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(start)
         oldest = self.folder.oldest_open()
         if gap_end is None or ((oldest is None or oldest > gap_end) and not self.folder.held):
             return told

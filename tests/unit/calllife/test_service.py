@@ -329,6 +329,47 @@ async def test_failing_replays_keep_the_earliest_gap_only(
     assert "no such file" in caplog.text
 
 
+async def test_a_burst_of_gaps_waiting_for_their_replay_is_read_once(tmp_path: Path) -> None:
+    """Each gap spawned a replay of its own, each reading the store after the
+    settle delay (issue 16): a hostile or overloaded AMI peer whose events
+    overflow the queue makes a gap of every poll, and 100 gaps within the delay
+    read the store 100 times, one after another, the later ones behind an ever
+    longer queue. A gap whose replay still waits out its settle delay joins
+    it: one read from the earliest start, the mark before it until then."""
+    reads: list[float] = []
+    real = SqliteSource(FIXTURES / "cel.db")
+
+    class Counting:
+        def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
+            reads.append(since)
+            return real.read(since, until)
+
+    told: list[CallEvent] = []
+    service = life(told)
+    service.source = Counting()
+    service.settings = HistorySettings(cel=SETTINGS.cel, settle_delay=0.05)
+    service.start(tmp_path)
+    await settle(service)
+    reads.clear()
+    for fields in EVENTS[:50]:
+        await service.ingest(fields["Event"], fields)
+    earliest = ALL[0].at
+    for n in range(100):
+        service.gap(earliest + 100 - n)
+    assert service.mark() is not None
+    assert service.mark() <= earliest  # before the earliest gap, less the margin
+    assert len(service._pending) <= 33
+    await settle(service)
+    assert len(reads) <= 2, len(reads)  # the replay, and maybe its second look
+    assert min(reads) <= earliest
+    for fields in EVENTS[90:]:
+        await service.ingest(fields["Event"], fields)
+    ids = [e.event_id for e in told]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == expected_ids()
+    assert service._pending == []
+
+
 @pytest.mark.parametrize("ended", [True, False])
 async def test_records_the_fold_does_not_read_count_for_their_call_as_built_ones_did(
     ended: bool,
