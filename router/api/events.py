@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ from router.callerid import MAX_NUMBER, MAX_TEXT
 from router.logsafe import escape_controls
 
 __all__ = [
+    "EXTENSION_PATTERN",
     "FEED_KINDS",
     "HEARTBEAT",
     "MAX_CURSOR",
@@ -101,6 +103,9 @@ def _cursor(text: str | None, name: str, where: str = "query parameter") -> int 
 
 
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+#: What ``extension=`` may be, as the OpenAPI document declares it.
+EXTENSION_PATTERN = r"[0-9A-Za-z#+_.-]{1,40}"
+_EXTENSION = re.compile(EXTENSION_PATTERN)
 
 
 def _visible(token: Token, narrow: str | None) -> Visible:
@@ -161,6 +166,13 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def scope(request: Request, known: tuple[str, ...]) -> tuple[Token, Visible]:
         narrow = request.query_params.get("extension") or None
+        if narrow is not None and _EXTENSION.fullmatch(narrow) is None:
+            # As the document declares it: no control character, no other
+            # text goes on to the permission check and the audit line.
+            await authorize(request, "events:read")
+            raise bad_parameter(
+                "extension", "an extension (1 to 40 letters, digits and #+_.-)", narrow
+            )
         token = await authorize(request, "events:read", narrow)
         refuse_unknown_query(request.query_params.keys(), known)
         return token, _visible(token, narrow)
@@ -393,7 +405,7 @@ _COMMON_PARAMS: list[dict[str, Any]] = [
         "name": "extension",
         "in": "query",
         "description": "only this extension's events (within the token's)",
-        "schema": {"type": "string", "pattern": "^[0-9A-Za-z#+_.-]{1,40}$"},
+        "schema": {"type": "string", "pattern": f"^{EXTENSION_PATTERN}$"},
     },
 ]
 

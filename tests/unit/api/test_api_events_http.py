@@ -664,3 +664,24 @@ async def test_a_bad_last_event_id_is_worded_as_a_header(tmp_path: Path, feed: E
         "header 'Last-Event-ID': expected a cursor (an integer "
         f"0..{events_module.MAX_CURSOR} from an earlier answer), got 'x1'"
     )
+
+
+@pytest.mark.parametrize(
+    "extension", ["%0d%0a", "1" * 41, "101%26102", "%EF%BC%91%EF%BC%90%EF%BC%91", "101%00", "*"]
+)
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/events/stream"])
+async def test_an_extension_the_document_does_not_allow_is_400(
+    client: httpx.AsyncClient, path: str, extension: str
+) -> None:
+    """The OpenAPI document declares ``extension`` as 1 to 40 letters, digits
+    and ``#+_.-``; the server took anything a request line holds (issue 16):
+    ``extension=%0d%0a`` answered 200 with no events, and the text went on to
+    the permission check and the audit line. Now 400 naming it, as the
+    document says, before any event is read."""
+    response = await client.get(f"{path}?timeout=0&extension={extension}", headers=auth("all"))
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "extension"
+    pattern = openapi_document()["paths"]["/api/v1/events"]["get"]["parameters"][1]["schema"]
+    assert pattern == {"type": "string", "pattern": "^[0-9A-Za-z#+_.-]{1,40}$"}
+    fine = await client.get(f"{path}?timeout=0&extension=1-x.2", headers=auth("all"))
+    assert fine.status_code == 200
