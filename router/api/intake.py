@@ -280,11 +280,11 @@ class FeedIntake:
         elif name == "DeviceStateChange":
             device = _named(event.get("Device"))
             # A Local "device" is a dialplan construct, no phone: not presence.
-            extension = None if device.lower().startswith("local/") else endpoint(device)
-            if extension:
+            phone = None if device.lower().startswith("local/") else endpoint(device)
+            if phone:
                 self.feed.publish(
                     "device",
-                    extension,
+                    phone,
                     {"device": device, "state": cut_text(event.get("State") or "").lower()},
                     ts=event.timestamp,
                 )
