@@ -488,9 +488,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         body = await read_json(request)
         refuse_unknown_fields(body, _RECORD_KEYS)
         legs, fmt = body.get("legs"), body.get("format")
-        if legs is not None and legs not in LEGS:
+        # Text before the lookup: a JSON array or object is unhashable (a 500).
+        if legs is not None and (not isinstance(legs, str) or legs not in LEGS):
             raise ApiError(400, f"legs: expected one of {', '.join(LEGS)}", field="legs")
-        if fmt is not None and fmt not in FORMATS:
+        if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
             raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}", field="format")
         # After the body's await: the token's extension must be on the call now,
         # not only once (a queue's ring, a transfer, a conference it left).

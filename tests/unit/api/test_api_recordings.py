@@ -395,6 +395,26 @@ async def test_start_and_stop_recording_a_live_call(
     assert stop["MixMonitorID"] == ours
 
 
+@pytest.mark.parametrize(
+    "body", [{"legs": []}, {"legs": {"both": 1}}, {"format": []}, {"format": {"wav": 1}}]
+)
+async def test_a_legs_or_format_that_is_no_text_is_400_not_500(
+    stub: StubEngine, settings: RecordingSettings, body: dict[str, object]
+) -> None:
+    """``legs`` was looked up in a dict: a JSON array or object there
+    (unhashable) raised ``TypeError``, a 500 with a traceback for any token
+    with ``calls:record`` on a call it sees (issue 16). 400 naming the field."""
+    live = "1714557700.11"
+    stub.calls.inbound_call(linkedid=live)
+    async with client_for(stub) as client:
+        response = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(ADMIN), json=body
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == next(iter(body))
+    assert stub.replay.count("MixMonitor") == 0
+
+
 async def test_recording_a_live_call_without_write_class_system_is_403_naming_it(
     stub: StubEngine, settings: RecordingSettings
 ) -> None:
