@@ -13,13 +13,17 @@ A fixed seed and example budget keep it repeatable
 and under about a minute in ``make test``.
 
 Requests carry a token allowed everything for every extension, so the fuzzer
-gets past authentication into the endpoints' own validation; a long-poll's
+gets past authentication into the endpoints' own validation; a call's ``id``
+is pinned to a live call of extension 101 (with ``[recordings]`` on), so the
+hang-up, transfer and recording operations read their bodies rather than
+answer 404 for a made-up id (a ``legs`` of ``[]`` was a 500 there); a long-poll's
 ``timeout`` is pinned to 0 when the fuzzer picked a valid one (waiting out
 a valid timeout proves nothing here and would cost minutes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from pathlib import Path
@@ -36,8 +40,9 @@ from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.settings import OPERATIONS, ApiSettings, TokenSettings
 from router.plugin_registry import plugin_registry
+from router.recordings.settings import RecordingSettings
 from router.rules.ruleset import load_rules
-from router.testing import StubEngine
+from router.testing import StubEngine, make_config, make_event
 
 TOKEN = "cr_schemathesis-fuzzing-token"
 RULES = """\
@@ -54,6 +59,8 @@ rules:
 """
 #: Examples per operation: a dozen operations in about half a minute on one core.
 EXAMPLES = 100
+#: The live call every ``{id}`` names: extension 101 talks on it.
+LIVE = "1714557700.7"
 
 
 def api_app() -> Any:
@@ -67,8 +74,27 @@ def api_app() -> Any:
         rate=1e6,
         burst=1_000_000,
     )
-    stub = StubEngine(state_dir=Path(tempfile.mkdtemp(prefix="callrouter-fuzz-")))
+    tmp = Path(tempfile.mkdtemp(prefix="callrouter-fuzz-"))
+    (tmp / "monitor").mkdir()
+    recordings = RecordingSettings(
+        dir="/var/spool/asterisk/monitor",
+        local_dir=tmp / "monitor",
+        public_url="https://cr.example:8089",
+        url_ttl=300,
+    )
+    config = dataclasses.replace(make_config(state_dir=tmp), recordings=recordings)
+    stub = StubEngine(state_dir=tmp, config=config)
     stub.replay.inbound_call(caller="+79161234567", did="74950000001")
+    stub.calls.inbound_call(linkedid=LIVE)
+    stub.calls.feed(
+        make_event(
+            "Newchannel",
+            Channel="PJSIP/101-00000002",
+            Uniqueid="1714557700.8",
+            Linkedid=LIVE,
+            ChannelStateDesc="Up",
+        )
+    )
     feed = EventFeed()  # in memory: nothing to close
     feed.publish("ringing", "101", {"caller": "+79161234567"})
     feed.publish("presence", "102", {"dnd": True})
@@ -96,13 +122,16 @@ def _valid_number(value: object, high: float) -> bool:
 
 
 def _quick(case: Any) -> None:
-    """Valid feed reads made to answer at once; invalid ones stay as generated.
+    """A call's ``id`` pinned to :data:`LIVE`; valid feed reads made to answer
+    at once, invalid ones left as generated.
 
     A long-poll with a valid ``timeout`` waits it out, and a stream only ends
     when a message comes: the first is pinned to ``timeout=0``, the second
     starts at the oldest event of an extension that has one.
     """
     path = case.operation.path
+    if case.path_parameters and "id" in case.path_parameters:
+        case.path_parameters = {**case.path_parameters, "id": LIVE}
     if not path.startswith("/api/v1/events"):
         return
     query = dict(case.query or {})
