@@ -67,9 +67,10 @@ class ForwardingService:
 
         One re-apply runs at a time, and a request while it runs makes it run
         once more when done (the globals may have been lost after it read
-        them): ``core reload`` sends a ``Reload`` per module, dozens, and a
-        hostile AMI peer as many as it likes; each spawned a re-apply of its
-        own, three ``Setvar`` for each of up to 10,000 extensions.
+        them): an Asterisk whose events overflow callrouter's queue makes a
+        stream gap of every poll, each ``module reload`` sends a ``Reload``,
+        and a hostile AMI peer as many as it likes; each spawned a re-apply of
+        its own, three ``Setvar`` for each of up to 10,000 extensions.
         """
         if any(not task.done() for task in self._tasks):
             self._again = True

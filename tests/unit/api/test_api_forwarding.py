@@ -513,8 +513,10 @@ async def test_a_stored_forward_that_loops_keeps_dialling_out_and_is_named_at_st
 async def test_a_burst_of_reloads_and_gaps_reapplies_the_globals_at_most_twice(
     engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
-    """``core reload`` sends one ``Reload`` event per module reloaded (dozens),
-    and a hostile AMI peer as many as it likes: each spawned a re-apply of its
+    """An Asterisk whose events overflow the queue makes a stream gap of every
+    poll, each ``module reload`` sends a ``Reload`` (``core reload`` one, with
+    ``Module: All``, on the sandbox's Asterisk 22), and a hostile AMI peer
+    sends as many as it likes: each spawned a re-apply of its
     own, every one of them setting three globals for each of up to 10,000
     stored extensions (issue 16). One runs at a time and one more waits for
     it: a burst asks for at most that second run, which sets what the burst
