@@ -263,6 +263,11 @@ class KnownContext(Protocol):
     """A context as the dialplan audit last read it
     (:class:`~router.dialplan_audit.ListedContext`)."""
 
+    @property
+    def missing(self) -> bool:
+        """Whether Asterisk's dialplan had no such context at all."""
+        ...
+
     def lacks(self, exten: str) -> bool:
         """Whether ``exten`` is surely not there (False when unsure)."""
         ...
@@ -273,9 +278,10 @@ def missing_target(params: Mapping[str, object], listing: Mapping[str, KnownCont
     ``listing`` (the dialplan audit's last read) tells it, or None.
 
     Asterisk accepts a Redirect to an extension its context lacks and hangs
-    the call up. A context the listing does not hold, or holds open (an
-    ``include``, a switch), is not judged. A dict lookup and a set lookup: it
-    runs on every redirect a rule renders, so it asks nothing of Asterisk.
+    the call up, and so it does to a context the dialplan does not have. A
+    context the listing does not hold, or holds open (an ``include``, a
+    switch), is not judged. A dict lookup and a set lookup: it runs on every
+    redirect a rule renders, so it asks nothing of Asterisk.
     """
     known = listing.get(str(params.get("context", ""))) if listing else None
     if known is None:
@@ -283,6 +289,11 @@ def missing_target(params: Mapping[str, object], listing: Mapping[str, KnownCont
     exten = str(params.get("exten", "s"))
     if not known.lacks(exten):
         return None
+    if known.missing:
+        return (
+            f"context {shown(str(params.get('context')))} is not in Asterisk's dialplan "
+            "(no such context): Asterisk would accept the Redirect and hang the call up"
+        )
     return (
         f"exten {shown(exten)} is not in context {shown(str(params.get('context')))} of "
         "Asterisk's dialplan: Asterisk would accept the Redirect and hang the call up"

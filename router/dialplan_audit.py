@@ -32,6 +32,7 @@ from router.rules.ruleset import RedirectTarget
 
 __all__ = [
     "MARKER",
+    "NO_SUCH_CONTEXT",
     "STAND_INS",
     "UNREADABLE",
     "DialplanAMI",
@@ -430,11 +431,15 @@ class ListedContext:
     ``closed``: the listing is all there is to it (no ``include``, switch or
     anything else without an extension; no caller-ID match; every pattern
     one :func:`extension_matches` reads), so an extension it does not have
-    is surely not there."""
+    is surely not there.
+
+    ``missing``: Asterisk has no such context ("Did not find context"): closed
+    and empty, every extension surely not there (:data:`NO_SUCH_CONTEXT`)."""
 
     plain: frozenset[str]
     patterns: tuple[str, ...]
     closed: bool = False
+    missing: bool = False
 
     def has(self, exten: str) -> bool:
         return plain_extension(exten) in self.plain or any(
@@ -445,6 +450,11 @@ class ListedContext:
         """Whether ``exten`` is surely not in the context: a Redirect there
         is accepted by Asterisk and hangs the call up (measured on 22.10)."""
         return self.closed and not self.has(exten)
+
+
+#: A context Asterisk's dialplan does not have: a Redirect there is accepted
+#: and the call hung up (measured on 22.10), as for a missing extension.
+NO_SUCH_CONTEXT = ListedContext(frozenset(), (), closed=True, missing=True)
 
 
 async def _show(client: DialplanAMI, params: Mapping[str, str]) -> _Listing | bool | None:
@@ -517,6 +527,8 @@ async def _targets(
             listing = contexts[target.context]
             if isinstance(listing, ListedContext):
                 read[target.context] = listing
+            elif listing is False:  # no such context: judged, every extension missing
+                read[target.context] = NO_SUCH_CONTEXT
         listed = contexts[target.context]
         if listed is None:
             unknown += 1

@@ -69,6 +69,10 @@ class _Watched:
         #: Extensions Asterisk said it has since the listing was read.
         self.found: set[str] = set()
 
+    @property
+    def missing(self) -> bool:
+        return self._known.missing
+
     def lacks(self, exten: str) -> bool:
         if not self.lacks_quietly(exten):
             return False
@@ -86,6 +90,10 @@ class _Quiet:
 
     def __init__(self, watched: _Watched) -> None:
         self._watched = watched
+
+    @property
+    def missing(self) -> bool:
+        return self._watched.missing
 
     def lacks(self, exten: str) -> bool:
         return self._watched.lacks_quietly(exten)

@@ -26,7 +26,7 @@ from router.dialplan import RUN_BY_ASTERISK, LocationPolicy, request_caller, req
 from router.dialplan_audit import ListedContext, audit_dialplan
 from router.dialplan_listing import RECHECK_EVERY, DialplanListing
 from router.engine import Engine, EngineOptions
-from router.errors import AMIConnectionError, ConfigError
+from router.errors import AMIActionError, AMIConnectionError, ConfigError
 from router.plugins import Plugins
 from router.rules.decision import Action
 from router.rules.ruleset import RedirectTarget
@@ -708,6 +708,61 @@ async def test_a_listing_read_again_lets_the_rule_route(tmp_path: Path) -> None:
         (("owner",), True),
     ]
     assert [p["Exten"] for name, p in client.sent if name == "Redirect"] == ["sales", "Ivanov"]
+
+
+class NoSuchContextClient(ListingClient):
+    """ListingClient whose Asterisk has only the contexts in ``contexts``: a
+    ShowDialPlan of another is ``Did not find context``, as Asterisk 22 answers."""
+
+    async def action(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
+        context = dict(params or {}).get("Context", "")
+        if context not in self.contexts:
+            raise AMIActionError(
+                "ShowDialPlan",
+                Response((("Response", "Error"), ("Message", f"Did not find context {context}"))),
+            )
+        return await super().action(name, params, **kw)
+
+
+NO_SUCH_CONTEXT_REASON = (
+    "action 'redirect': context 'ivr' is not in Asterisk's dialplan "
+    "(no such context): Asterisk would accept the Redirect and hang the call up "
+    "(as the dialplan audit last read it)"
+)
+
+
+@pytest.mark.parametrize("page", ["docs/rules.md", "docs/ru/rules.md"])
+def test_the_docs_quote_the_no_such_context_reason_as_it_is(page: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / page).read_text(encoding="utf-8")
+    assert f'"reason": "{NO_SUCH_CONTEXT_REASON}"' in text
+
+
+async def test_a_redirect_to_a_context_the_dialplan_lacks_falls_back_to_the_next_rule(
+    tmp_path: Path,
+) -> None:
+    """The shipped rules on a fresh Asterisk (issue 16): 'closed' redirects to
+    [ivr], which Asterisk does not have. The audit at start FAILs it, and the
+    rule is rejected as for a missing extension (docs/rules.md: "an extension
+    its context surely lacks"): Asterisk would accept the Redirect and hang
+    the call up. The next rule routes the call."""
+    engine, _ = await make_engine(
+        tmp_path, "101", rules=RULES.replace("context: callrouter-dial", "context: ivr")
+    )
+    client = NoSuchContextClient({"queues": [{"Extension": "sales", "Priority": "1"}]})
+    client.engine = engine
+    engine._client = client  # type: ignore[assignment]
+    engine.executor._ami = client  # type: ignore[assignment]
+    engine.dialplan_watch._client = client  # type: ignore[assignment]
+    await engine.dialplan_watch.audit("start")
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
+    (record,) = engine.records
+    assert (record.rules, record.outcome) == (("fallback",), "executed")
+    assert record.rejected == [{"rule": "owner", "reason": NO_SUCH_CONTEXT_REASON}]
+    redirects = [p for name, p in client.sent if name == "Redirect"]
+    assert [(p["Context"], p["Exten"]) for p in redirects] == [("queues", "sales")]
 
 
 @pytest.mark.parametrize(
