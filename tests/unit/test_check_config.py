@@ -127,6 +127,31 @@ def test_check_config_validates_every_table(
     assert lines[-1] == f"{path}: 1 error (configuration; rules not checked)"
 
 
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_a_config_problem_stops_the_check_at_the_first_as_documented(
+    tmp_path: Path, page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/operations.md's example as a new administrator meets it (issue 16):
+    two problems in router.toml take two rounds of `check`, the first line
+    each time and the documented summary; the docs said one line per problem."""
+    path = write(tmp_path, 'shadow = "yes"\n')
+    text = path.read_text().replace('username = "router"', 'usernme = "router"')
+    path.write_text(text)
+    said: list[str] = []
+    for _ in range(2):
+        assert main(["check", "--config", str(path)]) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1:] == [f"{path}: 1 error (configuration; rules not checked)"]
+        said.append(lines[0])
+        path.write_text(path.read_text().replace("usernme", "username"))
+    assert "[asterisk] usernme: unknown key; did you mean 'username'?" in said[0]
+    assert said[1].endswith("[router] shadow: expected true or false, got string 'yes'")
+    docs = " ".join((ROOT / page).read_text(encoding="utf-8").split())
+    assert "`router.toml: 1 error (configuration; rules not checked)`" in docs
+    assert "`usernme` " in docs
+    assert '`shadow = "yes"`' in docs
+
+
 def test_check_config_checks_rules_against_the_plugins_it_selects(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
