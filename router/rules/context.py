@@ -146,9 +146,10 @@ class Context:
             return {"event": self.event, "call": self.call, "now": self.now}
         return {"now": self.now}
 
-    def describe(self) -> str:
-        """One line for traces: what fired."""
-        when = self.now.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    def describe(self, now: datetime | None = None) -> str:
+        """One line for traces: what fired, at ``now`` (default: :attr:`now`;
+        the rules' trace gives the same instant in their time zone)."""
+        when = (now or self.now).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
         if self.kind == "call":
             number = self.caller.number if self.caller else "?"
             return f"call from {number} to {self.did} at {when}"

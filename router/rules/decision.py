@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -169,10 +170,13 @@ class Trace:
     rules: list[RuleTrace] = field(default_factory=list)
     elapsed_us: float = 0.0
     deadline_hit: bool = False
+    #: The trigger's time as the rules saw it (``now``, in the rules' time
+    #: zone), for :attr:`trigger`; None: ``context.now`` as it is.
+    now: datetime | None = None
 
     @property
     def trigger(self) -> str:
-        return self.context.describe()
+        return self.context.describe(self.now)
 
     def lookup_values(self, lookup: str) -> list[Any]:
         """What the lookup registered as ``lookup`` answered in this evaluation.

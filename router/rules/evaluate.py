@@ -15,6 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from router import eager
@@ -100,8 +101,10 @@ async def evaluate_rules(
     """
     listing = dialplan or _NO_LISTING
     started = time.perf_counter()
-    trace = Trace(context)
     names = _names(context, registry, lists)
+    # Told in the rules' time zone, as `now` is (and `explain --at` takes it).
+    now = names["now"]
+    trace = Trace(context, now=now if isinstance(now, datetime) else None)
     evaluator = Evaluator(context, names, registry.functions)
     memo: _Memo = {}
     asked = _Asked(context, deadline, request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,22 @@ async def test_call_decision(
     outcome = await ruleset.evaluate(context, deadline=time.monotonic() + 0.2, lookups=LOOKUPS)
     assert list(outcome.decision.rules) == rules
     assert [(a.kind, dict(a.params)) for a in outcome.decision.actions] == actions
+
+
+async def test_the_trace_tells_the_trigger_in_the_rules_time_zone(ruleset: RuleSet) -> None:
+    """A live call's context holds the time in UTC (the engine's clock); the
+    rules see `now` in their zone (Moscow), and the trace (the live page,
+    POST /api/v1/explain, `callrouter explain`) says that time, not UTC, so
+    it reads like `explain --at` (issue 16: the live page said 18:40 UTC for a
+    call the rules judged at 21:40 MSK)."""
+    utc = at(MONDAY_NOON).astimezone(UTC)
+    context = call_context(ruleset.registry, "89161111111", "74950000000", now=utc)
+    outcome = await ruleset.evaluate(context, lookups=LOOKUPS)
+    assert outcome.trace.trigger == (
+        "call from 79161111111 to 74950000000 at 2026-11-23 12:00:00 MSK"
+    )
+    assert outcome.trace.to_dict()["trigger"] == outcome.trace.trigger
+    assert outcome.trace.render().splitlines()[0] == outcome.trace.trigger
 
 
 async def test_owner_then_deputy(ruleset: RuleSet) -> None:
