@@ -21,7 +21,9 @@ parsing. The evaluator is deliberately narrower than simpleeval's default:
 from __future__ import annotations
 
 import ast
+import io
 import operator
+import tokenize
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -254,7 +256,7 @@ class Expression:
         try:
             tree = ast.parse(text, mode="eval")
         except SyntaxError as exc:
-            raise ExpressionError(str(exc.msg)) from None
+            raise ExpressionError(str(exc.msg) + _single_equals(text)) from None
         except (RecursionError, MemoryError):  # the parser's own nesting limits
             raise ExpressionError("expression nested too deeply") from None
         _check_tree(tree)
@@ -266,6 +268,37 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
+
+
+def _single_equals(text: str) -> str:
+    """A hint for an expression that compares with ``=`` (``did = "7495..."``,
+    as in SQL or a spreadsheet): Python's own message is a bare "invalid
+    syntax". Given only when writing each ``=`` outside brackets as ``==``
+    makes the expression parse (a keyword argument, ``holidays=lists.x``, is
+    inside a call's brackets and stays)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return ""
+    depth = 0
+    fixed: list[tuple[int, str]] = []
+    found = False
+    for token in tokens:
+        kind, string = token.type, token.string
+        if kind == tokenize.OP and string in "([{":
+            depth += 1
+        elif kind == tokenize.OP and string in ")]}":
+            depth -= 1
+        elif kind == tokenize.OP and string == "=" and depth == 0:
+            string, found = "==", True
+        fixed.append((kind, string))
+    if not found:
+        return ""
+    try:
+        ast.parse(tokenize.untokenize(fixed), mode="eval")
+    except (SyntaxError, ValueError):
+        return ""
+    return ": a comparison is written '==', not '=' (did == \"74951234567\")"
 
 
 class Template:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,6 +84,39 @@ def test_refused_at_parse_time(source: str, message: str) -> None:
         ExpressionError, match=message.replace("(", r"\(").replace("|", r"\|").replace("*", r"\*")
     ):
         Expression.parse(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # A comparison written with '=', as in SQL (issue 16): Python says only
+        # "invalid syntax"; the load error says what to write.
+        (
+            'caller.number = "79161234567"',
+            "invalid syntax: a comparison is written '==', not '=' (did == \"74951234567\")",
+        ),
+        (
+            'did = "74951234567" and workhours("mon-fri 09:00-18:00", holidays=lists.h)',
+            "invalid syntax: a comparison is written '==', not '=' (did == \"74951234567\")",
+        ),
+        # No hint where '==' would not make it parse, nor for a keyword argument.
+        ("did ==", "invalid syntax"),
+        ("did = = 1", "invalid syntax"),
+        ('workhours("mon-fri", tz=)', "invalid syntax"),
+    ],
+)
+def test_a_single_equals_sign_is_told_apart(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        Expression.parse(source)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("page", ["docs/rules.md", "docs/ru/rules.md"])
+def test_the_docs_quote_the_single_equals_error(page: str) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        Expression.parse('did = "74951234567"')
+    text = (Path(__file__).resolve().parents[3] / page).read_text(encoding="utf-8")
+    assert f"`invalid expression in 'if': {raised.value}`" in " ".join(text.split())
 
 
 def test_arithmetic_on_literals_within_bounds_still_loads(registry: Registry) -> None:
