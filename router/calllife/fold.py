@@ -77,6 +77,10 @@ MAX_EARLY = 1_000
 MAX_RECORDS = 5_000
 #: Event ids remembered after their call ended, so a replay tells nothing twice.
 MAX_EMITTED = 200_000
+#: Event ids in one of :class:`SeenIds`'s sets. CPython grows a set 4x below
+#: 50,000 entries and 2x above, at 60 % full: from 19,661 to 78,643 entries it
+#: is a 2 MiB table, 28 B an id at 75,000; 3 or 4 sets for ``MAX_EMITTED``.
+SEEN_GENERATION = 75_000
 #: Seconds (this host's monotonic clock) a live ``LINKEDID_END`` waits for the
 #: ends of the legs that decide what the call tells (:meth:`CallFold.awaits`).
 #: Asterisk may send it ahead of its last legs' ``HANGUP`` (it stamps it on the
@@ -808,33 +812,60 @@ class SeenIds:
 
     Each id is kept once, as its UTF-8 bytes (``surrogatepass``: every string has
     bytes of its own, so two ids are one exactly when their strings are), in a
-    ``set`` to look it up and a ``deque`` for the order: 114 B an id where the
-    ``OrderedDict`` of strings before took 171 (bench/ANALYSIS.md, thirty-eighth
-    session).
+    ``deque`` for the order and in one of a few ``set`` generations to look it
+    up: new ids go into the youngest set; at ``generation`` ids it is closed (no
+    id is added to it again) and a new one begun; the oldest ids are taken from
+    the oldest set, which is dropped once empty. A set only added to rebuilds
+    its table only to grow it (to 2 MiB at most with the default ``generation``),
+    one only taken from never does (``cap`` at least ``generation``). One set of
+    all ``cap`` ids (before) rebuilt its 8 MiB table every ~115,000 ids with the
+    old one still alive, and glibc's malloc kept each freed 8 MiB rather than
+    give it back: VmRSS stepped up 8 MiB at a time, 16 MiB by 300,000 calls of
+    ``bench_memory.py --call-life`` (bench/ANALYSIS.md, thirty-ninth session).
     """
 
-    __slots__ = ("_ids", "_order", "cap")
+    __slots__ = ("_closed", "_order", "_young", "cap", "generation")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, generation: int = SEEN_GENERATION) -> None:
+        if cap <= 0 or generation <= 0:
+            raise ValueError("cap and generation must be positive")
         self.cap = cap
-        self._ids: set[bytes] = set()
+        self.generation = generation
+        #: Sets no id is added to again, the oldest first.
+        self._closed: deque[set[bytes]] = deque()
+        self._young: set[bytes] = set()
         self._order: deque[bytes] = deque()
 
     def __len__(self) -> int:
         return len(self._order)
 
     def __contains__(self, event_id: object) -> bool:
-        return isinstance(event_id, str) and _key(event_id) in self._ids
+        return isinstance(event_id, str) and self._has(_key(event_id))
+
+    def _has(self, key: bytes) -> bool:
+        if key in self._young:
+            return True
+        for ids in reversed(self._closed):  # noqa: SIM110 (faster than any() of a generator)
+            if key in ids:
+                return True
+        return False
 
     def add(self, event_id: str) -> bool:
         """Remember ``event_id``: True when it is new, False when it was seen."""
         key = _key(event_id)
-        if key in self._ids:
+        if self._has(key):
             return False
-        self._ids.add(key)
+        if len(self._young) >= self.generation:
+            self._closed.append(self._young)
+            self._young = set()
+        self._young.add(key)
         self._order.append(key)
         if len(self._order) > self.cap:
-            self._ids.discard(self._order.popleft())
+            # The oldest id is in the oldest set: sets are begun in the ids' order.
+            oldest = self._closed[0] if self._closed else self._young
+            oldest.discard(self._order.popleft())
+            if not oldest and self._closed:
+                self._closed.popleft()
         return True
 
 
