@@ -36,17 +36,92 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
+import os
+import re
 import sys
 import tempfile
 import time
+import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DID, RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, rss_kb
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+class Allocators:
+    """Where the process's memory sits, for ``--diagnose``: Python's own
+    allocator (pymalloc's arenas and the bytes in their blocks,
+    ``sys._debugmallocstats``), glibc's malloc (``mallinfo2``: its heap, what
+    of it is in use and free, its mmapped blocks), ``tracemalloc``'s traced
+    total when it runs, and ``malloc_trim(0)`` to tell free memory malloc keeps
+    from memory in use."""
+
+    def __init__(self) -> None:
+        self.libc: Any = None
+        try:
+            libc = ctypes.CDLL(None)
+            libc.mallinfo2.restype = _MallInfo2
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            self.libc = libc
+        except (OSError, AttributeError):  # not glibc (2.33 or later)
+            pass
+
+    def pymalloc(self) -> dict[str, int]:
+        """pymalloc's arenas in use and the bytes in their allocated blocks."""
+        with tempfile.TemporaryFile() as out:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            out.seek(0)
+            text = out.read().decode()
+        found: dict[str, int] = {}
+        for key, pattern in (
+            ("arenas", r"# arenas allocated current\s*=\s*([\d,]+)"),
+            ("blocks", r"# bytes in allocated blocks\s*=\s*([\d,]+)"),
+            ("free", r"# bytes in available blocks\s*=\s*([\d,]+)"),
+        ):
+            match = re.search(pattern, text)
+            found[key] = int(match.group(1).replace(",", "")) if match else -1
+        return found
+
+    def glibc(self) -> dict[str, int]:
+        if self.libc is None:
+            return {}
+        info = self.libc.mallinfo2()
+        return {name: int(getattr(info, name)) for name, _ in _MallInfo2._fields_}
+
+    def trim(self) -> None:
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
 
 
 class FakeAMI:
@@ -308,6 +383,14 @@ def _mark_office_hooks() -> None:
         setattr(OfficeMemories, name, hookimpl(getattr(OfficeMemories, name)))
 
 
+def id_tables(seen: Any) -> int:
+    """Bytes of the hash tables of the call life's event ids (``SeenIds``): one
+    set of them all before the thirty-ninth session, a few sets since."""
+    if hasattr(seen, "_ids"):
+        return sys.getsizeof(seen._ids)
+    return sum(map(sys.getsizeof, [seen._young, *seen._closed]))
+
+
 def deep_size(root: object) -> int:
     """Bytes of ``root`` and everything it holds (each object once)."""
     seen: set[int] = set()
@@ -331,9 +414,27 @@ def deep_size(root: object) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class Diagnose:
+    """``--diagnose``: where the memory sits at each checkpoint (see :class:`Allocators`)."""
+
+    on: bool = False
+    #: ``--tracemalloc``: trace every allocation from the start (slower, and its
+    #: own traces add to VmRSS, not to the traced total).
+    trace: bool = False
+    #: ``--trim``: ``malloc_trim(0)`` at each checkpoint, VmRSS again after it
+    #: (it changes the run from there on: a run of its own).
+    trim: bool = False
+
+
 async def run(
-    calls: int, warmup: int, extra: int = 0, life: bool = False, every: int = 10_000
-) -> tuple[list[list[object]], list[list[object]], list[list[object]]]:
+    calls: int,
+    warmup: int,
+    extra: int = 0,
+    life: bool = False,
+    every: int = 10_000,
+    diagnose: Diagnose = Diagnose(),
+) -> tuple[list[list[object]], list[list[object]], list[list[object]], list[list[object]]]:
     from router.config import load_config
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
@@ -456,6 +557,33 @@ async def run(
     rows: list[list[object]] = []
     curve: list[list[object]] = []
     sizes: list[list[object]] = []
+    diag: list[list[object]] = []
+    allocators = Allocators()
+    mib = 1024 * 1024
+
+    def checkpoint(done: int) -> None:
+        """One row of ``--diagnose``: VmRSS beside what each allocator holds."""
+        rss = rss_kb() / 1024
+        row: list[object] = [f"{done:,}", f"{rss:.1f}"]
+        if diagnose.trace:
+            row.append(f"{tracemalloc.get_traced_memory()[0] / mib:.1f}")
+        py = allocators.pymalloc()
+        row += [str(py["arenas"]), f"{py['blocks'] / mib:.1f}", f"{py['free'] / mib:.1f}"]
+        libc = allocators.glibc()
+        if libc:
+            row += [
+                f"{libc['arena'] / mib:.1f}",
+                f"{libc['uordblks'] / mib:.1f}",
+                f"{libc['fordblks'] / mib:.1f}",
+                f"{libc['hblkhd'] / mib:.1f} ({libc['hblks']})",
+            ]
+        row.append(f"{id_tables(engine.calllife.folder._emitted) / mib:.1f}")
+        if diagnose.trim:
+            before = rss_kb() / 1024
+            allocators.trim()
+            row.append(f"{before:.1f} -> {rss_kb() / 1024:.1f}")
+        diag.append(row)
+
     for i in range(warmup):
         await one(i)
     await engine.wait_idle()
@@ -464,6 +592,8 @@ async def run(
     t0 = time.process_time()
     if life:
         curve.append([0, f"{rss0 / 1024:.1f}", *(f"{m[1]:,}" for m in memories()[:7])])
+        if diagnose.on:
+            checkpoint(0)
     for i in range(warmup, warmup + calls):
         await one(i)
         if i % 1000 == 0:
@@ -475,6 +605,8 @@ async def run(
             curve.append(
                 [f"{done:,}", f"{rss_kb() / 1024:.1f}", *(f"{m[1]:,}" for m in memories()[:7])]
             )
+            if diagnose.on:
+                checkpoint(done)
     await engine.wait_idle()
     cpu = time.process_time() - t0
     gc.collect()
@@ -514,7 +646,7 @@ async def run(
         assert office is not None
         rows.append(["call events told (call life)", f"{office.told:,}"])
     rows.append(["engine CPU per call", f"{cpu / calls * 1e6:.0f} us"])
-    return rows, curve, sizes
+    return rows, curve, sizes, diag
 
 
 def main() -> None:
@@ -534,9 +666,30 @@ def main() -> None:
         "click-to-calls); RSS every --every calls; writes memory_call_life.md",
     )
     parser.add_argument("--every", type=int, default=10_000, help="calls between checkpoints")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="with --call-life: at each checkpoint, the memories' deep size, pymalloc's "
+        "arenas and glibc malloc's heap beside VmRSS",
+    )
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="--diagnose with tracemalloc's traced total"
+    )
+    parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="--diagnose, and malloc_trim(0) at each checkpoint (VmRSS after it too)",
+    )
     args = parser.parse_args()
-    rows, curve, sizes = asyncio.run(
-        run(args.calls, args.warmup, args.extra_rules, args.call_life, args.every)
+    diagnose = Diagnose(
+        on=args.diagnose or args.tracemalloc or args.trim, trace=args.tracemalloc, trim=args.trim
+    )
+    if diagnose.on and not args.call_life:
+        parser.error("--diagnose, --tracemalloc and --trim go with --call-life")
+    if diagnose.trace:
+        tracemalloc.start()
+    rows, curve, sizes, diag = asyncio.run(
+        run(args.calls, args.warmup, args.extra_rules, args.call_life, args.every, diagnose)
     )
     if not args.call_life:
         text = (
@@ -560,6 +713,18 @@ def main() -> None:
         + md_table(["memory", "size", "cap", "bytes", "per entry"], sizes)
         + "\n"
     )
+    if diagnose.on:
+        headers = ["calls", "VmRSS"]
+        headers += ["traced"] if diagnose.trace else []
+        headers += ["pymalloc arenas", "in blocks", "blocks free"]
+        headers += ["malloc heap", "in use", "free", "mmapped (blocks)", "_emitted's set tables"]
+        headers += ["VmRSS -> after malloc_trim(0)"] if diagnose.trim else []
+        text += (
+            "\nWhere the memory sits at each checkpoint (MB = MiB; pymalloc's arenas "
+            + "are 1 MiB each; malloc's heap is its brk arena, mmapped blocks apart):\n\n"
+            + md_table(headers, diag)
+            + "\n"
+        )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "memory_call_life.md").write_text(text)
