@@ -30,6 +30,15 @@ API tokens (``Originations``). It prints VmRSS after a full garbage
 collection every ``--every`` calls with each bounded memory's size, and at the
 end each memory's deep size against its cap; it writes
 ``results/memory_call_life.md``.
+
+``--diagnose`` (with ``--call-life``) adds, at each checkpoint, where the
+memory sits: pymalloc's arenas and the bytes in their blocks, glibc malloc's
+heap (``mallinfo2``: in use, free) and its mmapped blocks, and the tables of the
+call life's event ids; ``--tracemalloc`` adds tracemalloc's traced total (a
+slower run), ``--trim`` calls ``malloc_trim(0)`` at each checkpoint and reads
+VmRSS again (it changes the run from there on). A step of VmRSS that malloc's
+"free" column takes is memory malloc keeps, not memory in use
+(bench/ANALYSIS.md, thirty-ninth session).
 """
 
 from __future__ import annotations
