@@ -577,7 +577,10 @@ async def run(
         if diagnose.trace:
             row.append(f"{tracemalloc.get_traced_memory()[0] / mib:.1f}")
         py = allocators.pymalloc()
-        row += [str(py["arenas"]), f"{py['blocks'] / mib:.1f}", f"{py['free'] / mib:.1f}"]
+        if py["arenas"] < 0:  # not printed while tracemalloc wraps the allocator
+            row += ["-", "-", "-"]
+        else:
+            row += [str(py["arenas"]), f"{py['blocks'] / mib:.1f}", f"{py['free'] / mib:.1f}"]
         libc = allocators.glibc()
         if libc:
             row += [
