@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from router.api.errors import ApiError
 from router.api.settings import ApiSettings
+from router.api.text import mend_surrogates
 from router.errors import (
     AMIActionError,
     AMIConnectionError,
@@ -198,6 +199,32 @@ def _constant(name: str) -> object:
     raise ApiError(400, f"malformed JSON: {name} is not a JSON value")
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object of a request body; 400 naming a key it holds twice.
+
+    ``json`` keeps the last of ``{"from": "101", "from": "102"}``; a proxy or a
+    WAF in front may read the first, and so check another request than the one
+    callrouter acts on (the token's extension, the idempotency fingerprint).
+    Called for every object at every depth, once its members are read: linear
+    in the body, which :data:`MAX_BODY_BYTES` bounds.
+    """
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                # The key is the client's: cut, and a lone surrogate (valid
+                # JSON, no text) mended so that the problem can be written.
+                shown = mend_surrogates(key[:40])
+                raise ApiError(
+                    400,
+                    f"malformed JSON: duplicate key {shown!r} in an object (send each member once)",
+                    field=shown,
+                )
+            seen.add(key)
+    return value
+
+
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -205,7 +232,8 @@ def decode_json(body: bytes) -> object:
     """A request body's JSON value, within bounds; 400 saying what is wrong and where.
 
     Bounded before ``json`` sees it: nesting (:data:`MAX_JSON_DEPTH`), numbers
-    (:data:`MAX_NUMBER_DIGITS`), no ``NaN`` or ``Infinity``. Without the bounds a
+    (:data:`MAX_NUMBER_DIGITS`), no ``NaN`` or ``Infinity``, no key twice in
+    one object (:func:`_object`). Without the bounds a
     body of ``[`` repeated, or one 5,000-digit number, raised ``RecursionError``
     or ``ValueError`` out of the parser: a 500 and a traceback for anyone.
     """
@@ -224,7 +252,13 @@ def decode_json(body: bytes) -> object:
             400, f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH} levels"
         )
     try:
-        value = json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_int=_integer,
+            parse_float=_real,
+            parse_constant=_constant,
+        )
     except _TooLong:
         raise ApiError(
             400, f"malformed JSON: a number longer than {MAX_NUMBER_DIGITS} characters"

@@ -25,6 +25,7 @@ __all__ = [
     "bad_parameter",
     "problem_body",
     "problem_responses",
+    "refuse_repeated_query",
     "refuse_unknown_fields",
     "refuse_unknown_query",
 ]
@@ -95,6 +96,27 @@ def refuse_unknown_query(names: Iterable[str], known: Iterable[str]) -> None:
             if hint:
                 raise ApiError(400, detail, field=shown, did_you_mean=hint)
             raise ApiError(400, detail, field=shown)
+
+
+def refuse_repeated_query(names: Iterable[str], single: Iterable[str]) -> None:
+    """A 400 naming the first of the ``single`` query parameters given twice.
+
+    ``names`` are the query string's names in order, repeats included.
+    Starlette's ``query_params.get`` reads the last of ``?extension=101&extension=102``;
+    a proxy or a WAF in front may read the first, and so check another
+    request than the one callrouter answers. Linear in the query string.
+    """
+    wanted = frozenset(single)
+    seen: set[str] = set()
+    for name in names:
+        if name in wanted:
+            if name in seen:
+                raise ApiError(
+                    400,
+                    f"query parameter {name!r} given more than once (send it once)",
+                    field=name,
+                )
+            seen.add(name)
 
 
 def refuse_unknown_fields(body: Iterable[str], known: Iterable[str]) -> None:
@@ -182,7 +204,8 @@ PROBLEM_SCHEMA: dict[str, object] = {
 }
 
 _DESCRIPTIONS = {
-    400: "Bad request: the detail names the field and why",
+    400: "Bad request: the detail names the field and why (a JSON key or a query "
+    "parameter given twice is one)",
     401: "No token, or not one of ours",
     403: "The token lacks the permission (missing_permission) or the extension",
     404: "No such resource; did_you_mean when one is close",

@@ -35,7 +35,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
-from router.api.errors import ApiError, bad_parameter, problem_responses, refuse_unknown_query
+from router.api.errors import (
+    ApiError,
+    bad_parameter,
+    problem_responses,
+    refuse_repeated_query,
+    refuse_unknown_query,
+)
 from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.api.intake import MAX_CARD_TEXT
 from router.callerid import MAX_NUMBER, MAX_TEXT
@@ -165,6 +171,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         return ctx.feed
 
     async def scope(request: Request, known: tuple[str, ...]) -> tuple[Token, Visible]:
+        # Before the extension is read: the permission check must see the one
+        # extension any proxy in front saw. A token is checked first, as for
+        # every other 400 here.
+        try:
+            refuse_repeated_query((name for name, _ in request.query_params.multi_items()), known)
+        except ApiError:
+            await authorize(request, "events:read")
+            raise
         narrow = request.query_params.get("extension") or None
         if narrow is not None and _EXTENSION.fullmatch(narrow) is None:
             # As the document declares it: no control character, no other

@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.api.auth import audit_of, authenticate
 from router.api.context import ApiContext
-from router.api.errors import ApiError, bad_parameter, refuse_unknown_query
+from router.api.errors import ApiError, bad_parameter, refuse_repeated_query, refuse_unknown_query
 from router.health import ROLES
 from router.suggest import closest
 
@@ -86,6 +86,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         # Any other parameter (a monitor's cache-buster, ``?_=1733456789``) is
         # no question this endpoint answers: ignored, as /healthz ignores it.
         refuse_unknown_query(_meant_as_role(request), ("role",))
+        refuse_repeated_query((name for name, _ in request.query_params.multi_items()), ("role",))
         role = request.query_params.get("role")
         if role is not None and role not in ROLES:
             raise bad_parameter("role", f"one of {', '.join(ROLES)}", role)

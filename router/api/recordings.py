@@ -61,6 +61,7 @@ from router.api.context import read_json
 from router.api.errors import (
     ApiError,
     bad_parameter,
+    refuse_repeated_query,
     refuse_unknown_fields,
     refuse_unknown_query,
 )
@@ -393,6 +394,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         audit.operation, audit.target = "recordings:read", call_id
         query = request.query_params
         refuse_unknown_query(query.keys(), ("expires", "sig"))
+        refuse_repeated_query((name for name, _ in query.multi_items()), ("expires", "sig"))
         signed = "sig" in query or "expires" in query
         if signed or "expires" in query:
             expires, sig = query.get("expires", ""), query.get("sig", "")
