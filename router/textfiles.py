@@ -13,6 +13,11 @@ between a check and the read), it is read without blocking too (``/proc/kmsg``
 is a "regular file" whose read waits for the kernel's next message), and at
 most ``limit`` bytes are read. Symbolic links are followed: an administrator's
 ``/etc`` may well hold them.
+
+The files callrouter keeps in its own ``state_dir`` (``forwarding.json``,
+``calllife.json``) are read the same way, with ``follow_symlinks=False``
+(issue 16): callrouter never writes a link there, so a link at such a name is
+someone else's, and is refused, not followed.
 """
 
 from __future__ import annotations
@@ -35,16 +40,31 @@ class FileTooBig(OSError):
         self.limit = limit
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
+def read_bounded(path: Path, limit: int, *, follow_symlinks: bool = True) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
     An ``OSError`` whose ``strerror`` says what is wrong (for a message that
     names the file): ``IsADirectoryError`` for a folder, ``EINVAL`` for a FIFO,
     socket or device, ``EAGAIN`` for a file whose read would wait (``/proc/kmsg``),
-    :class:`FileTooBig` for a file over ``limit`` bytes.
+    :class:`FileTooBig` for a file over ``limit`` bytes; ``ELOOP`` for a
+    symbolic link at ``path`` itself when not ``follow_symlinks`` (the folders
+    above it may be links).
     """
-    _check_regular(os.stat(path).st_mode)  # before the open: opening a device may act
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if follow_symlinks:
+        mode = os.stat(path).st_mode
+    else:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise _symlink()
+        flags |= os.O_NOFOLLOW
+    _check_regular(mode)  # before the open: opening a device may act
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise _symlink() from None  # made a link since the look above
+        raise
     try:
         info = os.fstat(fd)
         _check_regular(info.st_mode)  # replaced since the look above
@@ -70,6 +90,10 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if size > limit:  # it grew after it was opened
         raise FileTooBig(size, limit)
     return b"".join(chunks)
+
+
+def _symlink() -> OSError:
+    return OSError(errno.ELOOP, "is a symbolic link: not followed")
 
 
 def _check_regular(mode: int) -> None:

@@ -26,6 +26,7 @@ from typing import Final
 
 from router import dialplan, jsonsafe
 from router.aside import move_aside
+from router.textfiles import read_bounded
 
 __all__ = [
     "DND_PREFIX",
@@ -89,7 +90,9 @@ class ForwardingState:
 
     A damaged file is logged naming it and set aside (``.bad``; ``.bad-2``, ...
     when one is there already), never fatal: forwarding is a convenience,
-    routing must start anyway.
+    routing must start anyway. So is what is no file of ours at its name: a
+    symbolic link (set aside itself, never followed), a FIFO or a folder, a
+    file over 4 MiB.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -135,9 +138,10 @@ class ForwardingState:
 
     def _load(self) -> None:
         try:
-            if self.path.stat().st_size > _MAX_BYTES:
-                raise ValueError(f"larger than {_MAX_BYTES} bytes")
-            data = jsonsafe.loads(self.path.read_text(encoding="utf-8"))
+            # No link followed, a regular file only (a FIFO blocked the start
+            # for ever), at most _MAX_BYTES read (issue 16).
+            raw = read_bounded(self.path, _MAX_BYTES, follow_symlinks=False)
+            data = jsonsafe.loads(raw.decode("utf-8"))
             items = _parse(data)
         except FileNotFoundError:
             return

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
+from router.aside import move_aside
 from router.calllife.fold import FOLDED, Folder, plan_internal
 from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
+from router.calls import IDENTITY_LIMITS
+from router.textfiles import read_bounded
 from router.wording import counted
 
 __all__ = ["DIAL_RINGING", "LIVE_EVENTS", "MARK_FILE", "RINGING_STATE", "CallLife"]
@@ -62,6 +65,11 @@ SECOND_LOOK = 5.0
 MARK_EVERY = 5.0
 #: Replays waiting or failed that the mark remembers (bounded).
 MAX_PENDING = 32
+#: A mark file's bytes besides its told calls, and the most one told call takes
+#: (a Linkedid of non-ASCII written as ``\ud83d\ude00`` pairs, its time, the
+#: punctuation): a larger file is no mark this service wrote, and is not read.
+_MARK_BYTES = 4096
+_TOLD_BYTES = 12 * IDENTITY_LIMITS["Linkedid"] + 48
 #: Calls silent for this long are dropped from memory (their end was lost).
 STALE_AFTER = 6 * 3600.0
 
@@ -204,12 +212,21 @@ class CallLife:
             return None, {}
         path = self._state_dir / MARK_FILE
         try:
-            data = jsonsafe.loads(path.read_text(encoding="utf-8"))
-            value = data.get("mark")
-            told = data.get("told", {})
+            # No link followed, a regular file only (a FIFO blocked the start for
+            # ever), no more read than a mark of max_calls can hold (issue 16).
+            raw = read_bounded(path, self._mark_limit(), follow_symlinks=False)
         except FileNotFoundError:
             return None, {}
-        except (OSError, ValueError, AttributeError) as exc:
+        except OSError as exc:
+            # No file of ours: set aside, never followed nor lost, so the next
+            # mark can be written in its place (a folder there refused it for ever).
+            self._set_aside(path, exc)
+            return None, {}
+        try:
+            data = jsonsafe.loads(raw.decode("utf-8"))
+            value = data.get("mark")
+            told = data.get("told", {})
+        except (ValueError, AttributeError) as exc:
             log.warning("call life: %s unreadable (%s); no replay from it", path, exc)
             return None, {}
         if not (isinstance(value, int | float) and math.isfinite(value)):
@@ -220,6 +237,29 @@ class CallLife:
                 if isinstance(at, int | float) and math.isfinite(at):
                     ended[str(linkedid)] = float(at)
         return float(value), ended
+
+    def _mark_limit(self) -> int:
+        """The most bytes a mark file this service wrote can hold."""
+        return _MARK_BYTES + self.settings.max_calls * _TOLD_BYTES
+
+    def _set_aside(self, path: Path, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        try:
+            aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(self._clock())}"))
+        except OSError as moving:
+            log.warning(
+                "call life: %s unreadable (%s), left in place (%s); no replay from it",
+                path,
+                reason,
+                moving,
+            )
+            return
+        log.warning(
+            "call life: %s unreadable (%s): set aside as %s; no replay from it",
+            path,
+            reason,
+            aside,
+        )
 
     def told(self, mark: float) -> dict[str, float]:
         """The calls told to the end that a restart's replay from ``mark`` would
