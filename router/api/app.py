@@ -43,6 +43,7 @@ from router.api.errors import (
     problem_body,
     problem_responses,
 )
+from router.api.refusals import Refusals
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 
@@ -184,12 +185,18 @@ class AuditMiddleware:
     The line is written when the response starts (a feed stream is audited
     when it opens, not hours later when it closes) and says who (the token's
     name), what (operation, target), how it ended (status): never the token.
+    Refused requests (401) from one client address are written a few a
+    second at most, the rest counted in one line (router/api/refusals.py);
+    the metric counts every request.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, refusals: Refusals | None = None
+    ) -> None:
         self.app = app
         #: Requests counted by operation and status (``callrouter_api_requests_total``).
         self.metrics = metrics
+        self.refusals = refusals if refusals is not None else Refusals(audit_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -204,7 +211,12 @@ class AuditMiddleware:
             nonlocal sent
             if message["type"] == "http.response.start" and not sent:
                 sent = True
-                _write_audit(scope, audit, int(message["status"]), started)
+                status = int(message["status"])
+                if status != 401:
+                    self.refusals.tick()  # the summaries of floods that have ended
+                    _write_audit(scope, audit, status, started)
+                elif self.refusals.admit(_client(scope)):
+                    _write_audit(scope, audit, status, started)
                 if self.metrics is not None:
                     self.metrics.api_request(audit.operation, int(message["status"]))
             await send(message)
@@ -256,15 +268,19 @@ class NoSniffMiddleware:
         await self.app(scope, receive, send_marked)
 
 
-def _write_audit(scope: Scope, audit: Audit, status: int, started: float) -> None:
+def _client(scope: Scope) -> str:
     client = scope.get("client")
+    return escape_controls(str(client[0])[:96]) if client else "-"
+
+
+def _write_audit(scope: Scope, audit: Audit, status: int, started: float) -> None:
     audit_log.info(
         "api token=%s op=%s target=%s status=%d client=%s ms=%.1f",
         escape_controls(audit.token[:64]),
         escape_controls(audit.operation[:96]),
         escape_controls(audit.target[:96]),
         status,
-        client[0] if client else "-",
+        _client(scope),
         (time.perf_counter() - started) * 1000,
     )
 
@@ -318,7 +334,9 @@ def _starlette(routes: list[BaseRoute], ctx: ApiContext) -> Starlette:
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
-    app.add_middleware(AuditMiddleware, metrics=ctx.metrics)
+    # One per app, kept on its state (a test sets its clock).
+    app.state.refusals = Refusals(audit_log)
+    app.add_middleware(AuditMiddleware, metrics=ctx.metrics, refusals=app.state.refusals)
     # Outside the audit: its own 500 and 503 answers are marked too.
     app.add_middleware(NoSniffMiddleware)
     app.state.ctx = ctx

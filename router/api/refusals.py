@@ -1,0 +1,105 @@
+"""The audit lines of refused requests (401), bounded per client address (issue 16).
+
+Every API request writes one audit line (router/api/app.py). A request
+without credentials, or with bad ones, is answered 401 before any token's
+rate limit applies, so a client sending them in a loop (a scanner, a
+misconfigured 1C with an old token) wrote a line per request: the audit log,
+and the disk under it, grew as fast as the client could send. Here at most
+:data:`BURST` lines of 401 per client address are written in each
+:data:`WINDOW` seconds; the rest of that window is counted and said in one
+line when it ends: ``api 245 more 401s from 10.0.0.9 in 1 s, not written one
+by one``. Authenticated requests are audited whole, as before, and the
+``callrouter_api_requests_total`` metric counts every request, 401s included.
+
+The addresses followed are bounded (:data:`MAX_CLIENTS`): past that many in
+one window (a flood from many addresses), the one followed longest is
+dropped, its count said first, so memory stays bounded and no refusal goes
+unsaid. A window's summary is written by the first audited request after it
+ended (any request, from any client), not by a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["BURST", "MAX_CLIENTS", "WINDOW", "Refusals"]
+
+#: 401 lines written per client address in one window.
+BURST: Final = 5
+#: The window's length, seconds.
+WINDOW: Final = 1.0
+#: Client addresses followed at once.
+MAX_CLIENTS: Final = 1024
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    written: int = 1
+    unwritten: int = 0
+
+
+class Refusals:
+    """Says which 401s get their audit line, and writes the summaries of the rest."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = BURST,
+        window: float = WINDOW,
+        max_clients: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self.burst = burst
+        self.window = window
+        self.max_clients = max_clients
+        #: Monotonic seconds; a test sets its own.
+        self.clock = clock
+        #: Address -> its current window, oldest window first (a window ends
+        #: where it began plus ``window``: the first ones end first).
+        self._clients: OrderedDict[str, _Window] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def tick(self) -> None:
+        """Close the windows that have ended, saying what each left unwritten."""
+        now = self.clock()
+        while self._clients:
+            address, current = next(iter(self._clients.items()))
+            if now - current.started < self.window:
+                break
+            del self._clients[address]
+            self._summary(address, current)
+
+    def admit(self, address: str) -> bool:
+        """A 401 for ``address``: should its audit line be written?"""
+        self.tick()
+        current = self._clients.get(address)
+        if current is None:
+            while len(self._clients) >= self.max_clients:
+                oldest, dropped = self._clients.popitem(last=False)
+                self._summary(oldest, dropped)
+            self._clients[address] = _Window(self.clock())
+            return True
+        if current.written < self.burst:
+            current.written += 1
+            return True
+        current.unwritten += 1
+        return False
+
+    def _summary(self, address: str, ended: _Window) -> None:
+        if ended.unwritten:
+            self._log.info(
+                "api %d more 401s from %s in %g s, not written one by one",
+                ended.unwritten,
+                address,
+                self.window,
+            )
