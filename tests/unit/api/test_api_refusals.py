@@ -1,0 +1,137 @@
+"""The audit of refused requests (401) is bounded per client address (issue 16).
+
+An unauthenticated client sending requests in a loop wrote one audit line per
+request: the log grew as fast as it could send. Now at most a few lines per
+second per address, the rest said in one line; authenticated requests are
+audited whole, and the metric counts every request. A clock the test moves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.auth import hash_token, new_token
+from router.api.context import ApiContext
+from router.api.refusals import BURST, Refusals
+from router.api.settings import ApiSettings, TokenSettings
+from router.metrics import Metrics
+from router.testing import StubEngine
+
+AUDIT = "router.api.audit"
+TOKEN = new_token()
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == AUDIT]
+
+
+def _refusals(clock: list[float], **kwargs: int) -> Refusals:
+    return Refusals(logging.getLogger(AUDIT), clock=lambda: clock[0], **kwargs)
+
+
+def test_a_few_401s_a_second_per_address_are_written_and_the_rest_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    clock = [100.0]
+    refusals = _refusals(clock)
+    admitted = [refusals.admit("10.0.0.9") for _ in range(250)]
+    assert admitted == [True] * BURST + [False] * (250 - BURST)
+    assert refusals.admit("10.0.0.8")  # another address has its own
+    assert _lines(caplog) == []
+    clock[0] = 100.999
+    refusals.tick()
+    assert _lines(caplog) == []  # the window has not ended
+    clock[0] = 101.0
+    assert refusals.admit("10.0.0.9")  # a new window: written again
+    assert _lines(caplog) == ["api 245 more 401s from 10.0.0.9 in 1 s, not written one by one"]
+
+
+def test_a_window_with_nothing_unwritten_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    clock = [0.0]
+    refusals = _refusals(clock)
+    assert all(refusals.admit("10.0.0.9") for _ in range(BURST))
+    clock[0] = 5.0
+    refusals.tick()
+    assert _lines(caplog) == []
+    assert len(refusals) == 0
+
+
+def test_the_addresses_followed_are_bounded_and_none_goes_unsaid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    clock = [0.0]
+    refusals = _refusals(clock, burst=1, max_clients=3)
+    for n in range(100):
+        address = f"10.0.{n // 256}.{n % 256}"
+        assert refusals.admit(address)
+        assert not refusals.admit(address)
+        assert len(refusals) <= 3
+    lines = _lines(caplog)
+    assert len(lines) == 97  # every address dropped said its one unwritten 401
+    assert lines[0] == "api 1 more 401s from 10.0.0.0 in 1 s, not written one by one"
+    clock[0] = 1.0
+    refusals.tick()
+    assert len(_lines(caplog)) == 100
+    assert len(refusals) == 0
+
+
+# -- through the app -------------------------------------------------------------------
+
+
+async def test_a_401_flood_writes_a_few_lines_and_the_metric_counts_them_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = StubEngine(state_dir=tmp_path)
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    admin = TokenSettings(
+        name="admin",
+        digest=bytes.fromhex(hash_token(TOKEN).removeprefix("sha256:")),
+        allow=("ami:*",),
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+    metrics = Metrics(event_names=())
+    app = build_app(ApiContext(stub, ApiSettings(tokens={"admin": admin}), metrics=metrics))
+    clock = [50.0]
+    app.state.refusals.clock = lambda: clock[0]
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 5555)),
+            base_url="http://api.test",
+        ) as client:
+            for n in range(40):
+                headers = {"Authorization": f"Bearer wrong{n}"} if n % 2 else {}
+                assert (await client.post("/api/v1/ami/Ping", headers=headers)).status_code == 401
+            ok = [
+                await client.post("/api/v1/ami/Ping", headers={"Authorization": f"Bearer {TOKEN}"})
+                for _ in range(20)
+            ]
+            assert {r.status_code for r in ok} == {200}
+            clock[0] = 51.0
+            await client.post("/api/v1/ami/Ping", headers={"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        await stub.aclose()
+    lines = _lines(caplog)
+    refused = [line for line in lines if "status=401" in line]
+    assert len(refused) == BURST
+    assert len([line for line in lines if "status=200" in line]) == 21  # every one
+    assert lines[-2] == f"api {40 - BURST} more 401s from 10.0.0.9 in 1 s, not written one by one"
+    assert "status=200" in lines[-1]
+    counts = {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in metrics.registry.collect()
+        if family.name == "callrouter_api_requests"
+        for sample in family.samples
+        if sample.name == "callrouter_api_requests_total"
+    }
+    assert counts[(("operation", "ami:Ping"), ("status", "401"))] == 40
+    assert counts[(("operation", "ami:Ping"), ("status", "200"))] == 21
