@@ -46,5 +46,6 @@ def open_recordings(config: Config, state_dir: Path) -> RecordingStore | None:
 
 def recording_signer(settings: RecordingSettings, state_dir: Path) -> Signer:
     """The link signer: ``[recordings] key_file``, or ``state_dir/recordings.key`` (made 0600)."""
-    path = settings.key_file or state_dir / KEY_NAME
-    return Signer(load_key(path))
+    if settings.key_file is not None:  # the administrator's: may be a link
+        return Signer(load_key(settings.key_file))
+    return Signer(load_key(state_dir / KEY_NAME, follow_symlinks=False))

@@ -21,6 +21,7 @@ from typing import Final
 from urllib.parse import quote
 
 from router.recordings.naming import check_call_id, check_part
+from router.textfiles import FileTooBig, read_bounded
 
 __all__ = ["KEY_NAME", "Signer", "load_key"]
 
@@ -30,23 +31,34 @@ _MIN_KEY: Final = 16
 _MAX_KEY_FILE: Final = 4096
 
 
-def _read_key(path: Path) -> str:
+def _read_key(path: Path, *, follow_symlinks: bool = True) -> str:
     """The key file's text, at most :data:`_MAX_KEY_FILE` bytes of ASCII; a ValueError
-    naming the file for anything else (a UnicodeDecodeError named no file)."""
-    with path.open("rb") as fh:
-        data = fh.read(_MAX_KEY_FILE + 1)
-    if len(data) > _MAX_KEY_FILE:
-        raise ValueError(f"{path}: the recordings key file is longer than {_MAX_KEY_FILE} bytes")
+    naming the file for anything else (a UnicodeDecodeError named no file): a
+    FIFO, folder or device at its name (the read would block, or never end), and
+    a symbolic link when not ``follow_symlinks`` (issue 16)."""
+    try:
+        data = read_bounded(path, _MAX_KEY_FILE, follow_symlinks=follow_symlinks)
+    except FileTooBig:
+        raise ValueError(
+            f"{path}: the recordings key file is longer than {_MAX_KEY_FILE} bytes"
+        ) from None
+    except OSError as exc:
+        if exc.filename is not None:  # the system's own error names the file
+            raise
+        raise ValueError(f"{path}: the recordings key file {exc.strerror}") from None
     try:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: the recordings key must be hex (ASCII)") from None
 
 
-def load_key(path: Path, *, create: bool = True) -> bytes:
-    """The signing key in ``path`` (hex), made 0600 on first use when ``create``."""
+def load_key(path: Path, *, create: bool = True, follow_symlinks: bool = True) -> bytes:
+    """The signing key in ``path`` (hex), made 0600 on first use when ``create``.
+
+    ``follow_symlinks=False`` for the key callrouter keeps in its ``state_dir``,
+    where it never makes a link: one at its name is refused, not followed."""
     try:
-        text = _read_key(path)
+        text = _read_key(path, follow_symlinks=follow_symlinks)
     except FileNotFoundError:
         if not create:
             raise
@@ -54,7 +66,7 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as out:
             out.write(secrets.token_hex(32) + "\n")
-        text = _read_key(path)
+        text = _read_key(path, follow_symlinks=follow_symlinks)
     try:
         key = bytes.fromhex(text)
     except ValueError:
