@@ -1,11 +1,12 @@
 """The state files read back at start are read as no one else's file (issue 16).
 
-``forwarding.json`` (the API's DND and forwarding) and ``calllife.json`` (the
-call life's replay mark) were read with ``read_text``: a symbolic link put at
+``forwarding.json`` (the API's DND and forwarding), ``calllife.json`` (the
+call life's replay mark) and ``recordings.key`` were read with a plain read: a symbolic link put at
 the name was followed (another file's settings, or a secret, read as state), a
 FIFO blocked the start for ever, and ``calllife.json`` had no size bound. Now
 neither is followed nor read past its bound; what is no file of ours is set
-aside (``router/aside.py``), never lost, and the start goes on clean. A test
+aside (``router/aside.py``), never lost, and the start goes on clean (the
+key, which signs recording links, is an error naming it instead). A test
 that regresses to a blocking read would hang, so those reads run in a thread
 that a writer opened afterwards frees.
 """
@@ -25,6 +26,8 @@ from router.api.forwarding_state import ForwardingState
 from router.calllife.model import CallEvent
 from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
+from router.recordings import RecordingSettings, recording_signer
+from router.recordings.signing import KEY_NAME
 
 FORWARDING = "forwarding.json"
 #: A forwarding file that sets something: read through a link, it would show.
@@ -229,3 +232,52 @@ def test_the_largest_mark_max_calls_can_write_is_read_back(tmp_path: Path) -> No
     assert len(text) > 10 * 12 * 149
     assert _read_mark(tmp_path, max_calls=10) == NOW - 600.123456789
     assert not _aside(tmp_path).exists()
+
+
+# -- recordings.key --------------------------------------------------------------------
+
+KEY = "ab" * 32 + "\n"
+
+
+def _settings(key_file: Path | None = None) -> RecordingSettings:
+    return RecordingSettings(dir="/nonexistent", local_dir=Path("/nonexistent"), key_file=key_file)
+
+
+def test_a_link_at_the_state_dirs_recordings_key_is_refused_not_followed(tmp_path: Path) -> None:
+    """The key signs every recording link: one read through a link someone put
+    in state_dir (to a key they know) would let them sign links themselves."""
+    elsewhere = tmp_path / "known.key"
+    elsewhere.write_text(KEY)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / KEY_NAME).symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="symbolic link") as refused:
+        recording_signer(_settings(), state_dir)
+    assert str(refused.value) == (
+        f"{state_dir / KEY_NAME}: the recordings key file is a symbolic link: not followed"
+    )
+    assert elsewhere.read_text() == KEY
+
+
+def test_a_fifo_or_folder_at_recordings_key_is_an_error_naming_it_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / KEY_NAME
+    os.mkfifo(fifo)
+    outcome = _without_blocking(lambda: recording_signer(_settings(), tmp_path), fifo)
+    assert isinstance(outcome, ValueError), outcome
+    assert str(outcome) == (
+        f"{fifo}: the recordings key file not a regular file (a FIFO, socket or device)"
+    )
+    fifo.unlink()
+    fifo.mkdir()
+    with pytest.raises(ValueError, match=r"recordings\.key: the recordings key file is a folder"):
+        recording_signer(_settings(), tmp_path)
+
+
+def test_the_administrators_key_file_may_be_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real.key").write_text(KEY)
+    (tmp_path / "linked.key").symlink_to(tmp_path / "real.key")
+    signer = recording_signer(_settings(tmp_path / "linked.key"), tmp_path / "state")
+    assert signer.key == bytes.fromhex(KEY)
+    assert not (tmp_path / "state").exists()  # no key of its own made
