@@ -1340,24 +1340,7 @@ async def test_a_blind_transfer_of_a_leg_seen_alone_in_its_bridge_waits_for_the_
     tracked = engine.api.calls.get(mine).channels  # type: ignore[union-attr]
     assert (tracked[phone].bridge, tracked[phone].bridge_channels) == ("b-1", 1)
 
-    def answer(sent: SentAction) -> object:
-        if len(ajam_replay.sent("BlindTransfer")) == 1:  # the phone's leg alone in it
-
-            def join() -> None:
-                ajam_replay.queue_event(
-                    "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
-                )
-
-            asyncio.get_running_loop().call_later(0.036, join)
-            return [("Response", "Error"), ("Message", "Transfer failed")]
-        return {"Message": "Transfer succeeded"}
-
-    ajam_replay.on("BlindTransfer", answer)
-    done = await client.post(
-        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
-    )
-    assert done.status_code == 202, done.text
-    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
+    await _blind_transfer_resent_once_joined(client, ajam_replay, mine, phone, trunk)
     assert tracked[phone].bridge_channels == 2
     # Sharing its bridge with the caller, a refusal is Asterisk's answer: at once.
     await _transfer_failed_at_once(client, ajam_replay, mine)
@@ -1381,24 +1364,7 @@ async def test_a_blind_transfer_of_a_leg_left_alone_in_its_bridge_waits_for_the_
     tracked = engine.api.calls.get(mine).channels  # type: ignore[union-attr]
     left_alone = (tracked[phone].bridge_channels, tracked[trunk].bridge)
 
-    def answer(sent: SentAction) -> object:
-        if len(ajam_replay.sent("BlindTransfer")) == 1:  # the phone's leg alone in it
-
-            def back() -> None:
-                ajam_replay.queue_event(
-                    "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
-                )
-
-            asyncio.get_running_loop().call_later(0.036, back)
-            return [("Response", "Error"), ("Message", "Transfer failed")]
-        return {"Message": "Transfer succeeded"}
-
-    ajam_replay.on("BlindTransfer", answer)
-    done = await client.post(
-        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
-    )
-    assert done.status_code == 202, done.text
-    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
+    await _blind_transfer_resent_once_joined(client, ajam_replay, mine, phone, trunk)
     assert left_alone == (1, "")  # what the tracker made of the leave
     assert tracked[phone].bridge_channels == 2
     await _transfer_failed_at_once(client, ajam_replay, mine)
@@ -1971,6 +1937,33 @@ def test_a_click_to_call_keeps_no_progress_until_its_first_event_then_the_last_3
         originations.observe(Event(channel.items()), None)
     shown = origination.to_dict()["progress"]
     assert [p["channel"] for p in shown] == [f"PJSIP/101-{n}" for n in range(8, 40)]
+
+
+async def _blind_transfer_resent_once_joined(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, call_id: str, phone: str, trunk: str
+) -> None:
+    """A blind transfer of ``phone``'s leg, alone in bridge b-1: Asterisk
+    refuses the first "Transfer failed", ``trunk`` (re)joins the bridge 36 ms
+    later, and the transfer sent again is accepted: 202, sent twice."""
+
+    def answer(sent: SentAction) -> object:
+        if len(ajam_replay.sent("BlindTransfer")) == 1:  # the phone's leg alone in it
+
+            def join() -> None:
+                ajam_replay.queue_event(
+                    "BridgeEnter", Channel=trunk, BridgeUniqueid="b-1", BridgeNumChannels="2"
+                )
+
+            asyncio.get_running_loop().call_later(0.036, join)
+            return [("Response", "Error"), ("Message", "Transfer failed")]
+        return {"Message": "Transfer succeeded"}
+
+    ajam_replay.on("BlindTransfer", answer)
+    done = await client.post(
+        f"/api/v1/calls/{call_id}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
 
 
 async def _transfer_failed_at_once(
