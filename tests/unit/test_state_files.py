@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
 from router.recordings import RecordingSettings, recording_signer
 from router.recordings.signing import KEY_NAME
+from tests.unit.fifo_read import without_blocking
 
 FORWARDING = "forwarding.json"
 #: A forwarding file that sets something: read through a link, it would show.
@@ -37,27 +36,6 @@ SETTINGS_TEXT = json.dumps(
 #: Asterisk's clock in the call life tests.
 NOW = 1_800_000_000.0
 MARK_TEXT = json.dumps({"mark": NOW - 600, "told": {}})
-
-
-def _without_blocking(read: Callable[[], object], fifo: Path) -> object:
-    """What ``read`` returns or raises, failing the test if it blocks on ``fifo``."""
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(read())
-        except BaseException as exc:  # the outcome under test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(5)
-    if thread.is_alive():
-        with open(fifo, "wb"):  # let the blocked read end before failing
-            pass
-        thread.join(5)
-        pytest.fail(f"reading {fifo.name} blocked on the FIFO")
-    return outcome[0]
 
 
 def _messages(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
@@ -95,7 +73,7 @@ def test_a_fifo_at_forwarding_json_does_not_block_the_start(
     fifo = tmp_path / FORWARDING
     os.mkfifo(fifo)
     with caplog.at_level(logging.ERROR):
-        state = _without_blocking(lambda: ForwardingState(tmp_path), fifo)
+        state = without_blocking(lambda: ForwardingState(tmp_path), fifo)
     assert isinstance(state, ForwardingState), state
     assert list(state) == []
     assert (tmp_path / "forwarding.json.bad").is_fifo()
@@ -180,7 +158,7 @@ def test_a_fifo_at_calllife_json_does_not_block_the_start(
 ) -> None:
     fifo = tmp_path / MARK_FILE
     os.mkfifo(fifo)
-    assert _without_blocking(lambda: _read_mark(tmp_path), fifo) is None
+    assert without_blocking(lambda: _read_mark(tmp_path), fifo) is None
     assert _aside(tmp_path).is_fifo()
     assert _messages(caplog, MARK_FILE) == [
         f"call life: {fifo} unreadable (not a regular file (a FIFO, socket or device)): "
@@ -264,7 +242,7 @@ def test_a_fifo_or_folder_at_recordings_key_is_an_error_naming_it_not_a_hang(
 ) -> None:
     fifo = tmp_path / KEY_NAME
     os.mkfifo(fifo)
-    outcome = _without_blocking(lambda: recording_signer(_settings(), tmp_path), fifo)
+    outcome = without_blocking(lambda: recording_signer(_settings(), tmp_path), fifo)
     assert isinstance(outcome, ValueError), outcome
     assert str(outcome) == (
         f"{fifo}: the recordings key file not a regular file (a FIFO, socket or device)"

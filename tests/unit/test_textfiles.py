@@ -12,7 +12,6 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,7 @@ from router.config import MAX_CONFIG_BYTES, load_config
 from router.errors import ConfigError
 from router.rules import Registry, load_rules
 from router.textfiles import FileTooBig, read_bounded
-
-
-def _without_blocking(read: Callable[[], object], fifo: Path) -> object:
-    """What ``read`` returns or raises, failing the test if it blocks on ``fifo``."""
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(read())
-        except BaseException as exc:  # the outcome under test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(5)
-    if thread.is_alive():
-        with open(fifo, "wb"):  # let the blocked read end before failing
-            pass
-        thread.join(5)
-        pytest.fail(f"reading {fifo.name} blocked on the FIFO")
-    return outcome[0]
+from tests.unit.fifo_read import without_blocking
 
 
 @pytest.fixture
@@ -54,13 +33,13 @@ def fifo(tmp_path: Path) -> Path:
 
 
 def test_a_fifo_is_refused_at_once(fifo: Path) -> None:
-    outcome = _without_blocking(lambda: read_bounded(fifo, 100), fifo)
+    outcome = without_blocking(lambda: read_bounded(fifo, 100), fifo)
     assert isinstance(outcome, OSError)
     assert "not a regular file" in str(outcome.strerror)
 
 
 def test_a_fifo_named_as_a_rule_file_is_a_located_error(fifo: Path) -> None:
-    ruleset = _without_blocking(lambda: load_rules([fifo], Registry()), fifo)
+    ruleset = without_blocking(lambda: load_rules([fifo], Registry()), fifo)
     assert not isinstance(ruleset, BaseException), ruleset
     details = [e.detail for e in ruleset.errors]  # type: ignore[attr-defined]
     assert details == ["cannot read rule file: not a regular file (a FIFO, socket or device)"]
@@ -71,7 +50,7 @@ def test_a_fifo_named_as_a_list_file_is_a_located_error(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nlists:\n  vip: {file: vip.txt}\nrules: []\n", encoding="utf-8")
-    ruleset = _without_blocking(lambda: load_rules([rules], Registry()), fifo)
+    ruleset = without_blocking(lambda: load_rules([rules], Registry()), fifo)
     assert not isinstance(ruleset, BaseException), ruleset
     errors = ruleset.errors  # type: ignore[attr-defined]
     assert len(errors) == 1
@@ -82,7 +61,7 @@ def test_a_fifo_named_as_a_list_file_is_a_located_error(tmp_path: Path) -> None:
 def test_a_fifo_named_as_the_directory_is_a_config_error(tmp_path: Path) -> None:
     fifo = tmp_path / "directory.csv"
     os.mkfifo(fifo)
-    outcome = _without_blocking(lambda: load_directory(fifo), fifo)
+    outcome = without_blocking(lambda: load_directory(fifo), fifo)
     assert isinstance(outcome, ConfigError)
     assert "directory.csv" in str(outcome)
     assert "not a regular file" in str(outcome)
@@ -91,7 +70,7 @@ def test_a_fifo_named_as_the_directory_is_a_config_error(tmp_path: Path) -> None
 def test_a_fifo_named_as_router_toml_is_a_config_error(tmp_path: Path) -> None:
     fifo = tmp_path / "router.toml"
     os.mkfifo(fifo)
-    outcome = _without_blocking(lambda: load_config(fifo), fifo)
+    outcome = without_blocking(lambda: load_config(fifo), fifo)
     assert isinstance(outcome, ConfigError)
     assert str(outcome).startswith(f"{fifo}: cannot read: not a regular file")
 
