@@ -4,7 +4,8 @@ judges what it reads).
 What in the dialplan loses calls (a broken inbound context, a rule
 redirecting where the dialplan has nothing) is logged at start, after each
 rule reload, after each dialplan reload Asterisk reports (a ``Reload``
-event) and, since ``dialplan reload`` raises no event, now and then
+event), when Asterisk ends a boot callrouter saw part of (``FullyBooted``)
+and, since ``dialplan reload`` raises no event, now and then
 (``[router] dialplan_audit_interval``), that last one only when the findings
 changed. Routing goes on whatever is found (fail open); each audit also
 hands the executor the contexts it read, so a missing extension is known
@@ -82,6 +83,11 @@ class DialplanWatch:
         #: The audit Asterisk's reload asked for, while it waits for its turn
         #: or runs; when the last audit began (monotonic).
         self.after_reload: asyncio.Task[None] | None = None
+        #: The audit Asterisk's ``FullyBooted`` asked for, while it runs.
+        self.after_boot: asyncio.Task[None] | None = None
+        #: Whether the last audit read all it asked for and found nothing
+        #: wrong (None: none has ended yet).
+        self._clean: bool | None = None
         self._audited_at = -math.inf
         #: What the last audit found, as (level, text): a timed one logs only a change.
         self._findings: tuple[tuple[str, str], ...] | None = None
@@ -105,10 +111,43 @@ class DialplanWatch:
         task.add_done_callback(partial(log_task_failure, logger=log))
         self.after_reload = task
 
+    def booted(self) -> None:
+        """Asterisk says it has booted (``FullyBooted``: sent to every session
+        when a boot ends, and with each login to a booted Asterisk).
+
+        A callrouter that logged in while Asterisk was still loading its
+        modules (both started together, or Asterisk restarted under it) read
+        a dialplan pbx_config had not loaded yet: every context missing, so
+        every rule redirecting to one was refused and its calls took the next
+        rule until the timed audit, minutes later (the sandbox's first call
+        after such a boot went to the default route). So an audit that found
+        something wrong, or is reading now, is followed at once by another,
+        which logs only what changed. After a clean audit the dialplan was
+        there: nothing is asked (a login's ``FullyBooted`` costs nothing)."""
+        if self.after_boot is not None or self._stopping.is_set():
+            return
+        if not self._auditing and self._clean is not False:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.audit(
+                "Asterisk's boot",
+                changes_only=True,
+                changed="Asterisk finished booting after callrouter had read its dialplan",
+            ),
+            name="callrouter-dialplan-audit-boot",
+        )
+        task.add_done_callback(self._boot_audited)
+        self.after_boot = task
+
+    def _boot_audited(self, task: asyncio.Task[None]) -> None:
+        self.after_boot = None
+        log_task_failure(task, logger=log)
+
     def cancel(self) -> None:
-        """Drop the audit a reload asked for (the engine's stop)."""
-        if self.after_reload is not None:
-            self.after_reload.cancel()
+        """Drop the audits a reload or a boot asked for (the engine's stop)."""
+        for task in (self.after_reload, self.after_boot):
+            if task is not None:
+                task.cancel()
 
     async def _audit_after_reload(self) -> None:
         try:
@@ -130,14 +169,21 @@ class DialplanWatch:
         if self._connected() and self.after_reload is None and not self._auditing:
             await self.audit("the timed check", changes_only=True)
 
-    async def audit(self, when: str, *, changes_only: bool = False) -> None:
+    async def audit(
+        self,
+        when: str,
+        *,
+        changes_only: bool = False,
+        changed: str = "found by the timed check: Asterisk reports no dialplan reload",
+    ) -> None:
         """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
         a broken inbound context, a rule redirecting where the dialplan has
         nothing. Each is a WARNING; routing goes on (fail open).
         ``changes_only``: nothing is logged when the findings are the last
         audit's, nor when some of the dialplan could not be read (a timeout,
         Asterisk gone mid-look): that is no change of the dialplan, and the
-        error's text differs each time."""
+        error's text differs each time; ``changed`` says why it was looked at
+        when they did change."""
         self._audited_at = time.monotonic()
         targets, built = self._rules().redirect_targets()
         self._auditing += 1
@@ -160,6 +206,7 @@ class DialplanWatch:
                 audit.contexts, ask=self._executor.presence, spawn=self._spawn
             )
         findings = audit.findings
+        self._clean = not audit.unread and all(f.level == "ok" for f in findings)
         failed = sum(f.level == "fail" for f in findings)
         self._metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
         seen = tuple((f.level, f.text) for f in findings)
@@ -170,10 +217,7 @@ class DialplanWatch:
             return
         self._findings = seen
         if changes_only:
-            log.info(
-                "dialplan changed since it was last checked (found by the timed check: "
-                "Asterisk reports no dialplan reload)"
-            )
+            log.info("dialplan changed since it was last checked (%s)", changed)
         problems = [f for f in findings if f.level != "ok"]
         for finding in problems:
             level = logging.WARNING if finding.level == "fail" else logging.INFO

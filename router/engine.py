@@ -1507,6 +1507,8 @@ class Engine:
         self.metrics.event(name)
         if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:
             self._dialplan_reloaded()
+        elif name == "FullyBooted" and self.options.audit_dialplan:
+            self.dialplan_watch.booted()
         if name == "CEL":
             await self._cel(event)
             return

@@ -67,8 +67,9 @@ __all__ = [
 #: states, answers, hangups), the executor's confirmation of a redirect
 #: (``Newexten``), the prefetch trigger (``Newchannel``/``Newexten`` in the
 #: inbound context) and the dialplan audit after Asterisk reloads its dialplan
-#: (``Reload``). Reconcile reads ``CoreShowChannels``' list, which is an
-#: action's answer and never filtered.
+#: (``Reload``) or ends a boot it read part of (``FullyBooted``). Reconcile
+#: reads ``CoreShowChannels``' list, which is an action's answer and never
+#: filtered.
 CORE_EVENTS: frozenset[str] = frozenset(
     {
         "UserEvent",

@@ -18,7 +18,7 @@ import router.dialplan_watch
 import router.engine
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
-from router.dialplan import INBOUND_CONTEXT
+from router.dialplan import INBOUND_CONTEXT, missing_target
 from router.errors import AMIActionError, AMIConnectionError
 from router.testing.asterisk import dialplan_globals, dialplan_steps
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
@@ -195,3 +195,103 @@ async def test_a_timed_check_does_not_run_beside_another_audit(
     assert client.asked == 1
     checked = [r.getMessage() for r in caplog.records if "dialplan" in r.getMessage()]
     assert len(checked) == 1, checked
+
+
+class Booting(Flaky):
+    """An Asterisk still loading its modules until ``booted``: pbx_config has
+    not loaded the dialplan, so every context is missing (as Asterisk 22.10
+    answers a login a few milliseconds after its HTTP server is bound)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.booted = False
+
+    async def action(
+        self, name: str, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> ActionResult:
+        if name == "ShowDialPlan" and not self.booted:
+            self.asked += dict(params or {}).get("Context") == INBOUND_CONTEXT
+            if self.gate is not None:  # read before the boot ended, answered later
+                await self.gate.wait()
+            raise AMIActionError(
+                name, Response((("Response", "Error"), ("Message", "Did not find context")))
+            )
+        return await super().action(name, params, **kwargs)
+
+
+#: As Asterisk sends it to every session when a boot ends.
+FULLY_BOOTED = Event(
+    (("Event", "FullyBooted"), ("Privilege", "system,all"), ("Status", "Fully Booted"))
+)
+#: Where EVERYONE's rule redirects: the snippet's [callrouter-dial] has it.
+DIAL_101 = {"context": "callrouter-dial", "exten": "101"}
+
+
+async def boot_audited(engine: router.engine.Engine) -> None:
+    while (task := engine.dialplan_watch.after_boot) is not None:
+        await asyncio.wait((task,))
+    await asyncio.sleep(0)
+
+
+async def test_a_dialplan_read_while_asterisk_booted_is_read_again_when_it_has(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """callrouter logged in while Asterisk was loading its modules (both
+    started together, or Asterisk restarted under it): the start's audit
+    found every context missing, so the rules redirecting there were refused.
+    Asterisk's FullyBooted has the dialplan read again at once, not at the
+    timed audit minutes later (the sandbox's first call after such a boot
+    went to the default route)."""
+    client = Booting()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    assert missing_target(DIAL_101, engine.executor.dialplan) is not None
+    client.booted = True
+    caplog.set_level(logging.INFO, logger="router.engine")
+    await engine.handle_event(FULLY_BOOTED)
+    await boot_audited(engine)
+    assert client.asked == 2
+    assert missing_target(DIAL_101, engine.executor.dialplan) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        "dialplan changed since it was last checked (Asterisk finished booting after "
+        "callrouter had read its dialplan)" in said
+    ), said
+
+
+async def test_a_fully_booted_after_a_clean_audit_asks_nothing(tmp_path: Path) -> None:
+    """Asterisk sends FullyBooted with every login to a booted Asterisk (a
+    reconnect over TCP): a dialplan already read whole is not read again."""
+    client = Flaky()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    for _ in range(3):
+        await engine.handle_event(FULLY_BOOTED)
+    await boot_audited(engine)
+    assert client.asked == 1
+
+
+async def test_a_fully_booted_during_an_audit_is_followed_by_another(tmp_path: Path) -> None:
+    """The start's audit was reading when the boot ended: what it read may
+    be from before, so another audit follows it; more FullyBooted events
+    meanwhile add none."""
+    client = Booting()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    client.gate = asyncio.Event()
+    running = asyncio.ensure_future(engine.dialplan_watch.audit("start"))
+    await asyncio.sleep(0)
+    assert client.asked == 1
+    client.booted = True
+    for _ in range(5):
+        await engine.handle_event(FULLY_BOOTED)
+    client.gate.set()
+    await running
+    await boot_audited(engine)
+    assert client.asked == 2
+    assert missing_target(DIAL_101, engine.executor.dialplan) is None
+
+
+def test_fully_booted_is_among_the_events_asked_for() -> None:
+    from router.ami.event_filter import CORE_EVENTS
+
+    assert "FullyBooted" in CORE_EVENTS
