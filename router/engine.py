@@ -659,11 +659,18 @@ class Engine:
             log.error("%s", problem)
         self.setup_problems = tuple(problems)
         self.metrics.rules_loaded.set(len(loaded.rules))
-        log.info(
-            "loaded %s from %s",
-            counted(len(loaded.rules), "rule"),
-            ", ".join(map(str, self.rules.paths)),
-        )
+        where = ", ".join(map(str, self.rules.paths))
+        if problems:
+            # "loaded 1 rule" between the errors and the refusal read as a
+            # start that had gone ahead with the rules it could read.
+            log.info(
+                "rules not loaded: %s above (%s from %s read without one)",
+                counted(len(problems), "problem"),
+                counted(len(loaded.rules), "rule"),
+                where,
+            )
+        else:
+            log.info("loaded %s from %s", counted(len(loaded.rules), "rule"), where)
         self._rule_mtimes = self._scan_rule_files()
         return loaded
 

@@ -31,3 +31,17 @@ async def test_the_engine_logs_one_rule_in_the_singular(
     assert any(m.startswith("loaded 1 rule from ") for m in said), said
     assert "rules unchanged (1 rule)" in said
     assert "reloaded 1 rule" in said
+
+
+async def test_rules_with_a_problem_are_not_said_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between the error and the refusal, "loaded 1 rule" read as a start
+    that went ahead with the rules it could read."""
+    caplog.set_level(logging.INFO, logger="router")
+    broken = EVERYONE + "  - name: typo\n    on: call\n    if: didd == '1'\n    do: []\n"
+    engine = await engine_on(tmp_path, broken, ClientStub())
+    assert engine.setup_problems
+    said = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("loaded ") for m in said), said
+    assert any(m.startswith("rules not loaded: 1 problem above (1 rule from ") for m in said), said
