@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from router.api.errors import ApiError
+from router.api.errors import ApiError, single_header
 from router.api.settings import ApiSettings, TokenSettings
 
 __all__ = [
@@ -175,7 +175,7 @@ def authenticate(conn: HTTPConnection) -> Token:
     if isinstance(token, Token):
         return token
     authenticator: Authenticator = conn.app.state.authenticator
-    token = authenticator.identify(conn.headers.get("authorization"))
+    token = authenticator.identify(single_header(conn, "authorization", "Authorization"))
     state["token"] = token
     audit_of(conn).token = token.name
     return token

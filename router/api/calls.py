@@ -47,7 +47,7 @@ from router.api.dial_settings import (
     call_variable_problem,
 )
 from router.api.dialing import Dialing, channel_extension
-from router.api.errors import ApiError, refuse_unknown_fields
+from router.api.errors import ApiError, refuse_unknown_fields, single_header
 from router.api.text import shown_did
 from router.callerid import MAX_NUMBER, MAX_TEXT, cut_text
 
@@ -860,7 +860,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         await authorize(request, "calls:create", extension)
         number = dialing.number(body["to"], "to")
         variables = {**settings.variables, **_variables(body.get("variables"), settings)}
-        key = request.headers.get("idempotency-key")
+        key = single_header(request, "idempotency-key", "Idempotency-Key")
         fingerprint = hashlib.sha256(
             json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
         ).hexdigest()

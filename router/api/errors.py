@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
+from starlette.requests import HTTPConnection
+
 from router.errors import CallRouterError
 from router.suggest import closest
 
@@ -28,6 +30,7 @@ __all__ = [
     "refuse_repeated_query",
     "refuse_unknown_fields",
     "refuse_unknown_query",
+    "single_header",
 ]
 
 #: ``type`` of every problem: the page that explains the statuses.
@@ -117,6 +120,23 @@ def refuse_repeated_query(names: Iterable[str], single: Iterable[str]) -> None:
                     field=name,
                 )
             seen.add(name)
+
+
+def single_header(conn: HTTPConnection, name: str, shown: str) -> str | None:
+    """The request's one ``name`` header (lowercase), or None; a 400 naming
+    it (as ``shown``) when it came more than once.
+
+    Starlette's ``headers.get`` reads the first of two, and a proxy or a WAF
+    in front may read the last (or join them), and so check or log another
+    token, cursor or range than the one callrouter acts on, as with a query
+    parameter given twice (:func:`refuse_repeated_query`). Each header the
+    API reads is read through here; ``Host`` is held to one by the HTTP
+    layer (router/api/protocol.py).
+    """
+    values = conn.headers.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, f"header {shown!r} given more than once (send it once)", field=shown)
+    return values[0] if values else None
 
 
 def refuse_unknown_fields(body: Iterable[str], known: Iterable[str]) -> None:

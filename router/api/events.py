@@ -41,6 +41,7 @@ from router.api.errors import (
     problem_responses,
     refuse_repeated_query,
     refuse_unknown_query,
+    single_header,
 )
 from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.api.intake import MAX_CARD_TEXT
@@ -219,7 +220,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def stream(request: Request) -> Response:
         token, visible = await scope(request, ("cursor", "extension", "timeout"))
         feed = feed_or_503()
-        resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID", "header")
+        resume = _cursor(
+            single_header(request, "last-event-id", "Last-Event-ID"), "Last-Event-ID", "header"
+        )
         if resume is None:
             resume = _cursor(request.query_params.get("cursor"), "cursor")
         lifetime = _number(request, "timeout", MAX_STREAM, 0, MAX_STREAM)

@@ -64,6 +64,7 @@ from router.api.errors import (
     refuse_repeated_query,
     refuse_unknown_fields,
     refuse_unknown_query,
+    single_header,
 )
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
@@ -433,7 +434,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ) -> Response:
         """The answer serving ``handle``; it owns ``handle`` once it returns a stream."""
         assert rec.file is not None
-        wanted = parse_range(request.headers.get("range"), size)
+        wanted = parse_range(single_header(request, "range", "Range"), size)
         headers = {
             "Accept-Ranges": "bytes",
             "Cache-Control": "private, no-store",

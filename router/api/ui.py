@@ -48,7 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.api.auth import audit_of
 from router.api.context import ApiContext, read_json
-from router.api.errors import ApiError
+from router.api.errors import ApiError, single_header
 from router.api.events import _Stream
 from router.api.explain import explain
 from router.api.live import LiveRing
@@ -189,7 +189,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         found = session_of(request)
         if found is None:
             raise ApiError(401, "sign in on the live page first (the session ended or is unknown)")
-        if writes and request.headers.get(UI_HEADER) != "1":
+        if writes and single_header(request, UI_HEADER, "X-Callrouter-UI") != "1":
             raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
         authenticator = request.app.state.authenticator
         wait = authenticator.limiter.take(found.token.name, found.token.rate, found.token.burst)
@@ -219,7 +219,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def login(request: Request) -> Response:
         audit = audit_of(request)
         audit.operation = "ui:login"
-        if request.headers.get(UI_HEADER) != "1":
+        if single_header(request, UI_HEADER, "X-Callrouter-UI") != "1":
             raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
         body = await read_json(request, required=True)
         text = body.get("token")
@@ -249,7 +249,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def logout(request: Request) -> Response:
         audit_of(request).operation = "ui:logout"
         found = session_of(request)
-        if request.headers.get(UI_HEADER) != "1":
+        if single_header(request, UI_HEADER, "X-Callrouter-UI") != "1":
             # Else any site could sign the page out with a plain form post.
             raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
         if found is not None:

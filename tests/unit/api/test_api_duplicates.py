@@ -4,7 +4,9 @@ Before: ``json.loads`` and Starlette's ``query_params.get`` kept the last of
 ``{"from": "101", "from": "102"}`` and ``?extension=101&extension=102``. A proxy
 or a WAF in front that reads the first checked another request than the one
 callrouter acted on (parameter pollution). Now either is a 400 naming it, on
-every endpoint family that reads a body or a query string (issue 16).
+every endpoint family that reads a body or a query string (issue 16). So is
+a header the API reads (``Authorization``, ``Last-Event-ID``...) given twice:
+``headers.get`` read the first of two.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def duplicate(response: httpx.Response, name: str) -> None:
     assert problem["detail"] in (
         f"malformed JSON: duplicate key {name!r} in an object (send each member once)",
         f"query parameter {name!r} given more than once (send it once)",
+        f"header {name!r} given more than once (send it once)",
     )
 
 
@@ -198,3 +201,54 @@ async def test_parameters_given_once_and_a_monitors_own_repeated_are_read(
     assert poll.status_code == 200, poll.text
     ready = await client.get("/readyz?_=1&_=2")
     assert ready.status_code == 200, ready.text
+
+
+OTHER = new_token()
+HEADERS = [
+    pytest.param(
+        "GET", "/api/v1/events?timeout=0",
+        [("Authorization", f"Bearer {DESK101}"), ("Authorization", f"Bearer {OTHER}")],
+        "", "Authorization", id="authorization",
+    ),
+    pytest.param(
+        "GET", "/api/v1/events?timeout=0",
+        [("Authorization", f"Bearer {ADMIN}"), ("authorization", f"Bearer {ADMIN}")],
+        "", "Authorization", id="authorization-same-twice",
+    ),
+    pytest.param(
+        "GET", "/api/v1/events/stream?timeout=0",
+        [*bearer(DESK101).items(), ("Last-Event-ID", "0"), ("Last-Event-ID", "5")],
+        "", "Last-Event-ID", id="last-event-id",
+    ),
+    pytest.param(
+        "POST", "/api/v1/calls",
+        [*bearer(DESK101).items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+        '{"from": "101", "to": "79161234567"}', "Idempotency-Key", id="idempotency-key",
+    ),
+    pytest.param(
+        "POST", "/ui/login",
+        [*JSON.items(), ("X-Callrouter-UI", "1"), ("X-Callrouter-UI", "0")],
+        '{"token": "a"}', "X-Callrouter-UI", id="ui-marker",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "name"), HEADERS)
+async def test_a_header_the_api_reads_given_twice_is_400_naming_it(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: str,
+    name: str,
+) -> None:
+    response = await client.request(method, path, headers=headers, content=body)
+    duplicate(response, name)
+
+
+async def test_a_header_the_api_does_not_read_may_come_twice(client: httpx.AsyncClient) -> None:
+    """Only the headers the API reads are checked: a proxy's own (``Via``,
+    ``X-Forwarded-For`` of each hop) given twice is read as ever."""
+    headers = [*bearer(DESK101).items(), ("Via", "1.1 a"), ("Via", "1.1 b")]
+    response = await client.get("/api/v1/events?timeout=0", headers=headers)
+    assert response.status_code == 200, response.text

@@ -185,6 +185,16 @@ async def test_byte_ranges(stub: StubEngine, settings: RecordingSettings) -> Non
     assert nonsense.content == AUDIO
 
 
+async def test_a_range_given_twice_is_400(stub: StubEngine, settings: RecordingSettings) -> None:
+    """Read as the first of two, where a cache in front may serve the last."""
+    url = link(stub, settings)
+    async with client_for(stub) as client:
+        twice = await client.get(url, headers=[("Range", "bytes=0-9"), ("Range", "bytes=10-19")])
+    assert twice.status_code == 400
+    assert twice.json()["field"] == "Range"
+    assert AUDIO[:10] not in twice.content
+
+
 @pytest.mark.parametrize(
     ("header", "size", "expected"),
     [
