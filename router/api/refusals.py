@@ -14,12 +14,15 @@ by one``. Authenticated requests are audited whole, as before, and the
 The addresses followed are bounded (:data:`MAX_CLIENTS`): past that many in
 one window (a flood from many addresses), the one followed longest is
 dropped, its count said first, so memory stays bounded and no refusal goes
-unsaid. A window's summary is written by the first audited request after it
-ended (any request, from any client), not by a timer.
+unsaid. A window's summary is written when it ends, by a timer (one at a
+time, armed only while some window owes a summary), or by the first audited
+request after it ended, whichever comes first: a flood that stopped, with no
+request after it, was never summed up before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -65,6 +68,8 @@ class Refusals:
         #: Address -> its current window, oldest window first (a window ends
         #: where it began plus ``window``: the first ones end first).
         self._clients: OrderedDict[str, _Window] = OrderedDict()
+        #: Fires when the oldest window owing a summary ends (None: none owes one).
+        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -93,7 +98,35 @@ class Refusals:
             current.written += 1
             return True
         current.unwritten += 1
+        if self._timer is None:
+            self._arm()
         return False
+
+    def _arm(self) -> None:
+        """Wake when the oldest window owing a summary ends (outside a loop,
+        as in a test driving the clock, the next request says it)."""
+        owing = next((w for w in self._clients.values() if w.unwritten), None)
+        if owing is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.0, owing.started + self.window - self.clock())
+        self._timer = loop.call_later(delay, self._ring)
+
+    def _ring(self) -> None:
+        self._timer = None
+        self.tick()
+        self._arm()
+
+    def close(self) -> None:
+        """Say every summary still owed, windows ended or not (the API's stop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._clients:
+            self._summary(*self._clients.popitem(last=False))
 
     def _summary(self, address: str, ended: _Window) -> None:
         if ended.unwritten:

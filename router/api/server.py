@@ -41,6 +41,7 @@ from router.api import handshake
 from router.api.handshake import Handshakes
 from router.api.hosts import TrustedHosts, trusted_hosts
 from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
+from router.api.refusals import Refusals
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
 
@@ -305,3 +306,7 @@ class ApiServer:
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
+            # The 401s counted and not yet summed up (router/api/refusals.py).
+            refusals = getattr(getattr(self._current.app, "state", None), "refusals", None)
+            if isinstance(refusals, Refusals):
+                refusals.close()

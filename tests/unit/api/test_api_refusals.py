@@ -8,6 +8,7 @@ audited whole, and the metric counts every request. A clock the test moves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -135,3 +136,31 @@ async def test_a_401_flood_writes_a_few_lines_and_the_metric_counts_them_all(
     }
     assert counts[(("operation", "ami:Ping"), ("status", "401"))] == 40
     assert counts[(("operation", "ami:Ping"), ("status", "200"))] == 21
+
+
+async def test_a_flood_that_stopped_is_summed_up_without_another_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The summary was written by the first request after the window: a
+    scanner's last burst, with nothing after it, was never said."""
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    refusals = Refusals(logging.getLogger(AUDIT), window=0.05)
+    admitted = [refusals.admit("10.0.0.9") for _ in range(BURST + 3)]
+    assert admitted.count(False) == 3
+    for _ in range(500):  # the window's end, however slow the host
+        if _lines(caplog):
+            break
+        await asyncio.sleep(0.01)
+    assert _lines(caplog) == ["api 3 more 401s from 10.0.0.9 in 0.05 s, not written one by one"]
+    assert len(refusals) == 0
+
+
+async def test_the_apis_stop_says_what_is_owed_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    refusals = Refusals(logging.getLogger(AUDIT), window=3600.0)
+    for _ in range(BURST + 2):
+        refusals.admit("10.0.0.9")
+    assert refusals.admit("10.0.0.8")  # owes nothing
+    refusals.close()
+    assert _lines(caplog) == ["api 2 more 401s from 10.0.0.9 in 3600 s, not written one by one"]
+    assert len(refusals) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import signal
 import socket
@@ -430,3 +431,27 @@ def test_an_api_listen_host_that_does_not_parse_is_a_config_error(
 )
 def test_an_api_listen_host_that_parses_is_taken(tmp_path: Path, listen: str) -> None:
     config_from_toml(tmp_path, f'[api]\nlisten = "{listen}"\n')
+
+
+async def test_the_servers_stop_sums_up_the_401s_not_yet_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of requests without a token ending with the service: the count
+    of the unwritten audit lines is said, not lost (router/api/refusals.py)."""
+    caplog.set_level(logging.INFO, logger="router.api.audit")
+    settings = ApiSettings(port=0)
+    stub = StubEngine(state_dir=tmp_path)
+    app = build_app(ApiContext(stub, settings))
+    app.state.refusals.window = 3600.0
+    server = ApiServer(app, settings)
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(8):
+                response = await client.get(f"http://127.0.0.1:{server.port}/api/v1/events")
+                assert response.status_code == 401
+    finally:
+        await server.stop()
+        await stub.aclose()
+    said = [r.getMessage() for r in caplog.records if r.name == "router.api.audit"]
+    assert said[-1] == "api 3 more 401s from 127.0.0.1 in 3600 s, not written one by one"
