@@ -85,9 +85,8 @@ class DialplanWatch:
         self.after_reload: asyncio.Task[None] | None = None
         #: The audit Asterisk's ``FullyBooted`` asked for, while it runs.
         self.after_boot: asyncio.Task[None] | None = None
-        #: Whether the last audit read all it asked for and found nothing
-        #: wrong (None: none has ended yet).
-        self._clean: bool | None = None
+        #: Whether an audit has read the dialplan since the engine began.
+        self._read_once = False
         self._audited_at = -math.inf
         #: What the last audit found, as (level, text): a timed one logs only a change.
         self._findings: tuple[tuple[str, str], ...] | None = None
@@ -120,14 +119,15 @@ class DialplanWatch:
         a dialplan pbx_config had not loaded yet: every context missing, so
         every rule redirecting to one was refused and its calls took the next
         rule until the timed audit, minutes later (the sandbox's first call
-        after such a boot went to the default route). So an audit that found
-        something wrong, or is reading now, is followed at once by another,
-        which logs only what changed. After a clean audit the dialplan was
-        there: nothing is asked (a login's ``FullyBooted`` costs nothing)."""
+        after such a boot went to the default route); and an Asterisk
+        restarted to take an edited extensions.conf may lack a context the
+        last audit found. So once an audit has begun, each ``FullyBooted`` has
+        the dialplan read again at once, logging only what changed (a login
+        to a booted Asterisk costs one silent look)."""
         if self.after_boot is not None or self._stopping.is_set():
             return
-        if not self._auditing and self._clean is not False:
-            return
+        if not self._auditing and not self._read_once:
+            return  # the start's audit has not begun: it reads the booted dialplan
         task = asyncio.get_running_loop().create_task(
             self.audit(
                 "Asterisk's boot",
@@ -199,6 +199,7 @@ class DialplanWatch:
                 )
         finally:
             self._auditing -= 1
+        self._read_once = True
         if audit.contexts or not audit.unread:
             # Kept honest between audits: a "missing" extension is asked
             # about again in the background (router/dialplan_listing.py).
@@ -206,7 +207,6 @@ class DialplanWatch:
                 audit.contexts, ask=self._executor.presence, spawn=self._spawn
             )
         findings = audit.findings
-        self._clean = not audit.unread and all(f.level == "ok" for f in findings)
         failed = sum(f.level == "fail" for f in findings)
         self._metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
         seen = tuple((f.level, f.text) for f in findings)

@@ -259,16 +259,46 @@ async def test_a_dialplan_read_while_asterisk_booted_is_read_again_when_it_has(
     ), said
 
 
-async def test_a_fully_booted_after_a_clean_audit_asks_nothing(tmp_path: Path) -> None:
+async def test_a_fully_booted_reads_the_dialplan_again_and_says_only_a_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Asterisk sends FullyBooted with every login to a booted Asterisk (a
-    reconnect over TCP): a dialplan already read whole is not read again."""
+    reconnect over TCP) and at the end of a restart, which may have taken an
+    edited extensions.conf: each has the dialplan read again once, silent
+    when nothing changed; a burst of them reads it once more."""
     client = Flaky()
     engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.handle_event(FULLY_BOOTED)  # before any audit: the start's reads it
+    await boot_audited(engine)
+    assert client.asked == 0
     await engine.dialplan_watch.audit("start")
+    caplog.set_level(logging.INFO, logger="router.engine")
     for _ in range(3):
         await engine.handle_event(FULLY_BOOTED)
     await boot_audited(engine)
-    assert client.asked == 1
+    assert client.asked == 2
+    assert [r.getMessage() for r in caplog.records if "dialplan" in r.getMessage()] == []
+
+
+async def test_a_restart_that_took_a_context_away_is_found_at_its_fully_booted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk restarted (not reloaded) to take an edited extensions.conf
+    without the rules' context: found when the restart ends, not by the timed
+    look 300 s later, while Asterisk hung up every call redirected there."""
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    assert missing_target(DIAL_101, engine.executor.dialplan) is None
+    client.booted = False  # the new dialplan has none of the contexts
+    caplog.set_level(logging.INFO, logger="router.engine")
+    await engine.handle_event(FULLY_BOOTED)
+    await boot_audited(engine)
+    assert missing_target(DIAL_101, engine.executor.dialplan) is not None
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("dialplan changed since it was last checked (Asterisk finished"), said
+    assert any("rule 'everyone' redirects to context 'callrouter-dial'" in m for m in said), said
 
 
 async def test_a_fully_booted_during_an_audit_is_followed_by_another(tmp_path: Path) -> None:
