@@ -248,6 +248,7 @@ async def test_a_dialplan_read_while_asterisk_booted_is_read_again_when_it_has(
     assert missing_target(DIAL_101, engine.executor.dialplan) is not None
     client.booted = True
     caplog.set_level(logging.INFO, logger="router.engine")
+    caplog.clear()
     await engine.handle_event(FULLY_BOOTED)
     await boot_audited(engine)
     assert client.asked == 2
@@ -271,8 +272,9 @@ async def test_a_fully_booted_reads_the_dialplan_again_and_says_only_a_change(
     await engine.handle_event(FULLY_BOOTED)  # before any audit: the start's reads it
     await boot_audited(engine)
     assert client.asked == 0
-    await engine.dialplan_watch.audit("start")
     caplog.set_level(logging.INFO, logger="router.engine")
+    await engine.dialplan_watch.audit("start")
+    caplog.clear()
     for _ in range(3):
         await engine.handle_event(FULLY_BOOTED)
     await boot_audited(engine)
@@ -293,6 +295,7 @@ async def test_a_restart_that_took_a_context_away_is_found_at_its_fully_booted(
     assert missing_target(DIAL_101, engine.executor.dialplan) is None
     client.booted = False  # the new dialplan has none of the contexts
     caplog.set_level(logging.INFO, logger="router.engine")
+    caplog.clear()
     await engine.handle_event(FULLY_BOOTED)
     await boot_audited(engine)
     assert missing_target(DIAL_101, engine.executor.dialplan) is not None
