@@ -83,7 +83,7 @@ class DialplanWatch:
         #: The audit Asterisk's reload asked for, while it waits for its turn
         #: or runs; when the last audit began (monotonic).
         self.after_reload: asyncio.Task[None] | None = None
-        #: The audit Asterisk's ``FullyBooted`` asked for, while it runs.
+        #: The audit :meth:`look_again` asked for, while it waits or runs.
         self.after_boot: asyncio.Task[None] | None = None
         #: Whether an audit has read the dialplan since the engine began.
         self._read_once = False
@@ -110,9 +110,11 @@ class DialplanWatch:
         task.add_done_callback(partial(log_task_failure, logger=log))
         self.after_reload = task
 
-    def booted(self) -> None:
-        """Asterisk says it has booted (``FullyBooted``: sent to every session
-        when a boot ends, and with each login to a booted Asterisk).
+    def look_again(self, why: str) -> None:
+        """Asterisk may have a dialplan other than the one last read: it says
+        it has booted (``FullyBooted``: sent to every session when a boot
+        ends, and with each login to a booted Asterisk over TCP), or the event
+        stream came back after a reconnection (``why`` says which).
 
         A callrouter that logged in while Asterisk was still loading its
         modules (both started together, or Asterisk restarted under it) read
@@ -121,20 +123,17 @@ class DialplanWatch:
         rule until the timed audit, minutes later (the sandbox's first call
         after such a boot went to the default route); and an Asterisk
         restarted to take an edited extensions.conf may lack a context the
-        last audit found. So once an audit has begun, each ``FullyBooted`` has
-        the dialplan read again at once, logging only what changed (a login
-        to a booted Asterisk costs one silent look)."""
+        last audit found (over AJAM the stream's gap is all callrouter sees of a
+        restart it logged in after). So once an audit has begun, each of these
+        has the dialplan read again at once, logging only what changed (a
+        reconnection costs one silent look); one look waits at a time."""
         if self.after_boot is not None or self._stopping.is_set():
             return
         if not self._auditing and not self._read_once:
             return  # the start's audit has not begun: it reads the booted dialplan
         task = asyncio.get_running_loop().create_task(
-            self.audit(
-                "Asterisk's boot",
-                changes_only=True,
-                changed="Asterisk finished booting after callrouter had read its dialplan",
-            ),
-            name="callrouter-dialplan-audit-boot",
+            self.audit("a look again", changes_only=True, changed=why),
+            name="callrouter-dialplan-look-again",
         )
         task.add_done_callback(self._boot_audited)
         self.after_boot = task

@@ -1515,7 +1515,9 @@ class Engine:
         if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:
             self._dialplan_reloaded()
         elif name == "FullyBooted" and self.options.audit_dialplan:
-            self.dialplan_watch.booted()
+            self.dialplan_watch.look_again(
+                "Asterisk finished booting after callrouter had read its dialplan"
+            )
         if name == "CEL":
             await self._cel(event)
             return
@@ -1685,10 +1687,13 @@ class Engine:
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)
-        if gap.reason != "overflow" and self.dialplan_watch.stand_ins:
-            # Asterisk may have restarted: the globals callrouter set for an
-            # older inbound context (router/dialplan_audit.py) went with it.
-            self._dialplan_reloaded()
+        if gap.reason != "overflow" and self.options.audit_dialplan:
+            # Asterisk may have restarted, with an edited extensions.conf, and
+            # without the globals callrouter set for an older inbound context
+            # (router/dialplan_audit.py).
+            self.dialplan_watch.look_again(
+                f"callrouter lost Asterisk for {gap.duration:.1f} s: a restart may have changed it"
+            )
         try:
             await self.reconcile(trigger="gap")
         except AMIPrivilegeError as exc:

@@ -218,6 +218,15 @@ class Booting(Flaky):
             )
         return await super().action(name, params, **kwargs)
 
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> ActionResult:
+        """What a stream gap asks besides the dialplan (a Ping for the clock,
+        the calls in progress): a Success with nothing listed."""
+        if name in ("ShowDialPlan", "Getvar"):
+            return await self.action(name, params, **kwargs)
+        return ActionResult(Response((("Response", "Success"),)))
+
 
 #: As Asterisk sends it to every session when a boot ends.
 FULLY_BOOTED = Event(
@@ -328,3 +337,33 @@ def test_fully_booted_is_among_the_events_asked_for() -> None:
     from router.ami.event_filter import CORE_EVENTS
 
     assert "FullyBooted" in CORE_EVENTS
+
+
+async def test_a_reconnection_reads_the_dialplan_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over AJAM, a router that logs in again after Asterisk's restart has
+    ended sees no FullyBooted (Asterisk 22.10 puts it in the Login answer
+    only): the stream's gap is all it sees of the restart, which may have
+    taken an edited extensions.conf. A gap of the client's own falling
+    behind (overflow) is no sign of a restart."""
+    from router.ami.stream import StreamGap
+
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    client.booted = False
+    await engine._on_gap(StreamGap(100.0, 100.5, "overflow"))
+    await boot_audited(engine)
+    assert missing_target(DIAL_101, engine.executor.dialplan) is None
+    caplog.set_level(logging.INFO, logger="router.engine")
+    caplog.clear()
+    await engine._on_gap(StreamGap(100.0, 102.0, "reconnect", "connection refused"))
+    await boot_audited(engine)
+    assert missing_target(DIAL_101, engine.executor.dialplan) is not None
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dialplan")]
+    assert said[0] == (
+        "dialplan changed since it was last checked (callrouter lost Asterisk for 2.0 s: "
+        "a restart may have changed it)"
+    ), said
