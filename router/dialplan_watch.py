@@ -84,7 +84,7 @@ class DialplanWatch:
         #: or runs; when the last audit began (monotonic).
         self.after_reload: asyncio.Task[None] | None = None
         #: The audit :meth:`look_again` asked for, while it waits or runs.
-        self.after_boot: asyncio.Task[None] | None = None
+        self.looking_again: asyncio.Task[None] | None = None
         #: Whether an audit has read the dialplan since the engine began.
         self._read_once = False
         self._audited_at = -math.inf
@@ -110,7 +110,7 @@ class DialplanWatch:
         task.add_done_callback(partial(log_task_failure, logger=log))
         self.after_reload = task
 
-    def look_again(self, why: str) -> None:
+    def look_again(self, why: str, *, say_all: bool = False) -> None:
         """Asterisk may have a dialplan other than the one last read: it says
         it has booted (``FullyBooted``: sent to every session when a boot
         ends, and with each login to a booted Asterisk over TCP), or the event
@@ -126,25 +126,27 @@ class DialplanWatch:
         last audit found (over AJAM the stream's gap is all callrouter sees of a
         restart it logged in after). So once an audit has begun, each of these
         has the dialplan read again at once, logging only what changed (a
-        reconnection costs one silent look); one look waits at a time."""
-        if self.after_boot is not None or self._stopping.is_set():
+        reconnection costs one silent look); one look waits at a time.
+        ``say_all``: log the findings even when unchanged (the stand-ins'
+        WARNING, repeated while callrouter's values stand in)."""
+        if self.looking_again is not None or self._stopping.is_set():
             return
         if not self._auditing and not self._read_once:
             return  # the start's audit has not begun: it reads the booted dialplan
         task = asyncio.get_running_loop().create_task(
-            self.audit("a look again", changes_only=True, changed=why),
+            self.audit("a reconnection", changes_only=not say_all, changed=why),
             name="callrouter-dialplan-look-again",
         )
         task.add_done_callback(self._boot_audited)
-        self.after_boot = task
+        self.looking_again = task
 
     def _boot_audited(self, task: asyncio.Task[None]) -> None:
-        self.after_boot = None
+        self.looking_again = None
         log_task_failure(task, logger=log)
 
     def cancel(self) -> None:
         """Drop the audits a reload or a boot asked for (the engine's stop)."""
-        for task in (self.after_reload, self.after_boot):
+        for task in (self.after_reload, self.looking_again):
             if task is not None:
                 task.cancel()
 

@@ -1692,7 +1692,8 @@ class Engine:
             # without the globals callrouter set for an older inbound context
             # (router/dialplan_audit.py).
             self.dialplan_watch.look_again(
-                f"callrouter lost Asterisk for {gap.duration:.1f} s: a restart may have changed it"
+                f"callrouter lost Asterisk for {gap.duration:.1f} s: a restart may have changed it",
+                say_all=bool(self.dialplan_watch.stand_ins),
             )
         try:
             await self.reconcile(trigger="gap")

@@ -1164,12 +1164,11 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     await engine.dialplan_watch.now_and_then()  # the values stand: nothing new to say
     assert not [r for r in caplog.records if r.getMessage().startswith("dialplan")]
     assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 4
-    # Gone with a restarted Asterisk: the reconnection's gap audits again
-    # (at most one per AUDIT_INTERVAL: none was meant here), and sets them.
-    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
+    # Gone with a restarted Asterisk: the reconnection's gap audits again at
+    # once, and sets them.
     ajam_replay.globals.clear()
     await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
-    while (task := engine.dialplan_watch.after_reload) is not None:
+    while (task := engine.dialplan_watch.looking_again) is not None:
         await asyncio.wait((task,))
     assert ajam_replay.globals == STOOD_IN
 
@@ -1201,7 +1200,7 @@ async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
     async def gap() -> None:
         caplog.clear()
         await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
-        while (task := engine.dialplan_watch.after_reload) is not None:
+        while (task := engine.dialplan_watch.looking_again) is not None:
             await asyncio.wait((task,))
 
     await gap()  # the same Asterisk: its values are still callrouter's
@@ -1244,7 +1243,7 @@ async def test_an_engine_that_found_the_globals_set_sets_them_after_a_restart(
     assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
     ajam_replay.globals.clear()  # Asterisk restarted
     await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
-    while (task := engine.dialplan_watch.after_reload) is not None:
+    while (task := engine.dialplan_watch.looking_again) is not None:
         await asyncio.wait((task,))
     assert ajam_replay.globals == STOOD_IN
 

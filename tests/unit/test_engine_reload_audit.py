@@ -237,7 +237,7 @@ DIAL_101 = {"context": "callrouter-dial", "exten": "101"}
 
 
 async def boot_audited(engine: router.engine.Engine) -> None:
-    while (task := engine.dialplan_watch.after_boot) is not None:
+    while (task := engine.dialplan_watch.looking_again) is not None:
         await asyncio.wait((task,))
     await asyncio.sleep(0)
 
