@@ -362,6 +362,26 @@ async def cli(box: Sandbox, command: str) -> str:
     return await asyncio.to_thread(box.cli, command)
 
 
+def manager_sessions(box: Sandbox, user: str) -> int:
+    """The manager sessions of ``user`` that Asterisk holds (``manager show
+    connected``, AJAM sessions among them). An idle AJAM session is dropped
+    once it expired (``httptimeout``) and Asterisk's next purge ran (every
+    5 s), with the events queued for it: what a test waiting out the expiry
+    waits for, rather than the worst case of the two. Blocking (``asterisk -rx``)."""
+    shown = box.cli("manager show connected")
+    return sum(1 for line in shown.splitlines() if line.split()[:1] == [user])
+
+
+async def manager_session_dropped(box: Sandbox, user: str, timeout: float) -> None:
+    """Waits until Asterisk holds no manager session of ``user``
+    (:func:`manager_sessions`); fails after ``timeout`` s."""
+
+    async def dropped() -> bool:
+        return await asyncio.to_thread(manager_sessions, box, user) == 0
+
+    await until(dropped, timeout, f"Asterisk dropping the manager session of {user}", step=0.5)
+
+
 def dialplan_globals(box: Sandbox) -> dict[str, str]:
     """``dialplan show globals``: each global's name and value."""
     shown = box.cli("dialplan show globals")

@@ -16,7 +16,8 @@ from router.ami.message import Event
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.errors import AMIActionError, AMIAuthenticationError, AMIConnectionError
 from router.sandbox import Sandbox
-from tests.integration.conftest import private_secret
+from tests.integration._live import manager_session_dropped
+from tests.integration.conftest import _start_or_give_up, private_secret
 
 
 def settings(box: Sandbox, user: str = "admin", **kw: object) -> ClientSettings:
@@ -192,21 +193,38 @@ async def test_non_ascii_user_event_round_trips(client: AJAMClient) -> None:
     await events.aclose()  # type: ignore[attr-defined]
 
 
+#: manager.conf httptimeout of ``expiring_sandbox``: a session idle this long
+#: expires. Under 10 s Asterisk answers a WaitEvent at once (it caps the wait at
+#: httptimeout - 10 s), which only the expiry test's few polls meet.
+EXPIRY = 6
+
+
+@pytest.fixture
+def expiring_sandbox() -> Iterator[Sandbox]:
+    """A private Asterisk whose idle manager sessions expire after ``EXPIRY`` s."""
+    box = _start_or_give_up(f"pytest-{os.getpid()}-expiring", httptimeout=EXPIRY)
+    try:
+        yield box
+    finally:
+        box.remove()
+
+
 @pytest.mark.slow
-async def test_session_expiry_is_survived(scratch_sandbox: Sandbox) -> None:
-    """httptimeout=12: idle past it, the next action and the stream just carry on."""
-    async with AJAMClient(settings(scratch_sandbox)) as c:
-        assert c.session_ttl is None or c.session_ttl == 12
-        # Expired after 12 s idle; Asterisk purges expired sessions every few
-        # seconds, so wait past both.
-        await asyncio.sleep(18)
+async def test_session_expiry_is_survived(expiring_sandbox: Sandbox) -> None:
+    """httptimeout=6: idle past it, the next action and the stream just carry on."""
+    box = expiring_sandbox
+    async with AJAMClient(settings(box)) as c:
+        assert c.session_ttl is None or c.session_ttl == EXPIRY
+        # Idle until the session expired and Asterisk's purge (every 5 s) dropped it.
+        await manager_session_dropped(box, "admin", EXPIRY + 20)
         assert (await c.action("Ping")).ok  # re-login happened underneath
         assert c.session_generation == 2
         stream = EventStream(c, ["UserEvent"], backoff=Backoff(initial=0.1, maximum=0.5))
         items = stream.__aiter__()
         await c.action("UserEvent", {"UserEvent": "Before"})
         await next_event(items, lambda e: e["UserEvent"] == "Before")
-        await asyncio.sleep(18)  # nobody polls: Asterisk drops the session and its queue
+        # Nobody polls: Asterisk drops the session and its queue.
+        await manager_session_dropped(box, "admin", EXPIRY + 20)
         await c.action("UserEvent", {"UserEvent": "After"})
         gap = await asyncio.wait_for(items.__anext__(), 15)
         assert isinstance(gap, StreamGap)
