@@ -27,6 +27,7 @@ import pytest_asyncio
 from router.api.auth import hash_token
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent, Transfer
+from router.calllife.service import MARK_EVERY, MARK_FILE
 from router.calllife.sources import PostgresSource, SqliteSource
 from router.config import Config, load_config
 from router.engine import Engine, EngineOptions
@@ -36,7 +37,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones
 from router.sandbox.postgres import Postgres
-from tests.integration._live import cli, free_port, until
+from tests.integration._live import cli, free_port, manager_sessions, until
 from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -530,13 +531,16 @@ def place_mixed(phones: Phones, count: int) -> None:
         time.sleep(0.3)
 
 
-def freeze_while_calling(phones: Phones, count: int, seconds: float) -> None:
+def freeze_while_calling(phones: Phones, box: Sandbox, count: int) -> None:
     """Called from the event loop without awaiting: the engine is frozen (as by
-    SIGSTOP) while the phones' own threads make calls, for at least ``seconds``:
-    past httptimeout Asterisk drops the engine's session and its queued events."""
-    started = time.monotonic()
+    SIGSTOP) while the phones' own threads make calls, and until Asterisk dropped
+    the engine's session (past httptimeout, at its next purge) with its queued events."""
     place_mixed(phones, count)
-    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    deadline = time.monotonic() + HTTPTIMEOUT + 20
+    while manager_sessions(box, "router"):
+        if time.monotonic() > deadline:
+            raise AssertionError("Asterisk kept the frozen router's manager session")
+        time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -546,10 +550,14 @@ async def test_router_killed_while_calls_happen(
     since = await quiet_since(box)
     config = make_config(box, tmp_path)
     first = await Running(config).start()
-    await asyncio.sleep(6)  # the mark is written every 5 s
+    # The mark is written at the first start, then every MARK_EVERY s: killed
+    # once the timed save wrote it.
+    mark = tmp_path / "state" / MARK_FILE
+    started = mark.read_text(encoding="utf-8")
+    await until(lambda: mark.read_text(encoding="utf-8") != started, MARK_EVERY + 10, "a mark")
     await first.kill()
     # Nobody is there to decide: each inbound call would wait the shipped 4 s for it.
-    await cli(box, "dialplan set global CALLROUTER_WAIT 1")
+    await cli(box, "dialplan set global CALLROUTER_WAIT 0.2")
     try:
         await asyncio.to_thread(place_mixed, phones, 20)
     finally:
@@ -579,7 +587,7 @@ async def test_frozen_router_whose_session_expired_tells_every_call_once(
     try:
         await asyncio.to_thread(place_mixed, phones, 2)  # live
         await asyncio.sleep(2)
-        freeze_while_calling(phones, 4, HTTPTIMEOUT + 8)
+        freeze_while_calling(phones, box, 4)
         await until(lambda: bool(store_facts(box, since)), 5, "calls in the store")
         facts = store_facts(box, since)
         expected = sum(len(v) for v in facts.values())
@@ -777,8 +785,9 @@ async def test_a_blind_transfer_nobody_takes_is_the_targets_missed_in_the_feed_o
     box: Sandbox, phones: Phones, tmp_path: Path, end: str
 ) -> None:
     """101 answers the customer and blind-transfers the call to 103, which rings and
-    never answers; the customer hangs up, or the dialplan's Dial gives up after 30 s
-    (router/sandbox/conf/extensions.conf) and hangs the customer up. docs/api.md: the
+    never answers; the customer hangs up, or the dialplan's Dial gives up and hangs the
+    customer up (router/sandbox/conf/extensions.conf: after 30 s at 103, after 5 s at
+    05103, which rings 103 as 103 does and is what this case dials). docs/api.md: the
     feed's ``missed`` is an extension's ringing that ended unanswered, ``answered_by``
     the one who transferred it here: 103's ``missed`` with ``answered_by`` 101.
     docs/onec.md: ``missed`` is one per inbound call *no* extension answered; 101 did,
@@ -798,7 +807,8 @@ async def test_a_blind_transfer_nobody_takes_is_the_targets_missed_in_the_feed_o
         call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234504")
         await asyncio.to_thread(call.wait_answered, 20)
         await leg_of(box, "101")
-        await asyncio.to_thread(phones["101"].blind_transfer, "103")
+        target = "05103" if end == "target_times_out" else "103"
+        await asyncio.to_thread(phones["101"].blind_transfer, target)
         await until(
             lambda: len(phones["103"].calls) > rang and not phones["103"].calls[-1].ended,
             20,
