@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import math
 import sqlite3
 import struct
@@ -61,6 +62,7 @@ def make_config(
     state: Path,
     legs: str = "mix",
     context: str = "callrouter-dial",
+    close_timeout: float = 20.0,
 ) -> Config:
     box = phones.pbx
     state.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def make_config(
         f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
         f'[recordings]\ndir = "{box.inst_in_root}/{monitor}"\nlocal_dir = "{box.inst / monitor}"\n'
-        "close_timeout = 20\n"
+        f"close_timeout = {close_timeout:g}\n"
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
         f'password = "{PASSWORD}"\nevents_retry_min = 0.2\nevents_retry_max = 1\n',
         encoding="utf-8",
@@ -127,6 +129,30 @@ def made_older_than_max_duration(config: Config) -> None:
     """Every recording's start moved 20000 s back: past any max_duration."""
     with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
         db.execute("UPDATE recordings SET started_at = started_at - 20000")
+
+
+#: ``[recordings] close_timeout`` of the tests that wait the close out on a file still
+#: written: three of Asterisk's 2 s WAV writes, so the close sees it grow.
+SHORT_CLOSE = 6.0
+
+
+async def close_gave_up(
+    caplog: pytest.LogCaptureFixture, store: RecordingStore, call_id: str
+) -> StoredFile:
+    """The call's one row once the close begun on it has ended: logged as left open
+    for a file still written, or no longer ``recording`` (failed, closed). What a sleep
+    past close_timeout stood for, bounded well past it (the test asks for
+    ``caplog.set_level(logging.INFO, logger="router.recordings")``)."""
+    said = f"of call {call_id} is still being written after"
+
+    def ended() -> list[StoredFile]:
+        (row,) = store.for_call(call_id)
+        if row.state != "recording" or any(said in r.getMessage() for r in caplog.records):
+            return [row]
+        return []
+
+    (row,) = await until(ended, SHORT_CLOSE + 30, f"the close of call {call_id}'s file to end")
+    return row
 
 
 def file_closed(row: StoredFile | None) -> bool:
@@ -506,7 +532,11 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
 
 
 async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
-    phones: Phones, double: OneCDouble, config: Config, tone: Path
+    phones: Phones,
+    double: OneCDouble,
+    tmp_path: Path,
+    tone: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The tracker drops a call 4 hours after it started (its Hangup taken as lost),
     and the call's end closes its recording. On Asterisk 22 the file still grows
@@ -515,6 +545,8 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
     its id, and 1C gets it while the call goes on."""
     from router.recordings.recorder import Recorder
 
+    caplog.set_level(logging.INFO, logger="router.recordings")
+    config = make_config(phones, double, tmp_path / "state", close_timeout=SHORT_CLOSE)
     engine, task = await start_engine(config, ready_timeout=20)
     try:
         recorder = engine.plugins.pm.get_plugin("recordings")
@@ -525,8 +557,8 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
         live.started -= 4 * 3600 + 1
         await engine._sweep()  # the tracker's own sweep: dropped
         assert engine.tracker.get(live.linkedid) is None
-        await asyncio.sleep(20 + 2)  # close_timeout, and the look at the file
-        (row,) = recorder.store.for_call(live.linkedid)
+        # past close_timeout the close looks at the file: still written, left open
+        row = await close_gave_up(caplog, recorder.store, live.linkedid)
         assert row.state == "recording", row.note
         made_older_than_max_duration(config)
         (stopped,) = await recorder.stop_overlong()
@@ -542,7 +574,11 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
 
 
 async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to_the_end(
-    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+    phones: Phones,
+    double: OneCDouble,
+    tmp_path: Path,
+    tone: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A PBX that records every call stops its own recording mid-call: Asterisk sends
     MixMonitorStop for the channel, naming no MixMonitor. callrouter's file, still
@@ -562,7 +598,10 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
             ".wav)", ".wav,i(PBX_REC_ID))"
         )
     )
-    config = make_config(phones, double, tmp_path / "state", context="pbx-own-recording")
+    caplog.set_level(logging.INFO, logger="router.recordings")
+    config = make_config(
+        phones, double, tmp_path / "state", context="pbx-own-recording", close_timeout=SHORT_CLOSE
+    )
     admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
     await admin.login()
     try:
@@ -577,8 +616,8 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
             pbx_id = answer.response.get("Value") or ""
             assert pbx_id
             await admin.send("StopMixMonitor", {"Channel": row.channel, "MixMonitorID": pbx_id})
-            await asyncio.sleep(20 + 3)  # close_timeout, and the look at the file
-            (now,) = recorder.store.for_call(row.call_id)
+            # past close_timeout the close looks at the file: still written, left open
+            now = await close_gave_up(caplog, recorder.store, row.call_id)
             assert now.state == "recording", now.note
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
@@ -640,8 +679,7 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
             assert refused.status_code == 409, refused.text
             assert refused.json()["origin"] == "rule"
             size = row.local_path.stat().st_size
-            await asyncio.sleep(4.5)  # Asterisk writes a WAV in 32 KiB steps every 2 s
-            assert row.local_path.stat().st_size > size  # still recording
+            await grown(row.local_path, size, "the rule's file written on after the 409")
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
             await until(
@@ -713,8 +751,7 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
             assert api is not None
             assert api.channel == rule.channel
             assert api.mixmonitor_id  # Asterisk 22 answered with it
-            await asyncio.sleep(4.5)  # a WAV grows in 32 KiB steps every 2 s
-            assert api.local_path.stat().st_size > 8192
+            await grown(api.local_path, 8192, "the API's file written")
             stopped = await http.delete(f"/api/v1/calls/{linkedid}/recording", headers=agent)
             assert stopped.status_code == 202, stopped.text
             body = stopped.json()
