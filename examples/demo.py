@@ -10,6 +10,8 @@ to the call arriving, measured on Asterisk's own clock.
 
 callrouter reaches Asterisk over AJAM, or over native TCP AMI with
 ``--transport tcp`` (or ``DEMO_TRANSPORT=tcp``, which ``make demo`` passes on).
+``--quick`` (the test suite's, not ``make demo``'s) places the same calls and
+tells the same stories with shorter pauses (:data:`QUICK_PAUSE`).
 
 Then real SIP phones (baresip, :mod:`router.sandbox.phones`) register as
 extensions 101-105 and a PSTN-side phone calls in, for a few whole calls told
@@ -75,6 +77,9 @@ exten => 105,hint,Custom:mgr105
 """
 
 DID = "74951234567"
+#: Every pause of the demo with ``--quick``: how long the phones talk and ring in
+#: the stories, and the wait of the call placed while callrouter is stopped.
+QUICK_PAUSE = 0.5
 
 
 @dataclass
@@ -88,13 +93,30 @@ class Scenario:
 
 
 class Demo:
-    def __init__(self, pbx: Sandbox, workdir: Path, double: Any, transport: str = "ajam") -> None:
+    def __init__(
+        self,
+        pbx: Sandbox,
+        workdir: Path,
+        double: Any,
+        transport: str = "ajam",
+        *,
+        quick: bool = False,
+    ) -> None:
         self.pbx = pbx
         self.transport = transport
+        self.quick = quick
         self.workdir = workdir
         self.double = double
         self.engine: Engine | None = None
         self.serve_task: asyncio.Task[None] | None = None
+
+    def pause(self, seconds: float) -> float:
+        """``seconds``, or :data:`QUICK_PAUSE` with ``--quick``."""
+        return QUICK_PAUSE if self.quick else seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """A pause of the demo's (:meth:`pause`)."""
+        await asyncio.sleep(self.pause(seconds))
 
     def write_config(self) -> Path:
         rules = self.workdir / "rules"
@@ -111,6 +133,8 @@ class Demo:
                 f'username = "{self.double.username}"\n'
                 f'password = "{self.double.password}"\n'
             )
+            if self.quick:  # the router stops while 1C is down: no wait for it then
+                onec += "drain_timeout = 0\n"
         path = self.workdir / "router.toml"
         path.write_text(
             f'[asterisk]\nurl = "{self.pbx.tcp_url if self.transport == "tcp" else self.pbx.url}"\n'
@@ -276,7 +300,7 @@ async def story_answered(demo: Demo, phones: Phones, engine: Engine) -> Story:
     call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
     await _in_thread(call.wait_answered, 20)
     owner = await _in_thread(phones["101"].current)
-    await asyncio.sleep(2)
+    await demo.sleep(2)
     await _in_thread(call.hangup)
     await _in_thread(owner.wait_ended)
     return Story(
@@ -295,10 +319,10 @@ async def story_transferred(demo: Demo, phones: Phones, engine: Engine) -> Story
     call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
     await _in_thread(call.wait_answered, 20)
     first = await _in_thread(phones["101"].current)
-    await asyncio.sleep(1)
+    await demo.sleep(1)
     await _in_thread(phones["101"].blind_transfer, "102")
     second = await _in_thread(phones["102"].current)
-    await asyncio.sleep(1)
+    await demo.sleep(1)
     await _in_thread(call.hangup)
     await _in_thread(second.wait_ended)
     return Story(
@@ -317,7 +341,7 @@ async def story_missed_then_called_back(demo: Demo, phones: Phones, engine: Engi
     phones["104"].mode = "noanswer"
     call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
     rung = await _in_thread(_wait_for_call, phones, "104")
-    await asyncio.sleep(3)  # the customer gives up after a few rings
+    await demo.sleep(3)  # the customer gives up after a few rings
     await _in_thread(call.hangup)
     await _in_thread(rung.wait_ended)
     missed_id = _linkedid(engine)
@@ -325,7 +349,7 @@ async def story_missed_then_called_back(demo: Demo, phones: Phones, engine: Engi
     back = await _in_thread(phones["104"].dial, "89857654321")
     await _in_thread(back.wait_answered, 20)
     customer = await _in_thread(phones.pstn.current)
-    await asyncio.sleep(1)
+    await demo.sleep(1)
     await _in_thread(back.hangup)
     await _in_thread(customer.wait_ended)
     missed = call.answered_at is None
@@ -458,7 +482,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"1C double at {double.url}")
         else:
             print("callrouter_onec is not installed: 1C scenarios are skipped")
-        demo = Demo(pbx, workdir, double, args.transport)
+        demo = Demo(pbx, workdir, double, args.transport, quick=args.quick)
         over = "native TCP AMI" if args.transport == "tcp" else "AJAM"
         print(f"callrouter talks to Asterisk over {over}")
         admin = AJAMClient(ClientSettings(url=pbx.url, username="admin", secret=pbx.secret))
@@ -487,7 +511,7 @@ async def run(args: argparse.Namespace) -> int:
                     "Hangup", {"Channel": call.channel}, validate=False, check=False
                 )
             await demo.stop_router()
-            down = await placer.place(DID, "+7 (916) 123-45-67", wait=2)
+            down = await placer.place(DID, "+7 (916) 123-45-67", wait=demo.pause(2))
             await placer.wait_all([down], 10)
             expected = f"callrouter-default,{DID}"
             rows.append(
@@ -522,7 +546,7 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
         if double is not None:
-            await asyncio.sleep(1.0)
+            await demo.sleep(1.0)
             receipts = list(double.event_book.receipts)
             fresh = [r for r in receipts if not r.duplicate]
             print(
@@ -627,6 +651,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=4.0,
         help="seconds each call waits for a decision (CALLROUTER_WAIT)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"the same calls and stories with shorter pauses ({QUICK_PAUSE:g} s of talk "
+        "and ringing), and no wait for 1C when callrouter stops: for the test suite",
     )
     parser.add_argument(
         "--transport",
