@@ -50,6 +50,20 @@ def test_an_unknown_demo_transport_is_refused(
     assert f"DEMO_TRANSPORT={env!r} is no transport: use ajam or tcp" in capsys.readouterr().err
 
 
+def test_make_demo_keeps_its_pauses_and_only_quick_shortens_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--quick`` is the test suite's (tests/integration/test_demo.py): ``make demo``
+    passes no flag, and its stories talk and ring as long as they always did."""
+    demo = demo_module(monkeypatch)
+    assert demo.parse_args([]).quick is False
+    assert demo.parse_args(["--quick"]).quick is True
+    shown = demo.Demo(None, tmp_path, None)
+    quick = demo.Demo(None, tmp_path, None, quick=True)
+    assert [shown.pause(s) for s in (1, 2, 3)] == [1, 2, 3]
+    assert [quick.pause(s) for s in (1, 2, 3)] == [demo.QUICK_PAUSE] * 3
+
+
 # -- a crashed baresip in a phone story ----------------------------------------------
 
 
