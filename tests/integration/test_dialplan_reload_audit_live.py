@@ -20,6 +20,7 @@ from router.config import load_config
 from router.sandbox import Sandbox
 from router.testing import serving, shipped_dialplan
 from tests.integration._live import TEST_QUEUE, quiet_engine, sales_router_toml
+from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,33 @@ async def test_a_dialplan_reload_is_caught_by_the_timed_check_logged_once(
         await asyncio.sleep(2.5)
         (repaired,) = audits(caplog)[1 + len(broken) :]
         assert repaired.startswith("dialplan checked at the timed check: ")
+
+
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
+async def test_a_restart_that_took_a_context_away_is_logged_when_asterisk_is_back(
+    queue_box: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture, ami_transport: str
+) -> None:
+    """Asterisk restarted (not reloaded) to take an edited extensions.conf that
+    lost the rules' context: said when Asterisk is back, not by the timed look
+    300 s later, while Asterisk hung up every call redirected there. The
+    stream's gap asks for the look, and over TCP the login's FullyBooted too
+    (over AJAM a router logging in after the boot ended gets none)."""
+    caplog.set_level(logging.INFO, logger="router.engine")
+    config = load_config(sales_router_toml(queue_box, tmp_path))
+    config = replace(
+        config, asterisk=replace(config.asterisk, url=ami_url(queue_box, ami_transport))
+    )
+    engine = quiet_engine(config)
+    async with serving(engine):
+        await eventually(lambda: audits(caplog), "the audit at start", 10)
+        assert audits(caplog)[0].startswith("dialplan checked at start: ")
+        # extensions.conf edited without [test-queue], and Asterisk restarted.
+        await asyncio.to_thread(queue_box.set_dialplan, shipped_dialplan(), reload=False)
+        await asyncio.to_thread(queue_box.restart)
+        await eventually(lambda: len(audits(caplog)) > 1, "the look after the restart", 20)
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dialplan")]
+        assert said[1].startswith("dialplan changed since it was last checked ("), said
+        assert any(
+            "redirects to context 'test-queue', which Asterisk's dialplan does not have" in line
+            for line in said[2:]
+        ), said
