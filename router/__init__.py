@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
     from router.ami.protocol import ActionResult
     from router.ami.stream import StreamGap
+    from router.aside import set_aside_odd_db_files
     from router.builtin.numbers import (
         NumberKind,
         NumberPlan,
@@ -119,6 +120,8 @@ _LAZY = {
     # A plugin's own SQLite state file deleted or replaced while open: written back.
     "seen_identity": "router.recordings.store",
     "write_back": "router.recordings.store",
+    # Before a plugin's SQLite file in state_dir is opened: no link, FIFO or folder there.
+    "set_aside_odd_db_files": "router.aside",
     "Metrics": "router.metrics",
 }
 
@@ -197,5 +200,6 @@ __all__ = [
     "recording_signer",
     "rules_timezone",
     "seen_identity",
+    "set_aside_odd_db_files",
     "write_back",
 ]

@@ -19,10 +19,16 @@ in between could be written over then.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["move_aside"]
+__all__ = ["SQLITE_SIDECARS", "move_aside", "set_aside_odd_db_files"]
+
+_log = logging.getLogger("callrouter.state")
 
 #: ``link`` errors where ``rename`` may still work: the file's owner or the
 #: file system, not the names.
@@ -66,3 +72,52 @@ def _rename_to_free(path: Path, aside: Path, number: int) -> Path:
             os.replace(path, target)
             return target
         number += 1
+
+
+#: SQLite's side files of a database: opened (and written) by SQLite beside it.
+SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def set_aside_odd_db_files(path: Path, *, clock: Callable[[], float] = time.time) -> list[Path]:
+    """Before SQLite opens the database ``path`` in ``state_dir``: whatever is
+    at its name or at its ``-wal``, ``-shm`` or ``-journal`` and is not a
+    regular file is moved aside as ``NAME.unreadable-TIME`` (``-2``, ... when
+    taken) and logged; returns the names it got (issue 16).
+
+    SQLite follows a symbolic link at the database's name (the file, its
+    ``-wal`` and ``-shm`` made and written where it points; a dangling one
+    created there), opens a FIFO or device it finds (a FIFO at ``-journal``
+    blocked the start for ever) and says only "disk I/O error" of a folder.
+    callrouter never puts a link or anything but a file there, so such a
+    thing is someone else's: the link itself is moved, never what it points
+    to, and SQLite makes a fresh file. Looked at with ``lstat`` only: opening
+    and closing the database file would drop the locks this process's
+    connections hold on it. Raises ``OSError`` naming the file and what to do
+    when it cannot be moved. Blocking (file system calls).
+    """
+    moved: list[Path] = []
+    for name in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDECARS)):
+        try:
+            mode = os.lstat(name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode):
+            continue
+        what = (
+            "a symbolic link (not followed)"
+            if stat.S_ISLNK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a FIFO, socket or device"
+        )
+        try:
+            aside = move_aside(name, name.with_name(f"{name.name}.unreadable-{int(clock())}"))
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"{name} is {what}, not a database file, and cannot be set aside ({exc.strerror});"
+                " move it away and start again",
+            ) from None
+        _log.error("state file %s is %s, not a database file: set aside as %s", name, what, aside)
+        moved.append(aside)
+    return moved

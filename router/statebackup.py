@@ -181,6 +181,19 @@ def _create_private(path: Path) -> int:
 
 def _copy_sqlite(path: Path, copy: Path) -> int:
     """One-step online backup of ``path`` into ``copy`` (0600), checked; its size."""
+    for suffix in SIDECARS:
+        # SQLite opens these as it finds them: a FIFO at -journal blocked the
+        # backup for ever, a link would be followed (issue 16).
+        try:
+            mode = os.lstat(f"{path}{suffix}").st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise OSError(
+                f"{path.name}{suffix} is not a regular file (a symbolic link, FIFO, folder or"
+                " device): SQLite would follow it or wait on it; the service sets it aside at"
+                " its next start, or move it away"
+            )
     os.close(_create_private(copy))  # 0600 before SQLite opens it
     # Read-only: the backup never writes the service's file (its -wal and -shm
     # are opened as SQLite needs them; as root it keeps their owner).

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
-from router.aside import move_aside
+from router.aside import move_aside, set_aside_odd_db_files
 from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private, file_identity, write_back
 
@@ -178,6 +178,8 @@ class FeedStore:
         # The file holds callers' numbers and 1C's cards: 0600 before SQLite
         # opens it (its -wal and -shm files take the database file's mode); an
         # existing one is never opened (closing it would drop this process's locks).
+        # No link followed, no FIFO opened there (issue 16).
+        set_aside_odd_db_files(path)
         create_private(path)
         #: The copy ``write_back`` could not move in place and opened instead (it
         #: holds every event); None: the connection is on ``path``.

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from router import jsonsafe
-from router.aside import move_aside
+from router.aside import move_aside, set_aside_odd_db_files
 from router.errors import FileOutOfSight
 from router.recordings.naming import FileName, check_call_id, check_part
 
@@ -542,6 +542,7 @@ class RecordingStore:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / DB_NAME
+        set_aside_odd_db_files(self.path)  # no link followed, no FIFO opened (issue 16)
         create_private(self.path)
         self._lock = threading.Lock()
         self._closed = False

@@ -63,7 +63,7 @@ from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
 from callrouter_onec.models import EVENT_FIELDS, EventAck
 from callrouter_onec.state_file import WrittenBackFile
-from router import FileOutOfSight, Supervised, seen_identity
+from router import FileOutOfSight, Supervised, seen_identity, set_aside_odd_db_files
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -244,6 +244,7 @@ class HistoryQueue(WrittenBackFile):
         #: The copy :meth:`put_back` could not move in place and opened instead
         #: (it holds every row); None: the connection is on ``path``.
         self._at: Path | None = None
+        set_aside_odd_db_files(target)  # no link followed, no FIFO opened (issue 16)
         create_private(target)
         self._connect()
         self.prune()

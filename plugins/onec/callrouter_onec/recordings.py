@@ -78,6 +78,7 @@ from router import (
     open_recording,
     recording_key_problem,
     seen_identity,
+    set_aside_odd_db_files,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -198,6 +199,7 @@ class UploadQueue(WrittenBackFile):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # 0600 before SQLite opens it, an existing file never opened (the locks).
+        set_aside_odd_db_files(path)  # no link followed, no FIFO opened (issue 16)
         create_private(path)
         self.path = path
         self._lock = threading.Lock()

@@ -1,0 +1,180 @@
+"""The SQLite files in ``state_dir`` are opened as callrouter's own files (issue 16).
+
+SQLite follows a symbolic link at a database's name (it wrote the database,
+its ``-wal`` and ``-shm`` where the link pointed; a dangling link made a file
+there), opens a FIFO or device it finds (a FIFO at ``-journal`` blocked the
+start, and ``callrouter state backup``, for ever) and told only "disk I/O
+error" of a folder. Now whatever is at those names and is not a regular file
+is set aside before SQLite opens the database (``router/aside.py``), the link
+itself and never what it points to, and a fresh database is made; the backup
+refuses such a database, naming the file, and touches nothing. A test that
+regresses to a blocking open would hang: those opens run in a thread that a
+writer opened afterwards frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from router import aside as aside_module
+from router.api.feed import FILENAME as FEED_NAME
+from router.api.feed import EventFeed
+from router.aside import set_aside_odd_db_files
+from router.errors import StateBackupError
+from router.recordings.store import DB_NAME, RecordingStore
+from router.statebackup import backup_state
+from tests.unit.fifo_read import without_blocking
+
+
+def _open_feed(state_dir: Path) -> None:
+    asyncio.run(EventFeed.open(state_dir).aclose())
+
+
+def _open_catalog(state_dir: Path) -> None:
+    RecordingStore(state_dir).close()
+
+
+#: Each database of state_dir, opened as at start.
+SITES: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "feed": (FEED_NAME, _open_feed),
+    "catalog": (DB_NAME, _open_catalog),
+}
+
+
+def _a_database(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.execute("INSERT INTO t VALUES (1)")
+    db.commit()
+    db.close()
+
+
+def _aside(state_dir: Path, name: str) -> list[Path]:
+    return sorted(state_dir.glob(f"{name}.unreadable-*"))
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_a_link_to_a_database_elsewhere_is_set_aside_not_written(
+    tmp_path: Path, site: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, open_it = SITES[site]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "other.sqlite"
+    _a_database(victim)
+    before = victim.read_bytes()
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / name).symlink_to(victim)
+    with caplog.at_level(logging.ERROR):
+        open_it(state_dir)
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["other.sqlite"]  # no -wal, -shm
+    (aside,) = _aside(state_dir, name)
+    assert aside.is_symlink()
+    assert os.readlink(aside) == str(victim)
+    path = state_dir / name
+    assert path.is_file()
+    assert not path.is_symlink()
+    assert any(
+        f"{path} is a symbolic link (not followed)" in r.getMessage() for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_a_dangling_link_makes_no_file_where_it_points(tmp_path: Path, site: str) -> None:
+    name, open_it = SITES[site]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / name).symlink_to(tmp_path / "nowhere.sqlite")
+    open_it(state_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+    assert (state_dir / name).is_file()
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_a_fifo_at_a_database_name_does_not_block_the_start(
+    tmp_path: Path, site: str, suffix: str
+) -> None:
+    name, open_it = SITES[site]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    _a_database(state_dir / name)
+    fifo = state_dir / f"{name}{suffix}"
+    if suffix == "":
+        (state_dir / name).unlink()
+    os.mkfifo(fifo)
+    outcome = without_blocking(lambda: open_it(state_dir), fifo)
+    assert outcome is None
+    (aside,) = _aside(state_dir, f"{name}{suffix}")
+    assert aside.is_fifo()
+    if suffix:  # the good database beside it is kept, not set aside
+        assert _aside(state_dir, name) == []
+        db = sqlite3.connect(state_dir / name)
+        assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+        db.close()
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_folder_at_a_database_name_is_set_aside(tmp_path: Path, site: str, suffix: str) -> None:
+    name, open_it = SITES[site]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / f"{name}{suffix}").mkdir()
+    open_it(state_dir)
+    (aside,) = _aside(state_dir, f"{name}{suffix}")
+    assert aside.is_dir()
+    assert (state_dir / name).is_file()
+
+
+def test_a_device_is_never_opened(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / DB_NAME).symlink_to("/dev/zero")
+    _open_catalog(state_dir)
+    (aside,) = _aside(state_dir, DB_NAME)
+    assert os.readlink(aside) == "/dev/zero"
+
+
+def test_what_cannot_be_set_aside_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    path = state_dir / DB_NAME
+    path.symlink_to("/dev/zero")
+
+    def refused(path: Path, aside: Path) -> Path:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(aside_module, "move_aside", refused)
+    with pytest.raises(OSError, match="move it away and start again") as caught:
+        set_aside_odd_db_files(path)
+    assert f"{path} is a symbolic link" in str(caught.value)
+    assert "Permission denied" in str(caught.value)
+    assert path.is_symlink()
+
+
+@pytest.mark.parametrize("suffix", ["-journal", "-wal", "-shm"])
+def test_the_backup_refuses_an_odd_side_file_and_does_not_block(
+    tmp_path: Path, suffix: str
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    _a_database(state_dir / DB_NAME)
+    fifo = state_dir / f"{DB_NAME}{suffix}"
+    os.mkfifo(fifo)
+    outcome = without_blocking(lambda: list(backup_state(state_dir, tmp_path / "copy")), fifo)
+    assert isinstance(outcome, StateBackupError)
+    assert f"{DB_NAME}{suffix} is not a regular file" in str(outcome)
+    assert fifo.is_fifo()  # the backup changes nothing in the state folder
