@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
     from router.ami.protocol import ActionResult
     from router.ami.stream import StreamGap
-    from router.aside import set_aside_odd_db_files
+    from router.aside import named_db_error, set_aside_odd_db_files
     from router.builtin.numbers import (
         NumberKind,
         NumberPlan,
@@ -122,6 +122,7 @@ _LAZY = {
     "write_back": "router.recordings.store",
     # Before a plugin's SQLite file in state_dir is opened: no link, FIFO or folder there.
     "set_aside_odd_db_files": "router.aside",
+    "named_db_error": "router.aside",
     "Metrics": "router.metrics",
 }
 
@@ -191,6 +192,7 @@ __all__ = [
     "cut",
     "hookimpl",
     "location_problem",
+    "named_db_error",
     "normalize_number",
     "number_digits",
     "open_recording",

@@ -21,12 +21,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SQLITE_SIDECARS", "move_aside", "set_aside_odd_db_files"]
+__all__ = ["SQLITE_SIDECARS", "move_aside", "named_db_error", "set_aside_odd_db_files"]
 
 _log = logging.getLogger("callrouter.state")
 
@@ -121,3 +122,15 @@ def set_aside_odd_db_files(path: Path, *, clock: Callable[[], float] = time.time
         _log.error("state file %s is %s, not a database file: set aside as %s", name, what, aside)
         moved.append(aside)
     return moved
+
+
+def named_db_error(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.DatabaseError:
+    """``exc`` raised opening the database ``path``, as an error that names the
+    file and says what to do when the file is no SQLite database (SQLite said
+    only "file is not a database"); any other error as it was (issue 16)."""
+    if getattr(exc, "sqlite_errorname", None) not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return exc
+    return sqlite3.DatabaseError(
+        f"{path}: {exc} (damaged, or another file put at its name): stop the service,"
+        " move it away (a new one is made at start) or put back a backup, and start again"
+    )

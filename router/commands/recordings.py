@@ -117,7 +117,10 @@ def _catalog(state_dir: Path) -> Iterator[RecordingStore]:
     try:
         store = RecordingStore(state_dir)
     except sqlite3.Error as exc:
-        raise RecordingError(f"{path}: cannot read the recordings catalog: {exc}") from None
+        told = str(exc)  # named and what to do already when it is no database
+        if not told.startswith(f"{path}: "):
+            told = f"{path}: cannot read the recordings catalog: {told}"
+        raise RecordingError(told) from None
     try:
         yield store
     except sqlite3.Error as exc:

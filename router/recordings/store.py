@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from router import jsonsafe
-from router.aside import move_aside, set_aside_odd_db_files
+from router.aside import move_aside, named_db_error, set_aside_odd_db_files
 from router.errors import FileOutOfSight
 from router.recordings.naming import FileName, check_call_id, check_part
 
@@ -552,7 +552,10 @@ class RecordingStore:
         #: The copy :func:`write_back` could not move in place and opened instead
         #: (it holds every row); None: the connection is on ``path``.
         self._at: Path | None = None
-        self._connect()
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise named_db_error(self.path, exc) from exc
         try:
             self._db.executescript(_SCHEMA)
             self._migrate()

@@ -27,7 +27,7 @@ import pytest
 from router import aside as aside_module
 from router.api.feed import FILENAME as FEED_NAME
 from router.api.feed import EventFeed
-from router.aside import set_aside_odd_db_files
+from router.aside import named_db_error, set_aside_odd_db_files
 from router.errors import StateBackupError
 from router.recordings.store import DB_NAME, RecordingStore
 from router.statebackup import backup_state
@@ -178,3 +178,22 @@ def test_the_backup_refuses_an_odd_side_file_and_does_not_block(
     assert isinstance(outcome, StateBackupError)
     assert f"{DB_NAME}{suffix} is not a regular file" in str(outcome)
     assert fifo.is_fifo()  # the backup changes nothing in the state folder
+
+
+def test_a_catalog_that_is_no_database_is_an_error_naming_it(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    path = state_dir / DB_NAME
+    path.write_bytes(b"not SQLite\n" * 1000)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        RecordingStore(state_dir)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: file is not a database")
+    assert "move it away" in message
+    assert path.read_bytes() == b"not SQLite\n" * 1000  # kept as it was
+
+
+def test_a_lock_is_told_as_it_was(tmp_path: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        raise named_db_error(tmp_path, sqlite3.OperationalError("database is locked"))
+    assert str(caught.value) == "database is locked"

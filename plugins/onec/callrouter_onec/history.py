@@ -63,7 +63,13 @@ from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
 from callrouter_onec.models import EVENT_FIELDS, EventAck
 from callrouter_onec.state_file import WrittenBackFile
-from router import FileOutOfSight, Supervised, seen_identity, set_aside_odd_db_files
+from router import (
+    FileOutOfSight,
+    Supervised,
+    named_db_error,
+    seen_identity,
+    set_aside_odd_db_files,
+)
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -246,7 +252,10 @@ class HistoryQueue(WrittenBackFile):
         self._at: Path | None = None
         set_aside_odd_db_files(target)  # no link followed, no FIFO opened (issue 16)
         create_private(target)
-        self._connect()
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise named_db_error(target, exc) from exc
         self.prune()
 
     def _connect(self) -> None:

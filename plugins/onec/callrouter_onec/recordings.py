@@ -75,6 +75,7 @@ from callrouter_onec.state_file import WrittenBackFile
 from router import (
     FileOutOfSight,
     NotTheRecording,
+    named_db_error,
     open_recording,
     recording_key_problem,
     seen_identity,
@@ -210,7 +211,10 @@ class UploadQueue(WrittenBackFile):
         #: The copy :meth:`put_back` could not move in place and opened instead (it
         #: holds every row); None: the connection is on ``path``.
         self._at: Path | None = None
-        self._connect()
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise named_db_error(path, exc) from exc
 
     def _connect(self) -> None:
         target = self.path if self._at is None else self._at

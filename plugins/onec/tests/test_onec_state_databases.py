@@ -97,3 +97,15 @@ def test_a_fifo_at_the_journal_does_not_block_the_start(tmp_path: Path, site: st
     db = sqlite3.connect(path)  # the database beside it kept
     assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
     db.close()
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_a_queue_that_is_no_database_is_an_error_naming_it(tmp_path: Path, site: str) -> None:
+    name, open_it = SITES[site]
+    path = tmp_path / name
+    path.write_bytes(b"not SQLite\n" * 1000)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        open_it(path)
+    assert str(caught.value).startswith(f"{path}: file is not a database")
+    assert "move it away" in str(caught.value)
+    assert path.read_bytes() == b"not SQLite\n" * 1000

@@ -342,6 +342,7 @@ def test_a_catalog_sqlite_cannot_read_is_the_commands_error(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
-        f"callrouter recordings {argv[0]}: error: {catalog}: cannot read the recordings "
-        "catalog: file is not a database\n"
+        f"callrouter recordings {argv[0]}: error: {catalog}: file is not a database"
+        " (damaged, or another file put at its name): stop the service, move it away"
+        " (a new one is made at start) or put back a backup, and start again\n"
     )
