@@ -719,7 +719,9 @@ class EventFeed:
 
         A file SQLite cannot read (a disk fault, a truncated copy) is moved
         aside with a warning and the feed starts empty: the API must come up,
-        and clients resuming from an old cursor are told of the gap.
+        and clients resuming from an old cursor are told of the gap. A file
+        another process holds locked is sound: an error naming it, the file
+        left as it is.
         """
         path = state_dir / FILENAME
         oldest = int((clock() - retention) * 1_000_000)
@@ -732,6 +734,18 @@ class EventFeed:
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
             reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)
         except sqlite3.DatabaseError as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith(
+                ("SQLITE_BUSY", "SQLITE_LOCKED")
+            ):
+                # Another process holds the file (a second callrouter on this
+                # state_dir, an sqlite3 shell in a transaction): the database is
+                # sound, and setting it aside dropped its -wal, the events not
+                # yet checkpointed with it.
+                raise sqlite3.OperationalError(
+                    f"{path}: {exc}: another process holds the event feed's database "
+                    "(a second callrouter with this state_dir, an sqlite3 shell or a "
+                    "copy in progress): end it and start again"
+                ) from exc
             aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
             for suffix in ("-wal", "-shm"):

@@ -912,3 +912,32 @@ def test_memory_holds_events_max_and_at_most_a_third_more_of_dropped_ones() -> N
     assert len(feed) == 6000
     assert held <= 6000 + 6000 // 3 + 1, held
     assert [e.data["n"] for e in feed.read(0).events][:1] == [34_000]
+
+
+async def test_a_feed_another_process_holds_locked_is_left_as_it_is(tmp_path: Path) -> None:
+    """A lock held past the busy timeout at start (a second callrouter on
+    this state_dir, an sqlite3 shell in a transaction) read as an unreadable
+    file: the sound database was set aside and its -wal, with the events not
+    yet checkpointed, deleted."""
+    feed = EventFeed.open(tmp_path)
+    cursor = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    # An sqlite3 shell's `PRAGMA locking_mode=EXCLUSIVE` after a write: even a
+    # read of the WAL file waits for it.
+    holder = sqlite3.connect(tmp_path / FILENAME, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE held (x)")
+    holder.execute("COMMIT")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="another process holds") as raised:
+            EventFeed.open(tmp_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(tmp_path / FILENAME) in str(raised.value)
+    assert not [p.name for p in os.scandir(tmp_path) if "unreadable" in p.name]
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
