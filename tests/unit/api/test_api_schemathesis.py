@@ -19,10 +19,15 @@ hang-up, transfer and recording operations read their bodies rather than
 answer 404 for a made-up id (a ``legs`` of ``[]`` was a 500 there); a long-poll's
 ``timeout`` is pinned to 0 when the fuzzer picked a valid one (waiting out
 a valid timeout proves nothing here and would cost minutes).
+
+The app is built at import, in every pytest-xdist worker (each collects this
+module), so its state and rules live in one :data:`SCRATCH` folder removed when
+the worker's interpreter exits, after the last of its tests (``atexit``).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import re
 import tempfile
@@ -61,6 +66,10 @@ rules:
 EXAMPLES = 100
 #: The live call every ``{id}`` names: extension 101 talks on it.
 LIVE = "1714557700.7"
+#: The app's state folder, its recordings folder and the rules file, for the
+#: life of this process (the app serves them until the last test of the worker).
+SCRATCH = tempfile.TemporaryDirectory(prefix="callrouter-fuzz-")
+atexit.register(SCRATCH.cleanup)
 
 
 def api_app() -> Any:
@@ -74,7 +83,8 @@ def api_app() -> Any:
         rate=1e6,
         burst=1_000_000,
     )
-    tmp = Path(tempfile.mkdtemp(prefix="callrouter-fuzz-"))
+    tmp = Path(SCRATCH.name) / "state"
+    tmp.mkdir()
     (tmp / "monitor").mkdir()
     recordings = RecordingSettings(
         dir="/var/spool/asterisk/monitor",
@@ -99,7 +109,7 @@ def api_app() -> Any:
     feed.publish("ringing", "101", {"caller": "+79161234567"})
     feed.publish("presence", "102", {"dnd": True})
     # The rules POST /api/v1/explain evaluates: the 1C plugin's lookup and a fallback.
-    rules = Path(tempfile.mkdtemp(prefix="callrouter-fuzz-rules-")) / "rules.yaml"
+    rules = Path(SCRATCH.name) / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     ruleset = load_rules([rules], plugin_registry(timezone="Europe/Moscow"))
     context = ApiContext(
