@@ -6,13 +6,16 @@ Not a benchmark itself (``run_all.py`` runs only ``bench_*.py``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Sequence
+import tempfile
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +214,30 @@ def extra_rules(n: int = 1000) -> str:
     do: [{{redirect: {{context: queues, exten: "g{i}"}}}}]
 """)
     return "".join(parts)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A new folder in the temporary directory for one run's files (its
+    router.toml, rules, state and router.log), removed when the block ends,
+    however it ends (an error, Ctrl-C): no benchmark keeps it, none tells the
+    user to read it. Removed after the figures are taken, outside any timed part.
+
+    A root logger handler that writes into it (``logging.basicConfig`` with a
+    ``FileHandler(tmp / "router.log")``) is closed and taken off first: a later
+    run in the same process then logs into its own folder, as the first did.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            name = getattr(handler, "baseFilename", None)
+            if isinstance(name, str) and Path(name).is_relative_to(folder):
+                root.removeHandler(handler)
+                handler.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_rules_dir(dest: Path, extra: int = 1000) -> Path:

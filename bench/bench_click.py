@@ -26,14 +26,13 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, md_table, pct
+from _common import RESULTS, md_table, pct, scratch_dir
 
 TOKEN = "bench-click-token"
 
@@ -75,13 +74,18 @@ async def first_channel_at(http: Any, call_id: str, timeout: float = 5.0) -> flo
 
 
 async def drive(box: Any, args: argparse.Namespace) -> dict[str, Any]:
+    with scratch_dir("bench-click-") as tmp:
+        return await _drive_in(tmp, box, args)
+
+
+async def _drive_in(tmp: Path, box: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`drive` with its files in ``tmp``."""
     import httpx
 
     from router.config import load_config
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-click-"))
     logging.basicConfig(level=logging.WARNING, handlers=[logging.FileHandler(tmp / "router.log")])
     port = free_port()
     engine = Engine(

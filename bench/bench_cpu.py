@@ -48,7 +48,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, BenchOneC, CallLifeListener, engine_config, make_rules_dir, md_table
+from _common import (
+    RESULTS,
+    BenchOneC,
+    CallLifeListener,
+    engine_config,
+    make_rules_dir,
+    md_table,
+    scratch_dir,
+)
 
 CAPTURE = RESULTS / "cpu-capture.json"
 PANORAMISK = "panoramisk (bare loop)"
@@ -60,6 +68,12 @@ LIVE_MARK = b"UserEvent: CallRouterLive\r\n"
 
 
 async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
+    with scratch_dir("bench-cpu-") as tmp:
+        return await _capture_in(tmp, box, calls, rate)
+
+
+async def _capture_in(tmp: Path, box: Any, calls: int, rate: int) -> dict[str, Any]:
+    """:func:`_capture` with its files in ``tmp``."""
     from bench_route import (
         CALLERS,
         DID,
@@ -102,7 +116,6 @@ async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
     AMIProtocol.data_received = bare_recorded  # type: ignore[method-assign]
     # It only reads here: the engine routes the calls.
     manager = await panoramisk_loop(box.ami_port, box.secret, lambda mgr, channel: None)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     rules = make_rules_dir(tmp, extra=0)
     (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
@@ -221,6 +234,14 @@ class AnsweringTransport:
 
 
 async def replay(warmup: int, *, life: bool = True, profile: Path | None = None) -> dict[str, Any]:
+    with scratch_dir("bench-cpu-") as tmp:
+        return await _replay_in(tmp, warmup, life=life, profile=profile)
+
+
+async def _replay_in(
+    tmp: Path, warmup: int, *, life: bool = True, profile: Path | None = None
+) -> dict[str, Any]:
+    """:func:`replay` with its files in ``tmp``."""
     from bench_path import FakeAsterisk
     from bench_route import EXTRA_RULES, did_rules
 
@@ -232,7 +253,6 @@ async def replay(warmup: int, *, life: bool = True, profile: Path | None = None)
     reads = load_reads()
     fake = FakeAsterisk()
     await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     lean = getattr(run_command, "lean_log_records", None)  # a --baseline may predate it
     if lean is not None:

@@ -39,7 +39,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BenchOneC, CallLifeListener, engine_config, make_rules_dir, md_table
+from _common import (
+    BenchOneC,
+    CallLifeListener,
+    engine_config,
+    make_rules_dir,
+    md_table,
+    scratch_dir,
+)
 
 WARMUP = 2000  # events fed before measuring (caches, code paths)
 
@@ -186,6 +193,12 @@ def with_cel(events: list[Any]) -> list[Any]:
 
 async def measure(rounds: int, *, life: bool = False) -> tuple[float, float]:
     """(CPU microseconds per call, request -> Redirect p50 in microseconds), best round."""
+    with scratch_dir("bench-engine-") as tmp:
+        return await _measure_in(tmp, rounds, life=life)
+
+
+async def _measure_in(tmp: Path, rounds: int, *, life: bool = False) -> tuple[float, float]:
+    """:func:`measure` with its files in ``tmp``."""
     from bench_route import EXTRA_RULES, did_rules
 
     from router.ami.message import Event
@@ -194,7 +207,6 @@ async def measure(rounds: int, *, life: bool = False) -> tuple[float, float]:
     from router.engine import Engine
     from router.plugins import Plugins
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     lean = getattr(run_command, "lean_log_records", None)  # a --baseline may predate it
     if lean is not None:

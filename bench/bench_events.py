@@ -52,6 +52,7 @@ from _common import (
     engine_config,
     make_rules_dir,
     md_table,
+    scratch_dir,
 )
 
 VARIANTS = (("all", "router"), ("auto", "router"), ("auto", "admin"))
@@ -80,6 +81,12 @@ class Counter:
 
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
+    with scratch_dir("bench-events-") as tmp:
+        return await _serve_in(tmp, args)
+
+
+async def _serve_in(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`serve` with its files in ``tmp``."""
     import logging
 
     from router.config import load_config
@@ -88,7 +95,6 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     rules = make_rules_dir(tmp, extra=1000)
     path = engine_config(tmp, args.url, args.secret, rules, username=args.user)

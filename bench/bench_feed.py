@@ -33,7 +33,6 @@ import os
 import random
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, pct
+from _common import RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, pct, scratch_dir
 
 TOKEN = "bench-feed-token"
 DIALPLAN = """
@@ -63,13 +62,18 @@ def free_port() -> int:
 
 async def serve(args: argparse.Namespace) -> None:
     """The router side, in its own process: the Engine with [api] on ``args.port``."""
+    with scratch_dir("bench-feed-") as tmp:
+        await _serve_in(tmp, args)
+
+
+async def _serve_in(tmp: Path, args: argparse.Namespace) -> None:
+    """:func:`serve` with its files in ``tmp``."""
     import logging
 
     from router.config import load_config
     from router.engine import Engine
     from router.plugins import Plugins
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-feed-"))
     logging.basicConfig(level=logging.WARNING, handlers=[logging.FileHandler(tmp / "router.log")])
     path = engine_config(tmp, args.url, args.secret, make_rules_dir(tmp, extra=0))
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()

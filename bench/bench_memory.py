@@ -60,7 +60,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DID, RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, rss_kb
+from _common import (
+    DID,
+    RESULTS,
+    BenchOneC,
+    engine_config,
+    make_rules_dir,
+    md_table,
+    rss_kb,
+    scratch_dir,
+)
 
 
 class _MallInfo2(ctypes.Structure):
@@ -444,11 +453,24 @@ async def run(
     every: int = 10_000,
     diagnose: Diagnose = Diagnose(),
 ) -> tuple[list[list[object]], list[list[object]], list[list[object]], list[list[object]]]:
+    with scratch_dir("bench-memory-") as tmp:
+        return await _run_in(tmp, calls, warmup, extra, life, every, diagnose)
+
+
+async def _run_in(
+    tmp: Path,
+    calls: int,
+    warmup: int,
+    extra: int = 0,
+    life: bool = False,
+    every: int = 10_000,
+    diagnose: Diagnose = Diagnose(),
+) -> tuple[list[list[object]], list[list[object]], list[list[object]], list[list[object]]]:
+    """:func:`run` with its files in ``tmp``."""
     from router.config import load_config
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     rules = make_rules_dir(tmp, extra=extra)
     config = load_config(engine_config(tmp, "http://127.0.0.1:9/asterisk", "x", rules))
     callers = [f"7916{n:07d}" for n in range(1000)]

@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BenchOneC, engine_config, make_rules_dir, md_table
+from _common import BenchOneC, engine_config, make_rules_dir, md_table, scratch_dir
 
 #: Written before each request read: more than this machine's caches.
 EVICT = bytearray(32 * 1024 * 1024)
@@ -272,6 +272,12 @@ async def run_burst(fake: FakeAsterisk, reads: list[tuple[bytes, bytes, str]]) -
 
 
 async def serve_engine(calls: int, burst: int = 0) -> list[float]:
+    with scratch_dir("bench-path-") as tmp:
+        return await _serve_engine_in(tmp, calls, burst)
+
+
+async def _serve_engine_in(tmp: Path, calls: int, burst: int = 0) -> list[float]:
+    """:func:`serve_engine` with its files in ``tmp``."""
     from bench_route import EXTRA_RULES, did_rules
 
     from router.ami import tcp
@@ -282,7 +288,6 @@ async def serve_engine(calls: int, burst: int = 0) -> list[float]:
 
     fake = FakeAsterisk()
     await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-path-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     lean = getattr(run_command, "lean_log_records", None)  # a --baseline may predate it
     if lean is not None:

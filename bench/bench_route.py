@@ -131,6 +131,7 @@ from _common import (
     make_rules_dir,
     md_table,
     pct,
+    scratch_dir,
 )
 
 VARIANTS = (
@@ -629,6 +630,33 @@ async def serve_engine(
     request_user: str | None = None,
     pipe: bool = False,
 ) -> None:
+    with scratch_dir("bench-engine-") as tmp:
+        await _serve_engine_in(
+            tmp,
+            url,
+            secret,
+            stop,
+            timings,
+            username,
+            life=life,
+            request_user=request_user,
+            pipe=pipe,
+        )
+
+
+async def _serve_engine_in(
+    tmp: Path,
+    url: str,
+    secret: str,
+    stop: asyncio.Event,
+    timings: Timings,
+    username: str = "router",
+    *,
+    life: bool = False,
+    request_user: str | None = None,
+    pipe: bool = False,
+) -> None:
+    """:func:`serve_engine` with its files in ``tmp``."""
     import logging
 
     from router.commands import run as run_command
@@ -636,7 +664,6 @@ async def serve_engine(
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     # A real service logs every decision: keep that cost, into a file.
     handler = logging.FileHandler(tmp / "router.log")
     logging.basicConfig(level=logging.INFO, handlers=[handler])
