@@ -1,11 +1,14 @@
 """Soak: ``callrouter run`` as an office runs it, for half an hour or more, measured each minute.
 
 Run: ``make soak`` (``SOAK_MINUTES=30``) or ``.venv/bin/python bench/soak_office.py``
-(``--minutes 30``, ``--rate 1.5`` calls a second at most, ``--workers 4``, ``--out DIR``).
-Needs the Asterisk sandbox with its
+(``--minutes 30``, ``--rate 1.5`` calls a second at most, ``--workers 4``, ``--out DIR``,
+``--keep``). Needs the Asterisk sandbox with its
 phones (``make provision``); takes the minutes asked plus about two. Not a
 benchmark of ``run_all.py`` and not a test: it prints a table and writes
-``soak.md`` and ``samples.json`` in ``--out`` (default: a new temporary folder).
+``soak.md`` and ``samples.json`` in ``--out``. Without ``--out`` they go to a new
+temporary folder, removed when the run ends (also on Ctrl-C or an error) unless
+``--keep`` is given or a scenario failed (``failures.jsonl`` is there to be
+read); the last line says which.
 
 What runs:
 
@@ -850,19 +853,44 @@ def table(samples: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def settle(folder: Path, keep: bool) -> str:
+    """Remove the run's temporary ``folder`` unless ``keep`` or a scenario failed
+    (its ``failures.jsonl``); what became of it, as the run's last line."""
+    failures = folder / "failures.jsonl"
+    if keep or failures.exists():
+        why = "--keep" if keep else f"{failures.name}: scenarios failed"
+        return f"soak: kept {folder} ({why}); remove it when read"
+    shutil.rmtree(folder, ignore_errors=True)
+    return f"soak: removed {folder} (--keep or --out DIR keeps it)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--rate", type=float, default=1.5, help="calls a second at most")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="the results' folder, kept")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="without --out: keep the temporary folder (removed at the end otherwise)",
+    )
     args = parser.parse_args()
-    folder = args.out or Path(tempfile.mkdtemp(prefix="soak-office-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    office = Office(folder, args.rate)
     # SIGTERM (and SIGINT, which a background shell ignores) ends the run with its clean-up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    folder = args.out or Path(tempfile.mkdtemp(prefix="soak-office-"))
+    try:
+        return soak(folder, args)
+    finally:
+        if args.out is None:
+            print(settle(folder, args.keep), flush=True)
+
+
+def soak(folder: Path, args: argparse.Namespace) -> int:
+    """The run, its results in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    office = Office(folder, args.rate)
     office.start()
     try:
         samples = office.run(args.minutes, args.workers)

@@ -138,3 +138,107 @@ def test_an_expected_outcome_is_counted_apart_from_the_failures(tmp_path: Path) 
         "api_transfer: 409: the caller hung up before the transfer was asked"
     ]
     assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == 2
+
+
+class FakeOffice:
+    """The soak's :class:`Office` without Asterisk or phones: its run ends as
+    :attr:`ending` says (samples, or an exception), after failures if asked."""
+
+    ending: BaseException | None = None
+    failures = False
+
+    def __init__(self, folder: Path, rate: float) -> None:
+        self.folder = folder
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, minutes: float, workers: int) -> list[dict[str, Any]]:
+        if self.failures:
+            (self.folder / "failures.jsonl").write_text("{}\n", encoding="utf-8")
+        if self.ending is not None:
+            raise self.ending
+        sample: dict[str, Any] = dict.fromkeys(
+            (
+                "rss_kb",
+                "fds",
+                "threads",
+                "asyncio_tasks",
+                "calls_active",
+                "queue_depth",
+                "log_lines",
+                "placed",
+                "onec_receipts",
+                "feed_events",
+            ),
+            0,
+        )
+        return [{**sample, "state_files": {}}]
+
+    def verdict(self) -> dict[str, Any]:
+        return {"failed": {}}
+
+
+def soak_in(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *argv: str,
+    ending: BaseException | None = None,
+    failures: bool = False,
+) -> None:
+    """``soak_office.py ARGV`` over a :class:`FakeOffice`, its temporary folder in ``tmp_path``."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(SOAK_OFFICE.signal, "signal", lambda *_: None)  # pytest's stay
+    monkeypatch.setattr(FakeOffice, "ending", ending)
+    monkeypatch.setattr(FakeOffice, "failures", failures)
+    monkeypatch.setattr(SOAK_OFFICE, "Office", FakeOffice)
+    monkeypatch.setattr("sys.argv", ["soak_office.py", *argv])
+    if ending is None:
+        assert SOAK_OFFICE.main() == 0
+    else:
+        with pytest.raises(type(ending)):
+            SOAK_OFFICE.main()
+
+
+@pytest.mark.parametrize("ending", [None, KeyboardInterrupt(), RuntimeError("no sandbox")])
+def test_the_temporary_folder_is_removed_when_the_soak_ends(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ending: BaseException | None,
+) -> None:
+    """Each soak without ``--out`` left a ``soak-office-*`` folder in /tmp (issue 16);
+    finished, interrupted (Ctrl-C, SIGTERM) or failed, it goes, and says so."""
+    soak_in(tmp_path, monkeypatch, ending=ending)
+    assert list(tmp_path.iterdir()) == []
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"soak: removed {tmp_path}/soak-office-")
+
+
+def test_the_temporary_folder_is_kept_with_keep_or_failures_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kept").mkdir()
+    soak_in(tmp_path / "kept", monkeypatch, "--keep")
+    (folder,) = (tmp_path / "kept").iterdir()
+    assert (folder / "soak.md").exists()
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"soak: kept {folder} (--keep); remove it when read"
+
+    (tmp_path / "failed").mkdir()
+    soak_in(tmp_path / "failed", monkeypatch, failures=True)
+    (folder,) = (tmp_path / "failed").iterdir()
+    assert (folder / "failures.jsonl").exists()
+    assert "(failures.jsonl: scenarios failed)" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_out_folder_is_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    soak_in(tmp_path, monkeypatch, "--out", str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["samples.json", "soak.md"]
+    assert "soak: " not in capsys.readouterr().out
