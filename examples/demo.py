@@ -20,7 +20,9 @@ called back. Each story is one function (``story_*``) and is told by
 :func:`tell_story`, the place to print what the 1C double recorded of it.
 
 Exit status 0 when every call landed where expected and every story went as
-planned.
+planned. Its work folder (``callrouter-demo-*`` in the temporary directory:
+router.toml, rules, state) is removed when it ends, also on an error, Ctrl-C or
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -569,12 +572,16 @@ async def run(args: argparse.Namespace) -> int:
             failures += await phone_stories(demo, pbx, double, day)
         return 1 if failures else 0
     finally:
-        await demo.stop_router() if "demo" in locals() else None
-        if double is not None:
-            with contextlib.suppress(Exception):
-                double.stop()
-        await asyncio.to_thread(pbx.remove)
-        shutil.rmtree(workdir, ignore_errors=True)
+        # The work folder (router.toml, rules, state: nothing to read afterwards)
+        # goes even when stopping the router or removing the sandbox fails.
+        try:
+            await demo.stop_router() if "demo" in locals() else None
+            if double is not None:
+                with contextlib.suppress(Exception):
+                    double.stop()
+            await asyncio.to_thread(pbx.remove)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def phone_stories(demo: Demo, pbx: Sandbox, double: Any, day: datetime) -> int:
@@ -675,6 +682,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> int:
+    # SIGTERM ends the demo as Ctrl-C does: with its clean-up (the router, the
+    # sandbox Asterisk, the work folder).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     return asyncio.run(run(parse_args()))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -155,3 +156,50 @@ def test_crashed_phones_names_each_signal(monkeypatch: pytest.MonkeyPatch) -> No
     demo = demo_module(monkeypatch)
     phones = _Phones(_Agent("101", -11), _Agent("102", 0), _Agent("103", -99), _Agent("pstn", None))
     assert demo.crashed_phones(phones) == ["101 (SIGSEGV)", "103 (signal 99)"]
+
+
+# -- the work folder -------------------------------------------------------------------
+
+
+class _GoneSandbox:
+    """A sandbox Asterisk that started, and whose removal fails."""
+
+    url = "http://127.0.0.1:9/asterisk"
+    secret = "x"
+
+    def remove(self) -> None:
+        raise RuntimeError("the sandbox would not stop")
+
+
+class _NoAsterisk:
+    def __init__(self, *_: object) -> None:
+        pass
+
+    async def login(self) -> None:
+        raise ConnectionError("no Asterisk there")
+
+
+def test_the_work_folder_goes_even_when_the_sandbox_will_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each demo left a ``callrouter-demo-*`` folder in /tmp when removing its
+    sandbox failed (issue 16): the folder's removal came after it."""
+    demo = demo_module(monkeypatch)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(demo.Sandbox, "start", lambda **_: _GoneSandbox())
+    monkeypatch.setattr(demo, "OneCDouble", None)
+    monkeypatch.setattr(demo, "AJAMClient", _NoAsterisk)
+    with pytest.raises(RuntimeError, match="would not stop"):
+        asyncio.run(demo.run(demo.parse_args(["--quick"])))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_ends_the_demo_as_ctrl_c_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM killed the demo before its clean-up (the sandbox, the work folder)."""
+    demo = demo_module(monkeypatch)
+    handlers: dict[int, object] = {}
+    monkeypatch.setattr(demo.signal, "signal", lambda sig, handler: handlers.update({sig: handler}))
+    monkeypatch.setattr(demo, "run", lambda args: asyncio.sleep(0, 0))
+    monkeypatch.setattr("sys.argv", ["demo.py"])
+    assert demo.main() == 0
+    assert handlers[signal.SIGTERM] is signal.default_int_handler
