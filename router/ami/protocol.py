@@ -200,6 +200,13 @@ def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]
     is kept without its long lines, or its list would never end (issue 16:
     a reconcile waited for it until its ``CoreShowChannels`` timed out).
 
+    An event whose long line is its ``ActionID``, or its ``EventList`` when it
+    names an action, is a protocol error instead: it may be the part of an
+    answer an action waits for (its list's end), and which one cannot be
+    told. Skipped, that action waited until it timed out (issue 16); now the
+    read fails at once, naming the bound (over TCP the connection is dropped:
+    the actions in flight fail, the event stream reports a gap).
+
     ``head`` is its first line as read (cut to 256 bytes): its name when that
     line is one of the long ones. Only for events already found to have such
     a line: never on the normal path.
@@ -208,6 +215,19 @@ def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]
     if not kept or kept[0][:6].lower() != "event:":
         kept.insert(0, head)  # the name line was a long one
     message = _block_to_message(kept)
+    for line in lines:
+        if not line or not cut(line):
+            continue
+        # A line left out of a stream is the marker and the line's key (RawmanParser._check_tail).
+        key = line[1:] if line[:1] == _LEFT_OUT_TEXT else line[:64].partition(":")[0]
+        folded = key.strip().lower()
+        if folded == "actionid" or (folded == "eventlist" and message.action_id is not None):
+            name = head.partition(":")[2].strip()
+            raise AMIProtocolError(
+                f"an AMI event {name[:64]!r} whose {key.strip()} line is over "
+                f"{MAX_LINE_BYTES} bytes (the parser's line bound): the answer it may be "
+                "part of cannot be told (a broken or hostile AMI peer?)"
+            )
     if _is_list_end(message) and message.action_id is not None:
         LONG_LINES.note(head, ends_list=True)
         return message
@@ -216,8 +236,12 @@ def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]
 
 
 #: What stands in the buffer of :class:`RawmanParser` for a line too long that
-#: is being read past (a line of its own; :func:`_long_line_event` leaves it out).
+#: is being read past (a line of its own; :func:`_long_line_event` leaves it
+#: out), followed by that line's key (:meth:`RawmanParser._check_tail`).
 _LEFT_OUT = b"\0"
+_LEFT_OUT_TEXT = _LEFT_OUT.decode()
+#: The most of a line too long read for its key (``ActionID``, ``EventList``).
+_KEY_BYTES = 64
 
 _REPEAT_SUFFIX = re.compile(r"^(.*)-([0-9]+)$")
 
@@ -392,8 +416,9 @@ class RawmanParser:
         text = _decode(chunk[:at])
         lines = text.split("\r\n") if self._crlf else text.split("\n")
         _check_lines(head, len(lines))
-        left_out = _LEFT_OUT.decode()
-        cut = _long_line_event(head, lines, lambda line: line == left_out or _too_long(line))
+        cut = _long_line_event(
+            head, lines, lambda line: line[:1] == _LEFT_OUT_TEXT or _too_long(line)
+        )
         return cut, chunk[at + len(sep) :].lstrip(b"\r\n")
 
     def _drop(self, data: bytes) -> list[Message]:
@@ -431,15 +456,23 @@ class RawmanParser:
             if self._cut_head is None:
                 head = None if self._expect_banner else _event_head(bytes(buf[:256]))
                 if head is None:
-                    raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+                    raise AMIProtocolError(
+                        f"line of over {MAX_LINE_BYTES} bytes without a newline "
+                        "(the parser's line bound) in an AMI answer or greeting"
+                    )
                 self._cut_head = head
             # The line starts after the last line end (CR LF only, when lines
             # end so: a bare LF is a value's, as in _blocks).
             start = buf.rfind(b"\r\n" if self._crlf else b"\n")
             start = 0 if start < 0 else start + (2 if self._crlf else 1)
             self._carry = bytes(buf[-1:])
+            # Its key is kept beside the marker: an ActionID line too long
+            # makes the event an error, not a skip (_long_line_event).
+            key = bytes(buf[start : start + _KEY_BYTES]).partition(b":")
             del buf[start:]
             buf += _LEFT_OUT
+            if key[1] and not any(c in key[0] for c in b"\0\r\n"):
+                buf += key[0]
             self._discarding = True
 
     def _discard(self, data: bytes) -> bytes:
@@ -643,7 +676,10 @@ def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message 
             if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
                 head = _event_head(block[:256])
                 if head is None:
-                    raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+                    raise AMIProtocolError(
+                        f"an AMI answer with a line that exceeds {MAX_LINE_BYTES} bytes "
+                        "(the parser's line bound)"
+                    )
                 return _long_line_event(head, lines, _too_long)
     return _block_to_message(lines)
 

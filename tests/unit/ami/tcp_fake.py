@@ -60,6 +60,12 @@ class FakeAMI:
     #: A value for a ``Junk`` line of the closing ``CoreShowChannelsComplete``
     #: (a hostile peer's line longer than the parser's bound), before its ActionID.
     long_closing: str | None = None
+    #: Which line of the closing event carries :attr:`long_closing`: ``Junk``
+    #: (a line of its own), or ``ActionID`` / ``EventList`` (appended to its value).
+    long_closing_key: str = "Junk"
+    #: A value appended to the ``Message`` line of every plain answer (a
+    #: ``Ping``'s, a ``Getvar``'s): a line longer than the parser's bound.
+    long_answer: str | None = None
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
 
@@ -169,18 +175,23 @@ class FakeAMI:
                 + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/2@x-0003;1"))
             )
             if not self.unfinished_lists:
-                out += block(
-                    ("Event", "CoreShowChannelsComplete"),
-                    *([] if self.long_closing is None else [("Junk", self.long_closing)]),
-                    aid,
-                    ("EventList", "Complete"),
-                    ("ListItems", "2"),
-                )
+                closing = [aid, ("EventList", "Complete"), ("ListItems", "2")]
+                if self.long_closing is not None:
+                    key = self.long_closing_key
+                    if key == "Junk":
+                        closing.insert(0, ("Junk", self.long_closing))
+                    else:
+                        closing = [
+                            (k, v + self.long_closing if k == key else v) for k, v in closing
+                        ]
+                out += block(("Event", "CoreShowChannelsComplete"), *closing)
         elif name == "userevent":
             # Asterisk copies the ActionID into the event, which may come first.
             out = block(("Event", "UserEvent"), ("UserEvent", h.get("userevent", "")), aid) + block(
                 ("Response", "Success"), aid
             )
+        elif self.long_answer is not None:
+            out = block(("Response", "Success"), aid, ("Message", "m" + self.long_answer))
         else:
             out = block(("Response", "Success"), aid, ("Ping", "Pong"))
         if self.reverse_batch and name == "getvar":

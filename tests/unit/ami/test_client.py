@@ -13,13 +13,14 @@ import pytest
 
 from router.ami.client import AJAMClient, ClientSettings, is_idempotent
 from router.ami.http import HTTPRequest, HTTPResponse
-from router.ami.protocol import Action
+from router.ami.protocol import MAX_LINE_BYTES, Action
 from router.errors import (
     AMIActionError,
     AMIAuthenticationError,
     AMIConnectionError,
     AMIError,
     AMIPrivilegeError,
+    AMIProtocolError,
     AMITimeoutError,
 )
 from router.testing import ReplayAsterisk
@@ -406,6 +407,35 @@ async def test_list_action_returns_complete_items(pbx: FakeAsterisk) -> None:
     assert result.complete
     assert len(result.items) == 2
     assert result.items[0]["CallerIDName"] == "Пётр Иванов"
+
+
+async def test_a_listing_whose_closing_action_id_line_is_too_long_names_the_bound() -> None:
+    """Issue 16: over AJAM a list's closing event whose ``ActionID`` line was
+    over 64 KiB was skipped, and the answer read as cut short ("no closing
+    'EventList: Complete' (truncated)"). The action fails at once with an
+    error naming the line and the bound."""
+    long_id = b"ActionID: 7" + b"j" * (MAX_LINE_BYTES + 100)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        if params["Action"] != "CoreShowChannels":
+            body = b"Response: Success\r\nPing: Pong\r\n\r\n"
+        else:
+            body = (
+                b"Response: Success\r\nActionID: 7\r\nEventList: start\r\n\r\n"
+                b"Event: CoreShowChannel\r\nActionID: 7\r\nChannel: PJSIP/1-1\r\n\r\n"
+                b"Event: CoreShowChannelsComplete\r\n" + long_id + b"\r\n"
+                b"EventList: Complete\r\nListItems: 1\r\n\r\n"
+            )
+        return httpx.Response(200, content=body, headers={"Content-Type": "text/plain"})
+
+    settings = ClientSettings(url=URL, username="router", secret="pw", auth="digest")
+    async with AJAMClient(settings, transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(
+            AMIProtocolError, match=r"whose ActionID line is over 65536 bytes"
+        ) as raised:
+            await client.action("CoreShowChannels")
+    assert "j" * 64 not in str(raised.value)
 
 
 async def test_stale_connection_retried_for_idempotent_only(pbx: FakeAsterisk) -> None:

@@ -768,6 +768,68 @@ def test_an_event_list_whose_closing_event_has_a_line_too_long_still_ends(
     assert [(aid, len(r.items), r.complete) for aid, r in done] == [("7", 3, True)]
 
 
+def _listing_closed_by_a_long(key: str, *, crlf: bool = True) -> bytes:
+    """:func:`_listing`'s answer whose closing event's ``key`` line (its
+    ``ActionID`` or ``EventList``) is over 64 KiB: the value goes on."""
+    body = _listing(b"2", crlf=False)
+    closing = b"Event: CoreShowChannelsComplete\nActionID: 7\nEventList: Complete\nListItems: 3"
+    line = {"ActionID": b"ActionID: 7", "EventList": b"EventList: Complete"}[key]
+    long = closing.replace(line, line + b"j" * (MAX_LINE_BYTES + 100))
+    body = body.replace(closing, long)
+    return body.replace(b"\n", b"\r\n") if crlf else body
+
+
+@pytest.mark.parametrize("key", ["ActionID", "EventList"])
+@pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
+@pytest.mark.parametrize("size", [None, 1 << 18, 65536, 4096, 7])
+def test_an_event_whose_action_id_or_event_list_line_is_too_long_is_an_error(
+    size: int | None, crlf: bool, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: when the long line of a list's closing event was its
+    ``ActionID`` (or its ``EventList``), the event was skipped as any such
+    event, the list never ended, and its action waited until it timed out
+    (over AJAM: "no closing 'EventList: Complete' (truncated)"). Which answer
+    it is part of cannot be told: a protocol error naming the line and the
+    bound, as a body and as a stream, however the reads cut it."""
+    body = _listing_closed_by_a_long(key, crlf=crlf)
+    expected = (
+        rf"an AMI event 'CoreShowChannelsComplete' whose {key} line is over "
+        rf"{MAX_LINE_BYTES} bytes \(the parser's line bound\)"
+    )
+    parser = RawmanParser()
+
+    def read() -> None:
+        if size is None:
+            parse_rawman(body)
+        else:
+            for chunk in _chunks(body, size):
+                parser.feed(chunk)
+
+    with pytest.raises(AMIProtocolError, match=expected) as raised:
+        read()
+    assert "j" * 64 not in str(raised.value)  # the peer's bytes are never said
+    assert "j" * 64 not in caplog.text
+
+
+@pytest.mark.parametrize("size", [None, 4096])
+def test_an_event_naming_no_action_with_a_long_event_list_line_is_skipped(
+    size: int | None,
+) -> None:
+    """A long ``EventList`` line is an error only in an event that names an
+    action (an ``ActionID``): no action waits for one that names none."""
+    body = (
+        b"Event: Foo\r\nEventList: Complete" + b"j" * (MAX_LINE_BYTES + 1) + b"\r\n\r\n"
+        b"Event: Bar\r\n\r\n"
+    )
+    if size is None:
+        messages = parse_rawman(body)
+    else:
+        parser = RawmanParser()
+        messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
+        assert not parser.pending
+    assert [m.name for m in messages] == ["Bar"]
+
+
 @pytest.mark.parametrize("size", [None, 4096])
 def test_an_event_with_a_line_too_long_and_no_list_to_end_is_still_skipped(
     size: int | None,

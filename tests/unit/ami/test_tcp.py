@@ -254,6 +254,47 @@ async def test_a_listing_whose_closing_event_has_a_line_too_long_still_ends(
     assert fake.logins == 1
 
 
+@pytest.mark.parametrize("key", ["ActionID", "EventList"])
+async def test_a_listing_whose_closing_action_id_line_is_too_long_fails_at_once(
+    fake: FakeAMI, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: the closing event's ``ActionID`` line (or its ``EventList``)
+    was itself over 64 KiB: skipped, it ended no list, and CoreShowChannels
+    waited until it timed out. Which action it answers cannot be told, so
+    the framing is lost: the connection is dropped with a line naming the
+    bound, the action fails at once with that reason (not a timeout), and
+    the client logs in again for the next action."""
+    fake.long_closing = "x" * (MAX_LINE_BYTES + 1000)
+    fake.long_closing_key = key
+    async with TCPClient(settings(fake, request_timeout=30.0)) as client:
+        with (
+            caplog.at_level(logging.WARNING, logger="router.ami.tcp"),
+            pytest.raises(AMIConnectionError) as raised,
+        ):
+            await client.send("CoreShowChannels", validate=False)
+        assert f"whose {key} line is over {MAX_LINE_BYTES} bytes" in str(raised.value)
+        assert f"whose {key} line is over {MAX_LINE_BYTES} bytes" in caplog.text
+        assert "x" * 64 not in caplog.text
+        fake.long_closing = None
+        result = await client.send("CoreShowChannels", validate=False)
+        assert result.complete
+    assert fake.logins >= 2
+
+
+async def test_an_answer_with_a_line_too_long_fails_its_action_at_once(
+    fake: FakeAMI,
+) -> None:
+    """An answer's line over the bound drops the connection: its action
+    fails at once naming the bound (a safe one after one try more), and
+    the next action logs in again."""
+    async with TCPClient(settings(fake, request_timeout=30.0)) as client:
+        fake.long_answer = "x" * (MAX_LINE_BYTES + 1000)
+        with pytest.raises(AMIConnectionError, match=r"65536 bytes.*\(the parser's line bound\)"):
+            await client.send("Getvar", {"Variable": "A"}, validate=False)
+        fake.long_answer = None
+        assert (await client.send("Getvar", {"Variable": "A"}, validate=False)).response.ok
+
+
 async def test_event_with_an_action_id_before_its_response_is_an_event(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake)) as client:
         await client.send("UserEvent", {"UserEvent": "Hello"}, validate=False)
