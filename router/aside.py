@@ -27,7 +27,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SQLITE_SIDECARS", "move_aside", "named_db_error", "set_aside_odd_db_files"]
+__all__ = [
+    "SQLITE_SIDECARS",
+    "move_aside",
+    "named_db_error",
+    "not_a_file",
+    "set_aside_odd_db_files",
+]
 
 _log = logging.getLogger("callrouter.state")
 
@@ -102,15 +108,9 @@ def set_aside_odd_db_files(path: Path, *, clock: Callable[[], float] = time.time
             mode = os.lstat(name).st_mode
         except FileNotFoundError:
             continue
-        if stat.S_ISREG(mode):
+        what = not_a_file(mode)
+        if what is None:
             continue
-        what = (
-            "a symbolic link (not followed)"
-            if stat.S_ISLNK(mode)
-            else "a folder"
-            if stat.S_ISDIR(mode)
-            else "a FIFO, socket or device"
-        )
         try:
             aside = move_aside(name, name.with_name(f"{name.name}.unreadable-{int(clock())}"))
         except OSError as exc:
@@ -124,13 +124,34 @@ def set_aside_odd_db_files(path: Path, *, clock: Callable[[], float] = time.time
     return moved
 
 
-def named_db_error(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.DatabaseError:
+def not_a_file(mode: int) -> str | None:
+    """What a ``stat`` (or ``lstat``) ``st_mode`` says is at a database's name
+    when it is not a regular file, for a message (``"a folder"``); None for a
+    file. SQLite opens a FIFO or a device it is given (a FIFO blocks the
+    opening thread for ever) and says only "disk I/O error" of a folder."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not followed)"
+    return "a folder" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+
+
+#: What :func:`named_db_error` tells to do with one of callrouter's own state files.
+STATE_ADVICE = (
+    "stop the service, move it away (a new one is made at start) or put back a backup,"
+    " and start again"
+)
+
+
+def named_db_error(
+    path: Path, exc: sqlite3.DatabaseError, *, advice: str = STATE_ADVICE
+) -> sqlite3.DatabaseError:
     """``exc`` raised opening the database ``path``, as an error that names the
-    file and says what to do when the file is no SQLite database (SQLite said
-    only "file is not a database"); any other error as it was (issue 16)."""
+    file and says what to do (``advice``, by default for a state file) when the
+    file is no SQLite database (SQLite said only "file is not a database");
+    any other error as it was (issue 16)."""
     if getattr(exc, "sqlite_errorname", None) not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
         return exc
     return sqlite3.DatabaseError(
-        f"{path}: {exc} (damaged, or another file put at its name): stop the service,"
-        " move it away (a new one is made at start) or put back a backup, and start again"
+        f"{path}: {exc} (damaged, or another file put at its name): {advice}"
     )

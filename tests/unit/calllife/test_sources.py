@@ -184,6 +184,10 @@ class FakeCursor:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self.rows
 
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        batch, self.rows = self.rows[:size], self.rows[size:]
+        return batch
+
     def close(self) -> None:
         pass
 
@@ -283,3 +287,235 @@ def test_open_source_by_scheme(tmp_path: Path) -> None:
     assert open_source(HistorySettings()) is None
     sqlite = open_source(HistorySettings(cel=f"sqlite://{tmp_path}/cel.db", table="cel"))
     assert sqlite == SqliteSource(tmp_path / "cel.db", "cel")
+
+
+# -- an administrator's mistyped path, a hostile writer's rows (issue 16) ------------------
+
+
+def _read_in_a_thread(source: SqliteSource) -> BaseException | dict[str, Any]:
+    """``source.read(0)`` in a daemon thread: a read that blocks for ever (a
+    FIFO opened) fails the test instead of hanging the suite."""
+    import threading
+
+    outcome: list[BaseException | dict[str, Any]] = []
+
+    def read() -> None:
+        try:
+            outcome.append(source.read(0))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the read hangs"
+    return outcome[0]
+
+
+def test_a_fifo_at_the_path_is_refused_not_opened(tmp_path: Path) -> None:
+    """SQLite opened a FIFO given as [history] cel and waited for a writer:
+    the replay's worker thread hung for ever. It is refused, named."""
+    import os
+
+    fifo = tmp_path / "cel.db"
+    os.mkfifo(fifo)
+    error = _read_in_a_thread(SqliteSource(fifo))
+    assert isinstance(error, HistorySourceError)
+    assert f"[history] cel: {fifo}: is a FIFO, socket or device, not a file" in str(error)
+    assert "cel_sqlite3_custom" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a file"),  # SQLite said "disk I/O error"
+        (None, "is a FIFO, socket or device, not a file"),  # /dev/null: "no such table"
+    ],
+    ids=["folder", "device"],
+)
+def test_a_folder_or_device_at_the_path_is_named_as_such(
+    tmp_path: Path, make: Any, said: str
+) -> None:
+    path = tmp_path / "cel.db"
+    if make is None:
+        path = Path("/dev/null")
+    else:
+        make(path)
+    with pytest.raises(HistorySourceError, match=rf"\[history\] cel: {path}: {said}"):
+        SqliteSource(path).read(0)
+
+
+def test_a_dangling_link_names_where_it_points(tmp_path: Path) -> None:
+    link = tmp_path / "cel.db"
+    link.symlink_to(tmp_path / "gone" / "cel.db")
+    with pytest.raises(
+        HistorySourceError,
+        match=rf"{link}: a symbolic link to {tmp_path}/gone/cel.db, which does not exist",
+    ):
+        SqliteSource(link).read(0)
+
+
+def test_a_file_that_is_no_sqlite_database_says_so_with_what_to_check(tmp_path: Path) -> None:
+    path = tmp_path / "cel.db"
+    path.write_text("Master.csv, not a database\n" * 200)
+    with pytest.raises(HistorySourceError) as raised:
+        SqliteSource(path).read(0)
+    assert str(raised.value) == (
+        f"[history] cel: {path}: file is not a database (damaged, or another file put at its "
+        "name): check [history] cel: it names the file Asterisk's cel_sqlite3_custom writes "
+        "(docs/history.md)"
+    )
+
+
+@pytest.mark.parametrize(
+    "eventtime",
+    ["-5", "1e300", "NaN", "inf", "-inf", "abc", 1e300, -1.0, float("inf"), b"\xff"],
+    ids=repr,
+)
+def test_a_row_whose_eventtime_is_no_time_is_left_out_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, eventtime: Any
+) -> None:
+    """Issue 16: a stored row's eventtime of -5 or 1e300 was read as is (the
+    row pulled in by its Linkedid): it sorted first or last in its call,
+    which then began in 1969 or ended in no year a date can show; NaN and
+    text were dropped without a word. Every such row is left out, said once
+    with the file and the field, and the call is read without it."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET eventtime = ? WHERE rowid = 2", (eventtime,))
+    con.close()
+    with caplog.at_level("WARNING", logger="router.calllife"):
+        calls = SqliteSource(db).read(0)
+    records = calls[call.linkedid]
+    assert [r.key for r in records] == [r.key for i, r in enumerate(call.records) if i != 1]
+    [said] = [r.getMessage() for r in caplog.records if "not folded" in r.getMessage()]
+    assert said.startswith(f"[history] cel: {db}: 1 stored row(s) not folded into any call: ")
+    assert "row 2: its eventtime is no Unix time from 1970 to 9999" in said
+
+
+def test_a_text_that_is_no_utf8_fails_no_read(tmp_path: Path) -> None:
+    """Issue 16: a caller's name stored as the phone sent it (Latin-1, not
+    UTF-8) made sqlite3 raise "Could not decode to UTF-8 column 'cidname'
+    with text ..." for the whole read: every replay failed while it was in
+    the window, its message carrying the caller's bytes. The bad bytes read
+    as U+FFFD, as over AMI, and the call is read."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET cidname = CAST(? AS TEXT) WHERE rowid = 1", (b"P\xe9ter",))
+        con.execute("UPDATE cel SET appdata = CAST(? AS TEXT) WHERE rowid = 2", (b"\xff\xfe",))
+    con.close()
+    records = SqliteSource(db).read(0)[call.linkedid]
+    assert [r.key for r in records] == [r.key for r in call.records]
+    assert records[0].cid_name == "P\ufffdter"
+    assert records[1].appdata == "\ufffd\ufffd"
+
+
+def test_a_blob_where_text_belongs_is_read_as_text(tmp_path: Path) -> None:
+    """A BLOB in a text column was shown as Python's ``b'...'``."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET appdata = ? WHERE rowid = 1", (b"PJSIP/101",))
+    con.close()
+    assert SqliteSource(db).read(0)[call.linkedid][0].appdata == "PJSIP/101"
+
+
+def test_a_read_holds_a_bounded_amount_of_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stored value is cut in SQLite to a little over what a record
+    keeps, and the read's sum of text is bounded: rows of huge values (a
+    hostile writer's) are an error naming the file, not memory without end."""
+    from router.calllife import sources
+
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET appdata = ?", ("x" * 1_000_000,))
+    con.close()
+    monkeypatch.setattr(sources, "MAX_TEXT_CHARS", 20_000)
+    records = SqliteSource(db).read(0)[call.linkedid]  # within the bound: each value is cut
+    assert {len(r.appdata) for r in records} == {512}
+    monkeypatch.setattr(sources, "MAX_TEXT_CHARS", 2_000)
+    with pytest.raises(
+        HistorySourceError,
+        match=rf"\[history\] cel: {db}: the calls in the window hold over 2000 characters",
+    ):
+        SqliteSource(db).read(0)
+
+
+def test_a_read_past_its_deadline_is_stopped_naming_the_indexes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has no timeout of its own: an unindexed read of a huge table ran
+    as long as it took. Past READ_SECONDS it is interrupted, and the error
+    says which indexes make it fast."""
+    from router.calllife import sources
+
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    monkeypatch.setattr(sources, "READ_SECONDS", -1.0)
+    monkeypatch.setattr(sources, "_PROGRESS_STEPS", 1)
+    with pytest.raises(
+        HistorySourceError,
+        match=r"reading table 'cel' took over -1 s and was stopped: create the two indexes",
+    ):
+        SqliteSource(db).read(0)
+
+
+def test_a_pgsql_row_whose_eventtime_is_no_time_is_left_out() -> None:
+    """The same for cel_pgsql's rows; and an eventtime psycopg cannot load
+    (``infinity``, a year past 9999: DataError for the whole fetch) is read
+    as NULL by the query itself (checked against a real PostgreSQL in the
+    sandbox's test)."""
+    from decimal import Decimal
+
+    rows = pg_rows()
+    rows[1] = (*rows[1][:2], None, *rows[1][3:])
+    rows[2] = (*rows[2][:2], Decimal("Infinity"), *rows[2][3:])
+    rows[3] = (*rows[3][:2], float("nan"), *rows[3][3:])
+    rows[4] = (*rows[4][:2], -5.0, *rows[4][3:])
+    connection = FakeConnection(rows)
+    calls = PostgresSource("postgresql://x@db/a", connect=lambda dsn: connection).read(0)
+    assert len(calls[answered_call().linkedid]) == len(rows) - 4
+    [(query, _)] = connection.seen
+    assert (
+        "CASE WHEN eventtime >= '1970-01-01' AND eventtime < '9999-12-31' THEN eventtime END"
+    ) in query
+    assert "substr(appdata, 1, 513)" in query
+
+
+def test_psycopg_connects_with_a_timeout_and_a_statement_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq waited for ever for a server that accepted the connection and
+    said nothing, and a query ran as long as it took: the read's conninfo
+    sets both, unless the url does."""
+    psycopg = pytest.importorskip("psycopg")
+    seen: list[str] = []
+
+    def connect(conninfo: str) -> FakeConnection:
+        seen.append(conninfo)
+        return FakeConnection(pg_rows())
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    PostgresSource("postgresql://callrouter@db/asterisk").read(0)
+    PostgresSource("postgresql://callrouter@db/asterisk?connect_timeout=3&options=-c%20x%3D1").read(
+        0
+    )
+    assert seen[0] == (
+        "user=callrouter dbname=asterisk host=db connect_timeout=10 "
+        "options='-c statement_timeout=300000'"
+    )
+    assert "connect_timeout=3" in seen[1]
+    assert "statement_timeout" not in seen[1]
