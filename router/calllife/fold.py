@@ -433,7 +433,7 @@ class CallFold:
         if leg.extension is not None:
             events += self._ringing(leg)
             who: str | None = leg.extension
-        elif _is_local(leg.channel):
+        elif _is_local(leg.channel) and not self._far_end_local(leg, record):
             return []
         elif self.direction == "out" and self.originator is not None:
             # The far end of an outbound call answered: the caller's extension talks.
@@ -443,6 +443,22 @@ class CallFold:
         else:
             return []  # the outside line of an inbound call, answered by the dialplan
         return [*self._held_ringing(), *events, *self._took(leg, who, record.at)]
+
+    def _far_end_local(self, leg: Leg, record: CelRecord) -> bool:
+        """A Local channel that answered as the outgoing line of an outbound call's
+        ``Dial`` (its ``;1`` half, application ``AppDial``) before any outside
+        channel did: the dialplan behind it answered the customer's number itself
+        (``Dial(Local/${EXTEN}@sandbox-customer)``, the sandbox's ``[outbound]``).
+        A Local route that dials a trunk is answered by the trunk first, so its
+        Local half answering after it tells nothing more."""
+        return (
+            self.direction == "out"
+            and self.originator is not None
+            and not self.answered
+            and record.application == "AppDial"
+            and leg.channel.endswith(";1")
+            and _local_extension(leg.channel, self.is_internal) is None
+        )
 
     def _took(self, leg: Leg, who: str | None, at: float) -> list[CallEvent]:
         """``who`` (``leg``) is on the call from ``at``: its ``answered``."""

@@ -1207,3 +1207,78 @@ def test_live_and_replay_agree_wherever_the_end_of_a_call_its_first_channel_ends
             assert got.same_fact(want), (before, got, want)
         assert len(folder) == 0, before
         assert folder.ending is None, before
+
+
+def _local_pair(cel: Cel, exten: str, context: str) -> tuple[str, str]:
+    """``Dial(Local/EXTEN@CONTEXT)``: the two halves of the Local channel."""
+    halves = []
+    for half in (";1", ";2"):
+        uniqueid = f"{cel.linkedid.rsplit('.', 1)[0]}.{next(cel._ids)}"
+        cel.names[uniqueid] = f"Local/{exten}@{context}-00000001{half}"
+        cel.add("CHAN_START", uniqueid, None, context=context, exten=exten)
+        halves.append(uniqueid)
+    return halves[0], halves[1]
+
+
+def _click_to_call_through_local(*, trunk: bool) -> Cel:
+    """A click-to-call whose outbound context dials the customer through a Local
+    channel (``Dial(Local/${EXTEN}@sandbox-customer)``), as the sandbox's
+    ``[outbound]`` does: the records of Asterisk 22 for it (issue 16). With
+    ``trunk`` the Local channel's dialplan dials a trunk in turn, as an outbound
+    route with failover does."""
+    cel = Cel("c2c-85dd37c4e7cc17df4778")
+    phone = cel.channel("PJSIP/103", first=True, cid_num="103", exten="s", context="phones")
+    cel.tick(1)
+    cel.add("ANSWER", phone, None, application="AppDial2", appdata="(Outgoing Line)")
+    one, two = _local_pair(cel, "79161234567", "sandbox-customer")
+    if trunk:
+        line = cel.channel("PJSIP/pstn", context="from-pstn", exten="s")
+        cel.tick(3)
+        cel.add("ANSWER", line, None, cid_num="79161234567", exten="79161234567")
+        cel.add("ANSWER", two, None, cid_num="103", application="Dial")
+    else:
+        cel.add("ANSWER", two, None, cid_num="103", application="Answer")
+    cel.add(
+        "ANSWER",
+        one,
+        None,
+        cid_num="79161234567",
+        exten="79161234567",
+        application="AppDial",
+        appdata="(Outgoing Line)",
+    )
+    cel.tick(3)
+    cel.hangup(one)
+    cel.hangup(two)
+    if trunk:
+        cel.hangup(line)
+    cel.add(
+        "HANGUP",
+        phone,
+        {"hangupcause": 16, "hangupsource": "", "dialstatus": "ANSWER"},
+        application="AppDial2",
+        exten="79161234567",
+    )
+    cel.add("CHAN_END", phone)
+    cel.end()
+    return cel
+
+
+@pytest.mark.parametrize("trunk", [False, True], ids=["local-answers", "local-to-a-trunk"])
+def test_a_click_to_call_dialled_through_a_local_channel_is_answered_by_the_manager(
+    trunk: bool,
+) -> None:
+    """Issue 16: the sandbox's ``[outbound]`` (the API's default outbound context)
+    dials the customer as ``Local/<number>@sandbox-customer``, which answers in the
+    dialplan with no outside channel behind it. 1C got ``ringing`` 103 and a
+    ``hangup`` "from 79161234567 to 79161234567" with no extension and no
+    ``answered``: the Local half answering for the customer was taken for plumbing.
+    A Local route that goes on to a trunk answers once, at the trunk's answer."""
+    cel = _click_to_call_through_local(trunk=trunk)
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "103"), ("answered", "103"), ("hangup", "103")]
+    assert {e.direction for e in events} == {"out"}
+    assert {e.external for e in events} == {"79161234567"}
+    assert events[-1].status == "ANSWER"
+    replayed = Folder().replay(cel.linkedid, cel.records)
+    assert [e.event_id for e in replayed] == [e.event_id for e in events]
