@@ -149,7 +149,7 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "Explanation": {
                 "type": "object",
-                "required": ["decision", "trace", "other_did_rules", "text"],
+                "required": ["decision", "trace", "other_did_rules", "index_skipped_rules", "text"],
                 "properties": {
                     "decision": {
                         "type": "object",
@@ -168,6 +168,17 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "other_did_rules": {"type": "array", "items": {"type": "string"}},
+                    "index_skipped_rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["rule", "keys"],
+                            "properties": {
+                                "rule": {"type": "string"},
+                                "keys": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
                     "text": {"type": "string"},
                 },
             }

@@ -29,12 +29,15 @@ import tree_sitter_hbk
 from tree_sitter import Node, Parser
 
 from router.api.app import OPENAPI_PATH, build_app
+from router.api.auth import hash_token
 from router.api.calls import _may_not_transfer
 from router.api.context import ApiContext
 from router.api.intake import MAX_CARD_TEXT
-from router.api.settings import ApiSettings
+from router.api.settings import ApiSettings, TokenSettings
 from router.callerid import MAX_NUMBER, MAX_TEXT
 from router.cli import main
+from router.plugin_registry import plugin_registry
+from router.rules.ruleset import load_rules
 from router.testing import StubEngine
 
 REPO = Path(__file__).parents[2]
@@ -824,3 +827,102 @@ def test_click_to_call_says_what_its_attended_transfer_needs(page: Path) -> None
     (row,) = [line for line in section.splitlines() if line.startswith("| `Context` |")]
     assert "option `T`" in row or "опция `T`" in row
     assert "`... may not transfer ...`" in row
+
+
+# The explain example is run as written against the shipped rules (rules/): a reader who
+# tries it on a fresh install gets the answer the page shows (issue 16: the page's
+# example, at 20:15, showed 'owner' at rules/inbound.yaml:8 where the shipped rules
+# answer 'closed').
+_TIMED = {"elapsed_us", "ms"}
+
+
+_TOKEN = "cr_explain-example-token"
+
+
+def _token_allowing(*allow: str) -> TokenSettings:
+    return TokenSettings(
+        name="crm",
+        digest=bytes.fromhex(hash_token(_TOKEN).removeprefix("sha256:")),
+        allow=allow,
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+
+
+def example_differences(shown: Any, answered: Any, where: str = "") -> list[str]:
+    """Where ``answered`` is not what the example ``shown`` says: ``"..."`` stands for
+    anything (in a list, for the rest of it), a text ending in ``...`` for its start,
+    a rule's location for the end of the path, times are measured."""
+    if shown == "...":
+        return []
+    if isinstance(shown, dict) and isinstance(answered, dict):
+        problems = [f"{where}: members {sorted(shown)} != {sorted(answered)}"]
+        if sorted(shown) == sorted(answered):
+            problems = []
+        for key, value in shown.items():
+            if key in _TIMED or key not in answered:
+                continue
+            if key == "location" and isinstance(value, str):
+                if not str(answered[key]).endswith(value):
+                    problems.append(f"{where}.location: {answered[key]!r} is not {value!r}")
+                continue
+            problems += example_differences(value, answered[key], f"{where}.{key}")
+        return problems
+    if isinstance(shown, list) and isinstance(answered, list):
+        if shown and shown[-1] == "...":
+            shown, answered = shown[:-1], answered[: len(shown) - 1]
+        if len(shown) != len(answered):
+            return [f"{where}: {len(answered)} items, the example shows {len(shown)}"]
+        return [
+            p
+            for i, (s, a) in enumerate(zip(shown, answered, strict=True))
+            for p in example_differences(s, a, f"{where}[{i}]")
+        ]
+    if isinstance(shown, str) and shown.endswith("...") and isinstance(answered, str):
+        return [] if answered.startswith(shown[:-3]) else [f"{where}: {answered!r}"]
+    return [] if shown == answered else [f"{where}: {answered!r}, the example shows {shown!r}"]
+
+
+def explain_example(page: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The page's ``POST /explain`` example: its request body and the answer shown."""
+    markdown = page.read_text(encoding="utf-8")
+    section = markdown[markdown.index('curl -X POST "$API/explain"') :]
+    words = shlex.split(section[: section.index("```")].replace("\\\n", " "))
+    body = json.loads(words[words.index("-d") + 1])
+    answer = section[section.index("```json\n") + 8 :]
+    return body, json.loads(answer[: answer.index("```")])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+async def test_the_explain_example_is_what_the_shipped_rules_answer(
+    page: Path, tmp_path: Path
+) -> None:
+    body, shown = explain_example(page)
+    rules = load_rules([REPO / "rules"], plugin_registry(timezone="Europe/Moscow"))
+    assert not rules.errors, rules.errors
+    engine = StubEngine(state_dir=tmp_path)
+    settings = ApiSettings(tokens={"crm": _token_allowing("rules:explain")})
+    app = build_app(ApiContext(engine, settings, rules=lambda: rules))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as http:
+            reply = await http.post(
+                "/api/v1/explain", json=body, headers={"Authorization": f"Bearer {_TOKEN}"}
+            )
+    finally:
+        await engine.aclose()
+    assert reply.status_code == 200, reply.text
+    assert example_differences(shown, reply.json()) == []
+
+
+def test_an_explain_example_out_of_step_is_caught() -> None:
+    shown = {"decision": {"rules": ["owner"]}, "trace": {"rules": [{"location": "x.yaml:8"}]}}
+    answered = {"decision": {"rules": ["closed"]}, "trace": {"rules": [{"location": "x.yaml:28"}]}}
+    assert len(example_differences(shown, answered)) == 2
+    assert (
+        example_differences({"a": ["1", "..."], "text": "ab..."}, {"a": ["1", 2], "text": "abc"})
+        == []
+    )
+    assert example_differences({"a": 1}, {"a": 1, "b": 2}) != []
