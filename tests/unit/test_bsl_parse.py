@@ -190,3 +190,87 @@ def test_a_valid_query_text_has_no_problems() -> None:
         "КонецФункции\n"
     )
     assert check_bsl(module.encode(), "query.bsl") == []
+
+
+# The guides' snippets call the common modules the guide has one create from the shipped
+# files: each call must name a method the file exports, with as many arguments as it takes
+# (issue 16: a renamed or re-signed method would leave the guide's snippet failing in 1C).
+_MODULE_ROW = re.compile(r"^\| Common module `(\w+)` \|.*?Text of `(\w+\.bsl)`", re.MULTILINE)
+_EXPORT = re.compile(
+    r"^(?:Функция|Процедура)\s+(\w+)\s*\(([^)]*)\)\s*Экспорт", re.MULTILINE | re.IGNORECASE
+)
+_MODULE_CALL = re.compile(r"\b(ТелефонияCallRouter\w*)\.(\w+)\(")
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at its top-level commas (not inside quotes or parentheses)."""
+    parts, depth, quoted, current = [], 0, False, ""
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([":
+            depth += 1
+        elif not quoted and char in ")]":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    if current.strip() or parts:
+        parts.append(current)
+    return [part.strip() for part in parts]
+
+
+def module_exports() -> dict[str, dict[str, tuple[int, int]]]:
+    """module name -> method -> (required, most) arguments, from the guide's table."""
+    table = (REPO / "examples" / "onec" / "README.md").read_text(encoding="utf-8")
+    modules: dict[str, dict[str, tuple[int, int]]] = {}
+    for module, file in _MODULE_ROW.findall(table):
+        source = (REPO / "examples" / "onec" / file).read_text(encoding="utf-8-sig")
+        methods = {}
+        for name, params in _EXPORT.findall(source):
+            parts = _top_level_parts(params)
+            methods[name] = (sum("=" not in part for part in parts), len(parts))
+        modules[module] = methods
+    return modules
+
+
+def snippet_call_problems(code: str, modules: dict[str, dict[str, tuple[int, int]]]) -> list[str]:
+    problems = []
+    for match in _MODULE_CALL.finditer(code):
+        module, method = match.groups()
+        depth, end = 1, match.end()
+        while depth and end < len(code):
+            depth += {"(": 1, ")": -1}.get(code[end], 0)
+            end += 1
+        count = len(_top_level_parts(code[match.end() : end - 1]))
+        if module not in modules:
+            problems.append(f"{module}: no such common module in the guide's table")
+        elif method not in modules[module]:
+            problems.append(f"{module}.{method}: the module exports no such method")
+        elif not modules[module][method][0] <= count <= modules[module][method][1]:
+            low, high = modules[module][method]
+            problems.append(f"{module}.{method}: {count} arguments, it takes {low} to {high}")
+    return problems
+
+
+def test_the_guide_names_the_shipped_modules() -> None:
+    modules = module_exports()
+    assert {"ТелефонияCallRouter", "ТелефонияCallRouterВызовСервера"} <= set(modules)
+    assert modules["ТелефонияCallRouterВызовСервера"]["Позвонить"] == (1, 2)
+
+
+@pytest.mark.parametrize(("where", "code"), bsl_snippets(), ids=[w for w, _ in bsl_snippets()])
+def test_a_snippet_calls_what_the_shipped_modules_export(where: str, code: str) -> None:
+    assert snippet_call_problems(code, module_exports()) == [], where
+
+
+def test_a_snippet_out_of_step_with_the_modules_is_caught() -> None:
+    modules = {"ТелефонияCallRouter": {"УстановитьТокен": (1, 1)}}
+    code = (
+        'ТелефонияCallRouter.УстановитьТокен("a", "b");\n'
+        "ТелефонияCallRouter.Позвонить();\nТелефонияCallRouterX.Звонки();\n"
+    )
+    assert len(snippet_call_problems(code, modules)) == 3
+    assert snippet_call_problems('ТелефонияCallRouter.УстановитьТокен("a, b");', modules) == []
