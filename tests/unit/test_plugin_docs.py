@@ -312,3 +312,34 @@ def test_what_the_guide_has_a_plugin_call_is_public() -> None:
     assert not_public == [], f"plugins.md has plugins call internal {not_public}"
     for name in called:
         assert callable(getattr(router, name[7:])), name
+
+
+def test_the_settings_reader_the_guide_lists_is_the_one_shipped(tmp_path: Path) -> None:
+    """Each member of ``router.SettingsReader`` the guide lists exists, and the way it
+    shows to read a table whose keys the plugin does not know (``values``) works with
+    errors naming the line (issue 16: a new plugin author had no documented way to
+    read such a table but the raw mapping, whose errors name nothing)."""
+    from router import ConfigError, SettingsReader
+    from router.testing import config_from_toml
+
+    text = GUIDE.read_text(encoding="utf-8")
+    start = text.index("Besides `reject_unknown(keys)`, the reader has")
+    paragraph = text[start : text.index("\n\n", start)]
+    members = set(re.findall(r"`([a-z_]+)(?:\(|`)", paragraph))
+    assert {"reject_unknown", "table", "values", "error", "strings"} <= members
+    reader = SettingsReader.for_plugin("vip", {})
+    missing = sorted(name for name in members if not hasattr(reader, name))
+    assert missing == [], f"plugins.md lists SettingsReader members it lacks: {missing}"
+
+    example = re.search(
+        r"`(\{number: owners\.string\(number\) for number in owners\.values\})`", paragraph
+    )
+    assert example is not None
+    config = config_from_toml(tmp_path, '[plugins.vip.owners]\n"79161234567" = "101"\n"7916" = 5\n')
+    reader = SettingsReader.for_plugin("vip", config.plugins.settings["vip"], config)
+    owners = reader.table("owners")
+    with pytest.raises(
+        ConfigError, match=r"router\.toml:3: \[plugins\.vip\.owners\] 7916: expected a string"
+    ):
+        eval(example.group(1), {"owners": owners})
+    assert SettingsReader.for_plugin("vip", {}).table("owners").values == {}
