@@ -101,9 +101,24 @@ async def wait_complete(
             elif size > 0 and held >= stable:
                 return None
         if now >= deadline:
-            what = "no file" if seen is None else f"incomplete after {timeout:g} s"
-            raise RecordingError(f"{path.name}: {what}")
+            if seen is not None:
+                raise RecordingError(f"{path.name}: incomplete after {timeout:g} s")
+            raise RecordingError(f"{path.name}: {await asyncio.to_thread(_no_file, path, timeout)}")
         await asyncio.sleep(POLL)
+
+
+def _no_file(path: Path, timeout: float) -> str:
+    """Why no file came, for the failure's line (blocking): the folder callrouter
+    looked in, and whether that folder is there at all (a ``local_dir`` that is not
+    where callrouter sees Asterisk's ``dir`` fails every recording so)."""
+    folder = path.parent
+    said = f"no file in {folder} after {timeout:g} s"
+    if not folder.is_dir():
+        return (
+            f"{said}; that folder does not exist here: is [recordings] local_dir the folder "
+            "[recordings] dir is as callrouter sees it?"
+        )
+    return said
 
 
 def _size(path: Path) -> int | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from router.errors import RecordingError
 from router.recordings.closer import close_recording, wait_complete
 from router.recordings.files import (
     NotARegularFile,
@@ -221,3 +222,18 @@ def test_not_the_recording_is_an_error_of_the_one_tree(tmp_path: Path) -> None:
     (tmp_path / "rec").mkdir()
     with pytest.raises(router.CallRouterError):
         files.open_recording(tmp_path / "rec", outside)
+
+
+async def test_no_file_names_the_folder_and_a_folder_that_is_not_there(tmp_path: Path) -> None:
+    """Issue 16: a ``local_dir`` that is not where callrouter sees Asterisk's ``dir``
+    failed every recording with ``c2c-...-mix.wav: no file``, naming neither the
+    folder looked in nor that it does not exist."""
+    missing = tmp_path / "not-mounted" / "c2c-1-mix.wav"
+    with pytest.raises(RecordingError) as raised:
+        await wait_complete(missing, "wav", 0.0)
+    assert str(raised.value) == (
+        f"c2c-1-mix.wav: no file in {missing.parent} after 0 s; that folder does not exist "
+        "here: is [recordings] local_dir the folder [recordings] dir is as callrouter sees it?"
+    )
+    with pytest.raises(RecordingError, match=rf"^c2c-1-mix\.wav: no file in {tmp_path} after 0 s$"):
+        await wait_complete(tmp_path / "c2c-1-mix.wav", "wav", 0.0)
