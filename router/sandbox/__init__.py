@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -43,11 +44,14 @@ from types import TracebackType
 from router.errors import SandboxError
 
 __all__ = [
+    "InstanceFolder",
     "Sandbox",
     "SandboxError",
+    "asterisk_pids",
     "default_cache_dir",
     "ensure_rootfs",
     "instances_dir",
+    "leftovers",
     "tmp_on_tmpfs",
 ]
 
@@ -82,6 +86,11 @@ _DISABLED_LINE = re.compile(r"(?m)^disabledevents =.*$")
 #: state file (the users added, the events disabled, the TLS ports), written
 #: whenever one of them changes.
 _EXTRAS = "sandbox-extras.json"
+#: In the instance folder: the process that made it (pid and start time), so
+#: that the folder of an in-process sandbox (a test's, a bench's, the demo's:
+#: no state file) whose process still runs is told from one left behind by a
+#: process that was killed before it could remove it.
+_OWNER = "sandbox-owner.json"
 
 
 def default_cache_dir() -> Path:
@@ -110,6 +119,134 @@ def _pid_runs(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker.encode() in cmdline
+
+
+def _proc_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/PID/stat``), or None
+    if there is no such process: a pid with the same start time is the same
+    process, not a recycled pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _runs_python(pid: int) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return Path(argv0.decode(errors="replace")).name.startswith("python")
+
+
+def asterisk_pids(inst_in_root: str) -> list[int]:
+    """The Asterisk servers started with this instance's ``asterisk.conf``.
+
+    Found by their command line (``-C /srv/callrouter/NAME/etc/asterisk.conf``,
+    the argument exactly, so ``dev`` does not find ``dev2``'s), which is all an
+    instance left behind without a state file has to find them by; the
+    ``asterisk -rx`` clients that :meth:`Sandbox.cli` runs name the same file
+    and are not counted.
+    """
+    conf = f"{inst_in_root}/etc/asterisk.conf".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pairs = itertools.pairwise(args)
+        if any(a == b"-C" and b == conf for a, b in pairs) and not any(
+            a in (b"-r", b"-R", b"-rx", b"-x") for a in args
+        ):
+            found.append(int(entry))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class InstanceFolder:
+    """An instance folder without a state file (see :func:`leftovers`)."""
+
+    name: str
+    folder: Path
+    #: The live process using it (its in-process owner), or None when the
+    #: process that made it has ended: the folder is left behind.
+    owner: int | None
+    #: Asterisk servers still running from it.
+    asterisk: tuple[int, ...]
+
+    @property
+    def left_behind(self) -> bool:
+        return self.owner is None
+
+
+def _owner(folder: Path, asterisk: Iterable[int]) -> int | None:
+    """The live process that owns an instance folder, or None.
+
+    The owner file names the process that made the folder (written by
+    :meth:`Sandbox.start` before anything else), and counts while a process
+    with that pid and start time runs. A folder from before the owner file
+    counts as owned while one of its Asterisk servers has a parent that is
+    the Python process that started it (an orphan's parent becomes
+    init, or a subreaper such as ``systemd --user``, neither of them Python).
+    """
+    try:
+        owner = json.loads((folder / _OWNER).read_text(encoding="utf-8"))
+        pid, started = int(owner["pid"]), int(owner["started"])
+    except FileNotFoundError:
+        for server in asterisk:
+            parent = _ppid(server)
+            if parent is not None and parent > 1 and _runs_python(parent):
+                return parent
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable (half-written by a process killed while writing it): no owner.
+        return None
+    return pid if _proc_start(pid) == started else None
+
+
+def leftovers(cache_dir: Path | None = None) -> list[InstanceFolder]:
+    """The instance folders under the cached root that have no state file.
+
+    Each says whether a live process still owns it (an in-process sandbox of a
+    running test, bench or demo) or it was left behind by one that ended
+    without removing it (killed by SIGKILL, or a timeout), and which Asterisk
+    servers still run from it. Symbolic links are not instance folders.
+    """
+    cache = cache_dir or default_cache_dir()
+    srv = cache / "rootfs" / "srv" / "callrouter"
+    states = instances_dir(cache)
+    try:
+        entries = sorted(srv.iterdir())
+    except OSError:
+        return []
+    found = []
+    for folder in entries:
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if (states / f"{folder.name}.json").exists():
+            continue
+        servers = asterisk_pids(f"/srv/callrouter/{folder.name}")
+        found.append(
+            InstanceFolder(
+                name=folder.name,
+                folder=folder,
+                owner=_owner(folder, servers),
+                asterisk=tuple(servers),
+            )
+        )
+    return found
 
 
 def _pid_exited(pid: int) -> bool:
@@ -398,6 +535,7 @@ class Sandbox:
             sip_port=free_udp_port(),
         )
         try:
+            box.claim()
             for attempt in range(_START_TRIES):
                 if attempt:
                     # Free when chosen, bound by another process before Asterisk
@@ -437,6 +575,36 @@ class Sandbox:
         except OSError:
             return []
         return [line for line in text.splitlines() if "Address already in use" in line]
+
+    def claim(self) -> None:
+        """Record this process as the instance folder's owner (:func:`leftovers`):
+        while it runs, the folder is in use, not left behind."""
+        started = _proc_start(os.getpid())
+        self.inst.mkdir(parents=True, exist_ok=True)
+        path = self.inst / _OWNER
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "started": started}) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def left_behind(cls, name: str, *, cache_dir: Path | None = None) -> Sandbox:
+        """An instance folder without a state file, to stop and remove.
+
+        ``name`` must be one of :func:`leftovers`' (so it names a folder in the
+        root, never a path elsewhere); its Asterisk, if one still runs, is the
+        one found by its command line. The ports are not known (0).
+        """
+        for found in leftovers(cache_dir):
+            if found.name == name:
+                box = cls(
+                    root=found.folder.parent.parent.parent,
+                    name=name,
+                    http_port=0,
+                    ami_port=0,
+                    pid=found.asterisk[0] if found.asterisk else None,
+                )
+                return box
+        raise SandboxError(f"no instance folder named {name!r} without a state file")
 
     @classmethod
     def attach(cls, name: str, *, cache_dir: Path | None = None) -> Sandbox:
@@ -860,12 +1028,18 @@ class Sandbox:
             stop_phone_orphans(self)
         if not self.running:
             return
-        with contextlib.suppress(SandboxError):
+        try:
             self.cli("core stop now", timeout=timeout / 2)
+            asked = True
+        except SandboxError:
+            # No control socket answered: Asterisk was not asked, so waiting
+            # for it to stop by itself would only delay the SIGTERM.
+            asked = False
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self._wait_gone(timeout / 2):
+            if asked and self._wait_gone(timeout / 2):
                 break
             self._signal(sig)
+            asked = True
         self._wait_gone(timeout)
 
     def kill(self) -> None:

@@ -6,8 +6,12 @@ Subcommands::
     start [NAME]         start a detached instance, print its URL (state in
                          <cache>/instances/NAME.json); --tls adds HTTPS and
                          AMI over TLS with a self-signed certificate
-    stop [NAME] [--all]  stop detached instances (control socket, then signals)
-    status [NAME]        list instances: name, pid, state, URL
+    stop [NAME] [--all]  stop detached instances (control socket, then signals);
+                         --remove also deletes their folders, and removes a
+                         folder left behind (see status) with its Asterisk
+    status [NAME]        list instances: name, pid, state, URL, and the
+                         instance folders left behind by a process that ended
+                         without removing its sandbox (killed, timed out)
     run [NAME]           start one in the foreground until Ctrl-C
     phones [NAME]        real SIP phones (baresip) on a running instance, in
                          the foreground until Ctrl-C, printing every call
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import time
@@ -29,7 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from router.errors import SandboxError
-from router.sandbox import Sandbox, asterisk_version, ensure_rootfs, instances_dir
+from router.sandbox import (
+    InstanceFolder,
+    Sandbox,
+    asterisk_version,
+    ensure_rootfs,
+    instances_dir,
+    leftovers,
+)
 from router.sandbox.phones import EXTENSIONS, MODES, Mode, Phones
 
 DEFAULT_NAME = "dev"
@@ -106,11 +118,58 @@ def _state_names(cache: Path | None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
+def _running_from(found: InstanceFolder) -> str:
+    if not found.asterisk:
+        return "no Asterisk runs from it"
+    return "Asterisk still runs from it (pid " + ", ".join(map(str, found.asterisk)) + ")"
+
+
+def _stop_left_behind(found: InstanceFolder, args: argparse.Namespace) -> None:
+    """Stop the Asterisk servers (and phones) still running from a folder with
+    no state file and, with ``--remove``, delete it."""
+    box = Sandbox.left_behind(found.name, cache_dir=_cache(args))
+    for pid in found.asterisk or (None,):
+        box.pid = pid
+        box.stop()
+        if box.running:
+            raise SandboxError(f"sandbox {found.name!r} (pid {pid}) did not stop")
+    if args.remove:
+        shutil.rmtree(box.inst, ignore_errors=True)
+        if box.inst.exists():
+            raise SandboxError(f"sandbox {found.name!r}: {box.inst} could not be removed")
+    whose = (
+        "left behind"
+        if found.left_behind
+        else f"in use by process {found.owner}, stopped as asked by name"
+    )
+    done = (
+        "Asterisk stopped (pid " + ", ".join(map(str, found.asterisk)) + ")"
+        if found.asterisk
+        else "no Asterisk was running"
+    )
+    kept = (
+        ", instance folder removed"
+        if args.remove
+        else f", folder {found.folder} kept (--remove deletes it)"
+    )
+    print(f"sandbox {found.name!r} ({whose}, no state file): {done}{kept}")
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
-    names = _state_names(_cache(args)) if args.all else [args.name]
+    folders = {found.name: found for found in leftovers(_cache(args))}
+    if args.all:
+        # Every detached instance, and every folder left behind; never the
+        # folder of an in-process sandbox whose process still runs.
+        names = _state_names(_cache(args))
+        names += [name for name, found in folders.items() if found.left_behind]
+    else:
+        names = [args.name]
     for name in names:
         if not (instances_dir(_cache(args)) / f"{name}.json").exists():
-            print(f"sandbox {name!r}: not started (no state file)")
+            if name in folders:
+                _stop_left_behind(folders[name], args)
+            else:
+                print(f"sandbox {name!r}: not started (no state file, no instance folder)")
             continue
         box = Sandbox.attach(name, cache_dir=_cache(args))
         was_running = box.running
@@ -128,27 +187,67 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _left_row(found: InstanceFolder) -> dict[str, object]:
+    return {
+        "name": found.name,
+        "pid": found.asterisk[0] if found.asterisk else None,
+        "url": None,
+        "running": bool(found.asterisk),
+        "left_behind": True,
+        "folder": str(found.folder),
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    names = [args.name] if args.name else _state_names(_cache(args))
-    if not names:
+    cache = _cache(args)
+    states = _state_names(cache)
+    folders = leftovers(cache)
+    left = [found for found in folders if found.left_behind]
+    if args.name and args.name not in states:
+        named = [found for found in folders if found.name == args.name]
+        if not named:
+            print(f"error: no sandbox named {args.name!r}", file=sys.stderr)
+            return 3
+        found = named[0]
+        if not found.left_behind:
+            print(
+                f"sandbox {found.name!r} is in use by process {found.owner} "
+                f"(an in-process sandbox: no state file); {_running_from(found)}",
+                file=sys.stderr,
+            )
+            return 3
+        left, states = [found], []
+    elif args.name:
+        left, states = [], [args.name]
+    if not states and not left:
         print("no sandbox instances")
         return 0
-    if args.name and not (instances_dir(_cache(args)) / f"{args.name}.json").exists():
-        print(f"error: no sandbox named {args.name!r}", file=sys.stderr)
-        return 3
     code = 0
     rows = []
-    for name in names:
-        box = Sandbox.attach(name, cache_dir=_cache(args))
+    for name in states:
+        box = Sandbox.attach(name, cache_dir=cache)
         if not box.running:
             code = 3 if args.name else 0
-        rows.append(box.state() | {"running": box.running})
+        rows.append(box.state() | {"running": box.running, "left_behind": False})
+    if args.name and left:
+        code = 3  # not a sandbox to use: what is left of one
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            state = "running" if row["running"] else "stopped"
-            print(f"{row['name']:<16} {state:<8} pid {row['pid']!s:<8} {row['url']}")
+        print(json.dumps(rows + [_left_row(found) for found in left], indent=2))
+        return code
+    for row in rows:
+        state = "running" if row["running"] else "stopped"
+        print(f"{row['name']:<16} {state:<8} pid {row['pid']!s:<8} {row['url']}")
+    for found in left:
+        print(f"{found.name:<16} {'left':<8} pid {_left_row(found)['pid']!s:<8} {found.folder}")
+    if left:
+        print(
+            f"\n{len(left)} instance folder(s) left behind by a process that ended "
+            "without removing its sandbox (no state file): "
+            + "; ".join(f"{found.name}: {_running_from(found)}" for found in left)
+            + ".\nRemove one with `python -m router.sandbox stop NAME --remove`, all "
+            "with `python -m router.sandbox stop --all --remove`.",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -297,13 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the URL")
     p.set_defaults(func=cmd_start)
 
-    p = sub.add_parser("stop", help="stop a detached instance")
+    p = sub.add_parser("stop", help="stop a detached instance, or one left behind (see status)")
     p.add_argument("name", nargs="?", default=DEFAULT_NAME)
-    p.add_argument("--all", action="store_true", help="stop every instance with a state file")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="stop every instance with a state file and every one left behind "
+        "(never an in-process sandbox whose process still runs)",
+    )
     p.add_argument("--remove", action="store_true", help="also delete the instance folder")
     p.set_defaults(func=cmd_stop)
 
-    p = sub.add_parser("status", help="list instances (exit 3 if NAME is not running)")
+    p = sub.add_parser(
+        "status",
+        help="list instances and the folders left behind (exit 3 if NAME is not running)",
+    )
     p.add_argument("name", nargs="?", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
