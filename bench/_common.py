@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,17 @@ if BASELINE:
 DID = "74950000001"
 CALLERS = ("79161234567", "79161234568", "79161234569", "74957654321", "79031112233")
 DIRECTORY_CSV = REPO / "tests" / "fixtures" / "engine" / "directory.csv"
+
+
+def sigterm_cleans_up() -> None:
+    """End this process on SIGTERM as on Ctrl-C: a KeyboardInterrupt, so that
+    the ``with Sandbox.start(...)`` (or ``finally``) around the run removes its
+    Asterisk and instance folder. Without it SIGTERM kills at once and leaves
+    both (``python -m router.sandbox status`` then lists the folder as left
+    behind); ``run_all.py`` stops a script over its budget with SIGTERM.
+    Called just before the sandbox starts, in the process that owns it (not in
+    the ``--serve`` children, which handle SIGTERM in their event loop)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 # ----------------------------------------------------------------------------- output

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, md_table, pct, scratch_dir
+from _common import RESULTS, md_table, pct, scratch_dir, sigterm_cleans_up
 
 TOKEN = "bench-click-token"
 
@@ -143,6 +143,7 @@ def main() -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()
+    sigterm_cleans_up()
     with Sandbox.start(name=f"bench-click-{os.getpid()}") as box:
         result = asyncio.run(drive(box, args))
     text = report(result, args)

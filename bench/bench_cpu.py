@@ -56,6 +56,7 @@ from _common import (
     make_rules_dir,
     md_table,
     scratch_dir,
+    sigterm_cleans_up,
 )
 
 CAPTURE = RESULTS / "cpu-capture.json"
@@ -180,6 +181,7 @@ def capture(calls: int, rate: int, name: str) -> None:
 
     from router.sandbox import Sandbox
 
+    sigterm_cleans_up()
     with Sandbox.start(name=name, extra_dialplan=bench_dialplan(WAIT)) as box:
         data = asyncio.run(_capture(box, calls, rate))
     RESULTS.mkdir(parents=True, exist_ok=True)

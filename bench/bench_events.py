@@ -53,6 +53,7 @@ from _common import (
     make_rules_dir,
     md_table,
     scratch_dir,
+    sigterm_cleans_up,
 )
 
 VARIANTS = (("all", "router"), ("auto", "router"), ("auto", "admin"))
@@ -246,6 +247,7 @@ def main() -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()
+    sigterm_cleans_up()
     with Sandbox.start(
         name=f"bench-events-{os.getpid()}", extra_dialplan=bench_dialplan(WAIT)
     ) as box:

@@ -40,7 +40,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, pct, scratch_dir
+from _common import (
+    RESULTS,
+    BenchOneC,
+    engine_config,
+    make_rules_dir,
+    md_table,
+    pct,
+    scratch_dir,
+    sigterm_cleans_up,
+)
 
 TOKEN = "bench-feed-token"
 DIALPLAN = """
@@ -293,6 +302,7 @@ def main() -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()
+    sigterm_cleans_up()
     with Sandbox.start(name=f"bench-feed-{os.getpid()}", extra_dialplan=DIALPLAN) as box:
         results = asyncio.run(drive(box, args))
     text = report(results, args)

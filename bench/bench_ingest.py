@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CALLERS, DID, RESULTS, bench_dialplan, md_table
+from _common import CALLERS, DID, RESULTS, bench_dialplan, md_table, sigterm_cleans_up
 
 CAPTURE = RESULTS / "capture.json"
 PATTERNS = (
@@ -100,6 +100,7 @@ def load_capture(recapture: bool = False) -> dict[str, list[str]]:
     from router.sandbox import Sandbox
 
     print("capturing WaitEvent bodies from the sandbox (once)...", file=sys.stderr)
+    sigterm_cleans_up()
     with Sandbox.start(name="bench-capture", extra_dialplan=bench_dialplan()) as box:
         data = asyncio.run(_capture(box, calls=300, rate=60))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,7 @@ from _common import (
     md_table,
     pct,
     scratch_dir,
+    sigterm_cleans_up,
 )
 
 VARIANTS = (
@@ -1607,6 +1608,7 @@ def run(args: argparse.Namespace) -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()
+    sigterm_cleans_up()
     with Sandbox.start(
         name=f"bench-route-{os.getpid()}",
         extra_dialplan=bench_dialplan(WAIT, steps_after_request=args.race_steps),

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, md_table
+from _common import REPO, md_table, sigterm_cleans_up
 
 REQUEST = "CallRouterRequest"
 
@@ -104,18 +104,21 @@ def main() -> None:
     from router.sandbox.phones import Phones
 
     dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    sigterm_cleans_up()
     box = Sandbox.start(name=f"bench-sip-{time.time_ns()}", extra_dialplan=dialplan)
-    recorder = Recorder(box.ami_port, box.secret)
     try:
-        with Phones.start(box) as phones:
-            for n in range(args.calls):
-                call = phones.pstn.call(did="74950000001", caller=f"8916{n:07d}")
-                time.sleep(0.5)  # past the request; nobody routes it
-                call.hangup()
-                time.sleep(0.3)
+        recorder = Recorder(box.ami_port, box.secret)
+        try:
+            with Phones.start(box) as phones:
+                for n in range(args.calls):
+                    call = phones.pstn.call(did="74950000001", caller=f"8916{n:07d}")
+                    time.sleep(0.5)  # past the request; nobody routes it
+                    call.hangup()
+                    time.sleep(0.3)
+        finally:
+            time.sleep(0.3)
+            recorder.close()
     finally:
-        time.sleep(0.3)
-        recorder.close()
         box.remove()
     found = gaps(recorder.events)
     if not found:

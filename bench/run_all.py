@@ -133,6 +133,38 @@ def rules_table(text: str) -> str:
     )
 
 
+#: Seconds a script over its budget has, after SIGTERM, to clean up (its
+#: sandbox's Asterisk and instance folder) before SIGKILL.
+GRACE = 30.0
+
+
+def run_script(
+    cmd: list[str], *, timeout: float, grace: float = GRACE, cwd: Path = REPO
+) -> tuple[str, str, int]:
+    """Run one benchmark; its stdout, stderr and exit code (-1: timed out).
+
+    A script over ``timeout`` gets SIGTERM, which the scripts that start a
+    sandbox turn into Ctrl-C (``_common.sigterm_cleans_up``): they remove it on
+    their way out. Only one still running ``grace`` seconds later is killed.
+    ``subprocess.run``'s timeout sent SIGKILL at once, which left the sandbox's
+    Asterisk running and its instance folder behind.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=grace)
+            how = "stopped with SIGTERM"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            how = f"killed: still running {grace:g} s after SIGTERM"
+        return out, f"{err[-1500:]}\ntimed out after {timeout:g} s ({how})", -1
+    return out, err, proc.returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -148,12 +180,7 @@ def main() -> None:
         cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else normal)]
         print(f"== {script}", file=sys.stderr, flush=True)
         t = time.monotonic()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 2, cwd=REPO)
-            out, err, rc = proc.stdout, proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            err, rc = f"timed out after {budget * 2} s", -1
+        out, err, rc = run_script(cmd, timeout=budget * 2)
         took = time.monotonic() - t
         timings.append([script, round(took, 1), budget, "ok" if rc == 0 else f"FAILED ({rc})"])
         sys.stderr.write(err[-3000:] if rc else "")
