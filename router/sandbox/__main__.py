@@ -241,8 +241,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{found.name:<16} {'left':<8} pid {_left_row(found)['pid']!s:<8} {found.folder}")
     if left:
         print(
-            f"\n{len(left)} instance folder(s) left behind by a process that ended "
-            "without removing its sandbox (no state file): "
+            f"\n{len(left)} instance folder(s) left behind, with no state file and no "
+            "live process owning them (a run killed or timed out before removing its "
+            "sandbox, or a folder kept by `stop` or `run --keep`): "
             + "; ".join(f"{found.name}: {_running_from(found)}" for found in left)
             + ".\nRemove one with `python -m router.sandbox stop NAME --remove`, all "
             "with `python -m router.sandbox stop --all --remove`.",
