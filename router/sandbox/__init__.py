@@ -233,8 +233,8 @@ def leftovers(cache_dir: Path | None = None) -> list[InstanceFolder]:
         return []
     found = []
     for folder in entries:
-        if folder.is_symlink() or not folder.is_dir():
-            continue
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue  # not an instance (a claim being made, a link elsewhere)
         if (states / f"{folder.name}.json").exists():
             continue
         servers = asterisk_pids(f"/srv/callrouter/{folder.name}")
@@ -579,11 +579,21 @@ class Sandbox:
     def claim(self) -> None:
         """Record this process as the instance folder's owner (:func:`leftovers`):
         while it runs, the folder is in use, not left behind."""
-        started = _proc_start(os.getpid())
-        self.inst.mkdir(parents=True, exist_ok=True)
+        owner = json.dumps({"pid": os.getpid(), "started": _proc_start(os.getpid())}) + "\n"
+        if not self.inst.exists():
+            # Made aside and renamed, so the folder never shows without its
+            # owner (a `stop --all --remove` at that moment would take it).
+            staging = self.inst.with_name(f".{self.name}.{os.getpid()}.claim")
+            staging.mkdir(parents=True, exist_ok=True)
+            (staging / _OWNER).write_text(owner)
+            try:
+                staging.rename(self.inst)
+                return
+            except OSError:  # made by another process meanwhile
+                shutil.rmtree(staging, ignore_errors=True)
         path = self.inst / _OWNER
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "started": started}) + "\n")
+        tmp.write_text(owner)
         tmp.replace(path)
 
     @classmethod

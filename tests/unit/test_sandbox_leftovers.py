@@ -232,3 +232,12 @@ def test_sandbox_start_claims_its_folder_before_writing_configs(
         Sandbox.start(name="claimed", cache_dir=tmp_path)
     assert seen == [("claimed", os.getpid(), False)]
     assert leftovers(tmp_path) == []  # the failed start removed its folder
+    assert list((tmp_path / "rootfs" / "srv" / "callrouter").iterdir()) == []
+
+
+def test_a_claim_on_a_folder_left_behind_makes_it_this_process_s(tmp_path: Path) -> None:
+    """A new sandbox of the name of one left behind takes the folder over."""
+    dead_owner(folder(tmp_path, "again"))
+    assert [f.left_behind for f in leftovers(tmp_path)] == [True]
+    live_owner(tmp_path, "again")
+    assert [(f.owner, f.left_behind) for f in leftovers(tmp_path)] == [(os.getpid(), False)]
