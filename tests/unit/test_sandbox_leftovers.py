@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,11 +52,17 @@ def spawn() -> Iterator[Spawn]:
     started: list[subprocess.Popen[bytes]] = []
 
     def run(*args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "import time\nwhile True: time.sleep(60)", *args],
-            start_new_session=True,
-        )
+        command = [sys.executable, "-c", "import time\nwhile True: time.sleep(60)", *args]
+        proc = subprocess.Popen(command, start_new_session=True)
         started.append(proc)
+        # Popen can return (vfork) before the kernel has set the new command
+        # line: until then /proc/PID/cmdline reads empty.
+        expected = b"\0".join(a.encode() for a in command) + b"\0"
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{proc.pid}/cmdline").read_bytes() != expected:
+            assert proc.poll() is None, f"the stand-in exited {proc.returncode}"
+            assert time.monotonic() < deadline, "the stand-in never showed its command line"
+            time.sleep(0.001)
         return proc
 
     yield run
