@@ -10,16 +10,18 @@ Subcommands::
                          --remove also deletes their folders, and removes a
                          folder left behind (see status) with its Asterisk
     status [NAME]        list instances: name, pid, state, URL, and the
-                         instance folders left behind by a process that ended
-                         without removing its sandbox (killed, timed out)
+                         instance folders left behind with no state file and
+                         no live owner (a run killed or timed out before it
+                         removed its sandbox, or kept by stop / run --keep)
     run [NAME]           start one in the foreground until Ctrl-C
     phones [NAME]        real SIP phones (baresip) on a running instance, in
                          the foreground until Ctrl-C, printing every call
 
 Exit codes: 0 success, 1 a :class:`~router.errors.SandboxError` (the one-line
 reason is printed), 3 ``status`` found a named instance not running, or no
-instance of that name (as LSB's ``status`` says 3 for a service that is not
-running: a script polling for "up" needs no second case).
+instance of that name, or only a folder left behind (as LSB's ``status`` says
+3 for a service that is not running: a script polling for "up" needs no second
+case).
 """
 
 from __future__ import annotations
