@@ -196,7 +196,8 @@ def _owner(folder: Path, asterisk: Iterable[int]) -> int | None:
 
     The owner file names the process that made the folder (written by
     :meth:`Sandbox.start` before anything else), and counts while a process
-    with that pid and start time runs. A folder from before the owner file
+    with that pid and start time runs (a zombie, killed and not yet reaped by
+    init, does not). A folder from before the owner file
     counts as owned while one of its Asterisk servers has a parent that is
     the Python process that started it (an orphan's parent becomes
     init, or a subreaper such as ``systemd --user``, neither of them Python).
@@ -207,13 +208,18 @@ def _owner(folder: Path, asterisk: Iterable[int]) -> int | None:
     except FileNotFoundError:
         for server in asterisk:
             parent = _ppid(server)
-            if parent is not None and parent > 1 and _runs_python(parent):
+            if (
+                parent is not None
+                and parent > 1
+                and _runs_python(parent)
+                and not _pid_exited(parent)
+            ):
                 return parent
         return None
     except (OSError, ValueError, KeyError, TypeError):
         # Unreadable (half-written by a process killed while writing it): no owner.
         return None
-    return pid if _proc_start(pid) == started else None
+    return pid if _proc_start(pid) == started and not _pid_exited(pid) else None
 
 
 def leftovers(cache_dir: Path | None = None) -> list[InstanceFolder]:

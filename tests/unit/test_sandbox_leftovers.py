@@ -248,3 +248,24 @@ def test_a_claim_on_a_folder_left_behind_makes_it_this_process_s(tmp_path: Path)
     assert [f.left_behind for f in leftovers(tmp_path)] == [True]
     live_owner(tmp_path, "again")
     assert [(f.owner, f.left_behind) for f in leftovers(tmp_path)] == [(os.getpid(), False)]
+
+
+def test_an_owner_killed_and_not_yet_reaped_has_left_its_folder_behind(tmp_path: Path) -> None:
+    """A killed owner stays a zombie until init reaps it; its pid and start
+    time still match, and the folder read as in use (seen on the real sandbox
+    right after a SIGKILL)."""
+    from router.sandbox import _pid_exited, _proc_start
+
+    inst = folder(tmp_path, "zombie-owner")
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        started = _proc_start(owner.pid)
+        deadline = time.monotonic() + 60
+        while not _pid_exited(owner.pid):  # a zombie until we reap it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert _proc_start(owner.pid) == started
+        (inst / "sandbox-owner.json").write_text(json.dumps({"pid": owner.pid, "started": started}))
+        assert [f.left_behind for f in leftovers(tmp_path)] == [True]
+    finally:
+        owner.wait()
