@@ -240,7 +240,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "running" if row["running"] else "stopped"
         print(f"{row['name']:<16} {state:<8} pid {row['pid']!s:<8} {row['url']}")
     for found in left:
-        print(f"{found.name:<16} {'left':<8} pid {_left_row(found)['pid']!s:<8} {found.folder}")
+        pid = _left_row(found)["pid"]
+        print(f"{found.name:<16} {'left':<8} pid {'-' if pid is None else pid!s:<8} {found.folder}")
     if left:
         print(
             f"\n{len(left)} instance folder(s) left behind, with no state file and no "

@@ -87,7 +87,7 @@ def test_status_lists_a_folder_left_behind_and_says_how_to_remove_it(
     assert main(["--cache", str(tmp_path), "status"]) == 0
     out, err = capsys.readouterr()
     assert f"bench-route-27102 left     pid {server.pid}" in out
-    assert "trialboot        left     pid None" in out
+    assert "trialboot        left     pid -  " in out
     assert f"bench-route-27102: Asterisk still runs from it (pid {server.pid})" in err
     assert "trialboot: no Asterisk runs from it" in err
     assert "python -m router.sandbox stop NAME --remove" in err
