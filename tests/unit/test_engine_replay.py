@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -345,3 +346,47 @@ async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconc
     assert waiting in listed.listings[0]
     text = exposition(engine.metrics).decode()
     assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text
+
+
+async def test_a_call_whose_listed_channel_was_skipped_is_not_ended_by_the_reconcile(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    rules: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: a listed channel with a line over the parser's bound (its
+    application's data 64 KiB long) is skipped, and the reconcile took its live
+    call for gone: ``call_end`` told (1C heard a hang-up of a call still
+    talking) and the call forgotten, its real Hangup then ended nothing. With
+    the listing short of what its ``ListItems`` counts, no call missing from
+    it is ended; its Hangup ends it."""
+    ended: list[str] = []
+
+    class Recorder:
+        @hookimpl
+        def callrouter_call_end(self, call: Any) -> None:
+            ended.append(call.linkedid)
+
+    engine = await engine_factory(rules, plugins=[Recorder()])
+    talking, hung_up = (
+        ajam_replay.inbound_call(caller=f"7916123456{i}", did="74950000001") for i in range(2)
+    )
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[talking].linkedid
+    ajam_replay.channels[talking].app_data = "x" * (70 * 1024)
+    del ajam_replay.channels[hung_up]  # gone while the stream was away: no Hangup
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="router"):
+        await engine.reconcile()
+    assert ended == []
+    assert engine.tracker.get(linkedid) is not None
+    assert "CoreShowChannels listed 0 of the 1 channels it counted" in caplog.text
+    assert "2 calls not listed kept, not ended" in caplog.text
+    ajam_replay.channels[talking].app_data = ""
+    ajam_replay.hangup(talking)
+    await ajam_replay.settle(engine)
+    assert ended == [linkedid]
+    # The next whole listing ends the call that hung up meanwhile.
+    await engine.reconcile()
+    assert len(ended) == 2
+    assert len(engine.tracker) == 0
