@@ -353,7 +353,9 @@ def callrouter_channels_listed(channels: Sequence[Event]) -> None:
     ``Channel``, ``Uniqueid``, ``Linkedid``, ``Context`` or ``Exten`` is longer
     than Asterisk sends (``router.calls.IDENTITY_LIMITS``; a hostile or broken
     AMI peer), or whose ``Priority`` is no integer, is left out, as the events
-    the tracker refuses are. A plugin that keeps state from events rebuilds it
+    the tracker refuses are; one with a line over 64 KiB was skipped before
+    (router.ami.protocol), so a channel missing here is not proof it is gone.
+    A plugin that keeps state from events rebuilds it
     from here, with no listing of its own.
 
     The listing is older than every event handled after the hook returns.
