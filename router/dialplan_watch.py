@@ -88,6 +88,8 @@ class DialplanWatch:
         #: Whether an audit has read the dialplan since the engine began.
         self._read_once = False
         self._audited_at = -math.inf
+        #: When the last look :meth:`look_again` asked for began (monotonic).
+        self._looked_at = -math.inf
         #: What the last audit found, as (level, text): a timed one logs only a change.
         self._findings: tuple[tuple[str, str], ...] | None = None
         #: Audits reading the dialplan now: the timed one waits for none.
@@ -128,17 +130,30 @@ class DialplanWatch:
         has the dialplan read again at once, logging only what changed (a
         reconnection costs one silent look); one look waits at a time.
         ``say_all``: log the findings even when unchanged (the stand-ins'
-        WARNING, repeated while callrouter's values stand in)."""
+        WARNING, repeated while callrouter's values stand in).
+
+        A look begins at most once per :data:`AUDIT_INTERVAL`: a peer sending
+        FullyBooted after FullyBooted, or closing each session it let log in,
+        had the dialplan read back to back (some 800 ShowDialPlan a second
+        and a fifth of a core in callrouter). The first look after another
+        audit is at once; one asked for sooner after the last look waits for
+        the interval's end and covers every ask meanwhile."""
         if self.looking_again is not None or self._stopping.is_set():
             return
         if not self._auditing and not self._read_once:
             return  # the start's audit has not begun: it reads the booted dialplan
         task = asyncio.get_running_loop().create_task(
-            self.audit("a reconnection", changes_only=not say_all, changed=why),
-            name="callrouter-dialplan-look-again",
+            self._look_again(why, say_all=say_all), name="callrouter-dialplan-look-again"
         )
         task.add_done_callback(self._boot_audited)
         self.looking_again = task
+
+    async def _look_again(self, why: str, *, say_all: bool) -> None:
+        wait = self._looked_at + AUDIT_INTERVAL - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._looked_at = time.monotonic()
+        await self.audit("a reconnection", changes_only=not say_all, changed=why)
 
     def _boot_audited(self, task: asyncio.Task[None]) -> None:
         self.looking_again = None

@@ -18,6 +18,7 @@ import router.dialplan_watch
 import router.engine
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
+from router.ami.stream import StreamGap
 from router.dialplan import INBOUND_CONTEXT, missing_target
 from router.errors import AMIActionError, AMIConnectionError
 from router.testing.asterisk import dialplan_globals, dialplan_steps
@@ -331,6 +332,54 @@ async def test_a_fully_booted_during_an_audit_is_followed_by_another(tmp_path: P
     await boot_audited(engine)
     assert client.asked == 2
     assert missing_target(DIAL_101, engine.executor.dialplan) is None
+
+
+async def test_a_flood_of_fully_booted_reads_the_dialplan_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile peer sending FullyBooted after FullyBooted (or closing each
+    session it let log in, each reconnect a gap and a FullyBooted) had the
+    dialplan read back to back, each look as soon as the last ended: some
+    800 ShowDialPlan a second and a fifth of a core. The first look is at
+    once; the next waits for the interval's end, covering the asks meanwhile,
+    and ends with the engine."""
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 30.0)
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    assert client.asked == 1
+    await engine.handle_event(FULLY_BOOTED)
+    await boot_audited(engine)
+    assert client.asked == 2  # the first look: at once
+    for _ in range(50):
+        await engine.handle_event(FULLY_BOOTED)
+        await engine._on_gap(StreamGap(100.0, 100.5, "reconnect", "closed"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert client.asked == 2
+    waiting = engine.dialplan_watch.looking_again
+    assert waiting is not None
+    assert not waiting.done()
+    await asyncio.wait_for(engine.stop(), 5)
+    await asyncio.sleep(0)
+    assert waiting.cancelled()
+    assert client.asked == 2
+
+
+async def test_a_look_asked_for_within_the_interval_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that waited for the interval reads the dialplan when it ends."""
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.2)
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    for _ in range(2):
+        await engine.handle_event(FULLY_BOOTED)
+        await boot_audited(engine)
+    assert client.asked == 3
 
 
 def test_fully_booted_is_among_the_events_asked_for() -> None:
