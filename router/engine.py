@@ -1682,7 +1682,9 @@ class Engine:
 
     async def _on_gap(self, gap: StreamGap) -> None:
         self.metrics.stream_gaps.labels(gap.reason).inc()
-        log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
+        (log.debug if gap.quiet else log.warning)(
+            "event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason
+        )
         self.live_instance.probe()
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)

@@ -29,6 +29,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,6 +74,11 @@ class StreamGap:
     resumed: float
     reason: str
     error: str | None = None
+    #: The stream did not log this loss: Asterisk (or what answers in its
+    #: place) flaps, more than :data:`FLAPS_SAID` losses in a minute, so the
+    #: consumer logs the gap at DEBUG too (a peer that lets callrouter log in
+    #: and closes at once cannot fill the log).
+    quiet: bool = False
 
     @property
     def duration(self) -> float:
@@ -104,6 +110,53 @@ class Backoff:
             self.initial if self._next == 0.0 else min(self.maximum, self._next * self.factor)
         )
         return self._next * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+#: Losses of Asterisk a minute that are each logged (the loss, the resume,
+#: the consumer's gap); past them, Asterisk flaps: one line a minute says how
+#: many more there were, and the backoff is not reset by a session that came
+#: back only to be lost again.
+FLAPS_SAID = 5
+_FLAP_WINDOW = 60.0
+
+
+class _Flaps:
+    """When the last losses said began (monotonic), to tell a flapping peer."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._began: deque[float] = deque(maxlen=FLAPS_SAID)
+        #: Since when losses are not said (None: Asterisk does not flap).
+        self._quiet_since: float | None = None
+        #: Losses not said since the last one said.
+        self.unsaid = 0
+
+    def flapping(self) -> bool:
+        """More than :data:`FLAPS_SAID` losses said in the last minute."""
+        began = self._began
+        return len(began) == FLAPS_SAID and self._clock() - began[0] < _FLAP_WINDOW
+
+    def begin(self) -> bool:
+        """A loss begins: whether it is said (False: quiet, Asterisk flaps)."""
+        now = self._clock()
+        if self.flapping():
+            if self._quiet_since is None:
+                self._quiet_since = now
+            if now - self._quiet_since < _FLAP_WINDOW:
+                self.unsaid += 1
+                return False
+            self._quiet_since = now  # a minute of quiet: this loss says it
+        else:
+            self._quiet_since = None
+        self._began.append(now)
+        return True
+
+    def said(self) -> str:
+        """What a loss that is said adds about the ones that were not."""
+        unsaid, self.unsaid = self.unsaid, 0
+        if not unsaid:
+            return ""
+        return f" (Asterisk flaps: {unsaid} more losses since the last one logged)"
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -143,6 +196,7 @@ class EventStream:
         self._poll_timeout = poll_timeout
         self._backoff = backoff or Backoff()
         self._clock = clock
+        self._flaps = _Flaps()
         self._handlers: list[tuple[re.Pattern[str] | None, EventHandler]] = []
         self._running = False
         self._stopped = False
@@ -296,6 +350,7 @@ class EventStream:
     async def _loop(self) -> AsyncGenerator[list[Event] | StreamGap, None]:
         client = self._client
         failing_since: float | None = None
+        quiet = False
         last_error: str | None = None
         ahead: eager.Begun[list[Event]] | None = None
         try:
@@ -337,10 +392,21 @@ class EventStream:
                     self.failing = True
                     if failing_since is None:
                         failing_since = self._last_ok
+                        said = self._flaps.begin()
+                        quiet = not said
+                        if not self._flaps.flapping():
+                            self._backoff.reset()
                         # One line a loss, with the url and the reason (the
-                        # native client leaves its own to DEBUG: router/ami/tcp.py).
-                        if self._on_lost is None:
-                            log.warning("event stream lost Asterisk: %s; reconnecting", why)
+                        # native client leaves its own to DEBUG: router/ami/tcp.py);
+                        # past FLAPS_SAID a minute, one line a minute.
+                        if not said:
+                            log.debug("event stream lost Asterisk again: %s", why)
+                        elif self._on_lost is None:
+                            log.warning(
+                                "event stream lost Asterisk: %s; reconnecting%s",
+                                why,
+                                self._flaps.said(),
+                            )
                         else:
                             log.debug("event stream lost Asterisk: %s", why)
                             self._on_lost(why)
@@ -352,12 +418,15 @@ class EventStream:
                 self.failing = False
                 generation = self._generation
                 if failing_since is not None:
-                    self._backoff.reset()
+                    if not self._flaps.flapping():
+                        # (A session that comes back only to be lost again
+                        # keeps the backoff growing, to its cap.)
+                        self._backoff.reset()
                     self.gaps_seen += 1
-                    (log.warning if self._on_lost is None else log.debug)(
+                    (log.warning if self._on_lost is None and not quiet else log.debug)(
                         "event stream resumed after %.1f s", now - failing_since
                     )
-                    yield StreamGap(failing_since, now, "reconnect", last_error)
+                    yield StreamGap(failing_since, now, "reconnect", last_error, quiet=quiet)
                     failing_since = None
                     last_error = None
                 elif generation is not None and current != generation:

@@ -9,7 +9,7 @@ import pytest
 
 from router import eager
 from router.ami.message import Event
-from router.ami.stream import URGENT_AFTER, Backoff, EventStream, StreamGap
+from router.ami.stream import FLAPS_SAID, URGENT_AFTER, Backoff, EventStream, StreamGap
 from router.errors import AMIAuthenticationError, AMIConnectionError
 
 
@@ -383,3 +383,51 @@ async def test_a_poll_sent_ahead_is_written_at_once_and_its_answer_read_without_
         second.send(None)  # not a suspension: no loop turn between the ask and the batch
     assert got.value.value == [ev("UserEvent"), ev("Newexten")]
     await batches.aclose()
+
+
+async def test_a_peer_that_closes_every_session_it_lets_in_cannot_fill_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hostile AMI peer lets callrouter log in, then closes the connection,
+    again and again: each loss was three WARNINGs (the stream's loss and
+    resume, the engine's gap), some 6 lines a second from `callrouter run`
+    (hattack41's trial). The first FLAPS_SAID losses of a minute are said;
+    the others are quiet (their gaps too, for the engine), and the next one
+    said counts them."""
+    closed = AMIConnectionError("Asterisk closed the connection")
+    script: list[object] = []
+    for index in range(40):
+        script += [closed, [ev(f"E{index}")]]
+    with caplog.at_level("WARNING", logger="router.ami.stream"):
+        items = await collect(EventStream(ScriptedPoller(script), backoff=fast()))
+    gaps = [item for item in items if isinstance(item, StreamGap)]
+    assert len(gaps) == 40  # every gap still reaches the consumer, to reconcile
+    assert [gap.quiet for gap in gaps] == [False] * FLAPS_SAID + [True] * (40 - FLAPS_SAID)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 * FLAPS_SAID, said
+
+
+class _Recorded(Backoff):
+    """The delays a stream asked for, none of them waited."""
+
+    def __init__(self) -> None:
+        super().__init__(initial=0.25, maximum=1.0, jitter=0.0)
+        self.delays: list[float] = []
+
+    def next_delay(self) -> float:
+        self.delays.append(super().next_delay())
+        return 0.0
+
+
+async def test_a_flapping_peer_keeps_the_backoff_growing() -> None:
+    """A session that comes back only to be lost again does not reset the
+    backoff: past FLAPS_SAID losses a minute each reconnection waits the cap,
+    not the first step (two tries a second at a peer closing each session)."""
+    closed = AMIConnectionError("Asterisk closed the connection")
+    script: list[object] = []
+    for index in range(20):
+        script += [closed, [ev(f"E{index}")]]
+    backoff = _Recorded()
+    await collect(EventStream(ScriptedPoller(script), backoff=backoff))
+    assert backoff.delays[:FLAPS_SAID] == [0.25] * FLAPS_SAID
+    assert backoff.delays[-5:] == [1.0] * 5
