@@ -15,6 +15,7 @@ before a call is redirected there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -90,6 +91,14 @@ class DialplanWatch:
         self._audited_at = -math.inf
         #: When the last look :meth:`look_again` asked for began (monotonic).
         self._looked_at = -math.inf
+        #: Whether the next FullyBooted ends a boot callrouter has not read
+        #: the dialplan after: the one after the start, or after a reconnection.
+        self._boot_owed = True
+        #: Set by such a FullyBooted while a look waits for the interval's end
+        #: (it goes at once) or reads (another follows it): the boot's ``why``.
+        self._again: str | None = None
+        self._waiting = False
+        self._hurry = asyncio.Event()
         #: What the last audit found, as (level, text): a timed one logs only a change.
         self._findings: tuple[tuple[str, str], ...] | None = None
         #: Audits reading the dialplan now: the timed one waits for none.
@@ -112,11 +121,11 @@ class DialplanWatch:
         task.add_done_callback(partial(log_task_failure, logger=log))
         self.after_reload = task
 
-    def look_again(self, why: str, *, say_all: bool = False) -> None:
+    def look_again(self, why: str, *, say_all: bool = False, booted: bool = False) -> None:
         """Asterisk may have a dialplan other than the one last read: it says
-        it has booted (``FullyBooted``: sent to every session when a boot
-        ends, and with each login to a booted Asterisk over TCP), or the event
-        stream came back after a reconnection (``why`` says which).
+        it has booted (``FullyBooted``, ``booted``: sent to every session when
+        a boot ends, and with each login to a booted Asterisk over TCP), or the
+        event stream came back after a reconnection (``why`` says which).
 
         A callrouter that logged in while Asterisk was still loading its
         modules (both started together, or Asterisk restarted under it) read
@@ -127,33 +136,61 @@ class DialplanWatch:
         restarted to take an edited extensions.conf may lack a context the
         last audit found (over AJAM the stream's gap is all callrouter sees of a
         restart it logged in after). So once an audit has begun, each of these
-        has the dialplan read again at once, logging only what changed (a
+        has the dialplan read again, logging only what changed (a
         reconnection costs one silent look); one look waits at a time.
         ``say_all``: log the findings even when unchanged (the stand-ins'
         WARNING, repeated while callrouter's values stand in).
 
         A look begins at most once per :data:`AUDIT_INTERVAL`: a peer sending
-        FullyBooted after FullyBooted, or closing each session it let log in,
-        had the dialplan read back to back (some 800 ShowDialPlan a second
-        and a fifth of a core in callrouter). The first look after another
-        audit is at once; one asked for sooner after the last look waits for
-        the interval's end and covers every ask meanwhile."""
-        if self.looking_again is not None or self._stopping.is_set():
+        FullyBooted after FullyBooted had the dialplan read back to back (some
+        800 ShowDialPlan a second and a fifth of a core in callrouter); one
+        asked for sooner after the last look waits for the interval's end and
+        covers every ask meanwhile. But the first FullyBooted after the start
+        or after a reconnection is read at once, cutting such a wait short (or
+        following a look that is reading): the look the reconnection asked for
+        may have read a dialplan still loading, and rules to contexts it lacked
+        would be refused until the wait ended. A peer can have that once per
+        reconnection, which the stream's backoff bounds."""
+        if self._stopping.is_set():
             return
+        if booted:
+            urgent, self._boot_owed = self._boot_owed, False
+        else:
+            urgent, self._boot_owed = False, True  # its FullyBooted follows
         if not self._auditing and not self._read_once:
             return  # the start's audit has not begun: it reads the booted dialplan
+        if self.looking_again is not None:
+            if urgent:
+                self._again = why
+                if self._waiting:
+                    self._hurry.set()
+            return
         task = asyncio.get_running_loop().create_task(
-            self._look_again(why, say_all=say_all), name="callrouter-dialplan-look-again"
+            self._look_again(why, say_all=say_all, urgent=urgent),
+            name="callrouter-dialplan-look-again",
         )
         task.add_done_callback(self._boot_audited)
         self.looking_again = task
 
-    async def _look_again(self, why: str, *, say_all: bool) -> None:
-        wait = self._looked_at + AUDIT_INTERVAL - time.monotonic()
+    async def _look_again(self, why: str, *, say_all: bool, urgent: bool) -> None:
+        # A boot's FullyBooted may have come before this task's first step.
+        urgent = urgent or self._again is not None
+        wait = 0.0 if urgent else self._looked_at + AUDIT_INTERVAL - time.monotonic()
         if wait > 0:
-            await asyncio.sleep(wait)
-        self._looked_at = time.monotonic()
-        await self.audit("a reconnection", changes_only=not say_all, changed=why)
+            self._hurry.clear()
+            self._waiting = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._hurry.wait()
+            finally:
+                self._waiting = False
+        again: str | None = self._again or why
+        while again is not None:
+            self._again = None
+            self._looked_at = time.monotonic()
+            await self.audit("a reconnection", changes_only=not say_all, changed=again)
+            again = self._again
 
     def _boot_audited(self, task: asyncio.Task[None]) -> None:
         self.looking_again = None

@@ -1516,7 +1516,7 @@ class Engine:
             self._dialplan_reloaded()
         elif name == "FullyBooted" and self.options.audit_dialplan:
             self.dialplan_watch.look_again(
-                "Asterisk finished booting after callrouter had read its dialplan"
+                "Asterisk finished booting after callrouter had read its dialplan", booted=True
             )
         if name == "CEL":
             await self._cel(event)

@@ -337,12 +337,11 @@ async def test_a_fully_booted_during_an_audit_is_followed_by_another(tmp_path: P
 async def test_a_flood_of_fully_booted_reads_the_dialplan_once_per_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hostile peer sending FullyBooted after FullyBooted (or closing each
-    session it let log in, each reconnect a gap and a FullyBooted) had the
-    dialplan read back to back, each look as soon as the last ended: some
-    800 ShowDialPlan a second and a fifth of a core. The first look is at
-    once; the next waits for the interval's end, covering the asks meanwhile,
-    and ends with the engine."""
+    """A hostile peer sending FullyBooted after FullyBooted had the dialplan
+    read back to back, each look as soon as the last ended: some 800
+    ShowDialPlan a second and a fifth of a core. The first look is at once;
+    the next waits for the interval's end, covering the asks meanwhile, and
+    ends with the engine."""
     monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 30.0)
     client = Booting()
     client.booted = True
@@ -354,7 +353,6 @@ async def test_a_flood_of_fully_booted_reads_the_dialplan_once_per_interval(
     assert client.asked == 2  # the first look: at once
     for _ in range(50):
         await engine.handle_event(FULLY_BOOTED)
-        await engine._on_gap(StreamGap(100.0, 100.5, "reconnect", "closed"))
         for _ in range(5):
             await asyncio.sleep(0)
     assert client.asked == 2
@@ -365,6 +363,44 @@ async def test_a_flood_of_fully_booted_reads_the_dialplan_once_per_interval(
     await asyncio.sleep(0)
     assert waiting.cancelled()
     assert client.asked == 2
+
+
+async def test_the_fully_booted_after_a_reconnection_is_read_at_once_within_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asterisk restarted under callrouter, which logged in again while it
+    was loading its modules: the reconnection's look read a dialplan with no
+    context yet. Its FullyBooted is read at once, not when the interval since
+    the last look ends (rules to the contexts that read lacked would be
+    refused until then); a look waiting for the interval goes with it. A
+    peer closing each session it lets in gets one such look a reconnection
+    (the stream's backoff bounds those: tests/unit/ami/test_stream.py)."""
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 30.0)
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    await engine.handle_event(FULLY_BOOTED)
+    await boot_audited(engine)
+    assert client.asked == 2
+    client.booted = False  # restarting: no context loaded yet
+    await engine._on_gap(StreamGap(100.0, 102.0, "reconnect", "closed"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert engine.dialplan_watch.looking_again is not None  # waits for the interval
+    assert client.asked == 2
+    client.booted = True
+    await engine.handle_event(FULLY_BOOTED)
+    await asyncio.wait_for(boot_audited(engine), 5)
+    assert client.asked == 3
+    assert missing_target(DIAL_101, engine.executor.dialplan) is None
+    for _ in range(50):
+        await engine._on_gap(StreamGap(100.0, 100.5, "reconnect", "closed"))
+        for _ in range(3):
+            await engine.handle_event(FULLY_BOOTED)
+        await asyncio.wait_for(boot_audited(engine), 5)
+    assert client.asked == 3 + 50  # one look a reconnection, not one a FullyBooted
+    await asyncio.wait_for(engine.stop(), 5)
 
 
 async def test_a_look_asked_for_within_the_interval_is_not_lost(
