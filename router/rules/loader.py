@@ -190,7 +190,12 @@ def parse_text(text: str, file: str, *, max_nodes: int = MAX_NODES) -> Node | No
 
     Also for other YAML files an administrator writes (the directory plugin's),
     which are bigger than a rule file: ``max_nodes`` is theirs."""
-    loader = _BoundedLoader(text, file, max_nodes)
+    try:
+        # PyYAML refuses a control character (NUL, ESC, ...) while it builds
+        # the loader, before any mark exists: say where it is ourselves.
+        loader = _BoundedLoader(text, file, max_nodes)
+    except yaml.reader.ReaderError as exc:
+        raise _unprintable(exc, text, file) from None
     try:
         root = loader.get_single_node()
         return None if root is None else _convert(root, loader, file)
@@ -203,6 +208,20 @@ def parse_text(text: str, file: str, *, max_nodes: int = MAX_NODES) -> Node | No
         raise RuleValidationError(f"YAML error: {exc}", file=file) from None
     finally:
         loader.dispose()
+
+
+def _unprintable(exc: yaml.reader.ReaderError, text: str, file: str) -> RuleValidationError:
+    """``file:line: character U+001B at column 28 is not allowed in YAML ...``."""
+    position = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return RuleValidationError(
+        f"character U+{int(exc.character):04X} at column {column} is not allowed in YAML "
+        "(a control character, perhaps pasted from a terminal): delete it, or write it "
+        'as an escape in a double-quoted string ("\\x1b")',
+        file=file,
+        line=line,
+    )
 
 
 def display_path(path: Path) -> str:

@@ -32,6 +32,16 @@ def test_yaml_aliases_are_refused_naming_the_file_and_line(tmp_path: Path) -> No
         load_directory(path)
 
 
+def test_a_control_character_is_refused_naming_the_file_line_and_column(tmp_path: Path) -> None:
+    """PyYAML refuses it before any mark exists: it was a bare ReaderError."""
+    path = tmp_path / "directory.yaml"
+    path.write_text('"79161234567": {extension: "101"}\n"79161234568": {extension: "1\x0002"}\n')
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}:2: character U\+0000 at column 30 is not"
+    ):
+        load_directory(path)
+
+
 def test_a_billion_laughs_file_is_refused_at_once(tmp_path: Path) -> None:
     path = tmp_path / "directory.yml"
     path.write_text(f"{LAUGHS}'79161234567': {{extension: '101', name: *i}}\n")
