@@ -23,6 +23,7 @@ import router.engine
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
+from router.rules.loader import display_path
 
 BAD = Path(__file__).resolve().parents[2] / "fixtures" / "rules" / "bad"
 
@@ -38,6 +39,8 @@ rules:
 #: the reloads below block it for seconds; off it, the gaps are the GIL's
 #: switch interval, which on two busy shared cores was seen at 0.54 s.
 MAX_GAP = 0.5
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def big_valid_rules(count: int) -> str:
@@ -338,6 +341,12 @@ async def test_a_reload_that_finds_no_rule_file_keeps_the_rules_in_use(
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert said[0].startswith(f"{folder}: no rule file (*.yaml, *.yml) here any more")
     assert said[-1] == "rules not reloaded: 1 problem; keeping the previous 1 rule"
+    # operations.md quotes it for the shipped router.toml's `rules = ["rules"]`,
+    # which the log names `rules` (hadmin41's trial: the docs said `rules/`)
+    quoted = f"`{display_path(Path.cwd() / 'rules')}: {said[0][len(str(folder)) + 2 :]}"
+    quoted = quoted.split(", where")[0] + ", ...`"
+    for page in ("docs/operations.md", "docs/ru/operations.md"):
+        assert quoted in (ROOT / page).read_text(encoding="utf-8"), page
     (folder / "a.yaml").write_text("version: 1\nrules: []\n", encoding="utf-8")
     await engine.reload_in_thread()
     assert engine.rules.current.rules == ()
