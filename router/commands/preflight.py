@@ -336,7 +336,9 @@ async def _user_events(
                 "fail",
                 "Asterisk refuses this user UserEvent: "
                 f"{_add('user', 'write', client.settings.username)} (the "
-                "live-instance heartbeat needs it; docs/operations.md)"
+                "live-instance heartbeat needs it; docs/operations.md); until then this "
+                "check cannot see whether the routing requests, UserEvents, reach this "
+                "user (read = user) nor whether a callrouter is live on this Asterisk"
                 + _took(client.settings.username),
             )
         ]

@@ -260,6 +260,12 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     assert found[3].text.startswith(
         "Asterisk refuses this user UserEvent: add user to the write line of manager.conf [router]"
     )
+    # it sent no UserEvent of its own, so nothing said whether one comes back
+    # (hadmin41's trial: `read = call, user` passed unsaid beside this FAIL)
+    assert (
+        "until then this check cannot see whether the routing requests, UserEvents, "
+        "reach this user (read = user) nor whether a callrouter is live" in found[3].text
+    )
 
 
 async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk) -> None:
