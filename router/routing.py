@@ -581,28 +581,24 @@ class Router:
         # that follows, the plugins' listing and the Getvars included (issue 16).
         items = tuple(item for item in listing.items if not self._tracker.refuses(item))
         alive = {item.get("Channel") or "" for item in items}
-        unread = _unread_items(listing)
-        if unread:
+        missing = tuple(
+            call for call in self._tracker if not any(ch in alive for ch in call.channels)
+        )
+        gone = missing
+        if unread := listing.unread_items:
             # An item skipped for a line over the parser's bound (a caller's
             # name or an application's data 64 KiB long) may be a live call's
             # channel, and which one cannot be told: a call missing from this
             # listing is not taken for gone. Its Hangup, the next whole
             # listing or the tracker's TTL ends it (issue 16).
-            gone: tuple[Call, ...] = ()
-            missing = sum(
-                1 for call in self._tracker if not any(ch in alive for ch in call.channels)
-            )
+            gone = ()
             log.warning(
                 "reconcile: CoreShowChannels listed %d of the %d channels it counted (%s "
                 "skipped for a line over the parser's bound): %s not listed kept, not ended",
                 len(listing.items),
                 len(listing.items) + unread,
                 counted(unread, "item"),
-                counted(missing, "call"),
-            )
-        else:
-            gone = tuple(
-                call for call in self._tracker if not any(ch in alive for ch in call.channels)
+                counted(len(missing), "call"),
             )
         for call in gone:
             self._tracker.forget(call.linkedid)
@@ -794,15 +790,3 @@ def _lookups(trace: Any) -> list[dict[str, Any]]:
             if to_dict is not None:
                 out.append(to_dict())
     return out
-
-
-def _unread_items(listing: ActionResult) -> int:
-    """How many items of a list its closing event counts (``ListItems``) that
-    did not arrive: skipped for a line over the parser's bound
-    (router.ami.protocol). 0 when the count is not there to compare (a closing
-    event kept without its own long line, a peer that sends none)."""
-    closing = listing.closing
-    raw = closing.get("ListItems") if closing is not None else None
-    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-        return 0
-    return max(0, int(raw) - len(listing.items))

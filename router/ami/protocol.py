@@ -1105,6 +1105,17 @@ class ActionResult:
     def is_list(self) -> bool:
         return (self.response.event_list or "").lower() == "start"
 
+    @property
+    def unread_items(self) -> int:
+        """How many items the closing event counts (``ListItems``) that are not
+        in :attr:`items`: skipped for a line over :data:`MAX_LINE_BYTES`. 0 when
+        there is no count to compare (a closing event kept without its own long
+        line, a peer that sends none)."""
+        raw = self.closing.get("ListItems") if self.closing is not None else None
+        if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+            return 0
+        return max(0, int(raw) - len(self.items))
+
 
 def _is_list_end(msg: Message) -> bool:
     return (msg.event_list or "").lower() == "complete"

@@ -121,23 +121,33 @@ def _pid_runs(pid: int, marker: str) -> bool:
     return marker.encode() in cmdline
 
 
-def _proc_start(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks after boot, ``/proc/PID/stat``), or None
-    if there is no such process: a pid with the same start time is the same
-    process, not a recycled pid."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (which may hold spaces and
+    ``)``): the state first, then the parent's pid, ...; None without such a
+    process."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def _stat_int(pid: int, index: int) -> int | None:
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[index]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), or None if there is no
+    such process: a pid with the same start time is the same process, not a
+    recycled pid."""
+    return _stat_int(pid, 19)
 
 
 def _ppid(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[1])
-    except (OSError, IndexError, ValueError):
-        return None
+    return _stat_int(pid, 1)
 
 
 def _runs_python(pid: int) -> bool:
@@ -263,12 +273,12 @@ def _pid_exited(pid: int) -> bool:
     the process's exit, as Asterisk's shutdown does, and its parent cannot
     reap it yet. So a zombie counts only once it is the last of its threads.
     """
+    fields = _stat_fields(pid)
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         threads = len(os.listdir(f"/proc/{pid}/task"))
-    except (OSError, IndexError):
+    except OSError:
         return True
-    return state in ("Z", "X") and threads <= 1
+    return not fields or (fields[0] in ("Z", "X") and threads <= 1)
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> str:
