@@ -51,6 +51,7 @@ __all__ = [
     "ListCollector",
     "Narrower",
     "RawmanParser",
+    "UnreadableAnswer",
     "WireFormat",
     "assemble_result",
     "block_names",
@@ -74,7 +75,8 @@ Narrower = Callable[[str], bool]
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Largest single line (a key and its value); Asterisk's own cap is far lower.
 #: An event with a longer line is skipped (:data:`LONG_LINES`); an answer with
-#: one, or a banner, is a protocol error.
+#: one fails its action (:class:`UnreadableAnswer`); a banner with one, or an
+#: answer that names no action, is a protocol error.
 MAX_LINE_BYTES = 64 * 1024
 #: Asterisk reads at most 128 headers from an HTTP request (astman_append_headers).
 MAX_ACTION_HEADERS = 128
@@ -235,6 +237,90 @@ def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]
     return None
 
 
+class UnreadableAnswer(Response):
+    """An action's answer with a line over :data:`MAX_LINE_BYTES` whose
+    ``ActionID`` line was read: it stands for that answer, and its action
+    fails with :meth:`error` (the TCP client, :func:`assemble_result`).
+
+    Such an answer once failed the whole read although its block still ended
+    at its blank line: over TCP the connection was dropped, every action in
+    flight failed with it, and the event stream reconnected with a gap
+    (issue 16). Now only the action it answers fails, at once, and the rest
+    is read on. Its fields are ``Response: Error``, the ``ActionID`` and the
+    reason as ``Message`` (never the peer's text but the long line's key).
+    """
+
+    __slots__ = ()
+
+    @property
+    def reason(self) -> str:
+        """Why it was not read: the long line's key and the bound."""
+        return self.get("Message") or ""
+
+    def error(self) -> AMIProtocolError:
+        """The error its action fails with."""
+        return AMIProtocolError(self.reason)
+
+
+#: What a long line's key must look like to be named in an error (the
+#: peer's bytes are never quoted otherwise).
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_()-]{0,63}")
+
+
+def _long_key(line: str) -> str | None:
+    """The key of a line too long (``cut`` said so), when it looks like one."""
+    # A line left out of a stream is the marker and the line's key (RawmanParser._check_tail).
+    key = line[1:] if line[:1] == _LEFT_OUT_TEXT else line[:_KEY_BYTES].partition(":")[0]
+    key = key.strip()
+    return key if _HEADER_NAME.fullmatch(key) else None
+
+
+def _block_head(start: bytes | str) -> str | None:
+    """The first line of a block that begins ``start`` (cut to its first 256
+    bytes) when it is an event's or an answer's, else None."""
+    head = _event_head(start)
+    if head is not None:
+        return head
+    text = start.decode("utf-8", errors="replace") if isinstance(start, bytes) else start
+    first = text.lstrip("\r\n").partition("\n")[0].rstrip("\r")
+    return first if first[:9].lower() == "response:" else None
+
+
+def _long_line_answer(head: str, lines: Sequence[str], cut: Callable[[str], bool]) -> Message:
+    """An answer (``head``: its first line, ``Response: ...``) with lines over
+    :data:`MAX_LINE_BYTES` (those ``cut`` says): an :class:`UnreadableAnswer`
+    for the action its ``ActionID`` names, the block read to its end.
+
+    An answer whose ``ActionID`` is among its long lines, or that has none,
+    is a protocol error: which action waits for it cannot be told. Only for
+    answers already found to have such a line: never on the normal path.
+    """
+    long_keys = [_long_key(line) for line in lines if line and cut(line)]
+    kept = [line for line in lines if line and not cut(line)]
+    if not kept or kept[0][:9].lower() != "response:":
+        kept.insert(0, head)  # the first line was a long one
+    action_id = _block_to_message(kept).action_id
+    named = [k for k in long_keys if k is not None]
+    key = next((k for k in named if k.lower() == "actionid"), named[0] if named else None)
+    bound = f"{MAX_LINE_BYTES} bytes (the parser's line bound)"
+    what = f"whose {key} line is over {bound}" if key is not None else f"with a line over {bound}"
+    if action_id is None or (key is not None and key.lower() == "actionid"):
+        raise AMIProtocolError(
+            f"an AMI answer {what}, and whose ActionID cannot be "
+            "read: the action it answers cannot be told (a broken or hostile AMI peer?)"
+        )
+    return UnreadableAnswer(
+        (
+            ("Response", "Error"),
+            ("ActionID", action_id),
+            (
+                "Message",
+                f"an AMI answer {what}: no Asterisk sends one (a broken or hostile AMI peer?)",
+            ),
+        )
+    )
+
+
 #: What stands in the buffer of :class:`RawmanParser` for a line too long that
 #: is being read past (a line of its own; :func:`_long_line_event` leaves it
 #: out), followed by that line's key (:meth:`RawmanParser._check_tail`).
@@ -242,6 +328,13 @@ _LEFT_OUT = b"\0"
 _LEFT_OUT_TEXT = _LEFT_OUT.decode()
 #: The most of a line too long read for its key (``ActionID``, ``EventList``).
 _KEY_BYTES = 64
+
+
+def _left_out(line: str) -> bool:
+    """Whether a line of a stream's block is a long one: left out (the
+    marker, :data:`_LEFT_OUT`) or over the bound in the read it came whole in."""
+    return line[:1] == _LEFT_OUT_TEXT or _too_long(line)
+
 
 _REPEAT_SUFFIX = re.compile(r"^(.*)-([0-9]+)$")
 
@@ -416,9 +509,10 @@ class RawmanParser:
         text = _decode(chunk[:at])
         lines = text.split("\r\n") if self._crlf else text.split("\n")
         _check_lines(head, len(lines))
-        cut = _long_line_event(
-            head, lines, lambda line: line[:1] == _LEFT_OUT_TEXT or _too_long(line)
-        )
+        if head[:6].lower() == "event:":
+            cut = _long_line_event(head, lines, _left_out)
+        else:
+            cut = _long_line_answer(head, lines, _left_out)
         return cut, chunk[at + len(sep) :].lstrip(b"\r\n")
 
     def _drop(self, data: bytes) -> list[Message]:
@@ -445,20 +539,22 @@ class RawmanParser:
 
     def _check_tail(self) -> None:
         """The unfinished line at the end of the buffer must stay under the line
-        bound. An event's is read past to its own end and left out, the rest
-        of the event read on (:meth:`_take_cut`: the event is skipped, unless
-        it ends an event list); an answer's or a banner's is a protocol error."""
+        bound. An event's or an answer's is read past to its own end and left
+        out, the rest of the block read on (:meth:`_take_cut`: the event is
+        skipped, unless it ends an event list; the answer fails its action,
+        :class:`UnreadableAnswer`); a banner's is a protocol error."""
         buf = self._buffer
         size = len(buf)
         if size > MAX_LINE_BYTES and buf.rfind(b"\n", size - MAX_LINE_BYTES - 1) < 0:
             # Whole messages were cut off the buffer: what is left is the start
             # of one, the one this line is in.
             if self._cut_head is None:
-                head = None if self._expect_banner else _event_head(bytes(buf[:256]))
+                head = None if self._expect_banner else _block_head(bytes(buf[:256]))
                 if head is None:
                     raise AMIProtocolError(
                         f"line of over {MAX_LINE_BYTES} bytes without a newline "
-                        "(the parser's line bound) in an AMI answer or greeting"
+                        "(the parser's line bound) in an AMI greeting or a block that "
+                        "is no answer nor event"
                     )
                 self._cut_head = head
             # The line starts after the last line end (CR LF only, when lines
@@ -667,20 +763,23 @@ def _screened_out(
 def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message | None:
     """One block that is kept, as a message, within the line bounds; None for
     an event with a line over :data:`MAX_LINE_BYTES`, skipped (:data:`LONG_LINES`),
-    unless it ends an event list (:func:`_long_line_event`)."""
+    unless it ends an event list (:func:`_long_line_event`); an answer with
+    one is an :class:`UnreadableAnswer` (:func:`_long_line_answer`)."""
     if len(block) > _FEW_LINES_CHARS:
         _check_lines(block, block.count("\n") + 1)
     lines = block.split("\n") if whole is None else whole
     if check_lines:
         for line in lines:
             if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
-                head = _event_head(block[:256])
+                head = _block_head(block[:256])
                 if head is None:
                     raise AMIProtocolError(
-                        f"an AMI answer with a line that exceeds {MAX_LINE_BYTES} bytes "
-                        "(the parser's line bound)"
+                        f"a block that is no AMI answer nor event with a line that exceeds "
+                        f"{MAX_LINE_BYTES} bytes (the parser's line bound)"
                     )
-                return _long_line_event(head, lines, _too_long)
+                if head[:6].lower() == "event:":
+                    return _long_line_event(head, lines, _too_long)
+                return _long_line_answer(head, lines, _too_long)
     return _block_to_message(lines)
 
 
@@ -1132,6 +1231,8 @@ def assemble_result(messages: Sequence[Message], *, strict: bool = True) -> Acti
         first = messages[0] if messages else None
         raise AMIProtocolError(f"action body does not start with a response: {first!r}")
     response = messages[0]
+    if type(response) is UnreadableAnswer:
+        raise response.error()
     if (response.event_list or "").lower() != "start":
         return ActionResult(response, extra=tuple(messages[1:]))
     items: list[Event] = []

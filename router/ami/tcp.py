@@ -100,6 +100,7 @@ from router.ami.protocol import (
     Narrower,
     ParamValue,
     RawmanParser,
+    UnreadableAnswer,
     encode_rawman,
 )
 from router.errors import (
@@ -323,7 +324,13 @@ class _Connection(asyncio.Protocol):
         self._lists.discard(action_id)
         future = self._pending.pop(action_id)
         if not future.done():
-            future.set_result(done[1])
+            response = done[1].response
+            if type(response) is UnreadableAnswer:
+                # A line of it over the parser's bound: only its action
+                # fails, the connection serves on (issue 16).
+                future.set_exception(response.error())
+            else:
+                future.set_result(done[1])
 
     # -- sending ---------------------------------------------------------------------
 
@@ -1008,6 +1015,9 @@ class TCPClient(AMIActions[ActionResult]):
                 f"{action.name}: no answer from {self._endpoint} within {wait:g} s"
                 f"{conn.unfinished()}"
             ) from exc
+        except AMIProtocolError as exc:
+            # Its answer could not be read (UnreadableAnswer): as AJAM says it.
+            raise AMIProtocolError(f"{action.name}: {exc}") from None
         finally:
             timer.cancel()
             if not future.done() or future.cancelled() or future.exception() is not None:

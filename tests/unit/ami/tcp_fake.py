@@ -66,6 +66,8 @@ class FakeAMI:
     #: A value appended to the ``Message`` line of every plain answer (a
     #: ``Ping``'s, a ``Getvar``'s): a line longer than the parser's bound.
     long_answer: str | None = None
+    #: Only a ``Getvar`` of this ``Variable`` gets :attr:`long_answer` (None: every one).
+    long_answer_variable: str | None = None
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
 
@@ -190,7 +192,10 @@ class FakeAMI:
             out = block(("Event", "UserEvent"), ("UserEvent", h.get("userevent", "")), aid) + block(
                 ("Response", "Success"), aid
             )
-        elif self.long_answer is not None:
+        elif self.long_answer is not None and self.long_answer_variable in (
+            None,
+            h.get("variable"),
+        ):
             out = block(("Response", "Success"), aid, ("Message", "m" + self.long_answer))
         else:
             out = block(("Response", "Success"), aid, ("Ping", "Pong"))

@@ -438,6 +438,33 @@ async def test_a_listing_whose_closing_action_id_line_is_too_long_names_the_boun
     assert "j" * 64 not in str(raised.value)
 
 
+async def test_an_answer_with_a_line_too_long_fails_its_action_as_over_tcp(
+    pbx: FakeAsterisk,
+) -> None:
+    """Issue 16: an AJAM answer with a line over the bound (its ActionID read)
+    fails its action with the error the TCP client gives for the same answer,
+    naming the bound and the line's key; the session and the poll go on."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        if params["Action"] != "Getvar":
+            return pbx(request)
+        body = b"Response: Success\r\nMessage: " + b"x" * (MAX_LINE_BYTES + 100) + b"\r\n\r\n"
+        return reply(body, action_id=params["ActionID"])
+
+    settings = ClientSettings(url=URL, username="router", secret="pw")
+    async with AJAMClient(settings, transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(AMIProtocolError) as raised:
+            await client.action("Getvar", {"Variable": "A"})
+        assert str(raised.value) == (
+            "Getvar: an AMI answer whose Message line is over 65536 bytes (the parser's "
+            "line bound): no Asterisk sends one (a broken or hostile AMI peer?)"
+        )
+        assert (await client.wait_event(5))[0].name == "RequestBadFormat"
+        assert client.session_generation == 1
+    assert [r["Action"] for r in pbx.requests] == ["Login", "WaitEvent", "Logoff"]
+
+
 async def test_stale_connection_retried_for_idempotent_only(pbx: FakeAsterisk) -> None:
     broken: set[str] = set()
 

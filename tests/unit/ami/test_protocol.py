@@ -21,6 +21,7 @@ from router.ami.protocol import (
     Action,
     ListCollector,
     RawmanParser,
+    UnreadableAnswer,
     assemble_result,
     encode_form,
     encode_query,
@@ -643,18 +644,94 @@ def test_a_line_just_within_the_bound_is_read() -> None:
     assert [i.get("ApplicationData") for i in assemble_result(messages).items][1] == value.decode()
 
 
-def test_an_answer_with_a_line_too_long_is_still_refused() -> None:
-    """An answer cannot be skipped (its action would wait for it in vain):
-    its line too long is still a protocol error, body or stream."""
-    body = b"Response: Success\r\nActionID: 1\r\nMessage: " + b"m" * (MAX_LINE_BYTES + 1)
-    with pytest.raises(AMIProtocolError, match="exceeds"):
-        parse_rawman(body + b"\r\n\r\n")
+def _answer_with_a_long(where: str, *, action_id: bool = True, crlf: bool = True) -> bytes:
+    """A ``Getvar`` answer with a line over 64 KiB (``where``: its ``Message``
+    line before or after its ``ActionID`` line, or its ``Response`` line
+    itself), then an event: the framing is whole, the blank line ends it."""
+    long = b"m" * (MAX_LINE_BYTES + 100)
+    lines = [b"Response: Success", b"ActionID: 1", b"Message: " + long, b"Value: 2"]
+    if where == "after":
+        lines[1], lines[2] = lines[2], lines[1]
+    elif where == "response":
+        lines[0] += long
+        lines[2] = b"Message: ok"
+    if not action_id:
+        lines.remove(b"ActionID: 1")
+    body = b"\n".join(lines) + b"\n\nEvent: Bar\nActionID: 1\n\n"
+    return body.replace(b"\n", b"\r\n") if crlf else body
+
+
+def _read(body: bytes, size: int | None) -> list[Message]:
+    """``body`` parsed whole (``size`` None) or fed to a stream in reads of ``size``."""
+    if size is None:
+        return parse_rawman(body)
     parser = RawmanParser()
-    *head, last = _chunks(body, 4096)
-    for chunk in head:
-        assert parser.feed(chunk) == []
+    messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
+    assert not parser.pending
+    assert parser.buffered == 0
+    return messages
+
+
+@pytest.mark.parametrize("where", ["before", "after", "response"])
+@pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
+@pytest.mark.parametrize("size", [None, 1 << 18, 65536, 4096, 7])
+def test_an_answer_with_a_line_too_long_fails_only_its_action(
+    size: int | None, crlf: bool, where: str
+) -> None:
+    """Issue 16: an answer with a line over the bound was a protocol error
+    although its block still ended at its blank line (over TCP the
+    connection was dropped: every action in flight failed, the event stream
+    reconnected with a gap). Its ``ActionID`` read, it stands for its
+    action's answer, which fails naming the bound and the line's key; what
+    follows is read on, as a body and as a stream, however the reads cut it."""
+    messages = _read(_answer_with_a_long(where, crlf=crlf), size)
+    assert [type(m) for m in messages] == [UnreadableAnswer, Event]
+    answer = messages[0]
+    assert isinstance(answer, Response)
+    assert answer.action_id == "1"
+    assert not answer.ok
+    key = "Response" if where == "response" else "Message"
+    with pytest.raises(AMIProtocolError) as raised:
+        assemble_result(messages)
+    assert str(raised.value) == (
+        f"an AMI answer whose {key} line is over {MAX_LINE_BYTES} bytes (the parser's "
+        "line bound): no Asterisk sends one (a broken or hostile AMI peer?)"
+    )
+    assert messages[1].get("Event") == "Bar"
+
+
+@pytest.mark.parametrize("size", [None, 4096])
+def test_an_answer_with_a_line_too_long_naming_no_action_is_still_refused(
+    size: int | None,
+) -> None:
+    """Without a readable ``ActionID`` (none, or it is the long line) which
+    action waits for it cannot be told: still a protocol error, naming the
+    bound, never the peer's bytes."""
+    bodies = [
+        _answer_with_a_long("before", action_id=False),
+        b"Response: Success\r\nActionID: 1" + b"j" * (MAX_LINE_BYTES + 1) + b"\r\n\r\n",
+    ]
+    for body, key in zip(bodies, ["Message", "ActionID"], strict=True):
+        with pytest.raises(AMIProtocolError) as raised:
+            _read(body, size)
+        said = str(raised.value)
+        assert f"whose {key} line is over {MAX_LINE_BYTES} bytes" in said
+        assert "the action it answers cannot be told" in said
+        assert "m" * 64 not in said
+        assert "j" * 64 not in said
+
+
+def test_a_long_line_of_a_block_neither_answer_nor_event_is_refused_at_once() -> None:
+    """A banner's or a block's that is no answer nor event: refused as soon
+    as the bound is passed, nothing read past."""
+    parser = RawmanParser(banner=True)
     with pytest.raises(AMIProtocolError, match="without a newline"):
-        parser.feed(last)
+        parser.feed(b"Asterisk Call Manager/" + b"9" * (MAX_LINE_BYTES + 10))
+    parser = RawmanParser()
+    with pytest.raises(AMIProtocolError, match="without a newline"):
+        parser.feed(b"Foo: " + b"9" * (MAX_LINE_BYTES + 10))
+    with pytest.raises(AMIProtocolError, match="no AMI answer nor event"):
+        parse_rawman(b"Foo: " + b"9" * (MAX_LINE_BYTES + 10) + b"\r\n\r\n")
 
 
 def test_events_skipped_for_a_long_line_are_said_once_a_minute(

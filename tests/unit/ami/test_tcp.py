@@ -281,18 +281,35 @@ async def test_a_listing_whose_closing_action_id_line_is_too_long_fails_at_once(
     assert fake.logins >= 2
 
 
-async def test_an_answer_with_a_line_too_long_fails_its_action_at_once(
-    fake: FakeAMI,
+async def test_an_answer_with_a_line_too_long_fails_only_its_action(
+    fake: FakeAMI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An answer's line over the bound drops the connection: its action
-    fails at once naming the bound (a safe one after one try more), and
-    the next action logs in again."""
+    """Issue 16: an answer with a line over the bound dropped the connection
+    although its block still ended at its blank line: every action in flight
+    failed with it, and the event stream reconnected with a gap. Its
+    ActionID read, only its action fails, at once, naming the bound and the
+    line's key (as over AJAM); the action in flight answered after it, and
+    the events, are read on the same session."""
+    fake.reverse_batch = 2  # the second Getvar's answer comes first
+    fake.long_answer = "x" * (MAX_LINE_BYTES + 1000)
+    fake.long_answer_variable = "BAD"
     async with TCPClient(settings(fake, request_timeout=30.0)) as client:
-        fake.long_answer = "x" * (MAX_LINE_BYTES + 1000)
-        with pytest.raises(AMIConnectionError, match=r"65536 bytes.*\(the parser's line bound\)"):
-            await client.send("Getvar", {"Variable": "A"}, validate=False)
-        fake.long_answer = None
+        good = asyncio.ensure_future(client.send("Getvar", {"Variable": "GOOD"}, validate=False))
+        bad = asyncio.ensure_future(client.send("Getvar", {"Variable": "BAD"}, validate=False))
+        with pytest.raises(AMIProtocolError) as raised:
+            await bad
+        assert str(raised.value) == (
+            "Getvar: an AMI answer whose Message line is over 65536 bytes (the parser's "
+            "line bound): no Asterisk sends one (a broken or hostile AMI peer?)"
+        )
+        assert (await good).response.get("Ping") == "Pong"
+        fake.push(("Event", "FullyBooted"))
+        assert [e.name for e in await client.wait_event(5)] == ["FullyBooted"]
+        assert client.session_generation == 1
+        fake.reverse_batch = 0
         assert (await client.send("Getvar", {"Variable": "A"}, validate=False)).response.ok
+    assert fake.logins == 1
+    assert "x" * 64 not in caplog.text
 
 
 async def test_event_with_an_action_id_before_its_response_is_an_event(fake: FakeAMI) -> None:
@@ -747,14 +764,26 @@ def test_stream_parser_takes_whole_blocks_and_ignores_blank_lines() -> None:
 
 
 def test_stream_parser_bounds_a_line_without_newline() -> None:
-    """An answer's endless line is a protocol error; an event's is read past,
-    holding no more than a few bytes of it, and the event is skipped (issue 16:
-    it dropped the connection, and the reconcile after the reconnect read it
-    again)."""
-    parser = RawmanParser(max_buffer=1 << 20)
-    parser.feed(b"Response: Success\r\nK: ")
-    with pytest.raises(AMIProtocolError, match="without a newline"):
-        parser.feed(b"v" * (MAX_LINE_BYTES + 10))
+    """An answer's endless line is read past as an event's is, holding no
+    more than a few bytes of it: the answer fails its action (issue 16: it
+    dropped the connection), or, naming no action, is a protocol error at
+    its end; the event is skipped (issue 16: it dropped the connection, and
+    the reconcile after the reconnect read it again)."""
+    for action_id, end in ((b"ActionID: 1\r\n", b""), (b"", b"Event: B\r\n\r\n")):
+        parser = RawmanParser(max_buffer=1 << 20)
+        parser.feed(b"Response: Success\r\n" + action_id + b"K: ")
+        for _ in range(40):  # 2.6 MB of one line
+            assert parser.feed(b"v" * (MAX_LINE_BYTES + 10)) == []
+            assert parser.buffered <= MAX_LINE_BYTES + 32
+        if action_id:
+            got = parser.feed(b"v\r\nL: 1\r\n\r\nEvent: B\r\n\r\n")
+            assert [(type(m).__name__, m.action_id) for m in got] == [
+                ("UnreadableAnswer", "1"),
+                ("Event", None),
+            ]
+        else:
+            with pytest.raises(AMIProtocolError, match="whose K line is over 65536 bytes"):
+                parser.feed(b"v\r\nL: 1\r\n\r\n" + end)
     parser = RawmanParser(max_buffer=1 << 20)
     parser.feed(b"Event: A\r\nK: ")
     for _ in range(40):  # 2.6 MB of one line
