@@ -52,7 +52,10 @@ CEL_INDEXES = (
 )
 
 #: Records read at most per replay: a bound on memory, not a normal limit
-#: (a busy PBX writes some 20 records per call).
+#: (a busy PBX writes some 20 records per call). A window holding more is
+#: read up to it, with a WARNING naming the store, the window and the count
+#: (:func:`_bounded_rows`): the calls of the rows past it are missing or
+#: incomplete.
 MAX_ROWS = 2_000_000
 #: Characters of text one read holds at most: each value is cut where it is
 #: read (:data:`_TEXT_LIMITS`), and this bounds their sum. Asterisk's
@@ -192,10 +195,19 @@ def _event_time(value: object, seq: object, refused: _Refused) -> float | None:
     return None
 
 
-def _bounded_rows(cursor: Any, where: str) -> Iterator[Any]:
+def _bounded_rows(
+    cursor: Any, where: str, since: float, until: float | None, limit: int
+) -> Iterator[Any]:
     """The rows of an executed query, fetched a batch at a time, while their
-    text stays within :data:`MAX_TEXT_CHARS` (else :class:`HistorySourceError`)."""
+    text stays within :data:`MAX_TEXT_CHARS` (else :class:`HistorySourceError`).
+
+    The query asks for ``limit`` + 1 rows (``limit`` is :data:`MAX_ROWS` as
+    the query was made): a row past ``limit`` is not yielded but said, once,
+    as a WARNING naming the store, the window and the count. That cut was
+    silent: a replay's calls were missing or incomplete, and nothing said so
+    (issue 16)."""
     total = 0
+    taken = 0
     while True:
         batch = cursor.fetchmany(10_000)
         if not batch:
@@ -208,7 +220,30 @@ def _bounded_rows(cursor: Any, where: str) -> Iterator[Any]:
                 "characters of text; no Asterisk writes that much (a broken or hostile writer "
                 "of the CEL store?)"
             )
+        if taken + len(batch) > limit:
+            yield from batch[: limit - taken]
+            log.warning(
+                "[history] cel: %s: the calls with records from %s to %s hold over %d "
+                "records (a replay's bound): only the first %d, in storage order, were "
+                "read; the calls of the rest are missing or incomplete (replay a shorter "
+                "window)",
+                where,
+                _moment(since),
+                "now" if until is None else _moment(until),
+                limit,
+                limit,
+            )
+            return
+        taken += len(batch)
         yield from batch
+
+
+def _moment(at: float) -> str:
+    """A window's end as a log says it: UTC, to the second."""
+    try:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return repr(at)
 
 
 def _lenient(raw: bytes) -> str:
@@ -289,28 +324,28 @@ class SqliteSource:
             f"THEN eventtime ELSE substr(eventtime, 1, {_TIME_CHARS}) END AS eventtime, {texts} "
             f"FROM {self.table} WHERE linkedid IN (SELECT DISTINCT linkedid FROM {self.table} "
             f"WHERE CAST(eventtime AS REAL) >= ? AND CAST(eventtime AS REAL) <= ?) "
-            f"ORDER BY rowid LIMIT {MAX_ROWS}"
+            f"ORDER BY rowid LIMIT {MAX_ROWS + 1}"
         )
 
     def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
-        top = until if until is not None else 1e12
         con = self._connect()
         try:
             try:
-                return self._read(con, since, top)
+                return self._read(con, since, until)
             except _Undecodable:
                 # A text that is no UTF-8 (a caller's name as a phone sent
                 # it) failed the whole read, every replay while it was in the
                 # window (issue 16). The rare read that meets one goes again,
                 # its bad bytes read as U+FFFD (a factory costs every value).
                 con.text_factory = _lenient
-                return self._read(con, since, top)
+                return self._read(con, since, until)
         finally:
             con.close()
 
     def _read(
-        self, con: sqlite3.Connection, since: float, top: float
+        self, con: sqlite3.Connection, since: float, until: float | None
     ) -> dict[str, list[CelRecord]]:
+        top = until if until is not None else 1e12
         deadline = time.monotonic() + READ_SECONDS
         # SQLite has no timeout of its own: past the deadline the query is
         # interrupted (an unindexed scan of a huge table, a slow disk).
@@ -319,7 +354,9 @@ class SqliteSource:
         refused = _Refused()
         where = str(self.path)
         try:
-            for row in _bounded_rows(con.execute(self.query, (since, top)), where):
+            query, limit = self.query, MAX_ROWS
+            rows = _bounded_rows(con.execute(query, (since, top)), where, since, until, limit)
+            for row in rows:
                 seq = row["seq"]
                 at = _event_time(row["eventtime"], seq, refused)
                 if at is not None:
@@ -429,7 +466,8 @@ class PostgresSource:
     def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
         low = datetime.fromtimestamp(since, UTC).replace(tzinfo=None)
         high = datetime.fromtimestamp(until if until is not None else 4e9, UTC).replace(tzinfo=None)
-        query = _PG_QUERY.format(table=self.table, limit=MAX_ROWS, limit_text=_TEXT_LIMIT)
+        limit = MAX_ROWS
+        query = _PG_QUERY.format(table=self.table, limit=limit + 1, limit_text=_TEXT_LIMIT)
         names = ("id", "eventtype", "eventtime", *_PG_TEXTS)
         where = f"table {self.table!r}"
         out: list[CelRecord] = []
@@ -439,7 +477,7 @@ class PostgresSource:
             cur = con.cursor()
             try:
                 cur.execute(query, (low, high))
-                for values in _bounded_rows(cur, where):
+                for values in _bounded_rows(cur, where, since, until, limit):
                     row = dict(zip(names, values, strict=False))
                     seq = row.get("id")
                     at = _event_time(row.get("eventtime"), seq, refused)

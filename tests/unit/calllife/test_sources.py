@@ -454,6 +454,45 @@ def test_a_read_holds_a_bounded_amount_of_text(
         SqliteSource(db).read(0)
 
 
+def test_a_window_over_the_row_bound_is_cut_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a replay's read stops at MAX_ROWS records (a bound on
+    memory), and that cut was silent: the calls past it were missing or
+    incomplete, nothing said so. It is a WARNING naming the store, the
+    window (from, to) and the count; a window just within it says nothing."""
+    from router.calllife import sources
+
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    first, last = call.records[0].at, call.records[-1].at
+    monkeypatch.setattr(sources, "MAX_ROWS", len(call.records))
+    with caplog.at_level("WARNING", logger="router.calllife"):
+        assert len(SqliteSource(db).read(first, last)[call.linkedid]) == len(call.records)
+    assert not caplog.records
+    monkeypatch.setattr(sources, "MAX_ROWS", 3)
+    with caplog.at_level("WARNING", logger="router.calllife"):
+        calls = SqliteSource(db).read(1_699_999_990.0, 1_700_000_100.0)
+        pg = PostgresSource(
+            "postgresql://db/asterisk", "cel", lambda dsn: FakeConnection(pg_rows())
+        )
+        pg_calls = pg.read(1_699_999_990.0, None)
+    assert [r.key for r in calls[call.linkedid]] == [r.key for r in call.records[:3]]
+    assert [r.key for r in pg_calls[call.linkedid]] == [r.key for r in call.records[:3]]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"[history] cel: {db}: the calls with records from 2023-11-14 22:13:10 UTC to "
+        "2023-11-14 22:15:00 UTC hold over 3 records (a replay's bound): only the first 3, "
+        "in storage order, were read; the calls of the rest are missing or incomplete "
+        "(replay a shorter window)",
+        "[history] cel: table 'cel': the calls with records from 2023-11-14 22:13:10 UTC to "
+        "now hold over 3 records (a replay's bound): only the first 3, in storage order, "
+        "were read; the calls of the rest are missing or incomplete (replay a shorter window)",
+    ]
+    assert all(r.levelname == "WARNING" for r in caplog.records)
+
+
 def test_a_read_past_its_deadline_is_stopped_naming_the_indexes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
