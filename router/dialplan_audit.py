@@ -29,6 +29,7 @@ from router.dialplan_lint import (
 )
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
+from router.wording import counted
 
 __all__ = [
     "MARKER",
@@ -61,6 +62,9 @@ class _Listing(Protocol):
 
     @property
     def items(self) -> Sequence[Item]: ...
+
+    @property
+    def unread_items(self) -> int: ...
 
 
 class DialplanAMI(Protocol):
@@ -141,6 +145,10 @@ async def _dialplan(
         return lint_inbound([]), False  # "Did not find context": none loaded
     except AMIError as exc:
         return [Finding("advice", f"the dialplan could not be read: {exc}")], True
+    if listing.unread_items:
+        # A step skipped for a line over the parser's bound: the lint would
+        # take the short listing for the context and find it lacking (issue 16).
+        return [Finding("advice", _short(INBOUND_CONTEXT, listing))], True
     findings = lint_inbound(listing.items)
     read: dict[str, str | None] = {}
     findings.extend(await _globals(client, listing.items, read, stand_ins))
@@ -459,15 +467,29 @@ NO_SUCH_CONTEXT = ListedContext(frozenset(), (), closed=True, missing=True)
 
 async def _show(client: DialplanAMI, params: Mapping[str, str]) -> _Listing | bool | None:
     """``ShowDialPlan``'s listing; False for "Did not find ..." (no such context
-    or extension), None when it cannot be read (privilege, connection)."""
+    or extension), None when it cannot be read (privilege, connection) or
+    not whole (a step skipped for a line over the parser's bound: a context
+    so read would look closed without it, and an extension missing)."""
     try:
-        return await client.action("ShowDialPlan", params)
+        listing = await client.action("ShowDialPlan", params)
     except AMIPrivilegeError:
         return None  # the inbound check above says so
     except AMIActionError:
         return False
     except AMIError:
         return None
+    return None if listing.unread_items else listing
+
+
+def _short(context: str, listing: _Listing) -> str:
+    """What a ``ShowDialPlan`` listing short of steps is said as."""
+    unread = listing.unread_items
+    return (
+        f"the dialplan could not be read whole: ShowDialPlan of [{context[:80]}] lacks "
+        f"{counted(unread, 'step')} of the {len(listing.items) + unread} it counts, each "
+        "skipped for a line over 64 KiB (no Asterisk sends one: a broken or hostile AMI "
+        "peer?); not judged"
+    )
 
 
 async def _listed(client: DialplanAMI, context: str) -> ListedContext | bool | None:

@@ -466,8 +466,12 @@ class Executor:
             return False if "did not find" in (result.response.message or "").lower() else None
         if not result.is_list:
             return None  # an answer that is no listing says nothing
-        # A listing without a numbered step (a hint alone runs nothing).
-        return any((item.get("Priority") or "").isdigit() for item in result.items)
+        if any((item.get("Priority") or "").isdigit() for item in result.items):
+            return True
+        # A listing without a numbered step (a hint alone runs nothing), unless
+        # it is short: an item skipped for a line over the parser's bound may
+        # be the step, and the Redirect was refused for it (issue 16).
+        return None if result.unread_items else False
 
     async def _one(self, action: Action, call: Call | None, channel: str | None) -> ActionOutcome:
         kind = action.kind

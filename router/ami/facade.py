@@ -31,6 +31,9 @@ class AMI(AMIActions[ActionResult]):
     Every method returns an :class:`~router.ami.protocol.ActionResult`
     (``.response``, ``.items``, ``.ok``); ``check=False`` on ``send`` returns a
     ``Response: Error`` instead of raising :class:`router.AMIActionError`.
+    A list's ``.unread_items`` says how many items it lacks (each skipped for
+    a line over the parser's bound): when it is not 0, an item missing from
+    ``.items`` proves nothing.
     """
 
     __slots__ = ("_sender",)

@@ -13,7 +13,8 @@ manage the AMI session they are sent on (``WaitEvent``, ``Logoff``,
 own and are refused for every token (:mod:`router.ami.own_session`).
 
 List actions (``CoreShowChannels``, ``Status``...) come back with their
-items: the AJAM client collects the event list before answering.
+items: the AJAM client collects the event list before answering; an item
+skipped for a line over the parser's bound is counted in ``unread_items``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 "response": _fields(result.response),
                 "items": [_fields(item) for item in result.items],
                 "complete": result.complete,
+                # Items its closing event counts that are not in "items":
+                # skipped for a line over the parser's bound (issue 16).
+                "unread_items": result.unread_items,
             }
         )
 
@@ -203,7 +207,7 @@ OPENAPI: dict[str, Any] = {
             "AmiFields": _FIELDS,
             "AmiResult": {
                 "type": "object",
-                "required": ["action", "response", "items", "complete"],
+                "required": ["action", "response", "items", "complete", "unread_items"],
                 "properties": {
                     "action": {"type": "string"},
                     "response": {"$ref": "#/components/schemas/AmiFields"},
@@ -212,6 +216,14 @@ OPENAPI: dict[str, Any] = {
                         "items": {"$ref": "#/components/schemas/AmiFields"},
                     },
                     "complete": {"type": "boolean"},
+                    "unread_items": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Items the list's closing event counts (`ListItems`) "
+                        "that are not in `items`: each skipped for a line over 64 KiB, which "
+                        "no Asterisk sends (a broken or hostile AMI peer). 0 when there are "
+                        "none, or no count to compare",
+                    },
                 },
             },
         }

@@ -13,11 +13,12 @@ import json
 import sys
 
 from router.ami.catalog import format_action_help, load_catalog
-from router.ami.protocol import Action, ActionResult
+from router.ami.protocol import MAX_LINE_BYTES, Action, ActionResult
 from router.commands._connect import add_connection_arguments, client_from_args
 from router.commands._values import usage_error
 from router.errors import AMIValidationError
 from router.logsafe import escape_controls, escape_json_line, peer_text
+from router.wording import counted
 
 #: How the command line skips the catalog (the Python API: ``validate=False``).
 RAW = "--raw"
@@ -87,6 +88,7 @@ def render_json(result: ActionResult) -> str:
             "response": result.response.to_dict(),
             "items": [i.to_dict() for i in result.items],
             "complete": result.complete,
+            "unread_items": result.unread_items,
         },
         ensure_ascii=False,
         indent=2,
@@ -141,6 +143,15 @@ async def _send(args: argparse.Namespace, action: Action) -> int:
         else escape_controls(render_text(result), keep_newlines=True),
         end="",
     )
+    if unread := result.unread_items:
+        # The list above is short: those items were skipped (each said in a
+        # WARNING of the parser), and a reader would take it for all (issue 16).
+        print(
+            f"callrouter ami: note: {action.name}: the list above lacks {counted(unread, 'item')} "
+            f"of the {len(result.items) + unread} its closing event counts (ListItems), each "
+            f"skipped for a line over {MAX_LINE_BYTES} bytes (the parser's line bound)",
+            file=sys.stderr,
+        )
     if not result.ok:
         print(
             # The answer above is whole (escaped); this line quotes it in part.

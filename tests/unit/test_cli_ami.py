@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import shutil
 from collections.abc import Callable, Iterator, Mapping
+from json import loads
 from pathlib import Path
 
 import pytest
 
 from router.ami.message import Response
-from router.ami.protocol import Action
+from router.ami.protocol import MAX_LINE_BYTES, Action
 from router.cli import main
 from router.commands.ami import build_action, parse_params
 from router.errors import AMIActionError, AMIValidationError
@@ -301,3 +302,54 @@ def test_a_refused_action_is_one_line_not_also_a_client_warning(
         "needs one of the write classes reporting, system (manager.conf)"
     ]
     assert not [r for r in caplog.records if "Permission denied" in r.getMessage()]
+
+
+@pytest.fixture
+def short_listing_peer() -> Iterator[int]:
+    """A native AMI peer whose ``CoreShowChannels`` lists three channels and
+    counts them (``ListItems: 3``), the second with a line over 64 KiB."""
+
+    def reply(head: Mapping[str, str], send: Callable[[str], None], _: int) -> None:
+        aid = head.get("ActionID", "")
+        if head.get("Action") != "CoreShowChannels":
+            send(f"Response: Success\r\nActionID: {aid}\r\n\r\n")
+            return
+        item = "Event: CoreShowChannel\r\nActionID: {}\r\nChannel: PJSIP/{}\r\n{}\r\n"
+        send(
+            f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
+            + item.format(aid, "1", "")
+            + item.format(aid, "2", "ApplicationData: " + "x" * (MAX_LINE_BYTES + 10) + "\r\n")
+            + item.format(aid, "3", "")
+            + f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+            "ListItems: 3\r\n\r\n"
+        )
+
+    with native_peer(reply) as port:
+        yield port
+
+
+@pytest.mark.parametrize("json", [False, True], ids=["text", "json"])
+def test_a_list_short_of_items_skipped_for_a_long_line_says_so_on_stderr(
+    short_listing_peer: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    json: bool,
+) -> None:
+    """Issue 16: an item skipped for a line over the parser's bound left the
+    printed list short, and nothing on the terminal said so (the parser's
+    WARNING goes to the log): a note on stderr names how many it could not read."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["ami", "CoreShowChannels", "--url", f"tcp://127.0.0.1:{short_listing_peer}"]
+    argv += ["--username", "u", "--auth", "plain", "--config", "/nonexistent.toml"]
+    assert main(argv + (["--json"] if json else [])) == 0
+    out, err = capsys.readouterr()
+    assert "PJSIP/1" in out
+    assert "PJSIP/3" in out
+    assert "PJSIP/2" not in out
+    if json:
+        assert loads(out)["unread_items"] == 1
+    assert err.splitlines()[-1] == (
+        "callrouter ami: note: CoreShowChannels: the list above lacks 1 item of the 3 its "
+        "closing event counts (ListItems), each skipped for a line over 65536 bytes (the "
+        "parser's line bound)"
+    )

@@ -17,6 +17,7 @@ from tests.unit.test_check_asterisk import older_inbound
 class Answer:
     response: dict[str, str] = field(default_factory=dict)
     items: Sequence[dict[str, str]] = ()
+    unread_items: int = 0
 
 
 class SlowWriter:

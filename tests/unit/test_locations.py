@@ -424,6 +424,14 @@ def listing(context: str, *items: dict[str, str]) -> ActionResult:
     )
 
 
+def short(result: ActionResult, unread: int) -> ActionResult:
+    """``result`` whose closing event counts ``unread`` items more than it
+    has: each skipped for a line over the parser's bound (issue 16)."""
+    count = str(len(result.items) + unread)
+    closing = Event((("Event", "ShowDialPlanComplete"), ("ListItems", count)))
+    return ActionResult(result.response, result.items, True, closing)
+
+
 class AskedAMI(FakeAMI):
     """ShowDialPlan answered as given; everything else Success."""
 
@@ -498,6 +506,12 @@ async def test_executor_sends_an_extension_the_context_may_have(context: str, ex
         ),
         pytest.param(error("Permission denied"), id="not-allowed"),
         pytest.param(AMIConnectionError("gone"), id="no-answer"),
+        # Issue 16: its only step skipped for a line over the parser's bound
+        # (a hint is left): the short listing refused the Redirect.
+        pytest.param(
+            short(listing("callrouter-dial", {"Extension": "Ivanov", "Priority": "hint"}), 1),
+            id="short",
+        ),
     ],
 )
 async def test_a_listing_older_than_a_reload_refuses_nothing_asterisk_has(
@@ -578,6 +592,32 @@ async def test_the_audit_reads_which_contexts_are_closed(
     target = RedirectTarget("callrouter-dial", None, "owner", "rules.yaml:9")
     audit = await audit_dialplan(client, [target])  # type: ignore[arg-type]
     assert audit.contexts["callrouter-dial"].closed is closed
+
+
+async def test_a_listing_short_of_steps_is_not_judged() -> None:
+    """Issue 16: a ShowDialPlan listing short of a step skipped for a line
+    over the parser's bound was judged as the whole context: read as closed
+    without it (the executor then refused a Redirect to the extension the
+    step was of), and the inbound context's lint found the step missing. The
+    audit counts such a listing as not read."""
+
+    class ShortClient(ListingClient):
+        async def action(
+            self, name: str, params: Mapping[str, Any] | None = None, **_: Any
+        ) -> ActionResult:
+            return short(await super().action(name, params), 1)
+
+    client = ShortClient({"callrouter-dial": [{"Extension": "_X.", "Priority": "1"}]})
+    target = RedirectTarget("callrouter-dial", None, "owner", "rules.yaml:9")
+    audit = await audit_dialplan(client, [target])  # type: ignore[arg-type]
+    assert "callrouter-dial" not in audit.contexts
+    assert audit.unread
+    assert [f.text for f in audit.findings if f.level != "ok"] == [
+        "the dialplan could not be read whole: ShowDialPlan of [callrouter-inbound] lacks "
+        "1 step of the 1 it counts, each skipped for a line over 64 KiB (no Asterisk sends "
+        "one: a broken or hostile AMI peer?); not judged",
+        "1 of the rules' redirect targets could not be looked up",
+    ]
 
 
 async def audited_engine(

@@ -291,6 +291,34 @@ async def test_list_action_answers_with_its_items(stub: StubEngine) -> None:
     assert [item["Channel"] for item in body["items"]] == [channel]
     assert body["items"][0]["Event"] == "CoreShowChannel"
     assert body["complete"] is True
+    assert body["unread_items"] == 0
+
+
+async def test_a_list_short_of_items_skipped_for_a_long_line_says_how_many(
+    stub: StubEngine,
+) -> None:
+    """Issue 16: an item skipped for a line over the parser's bound left the
+    list short, and the answer did not say so: ``unread_items`` counts them."""
+    from router.ami.facade import AMI
+    from router.ami.message import Event, Response
+    from router.ami.protocol import ActionResult
+
+    class ShortLister:
+        async def request(self, action: object, *, check: bool = True) -> ActionResult:
+            return ActionResult(
+                Response((("Response", "Success"), ("EventList", "start"))),
+                (Event((("Event", "CoreShowChannel"), ("Channel", "PJSIP/1"))),),
+                True,
+                Event((("Event", "CoreShowChannelsComplete"), ("ListItems", "3"))),
+            )
+
+    stub.ami = AMI(ShortLister())
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/CoreShowChannels", headers=bearer(SCOPED))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [item["Channel"] for item in body["items"]] == ["PJSIP/1"]
+    assert body["unread_items"] == 2
 
 
 async def test_503_at_once_when_the_engine_is_not_connected(stub: StubEngine) -> None:
