@@ -21,9 +21,8 @@ import re
 
 __all__ = ["ascii_float", "ascii_hex", "ascii_int"]
 
-#: More digits than any field we read can need; also keeps int() linear and cheap.
-MAX_DIGITS = 18
-
+# At most 18 digits: more than any field we read can need; also keeps int()
+# linear and cheap.
 _DEC = re.compile(r"[0-9]{1,18}", re.ASCII)
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}", re.ASCII)
 _FLOAT = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?", re.ASCII)

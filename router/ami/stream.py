@@ -200,7 +200,6 @@ class EventStream:
         self._handlers: list[tuple[re.Pattern[str] | None, EventHandler]] = []
         self._running = False
         self._stopped = False
-        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._unexpected = Throttle(log)
         #: The session generation of the last successful poll (None before the
         #: first), and when it came: a push is taken only within that session.

@@ -60,9 +60,6 @@ class ApiError(CallRouterError):
         self.headers = dict(headers or {})
         self.extra = extra
 
-    def to_problem(self) -> dict[str, object]:
-        return problem_body(self.status, self.detail, title=self.title, **self.extra)
-
 
 def bad_parameter(
     name: str, expected: str, value: str | None = None, *, where: str = "query parameter"

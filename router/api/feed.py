@@ -767,12 +767,6 @@ class EventFeed:
             reserved=reserved,
         )
 
-    @property
-    def last_cursor(self) -> int:
-        """The newest event's cursor: for readers of everything only (it says when
-        that event was; a scoped reader starts from :meth:`position`)."""
-        return self._last
-
     def position(self) -> int:
         """A cursor for "from now on" that tells nothing of any event: the clock.
 

@@ -190,7 +190,6 @@ class CallFold:
     originator: Leg | None = None
     started_at: float | None = None
     answered_at: float | None = None
-    answered_by: str | None = None
     #: The extension on the call now (answered, or the target of a transfer).
     current: str | None = None
     answered: bool = False
@@ -465,7 +464,6 @@ class CallFold:
         if not self.answered:
             self.answered = True
             self.answered_at = at
-            self.answered_by = who
         self.current = who
         return [self._event("answered", f"answered/{leg.uniqueid}", at, who)]
 

@@ -534,8 +534,3 @@ def open_source(settings: HistorySettings, *, connect: Connect | None = None) ->
     if settings.cel is not None:
         return PostgresSource(settings.cel, settings.table, connect)
     return None
-
-
-def iter_records(calls: Mapping[str, list[CelRecord]]) -> Iterator[CelRecord]:
-    for records in calls.values():
-        yield from records

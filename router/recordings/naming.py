@@ -109,9 +109,6 @@ class FileName:
     def content_type(self) -> str:
         return CONTENT_TYPES[self.format]
 
-    def with_format(self, fmt: str) -> FileName:
-        return FileName(self.call_id, self.part, fmt)
-
 
 def file_names(call_id: str, legs: str, fmt: str) -> tuple[FileName, ...]:
     """The files a ``record`` of ``call_id`` makes; ``ValueError`` for a bad value."""

@@ -36,7 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -1124,7 +1124,3 @@ class Sandbox:
                 out.append(f"--- {path} (last {lines} lines)")
                 out.extend(text[-lines:])
         return "\n".join(out) or "(no Asterisk log was written)"
-
-    def iter_log(self) -> Iterator[str]:
-        if self.log_path.exists():
-            yield from self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()

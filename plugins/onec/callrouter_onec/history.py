@@ -1144,10 +1144,6 @@ class HistorySender:
         if pruned:
             log.debug("1C history: pruned %d old rows", pruned)
 
-    async def send_batch(self, rows: list[QueuedEvent]) -> bool:
-        """Send in order; stop at the first "1C unavailable" and report ``False``."""
-        return await self._send(rows) == len(rows)
-
     async def _send(self, rows: list[QueuedEvent]) -> int:
         """Post rows in order until one fails; returns how many 1C answered (or refused)."""
         for done, row in enumerate(rows):

@@ -44,8 +44,6 @@ class CountryRules:
     #: E.164 bounds (without ``+``) for numbers that are looked up.
     min_digits: int = 10
     max_digits: int = 15
-    #: 1C matches clients on this many trailing digits.
-    match_digits: int = 10
 
     @property
     def plan(self) -> NumberPlan:
@@ -81,16 +79,10 @@ class PhoneNumber:
     number: str
     kind: NumberKind
     extension: str | None = None
-    match_digits: int = 10
 
     @property
     def lookup(self) -> bool:
         return self.kind is NumberKind.EXTERNAL
-
-    @property
-    def match_key(self) -> str:
-        """The trailing digits 1C compares, the same for every spelling of a number."""
-        return self.number[-self.match_digits :]
 
 
 def digits_only(text: str) -> str:
@@ -99,6 +91,7 @@ def digits_only(text: str) -> str:
 
 
 def normalize(raw: str, rules: CountryRules = RUSSIA) -> PhoneNumber:
-    """Canonical form of one caller ID under ``rules``: callrouter's, plus 1C's match key."""
+    """One caller ID under ``rules``, normalized by callrouter's own number plan so that 1C
+    is sent the number the rules and lists see."""
     parsed = parse_number(raw, rules.plan)
-    return PhoneNumber(raw, parsed.number, parsed.kind, parsed.extension, rules.match_digits)
+    return PhoneNumber(raw, parsed.number, parsed.kind, parsed.extension)

@@ -656,7 +656,6 @@ class RecordingUploader:
         self._prune_after = 0
         self._prune_at = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         #: Since when (monotonic) and how many attempts 1C has been away (:class:`_Away`).
         self._away_since: float | None = None
         self._away_attempts = 0
@@ -749,9 +748,6 @@ class RecordingUploader:
             )
         return what
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def _store_failed(self, exc: sqlite3.OperationalError) -> None:
         """The queue or the catalog cannot be used now (a lock held elsewhere, a
         full disk, a file written back and not opened again): the step is tried
@@ -788,9 +784,7 @@ class RecordingUploader:
                 log.exception("onec: the recordings upload loop failed; going on")
             else:
                 self._store_works()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
+            await asyncio.sleep(self.poll)
 
     async def step(self) -> int:
         """Take newly closed recordings in and deliver what is due; how many were delivered."""
