@@ -31,6 +31,77 @@ def test_every_router_path_the_page_names_exists() -> None:
     assert missing == []
 
 
+def _map_rows(page: str) -> list[str]:
+    """The rows of the page's module map table, each one line."""
+    section = page.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| `")]
+
+
+#: A file a map row names: ``router/...``, ``callrouter_onec/...``, or a name
+#: (``app.py``, ``ui/``, ``ami/event_filter.py``) in the folder of the row's module.
+_NAMED_FILE = re.compile(r"`((?:[\w.-]+/)*(?:[\w-]+\.(?:py|json)|[\w-]+/))`")
+
+
+def _named_in_map(page: str) -> set[Path]:
+    """Every file and folder the module map names, resolved against the repository."""
+    named: set[Path] = set()
+    for row in _map_rows(page):
+        first = row.split("|")[1]
+        head = re.search(r"`(router/[\w/.]*)`", first)
+        assert head is not None, f"a map row that names no router module: {row[:80]}"
+        base = Path(head.group(1)) if head.group(1).endswith("/") else Path(head.group(1)).parent
+        for name in _NAMED_FILE.findall(row):
+            if name.startswith("router/"):
+                named.add(ROOT / name)
+            elif name.startswith("callrouter_onec/"):
+                named.add(ROOT / "plugins" / "onec" / name)
+            else:
+                named.add(ROOT / base / name)
+    return named
+
+
+#: The folders whose every module the map names one by one; every other package
+#: of router/ is named as a folder (``router/api/``) and its row says what it holds.
+_ONE_BY_ONE = ("router", "router/ami")
+
+
+def _map_problems(page: str) -> list[str]:
+    named = _named_in_map(page)
+    problems = [
+        f"named but not there: {path.relative_to(ROOT)}"
+        for path in sorted(named)
+        if not path.exists()
+    ]
+    for folder in _ONE_BY_ONE:
+        for module in sorted((ROOT / folder).glob("*.py")):
+            if module.stat().st_size and module not in named:
+                problems.append(f"not in the map: {module.relative_to(ROOT)}")
+    for package in sorted((ROOT / "router").glob("*/__init__.py")):
+        folder = package.parent
+        if str(folder.relative_to(ROOT)) not in _ONE_BY_ONE and folder not in named:
+            problems.append(f"not in the map: {folder.relative_to(ROOT)}/")
+    return problems
+
+
+def test_the_module_map_names_every_module_and_only_modules_that_exist() -> None:
+    """issue 16: the map had gone without router/errors.py, router/eager.py,
+    router/cli.py, router/ami/facade.py and 18 more modules added since."""
+    assert _map_problems(PAGE) == []
+
+
+def test_the_module_map_check_finds_a_missing_and_a_made_up_module() -> None:
+    rows = _map_rows(PAGE)
+    errors_row = next(r for r in rows if "`router/errors.py`" in r)
+    without = PAGE.replace(errors_row + "\n", "")
+    assert _map_problems(without) == ["not in the map: router/errors.py"]
+    api_row = next(r for r in rows if r.startswith("| `router/api/` |"))
+    assert _map_problems(PAGE.replace(api_row + "\n", "")) == ["not in the map: router/api/"]
+    made_up = PAGE.replace("`router/errors.py`", "`router/errors.py`, `router/gone.py`")
+    assert _map_problems(made_up) == ["named but not there: router/gone.py"]
+    bare = PAGE.replace("`preflight.py` is", "`preflight.py` and `gone.py` are")
+    assert _map_problems(bare) == ["named but not there: router/commands/gone.py"]
+
+
 def test_every_class_attribute_the_page_names_exists() -> None:
     named = set(re.findall(r"`(\w+)\.(\w+)(?:\(\))?`", PAGE))
     checked = [(cls, attr) for cls, attr in named if cls in CLASSES]
