@@ -2,7 +2,7 @@
 
 Data path (docs/architecture.md)::
 
-    AJAM WaitEvent -> EventStream -> CallTracker -> plugins.event
+    AJAM WaitEvent, or a TCP read -> EventStream -> CallTracker -> plugins.event
                                   -> request event -> rules (lookups from plugins)
                                   -> Executor (AMI) -> confirmed by Newexten -> decision log
 
@@ -481,7 +481,8 @@ class Engine:
 
     @property
     def records(self) -> list[RouteRecord]:
-        """Every decision taken, newest last (bounded), for tests, the demo, status."""
+        """The last decisions (at most 1,000), newest last: what ``EngineAPI.decision``
+        answers from, and what tests, the demo and the benchmarks read; the log has them all."""
         return self.router.records
 
     # -- what plugins get (router.hookspecs.EngineAPI, through self.api) ----------------
@@ -841,8 +842,10 @@ class Engine:
     async def serve(self) -> None:
         """Consume events until :meth:`request_stop`.
 
-        The loop iterates the stream directly (no future per event: this is
-        the hot path); a stop request cancels the long-poll it is waiting in.
+        A poll's events are taken as one batch (two generator steps a poll, not
+        two an event: this is the hot path), and over TCP a read's events as it
+        is read (:meth:`_take_pushed`), in Asterisk's order either way; a stop
+        request cancels the long-poll the loop waits in.
         """
         assert self._stream is not None, "call start() first"
         self._serve_task = asyncio.current_task()
@@ -1204,7 +1207,8 @@ class Engine:
             return swapped
 
     def _digests(self, rules: RuleSet) -> tuple[dict[Path, str], dict[Path, str]]:
-        """The files under the rule paths and ``rules``' list files as they are now."""
+        """The files under the rule paths and ``rules``' list files, by content: a
+        reload of byte for byte what is in use swaps nothing and says so once."""
         return source_digests(self.rules.paths), source_digests((), rules.list_digests)
 
     def request_reload(self) -> None:
@@ -1379,8 +1383,9 @@ class Engine:
 
     async def _refilter(self) -> None:
         """After a reload: the new rules may need other events (an ``on: event``
-        rule added or removed). Widening applies to the live session; narrowing
-        at the next login (Asterisk cannot remove a session's filters)."""
+        rule added or removed). The raw-text narrowers and a wider selection
+        apply at once; a narrower one only at the next login, since Asterisk
+        cannot remove a session's filters."""
         self._client.set_narrowing(await self.event_narrowing())
         selection = await self.event_selection()
         if selection == self._client.event_selection:
@@ -1838,7 +1843,9 @@ class Engine:
         return submitted
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait for in-flight routing tasks (tests, demo, shutdown)."""
+        """Wait for in-flight routing tasks, so that what they decided can be read
+        (the test kit's ``settle``, the demo, the benchmarks); :meth:`stop` drains
+        them itself, bounded (:meth:`_drain_in_stop`)."""
         if self.router.tasks:
             await asyncio.wait(set(self.router.tasks), timeout=timeout)
 

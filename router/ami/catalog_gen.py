@@ -886,11 +886,14 @@ R = TypeVar("R", bound=ActionResultLike)
 
 
 class AMIActions(Generic[R]):
-    """Mixin giving the AJAM client one typed method per catalog action.
+    """Mixin giving a client one typed method per catalog action.
 
-    The class it is mixed into provides ``request(action, *, check=True)``
-    (``router.ami.client.AJAMClient``); a list action's result carries its items,
-    complete.
+    Mixed into both clients (``router.ami.client.AJAMClient``,
+    ``router.ami.tcp.TCPClient``) and into the facade plugins get
+    (``router.ami.facade.AMI``), so that all three check an action against the
+    catalog the same way; each provides ``request(action, *, check=True)``,
+    which every typed method ends in. A list action's result carries its
+    items, and ``complete`` says whether its closing event came.
     """
 
     __slots__ = ()
