@@ -134,6 +134,11 @@ def log_task_failure(task: asyncio.Task[Any], *, logger: logging.Logger | None =
         )
 
 
+#: Keys a :class:`Throttle` remembers: past it the oldest is forgotten, so that
+#: failures with ever new keys cannot grow it.
+_THROTTLE_KEYS = 1024
+
+
 class Throttle:
     """Log a recurring failure once per ``interval`` per key, counting the rest."""
 
@@ -142,12 +147,10 @@ class Throttle:
         logger: logging.Logger,
         *,
         interval: float = 60.0,
-        max_keys: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = logger
         self._interval = interval
-        self._max_keys = max_keys
         self._clock = clock
         #: key -> (last logged at, suppressed since then)
         self._seen: dict[str, tuple[float, int]] = {}
@@ -170,7 +173,7 @@ class Throttle:
             self._seen[key] = (last[0], last[1] + 1)
             return False
         suppressed = last[1] if last is not None else 0
-        if last is None and len(self._seen) >= self._max_keys:
+        if last is None and len(self._seen) >= _THROTTLE_KEYS:
             self._seen.pop(next(iter(self._seen)))
         self._seen[key] = (now, 0)
         if suppressed:

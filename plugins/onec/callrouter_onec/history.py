@@ -215,7 +215,7 @@ class HistoryQueue(WrittenBackFile):
     duplicate is still recognised. The file holds at most ``max_rows`` rows:
     pruning drops the oldest undelivered events beyond that (logged), and keeps
     only as many delivered and dropped ones as there is room left.
-    Every method blocks on SQLite (up to ``busy_timeout`` on a lock held
+    Every method blocks on SQLite (up to :data:`BUSY_TIMEOUT` on a lock held
     elsewhere, then ``sqlite3.OperationalError``): call them off the event loop,
     as :class:`HistorySender` does. They are safe from any thread.
     """
@@ -226,7 +226,6 @@ class HistoryQueue(WrittenBackFile):
         *,
         retention: float = 7 * 86400,
         max_rows: int = MAX_ROWS,
-        busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
         missed_max_age: float = MISSED_MAX_AGE,
         missed_max_rows: int = MISSED_MAX_ROWS,
@@ -242,7 +241,6 @@ class HistoryQueue(WrittenBackFile):
         self._lock = threading.Lock()
         #: What :meth:`counts` found last (shown while the queue is busy).
         self._counts: dict[str, int] = {}
-        self._busy_timeout = busy_timeout
         self._missed_limits = (missed_max_age, missed_max_rows)
         #: What :meth:`put_back` found ("deleted", "replaced") when the file it
         #: wrote back could not be opened; None: the connection is open.
@@ -263,7 +261,7 @@ class HistoryQueue(WrittenBackFile):
         connection, the missed calls and the file's identity go together)."""
         target = self.path if self._at is None else self._at
         db = sqlite3.connect(
-            target, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+            target, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
         )
         try:
             db.execute("PRAGMA journal_mode=WAL")

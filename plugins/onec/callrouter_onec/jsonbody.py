@@ -82,7 +82,7 @@ def _constant(name: str) -> object:
     raise BodyError(f"{name} is not JSON")
 
 
-def decode_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> object:
+def decode_json(content: bytes) -> object:
     """The JSON value of a UTF-8 body (a BOM is allowed: many 1C modules write one).
 
     The size bound is the client's (it stops reading at ``max_body``); this
@@ -93,9 +93,9 @@ def decode_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> object:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BodyError("answer is not UTF-8") from None
-    depth = nesting_depth(content, max_depth)
-    if depth > max_depth:
-        raise BodyError(f"answer nests deeper than {max_depth} levels")
+    depth = nesting_depth(content, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise BodyError(f"answer nests deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
     except BodyError:
