@@ -1217,8 +1217,9 @@ class HistorySender:
         if self._failing_since is None:
             return
         log.info(
-            "1C history: delivery to 1C recovered after %d failed attempts in %s",
+            "1C history: delivery to 1C recovered after %d failed %s in %s",
             self._failed_posts,
+            "attempt" if self._failed_posts == 1 else "attempts",
             _age(time.monotonic() - self._failing_since),
         )
         self._failing_since = None

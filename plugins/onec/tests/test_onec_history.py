@@ -297,6 +297,28 @@ async def test_failing_delivery_is_one_warning_and_its_recovery_one_info(
     assert "body" not in caplog.text
 
 
+async def test_recovery_after_one_failed_post_says_one_attempt(
+    tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen live on the sandbox (issue 16): an event post that timed out once
+    (1C slower than event_timeout), then went through, logged "recovered after
+    1 failed attempts". One failed post is one attempt."""
+    events = events_for(1)
+    double.faults.add("503", count=1)
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        for event in events:
+            sender.submit(event)
+        with caplog.at_level(logging.INFO, logger="callrouter_onec.history"):
+            sender.start()
+            assert await sender.drain(10)
+            await sender.stop()
+    assert_exactly_once(double, events)
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert len(infos) == 1, infos
+    assert infos[0].startswith("1C history: delivery to 1C recovered after 1 failed attempt in ")
+
+
 async def test_events_are_dropped_after_max_age_with_a_log_line(
     tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
 ) -> None:
