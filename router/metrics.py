@@ -219,7 +219,7 @@ class Metrics:
         )
         self.lookup_seconds = Histogram(
             "callrouter_lookup_seconds",
-            "Lookup time by lookup (answers reused from a prefetch not included).",
+            "Lookup time by lookup (answers reused from an earlier rule of the call not included).",
             ["lookup"],
             buckets=LOOKUP_BUCKETS,
             registry=r,

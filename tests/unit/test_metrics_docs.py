@@ -162,3 +162,45 @@ async def test_the_grafana_dashboard_uses_only_served_metrics() -> None:
     assert used <= exposed, sorted(used - exposed)
     # Every served family is on the dashboard or deliberately left to Zabbix/alerts.
     assert {"callrouter_decisions_total", "callrouter_fallthroughs_total"} <= used
+
+
+#: Where each page tells what ``reused`` means: the decision line's paragraph,
+#: the JSON ``lookups`` field and the two lookup metrics.
+_REUSED_PLACES = {
+    REPO / "docs" / "operations.md": (
+        "After `lookups` come",
+        "| `lookups` |",
+        "| `callrouter_lookup_seconds` |",
+        "| `callrouter_lookups_total` |",
+    ),
+    REPO / "docs" / "ru" / "operations.md": (
+        "После `lookups` —",
+        "| `lookups` |",
+        "| `callrouter_lookup_seconds` |",
+        "| `callrouter_lookups_total` |",
+    ),
+}
+_EARLIER_RULE = {"operations.md": "earlier rule", "ru": "более ранн"}
+
+
+@pytest.mark.parametrize("page", list(_REUSED_PLACES), ids=lambda p: p.parent.name)
+def test_reused_is_described_as_an_earlier_rule_s_answer(page: Path) -> None:
+    """A lookup is ``reused`` when an earlier rule of the same call asked it with the
+    same arguments (router/rules/evaluate.py's memo; tests/unit/rules/test_rules_good.py,
+    the deputy sharing the owner's 1C answer). The pages said "the prefetch had already
+    asked", but 60 calls routed live through the 1C plugin, whose lookup the prefetch
+    starts at Newchannel, never showed ``reused`` (issue 16)."""
+    text = page.read_text(encoding="utf-8")
+    words = _EARLIER_RULE["ru" if page.parent.name == "ru" else "operations.md"]
+    for start in _REUSED_PLACES[page]:
+        assert text.count(start) == 1, (page.name, start)
+        place = text.split(start, 1)[1].split("\n\n", 1)[0].split("\n|", 1)[0]
+        assert "reused" in place, (page.name, start)
+        assert words in place, f"{page}: {start!r} does not say `reused` is {words!r}: {place}"
+
+
+def test_the_lookup_time_help_says_what_is_left_out() -> None:
+    """The ``callrouter_lookup_seconds`` HELP text, what a scrape shows, says the same."""
+    metrics = Metrics()
+    assert "earlier rule" in metrics.lookup_seconds._documentation
+    assert "prefetch" not in metrics.lookup_seconds._documentation
