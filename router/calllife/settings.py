@@ -131,6 +131,11 @@ def read_history(reader: Reader) -> HistorySettings:
                 raise reader.error("cel", f"not a URL ({exc}): {cel!r}") from None
             if not path or path == "/":
                 raise reader.error("cel", "sqlite:///PATH needs the file's path")
+            if path.startswith("//"):
+                # sqlite:////var/log/... (SQLAlchemy's way to write an absolute
+                # path) is the same file; kept as //var/..., SQLite read "var"
+                # as the host of its file: URI and every replay failed.
+                path = "/" + path.lstrip("/")
             if not Path(path).is_absolute():
                 path = str(reader.base_for("cel") / path)
             _check_sqlite_path(reader, Path(path))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.calllife.model import CallEvent
+from router.calllife.sources import open_source
 from router.cli import main
 from router.commands.history import parse_moment
 from router.config import load_config
@@ -320,6 +321,27 @@ def test_a_cel_store_that_cannot_be_is_told_at_load_with_its_line(
     assert re.search(said, first), first
     later = load_config(config(tmp_path, tmp_path / "later.db")).history
     assert later.sqlite_path == tmp_path / "later.db"
+
+
+def test_a_sqlite_url_with_four_slashes_reads_the_same_file(tmp_path: Path) -> None:
+    """Issue 16, seen on the sandbox: `cel = "sqlite:////var/.../cel.db"` (four
+    slashes, SQLAlchemy's way to write an absolute path) passed `check` and the
+    start, and every replay then failed with SQLite's "invalid uri authority:
+    var". It names the same file as three slashes do, and is read."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret = "s"\n[history]\ncel = "sqlite:///{db}"\n',
+        encoding="utf-8",
+    )
+    history = load_config(path).history
+    assert history.sqlite_path == db
+    source = open_source(history)
+    assert source is not None
+    assert list(source.read(0)) == [call.linkedid]
 
 
 def test_a_postgresql_store_without_psycopg_is_told_at_load(
