@@ -1197,7 +1197,11 @@ class HistorySender:
         self._failing_since = time.monotonic()
         status = getattr(exc, "status", None)
         url = getattr(exc, "url", None)
-        if isinstance(status, int):
+        if isinstance(status, int) and 200 <= status < 300 and isinstance(exc, OneCUnavailable):
+            # A 200 is no reason: say what was wrong with the answer, in our words
+            # (the client's detail quotes no body), e.g. not JSON.
+            what = f"HTTP {status}: {exc.detail}"
+        elif isinstance(status, int):
             what = f"HTTP {status}"
         elif isinstance(exc, OneCUnavailable):
             what = exc.detail  # our own words (a timeout, a refused connection), no body

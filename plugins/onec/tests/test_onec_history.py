@@ -319,6 +319,31 @@ async def test_recovery_after_one_failed_post_says_one_attempt(
     assert infos[0].startswith("1C history: delivery to 1C recovered after 1 failed attempt in ")
 
 
+async def test_a_200_that_is_no_acknowledgement_is_named_in_the_warning(
+    tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen live (issue 16): 1C answering an event with 200 and plain text logged
+    "delivery to 1C failing (HTTP 200 from POST ...)", a success code as the only
+    reason. The warning says what was wrong, still without the body's text."""
+    events = events_for(1)
+    double.faults.add("text200", count=1)
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        for event in events:
+            sender.submit(event)
+        with caplog.at_level(logging.INFO, logger="callrouter_onec.history"):
+            sender.start()
+            assert await sender.drain(10)
+            await sender.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "1C history: delivery to 1C failing (HTTP 200: answer is not JSON (JSONDecodeError) "
+        "from POST /demo/hs/telephony/v1/calls/events); retrying with backoff up to 0.1 s, "
+        "events wait in the queue; one line when it recovers"
+    ]
+    assert "Ошибка" not in caplog.text
+
+
 async def test_events_are_dropped_after_max_age_with_a_log_line(
     tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
 ) -> None:
