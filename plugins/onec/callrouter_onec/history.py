@@ -1172,15 +1172,22 @@ class HistorySender:
                 await self._db(self.queue.mark_failed, row.id, detail)
                 now = self.queue.now()
                 for old in await self._db(self.queue.expired, self.max_age):
+                    # An event behind its call's undelivered one was never posted:
+                    # say so, not "after 0 attempts" with another event's failure.
+                    tried = (
+                        f"undelivered after {old.attempts} failed "
+                        f"{'attempt' if old.attempts == 1 else 'attempts'}"
+                        if old.attempts
+                        else "never sent: it waited behind an earlier event of its call"
+                    )
                     log.warning(
-                        "1C history: dropped %s of call %s, %s old, undelivered after "
-                        "%d attempts (events_max_age %s): %s",
+                        "1C history: dropped %s of call %s, %s old, %s (events_max_age %s): %s",
                         old.event,
                         old.call_id,
                         _age(now - old.created),
-                        old.attempts,
+                        tried,
                         _age(self.max_age),
-                        detail,
+                        _failure(exc),
                     )
                     await self._db(self.queue.mark_dropped, old.id, detail)
                 return done
@@ -1195,24 +1202,10 @@ class HistorySender:
         if self._failing_since is not None:
             return
         self._failing_since = time.monotonic()
-        status = getattr(exc, "status", None)
-        url = getattr(exc, "url", None)
-        if isinstance(status, int) and 200 <= status < 300 and isinstance(exc, OneCUnavailable):
-            # A 200 is no reason: say what was wrong with the answer, in our words
-            # (the client's detail quotes no body), e.g. not JSON.
-            what = f"HTTP {status}: {exc.detail}"
-        elif isinstance(status, int):
-            what = f"HTTP {status}"
-        elif isinstance(exc, OneCUnavailable):
-            what = exc.detail  # our own words (a timeout, a refused connection), no body
-        else:
-            what = type(exc).__name__
-        path = urlsplit(url).path if isinstance(url, str) and url else "/v1/calls/events"
         log.warning(
-            "1C history: delivery to 1C failing (%s from POST %s); retrying with backoff "
+            "1C history: delivery to 1C failing (%s); retrying with backoff "
             "up to %g s, events wait in the queue; one line when it recovers",
-            what,
-            path,
+            _failure(exc),
             self.max_delay,
         )
 
@@ -1228,6 +1221,25 @@ class HistorySender:
         )
         self._failing_since = None
         self._failed_posts = 0
+
+
+def _failure(exc: Exception) -> str:
+    """Why a post failed, for the log: the HTTP status (or what went wrong) and the
+    URL's path, never the answer's body (1C's module error text)."""
+    status = getattr(exc, "status", None)
+    url = getattr(exc, "url", None)
+    if isinstance(status, int) and 200 <= status < 300 and isinstance(exc, OneCUnavailable):
+        # A 200 is no reason: say what was wrong with the answer, in our words
+        # (the client's detail quotes no body), e.g. not JSON.
+        what = f"HTTP {status}: {exc.detail}"
+    elif isinstance(status, int):
+        what = f"HTTP {status}"
+    elif isinstance(exc, OneCUnavailable):
+        what = exc.detail  # our own words (a timeout, a refused connection), no body
+    else:
+        what = type(exc).__name__
+    path = urlsplit(url).path if isinstance(url, str) and url else "/v1/calls/events"
+    return f"{what} from POST {path}"
 
 
 def complete(payload: dict[str, Any]) -> dict[str, Any]:

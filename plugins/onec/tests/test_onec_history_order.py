@@ -174,6 +174,51 @@ async def test_an_expired_event_is_dropped_with_call_event_and_age(
     assert "events_max_age 3d 0h" in line.message
 
 
+async def test_an_expired_call_s_drops_say_what_was_tried_without_the_body(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen live on the sandbox (issue 16), 1C answering 503 past events_max_age:
+    the ringing's line said "after 6 attempts", and the call's answered and hangup,
+    never posted behind it, "after 0 attempts", each with the ringing's failure and
+    the proxy's HTML body. Now the ringing's attempts (one is "1 failed attempt"),
+    "never sent" for those behind it, and the status and path without the body."""
+    now = [1_000_000.0]
+
+    class Down1C(Recording1C):
+        async def __call__(self, payload: Mapping[str, Any]) -> EventAck:
+            self.tried.append((str(payload["call_id"]), str(payload["event"])))
+            raise OneCUnavailable(
+                "1C or its proxy is unavailable",
+                status=503,
+                body="<html><title>503 Service Unavailable</title></html>",
+                url="http://1c/base/hs/telephony/v1/calls/events",
+            )
+
+    poster = Down1C(failing=set())
+    with HistoryQueue(tmp_path, clock=lambda: now[0]) as queue:
+        for event in call_events("3.2"):
+            queue.enqueue(event)
+        queue.mark_failed(queue.pending(limit=1)[0].id, "timed out")  # one earlier attempt
+        now[0] += 3 * 86400 + 7200
+        sender = fast_sender(queue, poster)
+        with caplog.at_level(logging.WARNING, logger="callrouter_onec.history"):
+            sender.start()
+            for _ in range(200):
+                if queue.counts().get("dropped") == 2:
+                    break
+                await asyncio.sleep(0.02)
+            await sender.stop()
+        assert queue.counts() == {"dropped": 2}
+    lines = [r.message for r in caplog.records if "dropped" in r.message]
+    assert lines == [
+        "1C history: dropped ringing of call 3.2, 3d 2h old, undelivered after 2 failed "
+        "attempts (events_max_age 3d 0h): HTTP 503 from POST /base/hs/telephony/v1/calls/events",
+        "1C history: dropped missed of call 3.2, 3d 2h old, never sent: it waited behind an "
+        "earlier event of its call (events_max_age 3d 0h): HTTP 503 from POST "
+        "/base/hs/telephony/v1/calls/events",
+    ]
+
+
 def test_undelivered_events_beyond_max_rows_are_dropped_loudly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -254,3 +299,15 @@ async def test_a_row_callrouter_cannot_have_written_is_dropped_and_the_rest_deli
         "1C history: onec-history.sqlite3 holds event 1 ('ringing' of call '1.1') that "
         "callrouter cannot have written (damaged or tampered); dropped"
     ]
+
+
+@pytest.mark.parametrize("page", ["docs/onec.md", "docs/ru/onec.md"])
+def test_the_docs_quote_the_drop_lines_as_logged(page: str) -> None:
+    """docs/onec.md (events_max_age) quotes both drop lines of the test above."""
+    text = (Path(__file__).parents[3] / page).read_text(encoding="utf-8")
+    assert (
+        "`1C history: dropped ringing of call 1764590400.17, 3d 0h old, undelivered after 912 "
+        "failed attempts (events_max_age 3d 0h): HTTP 503 from POST "
+        "/base/hs/telephony/v1/calls/events`" in text
+    )
+    assert "`never sent: it waited behind an earlier event of its call`" in text
