@@ -14,13 +14,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_onec_plugin import onec_table, write_config
 
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
 from callrouter_onec.plugin import OneCPlugin
 from router.testing import StubEngine
-from tests.test_onec_plugin import onec_table, write_config
 
 PAD = "x" * 20_000  # an event bigger than the room a full file leaves
 START = datetime(2024, 5, 1, 12, 0, 0)

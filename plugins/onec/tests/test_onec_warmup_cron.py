@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_onec_plugin import onec_table
 
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.plugin import OneCPlugin
 from router import ConfigError, cron_trigger, rules_timezone
 from router.testing import StubEngine, config_from_toml
-from tests.test_onec_plugin import onec_table
 
 TUESDAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
