@@ -37,6 +37,7 @@ from lxml import etree
 from router.ami.hazards import HAZARDOUS_ACTIONS, hazard
 from router.ami.message import Event, Message, Response, normalize_key
 from router.errors import AMIProtocolError, AMIValidationError
+from router.logsafe import peer_text
 
 __all__ = [
     "KNOWN_KEYS",
@@ -982,6 +983,10 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
     return messages
 
 
+#: An HTML page's title, said in the error when one comes instead of an answer.
+_HTML_TITLE = re.compile(rb"<title[^>]{0,200}>([^<]{1,200})<", re.IGNORECASE)
+
+
 def parse_body(
     body: bytes,
     content_type: str | None = None,
@@ -1003,6 +1008,19 @@ def parse_body(
     events unparsed.
     """
     kind = (content_type or "").lower()
+    if kind.startswith(("text/html", "application/xhtml")):
+        # Asterisk's manager answers text/plain or text/xml; an HTML page is
+        # a proxy's or a web server's (its error page): said as such, not as
+        # "body ends in the middle of a line (truncated)".
+        title = _HTML_TITLE.search(body[:4096])
+        said_title = (
+            f" titled {peer_text(title.group(1).decode('latin-1').strip())!r}" if title else ""
+        )
+        raise AMIProtocolError(
+            f"an HTML page{said_title} (Content-Type {peer_text(content_type)}), not a "
+            "manager answer: something other than Asterisk's manager answers at this url "
+            "(a proxy, or another web server)"
+        )
     said: WireFormat | None = (
         "mxml" if "xml" in kind else "rawman" if kind.startswith("text/plain") else None
     )

@@ -780,3 +780,25 @@ async def test_an_empty_waitevent_answer_is_a_gap_the_stream_reports_then_it_goe
     assert len(lost) == 1
     assert "empty body" in lost[0]
     assert [r["Action"] for r in pbx.requests].count("Login") == 1
+
+
+async def test_an_html_page_in_place_of_an_answer_is_said_as_one(pbx: FakeAsterisk) -> None:
+    """A proxy's error page with HTTP 200 came out as "body ends in the middle
+    of a line (truncated)", which sent the reader looking at Asterisk."""
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>nginx</h1></body></html>"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        real = pbx(request)
+        if b"Action=WaitEvent" not in request.content:
+            return real
+        return httpx.Response(200, content=page, headers={"Content-Type": "text/html"})
+
+    async with client_of(answer) as client:
+        with pytest.raises(AMIProtocolError) as caught:
+            await client.wait_event(1)
+    text = str(caught.value)
+    assert text.startswith(
+        "WaitEvent: an HTML page titled '502 Bad Gateway' (Content-Type text/html)"
+    )
+    assert "something other than Asterisk's manager answers at this url" in text
+    assert "truncated" not in text
