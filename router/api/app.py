@@ -185,9 +185,10 @@ class AuditMiddleware:
     The line is written when the response starts (a feed stream is audited
     when it opens, not hours later when it closes) and says who (the token's
     name), what (operation, target), how it ended (status): never the token.
-    Refused requests (401) from one client address are written a few a
-    second at most, the rest counted in one line (router/api/refusals.py);
-    the metric counts every request.
+    Refused requests (401, 429, and any 4xx before a token was accepted)
+    from one client address are written a few a second at most, the rest
+    counted in one line (router/api/refusals.py); the metric counts every
+    request.
     """
 
     def __init__(
@@ -212,10 +213,10 @@ class AuditMiddleware:
             if message["type"] == "http.response.start" and not sent:
                 sent = True
                 status = int(message["status"])
-                if status != 401:
+                if not _bounded(status, audit):
                     self.refusals.tick()  # the summaries of floods that have ended
                     _write_audit(scope, audit, status, started)
-                elif self.refusals.admit(_client(scope)):
+                elif self.refusals.admit(_client(scope), status):
                     _write_audit(scope, audit, status, started)
                 if self.metrics is not None:
                     self.metrics.api_request(audit.operation, int(message["status"]))
@@ -271,6 +272,14 @@ class NoSniffMiddleware:
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return escape_controls(str(client[0])[:96]) if client else "-"
+
+
+def _bounded(status: int, audit: Audit) -> bool:
+    """Whether a request's audit line counts against its address's few a
+    second (router/api/refusals.py): a 401, a 429 (a token over its rate),
+    or any other 4xx answered before a token was accepted (an unknown path's
+    404 needs none)."""
+    return status in (401, 429) or (400 <= status < 500 and audit.token == "-")
 
 
 def _write_audit(scope: Scope, audit: Audit, status: int, started: float) -> None:

@@ -1,5 +1,12 @@
 """The audit lines of refused requests (401), bounded per client address (issue 16).
 
+So are those of the other refusals a client can send in a loop: every 4xx
+answered to a request no token was accepted for (a path that does not
+exist, 404, needs no token: a scanner's loop wrote a line per request, 1,400
+a second), and every 429 (a token over its rate: past the rate, by
+definition); the summary names their statuses (``api 300 more 401s, 404s
+from ...``). A request a token was accepted for is audited whole.
+
 Every API request writes one audit line (router/api/app.py). A request
 without credentials, or with bad ones, is answered 401 before any token's
 rate limit applies, so a client sending them in a loop (a scanner, a
@@ -27,7 +34,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["BURST", "MAX_CLIENTS", "WINDOW", "Refusals"]
@@ -45,6 +52,8 @@ class _Window:
     started: float
     written: int = 1
     unwritten: int = 0
+    #: The statuses of the refusals not written, and how many of each.
+    statuses: dict[int, int] = field(default_factory=dict)
 
 
 class Refusals:
@@ -84,8 +93,9 @@ class Refusals:
             del self._clients[address]
             self._summary(address, current)
 
-    def admit(self, address: str) -> bool:
-        """A 401 for ``address``: should its audit line be written?"""
+    def admit(self, address: str, status: int = 401) -> bool:
+        """A refusal (``status``, 401 and the others the audit bounds) for
+        ``address``: should its audit line be written?"""
         self.tick()
         current = self._clients.get(address)
         if current is None:
@@ -98,6 +108,7 @@ class Refusals:
             current.written += 1
             return True
         current.unwritten += 1
+        current.statuses[status] = current.statuses.get(status, 0) + 1
         if self._timer is None:
             self._arm()
         return False
@@ -131,8 +142,9 @@ class Refusals:
     def _summary(self, address: str, ended: _Window) -> None:
         if ended.unwritten:
             self._log.info(
-                "api %d more 401s from %s in %g s, not written one by one",
+                "api %d more %s from %s in %g s, not written one by one",
                 ended.unwritten,
+                ", ".join(f"{status}s" for status in sorted(ended.statuses)),
                 address,
                 self.window,
             )

@@ -164,3 +164,46 @@ async def test_the_apis_stop_says_what_is_owed_at_once(caplog: pytest.LogCapture
     refusals.close()
     assert _lines(caplog) == ["api 2 more 401s from 10.0.0.9 in 3600 s, not written one by one"]
     assert len(refusals) == 0
+
+
+async def test_unknown_paths_and_a_token_over_its_rate_write_a_few_lines_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path that does not exist needs no token: a loop asking for one wrote
+    an audit line per request (1,400 a second, ``token=- status=404``), as a
+    token over its rate did per 429. Both now count against the address's
+    few lines a second; a request a token was accepted for (its call not
+    found, 404) is written whole."""
+    stub = StubEngine(state_dir=tmp_path)
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    reader = TokenSettings(
+        name="reader",
+        digest=bytes.fromhex(hash_token(TOKEN).removeprefix("sha256:")),
+        allow=("calls:read",),
+        extensions=("*",),
+        rate=1,
+        burst=3,
+    )
+    app = build_app(ApiContext(stub, ApiSettings(tokens={"reader": reader})))
+    clock = [50.0]
+    app.state.refusals.clock = lambda: clock[0]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 5555)),
+            base_url="http://api.test",
+        ) as client:
+            for n in range(30):
+                assert (await client.get(f"/api/v1/nothing/{n}")).status_code == 404
+            found = [(await client.get(f"/api/v1/calls/{n}.1", headers=auth)) for n in range(13)]
+            assert [r.status_code for r in found] == [404] * 3 + [429] * 10
+            clock[0] = 51.0
+            assert (await client.get("/api/v1/nothing")).status_code == 404
+    finally:
+        await stub.aclose()
+    lines = _lines(caplog)
+    assert len([line for line in lines if "token=- op=- target=- status=404" in line]) == BURST + 1
+    assert len([line for line in lines if "token=reader" in line and "status=404" in line]) == 3
+    assert not [line for line in lines if "status=429" in line]
+    assert f"api {30 - BURST + 10} more 404s, 429s from 10.0.0.9 in 1 s" in lines[-2]
+    assert len(lines) == BURST + 3 + 2, lines
