@@ -264,6 +264,11 @@ class AJAMClient(AMIActions[ActionResult]):
         self._unanswered: str | None = None
         #: Actions already reported as refused for a missing class (logged once each).
         self._denied_logged: set[str] = set()
+        #: When a login and a session lost were last logged at INFO.
+        self._logins_said: float | None = None
+        self._relogins_said: float | None = None
+        #: What times the logins' lines (tests replace it).
+        self._clock: Callable[[], float] = time.monotonic
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
@@ -417,7 +422,9 @@ class AJAMClient(AMIActions[ActionResult]):
             )
         self._logged_in = True
         self.session_generation += 1
-        log.info("logged in to %s as %s", self._endpoint, self.settings.username)
+        self._logins_said = self._said_once_a_minute(
+            self._logins_said, "logged in to %s as %s", self._endpoint, self.settings.username
+        )
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         try:
             await self._filter_session(self.event_selection)
@@ -425,6 +432,18 @@ class AJAMClient(AMIActions[ActionResult]):
             # Later actions use this session even when its filters failed.
             tell_login(self._login_listener)
         return result.response
+
+    def _said_once_a_minute(self, last: float | None, message: str, *args: object) -> float | None:
+        """``message`` at INFO if none was said in the last :data:`LOGIN_SAID_EVERY`
+        seconds (when it was is returned), else at DEBUG: a peer that takes
+        every login and refuses every action after it (Ping too) was logged in
+        to again at each poll, two INFO lines a second, 14,000 an hour."""
+        now = self._clock()
+        if last is None or now - last >= LOGIN_SAID_EVERY:
+            log.info(message, *args)
+            return now
+        log.debug(message, *args)
+        return last
 
     async def _login_post(self, action: Action) -> ActionResult:
         """The login's action, bounded by :meth:`ClientSettings.login_wait`; no
@@ -555,7 +574,9 @@ class AJAMClient(AMIActions[ActionResult]):
             # Several requests may find the session gone at once: only the first
             # logs in, the others reuse its session.
             if self.session_generation == seen_generation:
-                log.info("AJAM session expired or was lost; logging in again")
+                self._relogins_said = self._said_once_a_minute(
+                    self._relogins_said, "AJAM session expired or was lost; logging in again"
+                )
                 await self._login_locked()
 
     # -- actions -----------------------------------------------------------------
@@ -878,6 +899,11 @@ class AJAMClient(AMIActions[ActionResult]):
                 f"{action.name}: response carries ActionID {echoed!r}, sent {action.action_id!r}"
             )
         return result
+
+
+#: Seconds between the INFO lines of logins, and of sessions lost (the rest
+#: are DEBUG), as for native TCP AMI (router.ami.tcp.LOG_EVERY).
+LOGIN_SAID_EVERY = 60.0
 
 
 def _repeat_when_empty(action_name: str) -> bool:

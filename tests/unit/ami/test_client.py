@@ -802,3 +802,32 @@ async def test_an_html_page_in_place_of_an_answer_is_said_as_one(pbx: FakeAsteri
     )
     assert "something other than Asterisk's manager answers at this url" in text
     assert "truncated" not in text
+
+
+async def test_logins_again_and_again_are_said_at_info_once_a_minute(
+    pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that takes every login and answers every action after it
+    ``Permission denied`` (Ping too) had the client log in again at each
+    request: two INFO lines a second from the poll alone. As over TCP, one
+    of each a minute at INFO, the rest at DEBUG."""
+    now = [1000.0]
+    client = make_client(pbx)
+    client._clock = lambda: now[0]
+    with caplog.at_level(logging.DEBUG, logger="router.ami.client"):
+        async with client:
+            for n in range(6):
+                pbx.expire_next = 1  # the session is gone at the next request
+                assert (await client.request(Action.build("Ping"))).ok
+                now[0] += 5.0 if n < 5 else 60.0
+            pbx.expire_next = 1
+            assert (await client.request(Action.build("Ping"))).ok
+
+    def said(level: int, text: str) -> int:
+        return sum(1 for r in caplog.records if r.levelno == level and text in r.getMessage())
+
+    # Eight logins (the first, seven again): at INFO the first and the one 85 s on.
+    assert said(logging.INFO, "logged in to") == 2
+    assert said(logging.DEBUG, "logged in to") == 6
+    assert said(logging.INFO, "logging in again") == 2
+    assert said(logging.DEBUG, "logging in again") == 5
