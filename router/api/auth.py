@@ -125,7 +125,13 @@ class Authenticator:
         self.limiter = limiter or RateLimiter()
 
     def identify(self, header: str | None) -> Token:
-        """The token an ``Authorization`` header carries; 401 when none matches."""
+        """The token an ``Authorization`` header carries; 401 when none matches,
+        429 when it is over its rate."""
+        return self.admit(self.match(header))
+
+    def match(self, header: str | None) -> TokenSettings:
+        """The token an ``Authorization`` header carries, its rate not yet
+        taken (:meth:`admit`); 401 when none matches."""
         if header is None:
             raise _unauthorized("no Authorization header: send 'Authorization: Bearer <token>'")
         scheme, _, presented = header.partition(" ")
@@ -140,16 +146,20 @@ class Authenticator:
                 found = settings
         if found is None:
             raise _unauthorized("unknown token")
-        wait = self.limiter.take(found.name, found.rate, found.burst)
+        return found
+
+    def admit(self, token: TokenSettings) -> Token:
+        """``token`` if it is within its rate (one request taken); else 429."""
+        wait = self.limiter.take(token.name, token.rate, token.burst)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise ApiError(
                 429,
-                f"token {found.name!r} is over its rate of {found.rate:g} requests/s; "
+                f"token {token.name!r} is over its rate of {token.rate:g} requests/s; "
                 f"retry in {seconds} s",
                 headers={"Retry-After": str(seconds)},
             )
-        return Token.from_settings(found)
+        return Token.from_settings(token)
 
     def names(self) -> Iterable[str]:
         return (t.name for t in self._tokens)
@@ -175,9 +185,11 @@ def authenticate(conn: HTTPConnection) -> Token:
     if isinstance(token, Token):
         return token
     authenticator: Authenticator = conn.app.state.authenticator
-    token = authenticator.identify(single_header(conn, "authorization", "Authorization"))
-    state["token"] = token
-    audit_of(conn).token = token.name
+    found = authenticator.match(single_header(conn, "authorization", "Authorization"))
+    # Named before its rate is taken: the audit line of a 429 names the token
+    # (its name, never its secret), as a 403's does.
+    audit_of(conn).token = found.name
+    token = state["token"] = authenticator.admit(found)
     return token
 
 

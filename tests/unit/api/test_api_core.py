@@ -161,6 +161,24 @@ async def test_rate_limit_is_429_with_retry_after(stub: StubEngine) -> None:
     assert int(limited.headers["retry-after"]) >= 1
 
 
+async def test_the_audit_line_of_a_429_names_the_token(
+    stub: StubEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid token over its rate was audited as ``token=-``: the rate was
+    taken before the token's name was recorded. Its name now, never its secret."""
+    caplog.set_level(logging.INFO, logger="router.api.audit")
+    api = settings(token("slow", FULL, ["ami:Ping"], rate=0.5, burst=1))
+    async with client_for(stub, api) as client:
+        statuses = [
+            (await client.post("/api/v1/ami/Ping", headers=bearer(FULL))).status_code
+            for _ in range(2)
+        ]
+    assert statuses == [200, 429]
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.api.audit"]
+    assert "token=slow op=ami:Ping target=Ping status=429" in lines[-1]
+    assert FULL not in caplog.text
+
+
 def test_rate_limiter_refills_with_time() -> None:
     now = [100.0]
     limiter = RateLimiter(clock=lambda: now[0])
