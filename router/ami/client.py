@@ -267,8 +267,15 @@ class AJAMClient(AMIActions[ActionResult]):
         #: When a login and a session lost were last logged at INFO.
         self._logins_said: float | None = None
         self._relogins_said: float | None = None
-        #: What times the logins' lines (tests replace it).
+        #: What times the logins' lines and their backoff (tests replace it).
         self._clock: Callable[[], float] = time.monotonic
+        #: Logins in a row whose first action was refused again (Ping too):
+        #: a peer that takes every login and refuses everything after it.
+        self._hollow_logins = 0
+        #: No login again for a refused action before this (:meth:`_hollow_login`).
+        self._relogin_after: float | None = None
+        #: When the backoff's WARNING was last said.
+        self._hollow_said: float | None = None
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
@@ -569,15 +576,66 @@ class AJAMClient(AMIActions[ActionResult]):
             log,
         )
 
-    async def _relogin(self, seen_generation: int) -> None:
+    async def _relogin(self, seen_generation: int) -> bool:
+        """Log in again unless another request already did; whether this one did."""
         async with self._login_lock:
             # Several requests may find the session gone at once: only the first
             # logs in, the others reuse its session.
-            if self.session_generation == seen_generation:
-                self._relogins_said = self._said_once_a_minute(
-                    self._relogins_said, "AJAM session expired or was lost; logging in again"
-                )
-                await self._login_locked()
+            if self.session_generation != seen_generation:
+                return False
+            self._relogins_said = self._said_once_a_minute(
+                self._relogins_said, "AJAM session expired or was lost; logging in again"
+            )
+            await self._login_locked()
+            return True
+
+    def _relogin_held(self) -> bool:
+        """Whether a login again is held back now (:meth:`_hollow_login`)."""
+        after = self._relogin_after
+        return after is not None and self._clock() < after
+
+    def _hollow_login(self) -> None:
+        """A login again whose first action was refused again, Ping too: the
+        peer takes every login and refuses everything after it (a user Asterisk
+        grants no class at all, or not Asterisk). Logging in again at each
+        request helped nothing and cost a login a poll, about two a second for
+        ever; the next one waits :data:`RELOGIN_BACKOFF_FIRST` s, doubling to
+        :data:`RELOGIN_BACKOFF_MAX`, until an action works (:meth:`_session_works`).
+        Actions are still sent at once meanwhile: only the login is held."""
+        self._hollow_logins += 1
+        delay = min(
+            RELOGIN_BACKOFF_MAX, RELOGIN_BACKOFF_FIRST * 2 ** min(self._hollow_logins - 1, 16)
+        )
+        now = self._clock()
+        self._relogin_after = now + delay
+        if self._hollow_logins < 2:
+            return  # once may be a session lost and a class missing
+        text = (
+            "Asterisk at %s took the login as %s and refused the first action after it "
+            "(Ping too) %d times in a row: the manager user has no class at all, or this is "
+            "not Asterisk (asterisk -rx 'manager show user %s'); logging in again no sooner "
+            "than %g s from now, until an action works"
+        )
+        args = (
+            self._endpoint,
+            self.settings.username,
+            self._hollow_logins,
+            self.settings.username,
+            delay,
+        )
+        if self._hollow_said is None or now - self._hollow_said >= LOGIN_SAID_EVERY:
+            self._hollow_said = now
+            log.warning(text, *args)
+        else:
+            log.debug(text, *args)
+
+    def _session_works(self) -> None:
+        """An action was answered other than ``Permission denied``: logins again
+        are no longer held back."""
+        if self._hollow_logins >= 2:
+            log.info("Asterisk at %s answers actions again", self._endpoint)
+        self._hollow_logins = 0
+        self._relogin_after = None
 
     # -- actions -----------------------------------------------------------------
 
@@ -612,17 +670,25 @@ class AJAMClient(AMIActions[ActionResult]):
         # request logged in again while this one was out (Asterisk restarted
         # under both), the answer was the old session's: retry on the new one,
         # whatever a Ping on it says.
-        if (
-            _denied(result)
-            and self.settings.auth == "cookie"
+        if not _denied(result):
+            self._session_works()
+        elif (
+            self.settings.auth == "cookie"
             and (
                 self.session_generation != generation
                 or not await self._session_alive(action)
                 or self.session_generation != generation
             )
+            # Not while logins again are held back (a peer that refuses every
+            # action after each login): refused as a missing class, as over TCP.
+            and (self.session_generation != generation or not self._relogin_held())
         ):
-            await self._relogin(generation)
+            logged_in = await self._relogin(generation)
             result = await self._post(action, timeout=timeout)
+            if not _denied(result):
+                self._session_works()
+            elif logged_in:
+                self._hollow_login()
         if _denied(result):
             # Digest authenticates every request, and a cookie session was just
             # proven alive (or renewed): the user lacks the action's class.
@@ -643,6 +709,8 @@ class AJAMClient(AMIActions[ActionResult]):
             probe = await self._post(Action("Ping", (), self._next_id()))
         except AMIError:
             return False
+        if not _denied(probe):
+            self._session_works()
         return probe.response.ok
 
     def _privilege_error(self, name: str, result: ActionResult) -> AMIPrivilegeError:
@@ -904,6 +972,11 @@ class AJAMClient(AMIActions[ActionResult]):
 #: Seconds between the INFO lines of logins, and of sessions lost (the rest
 #: are DEBUG), as for native TCP AMI (router.ami.tcp.LOG_EVERY).
 LOGIN_SAID_EVERY = 60.0
+#: A login again whose first action is refused again (Ping too) holds the next
+#: one back this long, doubling up to RELOGIN_BACKOFF_MAX until an action works
+#: (AJAMClient._hollow_login).
+RELOGIN_BACKOFF_FIRST = 0.5
+RELOGIN_BACKOFF_MAX = 30.0
 
 
 def _repeat_when_empty(action_name: str) -> bool:

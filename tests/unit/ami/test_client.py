@@ -54,6 +54,8 @@ class FakeAsterisk:
         self.sessions: set[str] = set()
         self.expire_next = 0
         self.deny_always = False
+        #: Takes every login and refuses every action after it, Ping too.
+        self.refuse_all = False
         self.fail: Callable[[dict[str, str]], Exception | None] | None = None
         self.login_failure = b"Authentication failed"
 
@@ -80,7 +82,7 @@ class FakeAsterisk:
             self.expire_next -= 1
             self.sessions.clear()
             logged_in = False
-        if not logged_in or (self.deny_always and action == "originate"):
+        if not logged_in or self.refuse_all or (self.deny_always and action == "originate"):
             return reply(
                 f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n".encode()
             )
@@ -831,3 +833,49 @@ async def test_logins_again_and_again_are_said_at_info_once_a_minute(
     assert said(logging.DEBUG, "logged in to") == 6
     assert said(logging.INFO, "logging in again") == 2
     assert said(logging.DEBUG, "logging in again") == 5
+
+
+def logins(pbx: FakeAsterisk) -> int:
+    return sum(1 for r in pbx.requests if r["Action"] == "Login")
+
+
+async def test_logins_again_after_which_everything_is_refused_back_off(
+    pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that takes every login and refuses every action after it, Ping
+    too, was logged in to again at each request: the event stream's poll
+    alone, every half second, made 60 logins in 30 s for ever. A login again
+    followed at once by a refused action holds the next one back, 0.5 s
+    doubling to 30 s; each action is still sent, and refused as over TCP."""
+    now = [1000.0]
+    client = make_client(pbx)
+    client._clock = lambda: now[0]
+    async with client:
+        pbx.refuse_all = True
+        with caplog.at_level(logging.WARNING, logger="router.ami.client"):
+            for _ in range(60):  # 30 s of polls every half second
+                before = len(pbx.requests)
+                with pytest.raises(AMIPrivilegeError):
+                    await client.request(Action.build("WaitEvent", {"Timeout": "20"}))
+                # The action itself was sent, whatever the backoff.
+                assert pbx.requests[before]["Action"] == "WaitEvent"
+                now[0] += 0.5
+        # The first login, then again at 0, 0.5, 1.5, 3.5, 7.5, 15.5 s (and 31.5).
+        assert logins(pbx) == 1 + 6
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        said = [w for w in warnings if "refused the first action after it" in w]
+        assert len(said) == 1, warnings
+        # Up to 30 s between logins, however long it lasts.
+        for _ in range(120):
+            with pytest.raises(AMIPrivilegeError):
+                await client.request(Action.build("Ping"))
+            now[0] += 0.5
+        assert logins(pbx) == 7 + 2
+        # An action that works ends the backoff: the next lost session is
+        # logged in to again at once.
+        pbx.refuse_all = False
+        assert (await client.request(Action.build("Ping"))).ok
+        count = logins(pbx)
+        pbx.expire_next = 1
+        assert (await client.request(Action.build("Ping"))).ok
+        assert logins(pbx) == count + 1

@@ -1698,3 +1698,23 @@ async def test_answers_ended_by_bare_lfs_are_named_at_the_timeout() -> None:
         r"message and end none \(AMI ends each message with an empty line, CR LF CR LF\)$",
         str(caught.value),
     )
+
+
+async def test_a_peer_that_refuses_every_action_after_the_login_is_logged_in_to_once(
+    fake: FakeAMI,
+) -> None:
+    """As over AJAM (tests/unit/ami/test_client.py, the logins' backoff): a
+    peer that takes the login and answers every action ``Permission denied``,
+    Ping too, gets each action refused as a missing class. A TCP session does
+    not expire, so nothing is logged in to again, whatever the keepalive's
+    refused Pings (ping_interval 0.2 s here)."""
+    fake.denied = {"ping", "redirect", "getvar", "coreshowchannels"}
+    async with TCPClient(settings(fake, ping_interval=0.2)) as client:
+        for _ in range(5):
+            for name in ("Ping", "Redirect", "Getvar", "CoreShowChannels"):
+                with pytest.raises(AMIPrivilegeError):
+                    await client.request(Action.build(name))
+        await asyncio.sleep(0.5)  # keepalive Pings, refused, keep the connection
+        with pytest.raises(AMIPrivilegeError):
+            await client.request(Action.build("Ping"))
+    assert fake.logins == 1
