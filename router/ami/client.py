@@ -187,6 +187,10 @@ class ClientSettings:
     #: engine): ``request_timeout``. The connection and a TCP greeting keep
     #: ``connect_timeout``.
     login_timeout: float | None = None
+    #: AJAM only: the longest WaitEvent asked for (``[asterisk]
+    #: waitevent_timeout``), checked against the session's lifetime at login
+    #: (:func:`session_lifetime_problem`).
+    waitevent_timeout: float = 20.0
 
     def login_wait(self) -> tuple[float, str]:
         """How long a login waits for its answers, and what sets that bound."""
@@ -218,6 +222,7 @@ class ClientSettings:
             max_response_bytes=cfg.max_response_bytes,
             ping_interval=cfg.ping_interval,
             secret_source=cfg.secret_source,
+            waitevent_timeout=cfg.waitevent_timeout,
         )
 
 
@@ -276,6 +281,10 @@ class AJAMClient(AMIActions[ActionResult]):
         self._relogin_after: float | None = None
         #: When the backoff's WARNING was last said.
         self._hollow_said: float | None = None
+        #: Whether a login WARNs of a session lifetime that makes the event
+        #: stream poll busily (:func:`session_lifetime_problem`); a caller that
+        #: reports it itself (``callrouter check --asterisk``) turns it off.
+        self.warn_lifetime = True
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
@@ -433,6 +442,8 @@ class AJAMClient(AMIActions[ActionResult]):
             self._logins_said, "logged in to %s as %s", self._endpoint, self.settings.username
         )
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
+        if self.warn_lifetime:
+            _warn_lifetime(self._endpoint, self.session_ttl, self.settings.waitevent_timeout)
         try:
             await self._filter_session(self.event_selection)
         finally:
@@ -977,6 +988,52 @@ LOGIN_SAID_EVERY = 60.0
 #: (AJAMClient._hollow_login).
 RELOGIN_BACKOFF_FIRST = 0.5
 RELOGIN_BACKOFF_MAX = 30.0
+
+
+def session_lifetime_problem(ttl: int | None, waitevent_timeout: float) -> tuple[bool, str] | None:
+    """What is wrong with an AJAM session's lifetime (manager.conf ``httptimeout``,
+    the cookie's Max-Age ``ttl``) for the event stream, if anything: (whether
+    it breaks delivery, the text). At 10 s or less Asterisk answers every
+    WaitEvent at once (it caps the wait at ``httptimeout - 10``): delivery
+    degrades to busy polling; a ``waitevent_timeout`` not below ``httptimeout
+    - 10`` is cut to ``httptimeout - 11`` at each poll (docs/asterisk-ajam.md)."""
+    if ttl is None:
+        return None
+    if ttl <= 10:
+        return True, (
+            f"manager.conf [general] httptimeout is {ttl} s (the session cookie's Max-Age): "
+            "at 10 s or less Asterisk answers every WaitEvent at once, so events are "
+            "fetched by busy polling; set httptimeout = 60 or more in manager.conf "
+            "[general] and reload the manager (asterisk -rx 'manager reload') "
+            "(docs/asterisk-ajam.md)"
+        )
+    if waitevent_timeout >= ttl - 10:
+        return False, (
+            f"[asterisk] waitevent_timeout ({waitevent_timeout:g} s) is not below manager.conf "
+            f"[general] httptimeout ({ttl} s, the session cookie's Max-Age) - 10: each "
+            f"WaitEvent waits {max(1, ttl - 11)} s at most; set httptimeout = 60 or more in "
+            "manager.conf [general], or waitevent_timeout below httptimeout - 10 "
+            "(docs/asterisk-ajam.md)"
+        )
+    return None
+
+
+#: The last session lifetime problem said, per endpoint: a WARNING once per
+#: process, and again only when it changes (every login, a poll a second
+#: against a peer that loses its sessions, would say it again).
+_LIFETIME_SAID: dict[str, str | None] = {}
+
+
+def _warn_lifetime(endpoint: str, ttl: int | None, waitevent_timeout: float) -> None:
+    problem = session_lifetime_problem(ttl, waitevent_timeout)
+    text = None if problem is None else problem[1]
+    if _LIFETIME_SAID.get(endpoint) == text:
+        return
+    if len(_LIFETIME_SAID) > 64:  # bounded, whatever creates clients
+        _LIFETIME_SAID.clear()
+    _LIFETIME_SAID[endpoint] = text
+    if text is not None:
+        log.warning("%s", text)
 
 
 def _repeat_when_empty(action_name: str) -> bool:

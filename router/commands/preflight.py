@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from router.ami.client import AJAMClient, session_lifetime_problem
 from router.ami.numbers import ascii_float
 from router.api.settings import is_loopback
 from router.dialplan import shown
@@ -82,6 +83,8 @@ async def check_asterisk(
     ``compared``: the manager.conf this check compared above (``--manager-conf-file``),
     which the filtering advice then names instead of suggesting that command."""
     where = f"{client.settings.url} as {client.settings.username!r}"
+    if isinstance(client, AJAMClient):
+        client.warn_lifetime = False  # told below as a finding, not also on stderr
     try:
         await client.login()
     except AMIError as exc:
@@ -104,6 +107,10 @@ async def check_asterisk(
     )
     if advice is not None:
         findings.append(advice)
+    if isinstance(client, AJAMClient):
+        lifetime = session_lifetime_problem(client.session_ttl, client.settings.waitevent_timeout)
+        if lifetime is not None:
+            findings.append(Finding("fail" if lifetime[0] else "advice", lifetime[1]))
     for probe in probes:
         findings.append(await _allowed(asking, probe))
         if asking.stopped():

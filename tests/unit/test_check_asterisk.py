@@ -1452,3 +1452,50 @@ async def test_a_user_with_write_system_alone_is_told_showdialplan_needs_config_
     assert probe.get("Context") == "callrouter-check-no-such-context"
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     assert not [f for f in await run(ajam_replay) if "ShowDialPlan" in f.text]
+
+
+@pytest.fixture
+def lifetimes_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.ami.client as client_module
+
+    monkeypatch.setattr(client_module, "_LIFETIME_SAID", {}, raising=False)
+
+
+@pytest.mark.usefixtures("lifetimes_said")
+async def test_an_httptimeout_of_10_s_or_less_fails_the_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """manager.conf httptimeout at 10 s or less (the cookie's Max-Age) makes
+    Asterisk answer every WaitEvent at once: busy polling, which the check
+    passed. A FAIL naming the value and the fix, said once (not also as the
+    client's WARNING); docs/asterisk.md (+ru) quote it as printed."""
+    from router.commands.check import _LEVELS
+    from router.testing import ReplayAsterisk
+
+    replay = ReplayAsterisk(httptimeout=10)
+    replay.on("ShowDialPlan", dialplan_answer)
+    with caplog.at_level(logging.WARNING, logger="router.ami.client"):
+        found = await run(replay)
+    (lifetime,) = [f for f in found if "httptimeout" in f.text]
+    assert lifetime.level == "fail"
+    assert lifetime.text.startswith("manager.conf [general] httptimeout is 10 s")
+    assert not [r for r in caplog.records if "httptimeout" in r.getMessage()]
+    printed = " ".join(f"asterisk: {_LEVELS[lifetime.level]} {lifetime.text}".split())
+    for page in PAGES:
+        text = " ".join(section(page).split())
+        assert f"`{printed}`" in text, page
+
+
+@pytest.mark.usefixtures("lifetimes_said")
+async def test_a_waitevent_timeout_not_below_httptimeout_less_10_is_advice() -> None:
+    from router.testing import ReplayAsterisk
+
+    replay = ReplayAsterisk(httptimeout=30)
+    replay.on("ShowDialPlan", dialplan_answer)
+    found = await run(replay)
+    (lifetime,) = [f for f in found if "httptimeout" in f.text]
+    assert lifetime.level == "advice"
+    assert lifetime.text.startswith("[asterisk] waitevent_timeout (20 s) is not below")
+    fine = ReplayAsterisk(httptimeout=31)
+    fine.on("ShowDialPlan", dialplan_answer)
+    assert not [f for f in await run(fine) if "httptimeout" in f.text]

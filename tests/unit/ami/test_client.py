@@ -879,3 +879,80 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
         pbx.expire_next = 1
         assert (await client.request(Action.build("Ping"))).ok
         assert logins(pbx) == count + 1
+
+
+@pytest.fixture
+def lifetimes_said(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
+    """The process's record of session lifetimes warned of, empty for the test."""
+    import router.ami.client as client_module
+
+    said: dict[str, str | None] = {}
+    monkeypatch.setattr(client_module, "_LIFETIME_SAID", said, raising=False)
+    return said
+
+
+def lifetime_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "httptimeout" in r.getMessage()
+    ]
+
+
+async def test_an_httptimeout_of_10_s_or_less_is_a_warning_once_per_process(
+    caplog: pytest.LogCaptureFixture, lifetimes_said: dict[str, str | None]
+) -> None:
+    """manager.conf httptimeout at 10 s or less makes Asterisk answer every
+    WaitEvent at once: delivery degrades to busy polling, which said nothing.
+    A WARNING at login names the value and the fix, once per process, and
+    again only when the value changes."""
+    pbx = FakeAsterisk()
+    with caplog.at_level(logging.WARNING, logger="router.ami.client"):
+        for max_age in (10, 10, 5):
+            transport = httpx.MockTransport(
+                lambda request, age=max_age: reply_with_max_age(pbx(request), age)
+            )
+            settings = ClientSettings(url=URL, username="router", secret="pw")
+            async with AJAMClient(settings, transport=transport) as client:
+                await client.login()  # a login again: not said again
+                assert client.session_ttl == max_age
+    said = lifetime_warnings(caplog)
+    assert len(said) == 2, said
+    assert said[0].startswith("manager.conf [general] httptimeout is 10 s")
+    assert "set httptimeout = 60 or more in manager.conf [general]" in said[0]
+    assert said[1].startswith("manager.conf [general] httptimeout is 5 s")
+
+
+async def test_a_waitevent_timeout_not_below_httptimeout_less_10_is_a_warning(
+    caplog: pytest.LogCaptureFixture, lifetimes_said: dict[str, str | None]
+) -> None:
+    """docs/asterisk-ajam.md: keep waitevent_timeout below httptimeout - 10;
+    each WaitEvent is cut to httptimeout - 11 otherwise. Said at login."""
+    pbx = FakeAsterisk()
+    for max_age, waitevent, warned in ((30, 20.0, True), (31, 20.0, False), (60, 20.0, False)):
+        caplog.clear()
+        transport = httpx.MockTransport(
+            lambda request, age=max_age: reply_with_max_age(pbx(request), age)
+        )
+        settings = ClientSettings(
+            url=URL, username="router", secret="pw", waitevent_timeout=waitevent
+        )
+        with caplog.at_level(logging.WARNING, logger="router.ami.client"):
+            async with AJAMClient(settings, transport=transport):
+                pass
+        said = lifetime_warnings(caplog)
+        assert len(said) == int(warned), (max_age, said)
+        if warned:
+            assert said[0].startswith(
+                "[asterisk] waitevent_timeout (20 s) is not below manager.conf [general] "
+                "httptimeout (30 s, the session cookie's Max-Age) - 10: each WaitEvent "
+                "waits 19 s at most"
+            )
+
+
+def reply_with_max_age(response: httpx.Response, max_age: int) -> httpx.Response:
+    cookie = response.headers.get("set-cookie", "").replace("Max-Age=60", f"Max-Age={max_age}")
+    headers = {k: v for k, v in response.headers.items() if k != "set-cookie"}
+    return httpx.Response(
+        response.status_code, content=response.content, headers={**headers, "Set-Cookie": cookie}
+    )
