@@ -610,17 +610,20 @@ class AJAMClient(AMIActions[ActionResult]):
         peer takes every login and refuses everything after it (a user Asterisk
         grants no class at all, or not Asterisk). Logging in again at each
         request helped nothing and cost a login a poll, about two a second for
-        ever; the next one waits :data:`RELOGIN_BACKOFF_FIRST` s, doubling to
+        ever; from the second in a row the next one waits
+        :data:`RELOGIN_BACKOFF_FIRST` s, doubling to
         :data:`RELOGIN_BACKOFF_MAX`, until an action works (:meth:`_session_works`).
         Actions are still sent at once meanwhile: only the login is held."""
         self._hollow_logins += 1
+        if self._hollow_logins < 2:
+            # Once may be a session lost and a class missing, or a session
+            # that does not last (a proxy dropping the cookie): not held.
+            return
         delay = min(
-            RELOGIN_BACKOFF_MAX, RELOGIN_BACKOFF_FIRST * 2 ** min(self._hollow_logins - 1, 16)
+            RELOGIN_BACKOFF_MAX, RELOGIN_BACKOFF_FIRST * 2 ** min(self._hollow_logins - 2, 16)
         )
         now = self._clock()
         self._relogin_after = now + delay
-        if self._hollow_logins < 2:
-            return  # once may be a session lost and a class missing
         text = (
             "Asterisk at %s took the login as %s and refused the first action after it "
             "(Ping too) %d times in a row: the manager user has no class at all, or this is "
@@ -983,9 +986,9 @@ class AJAMClient(AMIActions[ActionResult]):
 #: Seconds between the INFO lines of logins, and of sessions lost (the rest
 #: are DEBUG), as for native TCP AMI (router.ami.tcp.LOG_EVERY).
 LOGIN_SAID_EVERY = 60.0
-#: A login again whose first action is refused again (Ping too) holds the next
-#: one back this long, doubling up to RELOGIN_BACKOFF_MAX until an action works
-#: (AJAMClient._hollow_login).
+#: The second login again in a row whose first action is refused again (Ping
+#: too) holds the next one back this long, doubling up to RELOGIN_BACKOFF_MAX
+#: until an action works (AJAMClient._hollow_login).
 RELOGIN_BACKOFF_FIRST = 0.5
 RELOGIN_BACKOFF_MAX = 30.0
 

@@ -844,9 +844,10 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
 ) -> None:
     """A peer that takes every login and refuses every action after it, Ping
     too, was logged in to again at each request: the event stream's poll
-    alone, every half second, made 60 logins in 30 s for ever. A login again
-    followed at once by a refused action holds the next one back, 0.5 s
-    doubling to 30 s; each action is still sent, and refused as over TCP."""
+    alone, every half second, made 60 logins in 30 s for ever. From the second
+    login again in a row followed at once by a refused action, the next one is
+    held back, 0.5 s doubling to 30 s; each action is still sent, and refused
+    as over TCP."""
     now = [1000.0]
     client = make_client(pbx)
     client._clock = lambda: now[0]
@@ -860,8 +861,9 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
                 # The action itself was sent, whatever the backoff.
                 assert pbx.requests[before]["Action"] == "WaitEvent"
                 now[0] += 0.5
-        # The first login, then again at 0, 0.5, 1.5, 3.5, 7.5, 15.5 s (and 31.5).
-        assert logins(pbx) == 1 + 6
+        # The first login, then again at 0 and 0.5 s (the first one after
+        # which the next is held), 1, 2, 4, 8, 16 s (and 32).
+        assert logins(pbx) == 1 + 7
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         said = [w for w in warnings if "refused the first action after it" in w]
         assert len(said) == 1, warnings
@@ -870,7 +872,7 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
             with pytest.raises(AMIPrivilegeError):
                 await client.request(Action.build("Ping"))
             now[0] += 0.5
-        assert logins(pbx) == 7 + 2
+        assert logins(pbx) == 8 + 2
         # An action that works ends the backoff: the next lost session is
         # logged in to again at once.
         pbx.refuse_all = False
