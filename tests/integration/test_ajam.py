@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 import uuid
@@ -207,6 +208,27 @@ def expiring_sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.remove()
+
+
+async def test_an_httptimeout_under_10_s_is_a_warning_at_login(
+    expiring_sandbox: Sandbox,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asterisk's cookie carries httptimeout as its Max-Age; at 10 s or less
+    every WaitEvent comes back at once (busy polling), said at login."""
+    import router.ami.client as client_module
+
+    monkeypatch.setattr(client_module, "_LIFETIME_SAID", {}, raising=False)
+    with caplog.at_level(logging.WARNING, logger="router.ami.client"):
+        async with AJAMClient(settings(expiring_sandbox)) as c:
+            assert c.session_ttl == EXPIRY
+            started = time.monotonic()
+            await c.wait_event(20)
+            assert time.monotonic() - started < 5  # answered at once, not in 20 s
+    said = [r.getMessage() for r in caplog.records if "httptimeout" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"manager.conf [general] httptimeout is {EXPIRY} s")
 
 
 @pytest.mark.slow
