@@ -73,7 +73,16 @@ class BreakerState(Enum):
 
 
 class CircuitBreaker:
-    """Counts failures in a row; open means "do not even try" until ``open_seconds`` pass."""
+    """Counts failures in a row; open means "do not even try" until ``open_seconds`` pass.
+
+    As pybreaker and resilience4j report it, the breaker stays ``open`` after
+    ``open_seconds`` until a request actually goes to 1C: it is ``half-open``
+    only while that probe is in flight, so a breaker nobody has tried again
+    (no call came, or 1C still fails) never reads as half-way closed.
+    ``on_open`` is told each time the breaker opens (after the failures in a
+    row, and again after each failed probe): a counter a monitor polling once
+    a minute cannot miss, however short the opening.
+    """
 
     def __init__(
         self,
@@ -81,6 +90,7 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         open_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[], object] | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -90,21 +100,30 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._on_open = on_open
 
     @property
     def state(self) -> BreakerState:
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if self._clock() - self._opened_at < self.open_seconds:
-            return BreakerState.OPEN
-        return BreakerState.HALF_OPEN
+        if self._probing:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    @property
+    def probe_due(self) -> bool:
+        """Open for ``open_seconds`` already: the next request goes as the probe."""
+        return (
+            self._opened_at is not None
+            and not self._probing
+            and self._clock() - self._opened_at >= self.open_seconds
+        )
 
     def allow(self) -> bool:
-        """May a request go to 1C now? In half-open state only one probe at a time."""
-        state = self.state
-        if state is BreakerState.CLOSED:
+        """May a request go to 1C now? Once open, only one probe at a time, when due."""
+        if self._opened_at is None:
             return True
-        if state is BreakerState.HALF_OPEN and not self._probing:
+        if self.probe_due:
             self._probing = True
             return True
         return False
@@ -135,6 +154,8 @@ class CircuitBreaker:
                     self._failures,
                     self.open_seconds,
                 )
+                if self._on_open is not None:
+                    self._on_open()
             self._opened_at = self._clock()
 
 
@@ -166,6 +187,7 @@ class ResponsibleCache:
         rules: CountryRules = RUSSIA,
         clock: Callable[[], float] = time.monotonic,
         on_stale: Callable[[], object] | None = None,
+        on_open: Callable[[], object] | None = None,
     ) -> None:
         self._source = source
         #: Told each time a stale answer is served (the plugin's metrics).
@@ -176,7 +198,10 @@ class ResponsibleCache:
         self.max_entries = max_entries
         self.rules = rules
         self.breaker = CircuitBreaker(
-            failure_threshold=failure_threshold, open_seconds=open_seconds, clock=clock
+            failure_threshold=failure_threshold,
+            open_seconds=open_seconds,
+            clock=clock,
+            on_open=on_open,
         )
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()

@@ -1,7 +1,8 @@
 """The 1C plugin's metrics, registered through ``callrouter_metrics``.
 
-The breaker's state is read when ``/metrics`` is scraped (it is a property
-of time: open turns half-open by itself); stale answers are counted as the
+The breaker's state is read when ``/metrics`` is scraped (``half-open`` only
+while a probe is in flight), and its openings are counted as they happen, so
+an opening shorter than the monitor's polling still shows; stale answers are counted as the
 cache serves them; the history queue's depth and oldest event are read from
 its SQLite file by a timed job in a worker thread, never at scrape time on
 the event loop.
@@ -40,11 +41,19 @@ class OneCMetrics:
         )
         for state in BREAKER_STATES:
             self.breaker_state.labels(state).set_function(_is(breaker, state))
+        self.breaker_opened = metrics.counter(
+            "callrouter_onec_breaker_opened",
+            "Times the 1C circuit breaker opened: after failure_threshold failures in a row, "
+            "and again after each failed probe.",
+        )
         self.stale_answers = metrics.counter(
             "callrouter_onec_stale_answers",
             "Lookups answered from an expired cache entry while 1C was asked again.",
         )
         self.history = metrics.queue("onec_history")
+
+    def opened(self) -> None:
+        self.breaker_opened.inc()
 
     def stale(self) -> None:
         self.stale_answers.inc()

@@ -620,7 +620,7 @@ class OneCPlugin:
 
     @hookimpl
     def callrouter_metrics(self, metrics: Metrics) -> None:
-        """Breaker state, stale answers, the history queue (callrouter_onec/metrics.py)."""
+        """Breaker state and openings, stale answers, the history queue (metrics.py)."""
         self.metrics = OneCMetrics(
             metrics, breaker=lambda: self.cache.breaker.state.value if self.cache else None
         )
@@ -720,6 +720,7 @@ class OneCPlugin:
             open_seconds=config.open_seconds,
             rules=config.rules,
             on_stale=self.metrics.stale if self.metrics is not None else None,
+            on_open=self.metrics.opened if self.metrics is not None else None,
         )
         if engine.shadow:
             # Shadow mode: nothing happens to calls, so 1C hears nothing; the

@@ -179,7 +179,8 @@ async def test_breaker_opens_skips_1c_and_closes(
     assert state(cache) is BreakerState.OPEN  # a refused lookup is not the probe
 
     clock.advance(31)
-    assert state(cache) is BreakerState.HALF_OPEN
+    # No probe went yet: still open (it read half-open with 1C still down).
+    assert state(cache) is BreakerState.OPEN
     with pytest.raises(OneCUnavailable):  # the probe fails: open again
         await cache.lookup("79161234567")
     assert state(cache) is BreakerState.OPEN
@@ -191,6 +192,42 @@ async def test_breaker_opens_skips_1c_and_closes(
     assert answer is not None
     assert state(cache) is BreakerState.CLOSED
     assert (await cache.lookup("79031234567")) is not None
+
+
+def test_breaker_is_half_open_only_while_its_probe_is_in_flight() -> None:
+    """As pybreaker and resilience4j report it: ``open_seconds`` passing does
+    not make the breaker half-open; the probe going to 1C does. Each opening
+    (the failures in a row, a failed probe) is told to ``on_open``."""
+    clock = Clock()
+    opened: list[BreakerState] = []
+    breaker = CircuitBreaker(
+        failure_threshold=2,
+        open_seconds=30,
+        clock=clock,
+        on_open=lambda: opened.append(breaker.state),
+    )
+    breaker.failure()
+    breaker.failure()
+    assert breaker.state is BreakerState.OPEN
+    assert len(opened) == 1
+    clock.advance(31)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.probe_due
+    assert breaker.allow()  # the probe goes
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.failure()  # the probe failed: open again, counted again
+    assert breaker.state is BreakerState.OPEN
+    assert len(opened) == 2
+    assert not breaker.allow()
+    clock.advance(31)
+    assert breaker.allow()
+    breaker.release()  # a cancelled probe: open, the next one may go
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is BreakerState.CLOSED
+    assert len(opened) == 2
 
 
 async def test_breaker_timeouts_count_too(

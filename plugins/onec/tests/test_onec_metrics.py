@@ -76,6 +76,35 @@ async def test_breaker_state_follows_1c(
     assert breaker(metrics) == {"closed": 0.0, "open": 1.0, "half-open": 0.0}
 
 
+async def test_breaker_openings_are_counted_and_open_stays_open_without_a_probe(
+    started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
+) -> None:
+    """A 30 s opening between two one-minute polls still shows (the counter),
+    and past ``open_seconds`` with no probe sent the gauge says open, not
+    half-open (it did, with 1C still down)."""
+    onec, _, metrics = started
+    assert onec.cache is not None
+    opened = "callrouter_onec_breaker_opened_total"
+    assert values(metrics, opened) == {(): 0.0}
+    double.down = True
+    for number in ("74957770101", "74957770102"):
+        with pytest.raises(OneCUnavailable):
+            await onec.responsible(number)
+    assert values(metrics, opened) == {(): 1.0}
+    with pytest.raises(OneCUnavailable, match="circuit open"):
+        await onec.responsible("74957770103")
+    assert values(metrics, opened) == {(): 1.0}  # refused while open: no new opening
+    onec.cache.breaker.open_seconds = 0.0  # open_seconds have passed
+    assert breaker(metrics) == {"closed": 0.0, "open": 1.0, "half-open": 0.0}
+    with pytest.raises(OneCUnavailable):
+        await onec.responsible("74957770104")  # the probe fails
+    assert values(metrics, opened) == {(): 2.0}
+    double.down = False
+    assert await onec.responsible("74957770105") is not None  # the probe succeeds
+    assert breaker(metrics) == {"closed": 1.0, "open": 0.0, "half-open": 0.0}
+    assert values(metrics, opened) == {(): 2.0}
+
+
 async def test_stale_answers_are_counted(
     started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
 ) -> None:
