@@ -507,6 +507,65 @@ _DECISION_WAIT = 15.0
 _END_GRACE = 1.0
 
 
+#: Seconds between the summaries of calls not looked up (:class:`_NotLookedUp`).
+NOT_LOOKED_UP_EVERY = 60.0
+
+
+class _NotLookedUp:
+    """Calls told to 1C without ids because their own lookup failed: the first
+    at INFO, the rest of each minute at DEBUG and in one INFO summary with
+    their count when the minute is over (then the next one is said again).
+
+    With 1C down, every replayed or outbound call said its own INFO line: a
+    replay after an hour's gap logged thousands.
+    """
+
+    def __init__(self, every: float = NOT_LOOKED_UP_EVERY) -> None:
+        self.every = every
+        #: Calls not looked up since the last line said at INFO.
+        self.count = 0
+        self.last = ""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def said(self, call_id: str, reason: str) -> None:
+        if self._timer is None:
+            log.info(
+                "onec: call %s was not looked up (%s); 1C gets its history without "
+                "manager_id and client_id (more such calls within %.0f s are counted "
+                "in one line)",
+                call_id,
+                reason,
+                self.every,
+            )
+            self._timer = asyncio.get_running_loop().call_later(self.every, self.summary)
+            return
+        self.count += 1
+        self.last = reason
+        log.debug("onec: call %s was not looked up either (%s)", call_id, reason)
+
+    def summary(self, *, again: bool = True) -> None:
+        """The minute is over: the count of calls since the last line, if any."""
+        self._timer = None
+        if not self.count:
+            return
+        log.info(
+            "onec: %d more calls were not looked up in the last %.0f s (the last: %s); "
+            "1C gets their history without manager_id and client_id",
+            self.count,
+            self.every,
+            self.last,
+        )
+        self.count = 0
+        if again:
+            self._timer = asyncio.get_running_loop().call_later(self.every, self.summary)
+
+    def close(self) -> None:
+        """The plugin stops: the count not said yet is said now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self.summary(again=False)
+
+
 @dataclass(slots=True)
 class _Routing:
     """A call whose routing asked 1C: ``decided`` is set when its decision
@@ -599,6 +658,8 @@ class OneCPlugin:
         #: Calls whose routing asked 1C: set when their decision came.
         self._routing: OrderedDict[str, _Routing] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Calls whose own lookup failed: one INFO line, then a summary a minute.
+        self._not_looked_up = _NotLookedUp()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
         self.uploads: RecordingUploader | None = None
 
@@ -798,6 +859,7 @@ class OneCPlugin:
         self._facts.clear()
         self._waiting.clear()
         self._routing.clear()
+        self._not_looked_up.close()
         sender, self.sender = self.sender, None
         queue, self.queue = self.queue, None
         cache, self.cache = self.cache, None
@@ -1015,12 +1077,7 @@ class OneCPlugin:
                 )
                 facts = _facts_of(answer.as_dict() if answer is not None else None)
         except (OneCError, TimeoutError) as exc:
-            log.info(
-                "onec: call %s was not looked up (%s); 1C gets its history without "
-                "manager_id and client_id",
-                call_id,
-                exc or type(exc).__name__,
-            )
+            self._not_looked_up.said(call_id, str(exc) or type(exc).__name__)
         except Exception:
             log.exception("onec: looking up call %s failed", call_id)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -893,3 +894,26 @@ def test_an_internal_call_is_from_the_calling_extension_to_whom_it_reached(
     )
     payload = call_event_payload(end, rules=RUSSIA, tz=UTC, manager_id=None, client_id=None)
     assert (payload["from"], payload["to"]) == parties
+
+
+async def test_calls_not_looked_up_are_one_line_then_a_summary_a_minute(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: with 1C down, every replayed or outbound call logged its own INFO
+    line. The first is said, the others of the minute are counted in one line."""
+    onec, _ = started
+    double.faults.add("500", path="/v1/responsible", count=None)  # the lookups only
+    caplog.set_level(logging.INFO, logger="callrouter_onec")
+    for n in range(12):
+        onec.callrouter_call_event(missed(f"16.{n}", external=f"891612345{n:02d}", replayed=True))
+        await settle(onec)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    first = [m for m in said if "was not looked up" in m]
+    assert len(first) == 1, first
+    assert "call 16.0 was not looked up (" in first[0]
+    assert not [m for m in said if "more calls were not looked up" in m]
+    onec._not_looked_up.summary()  # the minute is over
+    [summary] = [r.getMessage() for r in caplog.records if "more calls were not" in r.getMessage()]
+    assert summary.startswith("onec: 11 more calls were not looked up in the last 60 s (the last: ")
+    assert len(stored(double)) == 12  # nothing lost: each call told, without ids
+    assert {e["manager_id"] for e in stored(double)} == {None}
