@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
+from callrouter_onec.errors import OneCBadRequest, OneCCutOff, OneCUnavailable
 from callrouter_onec.models import Responsible
 from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 
@@ -232,7 +232,8 @@ class ResponsibleCache:
         """The answer for a caller ID as written; ``None`` for internal or unusable numbers.
 
         Raises :class:`OneCUnavailable` only when there is neither an answer in
-        time nor a stale one to fall back on.
+        time nor a stale one to fall back on (:class:`OneCCutOff` when
+        ``deadline`` came first).
         """
         phone = normalize(number, self.rules)
         if not phone.lookup:
@@ -253,7 +254,7 @@ class ResponsibleCache:
             del self._entries[key]
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            raise OneCUnavailable("deadline passed before 1C could be asked")
+            raise OneCCutOff("deadline passed before 1C could be asked")
         task = self._inflight.get(key) or self._start(key, did, call_id)
         if task is None:
             raise OneCUnavailable("circuit open: 1C failed repeatedly, not asking it now")
@@ -262,9 +263,7 @@ class ResponsibleCache:
             # and a late answer still fills the cache for the next call.
             return await asyncio.wait_for(asyncio.shield(task), remaining)
         except TimeoutError:
-            raise OneCUnavailable(
-                f"no answer from 1C within the call's {remaining:.2f} s"
-            ) from None
+            raise OneCCutOff(f"no answer from 1C within the call's {remaining:.2f} s") from None
 
     def prefetch(self, number: str, *, did: str | None = None, call_id: str | None = None) -> None:
         """Start the lookup early (at ``Newchannel``) so routing finds it done; never waits."""

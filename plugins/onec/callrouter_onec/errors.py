@@ -9,7 +9,8 @@ is pointless, and 1C is evidently up)::
     LookupUnavailable                      (router.errors)
     └── OneCError                          carries status, body (first 200 chars), url
         ├── OneCUnavailable                no usable answer: transport failure, timeout,
-        │                                  non-2xx, not JSON, wrong shape, circuit open
+        │   │                              non-2xx, not JSON, wrong shape, circuit open
+        │   └── OneCCutOff                 the call's deadline came before 1C's answer
         └── OneCBadRequest(ValueError)     400 with a JSON error code (invalid_phone, ...)
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from router import LookupUnavailable
 
-__all__ = ["BODY_PREVIEW", "OneCBadRequest", "OneCError", "OneCUnavailable"]
+__all__ = ["BODY_PREVIEW", "OneCBadRequest", "OneCCutOff", "OneCError", "OneCUnavailable"]
 
 #: How much of an unusable body is kept: enough to recognise a 1C module error
 #: or a proxy page in a log line, never a whole HTML page.
@@ -49,6 +50,10 @@ class OneCError(LookupUnavailable):
 
 class OneCUnavailable(OneCError):
     """1C gave no usable answer; the caller takes its fallback."""
+
+
+class OneCCutOff(OneCUnavailable):
+    """The call's deadline came before 1C's answer (the request goes on, for the cache)."""
 
 
 class OneCBadRequest(OneCError, ValueError):

@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callrouter_onec.cache import ResponsibleCache
 from callrouter_onec.client import MAX_BODY, OneCClient, OneCSettings
-from callrouter_onec.errors import OneCError, OneCUnavailable
+from callrouter_onec.errors import OneCCutOff, OneCError, OneCUnavailable
 from callrouter_onec.history import (
     EVENT_KINDS,
     FILENAME,
@@ -121,6 +121,9 @@ LOOKUP = f"{NAME}.responsible"
 #: Seconds at most :meth:`OneCPlugin.status` waits for the history queue
 #: (on the event loop): then it shows the counts taken last.
 STATUS_WAIT = 0.05
+#: Seconds before the call's deadline a routing's lookup gives up on 1C: its own
+#: error (naming 1C's URL) then reaches the decision, not the engine's cut-off.
+DEADLINE_MARGIN = 0.05
 #: The lookup's error while ``[plugins.onec]`` is absent.
 NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
 
@@ -755,10 +758,42 @@ class OneCPlugin:
             )
         did = request.did or None if request is not None else None
         call_id = request.linkedid or None if request is not None else None
-        # The rule engine cancels this await at the call's deadline; the cache
-        # shields the shared request, so the answer still lands in the cache.
-        answer = await cache.lookup(str(number), did=did, call_id=call_id)
+        deadline = request.deadline if request is not None else None
+        if deadline is None:
+            # The cache shields the shared request: cancelled, its answer
+            # still lands in the cache.
+            answer = await cache.lookup(str(number), did=did, call_id=call_id)
+            return None if answer is None else answer.as_dict()
+        # The plugin gives up just before the rule engine would cut it off at the
+        # call's deadline, so the decision line says it was 1C, where, and why,
+        # not "timed out after 3699 ms" with a WARNING blaming the plugin.
+        wait = deadline - time.monotonic()
+        try:
+            answer = await cache.lookup(
+                str(number), did=did, call_id=call_id, deadline=deadline - DEADLINE_MARGIN
+            )
+        except OneCCutOff:
+            raise self._cut_off(str(number), wait) from None
         return None if answer is None else answer.as_dict()
+
+    def _cut_off(self, number: str, wait: float) -> OneCCutOff:
+        """What the decision line says when the call's deadline cut the lookup:
+        the request's path (never a password: the URL has none), the wait, and
+        whether ``timeout`` is what to change."""
+        config, cache = self.config, self.cache
+        key = normalize(number, cache.rules).number if cache is not None else number
+        path = urllib.parse.urlsplit(config.client.base_url).path if config is not None else ""
+        timeout = config.client.timeout if config is not None else 0.0
+        message = (
+            f"no answer from 1C to GET {path}/v1/responsible/{key} within the call's "
+            f"remaining {max(wait, 0.0):.2f} s: the call's deadline cut the lookup off"
+        )
+        if timeout >= wait:
+            message += (
+                f"; [plugins.onec] timeout ({timeout:g} s) is at or above that wait: set it "
+                "below the dialplan's wait for the decision (docs/onec.md, timeout)"
+            )
+        return OneCCutOff(message)
 
     # -- life cycle ------------------------------------------------------------------------
 

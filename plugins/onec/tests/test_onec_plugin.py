@@ -11,6 +11,7 @@ the engine would give them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import re
 import sqlite3
@@ -449,6 +450,31 @@ async def test_a_cancelled_lookup_leaves_the_shared_request_running(
     assert answer is not None
     assert answer["manager"]["name"] == "Петров Пётр"
     assert len(double.requests("/v1/responsible")) == 1  # from the cache
+
+
+async def test_a_lookup_the_calls_deadline_cuts_says_1c_s_path_and_what_to_change(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: ``timeout`` (0.5 s) at or above the call's remaining wait: the
+    engine cut the lookup off at the deadline, and the decision line said only
+    ``timed out after 3699 ms`` (with a WARNING blaming the plugin). The plugin
+    now answers first, with 1C's path and the advice."""
+    onec, _ = started
+    double.faults.add("latency=2", count=1, phone="79161234567")
+    request = dataclasses.replace(routing(), deadline=time.monotonic() + 0.3)
+    assert request.deadline is not None
+    with pytest.raises(OneCUnavailable) as raised:
+        # As the rule engine awaits a lookup (router/rules/evaluate.py).
+        async with asyncio.timeout(request.deadline - time.monotonic()):
+            await route_lookup(onec, request)
+    message = str(raised.value)
+    assert message.startswith(
+        "no answer from 1C to GET /demo/hs/telephony/v1/responsible/79161234567 within the "
+        "call's remaining 0.3"
+    ), message
+    assert "the call's deadline cut the lookup off" in message
+    assert "timeout (0.5 s) is at or above that wait" in message
+    assert PASSWORD not in message
 
 
 async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
