@@ -762,10 +762,16 @@ def _planned(action: Action) -> ActionOutcome:
 
 
 def _lookup_text(lookup: Mapping[str, Any]) -> str:
-    """``owner 12.3 ms``, ``, reused`` when prefetched, the error when it failed."""
+    """``owner 12.3 ms``, ``, reused`` when prefetched, ``stale 412 s`` when the
+    answer (a mapping) says it is that old (``stale``: a plugin's cache served
+    it while it asks again), the error when it failed."""
     text = f"{lookup.get('name')} {float(lookup.get('ms') or 0.0):.1f} ms"
     if lookup.get("reused"):
         text += " reused"
+    value = lookup.get("value")
+    stale = value.get("stale") if isinstance(value, Mapping) else None
+    if isinstance(stale, int | float) and not isinstance(stale, bool) and math.isfinite(stale):
+        text += f" stale {stale:.0f} s"
     if lookup.get("error"):
         text += f" failed: {lookup['error']}"
     return text

@@ -365,3 +365,39 @@ async def test_a_long_error_is_cut_as_callrouter_cuts_its_texts(
     engine = await engine_for(tmp_path, "json", shadow=False, rules=FAILING)
     data = json.loads(await decide(engine, caplog))
     assert data["errors"] == [{"rule": "vip", "stage": "if", "error": error}]
+
+
+STALE_RULES = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      owner: crm(caller.number)
+    when: owner.extension
+    do:
+      - redirect: {context: callrouter-dial, exten: "{owner.extension}"}
+"""
+
+
+@pytest.mark.parametrize(("stale", "shown"), [(412, " stale 412 s"), (None, ""), (True, "")])
+async def test_a_stale_answer_is_marked_in_the_text_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    stale: object,
+    shown: str,
+) -> None:
+    """Issue 16: a plugin's cache served an expired answer while it asked again
+    (the 1C plugin counts it in ``callrouter_onec_stale_answers_total``): the
+    answer's ``stale`` (its age in seconds) shows in the line as ``stale 412 s``."""
+
+    def register(self: Crm, registry: Registry) -> None:
+        async def crm(number: str) -> dict[str, object]:
+            return {"extension": "101", "stale": stale}
+
+        registry.add_lookup("crm", crm)
+
+    monkeypatch.setattr(Crm, "callrouter_register", hookimpl(register))
+    line = await decide(await engine_for(tmp_path, "text", shadow=False, rules=STALE_RULES), caplog)
+    lookups = line.partition("; lookups ")[2]
+    assert re.fullmatch(rf"owner \d+\.\d ms{shown}", lookups), line

@@ -235,9 +235,22 @@ class ResponsibleCache:
         time nor a stale one to fall back on (:class:`OneCCutOff` when
         ``deadline`` came first).
         """
+        value, _ = await self.aged(number, did=did, call_id=call_id, deadline=deadline)
+        return value
+
+    async def aged(
+        self,
+        number: str,
+        *,
+        did: str | None = None,
+        call_id: str | None = None,
+        deadline: float | None = None,
+    ) -> tuple[Responsible | None, float | None]:
+        """:meth:`lookup`, and the age in seconds of a stale answer it served
+        (``None`` for a fresh one): the decision line marks what the metric counts."""
         phone = normalize(number, self.rules)
         if not phone.lookup:
-            return None
+            return None, None
         key = phone.number
         entry = self._entries.get(key)
         now = self._clock()
@@ -245,12 +258,12 @@ class ResponsibleCache:
             age = now - entry.stored
             if age < entry.ttl:
                 self._entries.move_to_end(key)
-                return entry.value
+                return entry.value, None
             if age < self.stale_ttl:
                 self._refresh(key, did, call_id)
                 if self._on_stale is not None:
                     self._on_stale()
-                return entry.value
+                return entry.value, age
             del self._entries[key]
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -261,7 +274,7 @@ class ResponsibleCache:
         try:
             # shield: one caller's deadline must not cancel the request others share,
             # and a late answer still fills the cache for the next call.
-            return await asyncio.wait_for(asyncio.shield(task), remaining)
+            return await asyncio.wait_for(asyncio.shield(task), remaining), None
         except TimeoutError:
             raise OneCCutOff(f"no answer from 1C within the call's {remaining:.2f} s") from None
 

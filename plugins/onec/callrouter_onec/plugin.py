@@ -85,6 +85,7 @@ from callrouter_onec.missed import (
     MissedFact,
     owner_of,
 )
+from callrouter_onec.models import Responsible
 from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 from callrouter_onec.recordings import RecordingUploader, close_uploads, start_uploads
 from router import SettingsReader, hookimpl
@@ -723,7 +724,7 @@ class OneCPlugin:
         if cache is not None:
             answer = cache.fresh(str(number))
             if answer is not None:
-                return answer.as_dict()
+                return _answer(answer, None)
         return self.responsible(number, request)
 
     def _routed_here(
@@ -762,19 +763,19 @@ class OneCPlugin:
         if deadline is None:
             # The cache shields the shared request: cancelled, its answer
             # still lands in the cache.
-            answer = await cache.lookup(str(number), did=did, call_id=call_id)
-            return None if answer is None else answer.as_dict()
+            answer, stale = await cache.aged(str(number), did=did, call_id=call_id)
+            return None if answer is None else _answer(answer, stale)
         # The plugin gives up just before the rule engine would cut it off at the
         # call's deadline, so the decision line says it was 1C, where, and why,
         # not "timed out after 3699 ms" with a WARNING blaming the plugin.
         wait = deadline - time.monotonic()
         try:
-            answer = await cache.lookup(
+            answer, stale = await cache.aged(
                 str(number), did=did, call_id=call_id, deadline=deadline - DEADLINE_MARGIN
             )
         except OneCCutOff:
             raise self._cut_off(str(number), wait) from None
-        return None if answer is None else answer.as_dict()
+        return None if answer is None else _answer(answer, stale)
 
     def _cut_off(self, number: str, wait: float) -> OneCCutOff:
         """What the decision line says when the call's deadline cut the lookup:
@@ -1254,6 +1255,16 @@ class OneCPlugin:
             )
         except Exception:
             log.exception("onec: could not queue notify %s", dict(params))
+
+
+def _answer(answer: Responsible, stale: float | None) -> dict[str, Any]:
+    """The lookup's answer for rules: the contract's fields, and ``stale``, the
+    age in whole seconds of an answer served from an expired cache entry while
+    1C is asked again (``None`` for a fresh one; the decision line says
+    ``stale 412 s``, and ``callrouter_onec_stale_answers_total`` counts it)."""
+    shown = answer.as_dict()
+    shown["stale"] = None if stale is None else int(stale)
+    return shown
 
 
 def make_plugin() -> OneCPlugin:

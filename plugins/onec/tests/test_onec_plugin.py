@@ -498,6 +498,30 @@ async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
     assert stale["manager"]["extension"] == "101"
 
 
+async def test_a_stale_answer_says_its_age_and_a_fresh_one_none(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: a stale answer (cache expired, 1C failing) was not marked in the
+    decision line, though the metric counted it: the answer says ``stale``,
+    its age in seconds, which the decision line shows (``stale 412 s``)."""
+    onec, _ = started
+    assert onec.cache is not None
+    assert (await route_lookup(onec, routing()))["stale"] is None
+    assert (await route_lookup(onec, routing()))["stale"] is None  # fresh from the cache
+    onec.cache.invalidate()
+    onec.cache.positive_ttl = 0.0  # every answer is stale at once (within stale_ttl)
+    assert (await route_lookup(onec, routing()))["stale"] is None  # 1C's own answer
+    double.down = True
+    await asyncio.sleep(0.01)
+    stale = await route_lookup(onec, routing())
+    assert stale["manager"]["extension"] == "101"
+    assert isinstance(stale["stale"], int)
+    assert stale["stale"] >= 0
+    without_request = await onec.responsible("79161234567")
+    assert without_request is not None
+    assert isinstance(without_request["stale"], int)
+
+
 async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None:
     onec = OneCPlugin()
     config = write_config(
