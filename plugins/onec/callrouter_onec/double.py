@@ -56,7 +56,16 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from urllib.request import urlopen
 
 from callrouter_onec.directory import Directory, EventBook, EventError, load_directory
-from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, huge_body, render
+from callrouter_onec.faults import (
+    EVENT_REFUSED,
+    FAULTS,
+    TRICKLE_DELAY,
+    FaultPlan,
+    Selected,
+    decorate,
+    huge_body,
+    render,
+)
 from callrouter_onec.recording_box import Cut, RecordingBox
 
 __all__ = [
@@ -124,6 +133,8 @@ class _Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     #: Written after the headers without Content-Length, until the peer hangs up.
     stream: Iterator[bytes] | None = None
+    #: Seconds between the body's bytes (the ``trickle`` fault); 0: all at once.
+    trickle: float = 0.0
 
 
 class _Drop(Exception):
@@ -303,7 +314,7 @@ class OneCDouble:
         path = unquote(urlsplit(target).path)
         phone = self._phone_of(path)
         selected = self.faults.select(headers.get("x-double-fault"), path, phone)
-        entry.fault = selected.kind
+        entry.fault = selected.name
         if self.down or selected.kind == "close":
             entry.fault = "close"
             raise _Drop(reset=False)
@@ -316,7 +327,7 @@ class OneCDouble:
         proxy = self._fault_reply(selected) if selected.kind in ("502", "503", "504") else None
         if proxy is not None:  # the proxy answers before 1C ever sees the request
             return proxy
-        if not self._authorized(headers.get("authorization")):
+        if selected.kind == "401" or not self._authorized(headers.get("authorization")):
             return _Reply(401, b"", "text/plain", [("WWW-Authenticate", REALM)])
         extra: list[tuple[str, str]] = []
         if self.ibsession:
@@ -324,6 +335,8 @@ class OneCDouble:
             if stale is not None:
                 return stale
         fault = self._fault_reply(selected)
+        if selected.kind == "event400" and path == self.base_path + "/v1/calls/events":
+            fault = _error(400, "invalid_event", EVENT_REFUSED)
         if fault is not None:
             fault.headers += extra
             return fault
@@ -341,6 +354,8 @@ class OneCDouble:
             reply.body = decorate(selected.kind, reply.body)
             if selected.kind == "huge":
                 reply.stream = huge_body()
+            elif selected.kind == "trickle":
+                reply.trickle = TRICKLE_DELAY
         return reply
 
     def _phone_of(self, path: str) -> str | None:
@@ -765,6 +780,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
+        if reply.trickle:
+            with contextlib.suppress(OSError):  # the client gave up: its timeout worked
+                for i in range(len(reply.body)):
+                    if self._double._stopping.is_set():
+                        self.close_connection = True
+                        return
+                    self.wfile.write(reply.body[i : i + 1])
+                    self._double._sleep(reply.trickle)
+            return
         self.wfile.write(reply.body)
 
     def finish(self) -> None:
@@ -845,6 +869,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     print(f"1C double listening on {double.url} (user {double.username!r})", flush=True)
+    # What every request gets: a forgotten --fault in a script otherwise looks like a broken 1C.
+    print(f"global faults: {double.faults.as_dict()['global'] or 'none'}", flush=True)
     if not _loopback(args.host):
         print(
             f"callrouter-onec-double: warning: --host {args.host} is reachable from other "

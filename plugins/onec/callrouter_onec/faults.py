@@ -28,6 +28,7 @@ __all__ = [
     "HUGE_LIMIT",
     "MAX_LATENCY",
     "NESTED_DEPTH",
+    "TRICKLE_DELAY",
     "Fault",
     "FaultPlan",
     "FaultRule",
@@ -41,6 +42,8 @@ __all__ = [
 FAULTS: dict[str, str] = {
     "latency=S": "answer S seconds late (adds up with anything else)",
     "500": "500 text/plain from a failing BSL module",
+    "401": "401 with WWW-Authenticate, as for a wrong password (the 1C user was changed)",
+    "403": "403 text/plain: the 1C user has no right to the HTTP service",
     "406": "406 XML: the 1C session pool wait timed out",
     "404": "404 HTML from the web server (unpublished service)",
     "502": "502 HTML from a reverse proxy",
@@ -53,6 +56,10 @@ FAULTS: dict[str, str] = {
     "reset": "TCP reset instead of an answer",
     "nested": "200 with JSON nested 100,000 levels deep (a hostile or broken 1C)",
     "huge": "200 with an endless JSON array, no Content-Length, until the client hangs up",
+    "trickle": "200 whose body comes a byte every 0.1 s (Content-Length given): only a "
+    "client's total timeout cuts it, never a per-read one",
+    "event400": "the events endpoint refuses the event: 400 invalid_event (other "
+    "endpoints answer as usual)",
     "close": "close the connection without an answer",
 }
 _KINDS = frozenset(k for k in FAULTS if k != "latency=S")
@@ -68,6 +75,12 @@ SESSION_TIMEOUT = (
     '000000000000}" reason="406"><descr>Истекло время ожидания сеанса</descr></exception>'
 )
 TEXT_ERROR = "Ошибка: не удалось выполнить запрос к информационной базе"
+#: 1C's words when its user lacks the right to run the HTTP service.
+NO_RIGHTS = "Нарушение прав доступа!"
+#: What the ``event400`` fault says (as the BSL module's check of an event).
+EVENT_REFUSED = "Событие не принято: значение поля event не поддерживается"
+#: Seconds between the bytes of a ``trickle`` answer.
+TRICKLE_DELAY = 0.1
 #: Depth of the ``nested`` answer: far past Python's recursion limit.
 NESTED_DEPTH = 100_000
 #: The ``huge`` answer is written in chunks of this many bytes (one object, reused),
@@ -141,6 +154,14 @@ class Selected:
 
     latency: float = 0.0
     kind: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """What the request log shows: ``latency=0.8``, ``500``, ``latency=0.8, 500``;
+        ``None`` without a fault (a latency alone was logged as ``None``)."""
+        parts = [f"latency={self.latency:g}"] if self.latency else []
+        parts += [self.kind] if self.kind else []
+        return ", ".join(parts) or None
 
 
 def _spec(faults: list[Fault]) -> str:
@@ -220,6 +241,8 @@ def render(kind: str) -> tuple[int, str, bytes] | None:
     """``(status, content type, body)`` of a fault that replaces the answer, else ``None``."""
     if kind == "500":
         return 500, "text/plain; charset=utf-8", MODULE_ERROR.encode()
+    if kind == "403":
+        return 403, "text/plain; charset=utf-8", NO_RIGHTS.encode()
     if kind == "406":
         return 406, "application/xml; charset=utf-8", SESSION_TIMEOUT.encode()
     if kind == "404":

@@ -7,15 +7,18 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 
-from callrouter_onec.client import basic_auth_header
+from callrouter_onec.client import OneCClient, basic_auth_header
 from callrouter_onec.directory import Directory, load_directory
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.faults import parse_faults
 
 PASSWORD = "пароль-secret"  # the conftest's double uses it too
@@ -35,6 +38,15 @@ def get(
     return httpx.get(
         double.url + path, headers={**auth(double), **(headers or {})}, params=params, timeout=5
     )
+
+
+def line_of(stream: IO[str]) -> str:
+    """The next line the double prints, or a note that none came (not a hang)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(10)
+    return got[0] if got else "(no line within 10 s)"
 
 
 def test_found_client_with_manager(double: OneCDouble) -> None:
@@ -421,6 +433,8 @@ def test_cli_serves_until_terminated() -> None:
         line = process.stdout.readline()
         assert line.startswith("1C double listening on http://127.0.0.1:")
         url = line.split()[4]
+        # Issue 16: said at start, so a forgotten --fault does not pass for a broken 1C.
+        assert line_of(process.stdout) == "global faults: latency=0\n"
         response = httpx.get(
             url + "/v1/ping",
             headers={"Authorization": basic_auth_header(DEFAULT_USER, "x")},
@@ -621,7 +635,61 @@ def test_cli_warns_when_the_control_endpoints_are_reachable_from_other_hosts(
     try:
         assert process.stdout is not None
         assert process.stdout.readline().startswith("1C double listening on")
+        assert line_of(process.stdout) == "global faults: none\n"
     finally:
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert ("take no password" in err) is warned, err
+
+
+def test_faults_401_and_403_answer_as_1c_does(double: OneCDouble) -> None:
+    """Issue 16: a changed 1C user (401) and one without the right to the service (403)."""
+    response = get(double, "/v1/ping", headers={"X-Double-Fault": "401"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="1C:Enterprise 8.3"'
+    response = get(double, "/v1/responsible/79161234567", headers={"X-Double-Fault": "403"})
+    assert response.status_code == 403
+    assert response.text == "Нарушение прав доступа!"
+    assert [r.fault for r in double.log] == ["401", "403"]
+
+
+def test_fault_event400_refuses_events_only(double: OneCDouble) -> None:
+    double.faults.add("event400", count=None)
+    event = {"call_id": "1.1", "event": "ringing", "event_id": "1.1/ringing"}
+    response = httpx.post(
+        double.url + "/v1/calls/events", json=event, headers=auth(double), timeout=5
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_event"
+    assert get(double, "/v1/ping").status_code == 200  # other endpoints as usual
+    assert get(double, "/v1/responsible/79161234567").json()["found"] is True
+    assert double.event_book.receipts == []
+
+
+def test_fault_trickle_sends_the_body_a_byte_at_a_time(double: OneCDouble) -> None:
+    headers = {**auth(double), "X-Double-Fault": "trickle"}
+    with httpx.stream("GET", double.url + "/v1/ping", headers=headers, timeout=5) as response:
+        assert response.status_code == 200
+        length = int(response.headers["Content-Length"])
+        first = next(response.iter_raw())
+        assert 0 < len(first) < length  # the rest still trickles
+
+
+async def test_a_trickled_answer_is_cut_by_the_client_s_whole_timeout(
+    double: OneCDouble, client: OneCClient
+) -> None:
+    """Every read gets a byte well within any read timeout: only the whole
+    lookup's budget (``timeout``, 0.5 s here) ends it."""
+    double.faults.set_global("trickle")
+    with pytest.raises(OneCUnavailable, match=r"no answer within 0\.50 s"):
+        await client.ping()
+
+
+def test_the_log_names_a_latency_fault(double: OneCDouble) -> None:
+    """Issue 16: ``fault: null`` for a request that had a latency fault."""
+    get(double, "/v1/ping", headers={"X-Double-Fault": "latency=0.01"})
+    get(double, "/v1/ping", headers={"X-Double-Fault": "latency=0.01, 500"})
+    get(double, "/v1/ping")
+    assert [r.fault for r in double.log] == ["latency=0.01", "latency=0.01, 500", None]
+    served = httpx.get(double.root_url + "/_double/log", timeout=5).json()["requests"]
+    assert [r["fault"] for r in served] == ["latency=0.01", "latency=0.01, 500", None]
