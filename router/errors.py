@@ -22,6 +22,7 @@ as aiosmtplib does::
     │   └── RulesRefused                   ``run`` will not start on rules with problems
     ├── PluginError                        a plugin misbehaved (wraps its exception)
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
+    │   └── LookupCutOff                   ... because the call's deadline came (said by the lookup)
     ├── router.api.errors.ApiError         an HTTP API request failed (status, problem details)
     ├── RecordingError                     a call recording could not be made, closed or transcoded
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
@@ -60,6 +61,7 @@ __all__ = [
     "FileOutOfSight",
     "FunctionFailed",
     "HistorySourceError",
+    "LookupCutOff",
     "LookupUnavailable",
     "NotTheRecording",
     "PluginError",
@@ -248,6 +250,13 @@ class PluginError(CallRouterError):
 
 class LookupUnavailable(CallRouterError):
     """A lookup source could not answer; rules treat the value as ``None``."""
+
+
+class LookupCutOff(LookupUnavailable):
+    """A lookup gave up because the call's deadline (``RequestInfo.deadline``)
+    came first: the decision counts as late, as when the engine cuts a lookup
+    off, but the trace keeps the lookup's own words (what it asked, where) and
+    no WARNING blames the plugin."""
 
 
 class RecordingError(CallRouterError):

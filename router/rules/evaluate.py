@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from router import eager
 from router.dialplan import KnownContext, missing_target
-from router.errors import FunctionFailed, LookupUnavailable
+from router.errors import FunctionFailed, LookupCutOff, LookupUnavailable
 from router.request import RequestInfo
 from router.rules.context import Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
@@ -400,7 +400,8 @@ async def _call_lookup(
         _lookup_cut_off(name, registry, asked, record.ms, func)
         return None, f"timed out after {record.ms:.0f} ms", True
     except LookupUnavailable as exc:  # the expected way to say "no answer"
-        return None, str(exc) or "unavailable", False
+        # LookupCutOff: the lookup itself gave up at the call's deadline.
+        return None, str(exc) or "unavailable", isinstance(exc, LookupCutOff)
     except Exception as exc:
         record.ms = (time.perf_counter() - started) * 1000  # the lookup's time, not the log's
         _lookup_failed(name, registry, asked, exc)

@@ -401,3 +401,25 @@ async def test_a_stale_answer_is_marked_in_the_text_line(
     line = await decide(await engine_for(tmp_path, "text", shadow=False, rules=STALE_RULES), caplog)
     lookups = line.partition("; lookups ")[2]
     assert re.fullmatch(rf"owner \d+\.\d ms{shown}", lookups), line
+
+
+async def test_a_lookup_that_gives_up_at_the_deadline_is_late_in_its_own_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a lookup that honours the call's deadline itself raises
+    ``LookupCutOff``: the call counts as late, as when the engine cuts a lookup
+    off, the line keeps the lookup's words, and no WARNING blames the plugin."""
+    from router import LookupCutOff
+
+    def register(self: Crm, registry: Registry) -> None:
+        async def crm(number: str) -> str:
+            raise LookupCutOff("no answer from the CRM within the call's remaining 3.70 s")
+
+        registry.add_lookup("crm", crm)
+
+    monkeypatch.setattr(Crm, "callrouter_register", hookimpl(register))
+    with caplog.at_level(logging.WARNING):
+        line = await decide(await engine_for(tmp_path, "text", shadow=False), caplog)
+    assert " -> late [-] in " in line, line
+    assert line.endswith("failed: no answer from the CRM within the call's remaining 3.70 s"), line
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records

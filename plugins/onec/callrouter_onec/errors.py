@@ -10,13 +10,13 @@ is pointless, and 1C is evidently up)::
     └── OneCError                          carries status, body (first 200 chars), url
         ├── OneCUnavailable                no usable answer: transport failure, timeout,
         │   │                              non-2xx, not JSON, wrong shape, circuit open
-        │   └── OneCCutOff                 the call's deadline came before 1C's answer
+        │   └── OneCCutOff(LookupCutOff)   the call's deadline came before 1C's answer
         └── OneCBadRequest(ValueError)     400 with a JSON error code (invalid_phone, ...)
 """
 
 from __future__ import annotations
 
-from router import LookupUnavailable
+from router import LookupCutOff, LookupUnavailable
 
 __all__ = ["BODY_PREVIEW", "OneCBadRequest", "OneCCutOff", "OneCError", "OneCUnavailable"]
 
@@ -52,8 +52,9 @@ class OneCUnavailable(OneCError):
     """1C gave no usable answer; the caller takes its fallback."""
 
 
-class OneCCutOff(OneCUnavailable):
-    """The call's deadline came before 1C's answer (the request goes on, for the cache)."""
+class OneCCutOff(OneCUnavailable, LookupCutOff):
+    """The call's deadline came before 1C's answer (the request goes on, for the
+    cache); as :class:`router.LookupCutOff`, the decision counts as late."""
 
 
 class OneCBadRequest(OneCError, ValueError):

@@ -34,6 +34,7 @@ from router import (
     ConfigError,
     Decision,
     Event,
+    LookupCutOff,
     LookupUnavailable,
     Registry,
     RequestInfo,
@@ -475,6 +476,7 @@ async def test_a_lookup_the_calls_deadline_cuts_says_1c_s_path_and_what_to_chang
     assert "the call's deadline cut the lookup off" in message
     assert "timeout (0.5 s) is at or above that wait" in message
     assert PASSWORD not in message
+    assert isinstance(raised.value, LookupCutOff)  # the engine counts the call as late
 
 
 async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
