@@ -360,7 +360,9 @@ class Router:
             elif not outcome.decision.actions:
                 # Nothing matched because a lookup ran out of time: the call was late.
                 status = "late" if outcome.trace.deadline_hit else "fell-through"
-            elif evaluated > deadline:
+            elif evaluated > deadline or outcome.trace.deadline_hit:
+                # A lookup said the deadline came (router.LookupCutOff, a moment
+                # before it): a later rule's match is as late as after a cut-off.
                 status = "late"
             elif self.shadow:
                 status = "shadow"

@@ -418,8 +418,14 @@ async def test_a_lookup_that_gives_up_at_the_deadline_is_late_in_its_own_words(
         registry.add_lookup("crm", crm)
 
     monkeypatch.setattr(Crm, "callrouter_register", hookimpl(register))
+    rules = RULES + (
+        "  - name: fallback\n    on: call\n    do:\n"
+        "      - redirect: {context: callrouter-dial, exten: '100'}\n"
+    )
     with caplog.at_level(logging.WARNING):
-        line = await decide(await engine_for(tmp_path, "text", shadow=False), caplog)
-    assert " -> late [-] in " in line, line
-    assert line.endswith("failed: no answer from the CRM within the call's remaining 3.70 s"), line
+        engine = await engine_for(tmp_path, "text", shadow=False, rules=rules)
+        line = await decide(engine, caplog)
+    # The fallback matched, but after the lookup said the deadline came: late, not sent.
+    assert " -> late [redirect:planned] in " in line, line
+    assert "failed: no answer from the CRM within the call's remaining 3.70 s" in line, line
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
