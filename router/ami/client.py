@@ -451,14 +451,16 @@ class AJAMClient(AMIActions[ActionResult]):
             tell_login(self._login_listener)
         return result.response
 
-    def _said_once_a_minute(self, last: float | None, message: str, *args: object) -> float | None:
-        """``message`` at INFO if none was said in the last :data:`LOGIN_SAID_EVERY`
+    def _said_once_a_minute(
+        self, last: float | None, message: str, *args: object, level: int = logging.INFO
+    ) -> float | None:
+        """``message`` at ``level`` if none was said in the last :data:`LOGIN_SAID_EVERY`
         seconds (when it was is returned), else at DEBUG: a peer that takes
         every login and refuses every action after it (Ping too) was logged in
         to again at each poll, two INFO lines a second, 14,000 an hour."""
         now = self._clock()
         if last is None or now - last >= LOGIN_SAID_EVERY:
-            log.info(message, *args)
+            log.log(level, message, *args)
             return now
         log.debug(message, *args)
         return last
@@ -622,26 +624,20 @@ class AJAMClient(AMIActions[ActionResult]):
         delay = min(
             RELOGIN_BACKOFF_MAX, RELOGIN_BACKOFF_FIRST * 2 ** min(self._hollow_logins - 2, 16)
         )
-        now = self._clock()
-        self._relogin_after = now + delay
-        text = (
+        self._relogin_after = self._clock() + delay
+        self._hollow_said = self._said_once_a_minute(
+            self._hollow_said,
             "Asterisk at %s took the login as %s and refused the first action after it "
             "(Ping too) %d times in a row: the manager user has no class at all, or this is "
             "not Asterisk (asterisk -rx 'manager show user %s'); logging in again no sooner "
-            "than %g s from now, until an action works"
-        )
-        args = (
+            "than %g s from now, until an action works",
             self._endpoint,
             self.settings.username,
             self._hollow_logins,
             self.settings.username,
             delay,
+            level=logging.WARNING,
         )
-        if self._hollow_said is None or now - self._hollow_said >= LOGIN_SAID_EVERY:
-            self._hollow_said = now
-            log.warning(text, *args)
-        else:
-            log.debug(text, *args)
 
     def _session_works(self) -> None:
         """An action was answered other than ``Permission denied``: logins again
