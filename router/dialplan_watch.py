@@ -99,6 +99,11 @@ class DialplanWatch:
         self._again: str | None = None
         self._waiting = False
         self._hurry = asyncio.Event()
+        #: Whether the look :meth:`look_again` asked for is reading the dialplan,
+        #: and a reconnection that came meanwhile (its ``why`` and ``say_all``):
+        #: what that look reads may be from before it, so another look follows.
+        self._reading = False
+        self._later: tuple[str, bool] | None = None
         #: What the last audit found, as (level, text): a timed one logs only a change.
         self._findings: tuple[tuple[str, str], ...] | None = None
         #: Audits reading the dialplan now: the timed one waits for none.
@@ -145,9 +150,11 @@ class DialplanWatch:
         FullyBooted after FullyBooted had the dialplan read back to back (some
         800 ShowDialPlan a second and a fifth of a core in callrouter); one
         asked for sooner after the last look waits for the interval's end and
-        covers every ask meanwhile. But the first FullyBooted after the start
-        or after a reconnection is read at once, cutting such a wait short (or
-        following a look that is reading): the look the reconnection asked for
+        covers every ask meanwhile; a reconnection while a look reads has one
+        more look follow it (what it reads may be from before the restart).
+        But the first FullyBooted after the start or after a reconnection is
+        read at once, cutting such a wait short (or following a look that is
+        reading): the look the reconnection asked for
         may have read a dialplan still loading, and rules to contexts it lacked
         would be refused until the wait ended. A peer can have that once per
         reconnection, which the stream's backoff bounds."""
@@ -164,6 +171,13 @@ class DialplanWatch:
                 self._again = why
                 if self._waiting:
                     self._hurry.set()
+            elif not booted and self._reading:
+                # Lost again while the look reads: it may read the dialplan from
+                # before (or have its read cut short), and over AJAM no
+                # FullyBooted follows a restart logged in after. One more look
+                # after it, within the interval as any (issue 16).
+                said_all = self._later is not None and self._later[1]
+                self._later = (why, say_all or said_all)
             return
         task = asyncio.get_running_loop().create_task(
             self._look_again(why, say_all=say_all, urgent=urgent),
@@ -173,6 +187,14 @@ class DialplanWatch:
         self.looking_again = task
 
     async def _look_again(self, why: str, *, say_all: bool, urgent: bool) -> None:
+        while True:
+            await self._look_once(why, say_all=say_all, urgent=urgent)
+            later, self._later = self._later, None
+            if later is None:
+                return
+            (why, say_all), urgent = later, False
+
+    async def _look_once(self, why: str, *, say_all: bool, urgent: bool) -> None:
         # A boot's FullyBooted may have come before this task's first step.
         urgent = urgent or self._again is not None
         wait = 0.0 if urgent else self._looked_at + AUDIT_INTERVAL - time.monotonic()
@@ -186,11 +208,15 @@ class DialplanWatch:
             finally:
                 self._waiting = False
         again: str | None = self._again or why
-        while again is not None:
-            self._again = None
-            self._looked_at = time.monotonic()
-            await self.audit("a reconnection", changes_only=not say_all, changed=again)
-            again = self._again
+        self._reading = True
+        try:
+            while again is not None:
+                self._again = None
+                self._looked_at = time.monotonic()
+                await self.audit("a reconnection", changes_only=not say_all, changed=again)
+                again = self._again
+        finally:
+            self._reading = False
 
     def _boot_audited(self, task: asyncio.Task[None]) -> None:
         self.looking_again = None

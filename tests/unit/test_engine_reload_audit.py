@@ -452,3 +452,34 @@ async def test_a_reconnection_reads_the_dialplan_again(
         "dialplan changed since it was last checked (callrouter lost Asterisk for 2.0 s: "
         "a restart may have changed it)"
     ), said
+
+
+async def test_a_reconnection_while_a_look_reads_is_looked_at_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnection's look was reading (the old dialplan, or a read Asterisk's
+    restart cut short) when the stream lost Asterisk again: that reconnection's
+    look was dropped, and over AJAM, which sees no FullyBooted after a restart
+    it logged in after, the dialplan read before the restart stood until the
+    timed audit, 300 s later (issue 16). It reads once more after the look in
+    progress, within the interval as every look."""
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.05)
+    client = Booting()
+    client.booted = True
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine.dialplan_watch.audit("start")
+    assert client.asked == 1
+    client.gate = asyncio.Event()
+    await engine._on_gap(StreamGap(100.0, 100.5, "reconnect", "closed"))
+    for _ in range(50):  # the look begins to read, and waits for its answer
+        if client.asked == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert client.asked == 2
+    client.booted = False  # restarted meanwhile, without the rules' contexts
+    await engine._on_gap(StreamGap(101.0, 102.0, "reconnect", "closed"))
+    client.gate.set()
+    await asyncio.wait_for(boot_audited(engine), 5)
+    assert client.asked == 3
+    assert missing_target(DIAL_101, engine.executor.dialplan) is not None
+    await asyncio.wait_for(engine.stop(), 5)
