@@ -391,6 +391,10 @@ class CallTracker:
                     call.channels[channel_name] = chan
                     self._channels += 1
                     self._by_channel[channel_name] = linkedid
+                else:
+                    # Followed by no call now (one it left above, if any, no
+                    # longer has it): its index entry would outlive both calls.
+                    self._by_channel.pop(channel_name, None)
             context = get("Context")
             if context is None:
                 context = event.get("Context")

@@ -417,6 +417,30 @@ def test_a_call_full_of_live_channels_follows_no_more_of_them() -> None:
     assert [c.linkedid for c in fed.ended] == ["L1"]
 
 
+def test_a_channel_moved_into_a_full_call_leaves_no_index_entry_behind() -> None:
+    """Issue 16: a channel known under one Linkedid whose events come under
+    another (a bridge gives its channels the oldest Linkedid), a call already
+    full of live channels (``CHANNELS_MAX``): it left its old call and was not
+    taken in the new one, yet the channel index still named it under its old
+    call. Those entries stayed until a Hangup of the channel came under a
+    Linkedid tracked: a peer moving ever new channels into a full call grew the
+    index without bound, and an event of the channel with no Linkedid was
+    handed its old call, which no longer has it."""
+    tracker = CallTracker()
+    for i in range(CHANNELS_MAX):
+        tracker.feed(ev("Newchannel", Channel=f"PJSIP/x-{i}", Linkedid="FULL", Uniqueid=f"u{i}"))
+    for i in range(50):
+        name = f"PJSIP/moved-{i}"
+        tracker.feed(ev("Newchannel", Channel=name, Linkedid=f"L{i}", Uniqueid=f"m{i}"))
+        tracker.feed(ev("BridgeEnter", Channel=name, Linkedid="FULL", Uniqueid=f"m{i}"))
+        assert tracker.get(f"L{i}") is None  # no live leg left in its old call
+        assert tracker.by_channel(name) is None
+    full = tracker.get("FULL")
+    assert full is not None
+    assert len(tracker._by_channel) == len(full.channels) == CHANNELS_MAX
+    assert tracker.channels == CHANNELS_MAX
+
+
 # -- fields no Asterisk sends (issue 16) -------------------------------------------------
 
 BIG = "9" * 65536
