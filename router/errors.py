@@ -11,7 +11,8 @@ as aiosmtplib does::
     ├── AMIError                           anything on the Asterisk side
     │   ├── AMIProtocolError(ValueError)   bytes that are not AMI (malformed, truncated, too big)
     │   ├── AMIConnectionError(ConnectionError)  Asterisk unreachable, connection dropped
-    │   │   └── AMITimeoutError(TimeoutError)    no answer in time
+    │   │   ├── AMITimeoutError(TimeoutError)    no answer in time
+    │   │   └── AMIEmptyAnswerError        AJAM's HTTP 200 with no manager answer in it
     │   ├── AMIEventsDropped                events read over TCP dropped unhandled (a full queue)
     │   ├── AMIAuthenticationError(PermissionError)  login refused (wrong secret, ACL, 401)
     │   ├── AMIActionError                 Asterisk answered ``Response: Error``
@@ -19,7 +20,8 @@ as aiosmtplib does::
     │   └── AMIValidationError(ValueError) an action call that does not fit the catalog
     ├── RuleError                          rule files
     │   ├── RuleValidationError(ValueError) one located problem (file:line) in a rule
-    │   └── RulesRefused                   ``run`` will not start on rules with problems
+    │   ├── RulesRefused                   ``run`` will not start on rules with problems
+    │   └── FunctionFailed                 a rule function raised while a rule was evaluated
     ├── PluginError                        a plugin misbehaved (wraps its exception)
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
     │   └── LookupCutOff                   ... because the call's deadline came (said by the lookup)
