@@ -19,7 +19,7 @@ def defined_at(func: object) -> str:
     """``"; defined at FILE:LINE"`` of a plugin's function, for a message about it
     (the plugin's name alone did not say which file of an installed package to
     open), or "" when the source cannot be told (a builtin, a lambda's class).
-    FILE is relative to the current folder when it is under it."""
+    FILE is relative to the current folder when it is under it; never raises."""
     target = getattr(func, "__func__", func)
     try:
         path = inspect.getsourcefile(target)  # type: ignore[arg-type]
@@ -28,7 +28,10 @@ def defined_at(func: object) -> str:
         return ""
     if not path:
         return ""
-    with contextlib.suppress(ValueError):  # another drive (Windows): the whole path
+    # ValueError: another drive (Windows); OSError: the working folder was removed
+    # under a running service (os.getcwd raises). The whole path is said then: this
+    # runs while a plugin's mistake is reported, which must not fail in its turn.
+    with contextlib.suppress(ValueError, OSError):
         shorter = os.path.relpath(path)
         if not shorter.startswith(".."):
             path = shorter

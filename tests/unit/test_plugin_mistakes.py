@@ -384,6 +384,42 @@ def _here() -> str:
     return os.path.relpath(__file__)
 
 
+async def test_a_plugins_failure_is_said_when_the_working_folder_was_removed(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """issue 16: the place a plugin's function is written in is said relative
+    to the working folder; with that folder removed under a running service
+    (``callrouter run`` started in a folder a tmp cleaner or a script removed),
+    ``os.path.relpath`` raised FileNotFoundError out of the line that reports
+    the plugin's mistake, and the call's routing failed with it. The path is
+    said whole instead."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
+        "      - vip_tag: {level: gold}\n"
+        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
+        encoding="utf-8",
+    )
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    engine = await engine_factory(rules, plugins=[VipTags(42)])
+    gone.rmdir()  # removed under the running engine
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    record = engine.records[-1]
+    assert record.outcome == "failed"
+    assert record.actions[0].detail.startswith("plugin 'vip': vip_tag: returned 42 (int)")
+    assert ajam_replay.count("Redirect") == 1
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    line = VipTags.callrouter_execute.__code__.co_firstlineno
+    assert error.getMessage().endswith(f"; defined at {__file__}:{line}"), error.getMessage()
+
+
 async def test_an_actions_long_description_is_cut(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
