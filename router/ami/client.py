@@ -989,30 +989,35 @@ RELOGIN_BACKOFF_FIRST = 0.5
 RELOGIN_BACKOFF_MAX = 30.0
 
 
-def session_lifetime_problem(ttl: int | None, waitevent_timeout: float) -> tuple[bool, str] | None:
+def session_lifetime_problem(ttl: int | None, waitevent_timeout: float) -> str | None:
     """What is wrong with an AJAM session's lifetime (manager.conf ``httptimeout``,
-    the cookie's Max-Age ``ttl``) for the event stream, if anything: (whether
-    it breaks delivery, the text). At 10 s or less Asterisk answers every
-    WaitEvent at once (it caps the wait at ``httptimeout - 10``): delivery
-    degrades to busy polling; a ``waitevent_timeout`` not below ``httptimeout
-    - 10`` is cut to ``httptimeout - 11`` at each poll (docs/asterisk-ajam.md)."""
+    the cookie's Max-Age ``ttl``) for the event stream, if anything. At 10 s or
+    less Asterisk answers every WaitEvent at once (it caps the wait at
+    ``httptimeout - 10``): delivery degrades to busy polling, which still
+    routes every call; a ``waitevent_timeout`` not below ``httptimeout - 10``
+    is cut to ``httptimeout - 11`` at each poll (docs/asterisk-ajam.md).
+    Neither stops routing: ``callrouter check --asterisk`` says either as
+    ADVICE. ``manager reload`` (or ``core reload``; ``module reload http``
+    does not read manager.conf) applies a new value, to a live session at its
+    next request too (seen on 22.10.1)."""
     if ttl is None:
         return None
     if ttl <= 10:
-        return True, (
+        return (
             f"manager.conf [general] httptimeout is {ttl} s (the session cookie's Max-Age): "
             "at 10 s or less Asterisk answers every WaitEvent at once, so events are "
-            "fetched by busy polling; set httptimeout = 60 or more in manager.conf "
-            "[general] and reload the manager (asterisk -rx 'manager reload') "
-            "(docs/asterisk-ajam.md)"
+            "fetched by busy polling (calls are still routed; callrouter and Asterisk spend "
+            "CPU on a poll each round trip); set "
+            "httptimeout = 60 or more in manager.conf [general] and reload the manager "
+            "(asterisk -rx 'manager reload') (docs/asterisk-ajam.md)"
         )
     if waitevent_timeout >= ttl - 10:
-        return False, (
+        return (
             f"[asterisk] waitevent_timeout ({waitevent_timeout:g} s) is not below manager.conf "
             f"[general] httptimeout ({ttl} s, the session cookie's Max-Age) - 10: each "
             f"WaitEvent waits {max(1, ttl - 11)} s at most; set httptimeout = 60 or more in "
-            "manager.conf [general], or waitevent_timeout below httptimeout - 10 "
-            "(docs/asterisk-ajam.md)"
+            "manager.conf [general] (then asterisk -rx 'manager reload'), or "
+            "waitevent_timeout below httptimeout - 10 (docs/asterisk-ajam.md)"
         )
     return None
 
@@ -1024,8 +1029,7 @@ _LIFETIME_SAID: dict[str, str | None] = {}
 
 
 def _warn_lifetime(endpoint: str, ttl: int | None, waitevent_timeout: float) -> None:
-    problem = session_lifetime_problem(ttl, waitevent_timeout)
-    text = None if problem is None else problem[1]
+    text = session_lifetime_problem(ttl, waitevent_timeout)
     if _LIFETIME_SAID.get(endpoint) == text:
         return
     if len(_LIFETIME_SAID) > 64:  # bounded, whatever creates clients
