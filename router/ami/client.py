@@ -281,6 +281,10 @@ class AJAMClient(AMIActions[ActionResult]):
         self._relogin_after: float | None = None
         #: When the backoff's WARNING was last said.
         self._hollow_said: float | None = None
+        #: The session (its :attr:`session_generation`) Asterisk's answers showed
+        #: gone (:meth:`_session_gone`) and no login again replaced yet: while
+        #: logins again are held back, actions for it are refused unsent.
+        self._lost_generation: int | None = None
         #: Whether a login WARNs of a session lifetime that makes the event
         #: stream poll busily (:func:`session_lifetime_problem`); a caller that
         #: reports it itself (``callrouter check --asterisk``) turns it off.
@@ -609,13 +613,15 @@ class AJAMClient(AMIActions[ActionResult]):
 
     def _hollow_login(self) -> None:
         """A login again whose first action was refused again, Ping too: the
-        peer takes every login and refuses everything after it (a user Asterisk
-        grants no class at all, or not Asterisk). Logging in again at each
+        peer takes every login and refuses everything after it (something between
+        that drops the session cookie, or not Asterisk: Asterisk 22 answers a user
+        with no class at all Ping and WaitEvent). Logging in again at each
         request helped nothing and cost a login a poll, about two a second for
         ever; from the second in a row the next one waits
         :data:`RELOGIN_BACKOFF_FIRST` s, doubling to
         :data:`RELOGIN_BACKOFF_MAX`, until an action works (:meth:`_session_works`).
-        Actions are still sent at once meanwhile: only the login is held."""
+        Meanwhile an action for a session known gone is not sent
+        (:meth:`_held_back`); one for a session that may still live is."""
         self._hollow_logins += 1
         if self._hollow_logins < 2:
             # Once may be a session lost and a class missing, or a session
@@ -628,13 +634,12 @@ class AJAMClient(AMIActions[ActionResult]):
         self._hollow_said = self._said_once_a_minute(
             self._hollow_said,
             "Asterisk at %s took the login as %s and refused the first action after it "
-            "(Ping too) %d times in a row: the manager user has no class at all, or this is "
-            "not Asterisk (asterisk -rx 'manager show user %s'); logging in again no sooner "
-            "than %g s from now, until an action works",
+            "(Ping too) %d times in a row: something between drops the session cookie (a "
+            "proxy), or this is not Asterisk (a manager user with no class at all still "
+            "gets Ping); logging in again no sooner than %g s from now, until an action works",
             self._endpoint,
             self.settings.username,
             self._hollow_logins,
-            self.settings.username,
             delay,
             level=logging.WARNING,
         )
@@ -646,6 +651,44 @@ class AJAMClient(AMIActions[ActionResult]):
             log.info("Asterisk at %s answers actions again", self._endpoint)
         self._hollow_logins = 0
         self._relogin_after = None
+
+    def _session_gone(self, name: str, generation: int, cookie: str | None) -> bool:
+        """After ``Permission denied`` for action ``name``, sent with ``cookie``
+        on session ``generation``: whether the answer itself shows the session
+        gone (expired, Asterisk restarted), with no Ping to ask. Asterisk
+        answers a cookie it no longer knows with a new session's cookie, not
+        logged in (:meth:`_parse` takes it), and a live session's refusal with
+        its own (both seen on 22.10.1); and it refuses an action no class
+        guards (Ping, WaitEvent: ``Priv: <none>``) only to a session not logged
+        in. Otherwise (the same cookie, an action a class guards) only a Ping
+        tells an expired session from a missing class (:meth:`_session_alive`)."""
+        if self.session_generation != generation:
+            return False  # another request logged in meanwhile: not this answer's to say
+        if cookie is not None and self._cookie != cookie:
+            return True
+        try:
+            return not load_catalog().action(name).write_classes
+        except AMIValidationError:  # an action newer than the catalog
+            return False
+
+    def _held_back(self, name: str, sent: bool) -> AMIConnectionError:
+        """The session is gone and logging in again is held back
+        (:meth:`_hollow_login`): the error for action ``name`` (``sent``:
+        whether it went out, refused, or was not sent at all)."""
+        after = self._relogin_after
+        left = 0.0 if after is None else max(0.0, after - self._clock())
+        return AMIConnectionError(
+            f"{name}: the AJAM session at {self._endpoint} is gone (Asterisk "
+            + (
+                "refused this action as not logged in"
+                if sent
+                else "refused an earlier action as not logged in; not sent"
+            )
+            + f") and logging in again is held back {left:.1f} s more: Asterisk took the "
+            f"last {self._hollow_logins} logins as {self.settings.username} and refused the "
+            "first action after each of them as not logged in (something between drops "
+            "the session cookie, or this is not Asterisk)"
+        )
 
     # -- actions -----------------------------------------------------------------
 
@@ -675,30 +718,52 @@ class AJAMClient(AMIActions[ActionResult]):
         if not self._logged_in:
             await self.login()
         generation = self.session_generation
-        result = await self._post(action, timeout=timeout)
+        cookie = self._cookie
+        lost = self.settings.auth == "cookie" and self._lost_generation == generation
+        if lost and self._relogin_held():
+            # Asterisk has said this session is gone: the action would only be
+            # refused again, and logging in again is held back.
+            raise self._held_back(action.name, sent=False)
+        result = None if lost else await self._post(action, timeout=timeout)
         # The session is gone, unless a Ping proves it alive; and when another
         # request logged in again while this one was out (Asterisk restarted
         # under both), the answer was the old session's: retry on the new one,
         # whatever a Ping on it says.
-        if not _denied(result):
+        if result is not None and not _denied(result):
             self._session_works()
-        elif (
-            self.settings.auth == "cookie"
-            and (
-                self.session_generation != generation
-                or not await self._session_alive(action)
-                or self.session_generation != generation
-            )
-            # Not while logins again are held back (a peer that refuses every
-            # action after each login): refused as a missing class, as over TCP.
-            and (self.session_generation != generation or not self._relogin_held())
+        elif self.settings.auth == "cookie" and (
+            result is None
+            or self.session_generation != generation
+            or self._session_gone(action.name, generation, cookie)
+            or not await self._session_alive(action)
+            or self.session_generation != generation
         ):
+            if self.session_generation == generation and self._relogin_held():
+                # Logins again are held back (a peer that refuses every action
+                # after each login) and this session is gone too: said so, not
+                # as a missing class; later actions for it are not sent.
+                self._lost_generation = generation
+                raise self._held_back(action.name, sent=True)
             logged_in = await self._relogin(generation)
+            generation, cookie = self.session_generation, self._cookie
             result = await self._post(action, timeout=timeout)
             if not _denied(result):
                 self._session_works()
             elif logged_in:
                 self._hollow_login()
+                if self._session_gone(action.name, generation, cookie):
+                    # Refused as not logged in right after the login: the
+                    # session was not kept. Not a missing class.
+                    self._lost_generation = generation
+                    if self._relogin_held():
+                        raise self._held_back(action.name, sent=True)
+                    raise AMIConnectionError(
+                        f"{action.name}: Asterisk at {self._endpoint} refused it as not "
+                        f"logged in right after a login as {self.settings.username}: the "
+                        "session was not kept"
+                    )
+        if result is None:  # sent above, or an error was raised
+            raise AssertionError("unreachable")  # pragma: no cover
         if _denied(result):
             # Digest authenticates every request, and a cookie session was just
             # proven alive (or renewed): the user lacks the action's class.

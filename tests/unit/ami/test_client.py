@@ -56,6 +56,10 @@ class FakeAsterisk:
         self.deny_always = False
         #: Takes every login and refuses every action after it, Ping too.
         self.refuse_all = False
+        #: As Asterisk 22 (seen on 22.10.1): a cookie it no longer knows is
+        #: refused with a new session's cookie, not logged in (else: ours again).
+        self.new_cookie_when_lost = False
+        self._minted = 0
         self.fail: Callable[[dict[str, str]], Exception | None] | None = None
         self.login_failure = b"Authentication failed"
 
@@ -83,9 +87,12 @@ class FakeAsterisk:
             self.sessions.clear()
             logged_in = False
         if not logged_in or self.refuse_all or (self.deny_always and action == "originate"):
-            return reply(
-                f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n".encode()
-            )
+            denied = f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n"
+            if not logged_in and self.new_cookie_when_lost:
+                self._minted += 1
+                fresh = f'mansession_id="5eed{self._minted:04x}"; Version=1; Max-Age=60'
+                return reply(denied.encode(), cookie=fresh)
+            return reply(denied.encode())
         if action == "ping":
             return reply(b"Response: Success\r\nPing: Pong\r\n\r\n", action_id=aid)
         if action == "coreshowchannels":
@@ -846,8 +853,11 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
     too, was logged in to again at each request: the event stream's poll
     alone, every half second, made 60 logins in 30 s for ever. From the second
     login again in a row followed at once by a refused action, the next one is
-    held back, 0.5 s doubling to 30 s; each action is still sent, and refused
-    as over TCP."""
+    held back, 0.5 s doubling to 30 s. A refused WaitEvent (no class guards
+    it) says the session is gone: no Ping is asked, and while logins are held
+    nothing is sent for that session (a poll and its Ping, two refused
+    requests a second, were); each refusal is said as a session gone, not as
+    a missing class."""
     now = [1000.0]
     client = make_client(pbx)
     client._clock = lambda: now[0]
@@ -855,32 +865,85 @@ async def test_logins_again_after_which_everything_is_refused_back_off(
         pbx.refuse_all = True
         with caplog.at_level(logging.WARNING, logger="router.ami.client"):
             for _ in range(60):  # 30 s of polls every half second
-                before = len(pbx.requests)
-                with pytest.raises(AMIPrivilegeError):
+                with pytest.raises(AMIConnectionError, match=r"refused|not sent"):
                     await client.request(Action.build("WaitEvent", {"Timeout": "20"}))
-                # The action itself was sent, whatever the backoff.
-                assert pbx.requests[before]["Action"] == "WaitEvent"
                 now[0] += 0.5
         # The first login, then again at 0 and 0.5 s (the first one after
         # which the next is held), 1, 2, 4, 8, 16 s (and 32).
         assert logins(pbx) == 1 + 7
+        sent = [r["Action"] for r in pbx.requests[1:]]
+        # One refused WaitEvent before the first login again, then one after
+        # each: no Ping, nothing while held.
+        assert sent == ["WaitEvent"] + ["Login", "WaitEvent"] * 7, sent
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         said = [w for w in warnings if "refused the first action after it" in w]
         assert len(said) == 1, warnings
         # Up to 30 s between logins, however long it lasts.
         for _ in range(120):
-            with pytest.raises(AMIPrivilegeError):
+            with pytest.raises(AMIConnectionError):
                 await client.request(Action.build("Ping"))
             now[0] += 0.5
         assert logins(pbx) == 8 + 2
-        # An action that works ends the backoff: the next lost session is
-        # logged in to again at once.
+        # The next login again after the hold, followed by an action that
+        # works, ends the backoff: the next lost session is logged in to
+        # again at once.
         pbx.refuse_all = False
+        now[0] += 30.0
         assert (await client.request(Action.build("Ping"))).ok
         count = logins(pbx)
         pbx.expire_next = 1
         assert (await client.request(Action.build("Ping"))).ok
         assert logins(pbx) == count + 1
+
+
+async def test_while_logins_are_held_a_session_gone_is_said_so_and_not_sent_to(
+    pbx: FakeAsterisk,
+) -> None:
+    """Asterisk 22 refuses a cookie it no longer knows with a new session's
+    cookie. While logins again were held back (Asterisk dropped every session
+    at its first request), a Redirect on the session gone was sent, refused,
+    a Ping asked and refused too, and the Redirect failed as a missing write
+    class call until the hold ended: two refused requests for each action, and
+    an administrator sent to manager.conf for nothing. It fails now as the
+    session gone, with the time left, and nothing is sent until the hold ends;
+    then a class really missing is a privilege error again."""
+    now = [1000.0]
+    client = make_client(pbx)
+    client._clock = lambda: now[0]
+    pbx.new_cookie_when_lost = True
+    async with client:
+        pbx.expire_next = 10**6  # every session gone at its first request
+        for _ in range(2):  # two logins again in a row refused at once: held
+            with pytest.raises(AMIConnectionError):
+                await client.request(Action.build("WaitEvent", {"Timeout": "20"}))
+        assert logins(pbx) == 3
+        before = len(pbx.requests)
+        for _ in range(3):
+            with pytest.raises(AMIConnectionError) as caught:
+                await client.action("Redirect", {"Channel": "PJSIP/1-1", "Exten": "101"})
+            with pytest.raises(AMIConnectionError):
+                await client.request(Action.build("WaitEvent", {"Timeout": "20"}))
+            now[0] += 0.1
+        assert not isinstance(caught.value, AMIPrivilegeError)
+        assert "Redirect: the AJAM session at " in str(caught.value)
+        assert "is gone (Asterisk refused an earlier action as not logged in; not sent)" in str(
+            caught.value
+        )
+        assert "logging in again is held back 0.3 s more" in str(caught.value)
+        assert len(pbx.requests) == before  # nothing sent while held
+        # The hold over, Asterisk keeps sessions again but refuses Originate:
+        # logged in to at once (the session is known gone: no refused action
+        # first), and the missing class is a privilege error, as any refusal
+        # right after a login (test_denied_after_a_relogin_is_a_privilege_error).
+        now[0] += 1.0
+        pbx.expire_next = 0
+        pbx.deny_always = True
+        with pytest.raises(AMIPrivilegeError, match="needs write class originate"):
+            await client.action("Originate", {"Channel": "Local/1@sink"})
+        assert [r["Action"] for r in pbx.requests[before:]] == ["Login", "Originate"]
+        assert (await client.request(Action.build("WaitEvent", {"Timeout": "1"}))).ok
+        assert (await client.request(Action.build("Ping"))).ok
+        assert logins(pbx) == 4
 
 
 @pytest.fixture
