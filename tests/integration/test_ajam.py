@@ -231,6 +231,29 @@ async def test_an_httptimeout_under_10_s_is_a_warning_at_login(
     assert said[0].startswith(f"manager.conf [general] httptimeout is {EXPIRY} s")
 
 
+async def test_manager_reload_applies_a_new_httptimeout(expiring_sandbox: Sandbox) -> None:
+    """docs/asterisk-ajam.md: after changing httptimeout, ``manager reload``
+    applies it (the cookie's Max-Age), to new sessions and to a live one at its
+    next request; ``module reload http`` does not (httptimeout is manager.conf's,
+    not the HTTP server's)."""
+    box = expiring_sandbox
+    conf = box.inst / "etc" / "manager.conf"
+    text = conf.read_text(encoding="utf-8")
+    assert f"httptimeout = {EXPIRY}\n" in text
+    conf.write_text(text.replace(f"httptimeout = {EXPIRY}\n", "httptimeout = 60\n"), "utf-8")
+    async with AJAMClient(settings(box)) as live:
+        assert live.session_ttl == EXPIRY
+        await asyncio.to_thread(box.cli, "module reload http")
+        async with AJAMClient(settings(box)) as after_http:
+            assert after_http.session_ttl == EXPIRY  # not applied
+        await asyncio.to_thread(box.cli, "manager reload")
+        async with AJAMClient(settings(box)) as after_manager:
+            assert after_manager.session_ttl == 60
+        assert (await live.action("Ping")).ok
+        assert live.session_ttl == 60  # the live session's next answer
+        assert live.session_generation == 1  # the same session, not a login again
+
+
 @pytest.mark.slow
 async def test_session_expiry_is_survived(expiring_sandbox: Sandbox) -> None:
     """httptimeout=6: idle past it, the next action and the stream just carry on."""
