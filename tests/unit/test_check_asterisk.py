@@ -1491,6 +1491,26 @@ async def test_an_httptimeout_of_10_s_or_less_is_advice(
         assert f"`{printed}`" in text, page
 
 
+async def test_over_native_tcp_httptimeout_is_not_checked() -> None:
+    """manager.conf httptimeout is the lifetime of an AJAM session: over
+    tcp:// no WaitEvent is sent and it does not matter to routing, so the
+    check says nothing of it, whatever the value (checked against the real
+    Asterisk with httptimeout = 8: AJAM gave the line, TCP none)."""
+    from router.ami.client import ClientSettings
+    from router.ami.connect import open_client
+    from tests.unit.ami.tcp_fake import FakeAMI
+
+    fake = await FakeAMI(secret="s").start()
+    client = open_client(ClientSettings(url=fake.url, username="router", secret="s"))
+    try:
+        found = await check_asterisk(client, listen=0.2)
+    finally:
+        await client.aclose()
+        await fake.stop()
+    assert found[0].text.startswith(f"logged in to {fake.url}"), found
+    assert not [f for f in found if "httptimeout" in f.text or "WaitEvent" in f.text], found
+
+
 @pytest.mark.usefixtures("lifetimes_said")
 async def test_a_waitevent_timeout_not_below_httptimeout_less_10_is_advice() -> None:
     from router.testing import ReplayAsterisk
