@@ -10,6 +10,7 @@ whether it was asked, given or not provided, and how long it took. Without
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,7 +247,10 @@ def test_ask_gives_the_lookups_a_calls_budget(
     assert line.startswith(
         f"      {OWNER}failed: no answer from 1C to GET /demo/hs/telephony/v1/responsible/"
     ), line
-    assert "within the call's remaining 0.2" in line, line
+    # What was left of the 0.2 s when the lookup began (less on a loaded machine).
+    left = re.search(r"within the call's remaining (\d+\.\d\d) s", line)
+    assert left is not None, line
+    assert float(left.group(1)) <= 0.2, line
     assert "the lookup deadline passed during evaluation" in out
 
 

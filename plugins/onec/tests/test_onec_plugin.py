@@ -465,14 +465,22 @@ async def test_a_lookup_the_calls_deadline_cuts_says_1c_s_path_and_what_to_chang
     request = dataclasses.replace(routing(), deadline=time.monotonic() + 0.3)
     assert request.deadline is not None
     with pytest.raises(OneCUnavailable) as raised:
-        # As the rule engine awaits a lookup (router/rules/evaluate.py).
-        async with asyncio.timeout(request.deadline - time.monotonic()):
+        # As the rule engine awaits a lookup (router/rules/evaluate.py), with
+        # its bound a second later: the plugin's cut comes DEADLINE_MARGIN
+        # before the engine's, and a loop stalled past that margin (a loaded
+        # machine) fires both in one turn, the engine's winning; what is under
+        # test here is the plugin's own cut and what it says.
+        async with asyncio.timeout(request.deadline + 1.0 - time.monotonic()):
             await route_lookup(onec, request)
     message = str(raised.value)
     assert message.startswith(
         "no answer from 1C to GET /demo/hs/telephony/v1/responsible/79161234567 within the "
-        "call's remaining 0.3"
+        "call's remaining "
     ), message
+    # What was left of the 0.3 s when the lookup began (less on a loaded machine).
+    left = re.search(r"within the call's remaining (\d+\.\d\d) s", message)
+    assert left is not None, message
+    assert float(left.group(1)) <= 0.3, message
     assert "the call's deadline cut the lookup off" in message
     assert "timeout (0.5 s) is at or above that wait" in message
     assert PASSWORD not in message
