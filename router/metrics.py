@@ -91,25 +91,54 @@ class QueueGauge:
     """One durable queue's depth and oldest item, as its owner last saw them.
 
     The owner calls :meth:`update` when it knows (after a batch, from a timed
-    job): reading a queue's file at scrape time would block the event loop.
-    The age is computed at scrape, so it grows between updates as it should.
+    job), or hands :meth:`set_function` a reader of what it keeps in memory,
+    called at each scrape: reading a queue's file at scrape time would block
+    the event loop. The age is computed at scrape, so it grows between
+    updates as it should.
     """
 
-    __slots__ = ("_clock", "depth", "name", "oldest")
+    __slots__ = ("_clock", "_depth", "_oldest", "_read", "name")
 
     def __init__(self, name: str, clock: Callable[[], float] = time.time) -> None:
         self.name = name
-        self.depth = 0
-        #: Unix time the oldest item was queued; None when the queue is empty.
-        self.oldest: float | None = None
+        self._depth = 0
+        self._oldest: float | None = None
+        self._read: Callable[[], tuple[int, float | None]] | None = None
         self._clock = clock
 
     def update(self, depth: int, oldest: float | None) -> None:
-        self.depth = depth
-        self.oldest = oldest if depth > 0 else None
+        self._depth = depth
+        self._oldest = oldest if depth > 0 else None
+
+    def set_function(self, read: Callable[[], tuple[int, float | None]] | None) -> None:
+        """Read ``(depth, oldest)`` from ``read`` at each scrape instead of the
+        last :meth:`update` (None: back to those). It runs on the event loop:
+        a count the owner keeps in memory, never a file or a lock held for I/O."""
+        self._read = read
+
+    def current(self) -> tuple[int, float | None]:
+        """The depth and the Unix time the oldest item was queued (None when empty)."""
+        if self._read is None:
+            return self._depth, self._oldest
+        depth, oldest = self._read()
+        return depth, oldest if depth > 0 else None
+
+    @property
+    def depth(self) -> int:
+        return self.current()[0]
+
+    @property
+    def oldest(self) -> float | None:
+        """Unix time the oldest item was queued; None when the queue is empty."""
+        return self.current()[1]
 
     def age(self) -> float:
-        return 0.0 if self.oldest is None else max(0.0, self._clock() - self.oldest)
+        return self.scraped()[1]
+
+    def scraped(self) -> tuple[int, float]:
+        """The depth and the oldest item's age in seconds (0 when empty), read once."""
+        depth, oldest = self.current()
+        return depth, 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
 
 class _Callbacks(Collector):
@@ -173,8 +202,9 @@ class _Callbacks(Collector):
             labels=["queue"],
         )
         for queue in tuple(m.queues.values()):
-            depth.add_metric([queue.name], float(queue.depth))
-            oldest.add_metric([queue.name], queue.age())
+            waiting, age = queue.scraped()
+            depth.add_metric([queue.name], float(waiting))
+            oldest.add_metric([queue.name], age)
         yield depth
         yield oldest
 

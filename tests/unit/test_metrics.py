@@ -582,6 +582,34 @@ def test_queue_gauge_age_grows_until_updated() -> None:
         metrics.queue("Bad Name")
 
 
+def test_queue_gauge_reads_its_owner_at_scrape() -> None:
+    """Issue 16: an owner keeping its depth in memory hands a reader, called at
+    each scrape, so a scrape right after the queue drained shows it drained."""
+    now = [1000.0]
+    held: list[tuple[int, float | None]] = [(2, 990.0)]
+    metrics = Metrics(event_names=())
+    queue = metrics.queues["onec_history"] = QueueGauge("onec_history", clock=lambda: now[0])
+    queue.update(7, 900.0)  # what a timed job saw: the reader wins
+    queue.set_function(lambda: held[0])
+
+    def scraped() -> tuple[float, float]:
+        text = exposition(metrics).decode()
+        found = {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.labels.get("queue") == "onec_history"
+        }
+        return found["callrouter_queue_depth"], found["callrouter_queue_oldest_seconds"]
+
+    assert scraped() == (2.0, 10.0)
+    held[0] = (0, 990.0)  # empty: no oldest item, whatever the reader says
+    assert scraped() == (0.0, 0.0)
+    assert (queue.depth, queue.oldest) == (0, None)
+    queue.set_function(None)
+    assert scraped() == (7.0, 100.0)
+
+
 def test_two_engines_metrics_do_not_collide() -> None:
     first, second = Metrics(event_names=()), Metrics(event_names=())
     first.counter("callrouter_x_things", "things")

@@ -241,6 +241,12 @@ class HistoryQueue(WrittenBackFile):
         self._lock = threading.Lock()
         #: What :meth:`counts` found last (shown while the queue is busy).
         self._counts: dict[str, int] = {}
+        #: Pending events and when the oldest was queued, kept under the lock
+        #: on every write here and published in one assignment: :meth:`depth`
+        #: reads it without SQLite or the lock (``/metrics``, on the loop).
+        self._depth: tuple[int, float | None] = (0, None)
+        #: The id of that oldest pending event (None: none known).
+        self._oldest_id: int | None = None
         self._missed_limits = (missed_max_age, missed_max_rows)
         #: What :meth:`put_back` found ("deleted", "replaced") when the file it
         #: wrote back could not be opened; None: the connection is open.
@@ -272,11 +278,62 @@ class HistoryQueue(WrittenBackFile):
             missed = MissedBook(db, max_age=max_age, max_rows=max_rows)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
             identity = seen_identity(target)
+            pending = db.execute("SELECT count(*) FROM events WHERE state = 'pending'").fetchone()
+            first = _first_pending(db)
         except BaseException:
             db.close()
             raise
         self._db, self.missed, self._file = db, missed, identity
         self._unopened = None
+        self._counted(int(pending[0]), first)
+
+    def _counted(self, pending: int, first: tuple[int, float | None] | None) -> None:
+        """Under the lock: the pending count and the oldest pending row, as read."""
+        if first is None:
+            self._oldest_id, self._depth = None, (0, None)
+        else:
+            self._oldest_id, self._depth = first[0], (max(pending, 1), first[1])
+
+    def depth(self) -> tuple[int, float | None]:
+        """Events waiting for 1C and the time the oldest was queued (None: none).
+
+        Read from memory, never from SQLite and without the lock, so the
+        event loop may ask at any time (``/metrics`` when scraped): kept on
+        every insert and every event leaving ``pending`` through this object,
+        and counted from the file when it is opened, at each :meth:`prune`
+        and at each :meth:`recount`, which brings in what another process
+        wrote meanwhile (``callrouter history replay``, which also sends).
+        """
+        return self._depth
+
+    def recount(self) -> tuple[int, float | None]:
+        """Count the pending events from the file again (blocks: off the loop)."""
+        with self._lock:
+            if self._unopened is None:  # not reopened here: kept as they were
+                self._recount()
+            return self._depth
+
+    def _recount(self) -> None:
+        pending = self._db.execute("SELECT count(*) FROM events WHERE state = 'pending'")
+        self._counted(int(pending.fetchone()[0]), _first_pending(self._db))
+
+    def _added(self, row_id: int | None, created: float) -> None:
+        """Under the lock: one pending event inserted."""
+        depth, oldest = self._depth
+        if self._oldest_id is None and row_id is not None:
+            self._oldest_id, oldest = row_id, created
+        self._depth = (depth + 1, oldest)
+
+    def _left(self, row_id: int) -> None:
+        """Under the lock: a pending event was sent or dropped. The oldest is
+        looked up again (by the index on state and id) when it was that one."""
+        depth, oldest = self._depth
+        depth -= 1
+        if row_id != self._oldest_id and depth > 0:
+            self._depth = (depth, oldest)
+            return
+        first = _first_pending(self._db)
+        self._counted(depth if first is None else max(depth, 1), first)
 
     @property
     def unopened(self) -> str | None:
@@ -362,6 +419,7 @@ class HistoryQueue(WrittenBackFile):
         """
         with self._lock:
             self._ready()
+            counted = (self._depth, self._oldest_id)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 added = 0
@@ -373,6 +431,7 @@ class HistoryQueue(WrittenBackFile):
                 self._db.execute("COMMIT")
             except BaseException:
                 _roll_back(self._db)
+                self._depth, self._oldest_id = counted
                 raise
             return added
 
@@ -385,12 +444,16 @@ class HistoryQueue(WrittenBackFile):
             raise ValueError("an event's 'event_id' must be a non-empty string")
         key = event_id or f"{call_id}/{event}"
         body = json.dumps(payload, ensure_ascii=False)
+        created = self._clock()
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO events (event_id, call_id, event, payload, created) "
             "VALUES (?, ?, ?, ?, ?)",
-            (key, call_id, event, body, self._clock()),
+            (key, call_id, event, body, created),
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        self._added(cursor.lastrowid, created)
+        return True
 
     def pending(self, limit: int = 100) -> list[QueuedEvent]:
         """Events not yet delivered, oldest first (so 1C sees a call's events in order)."""
@@ -455,6 +518,7 @@ class HistoryQueue(WrittenBackFile):
                 "UPDATE events SET state = 'dropped', updated = ?, detail = ? WHERE id = ?",
                 (self._clock(), "not a row callrouter writes", row_id),
             )
+            self._left(row_id)
         return events
 
     def open_missed(self, number: str | None = None) -> list[dict[str, Any]]:
@@ -561,6 +625,7 @@ class HistoryQueue(WrittenBackFile):
                 "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)",
                 (room,),
             ).rowcount
+            self._counted(min(pending, self.max_rows), _first_pending(self._db))
         for call_id, event, created in full[:_DROP_LINES]:
             log.warning(
                 "1C history: dropped %s of call %s, %s old, undelivered: the queue "
@@ -582,10 +647,13 @@ class HistoryQueue(WrittenBackFile):
     def _set(self, row_id: int, state: str, detail: str | None) -> None:
         with self._lock:
             self._ready()
+            was = self._db.execute("SELECT state FROM events WHERE id = ?", (row_id,)).fetchone()
             self._db.execute(
                 "UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
                 (state, self._clock(), detail, row_id),
             )
+            if was is not None and was[0] == "pending" and state != "pending":
+                self._left(row_id)
 
 
 _SCHEMA = """
@@ -604,6 +672,20 @@ _SCHEMA = """
     CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
     CREATE INDEX IF NOT EXISTS events_call ON events (call_id, state, id);
 """
+
+
+def _first_pending(db: sqlite3.Connection) -> tuple[int, float | None] | None:
+    """The oldest pending row's id and creation time (None: a time that is no
+    number, which :meth:`HistoryQueue.due` drops); None when nothing is pending."""
+    row = db.execute(
+        "SELECT id, created FROM events WHERE state = 'pending' ORDER BY id LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    created = row[1]
+    if isinstance(created, int | float) and math.isfinite(created):
+        return int(row[0]), float(created)
+    return int(row[0]), None
 
 
 def _migrate(db: sqlite3.Connection) -> None:

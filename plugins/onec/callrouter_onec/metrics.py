@@ -3,9 +3,12 @@
 The breaker's state is read when ``/metrics`` is scraped (``half-open`` only
 while a probe is in flight), and its openings are counted as they happen, so
 an opening shorter than the monitor's polling still shows; stale answers are counted as the
-cache serves them; the history queue's depth and oldest event are read from
-its SQLite file by a timed job in a worker thread, never at scrape time on
-the event loop.
+cache serves them; the history queue's depth and oldest event are read when
+scraped from the counts the queue keeps in memory on every insert, delivery
+and drop (:meth:`~callrouter_onec.history.HistoryQueue.depth`), never from its
+SQLite file on the event loop; a timed job counts them from the file again
+every :data:`QUEUE_RECOUNT` seconds in a worker thread, for what another
+process (``callrouter history replay``) wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from router import Metrics
 if TYPE_CHECKING:  # pragma: no cover
     from callrouter_onec.history import HistoryQueue
 
-__all__ = ["BREAKER_STATES", "QUEUE_REFRESH", "OneCMetrics"]
+__all__ = ["BREAKER_STATES", "QUEUE_RECOUNT", "OneCMetrics"]
 
 BREAKER_STATES = ("closed", "open", "half-open")
-#: Seconds between readings of the history queue's depth and oldest event.
-QUEUE_REFRESH = 15.0
+#: Seconds between counts of the history queue's file (what other processes wrote).
+QUEUE_RECOUNT = 15.0
 
 
 def _is(breaker: Callable[[], str | None], state: str) -> Callable[[], float]:
@@ -33,7 +36,12 @@ def _is(breaker: Callable[[], str | None], state: str) -> Callable[[], float]:
 class OneCMetrics:
     """The plugin's families on one engine's registry."""
 
-    def __init__(self, metrics: Metrics, breaker: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        breaker: Callable[[], str | None],
+        queue: Callable[[], HistoryQueue | None] = lambda: None,
+    ) -> None:
         self.breaker_state = metrics.gauge(
             "callrouter_onec_breaker_state",
             "The 1C circuit breaker: 1 for the current state (closed, open, half-open).",
@@ -51,6 +59,7 @@ class OneCMetrics:
             "Lookups answered from an expired cache entry while 1C was asked again.",
         )
         self.history = metrics.queue("onec_history")
+        self.history.set_function(lambda: _depth(queue()))
 
     def opened(self) -> None:
         self.breaker_opened.inc()
@@ -58,12 +67,10 @@ class OneCMetrics:
     def stale(self) -> None:
         self.stale_answers.inc()
 
-    async def refresh_queue(self, queue: HistoryQueue) -> None:
-        """Read the queue's depth and oldest waiting event (off the loop)."""
+    async def recount_queue(self, queue: HistoryQueue) -> None:
+        """Count the queue's waiting events from its file again (off the loop)."""
+        await asyncio.to_thread(queue.recount)
 
-        def read() -> tuple[int, float | None]:
-            pending = queue.pending(limit=1)
-            return queue.pending_count(), pending[0].created if pending else None
 
-        depth, oldest = await asyncio.to_thread(read)
-        self.history.update(depth, oldest)
+def _depth(queue: HistoryQueue | None) -> tuple[int, float | None]:
+    return (0, None) if queue is None else queue.depth()

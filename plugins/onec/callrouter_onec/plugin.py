@@ -77,7 +77,7 @@ from callrouter_onec.life import (
     customer_number,
     party,
 )
-from callrouter_onec.metrics import QUEUE_REFRESH, OneCMetrics
+from callrouter_onec.metrics import QUEUE_RECOUNT, OneCMetrics
 from callrouter_onec.missed import (
     ANY_DID,
     MISSED_MAX_AGE,
@@ -691,12 +691,14 @@ class OneCPlugin:
     def callrouter_metrics(self, metrics: Metrics) -> None:
         """Breaker state and openings, stale answers, the history queue (metrics.py)."""
         self.metrics = OneCMetrics(
-            metrics, breaker=lambda: self.cache.breaker.state.value if self.cache else None
+            metrics,
+            breaker=lambda: self.cache.breaker.state.value if self.cache else None,
+            queue=lambda: self.queue,
         )
 
     async def _queue_metrics(self) -> None:
         if self.metrics is not None and self.queue is not None:
-            await self.metrics.refresh_queue(self.queue)
+            await self.metrics.recount_queue(self.queue)
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
@@ -848,7 +850,7 @@ class OneCPlugin:
             )
             self.sender.start()
             if self.metrics is not None:
-                engine.schedule("onec:metrics", self._queue_metrics, every=QUEUE_REFRESH)
+                engine.schedule("onec:metrics", self._queue_metrics, every=QUEUE_RECOUNT)
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)

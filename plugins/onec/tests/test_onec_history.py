@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -413,3 +414,55 @@ def test_a_missed_call_row_callrouter_cannot_have_written_loses_no_callback(
         "1C history: missed_open row of call '1.1' is not one callrouter writes "
         "(damaged or tampered); left out"
     }
+
+
+def test_the_queue_keeps_its_depth_in_memory_through_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: what ``/metrics`` reads at scrape (``depth()``, no SQLite) follows
+    each insert, delivery and drop, a rolled-back store, a pruning past
+    ``max_rows`` and a damaged row dropped, and is counted from the file at start."""
+    now = [1000.0]
+
+    def queue_at(path: Path, max_rows: int = 100) -> HistoryQueue:
+        return HistoryQueue(path, max_rows=max_rows, clock=lambda: now[0])
+
+    def ring(n: int) -> dict[str, str]:
+        return {"call_id": f"1.{n}", "event": "ringing", "event_id": f"1.{n}/ringing"}
+
+    with queue_at(tmp_path) as queue:
+        assert queue.depth() == (0, None)
+        for n in range(1, 5):
+            queue.enqueue(ring(n))
+            now[0] += 1
+        assert queue.depth() == (4, 1000.0)
+        first, second, third, fourth = queue.pending()
+        queue.mark_sent(second.id)  # not the oldest: no look at the file
+        assert queue.depth() == (3, 1000.0)
+        queue.mark_sent(first.id)
+        assert queue.depth() == (2, 1002.0)
+        queue.mark_sent(first.id)  # already sent: no change
+        queue.mark_failed(third.id, "HTTP 503")  # still waiting
+        assert queue.depth() == (2, 1002.0)
+
+        def broken(*_: object) -> list[dict[str, str]]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(queue.missed, "settle", broken)
+        with pytest.raises(sqlite3.OperationalError):
+            queue.enqueue_call_event(ring(5), MissedFact("79161234567", now[0]))
+        assert queue.depth() == (2, 1002.0)  # rolled back: not counted
+        monkeypatch.undo()
+        queue._db.execute("UPDATE events SET payload = 'no json' WHERE id = ?", (third.id,))
+        assert [e.id for e in queue.due()] == [fourth.id]  # the damaged one dropped
+        assert queue.depth() == (1, 1003.0)
+    with queue_at(tmp_path, max_rows=2) as queue:  # counted from the file at start
+        assert queue.depth() == (1, 1003.0)
+        for n in range(6, 9):
+            queue.enqueue(ring(n))
+        assert queue.depth() == (4, 1003.0)
+        queue.prune()  # the oldest two dropped: the file holds 2 at most
+        assert queue.depth() == (2, now[0])
+        for event in queue.pending():
+            queue.mark_dropped(event.id, "refused")
+        assert queue.depth() == (0, None)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.history import HistoryQueue
 from callrouter_onec.plugin import OneCPlugin
 from router import Metrics
 from router.testing import StubEngine, config_from_toml
@@ -119,9 +120,61 @@ async def test_stale_answers_are_counted(
     assert values(metrics, "callrouter_onec_stale_answers_total") == {(): 1.0}
 
 
-async def test_history_queue_depth_and_oldest_age_from_the_timed_job(
+def depth(metrics: Metrics) -> float:
+    return values(metrics, "callrouter_queue_depth")[(("queue", "onec_history"),)]
+
+
+def age(metrics: Metrics) -> float:
+    return values(metrics, "callrouter_queue_oldest_seconds")[(("queue", "onec_history"),)]
+
+
+async def test_history_queue_depth_is_read_at_scrape(
+    started: tuple[OneCPlugin, StubEngine, Metrics],
+) -> None:
+    """Each event queued, delivered or dropped shows at the next scrape, with no
+    timed job run between: the depth came from a reading of the file every
+    15 s, so a scrape right after an outage ended showed the queue as it was."""
+    onec, _, metrics = started
+    assert onec.queue is not None
+    assert onec.sender is not None
+    await onec.sender.stop()  # 1C is not asked: the events stay queued
+    created = time.time()
+    for event in ("ringing", "answered"):
+        onec.queue.enqueue({"call_id": "1.1", "event": event, "event_id": f"1.1/{event}"})
+    first, second = onec.queue.pending()
+    assert depth(metrics) == 2.0
+    assert 0.0 <= age(metrics) <= time.time() - created
+    onec.queue.mark_sent(first.id, "ack-1")
+    assert depth(metrics) == 1.0
+    assert onec.queue.depth() == (1, second.created)  # the oldest is the one left
+    onec.queue.mark_dropped(second.id, "refused")
+    assert (depth(metrics), age(metrics)) == (0.0, 0.0)
+    onec.queue.enqueue({"call_id": "1.1", "event": "ringing", "event_id": "1.1/ringing"})
+    assert depth(metrics) == 0.0  # a repeat is not queued again
+
+
+async def test_history_drained_after_an_outage_shows_at_once(
     started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
 ) -> None:
+    onec, engine, metrics = started
+    assert onec.sender is not None
+    double.down = True
+    for event in ("ringing", "answered", "hangup"):
+        onec.sender.submit({"call_id": "2.1", "event": event, "event_id": f"2.1/{event}"})
+    await onec.sender.flush()
+    assert depth(metrics) == 3.0
+    double.down = False
+    onec.sender.retry_now()
+    assert await onec.sender.drain(10)
+    assert (depth(metrics), age(metrics)) == (0.0, 0.0)
+    assert "onec:metrics" in engine.jobs  # never run here
+
+
+async def test_the_timed_job_counts_what_another_process_queued(
+    started: tuple[OneCPlugin, StubEngine, Metrics], tmp_path: Path
+) -> None:
+    """``callrouter history replay`` writes the same file from its own process:
+    the job counts the file again every 15 s, off the event loop."""
     onec, engine, metrics = started
     assert onec.queue is not None
     assert onec.sender is not None
@@ -129,9 +182,10 @@ async def test_history_queue_depth_and_oldest_age_from_the_timed_job(
     assert job.every == 15.0
     await onec.sender.stop()  # 1C is not asked: the events stay queued
     created = time.time()
-    for event in ("ringing", "answered"):
-        onec.queue.enqueue({"call_id": "1.1", "event": event, "event_id": f"1.1/{event}"})
+    with HistoryQueue(onec.queue.path) as other:
+        for event in ("ringing", "answered"):
+            other.enqueue({"call_id": "1.1", "event": event, "event_id": f"1.1/{event}"})
+    assert depth(metrics) == 0.0  # not this process's: not known before the job
     await job.run()
-    assert values(metrics, "callrouter_queue_depth") == {(("queue", "onec_history"),): 2.0}
-    [(_, age)] = values(metrics, "callrouter_queue_oldest_seconds").items()
-    assert 0 <= age <= time.time() - created + 1
+    assert depth(metrics) == 2.0
+    assert 0.0 <= age(metrics) <= time.time() - created
