@@ -253,8 +253,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def presence(request: Request) -> JSONResponse:
         token = await authorize(request, "presence:read")
         ctx.require_asterisk()
-        states = await _extension_states(ctx)
-        devices = await _device_states(ctx)
+        states, unread_states = await _extension_states(ctx)
+        devices, unread_devices = await _device_states(ctx)
         extensions = set(states) | {ext for ext, _ in service.state}
         items = []
         for extension in sorted(extensions):
@@ -271,7 +271,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                     **service.state.get(extension).to_dict(),
                 }
             )
-        return JSONResponse({"extensions": items})
+        # Items the two lists lack, each skipped for a line over the parser's
+        # bound: an extension whose item it was shows as Unknown (issue 16).
+        return JSONResponse({"extensions": items, "unread_items": unread_states + unread_devices})
 
     return [
         Route(
@@ -290,25 +292,28 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
-async def _extension_states(ctx: ApiContext) -> dict[str, tuple[str, str]]:
-    """Extension -> (hint, state text) from ``ExtensionStateList`` (first context wins)."""
+async def _extension_states(ctx: ApiContext) -> tuple[dict[str, tuple[str, str]], int]:
+    """Extension -> (hint, state text) from ``ExtensionStateList`` (first context
+    wins), and the items the list lacks (``unread_items``)."""
     result = await ctx.send("ExtensionStateList")
     states: dict[str, tuple[str, str]] = {}
     for item in result.items:
         exten = item.get("Exten") or ""
         if exten and exten not in states:
             states[exten] = (item.get("Hint") or "", item.get("StatusText") or "Unknown")
-    return states
+    return states, result.unread_items
 
 
-async def _device_states(ctx: ApiContext) -> dict[str, str]:
-    """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``) from ``DeviceStateList``."""
+async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int]:
+    """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``) from ``DeviceStateList``,
+    and the items the list lacks (``unread_items``)."""
     result = await ctx.send("DeviceStateList")
-    return {
+    devices = {
         item.get("Device") or "": item.get("State") or "UNKNOWN"
         for item in result.items
         if item.get("Device")
     }
+    return devices, result.unread_items
 
 
 _FORWARDING_SCHEMA: dict[str, Any] = {
@@ -403,12 +408,24 @@ OPENAPI: dict[str, Any] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["extensions"],
+                                    "required": ["extensions", "unread_items"],
                                     "properties": {
                                         "extensions": {
                                             "type": "array",
                                             "items": {"$ref": "#/components/schemas/Presence"},
-                                        }
+                                        },
+                                        "unread_items": {
+                                            "type": "integer",
+                                            "minimum": 0,
+                                            "description": "Items the `ExtensionStateList` "
+                                            "and `DeviceStateList` answers lack (their closing "
+                                            "events' `ListItems` against the items read): "
+                                            "each skipped for a line over 64 KiB, which no "
+                                            "Asterisk sends (a broken or hostile AMI peer). "
+                                            "Not 0: an extension whose item was skipped "
+                                            "shows `state` `Unknown` (and a device's "
+                                            "`device_state` null)",
+                                        },
                                     },
                                 }
                             }
@@ -431,7 +448,12 @@ OPENAPI: dict[str, Any] = {
                 "required": ["extension", "state", "dnd", "forward_to"],
                 "properties": {
                     "extension": {"type": "string"},
-                    "state": {"type": "string", "description": "ExtensionStatus StatusText"},
+                    "state": {
+                        "type": "string",
+                        "description": "ExtensionStatus StatusText; `Unknown` also for an "
+                        "extension with a DND or forwarding setting and no hint, or whose "
+                        "list item was skipped (`unread_items` above 0)",
+                    },
                     "hint": {"type": ["string", "null"]},
                     "device_state": {"type": ["string", "null"]},
                     "dnd": {"type": "boolean"},

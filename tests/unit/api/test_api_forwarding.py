@@ -538,3 +538,38 @@ async def test_a_burst_of_reloads_and_gaps_reapplies_the_globals_at_most_twice(
         assert ajam_replay.globals["CALLROUTER_DND_103"] == "1"
     finally:
         service.stop_watching()
+
+
+async def test_presence_says_how_many_list_items_were_skipped_for_a_long_line(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16: an ``ExtensionStateList`` item skipped for a line over 64 KiB
+    (no Asterisk sends one: a broken or hostile AMI peer) left its extension
+    ``Unknown``, as if it had no hint, and nothing in the answer said the list
+    was short: ``unread_items`` counts the items both lists lack."""
+    items = [
+        {"Exten": "101", "Context": "hints", "Hint": "PJSIP/101", "StatusText": "InUse"},
+        {"Exten": "102", "Context": "hints", "Hint": "PJSIP/" + "2" * 70_000, "StatusText": "Idle"},
+    ]
+    ajam_replay.on(
+        "ExtensionStateList",
+        lambda sent: _list_reply(sent, "ExtensionStatus", items).replace(
+            b"Event: ExtensionStatusListComplete", b"Event: ExtensionStateListComplete"
+        ),
+    )
+    ajam_replay.on(
+        "DeviceStateList",
+        lambda sent: _list_reply(
+            sent, "DeviceStateChange", [{"Device": "PJSIP/101", "State": "INUSE"}]
+        ).replace(b"Event: DeviceStateChangeListComplete", b"Event: DeviceStateListComplete"),
+    )
+    await client.put("/api/v1/extensions/102/forwarding", json={"dnd": True}, headers=auth("all"))
+    answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
+    assert [(e["extension"], e["state"]) for e in answer["extensions"]] == [
+        ("101", "InUse"),
+        ("102", "Unknown"),
+    ]
+    assert answer["unread_items"] == 1
+    del items[1]
+    answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
+    assert answer["unread_items"] == 0
