@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.dialplan import LocationPolicy, argument_problem, location_problem
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
+    from router.private_dir import private_dir_problem
     from router.recordings import open_recordings, recording_signer
     from router.recordings.files import open_recording
     from router.recordings.naming import recording_key_problem
@@ -124,6 +125,8 @@ _LAZY = {
     # Before a plugin's SQLite file in state_dir is opened: no link, FIFO or folder there.
     "set_aside_odd_db_files": "router.aside",
     "named_db_error": "router.aside",
+    # A plugin's own state folder: nobody but root and callrouter's user can change it.
+    "private_dir_problem": "router.private_dir",
     "Metrics": "router.metrics",
 }
 
@@ -200,6 +203,7 @@ __all__ = [
     "open_recording",
     "open_recordings",
     "parse_number",
+    "private_dir_problem",
     "recording_key_problem",
     "recording_signer",
     "rules_timezone",

@@ -96,6 +96,7 @@ from router.metrics import Metrics
 from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
+from router.private_dir import private_dir_problem
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.recordings.store import DB_NAME as RECORDINGS_DB
 from router.recordings.store import catalog_open, put_back_catalog
@@ -530,11 +531,13 @@ class Engine:
     def _check_state_dir(self) -> None:
         """Refuse to start, in one line, when the state folder cannot be written
         (read-only, or not a folder): the API's event feed and the plugins'
-        stores opened there crashed the start with a traceback instead."""
+        stores opened there crashed the start with a traceback instead; nor when
+        another local user could change what it holds (router/private_dir.py)."""
         path = self._config.router.state_dir
         probe = path / f".callrouter-start.{os.getpid()}"
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            problem = private_dir_problem(path)
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             os.close(fd)
             probe.unlink()
@@ -545,6 +548,14 @@ class Engine:
                 f"their state there (docs/operations.md, State and backups): give the "
                 f"service's user a writable folder"
             ) from None
+        if problem is not None:
+            # Its files are opened by name (SQLite takes no descriptor): in a
+            # folder another user can write in, a link swapped in between the
+            # look at a name and the open would be followed (router/private_dir.py).
+            raise ConfigError(
+                f"{self._config.where('router', 'state_dir')}: [router] state_dir: "
+                f"{problem} (docs/security.md, Local users and files)"
+            )
 
     def _state_files(self) -> StateFileWatch:
         """The state files callrouter itself keeps open (router/state_file_watch.py)."""

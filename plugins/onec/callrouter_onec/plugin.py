@@ -88,7 +88,7 @@ from callrouter_onec.missed import (
 from callrouter_onec.models import Responsible
 from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 from callrouter_onec.recordings import RecordingUploader, close_uploads, start_uploads
-from router import SettingsReader, hookimpl
+from router import ConfigError, SettingsReader, hookimpl, private_dir_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import (
@@ -645,6 +645,19 @@ async def _say_undelivered(sender: HistorySender) -> None:
     )
 
 
+def _check_own_state_dir(path: Path, where: str) -> None:
+    """``[plugins.onec] state_dir``, made 0700 when missing; ConfigError when
+    a user other than root and callrouter's could change what it holds: the
+    queues are SQLite files opened by name (router/private_dir.py)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    problem = private_dir_problem(path)
+    if problem is not None:
+        raise ConfigError(
+            f"{where}: [plugins.onec] state_dir: {problem} "
+            "(docs/security.md, Local users and files)"
+        )
+
+
 class OneCPlugin:
     """All of the plugin's state and hooks; one instance per engine process."""
 
@@ -813,6 +826,14 @@ class OneCPlugin:
         if config is None:
             log.info("onec: no [plugins.onec] table; the plugin is inert")
             return
+        if config.state_dir is not None and not engine.shadow:
+            # Its own folder for the queues, held to what the engine holds
+            # [router] state_dir to: no other user may change what it holds.
+            await asyncio.to_thread(
+                _check_own_state_dir,
+                config.state_dir,
+                engine.config.where("plugins", "onec", "state_dir"),
+            )
         self.client = OneCClient(config.client)
         self.cache = ResponsibleCache(
             self.client,

@@ -1124,3 +1124,37 @@ def test_as_dict_is_the_answer_as_nested_dicts() -> None:
     )
     for answer in (full, Responsible(found=False, phone="79161234567")):
         assert answer.as_dict() == asdict(answer)
+
+
+async def test_an_own_state_dir_others_can_write_in_is_refused_before_a_queue_opens(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    """The queues are SQLite files opened by name: in a folder another local
+    user can write in, a link swapped in after the look at the name would be
+    followed (issue 16). Held to what the engine holds [router] state_dir to."""
+    own = tmp_path / "onec"
+    own.mkdir()
+    own.chmod(0o777)
+    onec = OneCPlugin()
+    config = write_config(tmp_path, onec_table(double, 'state_dir = "onec"\n'))
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = StubEngine(tmp_path / "state", config=config)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"{tmp_path / 'router.toml'}:17: [plugins.onec] state_dir: {own} is writable by its "
+        "group and every user (mode 0777): another user can put a symbolic link where "
+        "callrouter's state files go and have callrouter write wherever it points; run: "
+        f"chmod 700 {own} (docs/security.md, Local users and files)"
+    )
+    assert list(own.iterdir()) == []  # no queue made there
+    own.chmod(0o700)
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        assert onec.queue is not None
+        assert onec.queue.path.parent == own
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]

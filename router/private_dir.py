@@ -1,0 +1,151 @@
+"""A state folder no other local user can change (issue 16).
+
+callrouter keeps its SQLite files and small state files in ``[router]
+state_dir`` and opens them by name: SQLite takes a path, never a descriptor,
+and makes its ``-wal``, ``-shm`` and ``-journal`` beside the database by
+name too. ``router/aside.py`` moves aside a link, FIFO or folder found at such
+a name, but it looks (``lstat``) and SQLite opens afterwards: a user who can
+write in the folder could put a symbolic link there in between and have
+callrouter write its database (as root, perhaps) wherever the link points.
+No check of a file by name closes that window; a folder in which nobody else
+can make, rename or remove a name does.
+
+:func:`private_dir_problem` walks the path from ``/`` one name at a time
+(``openat`` with ``O_NOFOLLOW``, each folder checked with ``fstat`` on the
+descriptor opened, each symbolic link followed by hand): every folder on the
+way and every link read must belong to root or to callrouter's user, a
+folder on the way may be writable by others only with the sticky bit (as
+``/tmp``: others can add names there but not rename or remove ours), and the
+state folder itself must be writable by nobody but its owner. Such a folder
+stays so: only root or callrouter's user can change any of it, so the check
+holds for the whole run and the files in it can be opened by name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+__all__ = ["MAX_LINKS", "private_dir_problem"]
+
+#: Symbolic links followed at most, as the kernel's ``ELOOP`` (40 on Linux).
+MAX_LINKS = 40
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _writers(mode: int) -> str | None:
+    """Who besides the owner may write in a folder of ``mode``; None: nobody."""
+    group, other = bool(mode & stat.S_IWGRP), bool(mode & stat.S_IWOTH)
+    if group and other:
+        return "its group and every user"
+    if other:
+        return "every user"
+    return "its group" if group else None
+
+
+def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
+    """What lets a local user other than root and ``me`` (callrouter's user,
+    the effective uid by default) change what ``path`` holds, as a sentence
+    naming the folder and the command that fixes it; None when nobody can.
+
+    ``path`` must exist and be a folder: ``OSError`` otherwise (as ``open``
+    raises it: ``FileNotFoundError``, ``NotADirectoryError``, ``ELOOP`` past
+    :data:`MAX_LINKS` links). Relative to the current folder, which is
+    walked too. Blocking (file system calls).
+    """
+    me = os.geteuid() if me is None else me
+    trusted = {0, me}
+    full = PurePosixPath(os.path.join(os.getcwd(), path))
+    names = list(full.parts[1:])
+    root = os.open("/", _OPEN_DIR)
+    # The folders walked into, ``/`` first: (descriptor, path shown, its stat).
+    stack: list[tuple[int, PurePosixPath, os.stat_result]] = [
+        (root, PurePosixPath("/"), os.fstat(root))
+    ]
+    links = 0
+    try:
+        while names:
+            name = names.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop()[0])
+                continue
+            parent_fd, parent, parent_stat = stack[-1]
+            # A folder a name is looked up in, checked as one on the way
+            # (the last one, the state folder, more strictly below).
+            problem = _on_the_way(parent, parent_stat, trusted, me, full)
+            if problem is not None:
+                return problem
+            where = parent / name
+            info = os.lstat(name, dir_fd=parent_fd)
+            if _writers(parent_stat.st_mode) is not None and info.st_uid not in trusted:
+                # A sticky folder others write in (else refused below): only
+                # the owner of a name there can rename or remove it.
+                return (
+                    f"{where} (on the way to {full}) belongs to uid {info.st_uid}, in "
+                    f"{parent}, which others can write in: that user can swap it; choose "
+                    f"a state_dir whose folders belong to root or uid {me}"
+                )
+            if stat.S_ISLNK(info.st_mode):
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(full))
+                target = PurePosixPath(os.readlink(name, dir_fd=parent_fd))
+                if target.is_absolute():
+                    while len(stack) > 1:
+                        os.close(stack.pop()[0])
+                names[:0] = list(target.parts[target.is_absolute() :])
+                continue
+            fd = os.open(name, _OPEN_DIR, dir_fd=parent_fd)
+            stack.append((fd, where, os.fstat(fd)))  # the folder opened, not the name seen
+        return _the_folder(stack[-1][1], stack[-1][2], trusted, me)
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def _on_the_way(
+    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int, full: PurePosixPath
+) -> str | None:
+    """A folder walked through: root's or ``me``'s, others' writes only under the sticky bit."""
+    if info.st_uid not in trusted:
+        return (
+            f"{where} (on the way to {full}) belongs to uid {info.st_uid}: that user can "
+            f"move the folders below it and put their own in their place; choose a "
+            f"state_dir whose folders belong to root or uid {me}"
+        )
+    writers = _writers(info.st_mode)
+    if writers is not None and not info.st_mode & stat.S_ISVTX:
+        return (
+            f"{where} (on the way to {full}) is writable by {writers} "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): another user can move the folders "
+            f"below it and put their own in their place; run: chmod go-w {where}, or "
+            f"choose another state_dir"
+        )
+    return None
+
+
+def _the_folder(
+    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int
+) -> str | None:
+    """The state folder itself: root's or ``me``'s, nobody else may write in it."""
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in trusted:
+        return (
+            f"{where} belongs to uid {info.st_uid}, not to callrouter's user (uid {me}): "
+            f"that user can put a symbolic link where callrouter's state files go; "
+            f"run: chown {me} {where} && chmod 700 {where}"
+        )
+    writers = _writers(info.st_mode)
+    if writers is not None:
+        return (
+            f"{where} is writable by {writers} (mode {mode:04o}): another user can put a "
+            f"symbolic link where callrouter's state files go and have callrouter write "
+            f"wherever it points; run: chmod 700 {where}"
+        )
+    return None

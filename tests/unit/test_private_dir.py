@@ -1,0 +1,181 @@
+"""The state folder is one no other local user can change (issue 16).
+
+callrouter's state files are opened by name (SQLite takes no descriptor), and
+``router/aside.py`` looks at a name with ``lstat`` before SQLite opens it: a
+user who could write in ``state_dir`` could swap a symbolic link in between
+and have callrouter (root, perhaps) write its database where the link
+points. ``router/private_dir.py`` refuses such a folder at start, and any
+folder on the way to it that another user could move: the window is then
+closed for everyone but root and callrouter's own user.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from router.private_dir import private_dir_problem
+from tests.unit.test_engine_lifecycle import GOOD, run_cli
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another uid (chown)")
+STRANGER = 54321
+
+
+def _private(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)  # whatever the umask
+    return path
+
+
+def test_a_private_folder_passes(tmp_path: Path) -> None:
+    assert private_dir_problem(_private(tmp_path / "state")) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"),
+    [
+        (0o777, "its group and every user"),
+        (0o702, "every user"),
+        (0o770, "its group"),
+        # The sticky bit does not help here: a name not yet made (the -wal, a
+        # new database) is anyone's to make.
+        (0o1777, "its group and every user"),
+    ],
+)
+def test_a_state_folder_others_can_write_in_is_refused(tmp_path: Path, mode: int, who: str) -> None:
+    state = _private(tmp_path / "state")
+    os.chmod(state, mode)
+    assert private_dir_problem(state) == (
+        f"{state} is writable by {who} (mode {mode:04o}): another user can put a symbolic "
+        f"link where callrouter's state files go and have callrouter write wherever it "
+        f"points; run: chmod 700 {state}"
+    )
+
+
+def test_a_folder_on_the_way_others_can_write_in_is_refused(tmp_path: Path) -> None:
+    """They could rename the state folder away and put one of theirs in its place."""
+    shared = _private(tmp_path / "shared")
+    state = _private(shared / "state")
+    os.chmod(shared, 0o777)
+    problem = private_dir_problem(state)
+    assert problem is not None
+    assert problem.startswith(
+        f"{shared} (on the way to {state}) is writable by its group and every user (mode 0777)"
+    )
+    assert problem.endswith(f"run: chmod go-w {shared}, or choose another state_dir")
+
+
+def test_a_sticky_folder_on_the_way_is_fine_when_the_names_in_it_are_ours(
+    tmp_path: Path,
+) -> None:
+    """As /tmp: others add names there but cannot rename or remove ours."""
+    shared = _private(tmp_path / "shared")
+    state = _private(shared / "state")
+    os.chmod(shared, 0o1777)
+    assert private_dir_problem(state) is None
+
+
+def test_a_relative_path_with_dots_and_a_link_is_walked_as_the_kernel_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's DynamicUser layout: /var/lib/callrouter a link to private/callrouter."""
+    real = _private(_private(tmp_path / "private") / "callrouter")
+    (tmp_path / "callrouter").symlink_to("private/callrouter")
+    monkeypatch.chdir(tmp_path / "private")
+    assert private_dir_problem(Path("../callrouter/./")) is None
+    os.chmod(real, 0o770)
+    problem = private_dir_problem(Path("../callrouter"))
+    assert problem is not None
+    assert problem.startswith(f"{real} is writable by its group")  # the folder itself named
+
+
+def test_a_link_into_a_folder_others_can_write_in_is_refused(tmp_path: Path) -> None:
+    shared = _private(tmp_path / "shared")
+    state = _private(shared / "state")
+    os.chmod(shared, 0o777)
+    (tmp_path / "link").symlink_to(state)
+    problem = private_dir_problem(tmp_path / "link")
+    assert problem is not None
+    assert problem.startswith(f"{shared} (on the way to {tmp_path / 'link'}) is writable")
+
+
+def test_a_link_loop_and_a_missing_folder_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OSError, match="Too many levels of symbolic links") as loop:
+        private_dir_problem(tmp_path / "a")
+    assert loop.value.errno == errno.ELOOP
+    with pytest.raises(FileNotFoundError):
+        private_dir_problem(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(NotADirectoryError):
+        private_dir_problem(tmp_path / "file")
+
+
+@ROOT_ONLY
+def test_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    state = _private(tmp_path / "state")
+    os.chown(state, STRANGER, -1)
+    assert private_dir_problem(state) == (
+        f"{state} belongs to uid {STRANGER}, not to callrouter's user (uid 0): that user "
+        f"can put a symbolic link where callrouter's state files go; run: chown 0 {state} "
+        f"&& chmod 700 {state}"
+    )
+    # ... also as a folder on the way, and as callrouter's user it is fine.
+    inner = _private(state / "inner")
+    problem = private_dir_problem(inner)
+    assert problem is not None
+    assert problem.startswith(f"{state} (on the way to {inner}) belongs to uid {STRANGER}")
+    assert private_dir_problem(inner, me=STRANGER) is None
+
+
+@ROOT_ONLY
+def test_in_a_sticky_folder_a_name_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Their link in /tmp (or their folder there) is theirs to change."""
+    shared = _private(tmp_path / "shared")
+    os.chmod(shared, 0o1777)
+    state = _private(tmp_path / "state")
+    link = shared / "state"
+    link.symlink_to(state)
+    os.chown(link, STRANGER, -1, follow_symlinks=False)
+    problem = private_dir_problem(link)
+    assert problem is not None
+    assert problem.startswith(
+        f"{link} (on the way to {link}) belongs to uid {STRANGER}, in {shared}, which "
+        "others can write in"
+    )
+    os.chown(link, 0, -1, follow_symlinks=False)
+    assert private_dir_problem(link) is None
+
+
+def test_callrouter_run_refuses_a_state_folder_others_can_write_in(tmp_path: Path) -> None:
+    """Before touching Asterisk or opening any state file, in one line that says the fix."""
+    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
+    state = _private(tmp_path / "state")
+    os.chmod(state, 0o777)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+        f'state_dir = "{state}"\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    run = run_cli("run", "--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert (
+        f"callrouter run: error: {config}:7: [router] state_dir: {state} is writable by its "
+        f"group and every user (mode 0777): another user can put a symbolic link where "
+        f"callrouter's state files go and have callrouter write wherever it points; run: "
+        f"chmod 700 {state} (docs/security.md, Local users and files)"
+    ) in run.stderr
+    assert "logged in" not in run.stderr
+    assert sorted(p.name for p in state.iterdir()) == []  # no state file opened there
