@@ -535,26 +535,29 @@ class Engine:
         another local user could change what it holds (router/private_dir.py)."""
         path = self._config.router.state_dir
         probe = path / f".callrouter-start.{os.getpid()}"
+        where = self._config.where("router", "state_dir")
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             problem = private_dir_problem(path)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            probe.unlink()
+            if problem is None:
+                # Never blocks: O_NONBLOCK makes a FIFO at the name ENXIO.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+                os.close(os.open(probe, flags | os.O_CLOEXEC, 0o600))
+                probe.unlink()
         except OSError as exc:
             raise ConfigError(
-                f"{self._config.where('router', 'state_dir')}: [router] state_dir: cannot "
+                f"{where}: [router] state_dir: cannot "
                 f"write in {path}: {exc.strerror or exc}; callrouter and its plugins keep "
                 f"their state there (docs/operations.md, State and backups): give the "
                 f"service's user a writable folder"
             ) from None
         if problem is not None:
-            # Its files are opened by name (SQLite takes no descriptor): in a
-            # folder another user can write in, a link swapped in between the
-            # look at a name and the open would be followed (router/private_dir.py).
+            # Before any file is made there. Its files are opened by name
+            # (SQLite takes no descriptor): in a folder another user can write
+            # in, a link swapped in between the look at a name and the open
+            # would be followed (router/private_dir.py).
             raise ConfigError(
-                f"{self._config.where('router', 'state_dir')}: [router] state_dir: "
-                f"{problem} (docs/security.md, Local users and files)"
+                f"{where}: [router] state_dir: {problem} (docs/security.md, Local users and files)"
             )
 
     def _state_files(self) -> StateFileWatch:
