@@ -34,6 +34,7 @@ from typing import Final, Literal
 from urllib.parse import quote
 
 from router.errors import StateBackupError
+from router.private_dir import private_dir_problem
 
 __all__ = ["MAX_ENTRIES", "MAX_PLAIN_BYTES", "Copied", "Skipped", "backup_state"]
 
@@ -74,6 +75,7 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
     _refuse_inside(source, target)
     entries = _entries(source)
     _make_target(target)
+    _refuse_shared(target)
     names = {entry.name for entry in entries}
     for entry in entries:
         why = _left_out(entry, names)
@@ -138,6 +140,23 @@ def _make_target(target: Path) -> None:
             ) from None
     except OSError as exc:
         raise StateBackupError(f"{target}: cannot make the backup folder: {exc}") from None
+
+
+def _refuse_shared(target: Path) -> None:
+    """A ``target`` another local user can change is refused before anything is
+    copied (issue 16): an empty folder they made (``/tmp/backup``, waiting for
+    root's backup) let them swap a copy for a symbolic link after it was made
+    and before SQLite wrote it, which SQLite follows (root's write where they
+    chose), or for a FIFO, on which the backup waited for ever."""
+    try:
+        problem = private_dir_problem(target)
+    except OSError as exc:
+        raise StateBackupError(f"{target}: cannot check the backup folder: {exc}") from None
+    if problem is not None:
+        raise StateBackupError(
+            f"{target}: not a folder only root and this user can change: {problem}; "
+            "or name a new folder, made 0700"
+        )
 
 
 def _left_out(entry: os.DirEntry[str], names: set[str]) -> str | None:

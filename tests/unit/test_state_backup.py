@@ -135,6 +135,30 @@ def test_a_used_target_is_refused_before_anything_is_copied(tmp_path: Path) -> N
         list(backup_state(tmp_path / "nope", tmp_path / "backup2"))
 
 
+def test_a_target_another_user_can_change_is_refused_before_anything_is_copied(
+    tmp_path: Path,
+) -> None:
+    """An empty folder made by someone else (``/tmp/backup``, waiting for root's
+    backup) was taken: they could swap a copy for a symbolic link after it was
+    made 0600 and before SQLite wrote it, and SQLite followed it (issue 16)."""
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    target.mkdir()
+    target.chmod(0o777)
+    with pytest.raises(StateBackupError) as caught:
+        list(backup_state(state, target))
+    assert str(caught.value) == (
+        f"{target}: not a folder only root and this user can change: {target} is writable "
+        "by its group and every user (mode 0777): another user can put a symbolic link "
+        "where callrouter's state files go and have callrouter write wherever it points; "
+        f"run: chmod 700 {target}; or name a new folder, made 0700"
+    )
+    assert list(target.iterdir()) == []
+    target.chmod(0o700)
+    assert [r.name for r in backup_state(state, target)] == [MARK_FILE]
+
+
 def test_a_target_in_the_state_folder_is_refused_naming_both(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
