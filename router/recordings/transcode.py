@@ -1,7 +1,9 @@
 """Optional transcoding of a closed recording to MP3 (``lame``) or Opus (``opusenc``).
 
 Both encoders are Debian packages (``lame``, ``opus-tools``) that read the WAV
-Asterisk writes and write to their standard output, a file callrouter created.
+Asterisk writes on their standard input, a file callrouter opened (no link
+followed, a regular file), and write to their standard output, a file
+callrouter created.
 Each runs as a subprocess with a timeout (killed past it) and with its output
 bounded: only the first bytes of stderr are kept, for the error message.
 Bitrates suit speech: 32 kbit/s MP3, 24 kbit/s Opus.
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from router.errors import RecordingError
-from router.recordings.files import create_new
+from router.recordings.files import create_new, open_regular
 
 __all__ = ["ENCODERS", "command", "missing_encoder", "transcode"]
 
@@ -44,9 +46,10 @@ def missing_encoder(kind: str) -> str | None:
     )
 
 
-def command(kind: str, src: Path, dst: Path) -> list[str]:
-    """The encoder's command line, writing to its standard output (``-``: the caller
-    opens ``dst``); RecordingError when the program is missing."""
+def command(kind: str) -> list[str]:
+    """The encoder's command line, reading its standard input and writing its
+    standard output (``-``: the caller opens both files); RecordingError when
+    the program is missing."""
     program, package = ENCODERS[kind]
     found = shutil.which(program)
     if found is None:
@@ -54,35 +57,47 @@ def command(kind: str, src: Path, dst: Path) -> list[str]:
             f"transcode = {kind!r} needs {program} (Debian package {package}); it is not on PATH"
         )
     if kind == "mp3":
-        return [found, "--quiet", "-b", "32", "-m", "m", str(src), "-"]
-    return [found, "--quiet", "--bitrate", "24", str(src), "-"]
+        return [found, "--quiet", "-b", "32", "-m", "m", "-", "-"]
+    return [found, "--quiet", "--bitrate", "24", "-", "-"]
 
 
 async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
     """``src`` (WAV) -> ``dst`` in ``kind``; RecordingError on failure, timeout included.
 
-    ``dst`` is created here, new (:func:`~router.recordings.files.create_new`), and
-    is the encoder's standard output: the encoder never opens a name in the
-    recordings folder for writing, so a link put there in advance is not followed.
+    ``src`` is opened here (:func:`~router.recordings.files.open_regular`: no
+    link followed, a regular file, the open never blocks) and is the encoder's
+    standard input; ``dst`` is created here, new
+    (:func:`~router.recordings.files.create_new`), and is its standard output.
+    The encoder opens no name in the recordings folder, which is Asterisk's:
+    given ``src``'s name, it followed a link put there after the recording was
+    looked at (issue 16), and ``lame`` encodes any file as raw sound, so what
+    callrouter's user could read went to 1C as a recording.
     """
-    argv = command(kind, src, dst)
+    argv = command(kind)
     try:
-        out = await asyncio.to_thread(create_new, dst)
+        source = await asyncio.to_thread(open_regular, src)
     except OSError as exc:
-        raise RecordingError(f"cannot create {dst.name}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot read {src.name}: {exc.strerror or exc}") from None
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # killed as a group: nothing it started outlives it
-        )
-    except OSError as exc:
-        await asyncio.to_thread(dst.unlink, missing_ok=True)
-        raise RecordingError(f"cannot run {argv[0]}: {exc}") from None
+        try:
+            out = await asyncio.to_thread(create_new, dst)
+        except OSError as exc:
+            raise RecordingError(f"cannot create {dst.name}: {exc.strerror or exc}") from None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=source,
+                stdout=out,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # killed as a group: nothing it started outlives it
+            )
+        except OSError as exc:
+            await asyncio.to_thread(dst.unlink, missing_ok=True)
+            raise RecordingError(f"cannot run {argv[0]}: {exc}") from None
+        finally:
+            os.close(out)
     finally:
-        os.close(out)
+        source.close()
     assert proc.stderr is not None
     stderr = bytearray()
 

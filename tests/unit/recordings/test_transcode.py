@@ -3,6 +3,8 @@ program named with its package."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -44,6 +46,7 @@ async def test_an_encoder_past_its_timeout_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "sleep 30"])
+    write_wav(tmp_path / "a.wav", 0.1)
     with pytest.raises(RecordingError, match=r"took more than 0\.5 s"):
         await transcode("mp3", tmp_path / "a.wav", tmp_path / "a.mp3", timeout=0.5)
 
@@ -54,16 +57,56 @@ async def test_a_failing_encoder_is_reported_with_bounded_output(
     noisy = "head -c 5000000 /dev/zero | tr '\\0' x >&2; exit 3"
     monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", noisy])
     (tmp_path / "a.mp3").write_bytes(b"partial")
+    write_wav(tmp_path / "a.wav", 0.1)
     with pytest.raises(RecordingError, match="exit 3") as caught:
         await transcode("mp3", tmp_path / "a.wav", tmp_path / "a.mp3", timeout=30)
     assert len(str(caught.value)) < 400
     assert not (tmp_path / "a.mp3").exists()
 
 
+@pytest.mark.parametrize("what", ["link", "fifo"])
+async def test_the_encoder_reads_the_recording_itself_never_a_link_or_fifo_at_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """The recordings folder is Asterisk's: whoever writes there could put a
+    link at a WAV's name after it was looked at, and the encoder, given the
+    name, followed it; ``lame`` encodes any file as raw sound, so a file only
+    callrouter's user may read went to 1C as a recording (issue 16). The
+    encoder now reads its standard input, the file callrouter opened."""
+    secret = tmp_path / "router.toml"
+    secret.write_text('secret = "hunter2"\n', encoding="utf-8")
+    # A `lame` first on PATH that copies its input (the last but one argument,
+    # `-` for its standard input) to its output, as the real one reads it.
+    fake = tmp_path / "bin" / "lame"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\nfor a; do src=$prev; prev=$a; done\n"
+        'if [ "$src" = - ]; then exec cat; else exec cat "$src"; fi\n',
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    source = tmp_path / "1.1-mix.wav"
+    if what == "link":
+        source.symlink_to(secret)
+    else:
+        os.mkfifo(source)
+    target = tmp_path / "1.1-mix.mp3"
+    with pytest.raises(RecordingError, match=r"^cannot read 1\.1-mix\.wav: ") as caught:
+        await asyncio.wait_for(transcode("mp3", source, target, timeout=5), 10)
+    assert ("symbolic link" if what == "link" else "not a regular file") in str(caught.value)
+    assert not target.exists()
+    # The real WAV goes through as before.
+    source.unlink()
+    write_wav(source, 0.1)
+    await transcode("mp3", source, target, timeout=5)
+    assert target.read_bytes() == source.read_bytes()
+
+
 def test_a_missing_encoder_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RecordingError, match=r"needs opusenc \(Debian package opus-tools\)"):
-        transcode_module.command("opus", Path("a.wav"), Path("a.opus"))
+        transcode_module.command("opus")
 
 
 async def test_a_failed_encoding_delivers_the_wav_instead_of_losing_the_recording(
