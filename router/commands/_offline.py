@@ -35,6 +35,7 @@ from router.config_lines import key_lines
 from router.errors import ConfigError
 from router.metrics import Metrics
 from router.plugins import Plugins
+from router.private_dir import private_dir_problem
 from router.rules.registry import Registry
 from router.textfiles import read_bounded
 
@@ -220,9 +221,17 @@ def refuse_another_owner(
     """
     owner = path.stat().st_uid
     me = os.geteuid()
-    if owner == me:
-        return
     table, name = ".".join(key[:-1]), key[-1]
+    if owner == me:
+        # As the service: held to what its start holds the folder to, since
+        # the command opens SQLite files there by name (router/private_dir.py).
+        problem = private_dir_problem(path)
+        if problem is not None:
+            raise ConfigError(
+                f"{config.where(*key)}: [{table}] {name}: {problem} "
+                "(docs/security.md, Local users and files)"
+            )
+        return
     raise ConfigError(
         f"{config.where(*key)}: [{table}] {name} {path} belongs to "
         f"uid {owner} (the service's user), and `callrouter {command}` runs as uid {me}: "

@@ -174,6 +174,32 @@ def test_replay_refuses_a_state_dir_another_user_owns(
     assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
 
 
+def test_replay_refuses_a_state_dir_others_can_write_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the service's start does (issue 16): the replay opens the 1C queue
+    there by name, and another user could swap a link in and have it followed."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[router]\nstate_dir = "{state}"\n')
+    argv = ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--config", str(cfg)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"[router] state_dir: {state} is writable by its group and every user (mode 0777)"
+    ) in err
+    assert f"run: chmod 700 {state} (docs/security.md, Local users and files)" in err
+    assert list(state.iterdir()) == []
+    state.chmod(0o700)
+    assert main(argv) == 0
+    assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid needs root")
 def test_replay_refuses_a_plugin_state_dir_another_user_owns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
