@@ -84,8 +84,8 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
             where = parent / name
             info = os.lstat(name, dir_fd=parent_fd)
             if _writers(parent_stat.st_mode) is not None and info.st_uid not in trusted:
-                # A sticky folder others write in (else refused below): only
-                # the owner of a name there can rename or remove it.
+                # A folder others write in has the sticky bit (else refused
+                # above): only the owner of a name there can rename or remove it.
                 return (
                     f"{where} (on the way to {full}) belongs to uid {info.st_uid}, in "
                     f"{parent}, which others can write in: that user can swap it; choose "
@@ -102,7 +102,12 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
                 names[:0] = list(target.parts[target.is_absolute() :])
                 continue
             fd = os.open(name, _OPEN_DIR, dir_fd=parent_fd)
-            stack.append((fd, where, os.fstat(fd)))  # the folder opened, not the name seen
+            try:
+                opened = os.fstat(fd)  # the folder opened, not the name looked at
+            except OSError:
+                os.close(fd)
+                raise
+            stack.append((fd, where, opened))
         return _the_folder(stack[-1][1], stack[-1][2], trusted, me)
     finally:
         for fd, _, _ in stack:
