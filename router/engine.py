@@ -53,8 +53,8 @@ from router.api.app import build_app, build_starting_app
 from router.api.context import ApiContext
 from router.api.feed import FILENAME as FEED_FILE
 from router.api.feed import EventFeed
-from router.api.intake import open_feed
-from router.api.live import LiveRing, open_live
+from router.api.intake import API_FEED, open_feed
+from router.api.live import API_LIVE, LiveRing, open_live
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.asterisk_clock import measure_offset
@@ -839,6 +839,10 @@ class Engine:
             self._feed = open_feed(settings, self.state_dir, self.plugins)
         if self._live is None:
             self._live = open_live(self.plugins, self.api)
+        # Registered after the plugins were asked which events they read: until
+        # asked too, each got every event (a BLF flood's DeviceStateChange went
+        # to the live page's counter as well as to the feed; issue 16).
+        await self.plugins.wanted_events(only=(API_FEED, API_LIVE))
         context = ApiContext(
             self.api,
             settings,

@@ -23,7 +23,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -699,7 +699,9 @@ class Plugins:
             self._event_impls[name] = impls
         return impls
 
-    async def wanted_events(self, *, warn: bool = True) -> list[Iterable[str] | None]:
+    async def wanted_events(
+        self, *, warn: bool = True, only: Collection[str] | None = None
+    ) -> list[Iterable[str] | None]:
         """Each event-reading plugin's ``callrouter_wanted_events`` (None: every event).
 
         A name no event has is logged (``warn``) and kept in
@@ -709,11 +711,18 @@ class Plugins:
         A plugin with ``callrouter_event`` and no answer (no such hook, or
         it raised, or returned something that is not names) wants every
         event: filtering must never hide one from a plugin that did not ask.
+
+        ``only``: ask just these plugins (registered after the others were
+        asked: the HTTP API's), keeping the others' answers as they were.
         """
         answers: dict[str, tuple[str, ...] | None] = {
-            impl.plugin_name: None for impl in self._impls("callrouter_event")
+            impl.plugin_name: None
+            for impl in self._impls("callrouter_event")
+            if only is None or impl.plugin_name in only
         }
         for impl in self._impls("callrouter_wanted_events"):
+            if only is not None and impl.plugin_name not in only:
+                continue
             names: tuple[str, ...] | None = None
             try:
                 value = impl.function()
@@ -737,9 +746,9 @@ class Plugins:
             answers[impl.plugin_name] = names
         # What :meth:`event` dispatches by from now on (a plugin registered
         # later, with no answer yet, gets every event).
-        self._wanted = answers
+        self._wanted = answers if only is None else {**self._wanted, **answers}
         self._event_impls.clear()
-        return list(answers.values())
+        return list(self._wanted.values())
 
     def _warn_unknown_events(self, plugin: str, names: Iterable[str], *, warn: bool) -> None:
         """A name in ``callrouter_wanted_events`` that no event has: a rule's

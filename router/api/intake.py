@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.decision import Decision, Trace
 
 __all__ = [
+    "API_FEED",
     "CARD_LOOKUP",
     "CARD_WAIT",
     "MAX_CARD",
@@ -70,6 +71,9 @@ __all__ = [
     "feed_card",
     "open_feed",
 ]
+
+#: The name its plugin is registered under.
+API_FEED = "api_feed"
 
 #: The lookup whose answer is the caller card (``[api] events_card_lookup``).
 CARD_LOOKUP = "onec.responsible"
@@ -104,7 +108,7 @@ def open_feed(settings: ApiSettings, state_dir: Path, plugins: Plugins) -> Event
         state_dir, retention=settings.events_retention, max_events=settings.events_max
     )
     intake = FeedIntake(feed, card_lookup=settings.events_card_lookup)
-    plugins.register(intake, name="api_feed", builtin=True)
+    plugins.register(intake, name=API_FEED, builtin=True)
     return feed
 
 

@@ -33,7 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.plugins import Plugins
     from router.rules.decision import Decision, Trace
 
-__all__ = ["KEEP", "MAX_CALLS", "MAX_ENTRY", "LiveRing", "open_live"]
+__all__ = ["API_LIVE", "KEEP", "MAX_CALLS", "MAX_ENTRY", "LiveRing", "open_live"]
+
+#: The name its plugin is registered under.
+API_LIVE = "api_live"
 
 #: Decisions kept for the page (a new page shows these at once).
 KEEP = 200
@@ -48,7 +51,7 @@ _CALL_EVENTS = frozenset({"Newchannel", "Newstate", "DialBegin", "DialEnd", "Bri
 def open_live(plugins: Plugins, engine: EngineAPI) -> LiveRing:
     """The ring the live page reads, fed by the engine's hooks from now on."""
     ring = LiveRing(engine)
-    plugins.register(ring, name="api_live", builtin=True)
+    plugins.register(ring, name=API_LIVE, builtin=True)
     return ring
 
 

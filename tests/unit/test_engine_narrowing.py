@@ -429,3 +429,20 @@ async def test_the_api_asks_for_bridgeleave_with_bridgeenter(
     assert alone.names is not None
     assert "BridgeEnter" in alone.names
     assert "BridgeLeave" not in alone.names
+
+
+async def test_the_apis_plugins_are_called_only_for_the_events_they_read(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """The API's feed and live page register as plugins once the engine has
+    started, after the plugins were asked which events they read: until asked
+    too, each was called for every event, a BLF flood's ``DeviceStateChange``
+    at the live page's counter, an event nobody reads at both (issue 16)."""
+    from router.api.settings import ApiSettings
+
+    engine = await engine_factory(write(tmp_path), api=ApiSettings(port=0))
+    dispatch = engine.plugins
+    assert [i.plugin_name for i in dispatch._impls_for_event("DeviceStateChange")] == ["api_feed"]
+    assert [i.plugin_name for i in dispatch._impls_for_event("Newchannel")] == ["api_live"]
+    assert not dispatch.reads_event("VarSet")
+    assert not dispatch.reads_event("PresenceStateChange")

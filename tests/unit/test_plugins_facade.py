@@ -339,6 +339,20 @@ async def test_a_plugin_registered_after_the_answers_gets_every_event() -> None:
     assert sorted(seen[1:]) == [("hangups", "Hangup"), ("late", "Hangup")]
 
 
+async def test_a_late_plugin_asked_alone_keeps_the_others_answers() -> None:
+    """``wanted_events(only=...)`` asks the named plugins (the API's, registered
+    once the engine started) and keeps what the others answered."""
+    seen: list[tuple[str, str]] = []
+    plugins = load(Reader("hangups", ("Hangup",), seen))
+    await plugins.wanted_events()
+    plugins.register(Reader("late", ("Newexten",), seen))
+    answers = await plugins.wanted_events(only=("late",))
+    assert sorted(tuple(a) for a in answers if a is not None) == [("Hangup",), ("Newexten",)]
+    for name in ("Newexten", "Hangup", "VarSet"):
+        await plugins.event(named(name), None)
+    assert sorted(seen) == [("hangups", "Hangup"), ("late", "Newexten")]
+
+
 async def test_reads_event_says_whether_any_plugin_is_called_for_a_name() -> None:
     """The engine asks before dispatching (no coroutine for events nobody reads);
     the answer follows the plugins' wanted events, and a late plugin's."""
