@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -106,6 +106,12 @@ _LIMITS = tuple(IDENTITY_LIMITS.items())
 _FOLDED: dict[str, tuple[str, int]] = {
     normalize_key(key): (key, limit) for key, limit in [*IDENTITY_LIMITS.items(), ("Priority", 11)]
 }
+#: Keys as an event spelled them that fold to none of :data:`_FOLDED`'s
+#: (``Event``, ``Device``, ``State``...): a few hundred in all of Asterisk's
+#: events; bounded against a peer's made-up ones, as ``normalize_key``'s memo.
+_PLAIN: set[str] = set()
+_PLAIN_MAX = 4096
+_PLAIN_KEY_MAX = 128
 #: Seconds between two warnings of events not tracked for an oversized field.
 _REFUSED_EVERY = 60.0
 _UNKNOWN = ("", "<unknown>")
@@ -293,6 +299,24 @@ def _oversized_spelled(event: Event) -> tuple[str, int] | None:
     return None
 
 
+def _no_identity(keys: KeysView[str]) -> bool:
+    """Whether an event's ``keys`` (as spelled) are none of those :func:`oversized`
+    checks, in any spelling: then none is oversized, and it names no call nor
+    channel. Keys found to be none are remembered (:data:`_PLAIN`), so an event
+    made of them costs one subset test."""
+    if keys <= _PLAIN:
+        return True
+    for name in keys:
+        if normalize_key(name) in _FOLDED:
+            return False
+    for name in keys:
+        if len(_PLAIN) >= _PLAIN_MAX:
+            break
+        if len(name) <= _PLAIN_KEY_MAX:
+            _PLAIN.add(name)
+    return True
+
+
 def _bad_priority(priority: str) -> tuple[str, int] | None:
     if priority and (len(priority) > 11 or _PRIORITY.fullmatch(priority) is None):
         return "Priority", len(priority)
@@ -349,8 +373,15 @@ class CallTracker:
         # miss asks the message (any spelling) as before.
         spelled = event.spelled()
         get = spelled.get
-        linkedid = get("Linkedid") or event.get("Linkedid")
-        channel_name = get("Channel") or event.get("Channel")
+        linkedid = get("Linkedid")
+        channel_name = get("Channel")
+        if linkedid is None and channel_name is None and _no_identity(spelled.keys()):
+            # No call's (a DeviceStateChange, an ExtensionStatus: a BLF flood
+            # of them): nothing to track or refuse, in one pass over its keys
+            # instead of one for each key missed and one for the check.
+            return _NOTHING
+        linkedid = linkedid or event.get("Linkedid")
+        channel_name = channel_name or event.get("Channel")
         name = event.name
         if self.refuses(event):
             return _REFUSED

@@ -630,3 +630,39 @@ def test_the_channel_count_follows_hangups_moves_and_the_ttl() -> None:
     tracker.sweep()
     assert len(tracker) == 0
     assert tracker.channels == 0
+
+
+@pytest.mark.parametrize(
+    ("spelled", "field", "value"),
+    [("LINKEDID", "Linkedid", "7" * 152), ("channel", "Channel", "7" * 257)],
+)
+def test_an_event_of_no_call_then_one_spelling_its_keys_otherwise(
+    spelled: str, field: str, value: str
+) -> None:
+    """An event with no identity key in any spelling (a BLF flood's
+    ``DeviceStateChange``) takes the short way (issue 16), and the keys it
+    made known as none of them hide no identity key spelled otherwise in an
+    event with neither ``Linkedid`` nor ``Channel`` as Asterisk spells them."""
+    tracker = CallTracker()
+    device = Event(
+        (
+            ("Event", "DeviceStateChange"),
+            ("Privilege", "call,all"),
+            ("Timestamp", "1795460784.945386"),
+            ("Device", "PJSIP/101"),
+            ("State", "INUSE"),
+        )
+    )
+    for _ in range(2):  # the second time, from what the first made known
+        fed = tracker.feed(device)
+        assert (fed.call, fed.started, fed.refused, fed.ended) == (None, False, False, ())
+    odd = Event((("Event", "DeviceStateChange"), ("Device", "PJSIP/101"), (spelled, value)))
+    assert tracker.feed(odd).refused
+    assert tracker.refused == 1
+    fine = Event(
+        (("Event", "Newchannel"), ("State", "Ring"), ("LINKEDID", "1.1"), ("channel", "PJSIP/a-1"))
+    )
+    fed = tracker.feed(fine)
+    assert fed.call is not None
+    assert fed.started
+    assert tracker.by_channel("PJSIP/a-1") is fed.call
