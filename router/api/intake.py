@@ -77,6 +77,11 @@ API_FEED = "api_feed"
 
 #: The lookup whose answer is the caller card (``[api] events_card_lookup``).
 CARD_LOOKUP = "onec.responsible"
+#: Devices whose phone :class:`FeedIntake` remembers (a PBX has one or two per
+#: extension; names past it are worked out each time).
+_PHONES_MAX = 4096
+#: Not in :attr:`FeedIntake._phones` yet.
+_UNSEEN: Any = object()
 #: Seconds a routed call's ringing waits for its decision (and card).
 CARD_WAIT = 1.0
 #: Calls remembered at once; the oldest is forgotten first (a lost Hangup).
@@ -119,6 +124,13 @@ def _named(name: str | None, limit: str = "Channel") -> str:
     ``DestChannel``, a ``Device`` or a transfer's ``TransfererChannel``, and a
     hostile AMI peer's 60 KB name was published whole, 10,000 events kept."""
     return name if name and len(name) <= IDENTITY_LIMITS[limit] else ""
+
+
+def _phone(device: str) -> str | None:
+    """The extension a ``DeviceStateChange``'s device is the phone of, or None."""
+    device = _named(device)
+    # A Local "device" is a dialplan construct, no phone: not presence.
+    return None if device.lower().startswith("local/") else endpoint(device)
 
 
 def endpoint(channel: str | None) -> str | None:
@@ -214,6 +226,9 @@ class FeedIntake:
         self.card_lookup = card_lookup
         self.card_wait = card_wait
         self._calls: OrderedDict[str, _CallState] = OrderedDict()
+        #: ``DeviceStateChange`` device -> its phone's extension (None: no
+        #: phone), worked out once per device: a BLF flood repeats a few hundred.
+        self._phones: dict[str, str | None] = {}
 
     def _state(self, linkedid: str) -> _CallState:
         state = self._calls.get(linkedid)
@@ -282,9 +297,12 @@ class FeedIntake:
                     ts=event.timestamp,
                 )
         elif name == "DeviceStateChange":
-            device = _named(event.get("Device"))
-            # A Local "device" is a dialplan construct, no phone: not presence.
-            phone = None if device.lower().startswith("local/") else endpoint(device)
+            device = event.get("Device") or ""
+            phone = self._phones.get(device, _UNSEEN)
+            if phone is _UNSEEN:
+                phone = _phone(device)
+                if len(self._phones) < _PHONES_MAX:
+                    self._phones[device] = phone
             if phone:
                 self.feed.publish(
                     "device",

@@ -960,3 +960,32 @@ async def test_event_fields_longer_than_asterisk_makes_are_cut_or_name_nothing()
     ]
     for event in events:
         assert len(json.dumps(event.to_dict(), ensure_ascii=False)) < 2_000, event.kind
+
+
+async def test_each_device_state_is_published_and_the_devices_remembered_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device's phone is worked out once (a BLF flood repeats a few hundred
+    devices; issue 16): every state of it is still published, a Local one
+    never, and past the bound a new device is worked out each time."""
+    from router.api import intake as intake_module
+
+    monkeypatch.setattr(intake_module, "_PHONES_MAX", 2)
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    for device, state in [
+        ("PJSIP/101", "INUSE"),
+        ("Local/101@from-queue", "INUSE"),
+        ("PJSIP/101", "NOT_INUSE"),
+        ("SIP/103", "RINGING"),  # past the bound: not remembered, published
+        ("SIP/103", "INUSE"),
+        ("Local/101@from-queue", "NOT_INUSE"),
+    ]:
+        intake.callrouter_event(make_event("DeviceStateChange", Device=device, State=state), None)
+    assert [(e.extension, e.data["device"], e.data["state"]) for e in feed.read(0).events] == [
+        ("101", "PJSIP/101", "inuse"),
+        ("101", "PJSIP/101", "not_inuse"),
+        ("103", "SIP/103", "ringing"),
+        ("103", "SIP/103", "inuse"),
+    ]
+    assert intake._phones == {"PJSIP/101": "101", "Local/101@from-queue": None}
