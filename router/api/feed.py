@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -159,6 +160,30 @@ class Page:
     gap: bool = False
 
 
+def json_dumps_default_str() -> Callable[[Any], str]:
+    """``json.dumps(value, default=str)`` as one encoder made once, for one
+    thread at a time: ``json.dumps`` makes its C encoder anew for each value,
+    most of what a feed row's small dict costs (a BLF flood writes thousands a
+    second; issue 16). The same text; a value that fails (a circular one)
+    raises as ``json.dumps`` does and leaves the next one unaffected."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return functools.partial(json.dumps, default=str)
+    markers: dict[int, Any] = {}
+    encode = make(
+        markers, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+
+    def dumps(value: Any) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except BaseException:
+            markers.clear()  # what the failed value left for the circularity check
+            raise
+
+    return dumps
+
+
 class FeedStore:
     """The feed's SQLite file, written on one worker thread.
 
@@ -210,6 +235,9 @@ class FeedStore:
         self._asked: list[Future[str | None]] = []
         #: The highest value the file may say (:meth:`load` sets it from the clock).
         self._cap = _MAX_CURSOR
+        #: ``json.dumps(data, default=str)`` of each row, made once for the
+        #: worker (the one thread that writes rows): not an encoder per row.
+        self._dumps = json_dumps_default_str()
 
     def _connect(self) -> None:
         target = self.path if self._at is None else self._at
@@ -522,10 +550,8 @@ class FeedStore:
     ) -> bool:
         """Write a batch, retried while the file is locked; False when the feed
         stopped before it could be written."""
-        rows = [
-            (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
-            for e in batch
-        ]
+        dumps = self._dumps
+        rows = [(e.cursor, e.kind, e.extension, e.call_id, e.ts, dumps(e.data)) for e in batch]
         delay = 0.05
         while True:
             try:
@@ -857,7 +883,7 @@ class EventFeed:
         self._events.append(event)
         self._cursors.append(cursor)
         self._last = cursor
-        if len(self) > self.max_events:
+        if len(self._events) - self._head > self.max_events:
             self._drop(1)
         self._expire(now)
         if self._store is not None:
@@ -872,10 +898,17 @@ class EventFeed:
 
     def _drop(self, count: int) -> None:
         dropped = self._dropped
-        for event in self._events[self._head : self._head + count]:
+        head = self._head
+        if count == 1:  # a full feed's each publication: no slice of one
+            event = self._events[head]
             dropped[event.extension] = event.cursor
-        self._head += count
-        self._lost = max(self._lost, self._cursors[self._head - 1])
+        else:
+            for event in self._events[head : head + count]:
+                dropped[event.extension] = event.cursor
+        self._head = head = head + count
+        last = self._cursors[head - 1]
+        if last > self._lost:
+            self._lost = last
         if len(dropped) > _MAX_DROPPED:
             self._floor = max(self._floor, *dropped.values())
             dropped.clear()
@@ -888,7 +921,10 @@ class EventFeed:
 
     def _expire(self, now: float) -> None:
         horizon = int((now - self.retention) * 1_000_000)
-        stale = bisect.bisect_left(self._cursors, horizon, lo=self._head) - self._head
+        head = self._head
+        if head >= len(self._cursors) or self._cursors[head] >= horizon:
+            return  # the oldest kept is not stale (a publication's usual case)
+        stale = bisect.bisect_left(self._cursors, horizon, lo=head) - head
         if stale > 0:
             self._drop(stale)
 

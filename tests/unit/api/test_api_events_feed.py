@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -941,3 +942,30 @@ async def test_a_feed_another_process_holds_locked_is_left_as_it_is(tmp_path: Pa
     again = EventFeed.open(tmp_path)
     assert [e.cursor for e in again.read(0).events] == [cursor]
     await again.aclose()
+
+
+def test_the_rows_json_is_json_dumps_with_default_str() -> None:
+    """The store encodes each row's data with one encoder made once (issue 16:
+    a BLF flood writes thousands of rows a second): the text ``json.dumps(data,
+    default=str)`` gives, and a value that fails leaves the next one unharmed."""
+    import datetime
+
+    from router.api.feed import json_dumps_default_str
+
+    dumps = json_dumps_default_str()
+    values: list[Any] = [
+        {"device": "PJSIP/101", "state": "inuse"},
+        {"caller": "Пётр", "card": {"id": 1, "tags": ["a", None, 1.5, True]}, "n": float("nan")},
+        {"at": datetime.date(2026, 12, 7), 1: 2, None: "x"},
+        "text",
+        [],
+    ]
+    for value in values:
+        assert dumps(value) == json.dumps(value, default=str)
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Circular reference"):
+            dumps(loop)
+        shared = ["same"]  # met twice, not in a loop: no circularity
+        assert dumps({"a": shared, "b": shared}) == '{"a": ["same"], "b": ["same"]}'
