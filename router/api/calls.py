@@ -251,8 +251,8 @@ class Originations:
 
     def observe(self, item: Event | StreamGap, call: Call | None) -> None:
         """``EngineAPI.watch`` listener: one event's meaning for our calls."""
-        if not isinstance(item, Event):
-            return
+        if not self._by_id or not isinstance(item, Event):
+            return  # no click-to-call to follow: every event costs this test only
         origination = self._find(item, call)
         if origination is None:
             return
