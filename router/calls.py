@@ -112,6 +112,10 @@ _FOLDED: dict[str, tuple[str, int]] = {
 _PLAIN: set[str] = set()
 _PLAIN_MAX = 4096
 _PLAIN_KEY_MAX = 128
+#: The keys :func:`oversized` checks, as Asterisk spells them (and the tracker reads them).
+_AS_SPELLED = frozenset((*IDENTITY_LIMITS, "Priority"))
+#: :func:`_identity_spelling`'s answers.
+_NONE, _ASTERISKS, _OTHERWISE = 0, 1, 2
 #: Seconds between two warnings of events not tracked for an oversized field.
 _REFUSED_EVERY = 60.0
 _UNKNOWN = ("", "<unknown>")
@@ -299,22 +303,28 @@ def _oversized_spelled(event: Event) -> tuple[str, int] | None:
     return None
 
 
-def _no_identity(keys: KeysView[str]) -> bool:
-    """Whether an event's ``keys`` (as spelled) are none of those :func:`oversized`
-    checks, in any spelling: then none is oversized, and it names no call nor
-    channel. Keys found to be none are remembered (:data:`_PLAIN`), so an event
-    made of them costs one subset test."""
+def _identity_spelling(keys: KeysView[str]) -> int:
+    """How an event's ``keys`` (as spelled) name the keys :func:`oversized`
+    checks: :data:`_NONE` in no spelling (then none is oversized, and the event
+    names no call nor channel), :data:`_ASTERISKS` only as Asterisk spells them
+    (a read of one as spelled is then the read in any spelling), else
+    :data:`_OTHERWISE`. Keys found to be none of them are remembered
+    (:data:`_PLAIN`), so an event made of them costs a subset test or two."""
     if keys <= _PLAIN:
-        return True
-    for name in keys:
-        if normalize_key(name) in _FOLDED:
-            return False
-    for name in keys:
-        if len(_PLAIN) >= _PLAIN_MAX:
-            break
-        if len(name) <= _PLAIN_KEY_MAX:
+        return _NONE
+    rest = keys - _PLAIN
+    if rest <= _AS_SPELLED:
+        return _ASTERISKS
+    spelling = _NONE
+    for name in rest:
+        if name in _AS_SPELLED:
+            if spelling == _NONE:
+                spelling = _ASTERISKS
+        elif normalize_key(name) in _FOLDED:
+            spelling = _OTHERWISE
+        elif len(_PLAIN) < _PLAIN_MAX and len(name) <= _PLAIN_KEY_MAX:
             _PLAIN.add(name)
-    return True
+    return spelling
 
 
 def _bad_priority(priority: str) -> tuple[str, int] | None:
@@ -375,13 +385,21 @@ class CallTracker:
         get = spelled.get
         linkedid = get("Linkedid")
         channel_name = get("Channel")
-        if linkedid is None and channel_name is None and _no_identity(spelled.keys()):
-            # No call's (a DeviceStateChange, an ExtensionStatus: a BLF flood
-            # of them): nothing to track or refuse, in one pass over its keys
-            # instead of one for each key missed and one for the check.
+        spelling = (
+            _identity_spelling(spelled.keys())
+            if linkedid is None and channel_name is None
+            else _OTHERWISE
+        )
+        if spelling == _NONE:
+            # No call's (a DeviceStateChange: a BLF flood of them): nothing to
+            # track or refuse, in a subset test instead of a pass over its keys
+            # for each key missed and one for the check.
             return _NOTHING
-        linkedid = linkedid or event.get("Linkedid")
-        channel_name = channel_name or event.get("Channel")
+        if spelling == _OTHERWISE:
+            # (With the keys only as Asterisk spells them, as an ExtensionStatus
+            # has Context and Exten, no other spelling of these two is there.)
+            linkedid = linkedid or event.get("Linkedid")
+            channel_name = channel_name or event.get("Channel")
         name = event.name
         if self.refuses(event):
             return _REFUSED

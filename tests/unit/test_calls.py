@@ -666,3 +666,30 @@ def test_an_event_of_no_call_then_one_spelling_its_keys_otherwise(
     assert fed.call is not None
     assert fed.started
     assert tracker.by_channel("PJSIP/a-1") is fed.call
+
+
+def test_an_event_with_context_and_exten_but_no_channel() -> None:
+    """An ``ExtensionStatus`` spells ``Context`` and ``Exten`` as Asterisk does
+    and has no ``Linkedid`` nor ``Channel``: it names no call, its fields are
+    still checked, and a ``Channel`` spelled otherwise beside them is read
+    (issue 16: they take a shorter way than an event spelling one otherwise)."""
+    tracker = CallTracker()
+    status = (
+        ("Event", "ExtensionStatus"),
+        ("Privilege", "call,all"),
+        ("Exten", "101"),
+        ("Context", "ext-local"),
+        ("Hint", "PJSIP/101&Custom:DND101"),
+        ("Status", "0"),
+        ("StatusText", "Idle"),
+    )
+    for _ in range(2):
+        fed = tracker.feed(Event(status))
+        assert (fed.call, fed.refused) == (None, False)
+    long_context = tuple((k, "c" * 81 if k == "Context" else v) for k, v in status)
+    assert tracker.feed(Event(long_context)).refused
+    call = tracker.feed(newchannel(1)).call
+    assert call is not None
+    channel = next(iter(call.channels))
+    fed = tracker.feed(Event((*status, ("CHANNEL", channel))))
+    assert fed.call is call
