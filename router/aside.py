@@ -21,14 +21,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import sqlite3
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from router.errors import StateFileDenied
+
 __all__ = [
     "SQLITE_SIDECARS",
+    "denied_state_file",
     "move_aside",
     "named_db_error",
     "not_a_file",
@@ -134,6 +138,28 @@ def not_a_file(mode: int) -> str | None:
     if stat.S_ISLNK(mode):
         return "a symbolic link (not followed)"
     return "a folder" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+
+
+def denied_state_file(path: Path, exc: PermissionError) -> StateFileDenied:
+    """``exc`` (EACCES, EPERM) raised reading the state file ``path``, as the
+    error that refuses the start: it names the file, the user callrouter runs
+    as and how to give the file back to it (issue 16).
+
+    A file callrouter may not read is no damaged file: set aside as one, its
+    content (every extension's forwarding) vanished from the service until
+    someone put it back by hand, though only its owner or mode was wrong."""
+    uid = os.geteuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return StateFileDenied(
+        exc.errno,
+        f"{path}: {exc.strerror or exc}: the user callrouter runs as ({user}) may not read "
+        f"this state file, so it is left as it is; give it back to that user "
+        f"(chown {user} {path}; chmod 600 {path}; its folder {path.parent} owned by "
+        f"{user} too, chmod 700) and start again",
+    )
 
 
 #: What :func:`named_db_error` tells to do with one of callrouter's own state files.

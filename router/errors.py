@@ -30,6 +30,7 @@ as aiosmtplib does::
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
     ├── StateBackupError(OSError)          ``callrouter state backup`` could not copy the state
     ├── FileOutOfSight(OSError)            ``stat`` cannot tell whether a state file is there
+    │   └── StateFileDenied(PermissionError)  a state file callrouter may not read: start refused
     ├── NotTheRecording(OSError)           a recording's path leads to a link, a FIFO, elsewhere
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
@@ -73,6 +74,7 @@ __all__ = [
     "RulesRefused",
     "SandboxError",
     "StateBackupError",
+    "StateFileDenied",
 ]
 
 
@@ -281,6 +283,13 @@ class FileOutOfSight(CallRouterError, OSError):
     still be there, so it is neither said deleted nor written over. Public as
     ``router.FileOutOfSight`` (docs/plugins.md, a plugin's own state file); an
     ``OSError`` with the errno, its text and the path, as ``stat`` gave them."""
+
+
+class StateFileDenied(FileOutOfSight, PermissionError):
+    """A state file callrouter may not read (EACCES, EPERM: its owner or mode,
+    or its folder's, changed): not a damaged file, so it is neither set aside
+    nor written over, and the start is refused with the file named and what
+    to do (router.aside.denied_state_file)."""
 
 
 class NotTheRecording(CallRouterError, OSError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from router import dialplan, jsonsafe
-from router.aside import move_aside
+from router.aside import denied_state_file, move_aside
 from router.textfiles import read_bounded
 
 __all__ = [
@@ -92,7 +92,8 @@ class ForwardingState:
     when one is there already), never fatal: forwarding is a convenience,
     routing must start anyway. So is what is no file of ours at its name: a
     symbolic link (set aside itself, never followed), a FIFO or a folder, a
-    file over 4 MiB.
+    file over 4 MiB. A file callrouter may not read (its owner or mode) is
+    no damaged one: :class:`router.errors.StateFileDenied`, the file kept.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -145,6 +146,10 @@ class ForwardingState:
             items = _parse(data)
         except FileNotFoundError:
             return
+        except PermissionError as exc:
+            # Its owner or mode, not its content: kept, and the start refused
+            # (set aside, every setting vanished until put back by hand).
+            raise denied_state_file(self.path, exc) from None
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             try:
                 bad = move_aside(self.path, self.path.with_suffix(".json.bad"))

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
-from router.aside import move_aside
+from router.aside import denied_state_file, move_aside
 from router.calllife.fold import FOLDED, Folder, plan_internal
 from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
 from router.calls import IDENTITY_LIMITS
+from router.errors import StateFileDenied
 from router.textfiles import read_bounded
 from router.wording import counted
 
@@ -207,7 +208,8 @@ class CallLife:
         return mark
 
     def _read_mark_file(self) -> tuple[float | None, dict[str, float]]:
-        """The mark and the calls told to the end beside it (``{}`` when none)."""
+        """The mark and the calls told to the end beside it (``{}`` when none).
+        Raises :class:`router.errors.StateFileDenied` when the file may not be read."""
         if self._state_dir is None:
             return None, {}
         path = self._state_dir / MARK_FILE
@@ -217,6 +219,10 @@ class CallLife:
             raw = read_bounded(path, self._mark_limit(), follow_symlinks=False)
         except FileNotFoundError:
             return None, {}
+        except PermissionError as exc:
+            # Its owner or mode, not its content: kept, and the start refused
+            # (set aside, the calls that ended while it was down were never told).
+            raise denied_state_file(path, exc) from None
         except OSError as exc:
             # No file of ours: set aside, never followed nor lost, so the next
             # mark can be written in its place (a folder there refused it for ever).
@@ -344,7 +350,11 @@ class CallLife:
     def start(self, state_dir: Path) -> None:
         """At engine start: replay from the saved mark (bounded by ``replay_max_age``)."""
         self._state_dir = state_dir
-        mark, told = self._read_mark_file()
+        try:
+            mark, told = self._read_mark_file()
+        except StateFileDenied:
+            self._state_dir = None  # the stop writes no mark over the file kept
+            raise
         self.folder.seed_told(told)
         if not self.listening():
             log.info(

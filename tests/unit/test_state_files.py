@@ -13,10 +13,12 @@ that a writer opened afterwards frees.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,7 @@ from router.api.forwarding_state import ForwardingState
 from router.calllife.model import CallEvent
 from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
+from router.errors import StateFileDenied
 from router.recordings import RecordingSettings, recording_signer
 from router.recordings.signing import KEY_NAME
 from tests.unit.fifo_read import without_blocking
@@ -40,6 +43,26 @@ MARK_TEXT = json.dumps({"mark": NOW - 600, "told": {}})
 
 def _messages(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if name in r.getMessage()]
+
+
+def _deny_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chmod 000`` on ``path``; as root, which that does not stop, its
+    ``open`` refused as the kernel refuses any other user's."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return
+    real_open = os.open
+
+    def refusing(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(name) == path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+def _refusal(path: Path) -> str:
+    return f"[Errno 13] {path}: Permission denied: the user callrouter runs as ("
 
 
 # -- forwarding.json -------------------------------------------------------------------
@@ -111,6 +134,26 @@ def test_a_forwarding_json_over_its_bound_is_set_aside_unread(
         f"forwarding state {tmp_path / FORWARDING} unreadable ([Errno 27] bigger than "
         f"4194304 bytes ({len(text)} bytes)): set aside as {tmp_path / 'forwarding.json.bad'}"
     ]
+
+
+def test_a_forwarding_json_it_may_not_read_refuses_the_start_and_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner or mode is wrong, not its content: before, it was set aside
+    as damaged and every extension's setting vanished until put back by hand."""
+    path = tmp_path / FORWARDING
+    path.write_text(SETTINGS_TEXT)
+    _deny_reading(path, monkeypatch)
+    with pytest.raises(StateFileDenied) as refused:
+        ForwardingState(tmp_path)
+    assert str(refused.value).startswith(_refusal(path))
+    assert f"chmod 600 {path}" in str(refused.value)
+    assert refused.value.errno == errno.EACCES
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FORWARDING]  # nothing set aside
+    monkeypatch.undo()
+    path.chmod(0o600)
+    assert path.read_text() == SETTINGS_TEXT
+    assert ForwardingState(tmp_path).get("101").dnd  # once given back, read as ever
 
 
 # -- calllife.json ---------------------------------------------------------------------
@@ -199,6 +242,26 @@ def test_a_calllife_json_over_its_bound_is_set_aside_unread(
         f"call life: {tmp_path / MARK_FILE} unreadable (bigger than {limit} bytes "
         f"({limit + 1} bytes)): set aside as {_aside(tmp_path)}; no replay from it"
     ]
+
+
+async def test_a_calllife_json_it_may_not_read_refuses_the_start_and_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, it was set aside as unreadable and the start went on with no
+    mark: the calls that ended while callrouter was down were never told."""
+    path = tmp_path / MARK_FILE
+    path.write_text(MARK_TEXT)
+    _deny_reading(path, monkeypatch)
+    service = _life()
+    service.listening = lambda: True  # type: ignore[method-assign]
+    with pytest.raises(StateFileDenied) as refused:
+        service.start(tmp_path)
+    await service.stop()
+    assert str(refused.value).startswith(_refusal(path))
+    assert os.listdir(tmp_path) == [MARK_FILE]  # nothing set aside
+    monkeypatch.undo()
+    path.chmod(0o600)
+    assert path.read_text() == MARK_TEXT  # not written over either
 
 
 def test_the_largest_mark_max_calls_can_write_is_read_back(tmp_path: Path) -> None:
