@@ -9,7 +9,7 @@ budget, :mod:`.history` delivers call events without ever blocking a call, and
 
 from __future__ import annotations
 
-from callrouter_onec.cache import CircuitBreaker, ResponsibleCache
+from callrouter_onec.cache import BreakerTicket, CircuitBreaker, ResponsibleCache
 from callrouter_onec.client import OneCClient, OneCSettings
 from callrouter_onec.errors import OneCBadRequest, OneCError, OneCUnavailable
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
@@ -20,6 +20,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "RUSSIA",
+    "BreakerTicket",
     "CallRecord",
     "CircuitBreaker",
     "Client",

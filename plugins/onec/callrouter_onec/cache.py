@@ -28,6 +28,7 @@ from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 
 __all__ = [
     "BreakerState",
+    "BreakerTicket",
     "CircuitBreaker",
     "ResponsibleCache",
     "ResponsibleSource",
@@ -72,6 +73,23 @@ class BreakerState(Enum):
     HALF_OPEN = "half-open"
 
 
+class BreakerTicket:
+    """What :meth:`CircuitBreaker.allow` gives one request that may go to 1C,
+    handed back with its outcome (:meth:`~CircuitBreaker.success`,
+    :meth:`~CircuitBreaker.failure`, :meth:`~CircuitBreaker.release`): it
+    tells the half-open probe from a request let through before the breaker
+    opened (issue 16)."""
+
+    __slots__ = ("probe",)
+
+    def __init__(self, *, probe: bool) -> None:
+        #: Whether this request is the probe of an open breaker.
+        self.probe = probe
+
+    def __repr__(self) -> str:
+        return f"BreakerTicket(probe={self.probe})"
+
+
 class CircuitBreaker:
     """Counts failures in a row; open means "do not even try" until ``open_seconds`` pass.
 
@@ -82,6 +100,12 @@ class CircuitBreaker:
     ``on_open`` is told each time the breaker opens (after the failures in a
     row, and again after each failed probe): a counter a monitor polling once
     a minute cannot miss, however short the opening.
+
+    Each request that may go gets a :class:`BreakerTicket` from :meth:`allow`
+    and hands it back with its outcome. While the breaker is open only the
+    probe's own outcome counts: a request let through before it opened (a
+    straggler) that is cancelled, fails or succeeds meanwhile neither lets a
+    second probe go nor is taken for the probe's verdict.
     """
 
     def __init__(
@@ -99,14 +123,15 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._probing = False
+        #: The probe in flight, the one request whose outcome ends half-open.
+        self._probe: BreakerTicket | None = None
         self._on_open = on_open
 
     @property
     def state(self) -> BreakerState:
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if self._probing:
+        if self._probe is not None:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
@@ -115,47 +140,61 @@ class CircuitBreaker:
         """Open for ``open_seconds`` already: the next request goes as the probe."""
         return (
             self._opened_at is not None
-            and not self._probing
+            and self._probe is None
             and self._clock() - self._opened_at >= self.open_seconds
         )
 
-    def allow(self) -> bool:
-        """May a request go to 1C now? Once open, only one probe at a time, when due."""
+    def allow(self) -> BreakerTicket | None:
+        """May a request go to 1C now? Its ticket if so (handed back with its
+        outcome), None if not. Once open, only one probe at a time, when due."""
         if self._opened_at is None:
-            return True
+            return BreakerTicket(probe=False)
         if self.probe_due:
-            self._probing = True
-            return True
-        return False
+            self._probe = BreakerTicket(probe=True)
+            return self._probe
+        return None
 
-    def success(self) -> None:
+    def _counts(self, ticket: BreakerTicket | None) -> bool:
+        """Whether the outcome of ``ticket``'s request counts: any while the
+        breaker is closed, only the probe's while it is open."""
+        return self._opened_at is None or (ticket is not None and ticket is self._probe)
+
+    def success(self, ticket: BreakerTicket | None = None) -> None:
+        """1C answered ``ticket``'s request."""
+        if not self._counts(ticket):
+            return  # a straggler: the probe decides
         if self._opened_at is not None:
             log.info("1C is answering again; circuit closed")
         self._failures = 0
         self._opened_at = None
-        self._probing = False
+        self._probe = None
 
-    def release(self) -> None:
-        """A request ended without a verdict (cancelled): let the next probe through.
+    def release(self, ticket: BreakerTicket | None = None) -> None:
+        """``ticket``'s request ended without a verdict (cancelled): when it
+        was the probe, let the next probe through.
 
-        Without this a cancelled half-open probe would leave ``_probing`` set
-        and the breaker open for good while 1C is healthy.
+        Without this a cancelled half-open probe would leave the breaker
+        half-open for good while 1C is healthy; any other request's release
+        leaves the probe in flight alone (a second one went beside it).
         """
-        self._probing = False
+        if ticket is not None and ticket is self._probe:
+            self._probe = None
 
-    def failure(self) -> None:
+    def failure(self, ticket: BreakerTicket | None = None) -> None:
+        """1C failed ``ticket``'s request."""
+        if not self._counts(ticket):
+            return  # a straggler: not the probe's failure, and open already
         self._failures += 1
-        probe_failed = self._probing
-        self._probing = False
+        probe_failed = ticket is not None and ticket is self._probe
+        self._probe = None
         if probe_failed or self._failures >= self.failure_threshold:
-            if self._opened_at is None or probe_failed:
-                log.warning(
-                    "1C failed %d times in a row; not asking it for %g s",
-                    self._failures,
-                    self.open_seconds,
-                )
-                if self._on_open is not None:
-                    self._on_open()
+            log.warning(
+                "1C failed %d times in a row; not asking it for %g s",
+                self._failures,
+                self.open_seconds,
+            )
+            if self._on_open is not None:
+                self._on_open()
             self._opened_at = self._clock()
 
 
@@ -340,10 +379,11 @@ class ResponsibleCache:
     def _start(
         self, key: str, did: str | None, call_id: str | None
     ) -> asyncio.Task[Responsible] | None:
-        if not self.breaker.allow():
+        ticket = self.breaker.allow()
+        if ticket is None:
             return None
         did = self._did(did)
-        task = asyncio.create_task(self._fetch(key, did, call_id), name=f"onec:{key}")
+        task = asyncio.create_task(self._fetch(key, did, call_id, ticket), name=f"onec:{key}")
         self._inflight[key] = task
         self._background.add(task)
         task.add_done_callback(self._done)
@@ -354,29 +394,31 @@ class ResponsibleCache:
         if not task.cancelled():
             task.exception()  # retrieved here: a prefetch nobody awaits must not warn
 
-    async def _fetch(self, key: str, did: str | None, call_id: str | None) -> Responsible:
+    async def _fetch(
+        self, key: str, did: str | None, call_id: str | None, ticket: BreakerTicket
+    ) -> Responsible:
         # Every way out of this request settles the breaker: success, failure, or
         # (cancelled) release. An exception nobody foresaw counts as a failure and
         # reaches callers as OneCUnavailable, so a rule still takes its fallback.
         try:
             value = await self._source.responsible(key, did=did, call_id=call_id)
         except OneCBadRequest:
-            self.breaker.success()  # 1C answered; the number is what it refused
+            self.breaker.success(ticket)  # 1C answered; the number is what it refused
             raise
         except OneCUnavailable as exc:
-            self.breaker.failure()
+            self.breaker.failure(ticket)
             log.debug("1C lookup of %s failed: %s", key, exc)
             raise
         except Exception as exc:
-            self.breaker.failure()
+            self.breaker.failure(ticket)
             log.warning("1C lookup of %s failed unexpectedly: %s: %s", key, type(exc).__name__, exc)
             raise OneCUnavailable(f"unexpected error: {type(exc).__name__}") from exc
         except BaseException:
-            self.breaker.release()
+            self.breaker.release(ticket)
             raise
         finally:
             self._inflight.pop(key, None)
-        self.breaker.success()
+        self.breaker.success(ticket)
         self._store(key, value)
         _check_extension(key, value)
         return value

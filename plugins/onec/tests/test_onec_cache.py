@@ -213,19 +213,22 @@ def test_breaker_is_half_open_only_while_its_probe_is_in_flight() -> None:
     clock.advance(31)
     assert breaker.state is BreakerState.OPEN
     assert breaker.probe_due
-    assert breaker.allow()  # the probe goes
+    probe = breaker.allow()  # the probe goes
+    assert probe
     assert breaker.state is BreakerState.HALF_OPEN
     assert not breaker.allow()  # one probe at a time
-    breaker.failure()  # the probe failed: open again, counted again
+    breaker.failure(probe)  # the probe failed: open again, counted again
     assert breaker.state is BreakerState.OPEN
     assert len(opened) == 2
     assert not breaker.allow()
     clock.advance(31)
-    assert breaker.allow()
-    breaker.release()  # a cancelled probe: open, the next one may go
+    probe = breaker.allow()
+    assert probe
+    breaker.release(probe)  # a cancelled probe: open, the next one may go
     assert breaker.state is BreakerState.OPEN
-    assert breaker.allow()
-    breaker.success()
+    probe = breaker.allow()
+    assert probe
+    breaker.success(probe)
     assert breaker.state is BreakerState.CLOSED
     assert len(opened) == 2
 
@@ -339,6 +342,96 @@ async def test_memory_is_bounded(clock: Clock) -> None:
     assert cache.peek("79160000004") is not None
 
 
+async def _turns() -> None:
+    """Let the lookups just started reach the source (a few loop turns)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_only_the_probes_own_outcome_ends_half_open() -> None:
+    """A request let through before the breaker opened (a straggler) that is
+    cancelled while the probe is in flight let a second probe go beside it,
+    and one that failed was taken for the probe's failure (issue 16)."""
+    clock = Clock()
+    opened: list[BreakerState] = []
+    breaker = CircuitBreaker(
+        failure_threshold=2,
+        open_seconds=30,
+        clock=clock,
+        on_open=lambda: opened.append(breaker.state),
+    )
+    stragglers = [breaker.allow() for _ in range(4)]
+    assert all(ticket is not None and not ticket.probe for ticket in stragglers)
+    breaker.failure(stragglers[0])
+    breaker.failure(stragglers[1])
+    assert breaker.state is BreakerState.OPEN
+    clock.advance(31)
+    probe = breaker.allow()
+    assert probe is not None
+    assert probe.probe
+    breaker.release(stragglers[2])  # cancelled: not the probe
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow() is None  # no second probe
+    breaker.failure(stragglers[3])  # failed: not the probe's verdict
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert len(opened) == 1
+    assert breaker.allow() is None
+    breaker.success(probe)  # the probe's own: closed
+    assert breaker.state is BreakerState.CLOSED
+    assert len(opened) == 1
+
+
+async def test_a_stragglers_failure_is_not_the_probes(clock: Clock) -> None:
+    """Through the cache: a lookup sent while the breaker was closed fails
+    while the probe is in flight; the probe still decides."""
+
+    class Held:
+        def __init__(self) -> None:
+            self.waiting: dict[str, asyncio.Future[Responsible]] = {}
+
+        async def responsible(
+            self,
+            phone: str,
+            *,
+            did: str | None = None,
+            call_id: str | None = None,
+            deadline: float | None = None,
+        ) -> Responsible:
+            future = asyncio.get_running_loop().create_future()
+            self.waiting[phone] = future
+            return await future
+
+    source = Held()
+    opened: list[str] = []
+    cache = ResponsibleCache(
+        source, failure_threshold=1, open_seconds=30, clock=clock, on_open=lambda: opened.append("")
+    )
+    straggler = asyncio.ensure_future(cache.lookup("79160000001"))
+    failing = asyncio.ensure_future(cache.lookup("79160000002"))
+    await _turns()
+    source.waiting["79160000002"].set_exception(OneCUnavailable("down"))
+    with pytest.raises(OneCUnavailable):
+        await failing
+    assert state(cache) is BreakerState.OPEN
+    clock.advance(31)
+    probe = asyncio.ensure_future(cache.lookup("79160000003"))
+    await _turns()
+    assert state(cache) is BreakerState.HALF_OPEN
+    source.waiting["79160000001"].set_exception(OneCUnavailable("late"))
+    with pytest.raises(OneCUnavailable):
+        await straggler
+    assert state(cache) is BreakerState.HALF_OPEN  # the probe is still out
+    assert len(opened) == 1
+    with pytest.raises(OneCUnavailable, match="circuit open"):
+        await cache.lookup("79160000004")  # and no second probe went
+    source.waiting["79160000003"].set_result(
+        Responsible(True, "79160000003", manager=Manager("m", "x", "101"))
+    )
+    assert (await probe) is not None
+    assert state(cache) is BreakerState.CLOSED
+    await cache.aclose()
+
+
 def test_breaker_unit(clock: Clock) -> None:
     breaker = CircuitBreaker(failure_threshold=2, open_seconds=30, clock=clock)
     breaker.failure()
@@ -346,9 +439,10 @@ def test_breaker_unit(clock: Clock) -> None:
     breaker.failure()
     assert not breaker.allow()
     clock.advance(30)
-    assert breaker.allow()  # one probe
+    probe = breaker.allow()
+    assert probe  # one probe
     assert not breaker.allow()  # and only one
-    breaker.success()
+    breaker.success(probe)
     assert breaker.state is BreakerState.CLOSED
     with pytest.raises(ValueError, match="at least 1"):
         CircuitBreaker(failure_threshold=0)
