@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
     from router.supervise import Supervised
+    from router.tasks import cancel_and_wait
 
 #: Types plugins annotate hooks with, imported on first use so that
 #: ``import router`` stays light (no httpx, no scheduler) for the CLI.
@@ -110,6 +111,8 @@ _LAZY = {
     "Registry": "router.rules.registry",
     # A plugin's long-lived loop, logged and restarted when it dies.
     "Supervised": "router.supervise",
+    # A plugin's stop: a task cancelled and waited for, the stopper's own cancellation raised.
+    "cancel_and_wait": "router.tasks",
     # Call recordings: the catalog a receiving plugin polls and confirms (router/recordings).
     "Recording": "router.recordings.store",
     "RecordingStore": "router.recordings.store",
@@ -191,6 +194,7 @@ __all__ = [
     "Transfer",
     "__version__",
     "argument_problem",
+    "cancel_and_wait",
     "check_cron",
     "cron_trigger",
     "current_request",

@@ -16,7 +16,6 @@ its jobs again from the clock as it now is and measures Asterisk's clock again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -27,6 +26,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from router.tasks import cancel_and_wait
 
 __all__ = ["STEP", "ClockStepWatch", "describe_step", "reschedule_from_now"]
 
@@ -75,9 +76,7 @@ class ClockStepWatch:
     async def cancel(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a cancelled cancel() is not swallowed (issue 16)
 
     async def _run(self) -> None:
         while True:

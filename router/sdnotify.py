@@ -16,13 +16,13 @@ Asterisk back); it shows in ``STATUS=``, what ``systemctl status`` prints.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
 
 from router.health import Health
+from router.tasks import cancel_and_wait
 
 __all__ = ["Notifier", "notify", "watchdog_interval"]
 
@@ -100,9 +100,7 @@ class Notifier:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a cancelled stop() is not swallowed (issue 16)
         if self.enabled:
             notify("STOPPING=1\nSTATUS=stopping: finishing decisions in flight", self._environ)
 

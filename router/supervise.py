@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec
 
+from router.tasks import cancel_and_wait
+
 __all__ = ["Supervised", "Throttle", "log_task_failure", "logged"]
 
 log = logging.getLogger("router.supervise")
@@ -70,13 +72,13 @@ class Supervised:
             self._task = asyncio.create_task(self._supervise(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel and wait; never raises, whatever state the task is in."""
+        """Cancel and wait; never raises, whatever state the task is in, but a
+        cancellation of the task that stops it (issue 16)."""
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(task)
 
     async def _supervise(self) -> None:
         delay = self.restart_delay

@@ -20,7 +20,6 @@ past it), so a client loop gone wild cannot hold unbounded memory or tasks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -47,6 +46,7 @@ from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.api.intake import MAX_CARD_TEXT
 from router.callerid import MAX_NUMBER, MAX_TEXT
 from router.logsafe import escape_controls
+from router.tasks import cancel_and_wait
 
 __all__ = [
     "EXTENSION_PATTERN",
@@ -269,10 +269,8 @@ async def _unless_gone(receive: Receive, wait: Awaitable[Page]) -> Page:
     finally:
         gone.cancel()
         if not waiting.done():
-            waiting.cancel()
             # The feed forgets its waiter before the place is given back.
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+            await cancel_and_wait(waiting)
     if waiting.done() and not waiting.cancelled():
         return waiting.result()
     raise ClientDisconnect

@@ -22,6 +22,8 @@ import logging
 import ssl
 from collections.abc import Callable, Sized
 
+from router.tasks import cancel_and_wait
+
 __all__ = ["HANDSHAKE_DEADLINE", "Handshakes"]
 
 log = logging.getLogger("router.api")
@@ -102,12 +104,8 @@ class Handshakes:
         """Cut the handshakes under way, and refuse any connection accepted from
         now on (the listener is stopping)."""
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(*self._tasks)
 
 
 class _Accepted(asyncio.Protocol):

@@ -44,6 +44,7 @@ from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
 from router.api.refusals import Refusals
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
+from router.tasks import cancel_and_wait
 
 __all__ = ["FILES_KEPT", "ApiServer", "connections_within"]
 
@@ -297,9 +298,8 @@ class ApiServer:
             await asyncio.wait_for(asyncio.shield(task), GRACEFUL_STOP + 1.0)
         except TimeoutError:
             self._server.force_exit = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(task)
         except Exception:
             log.exception("API server failed while stopping")
         finally:

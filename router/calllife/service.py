@@ -35,6 +35,7 @@ from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
 from router.calls import IDENTITY_LIMITS
 from router.errors import StateFileDenied
+from router.tasks import cancel_and_wait
 from router.textfiles import read_bounded
 from router.wording import counted
 
@@ -503,12 +504,10 @@ class CallLife:
         return task
 
     async def stop(self) -> None:
-        """Cancel pending replays; write the mark."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Cancel pending replays; write the mark. A cancellation of the task
+        that stops it is raised, not swallowed with the replays' (issue 16)."""
+        with contextlib.suppress(Exception):  # each replay logs its own failure
+            await cancel_and_wait(*self._tasks)
         await self._save()
 
 

@@ -18,6 +18,7 @@ from router.ami.stream import EventStream, StreamGap
 from router.ami.tcp import CONNECTION_LOST
 from router.commands._connect import add_connection_arguments, client_from_args
 from router.logsafe import escape_controls, escape_json_line
+from router.tasks import cancel_and_wait
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -125,9 +126,7 @@ async def _tail(args: argparse.Namespace) -> int:
     finally:
         left.cancel()
         if not printing.done():
-            printing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printing  # logs off
+            await cancel_and_wait(printing)  # logs off
     if printing.cancelled():
         # As a print to that pipe would have said (router/cli.py: exit code 141).
         raise BrokenPipeError(errno.EPIPE, "the reader of standard output left")

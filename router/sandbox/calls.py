@@ -23,6 +23,7 @@ from router.ami.client import AJAMClient
 from router.ami.message import Event
 from router.ami.stream import EventStream, StreamGap
 from router.dialplan import INBOUND_CONTEXT, REQUEST_EVENT
+from router.tasks import cancel_and_wait
 
 __all__ = ["CallPlacer", "PlacedCall"]
 
@@ -97,9 +98,8 @@ class CallPlacer:
     async def __aexit__(self, *exc: object) -> None:
         await self.hangup_all()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self._task)
 
     async def place(
         self,

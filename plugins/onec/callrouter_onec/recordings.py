@@ -75,6 +75,7 @@ from callrouter_onec.state_file import WrittenBackFile
 from router import (
     FileOutOfSight,
     NotTheRecording,
+    cancel_and_wait,
     named_db_error,
     open_recording,
     recording_key_problem,
@@ -680,11 +681,9 @@ class RecordingUploader:
     async def stop(self) -> None:
         task, self._task = self._task, None
         watch, self._watch = self._watch, None
-        for running in (task, watch):
-            if running is not None:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await running
+        # A cancellation of the task that stops it is raised, not swallowed (issue 16).
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(*(t for t in (task, watch) if t is not None))
         # Deleted since the last look (less than FILE_CHECK_EVERY ago): written back
         # before the stop closes it, or the next start sends everything again.
         if watch is not None:

@@ -1357,3 +1357,36 @@ async def test_a_folder_on_the_way_swapped_for_a_link_after_the_check_is_not_fol
     assert logged[0].levelno == logging.ERROR
     assert f"{day}/{CALL}-mix.wav" in logged[0].getMessage()
     assert "symbolic link" in logged[0].getMessage()
+
+
+async def test_a_cancelled_stop_of_the_uploader_is_not_swallowed(
+    tmp_path: Path, settings: OneCSettings
+) -> None:
+    """``stop()`` cancelled while the upload loop takes its time to end raises
+    that cancellation: it was swallowed with the loop's own (issue 16)."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(released.wait())
+
+    loop_task = asyncio.ensure_future(stubborn())
+    up._task = loop_task
+    await asyncio.sleep(0)
+    stopper = asyncio.ensure_future(up.stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not stopper.done()
+    stopper.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    try:
+        assert stopper.cancelled()
+    finally:
+        released.set()
+        await asyncio.gather(loop_task, stopper, return_exceptions=True)
+        await close_uploads(up)

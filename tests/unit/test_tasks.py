@@ -1,0 +1,157 @@
+"""A stop that cancels a task and waits for its end raises its own cancellation (issue 16).
+
+``task.cancel(); with suppress(CancelledError): await task`` swallowed a
+cancellation of the stopper along with the task's own: a shutdown cut short
+went on as if nobody had cancelled it. Each stop below is cancelled while the
+task it stops takes its time to end; the cancellation must come out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from router.calllife.model import CallEvent
+from router.calllife.service import CallLife
+from router.calllife.settings import HistorySettings
+from router.clock_step import ClockStepWatch
+from router.sdnotify import Notifier
+from router.supervise import Supervised
+from router.tasks import cancel_and_wait
+
+
+class Stubborn:
+    """A task that, cancelled, takes until :meth:`release` to end."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.released.wait())
+
+    async def release(self) -> None:
+        self.released.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def _turns() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _stop_is_cancelled(stop: Callable[[], Awaitable[Any]], stubborn: Stubborn) -> None:
+    """Cancel ``stop()`` while it waits for ``stubborn`` to end: it must raise."""
+    await _turns()  # the stubborn task is in its wait
+    stopper = asyncio.ensure_future(stop())
+    await _turns()  # the stopper waits for it
+    assert not stopper.done()
+    stopper.cancel()
+    await _turns()
+    try:
+        assert stopper.done()
+        assert stopper.cancelled()  # before: it returned, the cancellation swallowed
+    finally:
+        await stubborn.release()
+        await asyncio.gather(stopper, return_exceptions=True)
+
+
+async def test_cancel_and_wait_swallows_the_tasks_own_end() -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(forever())
+    await _turns()
+    await cancel_and_wait(task)
+    assert task.cancelled()
+    await cancel_and_wait(task)  # done already: nothing more
+
+
+async def test_cancel_and_wait_raises_a_tasks_failure_once_all_ended() -> None:
+    async def failing() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("broke on the way out")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    broken = asyncio.ensure_future(failing())
+    other = asyncio.ensure_future(forever())
+    await _turns()
+    with pytest.raises(RuntimeError, match="broke on the way out"):
+        await cancel_and_wait(broken, other)
+    assert other.cancelled()
+
+
+async def test_cancel_and_wait_in_a_finally_of_a_cancelled_task_still_waits() -> None:
+    """Cleanup run while the task's own cancellation propagates: the tasks it
+    stops are waited for (a ``cancelling()`` count read there would have cut
+    the cleanup short)."""
+    stubborn = Stubborn()
+    ended: list[bool] = []
+
+    async def owner() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await cancel_and_wait(stubborn.task)
+            ended.append(stubborn.task.done())
+
+    running = asyncio.ensure_future(owner())
+    await _turns()
+    running.cancel()
+    await _turns()
+    assert not running.done()  # waits for the stubborn task
+    stubborn.released.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert ended == [True]
+
+
+async def test_cancel_and_wait_raises_the_waiters_cancellation() -> None:
+    stubborn = Stubborn()
+    await _stop_is_cancelled(lambda: cancel_and_wait(stubborn.task), stubborn)
+
+
+async def test_clock_step_watch_cancel_raises_its_cancellation() -> None:
+    watch = ClockStepWatch(lambda moved: None)
+    stubborn = Stubborn()
+    watch._task = stubborn.task
+    await _stop_is_cancelled(watch.cancel, stubborn)
+
+
+async def test_sdnotify_stop_raises_its_cancellation() -> None:
+    notifier = Notifier(lambda: None, lambda: True, environ={})  # type: ignore[arg-type,return-value]
+    stubborn = Stubborn()
+    notifier._task = stubborn.task
+    await _stop_is_cancelled(notifier.stop, stubborn)
+
+
+async def test_supervised_stop_raises_its_cancellation() -> None:
+    async def run() -> None:
+        await asyncio.Event().wait()
+
+    supervised = Supervised("test", run)
+    stubborn = Stubborn()
+    supervised._task = stubborn.task
+    await _stop_is_cancelled(supervised.stop, stubborn)
+
+
+async def test_call_life_stop_raises_its_cancellation() -> None:
+    async def emit(event: CallEvent) -> None:
+        pass
+
+    life = CallLife(HistorySettings(cel="sqlite:///nonexistent.db"), emit)
+    stubborn = Stubborn()
+    life._tasks.add(stubborn.task)
+    await _stop_is_cancelled(life.stop, stubborn)
