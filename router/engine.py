@@ -967,7 +967,11 @@ class Engine:
         if isinstance(exc, AMIAuthenticationError):
             self._fatal(exc)
         elif exc is not None:
-            self._bad_events.exception("stream", "events read from Asterisk: handling failed")
+            # A done callback, outside any except block: the task's exception is
+            # passed, or the line had no traceback ("NoneType: None"; issue 16).
+            self._bad_events.exception(
+                "stream", "events read from Asterisk: handling failed", exc_info=exc
+            )
 
     def _fatal(self, exc: AMIAuthenticationError) -> None:
         """Credentials refused while handling pushed events: :meth:`serve` ends

@@ -157,10 +157,16 @@ class Throttle:
         #: key -> (last logged at, suppressed since then)
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def exception(self, key: str, message: str, *args: object) -> bool:
+    def exception(
+        self, key: str, message: str, *args: object, exc_info: BaseException | None = None
+    ) -> bool:
         """Log ``message`` with the current traceback unless ``key`` was logged
-        less than ``interval`` ago; return whether it was logged."""
-        return self._emit(key, message, args, self._log.exception)
+        less than ``interval`` ago; return whether it was logged. Outside an
+        ``except`` block there is no current traceback: pass the exception as
+        ``exc_info`` (a task's, read in its done callback)."""
+        if exc_info is None:
+            return self._emit(key, message, args, self._log.exception)
+        return self._emit(key, message, args, functools.partial(self._log.error, exc_info=exc_info))
 
     def warning(self, key: str, message: str, *args: object) -> bool:
         """:meth:`exception` at WARNING, without a traceback."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,26 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
         # (router.ami.tcp, router/parking.py).
         assert redirects == [0]
         assert engine.metrics.park_waits.labels("at-once")._value.get() == 1
+
+
+async def test_a_pushed_tasks_failure_is_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pushed task's done callback runs outside any except block: its
+    ``log.exception`` had no traceback to show ("NoneType: None"; issue 16)."""
+    engine = await engine_on(tmp_path, RULES, Pushy())
+
+    async def broken() -> bool:
+        raise RuntimeError("handler bug")
+
+    task = asyncio.ensure_future(broken())
+    await asyncio.gather(task, return_exceptions=True)
+    try:
+        with caplog.at_level(logging.ERROR, logger="router.engine"):
+            engine._pushed_done(task)
+    finally:
+        await engine.stop()
+    (record,) = [r for r in caplog.records if "handling failed" in r.getMessage()]
+    assert record.exc_info is not None
+    assert record.exc_info[1] is task.exception()
+    assert "RuntimeError: handler bug" in caplog.text
