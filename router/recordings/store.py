@@ -382,7 +382,10 @@ def _copy(path: Path, db: sqlite3.Connection) -> Path:
 
 
 #: The catalogs open in this process, by path: the recorder, the API and a
-#: receiving plugin each have one; :func:`put_back_catalog` moves them all.
+#: receiving plugin each have one; :func:`put_back_catalog` moves them all. A
+#: store leaves its set when closed, and a path whose set is empty (its stores
+#: closed, or collected unclosed) leaves the table: one entry per path ever
+#: opened, kept for the process's life, grew it for ever (issue 16).
 _OPEN: dict[Path, weakref.WeakSet[RecordingStore]] = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -563,6 +566,8 @@ class RecordingStore:
             self._db.close()  # a file that is no catalog: not left open
             raise
         with _OPEN_LOCK:
+            for gone in [key for key, stores in _OPEN.items() if not stores]:
+                del _OPEN[gone]  # every store collected unclosed
             _OPEN.setdefault(_key(self.path), weakref.WeakSet()).add(self)
 
     def _connect(self) -> None:
@@ -614,10 +619,16 @@ class RecordingStore:
                     db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
+        key = _key(self.path)
         with _OPEN_LOCK, self._lock:
             self._closed = True
             self._db.close()
-            last = not any(not s._closed for s in _OPEN.get(_key(self.path), ()))
+            stores = _OPEN.get(key)
+            if stores is not None:
+                stores.discard(self)
+                if not stores:
+                    del _OPEN[key]
+            last = not any(not s._closed for s in _OPEN.get(key, ()))
         if last:  # the write back's spare connection goes with the last store
             with _PUT_BACK_LOCK:
                 _drop_spare(_key(self.path))

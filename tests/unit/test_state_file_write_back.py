@@ -351,6 +351,21 @@ def test_a_catalog_opened_through_a_path_with_dot_dot_is_written_back(tmp_path: 
     again.close()
 
 
+def test_a_closed_catalog_leaves_nothing_behind_in_the_table_of_open_ones(tmp_path: Path) -> None:
+    """Each path ever opened kept an (empty) entry for the process's life (issue 16)."""
+    from router.recordings import store as store_module
+
+    first = RecordingStore(tmp_path / "a")
+    second = RecordingStore(tmp_path / "a")
+    key = Path(os.path.abspath(tmp_path / "a" / DB_NAME))
+    first.close()
+    assert key in store_module._OPEN  # the second is open still
+    assert catalog_open(tmp_path / "a" / DB_NAME)
+    second.close()
+    assert key not in store_module._OPEN
+    assert not catalog_open(tmp_path / "a" / DB_NAME)
+
+
 async def test_a_catalog_no_part_has_open_is_not_watched(
     engine_factory: EngineFactory,
     tmp_path: Path,
