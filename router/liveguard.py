@@ -546,7 +546,10 @@ class LiveGuard:
         if undated is None:
             self._undated[instance] = _Undated(now, now, age)
             while len(self._undated) > _REMEMBERED:
-                del self._undated[next(iter(self._undated))]
+                gone = next(iter(self._undated))
+                del self._undated[gone]
+                # Forgotten with it: the said set stays as bounded (issue 16).
+                self._undated_said.discard(gone)
         else:
             undated.last, undated.age = now, age
 

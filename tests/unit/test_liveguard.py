@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.ami.message import Event
 from router.engine import EngineOptions
-from router.liveguard import LIVE_EVENT, Claim, LiveGuard, heartbeat_key
+from router.liveguard import _REMEMBERED, LIVE_EVENT, Claim, LiveGuard, heartbeat_key
 from router.metrics import exposition
 from tests.unit.waiting import eventually
 
@@ -1246,3 +1246,15 @@ def test_a_takeover_from_an_instance_whose_beats_keep_coming_dated_off_names_the
     guard.observe(heartbeat(other.beat()))
     assert not guard.acting
     assert guard._undated == {}
+
+
+def test_an_undated_instance_forgotten_is_forgotten_as_said_too() -> None:
+    """``_undated`` keeps the newest 64 instances; the set of those already said
+    kept every instance ever said, evicted or not (issue 16)."""
+    guard = LiveGuard(Claim("bbbb0002", 1_795_000_100), clock=Clock(), settle=0)
+    guard._dated_off("said0001", 100.0)
+    guard._undated_said.add("said0001")  # as _say_clocks_disagree does
+    for n in range(_REMEMBERED):
+        guard._dated_off(f"other{n:03d}", 100.0)
+    assert "said0001" not in guard._undated
+    assert "said0001" not in guard._undated_said
