@@ -121,6 +121,12 @@ class _Refusals:
                 return
             self._due = loop.call_later(self._warned_at + _WARN_EVERY - now, self._warn)
 
+    def close(self) -> None:
+        """At the server's stop: the line still due is said now, and its timer
+        cancelled (it fired up to a minute after the stop, on a stopped API or
+        a closed loop; issue 16)."""
+        self._warn()
+
     def _warn(self) -> None:
         if self._due is not None:
             self._due.cancel()

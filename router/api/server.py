@@ -306,6 +306,8 @@ class ApiServer:
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
+            # The connections refused past the cap and not yet said (router/api/protocol.py).
+            self._server.protocol_class.refusals.close()
             # The 401s counted and not yet summed up (router/api/refusals.py).
             refusals = getattr(getattr(self._current.app, "state", None), "refusals", None)
             if isinstance(refusals, Refusals):

@@ -620,3 +620,16 @@ async def test_failed_accepts_out_of_files_are_one_line_a_minute(
     (said,) = [r for r in caplog.records if "accept" in r.getMessage()]
     assert "open-files limit" in said.getMessage()
     assert said.exc_info is None
+
+
+async def test_the_stop_closes_the_connection_refusals(serve: Serve) -> None:
+    """No timer of the refusals' outlives the server (issue 16)."""
+    server, _feed = await serve(max_connections=1)
+    refusals = server._server.protocol_class.refusals
+    refusals.note(1)
+    refusals.note(1)  # the second waits for the minute's line
+    due = refusals._due
+    assert due is not None
+    await server.stop()
+    assert due.cancelled()
+    assert refusals._due is None

@@ -165,3 +165,25 @@ async def test_every_refused_connection_is_counted_in_a_line(
     await asyncio.sleep(0.5)
     assert len(lines()) == 2  # none since: no line
     assert refusals.count == 24
+
+
+async def test_the_line_still_due_is_said_at_close_and_its_timer_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's stop closes its refusals: the line due at the minute's end
+    was left to a timer that fired up to a minute after the stop (issue 16)."""
+    caplog.set_level(logging.WARNING, logger=protocol.log.name)
+    refusals = protocol._Refusals()
+    for _ in range(3):
+        refusals.note(16)
+    assert refusals._due is not None
+    due = refusals._due
+    refusals.close()
+    assert refusals._due is None
+    assert due.cancelled()
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == [
+        "API: 1 connection(s) refused: already 16 open ([api] max_connections)",
+        "API: 2 connection(s) refused: already 16 open ([api] max_connections)",
+    ]
+    refusals.close()  # nothing owed: no line
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2
