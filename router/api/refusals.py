@@ -24,7 +24,9 @@ dropped, its count said first, so memory stays bounded and no refusal goes
 unsaid. A window's summary is written when it ends, by a timer (one at a
 time, armed only while some window owes a summary), or by the first audited
 request after it ended, whichever comes first: a flood that stopped, with no
-request after it, was never summed up before.
+request after it, was never summed up before. A window cut short (its address
+dropped for a newer one, the API's stop) says the seconds it really lasted
+(``in 0.3 s``, ``in under 0.1 s``), not the window's length.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Refusals:
         if current is None:
             while len(self._clients) >= self.max_clients:
                 oldest, dropped = self._clients.popitem(last=False)
-                self._summary(oldest, dropped)
+                self._summary(oldest, dropped, cut=True)
             self._clients[address] = _Window(self.clock())
             return True
         if current.written < self.burst:
@@ -137,14 +139,22 @@ class Refusals:
             self._timer.cancel()
             self._timer = None
         while self._clients:
-            self._summary(*self._clients.popitem(last=False))
+            self._summary(*self._clients.popitem(last=False), cut=True)
 
-    def _summary(self, address: str, ended: _Window) -> None:
-        if ended.unwritten:
-            self._log.info(
-                "api %d more %s from %s in %g s, not written one by one",
-                ended.unwritten,
-                ", ".join(f"{status}s" for status in sorted(ended.statuses)),
-                address,
-                self.window,
-            )
+    def _summary(self, address: str, ended: _Window, *, cut: bool = False) -> None:
+        """Say what ``ended`` left unwritten; ``cut``: the window did not run
+        its length (dropped, or the stop), so the seconds it lasted are said."""
+        if not ended.unwritten:
+            return
+        if cut:
+            lasted = min(self.window, max(0.0, self.clock() - ended.started))
+            span = "under 0.1" if lasted < 0.1 else f"{round(lasted, 1):g}"
+        else:
+            span = f"{self.window:g}"
+        self._log.info(
+            "api %d more %s from %s in %s s, not written one by one",
+            ended.unwritten,
+            ", ".join(f"{status}s" for status in sorted(ended.statuses)),
+            address,
+            span,
+        )

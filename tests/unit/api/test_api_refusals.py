@@ -77,7 +77,8 @@ def test_the_addresses_followed_are_bounded_and_none_goes_unsaid(
         assert len(refusals) <= 3
     lines = _lines(caplog)
     assert len(lines) == 97  # every address dropped said its one unwritten 401
-    assert lines[0] == "api 1 more 401s from 10.0.0.0 in 1 s, not written one by one"
+    # Dropped at once for a newer address: not a whole second (issue 16).
+    assert lines[0] == "api 1 more 401s from 10.0.0.0 in under 0.1 s, not written one by one"
     clock[0] = 1.0
     refusals.tick()
     assert len(_lines(caplog)) == 100
@@ -156,14 +157,31 @@ async def test_a_flood_that_stopped_is_summed_up_without_another_request(
 
 
 async def test_the_apis_stop_says_what_is_owed_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The window cut short by the stop says the seconds it lasted: "in 3600 s"
+    was said of a flood of 2.5 s (issue 16)."""
     caplog.set_level(logging.INFO, logger=AUDIT)
-    refusals = Refusals(logging.getLogger(AUDIT), window=3600.0)
+    clock = [10.0]
+    refusals = Refusals(logging.getLogger(AUDIT), window=3600.0, clock=lambda: clock[0])
     for _ in range(BURST + 2):
         refusals.admit("10.0.0.9")
     assert refusals.admit("10.0.0.8")  # owes nothing
+    clock[0] = 12.5
     refusals.close()
-    assert _lines(caplog) == ["api 2 more 401s from 10.0.0.9 in 3600 s, not written one by one"]
+    assert _lines(caplog) == ["api 2 more 401s from 10.0.0.9 in 2.5 s, not written one by one"]
     assert len(refusals) == 0
+
+
+def test_a_window_dropped_for_a_newer_address_says_how_long_it_lasted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT)
+    clock = [0.0]
+    refusals = _refusals(clock, burst=1, max_clients=1)
+    assert refusals.admit("10.0.0.1")
+    assert not refusals.admit("10.0.0.1")
+    clock[0] = 0.4
+    assert refusals.admit("10.0.0.2")  # the first address is dropped for it
+    assert _lines(caplog) == ["api 1 more 401s from 10.0.0.1 in 0.4 s, not written one by one"]
 
 
 async def test_unknown_paths_and_a_token_over_its_rate_write_a_few_lines_too(
