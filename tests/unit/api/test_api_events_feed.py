@@ -300,6 +300,40 @@ async def test_an_unreadable_file_is_moved_aside_and_the_feed_starts_empty(
     await again.aclose()
 
 
+async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: SQLite's CANTOPEN (the file's or folder's owner or mode
+    changed; root reads through chmod, hence the stand-in) set the feed's
+    sound file aside as unreadable, its events lost; now the start is refused
+    naming it, and the file is kept."""
+    import sqlite3
+
+    from router.api import feed as module
+    from router.errors import StateFileDenied
+
+    feed = EventFeed.open(tmp_path)
+    cursor = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    real = sqlite3.connect
+
+    def denied(*args: object, **kwargs: object) -> sqlite3.Connection:
+        exc = sqlite3.OperationalError("unable to open database file")
+        exc.sqlite_errorname = "SQLITE_CANTOPEN"
+        raise exc
+
+    monkeypatch.setattr(module.sqlite3, "connect", denied)
+    with pytest.raises(StateFileDenied) as raised:
+        EventFeed.open(tmp_path)
+    assert str(tmp_path / FILENAME) in str(raised.value)
+    assert "chown" in str(raised.value)
+    assert _set_aside(tmp_path) == {}
+    monkeypatch.setattr(module.sqlite3, "connect", real)
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
 def _set_aside(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if ".unreadable-" in p.name}
 
