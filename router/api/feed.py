@@ -55,6 +55,8 @@ import bisect
 import contextlib
 import errno
 import functools
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -229,6 +231,9 @@ class FeedStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-feed")
         self._lock = threading.Lock()
         self._pending: list[FeedEvent] = []
+        #: Cursors of superseded state events the ring dropped: their rows go
+        #: with the next batch, so a restart reads back the ring as it was.
+        self._gone: list[int] = []
         self._prune: _Prune | None = None
         #: A ceiling asked for and not written yet, and whom to tell once it is.
         self._ceiling = 0
@@ -415,12 +420,15 @@ class FeedStore:
         )
         return 0
 
-    def append(self, event: FeedEvent, *, prune: _Prune | None = None) -> None:
-        """Queue ``event``; ``prune`` (drop cursors up to, what was lost) rides along."""
+    def append(self, event: FeedEvent, *, prune: _Prune | None = None, gone: int = 0) -> None:
+        """Queue ``event``; ``prune`` (drop cursors up to, what was lost) and
+        ``gone`` (a superseded event's cursor the ring dropped, else 0) ride along."""
         with self._lock:
             if self._closed:
                 return
             self._pending.append(event)
+            if gone:
+                self._gone.append(gone)
             if len(self._pending) > self._max_pending:
                 self._overflow()
             if prune is not None:
@@ -440,6 +448,9 @@ class FeedStore:
             if event.cursor > self._unwritten.get(event.extension, 0):
                 self._unwritten[event.extension] = event.cursor
         del self._pending[:excess]
+        # Rows to delete: as bounded. One left undeleted is read back at a
+        # restart in place of an older event, which is then told as dropped.
+        del self._gone[: max(0, len(self._gone) - self._max_pending)]
         if not self._overflowing:
             self._overflowing = True
             log.warning(
@@ -498,19 +509,20 @@ class FeedStore:
         while True:
             with self._lock:
                 batch, self._pending = self._pending, []
+                gone, self._gone = self._gone, []
                 unwritten, self._unwritten = self._unwritten, {}
                 prune, self._prune = self._prune, None
                 ceiling, self._ceiling = self._ceiling, 0
                 reserved = self._reserved
-                if not batch and prune is None and not ceiling and not unwritten:
+                if not batch and prune is None and not ceiling and not unwritten and not gone:
                     self._flushing = False
                     return
             try:
                 # The reservation first: readers may wait for it, not for the batch.
                 if ceiling and self._write_ceiling(ceiling) and reserved is not None:
                     reserved(ceiling)
-                if (batch or prune is not None or unwritten) and self._write(
-                    batch, prune, unwritten
+                if (batch or prune is not None or unwritten or gone) and self._write(
+                    batch, prune, unwritten, gone
                 ):
                     self._written_again()
             except Exception:
@@ -551,11 +563,22 @@ class FeedStore:
         batch: list[FeedEvent],
         prune: _Prune | None,
         unwritten: Mapping[str | None, int] | None = None,
+        gone: Iterable[int] = (),
     ) -> bool:
         """Write a batch, retried while the file is locked; False when the feed
-        stopped before it could be written."""
+        stopped before it could be written. ``gone``: rows to delete (superseded
+        state events the ring dropped), some perhaps in this batch: a row both
+        inserted and deleted here is not written at all."""
         dumps = self._dumps
-        rows = [(e.cursor, e.kind, e.extension, e.call_id, e.ts, dumps(e.data)) for e in batch]
+        doomed = set(gone)
+        rows = [
+            (e.cursor, e.kind, e.extension, e.call_id, e.ts, dumps(e.data))
+            for e in batch
+            if e.cursor not in doomed
+        ]
+        if doomed and batch:
+            doomed.difference_update(e.cursor for e in batch)
+        deleted = [(cursor,) for cursor in doomed]
         delay = 0.05
         while True:
             try:
@@ -564,6 +587,8 @@ class FeedStore:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows
                     )
+                    if deleted:
+                        self._db.executemany("DELETE FROM events WHERE cursor = ?", deleted)
                     if prune is not None:
                         upto, floor, dropped = prune
                         self._db.execute("DELETE FROM events WHERE cursor <= ?", (upto,))
@@ -617,6 +642,30 @@ class FeedStore:
 
 #: A pruning of the file: drop cursors up to, the floor, the newest dropped per extension.
 _Prune = tuple[int, int, dict[str | None, int]]
+
+#: What a state event is the state of: its kind, extension, and device (a
+#: ``device`` event) or hint context (a ``presence`` one). A newer event of
+#: the same key supersedes it (a reader of state needs only the latest), and
+#: the same extension means the same readers see both.
+_StateKey = tuple[str, str | None, str | None]
+
+
+def _state_key(event: FeedEvent) -> _StateKey | None:
+    """The state ``event`` tells (:data:`_StateKey`), or None for any other event
+    (a call's, ``dnd``, ``forwarding``; one read back from a file without a
+    device name as text), which a newer one never supersedes."""
+    kind = event.kind
+    if kind == "device":
+        name = event.data.get("device")
+    elif kind == "presence":
+        name = event.data.get("context")
+        if name is None:
+            return (kind, event.extension, None)
+    else:
+        return None
+    if type(name) is not str:
+        return None
+    return (kind, event.extension, name)
 
 
 def _ceiling(needed: int) -> int:
@@ -711,9 +760,22 @@ class EventFeed:
         self._clock = clock
         # The ring: a list with a moving head (compacted now and then), and the
         # cursors beside it for bisect; a deque's middle is O(n) to index.
-        self._events: list[FeedEvent] = list(events)[-max_events:]
-        self._cursors: list[int] = [e.cursor for e in self._events]
+        kept = list(events)[-max_events:]
+        #: None: a hole, where a superseded state event was dropped (:meth:`_drop_superseded`).
+        self._events: list[FeedEvent | None] = list[FeedEvent | None](kept)
+        self._cursors: list[int] = [e.cursor for e in kept]
         self._head = 0
+        #: Superseded state events dropped from inside the ring: their places
+        #: hold None (a hole) until the ring is compacted (:meth:`_compact`).
+        self._holes = 0
+        #: The newest event of each device's or hint's state (:func:`_state_key`)
+        #: in the ring, and the cursors of the state events a newer one of the
+        #: same key supersedes (a heap, oldest first): what a full ring drops first.
+        self._latest: dict[_StateKey, int] = {}
+        self._superseded: list[int] = []
+        for event in self._events:
+            if event is not None:
+                self._supersede(event)
         self._last = self._cursors[-1] if self._cursors else 0
         #: Every reader behind this lost events (the file was lost, or more
         #: extensions dropped events than _MAX_DROPPED).
@@ -870,7 +932,71 @@ class EventFeed:
         return len(self._waiters)
 
     def __len__(self) -> int:
-        return len(self._events) - self._head
+        return len(self._events) - self._head - self._holes
+
+    def _supersede(self, event: FeedEvent) -> None:
+        """Index ``event`` if it is a state event: the one of its key before it
+        becomes superseded, the first a full ring drops."""
+        key = _state_key(event)
+        if key is None:
+            return
+        older = self._latest.get(key)
+        self._latest[key] = event.cursor
+        if older is not None:
+            heapq.heappush(self._superseded, older)
+
+    def _drop_superseded(self) -> int:
+        """Drop the oldest superseded state event from the ring; its cursor, or
+        0 when none is left. Not a gap for anyone: the newer one is kept."""
+        superseded = self._superseded
+        cursors = self._cursors
+        events = self._events
+        while superseded:
+            cursor = heapq.heappop(superseded)
+            index = bisect.bisect_left(cursors, cursor, lo=self._head)
+            if index < len(cursors) and cursors[index] == cursor and events[index] is not None:
+                events[index] = None
+                self._holes += 1
+                if index == self._head:
+                    self._skip_holes()
+                self._tidy()
+                return cursor
+        return 0
+
+    def _tidy(self) -> None:
+        """Let the dropped head and the holes go once either is a quarter of the
+        list: memory then holds at most a third more than max_events, or 1024
+        (at half, up to twice as many), and a read skips as few holes."""
+        head = self._head
+        holes = self._holes
+        if holes > 1024 and holes * 4 > len(self._events) - head:
+            self._compact()
+        elif head > 1024 and head * 4 > len(self._events):
+            if holes:
+                self._compact()
+            else:
+                del self._events[:head]
+                del self._cursors[:head]
+                self._head = 0
+
+    def _skip_holes(self) -> None:
+        events = self._events
+        head = self._head
+        end = len(events)
+        while head < end and events[head] is None:
+            head += 1
+            self._holes -= 1
+        self._head = head
+
+    def _compact(self) -> None:
+        """The ring without its dropped head and holes (:meth:`_tidy`): O(kept)."""
+        kept: list[FeedEvent | None] = [
+            e for e in itertools.islice(self._events, self._head, None) if e is not None
+        ]
+        self._events = kept
+        self._cursors = [e.cursor for e in kept if e is not None]
+        self._head = 0
+        self._holes = 0
 
     def publish(
         self,
@@ -894,8 +1020,13 @@ class EventFeed:
         self._events.append(event)
         self._cursors.append(cursor)
         self._last = cursor
-        if len(self._events) - self._head > self.max_events:
-            self._drop(1)
+        self._supersede(event)
+        gone = 0
+        if len(self._events) - self._head - self._holes > self.max_events:
+            # Room: first a device's or hint's state a newer one supersedes.
+            gone = self._drop_superseded()
+            if not gone:
+                self._drop(1)
         self._expire(now)
         if self._store is not None:
             self._since_prune += 1
@@ -903,32 +1034,39 @@ class EventFeed:
             if self._since_prune >= _PRUNE_EVERY:
                 self._since_prune = 0
                 prune = (self._cursors[self._head] - 1, self._floor, dict(self._dropped))
-            self._store.append(event, prune=prune)
+            self._store.append(event, prune=prune, gone=gone)
         self._wake()
         return cursor
 
     def _drop(self, count: int) -> None:
+        """Drop the ``count`` oldest places of the ring (holes among them)."""
         dropped = self._dropped
+        latest = self._latest
+        events = self._events
         head = self._head
-        if count == 1:  # a full feed's each publication: no slice of one
-            event = self._events[head]
+        for index in range(head, head + count):  # no slice: a full feed drops one at a time
+            event = events[index]
+            if event is None:
+                self._holes -= 1
+                continue
             dropped[event.extension] = event.cursor
-        else:
-            for event in self._events[head : head + count]:
-                dropped[event.extension] = event.cursor
+            if latest:
+                key = _state_key(event)
+                if key is not None and latest.get(key) == event.cursor:
+                    del latest[key]  # the key's last state: gone, a gap as any event
         self._head = head = head + count
+        self._skip_holes()
         last = self._cursors[head - 1]
         if last > self._lost:
             self._lost = last
+        superseded = self._superseded
+        # Superseded ones dropped with the head leave the heap: it stays within the ring.
+        while superseded and superseded[0] <= last:
+            heapq.heappop(superseded)
         if len(dropped) > _MAX_DROPPED:
             self._floor = max(self._floor, *dropped.values())
             dropped.clear()
-        # Let the dropped head go once it is a quarter of the list: memory then holds
-        # at most a third more than max_events (at half, up to twice as many).
-        if self._head > 1024 and self._head * 4 > len(self._events):
-            del self._events[: self._head]
-            del self._cursors[: self._head]
-            self._head = 0
+        self._tidy()
 
     def _expire(self, now: float) -> None:
         horizon = int((now - self.retention) * 1_000_000)
@@ -981,6 +1119,8 @@ class EventFeed:
             end = bisect.bisect_right(self._cursors, reserved, lo=start)
         for index in range(start, end):
             event = events[index]
+            if event is None:  # a superseded state event dropped
+                continue
             position = event.cursor
             if visible(event.extension):
                 found.append(event)

@@ -1003,3 +1003,194 @@ def test_the_rows_json_is_json_dumps_with_default_str() -> None:
             dumps(loop)
         shared = ["same"]  # met twice, not in a loop: no circularity
         assert dumps({"a": shared, "b": shared}) == '{"a": ["same"], "b": ["same"]}'
+
+
+# A BLF flood (issue 16): a full feed drops superseded device and presence states first.
+
+
+def _device(feed: EventFeed, extension: str, state: str, device: str | None = None) -> int:
+    return feed.publish(
+        "device", extension, {"device": device or f"PJSIP/{extension}", "state": state}
+    )
+
+
+def _read_all(feed: EventFeed, after: int, visible: Any = None) -> tuple[list[FeedEvent], bool]:
+    """Every event after ``after`` page by page, and whether any page said gap."""
+    found: list[FeedEvent] = []
+    gap = False
+    while True:
+        page = feed.read(after, visible or (lambda extension: True), limit=7)
+        found += page.events
+        gap = gap or page.gap
+        if not page.events:
+            return found, gap
+        after = page.cursor
+
+
+def _last_states(events: list[FeedEvent]) -> dict[tuple[str, str | None, str], str]:
+    states: dict[tuple[str, str | None, str], str] = {}
+    for event in events:
+        if event.kind == "device":
+            states[(event.kind, event.extension, event.data["device"])] = event.data["state"]
+        elif event.kind == "presence":
+            states[(event.kind, event.extension, event.data["context"])] = event.data["state"]
+    return states
+
+
+def test_a_device_flood_drops_superseded_states_first_and_keeps_the_calls_events() -> None:
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=50)
+    before = feed.position()
+    clock.now += 1
+    ringing = feed.publish("ringing", "101", {"caller": "+7"}, call_id="1.1")
+    for n in range(2_000):  # all phones re-register: 5 devices, 400 states each
+        extension = str(101 + n % 5)
+        state = ("unavailable", "not_inuse", "inuse")[n % 3]
+        _device(feed, extension, state)
+        feed.publish(
+            "presence", extension, {"state": state, "status_text": "", "context": "internal"}
+        )
+    hangup = feed.publish("hangup", "101", {}, call_id="1.1")
+    whole = feed.read(before, limit=1_000)
+    assert len(feed) == 50
+
+    events, gap = _read_all(feed, before)
+    assert not gap  # only superseded states were dropped: the view converges
+    assert [e.cursor for e in events if e.kind in ("ringing", "hangup")] == [ringing, hangup]
+    assert [e.cursor for e in events] == sorted({e.cursor for e in events})  # once each, in order
+    assert events == list(whole.events)  # pages or one read: the same
+    # The last state of each device and hint is kept, the latest one published.
+    last = {str(101 + n % 5): ("unavailable", "not_inuse", "inuse")[n % 3] for n in range(2_000)}
+    assert _last_states(events) == {
+        **{("device", ext, f"PJSIP/{ext}"): state for ext, state in last.items()},
+        **{("presence", ext, "internal"): state for ext, state in last.items()},
+    }
+    # What was dropped is no gap for anyone, scoped or not.
+    assert not feed.read(before, only("101")).gap
+    assert not feed.read(ringing, only("103")).gap
+    # The ring's memory stays bounded by max_events (holes compacted away).
+    assert len(feed._events) <= 2 * (50 + 1024)  # 4,000 published
+    assert len(feed._superseded) <= 50
+    assert len(feed._latest) <= 50
+
+
+def test_a_flood_of_more_devices_than_the_feed_holds_drops_the_oldest_with_a_gap() -> None:
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=20)
+    before = feed.position()
+    clock.now += 1
+    ringing = feed.publish("ringing", "101", {}, call_id="1.1")
+    for n in range(60):  # each device once: nothing supersedes anything
+        _device(feed, str(200 + n), "inuse")
+    events, gap = _read_all(feed, before)
+    assert gap
+    assert ringing not in [e.cursor for e in events]
+    assert [e.extension for e in events] == [str(200 + n) for n in range(40, 60)]
+    assert feed.read(before, only("101")).gap  # the call's reader is told
+    assert feed.read(before, only("200")).gap  # so is the reader of a device's last state
+    assert not feed.read(before, only("259")).gap
+    assert len(feed._latest) <= 20
+
+
+def test_a_devices_last_state_dropped_is_a_gap_even_when_older_ones_were_superseded() -> None:
+    """Superseded states go first; once none is left the oldest go as before,
+    the last state of a device among them, and its readers are told."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=4)
+    before = feed.position()
+    clock.now += 1
+    _device(feed, "101", "inuse")
+    last_101 = _device(feed, "101", "not_inuse")
+    _device(feed, "102", "inuse")
+    _device(feed, "103", "inuse")
+    _device(feed, "104", "inuse")  # full: 101's first state goes, superseded
+    assert not feed.read(before, only("101")).gap
+    assert [e.cursor for e in feed.read(before, only("101")).events] == [last_101]
+    _device(feed, "105", "inuse")  # none superseded: the oldest, 101's last state
+    page = feed.read(before, only("101"))
+    assert page.gap
+    assert page.events == ()
+    assert not feed.read(before, only("102")).gap
+
+
+def test_a_state_is_superseded_only_by_the_same_device_or_hint() -> None:
+    """Two devices of one extension, one extension's hints in two contexts, and
+    events of other kinds are kept apart: none supersedes another."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=6)
+    before = feed.position()
+    clock.now += 1
+    kept = [
+        _device(feed, "101", "inuse", "PJSIP/101"),
+        _device(feed, "101", "inuse", "PJSIP/101-mobile"),
+        feed.publish("presence", "101", {"state": "inuse", "context": "internal"}),
+        feed.publish("presence", "101", {"state": "inuse", "context": "office"}),
+        feed.publish("dnd", "101", {"enabled": True}),
+        feed.publish("dnd", "101", {"enabled": False}),  # not a state the feed supersedes
+    ]
+    assert [e.cursor for e in feed.read(before).events] == kept
+    newer = _device(feed, "101", "not_inuse", "PJSIP/101-mobile")
+    # Only the mobile's first state had a newer one: it goes, no gap.
+    page = feed.read(before)
+    assert [e.cursor for e in page.events] == [kept[0], *kept[2:], newer]
+    assert not page.gap
+
+
+def test_a_superseded_state_is_dropped_for_a_scoped_reader_without_a_gap() -> None:
+    """A reader scoped to 101 behind a flood of 102's states, and 101's own states
+    superseded: no gap, its last state and its call's event are there; the
+    other extension's readers learn nothing of 101's."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=10)
+    before = feed.position()
+    clock.now += 1
+    call = feed.publish("ringing", "101", {}, call_id="1.1")
+    for n in range(100):
+        _device(feed, "101" if n % 10 == 0 else "102", str(n))
+    mine, gap = _read_all(feed, before, only("101"))
+    assert not gap
+    assert [(e.kind, e.data.get("state")) for e in mine] == [("ringing", None), ("device", "90")]
+    assert mine[0].cursor == call
+    theirs, gap = _read_all(feed, before, only("102"))
+    assert not gap
+    assert {e.extension for e in theirs} == {"102"}
+    assert theirs[-1].data["state"] == "99"
+
+
+async def test_a_restart_reads_back_the_feed_as_it_was_after_superseded_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of superseded states the ring dropped are deleted with the next
+    batch: the file reads back what memory held, nothing more, nothing less."""
+    monkeypatch.setattr("router.api.feed._PRUNE_EVERY", 7)
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, max_events=30, clock=clock)
+    store = feed._store
+    assert store is not None
+    before = feed.position()
+    clock.now += 1
+    feed.publish("ringing", "101", {}, call_id="1.1")
+    for n in range(300):
+        _device(feed, str(101 + n % 4), str(n))
+        if n % 10 == 0:  # batches written meanwhile (fewer queued than max_events)
+            await asyncio.wrap_future(store._pool.submit(lambda: None))  # after the flush
+        if n % 50 == 0:
+            feed.publish("answered", "101", {"n": n}, call_id="1.1")
+    memory = feed.read(before, limit=1_000)
+    assert not memory.gap
+    await feed.aclose()
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db:
+        rows = [r[0] for r in db.execute("SELECT cursor FROM events ORDER BY cursor")]
+    kept = [e.cursor for e in memory.events]
+    assert rows[-len(kept) :] == kept  # what is before them is pruned with the head
+    assert not set(rows) - set(kept) - set(range(kept[0]))
+    again = EventFeed.open(tmp_path, max_events=30, clock=clock)
+    reread = again.read(before, limit=1_000)
+    assert reread.events == memory.events
+    assert not reread.gap
+    # The index is rebuilt: the next state drops the oldest superseded one again.
+    _device(again, "101", "after")
+    after = again.read(before, limit=1_000)
+    assert not after.gap
+    assert [e.kind for e in after.events][:2] == ["ringing", "answered"]
+    await again.aclose()
