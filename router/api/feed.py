@@ -648,6 +648,8 @@ _Prune = tuple[int, int, dict[str | None, int]]
 #: the same key supersedes it (a reader of state needs only the latest), and
 #: the same extension means the same readers see both.
 _StateKey = tuple[str, str | None, str | None]
+#: The kinds of :data:`_StateKey`: the feed's device and hint states.
+_STATE_KINDS = frozenset(("device", "presence"))
 
 
 def _state_key(event: FeedEvent) -> _StateKey | None:
@@ -951,16 +953,31 @@ class EventFeed:
         superseded = self._superseded
         cursors = self._cursors
         events = self._events
+        head = self._head
         while superseded:
             cursor = heapq.heappop(superseded)
-            index = bisect.bisect_left(cursors, cursor, lo=self._head)
-            if index < len(cursors) and cursors[index] == cursor and events[index] is not None:
-                events[index] = None
+            # A flood's oldest superseded is mostly the oldest kept: no search then.
+            if cursors[head] == cursor:
+                index = head
+            else:
+                index = bisect.bisect_left(cursors, cursor, lo=head)
+                if index >= len(cursors) or cursors[index] != cursor:
+                    continue  # not in the ring (defensive: the head's are popped)
+            if events[index] is None:
+                continue
+            events[index] = None
+            if index == head:
+                # The head moves past it and any holes after it.
+                index += 1
+                while events[index] is None:  # the newest event is no hole
+                    index += 1
+                    self._holes -= 1
+                self._head = index
+            else:
                 self._holes += 1
-                if index == self._head:
-                    self._skip_holes()
+            if self._holes > 1024 or self._head > 1024:
                 self._tidy()
-                return cursor
+            return cursor
         return 0
 
     def _tidy(self) -> None:
@@ -1020,7 +1037,14 @@ class EventFeed:
         self._events.append(event)
         self._cursors.append(cursor)
         self._last = cursor
-        self._supersede(event)
+        if kind in _STATE_KINDS:  # _supersede inlined: a flood's every event
+            key = _state_key(event)
+            if key is not None:
+                latest = self._latest
+                older = latest.get(key)
+                latest[key] = cursor
+                if older is not None:
+                    heapq.heappush(self._superseded, older)
         gone = 0
         if len(self._events) - self._head - self._holes > self.max_events:
             # Room: first a device's or hint's state a newer one supersedes.
