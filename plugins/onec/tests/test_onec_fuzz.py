@@ -1,7 +1,9 @@
 """Fuzzing every parser of 1C's bytes: only the documented errors ever escape.
 
 Mutation-based from valid answers, with a fixed seed (a failure is replayable)
-and a time budget; hypothesis is too slow for this many inputs. The target is
+and a fixed number of inputs, whatever the time they take: a budget in seconds
+failed on a loaded CI machine (76,570 of 100,000 inputs in 30 s, issue 16)
+with nothing wrong; hypothesis is too slow for this many inputs. The target is
 :func:`callrouter_onec.client.read_answer`, everything the client does with a
 body (BOM, UTF-8, bounded JSON, 400 error bodies, the models' shape checks),
 plus the models' parsers on decoded values directly. On the code before
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,6 @@ from callrouter_onec.models import (
 
 SEED = 20261201
 INPUTS = 100_000
-#: Stop early only if the machine is far slower than expected; reaching INPUTS is asserted.
-BUDGET = 30.0
 
 VALID: list[tuple[Callable[[object], object], Any]] = [
     (
@@ -195,10 +194,9 @@ def one_input(rng: random.Random) -> tuple[int, bytes, Callable[[object], object
 
 def test_fuzz_1c_answers_only_documented_errors_escape() -> None:
     rng = random.Random(SEED)
-    end = time.monotonic() + BUDGET
     outcomes = {"answer": 0, "unavailable": 0, "bad request": 0, "shape": 0}
     done = 0
-    while done < INPUTS and time.monotonic() < end:
+    while done < INPUTS:
         status, body, parse, value = one_input(rng)
         try:
             read_answer(status, body, parse, "http://1c/x")
@@ -219,6 +217,5 @@ def test_fuzz_1c_answers_only_documented_errors_escape() -> None:
         except ShapeError:
             outcomes["shape"] += 1
         done += 1
-    assert done >= INPUTS, f"only {done} inputs in {BUDGET} s"
     # The mutations really reach every branch: answers, refusals and both errors.
     assert all(count > 100 for count in outcomes.values()), outcomes
