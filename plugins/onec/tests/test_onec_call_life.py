@@ -9,6 +9,7 @@ real double on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -21,13 +22,14 @@ from typing import Any
 
 import pytest
 from lifeevents import T0, LifeEvent, Transfer, answered, hangup, missed, ringing
+from onec_waiting import DEADLINE, eventually
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.history import HistoryQueue
 from callrouter_onec.life import CallEventLike, call_event_payload
 from callrouter_onec.phone import RUSSIA
 from callrouter_onec.plugin import OneCPlugin, parse_settings
-from router import ConfigError, Decision, RequestInfo
+from router import ConfigError, Decision, LookupUnavailable, RequestInfo
 from router.testing import StubEngine, config_from_toml, make_decision, make_trace
 
 PASSWORD = "пароль-secret"  # the conftest's double
@@ -96,13 +98,14 @@ def to(exten: str) -> Decision:
 
 
 async def settle(onec: OneCPlugin) -> None:
-    for _ in range(100):  # lookups of their own run as tasks
-        if not onec._waiting:
-            break
-        await asyncio.sleep(0.02)
+    """Every event told so far is at 1C: the calls' lookups of their own done
+    (they run as tasks), then the queue empty. Bounded in seconds, not ticks:
+    a loaded machine takes longer, and the check after a fixed number of ticks
+    went on with a lookup still running (issue 16)."""
+    await eventually(lambda: not onec._waiting, "the calls' lookups of their own done")
     assert onec.sender is not None
     await onec.sender.flush()
-    assert await onec.sender.drain(5)
+    assert await onec.sender.drain(DEADLINE)
 
 
 async def ask(onec: OneCPlugin, call_id: str) -> None:
@@ -726,7 +729,11 @@ async def test_a_call_this_router_routes_takes_its_ids_from_the_decision_whichev
 
 
 async def ask_until(onec: OneCPlugin, call_id: str, deadline: float) -> None:
-    """:func:`ask` with the request's deadline ``deadline`` (``time.monotonic()``)."""
+    """:func:`ask` with the request's deadline ``deadline`` (``time.monotonic()``).
+
+    A short deadline may cut the lookup off on a loaded machine (issue 16): the
+    rules take their fallback then, as the engine does; what the tests need is
+    that the routing asked 1C, which it did whatever the answer."""
     request = RequestInfo(
         channel="PJSIP/pstn-1",
         uniqueid=call_id,
@@ -737,7 +744,8 @@ async def ask_until(onec: OneCPlugin, call_id: str, deadline: float) -> None:
     )
     answer = onec.lookup("89161234567", request)
     if inspect.isawaitable(answer):
-        await answer
+        with contextlib.suppress(LookupUnavailable):
+            await answer
 
 
 async def test_a_call_that_ended_without_a_decision_is_told_soon_after_its_deadline(
@@ -755,7 +763,8 @@ async def test_a_call_that_ended_without_a_decision_is_told_soon_after_its_deadl
     onec.callrouter_call_end(call)
     began = time.monotonic()
     while not [e for e in stored(double) if e["call_id"] == "19.1"]:
-        assert time.monotonic() - began < 5, "still waiting for a decision that never comes"
+        # Far below the 15 s wait for a decision, far above a loaded machine's delay.
+        assert time.monotonic() - began < 10, "still waiting for a decision that never comes"
         await asyncio.sleep(0.05)
         assert onec.sender is not None
         await onec.sender.flush()
@@ -773,7 +782,9 @@ async def test_a_decision_right_after_the_calls_end_still_names_the_ids(
     await ask_until(onec, "19.2", time.monotonic() + 0.2)
     onec.callrouter_call_event(missed("19.2", external="89161234567"))
     onec.callrouter_call_end(call)
-    await asyncio.sleep(0.1)
+    # Right after: a tick (a fixed 0.1 s outlasted the second of grace past
+    # the deadline on a loaded machine, issue 16).
+    await asyncio.sleep(0)
     trace = make_trace(lookups={"onec.responsible": OWNER}, rule="owner")
     onec.callrouter_decision(call, None, trace, "caller-gone")
     await settle(onec)
@@ -825,7 +836,7 @@ async def test_a_call_the_engine_never_tracked_is_told_when_its_routing_is_over(
     await asyncio.sleep(0.3)
     assert not [e for e in stored(double) if e["call_id"] == "21.1"]  # held for the decision
     done.set_result(None)  # the routing is over, no decision told
-    await told_within(double, onec, "21.1", 3)
+    await told_within(double, onec, "21.1", 10)
 
 
 async def test_a_call_that_ended_before_its_rules_asked_1c_is_told_when_its_routing_is_over(
@@ -841,7 +852,7 @@ async def test_a_call_that_ended_before_its_rules_asked_1c_is_told_when_its_rout
     onec.callrouter_call_event(missed("21.2", external="89161234567"))
     await asyncio.sleep(0.1)
     done.set_result(None)
-    await told_within(double, onec, "21.2", 3)
+    await told_within(double, onec, "21.2", 10)
 
 
 async def test_no_event_goes_before_a_decision_that_comes_however_late(
