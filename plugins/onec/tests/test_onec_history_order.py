@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from onec_waiting import eventually
 
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
@@ -102,10 +103,12 @@ async def test_an_event_1c_keeps_failing_holds_back_only_its_own_call(tmp_path: 
             for event in call_events(call_id):
                 sender.submit(event)
         sender.start()
-        for _ in range(200):
-            if len(poster.sent) == 4:
-                break
-            await asyncio.sleep(0.02)
+        # 1C has the fourth a moment before the sender marks it sent: stopped
+        # in that moment (a loaded machine, issue 16), 3 were left pending.
+        await eventually(
+            lambda: len(poster.sent) == 4 and queue.pending_count() == 2,
+            "the other calls' four events sent and marked so",
+        )
         await sender.stop()
         assert queue.pending_count() == 2
     assert sorted(poster.sent) == [
@@ -128,6 +131,7 @@ async def test_1c_down_costs_one_post_per_backoff(tmp_path: Path) -> None:
             for event in call_events(f"2.{n}"):
                 sender.submit(event)
         sender.start()
+        await eventually(lambda: poster.tried, "the first try")  # late on a loaded machine
         await asyncio.sleep(0.5)
         await sender.stop()
     assert 1 <= len(poster.tried) <= 4  # not one post per pending event per round

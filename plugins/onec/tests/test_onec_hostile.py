@@ -257,7 +257,7 @@ async def test_a_dying_sender_is_logged_and_restarted(
 
 
 async def test_huge_texts_of_an_answer_are_cut_so_the_cache_stays_small(
-    double: OneCDouble, client: OneCClient
+    double: OneCDouble, settings: OneCSettings
 ) -> None:
     """Issue 16: max_body lets 1C answer a name of a megabyte, and every answer
     was kept whole: in the cache (by number, 50,000 of them), in the JSON
@@ -275,17 +275,21 @@ async def test_huge_texts_of_an_answer_are_cut_so_the_cache_stays_small(
         for n, number in enumerate(numbers)
     ]
     double.directory = Directory(managers, clients)
-    cache = ResponsibleCache(client)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        answers = [await cache.lookup(number) for number in numbers]
-        gc.collect()
-        grown = sum(
-            stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
-        )
-    finally:
-        tracemalloc.stop()
+    # 800 KB answers under tracemalloc: the conftest's 0.5 s timeout was too
+    # short for them on a loaded machine (issue 16); no timeout is tested here.
+    async with OneCClient(dataclasses.replace(settings, timeout=30.0)) as client:
+        cache = ResponsibleCache(client)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            answers = [await cache.lookup(number) for number in numbers]
+            gc.collect()
+            grown = sum(
+                stat.size_diff
+                for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+            )
+        finally:
+            tracemalloc.stop()
     # 40 answers kept: tens of KB, not 40 x 800 KB.
     assert grown < 2 * 1024 * 1024, f"the cache grew by {grown / 1e6:.1f} MB"
     first = answers[0]
