@@ -29,9 +29,10 @@ from router.commands import _connect
 #: The bound the tests give the commands (the real one is 5 s).
 BOUND = 0.4
 #: What a test may take at most: the bound twice (connection, then login) and
-#: one unanswered question, with room for a loaded machine; far below the
-#: 10 s of request_timeout that the login and each question waited before.
-TOOK_AT_MOST = 4.0
+#: one unanswered question (1.2 s), with room for a loaded machine (4 s was
+#: outrun there, 4.1 s, issue 16); below the 10 s of request_timeout that the
+#: login alone waited before, so a single such wait still fails it.
+TOOK_AT_MOST = 8.0
 
 Serve = Callable[[socketserver.StreamRequestHandler], None]
 
@@ -275,7 +276,7 @@ def _closed_port() -> int:
         (
             _silent,
             "http",
-            f"cannot log in to {{url}} as 'router': Login: no answer within {BOUND:.1f} s (the "
+            "cannot log in to {url} as 'router': Login: no answer within {took} s (the "
             "longest callrouter's commands wait for a login; the connection itself: "
             "connect_timeout): nothing answered HTTP there",
         ),
@@ -312,5 +313,10 @@ def test_each_command_says_a_failed_login_once_naming_url_and_user(
     out, err = capsys.readouterr()
     lead = "asterisk: FAIL   " if command == "check" else f"callrouter {command}: error: "
     [line] = [line for line in (out + err).splitlines() if line.startswith(lead)]
-    assert line.startswith(lead + said.format(url=url)), line
+    # AJAM says the time it waited (measured): the bound, or more on a loaded
+    # machine ("0.5 s" for 0.4, issue 16).
+    took = re.search(r"no answer within (\d+\.\d) s", line)
+    if took is not None:
+        assert float(took[1]) >= round(BOUND, 1), line
+    assert line.startswith(lead + said.format(url=url, took=took[1] if took else "?")), line
     assert line.count(f"127.0.0.1:{port}") == 1, line
