@@ -148,7 +148,9 @@ async def test_draining_at_shutdown_gives_up_in_time_while_the_file_is_full(
         await asyncio.sleep(0.1)
         began = asyncio.get_running_loop().time()
         assert not await asyncio.wait_for(sender.drain(0.3), 5)
-        assert asyncio.get_running_loop().time() - began < 1.0
+        # drain's 0.3 s, not the 10 s cut-off: far from both, as a loaded
+        # machine stretches the 0.3 s (issue 16).
+        assert asyncio.get_running_loop().time() - began < 3.0
         await sender.stop()
 
 
