@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from lifeevents import T0, LifeEvent, Transfer, hangup, missed, ringing
 from lifeevents import answered as answered_
+from onec_waiting import eventually
 
 from callrouter_onec import plugin as plugin_module
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
@@ -442,10 +443,10 @@ async def test_a_cancelled_lookup_leaves_the_shared_request_running(
         async with asyncio.timeout(0.05):
             await onec.responsible("8 (916) 123-45-67")
     assert onec.cache is not None
-    for _ in range(100):  # the shared request answers after 0.3 s
-        if onec.cache.peek("79161234567") is not None:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(  # the shared request answers after 0.3 s
+        lambda: onec.cache is not None and onec.cache.peek("79161234567") is not None,
+        "the shared request's answer cached",
+    )
     assert onec.cache.peek("79161234567") is not None  # filled by the cancelled lookup's request
     answer = await onec.responsible("9161234567")
     assert answer is not None
@@ -1015,7 +1016,7 @@ async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
     await asyncio.sleep(0.1)
     assert double.requests("/v1/responsible") == []
     onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.2", caller="8 985 765-43-21"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: double.requests("/v1/responsible"), "9.2's prefetch at 1C")
     assert len(double.requests("/v1/responsible")) == 1
     assert asked == [("9.1", "onec.responsible"), ("9.2", "onec.responsible")]
 
@@ -1033,10 +1034,7 @@ async def test_a_caller_gone_before_the_decision_is_one_missed_call(
     await asyncio.sleep(0.05)
     onec.callrouter_call_event(missed("11.1", status="CANCEL"))  # the same fact again
     assert onec.sender is not None
-    for _ in range(100):
-        if not onec._waiting:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not onec._waiting, "the call's lookup of its own done")
     await onec.sender.flush()
     assert await onec.sender.drain(5)
     assert [
