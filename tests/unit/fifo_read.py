@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 
-def without_blocking(read: Callable[[], object], fifo: Path) -> object:
-    """What ``read`` returns or raises, failing the test if it blocks on ``fifo``."""
+def without_blocking(read: Callable[[], object], fifo: Path, *, writing: bool = False) -> object:
+    """What ``read`` returns or raises, failing the test if it blocks on ``fifo``
+    (``writing``: blocks opening it to write, freed by opening its read end)."""
     outcome: list[object] = []
 
     def run() -> None:
@@ -23,8 +25,11 @@ def without_blocking(read: Callable[[], object], fifo: Path) -> object:
     thread.start()
     thread.join(5)
     if thread.is_alive():
-        with open(fifo, "wb"):  # let the blocked read end before failing
-            pass
+        if writing:  # let the blocked writer go before failing
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        else:
+            with open(fifo, "wb"):  # let the blocked read end before failing
+                pass
         thread.join(5)
-        pytest.fail(f"reading {fifo.name} blocked on the FIFO")
+        pytest.fail(f"{'writing' if writing else 'reading'} {fifo.name} blocked on the FIFO")
     return outcome[0]

@@ -14,8 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from router.engine import Engine
 from router.errors import ConfigError
 from router.private_dir import private_dir_problem
 from router.testing.builders import make_config
+from tests.unit.fifo_read import without_blocking
 from tests.unit.test_engine_lifecycle import GOOD, run_cli
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another uid (chown)")
@@ -186,27 +185,6 @@ def test_callrouter_run_refuses_a_state_folder_others_can_write_in(tmp_path: Pat
     assert sorted(p.name for p in state.iterdir()) == []  # no state file opened there
 
 
-def _without_blocking_write(check: Callable[[], object], fifo: Path) -> object:
-    """What ``check`` returns or raises, failing the test if it blocks opening
-    ``fifo`` to write (freed by opening its read end, so the test ends)."""
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(check())
-        except BaseException as exc:  # the outcome under test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(5)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # frees the waiting writer
-        thread.join(5)
-        pytest.fail(f"the start blocked opening {fifo.name}, a FIFO, to write")
-    return outcome[0]
-
-
 def test_the_start_refuses_such_a_folder_before_making_a_file_there(tmp_path: Path) -> None:
     """The start's write probe (``.callrouter-start.PID``) came first: a FIFO
     another user put at that name blocked the start for ever (O_WRONLY waits
@@ -216,11 +194,11 @@ def test_the_start_refuses_such_a_folder_before_making_a_file_there(tmp_path: Pa
     fifo = state / f".callrouter-start.{os.getpid()}"
     os.mkfifo(fifo)
     engine = Engine(make_config(state_dir=state))
-    outcome = _without_blocking_write(engine._check_state_dir, fifo)
+    outcome = without_blocking(engine._check_state_dir, fifo, writing=True)
     assert isinstance(outcome, ConfigError)
     assert f"[router] state_dir: {state} is writable by its group and every user" in str(outcome)
     # In a private folder, a FIFO left there is refused, not waited on.
     os.chmod(state, 0o700)
-    outcome = _without_blocking_write(engine._check_state_dir, fifo)
+    outcome = without_blocking(engine._check_state_dir, fifo, writing=True)
     assert isinstance(outcome, ConfigError)
     assert f"cannot write in {state}: No such device or address" in str(outcome)
