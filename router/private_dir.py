@@ -13,10 +13,13 @@ can make, rename or remove a name does.
 :func:`private_dir_problem` walks the path from ``/`` one name at a time
 (``openat`` with ``O_NOFOLLOW``, each folder checked with ``fstat`` on the
 descriptor opened, each symbolic link followed by hand): every folder on the
-way and every link read must belong to root or to callrouter's user, a
-folder on the way may be writable by others only with the sticky bit (as
-``/tmp``: others can add names there but not rename or remove ours), and the
-state folder itself must be writable by nobody but its owner. Such a folder
+way must belong to root or to callrouter's user, a folder on the way may be
+writable by others only with the sticky bit (as ``/tmp``: others can add
+names there but not rename or remove ours), and then each name in it (a
+folder or a link) must belong to root or callrouter's user too; the state
+folder itself must be writable by nobody but its owner. (A link of another
+user in a folder only root or callrouter's user may write in is fine: a
+link's target never changes, and only they can remove or replace it.) Such a folder
 stays so: only root or callrouter's user can change any of it, so the check
 holds for the whole run and the files in it can be opened by name.
 """
@@ -33,7 +36,12 @@ __all__ = ["MAX_LINKS", "private_dir_problem"]
 #: Symbolic links followed at most, as the kernel's ``ELOOP`` (40 on Linux).
 MAX_LINKS = 40
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: ``O_PATH``: a folder is walked through as the kernel's own lookup does,
+#: with search (``x``) permission alone; ``O_RDONLY`` wanted read permission
+#: too and refused a path through a folder of mode 0711 (EACCES) that the
+#: service itself reaches. ``fstat``, ``openat``, ``fstatat`` and
+#: ``readlinkat`` take such a descriptor.
+_OPEN_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _writers(mode: int) -> str | None:
@@ -61,9 +69,14 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
     full = PurePosixPath(os.path.join(os.getcwd(), path))
     names = list(full.parts[1:])
     root = os.open("/", _OPEN_DIR)
+    try:
+        root_stat = os.fstat(root)
+    except OSError:
+        os.close(root)
+        raise
     # The folders walked into, ``/`` first: (descriptor, path shown, its stat).
     stack: list[tuple[int, PurePosixPath, os.stat_result]] = [
-        (root, PurePosixPath("/"), os.fstat(root))
+        (root, PurePosixPath("/"), root_stat)
     ]
     links = 0
     try:
