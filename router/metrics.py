@@ -112,8 +112,10 @@ class QueueGauge:
 
     def set_function(self, read: Callable[[], tuple[int, float | None]] | None) -> None:
         """Read ``(depth, oldest)`` from ``read`` at each scrape instead of the
-        last :meth:`update` (None: back to those). It runs on the event loop:
-        a count the owner keeps in memory, never a file or a lock held for I/O."""
+        last :meth:`update` (None: back to those). It runs in the worker thread
+        that renders ``/metrics`` (router/api/metrics.py), beside the event
+        loop: a count the owner keeps in memory and replaces in one
+        assignment, never a file or a lock held for I/O."""
         self._read = read
 
     def current(self) -> tuple[int, float | None]:

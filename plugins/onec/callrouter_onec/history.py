@@ -297,8 +297,9 @@ class HistoryQueue(WrittenBackFile):
     def depth(self) -> tuple[int, float | None]:
         """Events waiting for 1C and the time the oldest was queued (None: none).
 
-        Read from memory, never from SQLite and without the lock, so the
-        event loop may ask at any time (``/metrics`` when scraped): kept on
+        Read from memory, never from SQLite and without the lock (one tuple,
+        replaced whole), so any thread may ask at any time (``/metrics``,
+        rendered in a worker thread beside the loop): kept on
         every insert and every event leaving ``pending`` through this object,
         and counted from the file when it is opened, at each :meth:`prune`
         and at each :meth:`recount`, which brings in what another process

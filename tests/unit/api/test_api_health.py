@@ -6,6 +6,7 @@ In process over the test kit's StubEngine, like the rest of the API tests.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -318,6 +319,26 @@ async def test_metrics_needs_no_token_by_default_and_counts_requests(stub: StubE
     assert counted[(("operation", "ami:Ping"), ("status", "200"))] == 1
     assert counted[(("operation", "ami:Ping"), ("status", "401"))] == 1
     assert counted[(("operation", "metrics:read"), ("status", "200"))] == 1  # the first scrape
+
+
+async def test_a_queue_gauges_reader_is_called_off_the_event_loop(stub: StubEngine) -> None:
+    """``QueueGauge.set_function``'s reader runs where ``/metrics`` renders:
+    a worker thread, not the event loop (docs/plugins.md said the loop, so a
+    plugin's reader of state the loop changes must be safe to call beside it)."""
+    metrics = Metrics(event_names=())
+    called_on: list[int] = []
+
+    def read() -> tuple[int, float | None]:
+        called_on.append(threading.get_ident())
+        return 3, None
+
+    metrics.queue("onec_history").set_function(read)
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), metrics=metrics)
+    async with client(ctx) as http:
+        scraped = await http.get("/metrics")
+    assert values(scraped.text, "callrouter_queue_depth") == {(("queue", "onec_history"),): 3.0}
+    assert called_on
+    assert threading.get_ident() not in called_on
 
 
 async def test_made_up_ami_paths_cannot_fill_the_operation_label(stub: StubEngine) -> None:
