@@ -80,6 +80,8 @@ CARD_LOOKUP = "onec.responsible"
 #: Devices whose phone :class:`FeedIntake` remembers (a PBX has one or two per
 #: extension; names past it are worked out each time).
 _PHONES_MAX = 4096
+#: The longest device name remembered there: a channel's (:func:`_named`).
+_PHONE_NAME_MAX = IDENTITY_LIMITS["Channel"]
 #: Not in :attr:`FeedIntake._phones` yet.
 _UNSEEN: Any = object()
 #: Seconds a routed call's ringing waits for its decision (and card).
@@ -301,7 +303,9 @@ class FeedIntake:
             phone = self._phones.get(device, _UNSEEN)
             if phone is _UNSEEN:
                 phone = _phone(device)
-                if len(self._phones) < _PHONES_MAX:
+                # Bounded in bytes too: a name over the Channel limit is no
+                # phone's, and 4,096 of 64 KiB (a hostile peer's) held 256 MB.
+                if len(self._phones) < _PHONES_MAX and len(device) <= _PHONE_NAME_MAX:
                     self._phones[device] = phone
             if phone:
                 self.feed.publish(

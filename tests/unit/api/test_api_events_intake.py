@@ -20,7 +20,7 @@ from router.api.intake import (
     endpoint,
     feed_card,
 )
-from router.calls import Call, CallTracker
+from router.calls import IDENTITY_LIMITS, Call, CallTracker
 from router.plugins import Plugins
 from router.testing import CallTimeline, make_decision, make_event, make_trace
 
@@ -989,3 +989,23 @@ async def test_each_device_state_is_published_and_the_devices_remembered_are_bou
         ("103", "SIP/103", "inuse"),
     ]
     assert intake._phones == {"PJSIP/101": "101", "Local/101@from-queue": None}
+
+
+async def test_a_device_name_longer_than_a_channel_is_never_remembered() -> None:
+    """The devices remembered are bounded in bytes, not only in number: a
+    hostile AMI peer's DeviceStateChange with a name near the 64 KiB line
+    bound, 4,096 different ones, held some 256 MB for the process's life.
+    Such a name is no phone's (over the Channel limit): worked out each time."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    limit = IDENTITY_LIMITS["Channel"]
+    for number in range(3):
+        long = f"PJSIP/{number}".ljust(limit + 1, "x")
+        intake.callrouter_event(make_event("DeviceStateChange", Device=long, State="INUSE"), None)
+    at_the_limit = "PJSIP/104-".ljust(limit, "x")
+    intake.callrouter_event(
+        make_event("DeviceStateChange", Device=at_the_limit, State="INUSE"), None
+    )
+    assert max(len(device) for device in intake._phones) == limit
+    assert len(intake._phones) == 1
+    assert [e.extension for e in feed.read(0).events] == ["104"]
