@@ -95,6 +95,25 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def write_run_config(tmp_path: Path, state_dir: Path) -> Path:
+    """``tmp_path/router.toml`` for ``callrouter run`` with one good rule file,
+    ``state_dir`` on line 7, an Asterisk that is not there and the API on a
+    free port: for a start refused before it touches Asterisk."""
+    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+        f'state_dir = "{state_dir}"\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
 def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -> None:
     rules = write_rules(tmp_path / "rules")
     config = tmp_path / "router.toml"
@@ -158,19 +177,8 @@ def test_callrouter_run_refuses_a_state_folder_it_cannot_write_in_one_line(
     `callrouter run` with a traceback from the API's event feed, after a plugin's
     own. Here the folder cannot be made (its parent is a file), which root
     cannot bypass as it does a mode: refused before touching Asterisk, one line."""
-    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
     (tmp_path / "taken").write_text("a file, not a folder\n", encoding="utf-8")
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    config = tmp_path / "router.toml"
-    config.write_text(
-        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-        f'state_dir = "{tmp_path / "taken" / "state"}"\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n',
-        encoding="utf-8",
-    )
+    config = write_run_config(tmp_path, tmp_path / "taken" / "state")
     run = run_cli("run", "--config", str(config), cwd=tmp_path)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr

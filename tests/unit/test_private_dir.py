@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from router.errors import ConfigError
 from router.private_dir import private_dir_problem
 from router.testing.builders import make_config
 from tests.unit.fifo_read import without_blocking
-from tests.unit.test_engine_lifecycle import GOOD, run_cli
+from tests.unit.test_engine_lifecycle import run_cli, write_run_config
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another uid (chown)")
 STRANGER = 54321
@@ -207,20 +206,9 @@ def test_a_folder_on_the_way_others_may_only_search_is_walked() -> None:
 
 def test_callrouter_run_refuses_a_state_folder_others_can_write_in(tmp_path: Path) -> None:
     """Before touching Asterisk or opening any state file, in one line that says the fix."""
-    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
     state = _private(tmp_path / "state")
     os.chmod(state, 0o777)
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    config = tmp_path / "router.toml"
-    config.write_text(
-        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-        f'state_dir = "{state}"\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n',
-        encoding="utf-8",
-    )
+    config = write_run_config(tmp_path, state)
     run = run_cli("run", "--config", str(config), cwd=tmp_path)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
