@@ -75,9 +75,7 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
         os.close(root)
         raise
     # The folders walked into, ``/`` first: (descriptor, path shown, its stat).
-    stack: list[tuple[int, PurePosixPath, os.stat_result]] = [
-        (root, PurePosixPath("/"), root_stat)
-    ]
+    stack: list[tuple[int, PurePosixPath, os.stat_result]] = [(root, PurePosixPath("/"), root_stat)]
     links = 0
     try:
         while names:
