@@ -680,14 +680,21 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     """Write ``ceiling`` before serving; the ceiling the feed starts with.
 
     A file that was read but cannot be written now (a backup's lock, a full
-    disk, a read-only ``state_dir``) is not unreadable: moved aside, its events
-    would be lost. The feed starts with ``written`` (what the file already
-    holds, above every cursor the last run handed out) as its ceiling, and the
-    first cursor above it asks the worker, which retries until it is written.
+    disk) is not unreadable: moved aside, its events would be lost. The feed
+    starts with ``written`` (what the file already holds, above every cursor
+    the last run handed out) as its ceiling, and the first cursor above it
+    asks the worker, which retries until it is written. One that SQLite may
+    never write (:data:`_DENIED`: its owner or mode) is raised.
     """
     try:
         store.reserve_now(ceiling)
     except sqlite3.OperationalError as exc:
+        if str(getattr(exc, "sqlite_errorname", "")).startswith(_DENIED):
+            # Not a passing lock: a file of another user (or mode) that SQLite
+            # opened read-only, whose every write fails alike; the feed would
+            # publish for good and store nothing. EventFeed.open refuses the
+            # start naming it, the file kept (issue 16).
+            raise
         log.warning(
             "api feed: the cursor reservation not written at start (%s); answers wait"
             " for it, written once %s can be",

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,10 +22,8 @@ from router.errors import ConfigError
 from router.private_dir import private_dir_problem
 from router.testing.builders import make_config
 from tests.unit.fifo_read import without_blocking
+from tests.unit.stranger import ROOT_ONLY, STRANGER, as_stranger, folder_in_tmp
 from tests.unit.test_engine_lifecycle import run_cli, write_run_config
-
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another uid (chown)")
-STRANGER = 54321
 
 
 def _private(path: Path) -> Path:
@@ -158,50 +153,22 @@ def test_in_a_sticky_folder_a_name_of_another_user_is_refused(tmp_path: Path) ->
     assert private_dir_problem(link) is None
 
 
-def _as_stranger(check: Callable[[], object]) -> str:
-    """What ``check`` returns (as text) or raises (type and text), run in a
-    child process as uid and gid :data:`STRANGER`."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child's lines are not measured)
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(STRANGER)
-            os.setuid(STRANGER)
-            try:
-                said = str(check())
-            except OSError as exc:
-                said = f"{type(exc).__name__}: {exc}"
-            os.write(write_end, said.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        said = pipe.read().decode()
-    os.waitpid(child, 0)
-    return said
-
-
 @ROOT_ONLY
 def test_a_folder_on_the_way_others_may_only_search_is_walked() -> None:
     """A folder mode 0711 (search, no read), as the kernel's lookup passes
     through it: a state folder below it started before the check, which
     opened each folder to read and was refused (EACCES) where the kernel
     only needs to search. Outside tmp_path: pytest's root folder is 0700."""
-    base = Path(tempfile.mkdtemp(prefix="callrouter-search-only-", dir="/tmp"))
-    try:
+    with folder_in_tmp("callrouter-search-only-") as base:
         os.chmod(base, 0o711)
         state = base / "state"
         state.mkdir(mode=0o700)
         os.chown(state, STRANGER, STRANGER)
-        assert _as_stranger(lambda: private_dir_problem(state)) == "None"
+        assert as_stranger(lambda: private_dir_problem(state)) == "None"
         # The check still sees what it must: the folder itself writable by its group.
         os.chmod(state, 0o770)
-        said = _as_stranger(lambda: private_dir_problem(state))
+        said = as_stranger(lambda: private_dir_problem(state))
         assert said.startswith(f"{state} is writable by its group (mode 0770)")
-    finally:
-        shutil.rmtree(base)
 
 
 def test_callrouter_run_refuses_a_state_folder_others_can_write_in(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from router.api.feed import FILENAME, EventFeed, FeedEvent, FeedStore
+from router.errors import StateFileDenied
+from tests.unit.stranger import ROOT_ONLY, STRANGER, as_stranger, folder_in_tmp
 
 
 class Clock:
@@ -334,6 +336,41 @@ async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
     await again.aclose()
 
 
+@ROOT_ONLY
+async def test_a_file_callrouter_may_read_but_not_write_is_kept_and_the_start_refused() -> None:
+    """Issue 16: the feed's file of another user (root's, 0644) opens read-only
+    in SQLite, and its first write says SQLITE_READONLY: the reservation at
+    start took that for a passing lock (a WARNING, the start went on), and the
+    feed published for good without writing a row or showing a new event to
+    any reader. Refused at start naming the file, as the CHANGELOG says,
+    kept as it is. Run as another user: root writes through any mode."""
+    with folder_in_tmp("callrouter-feed-") as base:
+        os.chmod(base, 0o755)  # the stranger reaches the state folder
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        feed = EventFeed.open(state)
+        feed.publish("ringing", "101", {})
+        await feed.aclose()
+        os.chown(state, STRANGER, STRANGER)
+        os.chmod(state / FILENAME, 0o644)  # root's, as it was made here
+
+        def start() -> str:
+            try:
+                EventFeed.open(state)
+            except StateFileDenied as exc:
+                return f"refused: {exc}"
+            return "started"
+
+        said = as_stranger(start)
+        assert said.startswith(
+            f"refused: [Errno 13] {state / FILENAME}: SQLite: attempt to write a readonly "
+            "database: "
+        ), said
+        assert f"chown {STRANGER} {state / FILENAME}" in said
+        assert _set_aside(state) == {}
+        assert os.stat(state / FILENAME).st_uid == 0  # kept as it was
+
+
 def _set_aside(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if ".unreadable-" in p.name}
 
@@ -570,8 +607,8 @@ async def test_no_cursor_above_the_files_reservation_is_handed_out(
 async def test_a_file_that_cannot_be_written_at_start_is_kept_and_answers_wait_for_it(
     tmp_path: Path,
 ) -> None:
-    """Another connection holds the write lock (a backup tool; a full disk or a
-    read-only state_dir fail the same way) when the router starts: the start's
+    """Another connection holds the write lock (a backup tool; a full disk
+    fails the same way) when the router starts: the start's
     reservation failed and the readable file was moved aside as unreadable,
     its events lost and every reader told of a gap."""
     clock = Clock()
