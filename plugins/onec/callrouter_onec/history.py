@@ -1141,13 +1141,23 @@ class HistorySender:
             await self._check_file_when_due()
 
     async def _check_file_when_due(self) -> None:
-        """The file deleted or replaced while it runs: written again, said once."""
+        """The file deleted or replaced while it runs: written again, said once.
+
+        The write-back and what is said of it are one step on the database
+        thread (:meth:`_check_file`): :meth:`stop` cancelled the look while
+        the file was copied, the copy ended and its WARNING was cut off, and
+        the look at the stop, queued behind it, found the file where it
+        belongs and said nothing (issue 16)."""
         if time.monotonic() - self._file_checked < FILE_CHECK_EVERY:
             return
         self._file_checked = time.monotonic()
+        await self._db(self._check_file)
+
+    def _check_file(self) -> None:
+        """On the database thread: :meth:`HistoryQueue.put_back`, and its line."""
         path = self.queue.path
         try:
-            what = await self._db(self.queue.put_back)
+            what = self.queue.put_back()
         except (OSError, sqlite3.Error) as exc:
             seen = isinstance(exc, FileOutOfSight)
             reason = (exc.strerror if isinstance(exc, FileOutOfSight) else str(exc)) or (

@@ -669,6 +669,8 @@ class RecordingUploader:
         self._watch: asyncio.Task[None] | None = None
         #: Why the last write back of the queue's file failed (said once per reason).
         self._put_back_failing: str | None = None
+        #: One look at the queue's file at a time (:meth:`_check_file`).
+        self._check_lock = threading.Lock()
         #: Why the last step could not use the queue or the catalog (said once per reason).
         self._store_failing: str | None = None
 
@@ -700,10 +702,26 @@ class RecordingUploader:
     async def check_file(self) -> str | None:
         """The queue's file deleted or replaced while it runs: written again from
         the open one (:meth:`UploadQueue.put_back`), a WARNING once; one that
-        cannot be written again, an ERROR once per reason."""
+        cannot be written again, an ERROR once per reason.
+
+        The write-back and what is said of it are one step on a worker thread
+        (:meth:`_check_file`): a :meth:`stop` that cancelled the look while the
+        file was copied let the copy end and cut its WARNING off, and the look
+        at the stop then found the file where it belongs and said nothing, so
+        a deletion went unsaid (issue 16). A cancelled caller no longer waits,
+        and the step still ends with its line."""
+        return await asyncio.to_thread(self._check_file)
+
+    def _check_file(self) -> str | None:
+        """:meth:`check_file`'s step (blocking); one at a time, so a look at a
+        stop waits for the one it cancelled and says a reason once."""
         path = self.queue.path
+        with self._check_lock:
+            return self._check_file_locked(path)
+
+    def _check_file_locked(self, path: Path) -> str | None:
         try:
-            what = await asyncio.to_thread(self.queue.put_back)
+            what = self.queue.put_back()
         except (OSError, sqlite3.Error) as exc:
             seen = isinstance(exc, FileOutOfSight)
             reason = (exc.strerror if isinstance(exc, OSError) and seen else str(exc)) or (

@@ -201,6 +201,47 @@ class _SlowCopy:
         self._db.close()
 
 
+async def test_a_stop_during_the_write_back_keeps_its_warning(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: ``stop()`` cancelled the file's watch while the database
+    thread copied the deleted file back: the copy ended, its WARNING was cut
+    off with the cancelled look, and the look at the stop, queued behind it,
+    found the file where it belongs and said nothing."""
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05)
+    double.stop()
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=30.0, max_delay=30.0)
+    copying, done = threading.Event(), threading.Event()
+    sender.start()
+    watch = sender._file_watch._task
+    assert watch is not None
+    try:
+        sender.submit(event(0))
+        await sender.flush()
+        # The first try failed: the sender is in its backoff (30 s), away
+        # from the database thread.
+        await eventually(lambda: sender.failures, "the first try failed")
+        queue._db = _SlowCopy(queue._db, copying, done)  # type: ignore[assignment]
+        delete(queue)
+        assert await asyncio.to_thread(copying.wait, DEADLINE), "the write back began"
+        stopping = asyncio.create_task(sender.stop())
+        await eventually(watch.done, "the file's watch cancelled")
+        done.set()
+        await stopping
+    finally:
+        done.set()
+        await sender.stop()
+        queue.close()
+    said = [r.getMessage() for r in caplog.records if "was deleted" in r.getMessage()]
+    assert len(said) == 1, said
+    assert pending_in_file(tmp_path) == {"moved.0"}
+
+
 def test_the_plugins_status_does_not_wait_for_the_file_written_back(tmp_path: Path) -> None:
     """hleft34c: `put_back` holds the queue while it copies the whole file,
     and the plugin's status (asked on the event loop) counted the events

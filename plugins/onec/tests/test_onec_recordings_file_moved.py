@@ -11,14 +11,17 @@ history's file is (test_onec_history_file_moved.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from onec_waiting import eventually
+from onec_waiting import DEADLINE, eventually
 from test_onec_recordings import closed_recording, uploader
 
 from callrouter_onec import recordings
@@ -355,3 +358,60 @@ def test_a_queue_closed_before_its_written_back_file_was_opened_is_not_opened(
         queue.due()
     assert opened == []
     store.close()
+
+
+class _SlowCopy:
+    """The queue's connection with a ``VACUUM INTO`` of a big file: it lasts
+    until ``done`` is set (``DEADLINE`` at most)."""
+
+    def __init__(
+        self, db: sqlite3.Connection, copying: threading.Event, done: threading.Event
+    ) -> None:
+        self._db = db
+        self._copying = copying
+        self._done = done
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("VACUUM"):
+            self._copying.set()
+            self._done.wait(DEADLINE)
+        return self._db.execute(sql, *args)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+async def test_a_stop_during_the_write_back_keeps_its_warning(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: ``stop()`` cancelled the file's watch while its thread copied
+    the deleted file back: the copy ended, its WARNING was cut off with the
+    cancelled look, and the look at the stop found the file where it belongs
+    and said nothing, so the deletion went unsaid."""
+    monkeypatch.setattr(recordings, "FILE_CHECK_EVERY", 0.0)
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    path = up.queue.path
+    copying, done = threading.Event(), threading.Event()
+    up.queue._db = _SlowCopy(up.queue._db, copying, done)  # type: ignore[assignment]
+    delete(path)
+    up.start()
+    watch = up._watch
+    assert watch is not None
+    try:
+        assert await asyncio.to_thread(copying.wait, DEADLINE), "the write back began"
+        stopping = asyncio.create_task(up.stop())
+        await eventually(watch.done, "the file's watch cancelled")
+        done.set()
+        await stopping
+    finally:
+        done.set()
+        await close_uploads(up)
+        store.close()
+    deleted = [w for w in warnings(caplog) if "was deleted while callrouter ran" in w]
+    assert len(deleted) == 1, warnings(caplog)
+    assert path.exists()
