@@ -385,12 +385,29 @@ class FeedStore:
             value = self._sane(cursor, "dropped")
             if value and (extension is None or isinstance(extension, str)):
                 dropped[extension] = value
-        for extension, cursor in self._db.execute(
-            "SELECT extension, MAX(cursor) FROM events WHERE (? IS NULL OR cursor < ?)"
-            " AND cursor <= ? GROUP BY extension",
+        # The rows before the first kept (older than ``oldest``, past ``limit``):
+        # each extension's newest is a gap for its readers, but a device's or
+        # hint's state a newer row of the same key supersedes (kept or not) is
+        # none, as in the ring (EventFeed._drop). Newest first: the first row of
+        # a key met is its last state, any later one is superseded.
+        seen = {key for event in events if (key := _state_key(event)) is not None}
+        told: set[object] = set()
+        for row in self._db.execute(
+            "SELECT cursor, kind, extension, call_id, ts, data FROM events"
+            " WHERE (? IS NULL OR cursor < ?) AND cursor <= ? ORDER BY cursor DESC",
             (first, first, _MAX_CURSOR),
         ):
-            dropped[extension] = max(dropped.get(extension, 0), self._sane(cursor, "events"))
+            if row[1] in _STATE_KINDS and (event := _event(row)) is not None:
+                key = _state_key(event)
+                if key is not None:
+                    if key in seen:
+                        continue  # superseded: not a gap for anyone
+                    seen.add(key)
+            extension = row[2]
+            if extension in told:
+                continue  # its newest is told already
+            told.add(extension)
+            dropped[extension] = max(dropped.get(extension, 0), self._sane(row[0], "events"))
         # A file from before the dropped table holds here the newest dropped
         # cursor of anyone, its rows deleted: whose they were is gone, so every
         # reader behind it is told of a gap once, as that build told it. Not
@@ -1070,7 +1087,13 @@ class EventFeed:
         return cursor
 
     def _drop(self, count: int) -> None:
-        """Drop the ``count`` oldest places of the ring (holes among them)."""
+        """Drop the ``count`` oldest places of the ring (holes among them).
+
+        A state event a newer one of its key supersedes is no gap here either
+        (its age expired it, :meth:`_expire`): the newer one is kept, or, dropped
+        with it, tells the gap with its own, later cursor. Expiry counted it, and
+        a reader behind a flood of states an hour old was told of a gap the size
+        bound never told it of (issue 16)."""
         dropped = self._dropped
         latest = self._latest
         events = self._events
@@ -1080,11 +1103,15 @@ class EventFeed:
             if event is None:
                 self._holes -= 1
                 continue
-            dropped[event.extension] = event.cursor
             if latest:
                 key = _state_key(event)
-                if key is not None and latest.get(key) == event.cursor:
-                    del latest[key]  # the key's last state: gone, a gap as any event
+                if key is not None:
+                    newest = latest.get(key)
+                    if newest is not None and newest > event.cursor:
+                        continue  # superseded: not a gap for anyone
+                    if newest == event.cursor:
+                        del latest[key]  # the key's last state: gone, a gap as any event
+            dropped[event.extension] = event.cursor
         self._head = head = head + count
         self._skip_holes()
         last = self._cursors[head - 1]

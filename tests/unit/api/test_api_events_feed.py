@@ -1194,6 +1194,58 @@ def test_a_superseded_state_is_dropped_for_a_scoped_reader_without_a_gap() -> No
     assert theirs[-1].data["state"] == "99"
 
 
+def test_a_superseded_state_expired_by_age_is_no_gap() -> None:
+    """Issue 16: the size bound dropped a superseded state without a gap, but
+    expiry after ``retention`` counted it: a reader behind a state an hour
+    old, whose device had a newer one kept, was told of a gap and refreshed
+    its whole view for nothing. A device's last state expiring is a gap still."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, retention=60.0)
+    before = feed.position()
+    clock.now += 1
+    _device(feed, "101", "inuse")
+    _device(feed, "102", "inuse")  # 102's only state: its expiry is a gap
+    clock.now += 30
+    newer = _device(feed, "101", "not_inuse")
+    clock.now += 40  # the first two expire; 101's newer state is kept
+    page = feed.read(before, only("101"))
+    assert not page.gap
+    assert [e.cursor for e in page.events] == [newer]
+    assert feed.read(before, only("102")).gap
+    assert feed.read(before).gap  # an unscoped reader may see 102's
+    clock.now += 40  # 101's last state expires too: a gap for its reader
+    assert feed.read(before, only("101")).gap
+
+
+async def test_a_superseded_state_expired_by_age_is_no_gap_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The file's rows older than ``retention`` at a start: a state a newer
+    one of its device supersedes is no gap either (issue 16); a device's last
+    state among them is one, and so is any other event."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, retention=60.0, clock=clock)
+    before = feed.position()
+    clock.now += 1
+    _device(feed, "101", "inuse")
+    _device(feed, "101", "ringing")
+    _device(feed, "102", "inuse")
+    feed.publish("ringing", "103", {}, call_id="1.1")
+    clock.now += 30
+    newer = _device(feed, "101", "not_inuse")
+    await feed.aclose()
+    clock.now += 40  # down meanwhile: the first four are past retention at the start
+    again = EventFeed.open(tmp_path, retention=60.0, clock=clock)
+    try:
+        page = again.read(before, only("101"))
+        assert not page.gap
+        assert [e.cursor for e in page.events] == [newer]
+        assert again.read(before, only("102")).gap
+        assert again.read(before, only("103")).gap
+    finally:
+        await again.aclose()
+
+
 async def test_a_restart_reads_back_the_feed_as_it_was_after_superseded_drops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
