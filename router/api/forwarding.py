@@ -253,8 +253,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def presence(request: Request) -> JSONResponse:
         token = await authorize(request, "presence:read")
         ctx.require_asterisk()
-        states, unread_states = await _extension_states(ctx)
-        devices, unread_devices = await _device_states(ctx)
+        states, unread_states, states_whole = await _extension_states(ctx)
+        devices, unread_devices, devices_whole = await _device_states(ctx)
         extensions = set(states) | {ext for ext, _ in service.state}
         items = []
         for extension in sorted(extensions):
@@ -273,7 +273,15 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             )
         # Items the two lists lack, each skipped for a line over the parser's
         # bound: an extension whose item it was shows as Unknown (issue 16).
-        return JSONResponse({"extensions": items, "unread_items": unread_states + unread_devices})
+        # A list whose closing event never came is partial: said, not passed
+        # off as all of Asterisk's (its missing extensions are no news).
+        return JSONResponse(
+            {
+                "extensions": items,
+                "unread_items": unread_states + unread_devices,
+                "complete": states_whole and devices_whole,
+            }
+        )
 
     return [
         Route(
@@ -292,28 +300,50 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
-async def _extension_states(ctx: ApiContext) -> tuple[dict[str, tuple[str, str]], int]:
+def _whole(name: str, complete: bool, items: int) -> bool:
+    """Whether the list answer of ``name`` came whole; a WARNING when it did not.
+
+    The shipped AMI clients never hand one over cut (AJAM refuses a body
+    without its closing event, TCP waits for it until the action's timeout:
+    503 either way), but the AMI interface a plugin's client implements says
+    ``complete`` (issue 16)."""
+    if not complete:
+        log.warning(
+            "presence: AMI %s answered %d items without its closing event: the answer "
+            "says complete false",
+            name,
+            items,
+        )
+    return complete
+
+
+async def _extension_states(ctx: ApiContext) -> tuple[dict[str, tuple[str, str]], int, bool]:
     """Extension -> (hint, state text) from ``ExtensionStateList`` (first context
-    wins), and the items the list lacks (``unread_items``)."""
+    wins), the items the list lacks (``unread_items``), and whether it came whole."""
     result = await ctx.send("ExtensionStateList")
     states: dict[str, tuple[str, str]] = {}
     for item in result.items:
         exten = item.get("Exten") or ""
         if exten and exten not in states:
             states[exten] = (item.get("Hint") or "", item.get("StatusText") or "Unknown")
-    return states, result.unread_items
+    whole = _whole("ExtensionStateList", result.complete, len(result.items))
+    return states, result.unread_items, whole
 
 
-async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int]:
+async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int, bool]:
     """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``) from ``DeviceStateList``,
-    and the items the list lacks (``unread_items``)."""
+    the items the list lacks (``unread_items``), and whether it came whole."""
     result = await ctx.send("DeviceStateList")
     devices = {
         item.get("Device") or "": item.get("State") or "UNKNOWN"
         for item in result.items
         if item.get("Device")
     }
-    return devices, result.unread_items
+    return (
+        devices,
+        result.unread_items,
+        _whole("DeviceStateList", result.complete, len(result.items)),
+    )
 
 
 _FORWARDING_SCHEMA: dict[str, Any] = {
@@ -408,7 +438,7 @@ OPENAPI: dict[str, Any] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["extensions", "unread_items"],
+                                    "required": ["extensions", "unread_items", "complete"],
                                     "properties": {
                                         "extensions": {
                                             "type": "array",
@@ -425,6 +455,14 @@ OPENAPI: dict[str, Any] = {
                                             "Not 0: an extension whose item was skipped "
                                             "shows `state` `Unknown` (and a device's "
                                             "`device_state` null)",
+                                        },
+                                        "complete": {
+                                            "type": "boolean",
+                                            "description": "Both lists' closing events "
+                                            "came. False: a list was cut (an AMI client "
+                                            "that hands over what it read); an extension "
+                                            "missing from `extensions` is then no news: "
+                                            "keep what you showed for it and ask again",
                                         },
                                     },
                                 }

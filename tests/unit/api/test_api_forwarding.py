@@ -573,3 +573,65 @@ async def test_presence_says_how_many_list_items_were_skipped_for_a_long_line(
     del items[1]
     answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
     assert answer["unread_items"] == 0
+
+
+async def test_presence_says_a_list_cut_before_its_closing_event_is_partial(
+    client: httpx.AsyncClient,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: an AMI client that hands over a list without its closing
+    event (``complete`` false: the interface allows it; the shipped clients
+    answer 503 instead) had its items used as all of Asterisk's: an extension
+    cut off the list was missing from the answer as if it had no hint. The
+    answer now says ``complete: false``."""
+    from router.ami import client as ami_client
+    from router.ami.protocol import assemble_result
+
+    monkeypatch.setattr(
+        ami_client, "assemble_result", lambda messages: assemble_result(messages, strict=False)
+    )
+    cut = True
+
+    def states(sent: SentAction) -> bytes:
+        whole = _list_reply(
+            sent,
+            "ExtensionStatus",
+            [
+                {"Exten": "101", "Context": "hints", "Hint": "PJSIP/101", "StatusText": "InUse"},
+                {"Exten": "102", "Context": "hints", "Hint": "PJSIP/102", "StatusText": "Idle"},
+            ],
+        )
+        if cut:  # the second item and the closing event never came
+            item = b"Event: ExtensionStatus\r\n"
+            return whole[: whole.index(item, whole.index(item) + 1)]
+        return whole.replace(
+            b"Event: ExtensionStatusListComplete", b"Event: ExtensionStateListComplete"
+        )
+
+    ajam_replay.on("ExtensionStateList", states)
+    ajam_replay.on(
+        "DeviceStateList",
+        lambda sent: _list_reply(
+            sent, "DeviceStateChange", [{"Device": "PJSIP/101", "State": "INUSE"}]
+        ).replace(b"Event: DeviceStateChangeListComplete", b"Event: DeviceStateListComplete"),
+    )
+    # The shipped AJAM client refuses the cut body: 503, nothing passed off.
+    with monkeypatch.context() as shipped:
+        shipped.setattr(ami_client, "assemble_result", assemble_result)
+        refused = await client.get("/api/v1/presence", headers=auth("all"))
+    assert refused.status_code == 503
+    answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
+    assert [e["extension"] for e in answer["extensions"]] == ["101"]
+    assert answer["complete"] is False
+    assert answer["unread_items"] == 0
+    assert any(
+        "ExtensionStateList answered 1 items without its closing event" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
+    cut = False
+    answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
+    assert [e["extension"] for e in answer["extensions"]] == ["101", "102"]
+    assert answer["complete"] is True
