@@ -22,16 +22,26 @@ user in a folder only root or callrouter's user may write in is fine: a
 link's target never changes, and only they can remove or replace it.) Such a folder
 stays so: only root or callrouter's user can change any of it, so the check
 holds for the whole run and the files in it can be opened by name.
+
+A folder writable by its group is written by its owner alone when that group
+is a private group of root or callrouter's user (Debian's user private
+groups, with ``umask 002`` every folder a user makes is ``0775``):
+:func:`private_group` proves it from the user and group databases (``pwd``,
+``grp``: the group's name is the user's, the user's primary group, no member
+but the user, and no other user's primary group). Anything less (a lookup
+failing, a member, another user in it) is a group of others, refused as before.
 """
 
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path, PurePosixPath
 
-__all__ = ["MAX_LINKS", "private_dir_problem"]
+__all__ = ["MAX_LINKS", "private_dir_problem", "private_group"]
 
 #: Symbolic links followed at most, as the kernel's ``ELOOP`` (40 on Linux).
 MAX_LINKS = 40
@@ -42,6 +52,35 @@ MAX_LINKS = 40
 #: service itself reaches. ``fstat``, ``openat``, ``fstatat`` and
 #: ``readlinkat`` take such a descriptor.
 _OPEN_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def private_group(gid: int, uid: int) -> bool:
+    """Whether group ``gid`` is user ``uid``'s private group, one nobody else is
+    in: its name is the user's, it is the user's primary group, it lists no
+    member but the user, and no other user has it as primary group (the whole
+    user database, ``pwd.getpwall``, as the system's NSS lists it). Any lookup
+    that fails (no such user or group) is False: not proven private."""
+    try:
+        user = pwd.getpwuid(uid)
+        group = grp.getgrgid(gid)
+        users = pwd.getpwall()
+    except (KeyError, OSError):
+        return False
+    if user.pw_gid != gid or group.gr_name != user.pw_name:
+        return False
+    if any(member != user.pw_name for member in group.gr_mem):
+        return False
+    return all(other.pw_gid != gid or other.pw_uid == uid for other in users)
+
+
+def _writers_of(info: os.stat_result, trusted: set[int]) -> str | None:
+    """Who besides the owner may write in the folder ``info`` describes; None:
+    nobody. Its group does not count when it is a private group of a trusted
+    user (:func:`private_group`)."""
+    writers = _writers(info.st_mode)
+    if writers == "its group" and any(private_group(info.st_gid, uid) for uid in sorted(trusted)):
+        return None
+    return writers
 
 
 def _writers(mode: int) -> str | None:
@@ -94,7 +133,7 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
                 return problem
             where = parent / name
             info = os.lstat(name, dir_fd=parent_fd)
-            if _writers(parent_stat.st_mode) is not None and info.st_uid not in trusted:
+            if _writers_of(parent_stat, trusted) is not None and info.st_uid not in trusted:
                 # A folder others write in has the sticky bit (else refused
                 # above): only the owner of a name there can rename or remove it.
                 return (
@@ -135,7 +174,7 @@ def _on_the_way(
             f"move the folders below it and put their own in their place; choose a "
             f"state_dir whose folders belong to root or uid {me}"
         )
-    writers = _writers(info.st_mode)
+    writers = _writers_of(info, trusted)
     if writers is not None and not info.st_mode & stat.S_ISVTX:
         return (
             f"{where} (on the way to {full}) is writable by {writers} "
@@ -157,7 +196,7 @@ def _the_folder(
             f"that user can put a symbolic link where callrouter's state files go; "
             f"run: chown {me} {where} && chmod 700 {where}"
         )
-    writers = _writers(info.st_mode)
+    writers = _writers_of(info, trusted)
     if writers is not None:
         return (
             f"{where} is writable by {writers} (mode {mode:04o}): another user can put a "

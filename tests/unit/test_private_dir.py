@@ -12,7 +12,10 @@ closed for everyone but root and callrouter's own user.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,49 @@ from router.testing.builders import make_config
 from tests.unit.fifo_read import without_blocking
 from tests.unit.stranger import ROOT_ONLY, STRANGER, as_stranger, folder_in_tmp
 from tests.unit.test_engine_lifecycle import run_cli, write_run_config
+
+
+class Accounts:
+    """Fake user and group databases (``pwd``, ``grp``): users as (name, uid,
+    primary gid), groups as (name, gid, members); any other lookup fails."""
+
+    def __init__(
+        self,
+        users: Iterable[tuple[str, int, int]],
+        groups: Iterable[tuple[str, int, list[str]]],
+    ) -> None:
+        self.users = [
+            pwd.struct_passwd((name, "x", uid, gid, "", "/", "/bin/sh")) for name, uid, gid in users
+        ]
+        self.groups = [grp.struct_group((name, "x", gid, members)) for name, gid, members in groups]
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(pwd, "getpwuid", self.getpwuid)
+        monkeypatch.setattr(pwd, "getpwall", lambda: list(self.users))
+        monkeypatch.setattr(grp, "getgrgid", self.getgrgid)
+
+    def getpwuid(self, uid: int) -> pwd.struct_passwd:
+        for user in self.users:
+            if user.pw_uid == uid:
+                return user
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    def getgrgid(self, gid: int) -> grp.struct_group:
+        for group in self.groups:
+            if group.gr_gid == gid:
+                return group
+        raise KeyError(f"getgrgid(): gid not found: {gid}")
+
+
+@pytest.fixture
+def shared_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group has a member besides its user: none is private (the real
+    root group of a test machine is root's private one, which is accepted)."""
+
+    def getgrgid(gid: int) -> grp.struct_group:
+        return grp.struct_group((f"group{gid}", "x", gid, ["someone-else"]))
+
+    monkeypatch.setattr(grp, "getgrgid", getgrgid)
 
 
 def _private(path: Path) -> Path:
@@ -47,6 +93,7 @@ def test_a_private_folder_passes(tmp_path: Path) -> None:
         (0o1777, "its group and every user"),
     ],
 )
+@pytest.mark.usefixtures("shared_groups")
 def test_a_state_folder_others_can_write_in_is_refused(tmp_path: Path, mode: int, who: str) -> None:
     state = _private(tmp_path / "state")
     os.chmod(state, mode)
@@ -80,6 +127,7 @@ def test_a_sticky_folder_on_the_way_is_fine_when_the_names_in_it_are_ours(
     assert private_dir_problem(state) is None
 
 
+@pytest.mark.usefixtures("shared_groups")
 def test_a_relative_path_with_dots_and_a_link_is_walked_as_the_kernel_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,3 +254,86 @@ def test_the_start_refuses_such_a_folder_before_making_a_file_there(tmp_path: Pa
     outcome = without_blocking(engine._check_state_dir, fifo, writing=True)
     assert isinstance(outcome, ConfigError)
     assert f"cannot write in {state}: No such device or address" in str(outcome)
+
+
+# Debian's user private groups (issue 16): with umask 002 a folder a user makes
+# is 0775 (0770), its group that user's own. Accepted only when proven private.
+
+
+def _group_writable(tmp_path: Path, mode: int = 0o770) -> tuple[Path, int, int]:
+    """A state folder of this uid in a group-writable folder of it, both ``mode``:
+    the folder, its owner, its group."""
+    shared = _private(tmp_path / "home")
+    state = _private(shared / "state")
+    os.chmod(shared, mode)
+    os.chmod(state, mode)
+    info = state.stat()
+    assert shared.stat().st_gid == info.st_gid
+    return state, info.st_uid, info.st_gid
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o775])
+def test_a_folder_writable_by_its_owners_private_group_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    """The group is the user's: same name, the user's primary group, no other
+    member, no other user's primary group. As a folder on the way too."""
+    state, uid, gid = _group_writable(tmp_path, mode)
+    Accounts(
+        users=[("svc", uid, gid), ("alice", uid + 1, gid + 1)],
+        groups=[("svc", gid, []), ("alice", gid + 1, ["svc"])],
+    ).install(monkeypatch)
+    assert private_dir_problem(state) is None
+    Accounts(users=[("svc", uid, gid)], groups=[("svc", gid, ["svc"])]).install(monkeypatch)
+    assert private_dir_problem(state) is None  # the user listed in its own group
+
+
+@pytest.mark.parametrize(
+    ("users", "groups"),
+    [
+        # Another member in /etc/group.
+        ([("svc", 0, 0), ("alice", 1, 1)], [("svc", 0, ["alice"])]),
+        # Another user's primary group.
+        ([("svc", 0, 0), ("bob", 1, 0)], [("svc", 0, [])]),
+        # Not named as the user (a shared group that happens to be primary).
+        ([("svc", 0, 0)], [("staff", 0, [])]),
+        # Not the user's primary group.
+        ([("svc", 0, 1)], [("svc", 0, [])]),
+        # Unknown to the databases: not proven.
+        ([], []),
+        ([("svc", 0, 0)], []),
+    ],
+    ids=["member", "primary-of-another", "other-name", "not-primary", "no-user", "no-group"],
+)
+def test_a_folder_writable_by_a_group_not_proven_private_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    users: list[tuple[str, int, int]],
+    groups: list[tuple[str, int, list[str]]],
+) -> None:
+    """Uids and gids are given relative to the folder's owner and group."""
+    state, uid, gid = _group_writable(tmp_path)
+    Accounts(
+        [(name, uid + u, gid + g) for name, u, g in users],
+        [(name, gid + g, members) for name, g, members in groups],
+    ).install(monkeypatch)
+    problem = private_dir_problem(state)
+    assert problem is not None
+    assert problem.startswith(f"{state.parent} (on the way to {state}) is writable by its group")
+    os.chmod(state.parent, 0o700)
+    assert private_dir_problem(state) == (
+        f"{state} is writable by its group (mode 0770): another user can put a symbolic "
+        f"link where callrouter's state files go and have callrouter write wherever it "
+        f"points; run: chmod 700 {state}"
+    )
+
+
+def test_a_private_group_does_not_excuse_writes_by_every_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, uid, gid = _group_writable(tmp_path, 0o700)
+    os.chmod(state, 0o777)
+    Accounts([("svc", uid, gid)], [("svc", gid, [])]).install(monkeypatch)
+    problem = private_dir_problem(state)
+    assert problem is not None
+    assert problem.startswith(f"{state} is writable by its group and every user (mode 0777)")
