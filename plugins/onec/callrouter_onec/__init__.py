@@ -16,7 +16,7 @@ from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, bui
 from callrouter_onec.models import Client, Contact, EventAck, Manager, Ping, Responsible
 from callrouter_onec.phone import RUSSIA, CountryRules, PhoneNumber, normalize
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "RUSSIA",
