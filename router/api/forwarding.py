@@ -27,6 +27,7 @@ from router.api.context import read_json
 from router.api.dialing import Dialing
 from router.api.errors import ApiError, refuse_unknown_fields
 from router.api.forwarding_state import Forwarding, ForwardingState, is_forwardable_extension
+from router.callerid import cut
 from router.errors import AMIError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +42,11 @@ log = logging.getLogger("router.api.forwarding")
 #: Asterisk events after which the globals may be gone: a restart, a reload.
 _REAPPLY_EVENTS: Final = frozenset({"FullyBooted", "Reload"})
 _BODY_KEYS: Final = ("dnd", "forward_to")
+#: Longest device state the presence answer tells, in characters: Asterisk's
+#: longest is ``UNAVAILABLE``. One device's state is told for every extension
+#: whose hint names it: a hostile AMI peer's 60 KB state was repeated in each
+#: item, a 500 KB list answered with 180 MB (issue 16).
+_MAX_DEVICE_STATE: Final = 32
 
 
 class ForwardingService:
@@ -331,11 +337,12 @@ async def _extension_states(ctx: ApiContext) -> tuple[dict[str, tuple[str, str]]
 
 
 async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int, bool]:
-    """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``) from ``DeviceStateList``,
-    the items the list lacks (``unread_items``), and whether it came whole."""
+    """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``, at most
+    :data:`_MAX_DEVICE_STATE` characters) from ``DeviceStateList``, the items
+    the list lacks (``unread_items``), and whether it came whole."""
     result = await ctx.send("DeviceStateList")
     devices = {
-        item.get("Device") or "": item.get("State") or "UNKNOWN"
+        item.get("Device") or "": cut(item.get("State") or "UNKNOWN", _MAX_DEVICE_STATE)
         for item in result.items
         if item.get("Device")
     }

@@ -635,3 +635,36 @@ async def test_presence_says_a_list_cut_before_its_closing_event_is_partial(
     answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
     assert [e["extension"] for e in answer["extensions"]] == ["101", "102"]
     assert answer["complete"] is True
+
+
+async def test_presence_tells_a_device_state_cut_not_once_per_extension_whole(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16: one device's state is told for every extension whose hint
+    names it. A hostile AMI peer's device with a 60 KB state and 300 hints
+    naming it (a 330 KB list) was answered with 18 MB: the state is cut to 32
+    characters, as no state of Asterisk's is longer."""
+    items = [
+        {"Exten": str(1000 + i), "Context": "hints", "Hint": "PJSIP/x", "StatusText": "Idle"}
+        for i in range(300)
+    ]
+    ajam_replay.on(
+        "ExtensionStateList",
+        lambda sent: _list_reply(sent, "ExtensionStatus", items).replace(
+            b"Event: ExtensionStatusListComplete", b"Event: ExtensionStateListComplete"
+        ),
+    )
+    ajam_replay.on(
+        "DeviceStateList",
+        lambda sent: _list_reply(
+            sent,
+            "DeviceStateChange",
+            [{"Device": "PJSIP/x", "State": "Z" * 60_000}, {"Device": "PJSIP/y", "State": "BUSY"}],
+        ).replace(b"Event: DeviceStateChangeListComplete", b"Event: DeviceStateListComplete"),
+    )
+    response = await client.get("/api/v1/presence", headers=auth("all"))
+    assert response.status_code == 200
+    extensions = response.json()["extensions"]
+    assert len(extensions) == 300
+    assert {e["device_state"] for e in extensions} == {"Z" * 31 + "…"}
+    assert len(response.content) < 300 * 200
