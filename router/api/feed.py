@@ -204,6 +204,9 @@ class FeedStore:
         #: they were is kept per extension (``_unwritten``) for the gap.
         self._max_pending = max(1, max_pending)
         self._unwritten: dict[str | None, int] = {}
+        #: Past :data:`_MAX_DROPPED` extensions, ``_unwritten`` folds into this:
+        #: the file's floor every reader behind it is told a gap from.
+        self._unwritten_floor = 0
         self._overflowing = False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The file holds callers' numbers and 1C's cards: 0600 before SQLite
@@ -461,10 +464,17 @@ class FeedStore:
         readers; the file learns they were dropped, so a client resuming
         from before them after a restart is told of a gap."""
         excess = len(self._pending) - self._max_pending
+        unwritten = self._unwritten
         for event in self._pending[:excess]:
-            if event.cursor > self._unwritten.get(event.extension, 0):
-                self._unwritten[event.extension] = event.cursor
+            if event.cursor > unwritten.get(event.extension, 0):
+                unwritten[event.extension] = event.cursor
         del self._pending[:excess]
+        if len(unwritten) > _MAX_DROPPED:
+            # As the ring's own record (EventFeed._drop): a stall under a flood
+            # of ever new extensions (a hostile AMI peer's devices) kept one
+            # entry each, without bound, and wrote them all to the file.
+            self._unwritten_floor = max(self._unwritten_floor, *unwritten.values())
+            unwritten.clear()
         # Rows to delete: as bounded. One left undeleted is read back at a
         # restart in place of an older event, which is then told as dropped.
         del self._gone[: max(0, len(self._gone) - self._max_pending)]
@@ -528,18 +538,26 @@ class FeedStore:
                 batch, self._pending = self._pending, []
                 gone, self._gone = self._gone, []
                 unwritten, self._unwritten = self._unwritten, {}
+                floor, self._unwritten_floor = self._unwritten_floor, 0
                 prune, self._prune = self._prune, None
                 ceiling, self._ceiling = self._ceiling, 0
                 reserved = self._reserved
-                if not batch and prune is None and not ceiling and not unwritten and not gone:
+                if (
+                    not batch
+                    and prune is None
+                    and not ceiling
+                    and not unwritten
+                    and not gone
+                    and not floor
+                ):
                     self._flushing = False
                     return
             try:
                 # The reservation first: readers may wait for it, not for the batch.
                 if ceiling and self._write_ceiling(ceiling) and reserved is not None:
                     reserved(ceiling)
-                if (batch or prune is not None or unwritten or gone) and self._write(
-                    batch, prune, unwritten, gone
+                if (batch or prune is not None or unwritten or gone or floor) and self._write(
+                    batch, prune, unwritten, gone, floor
                 ):
                     self._written_again()
             except Exception:
@@ -553,7 +571,7 @@ class FeedStore:
         check here without it could clear the flag of a drop just made and say
         the file takes writes again before what was dropped is recorded."""
         with self._lock:
-            recovered = self._overflowing and not self._unwritten
+            recovered = self._overflowing and not self._unwritten and not self._unwritten_floor
             if recovered:
                 self._overflowing = False
         if recovered:
@@ -581,11 +599,14 @@ class FeedStore:
         prune: _Prune | None,
         unwritten: Mapping[str | None, int] | None = None,
         gone: Iterable[int] = (),
+        floor: int = 0,
     ) -> bool:
         """Write a batch, retried while the file is locked; False when the feed
         stopped before it could be written. ``gone``: rows to delete (superseded
         state events the ring dropped), some perhaps in this batch: a row both
-        inserted and deleted here is not written at all."""
+        inserted and deleted here is not written at all. ``floor``: a cursor
+        every reader behind lost events at (unwritten ones of too many
+        extensions to record apart), 0 for none."""
         dumps = self._dumps
         doomed = set(gone)
         rows = [
@@ -614,12 +635,26 @@ class FeedStore:
                             " SET value = MAX(value, excluded.value)",
                             (floor,),
                         )
-                        # The whole map: what was folded into the floor goes.
-                        self._db.execute("DELETE FROM dropped")
+                        # What was folded into the floor goes; the rest stays,
+                        # merged with the map: a record of events a stalled disk
+                        # never took (``unwritten``) is not in the ring's map
+                        # while they are in the ring, and replacing the table
+                        # with the map lost it (a reader resuming from before
+                        # them after a restart missed them without a gap).
+                        self._db.execute(
+                            "DELETE FROM dropped WHERE cursor <="
+                            " (SELECT value FROM meta WHERE key = 'lost')"
+                        )
                         self._db.executemany(
                             "INSERT INTO dropped VALUES (?, ?) ON CONFLICT(extension) DO UPDATE"
                             " SET cursor = MAX(cursor, excluded.cursor)",
                             [(json.dumps(e), c) for e, c in dropped.items()],
+                        )
+                    if floor:
+                        self._db.execute(
+                            "INSERT INTO meta VALUES ('lost', ?) ON CONFLICT(key) DO UPDATE"
+                            " SET value = MAX(value, excluded.value)",
+                            (floor,),
                         )
                     if unwritten:  # queued while the disk stalled, never written
                         self._db.executemany(
@@ -809,8 +844,14 @@ class EventFeed:
         #: The newest cursor dropped from the ring, per extension: a reader
         #: behind one it may see lost events.
         self._dropped: dict[str | None, int] = dict(dropped or {})
+        if len(self._dropped) > _MAX_DROPPED:
+            # A file with more (an older build's, a stall's, a tampered one):
+            # folded as :meth:`_drop` folds them, so a read walks at most
+            # _MAX_DROPPED, not a million of them, until the next drop.
+            self._floor = max(self._floor, *self._dropped.values())
+            self._dropped.clear()
         #: The highest cursor dropped or lost, whoever's: new events go above it.
-        self._lost = max([lost, *self._dropped.values()])
+        self._lost = max([self._floor, *self._dropped.values()])
         #: The highest position handed out (:meth:`position`): new events go above it.
         self._issued = issued
         #: No cursor above this is handed out: the file's reservation (``reserved``,

@@ -1283,3 +1283,96 @@ async def test_a_restart_reads_back_the_feed_as_it_was_after_superseded_drops(
     assert not after.gap
     assert [e.kind for e in after.events][:2] == ["ringing", "answered"]
     await again.aclose()
+
+
+async def test_a_pruning_keeps_the_record_of_events_a_stalled_disk_never_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: events queued past ``max_pending`` while the disk took no writes
+    are recorded as dropped for their extension, so a reader resuming from
+    before them after a restart is told of a gap. The next pruning rewrote the
+    dropped table from the ring's own map, which knows nothing of them (they
+    were still in the ring): the record went, and after a restart a reader
+    missed the calls silently."""
+    monkeypatch.setattr("router.api.feed._PRUNE_EVERY", 5)
+    write = FeedStore._write
+    gate = threading.Event()
+
+    def held(self: FeedStore, *args: Any) -> bool:
+        gate.wait(10)
+        return write(self, *args)
+
+    monkeypatch.setattr(FeedStore, "_write", held)
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, max_events=100, clock=clock)
+    store = feed._store
+    assert store is not None
+    store._max_pending = 3
+    before = feed.position()
+    clock.now += 1
+    calls = [feed.publish("ringing", "101", {"n": n}, call_id=f"1.{n}") for n in range(8)]
+    gate.set()  # the disk takes writes again: the first 4 or 5 calls were never written
+    await asyncio.wrap_future(store._pool.submit(lambda: None))
+    for n in range(10):  # on to a pruning (the ring's head still the first call)
+        feed.publish("answered", "102", {"n": n}, call_id="2.1")
+    await feed.aclose()
+    again = EventFeed.open(tmp_path, max_events=100, clock=clock)
+    page = again.read(before, only("101"), limit=1_000)
+    missed = [c for c in calls if c not in {e.cursor for e in page.events}]
+    assert missed  # the disk's stall lost some
+    assert page.gap
+    await again.aclose()
+
+
+def test_unwritten_events_of_ever_new_extensions_are_recorded_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: while the disk took no writes, each event queued past
+    ``max_pending`` kept its extension's entry until the disk came back: a
+    flood of ever new devices (a hostile AMI peer's) grew it without bound.
+    Past ``_MAX_DROPPED`` extensions they fold into the file's floor, as the
+    ring's own record does, and every reader behind it is told of a gap."""
+    monkeypatch.setattr("router.api.feed._MAX_DROPPED", 20)
+    write = FeedStore._write
+    gate = threading.Event()
+
+    def held(self: FeedStore, *args: Any) -> bool:
+        gate.wait(10)
+        return write(self, *args)
+
+    monkeypatch.setattr(FeedStore, "_write", held)
+    store = FeedStore(tmp_path / FILENAME, max_pending=2)
+    clock = Clock()
+    base = int(clock() * 1_000_000) - 1_000
+    largest = 0
+    for n in range(1, 200):
+        store.append(FeedEvent(base + n, "device", f"x{n}", None, clock.now))
+        largest = max(largest, len(store._unwritten))
+    assert largest <= 21
+    gate.set()
+    store.close()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    assert feed.read(base, only("x5")).gap  # folded into the floor
+    assert feed.read(base, only("x196")).gap  # recorded apart, or folded
+    page = feed.read(base + 198, only("x199"))
+    assert [e.extension for e in page.events] == ["x199"]
+    assert not page.gap
+    asyncio.run(feed.aclose())
+
+
+def test_a_file_recording_more_extensions_than_the_bound_starts_folded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: a dropped table of more than ``_MAX_DROPPED`` extensions (an
+    older build's, a stall's, a tampered file's) was kept whole at start, each
+    read walking all of it until the next drop; it folds into the floor now,
+    and every reader behind it is told of a gap."""
+    monkeypatch.setattr("router.api.feed._MAX_DROPPED", 20)
+    clock = Clock()
+    base = int(clock() * 1_000_000) - 1_000
+    feed = EventFeed(clock=clock, dropped={f"x{n}": base + n for n in range(21)})
+    assert not feed._dropped
+    assert feed.read(base, only("x3")).gap
+    after = feed.publish("ringing", "x3", {})
+    assert after > base + 20
+    assert not feed.read(base + 20, only("x3")).gap
