@@ -71,30 +71,71 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
     Raises StateBackupError when ``target`` exists and is not empty, when
     ``source`` is no folder or too large a one, and for a file that cannot be
     copied (after the files before it: the caller reports what was done).
+    The copies are made under temporary names and given theirs only once
+    every file is copied: a backup that fails (or is not read to its end)
+    leaves none of them behind.
     """
     _refuse_inside(source, target)
     entries = _entries(source)
     _make_target(target)
     _refuse_shared(target)
     names = {entry.name for entry in entries}
-    for entry in entries:
-        why = _left_out(entry, names)
-        if why is not None:
-            yield Skipped(entry.name, why)
-            continue
-        path = Path(entry.path)
+    #: The copies made so far, under their temporary names (:func:`_partial`).
+    made: list[str] = []
+    done = False
+    try:
+        for entry in entries:
+            why = _left_out(entry, names)
+            if why is not None:
+                yield Skipped(entry.name, why)
+                continue
+            path = Path(entry.path)
+            partial = target / _partial(entry.name)
+            try:
+                if _is_sqlite(path):
+                    made.append(entry.name)
+                    yield Copied(entry.name, _copy_sqlite(path, partial), "sqlite")
+                    continue
+                size = os.stat(path, follow_symlinks=False).st_size
+                if size > MAX_PLAIN_BYTES:
+                    yield Skipped(entry.name, f"larger than {MAX_PLAIN_BYTES} bytes and not SQLite")
+                    continue
+                made.append(entry.name)
+                yield Copied(entry.name, _copy_plain(path, partial), "file")
+            except (OSError, sqlite3.Error) as exc:
+                raise StateBackupError(
+                    f"{path}: not backed up: {exc}; nothing was kept in {target}"
+                ) from None
         try:
-            if _is_sqlite(path):
-                yield Copied(entry.name, _copy_sqlite(path, target / entry.name), "sqlite")
-                continue
-            size = os.stat(path, follow_symlinks=False).st_size
-            if size > MAX_PLAIN_BYTES:
-                yield Skipped(entry.name, f"larger than {MAX_PLAIN_BYTES} bytes and not SQLite")
-                continue
-            yield Copied(entry.name, _copy_plain(path, target / entry.name), "file")
-        except (OSError, sqlite3.Error) as exc:
-            raise StateBackupError(f"{path}: not backed up: {exc}") from None
-    _sync_folder(target)
+            _sync_folder(target)
+            for name in made:
+                os.rename(target / _partial(name), target / name)
+            _sync_folder(target)
+        except OSError as exc:
+            raise StateBackupError(
+                f"{target}: the copies could not be put in place: {exc}; nothing was kept"
+            ) from None
+        done = True
+    finally:
+        if not done:
+            # A backup stopped part way (a full disk, an error, a caller that
+            # stopped reading) leaves no file that looks like a backup: the
+            # copies went under temporary names, and a copy cut short by a full
+            # disk, kept under its own name, was restored as the state by a
+            # later ``cp`` of the folder (issue 16).
+            _remove_copies(target, made)
+
+
+def _partial(name: str) -> str:
+    """The name a copy is made under until every file is copied."""
+    return f".{name}.partial"
+
+
+def _remove_copies(target: Path, names: list[str]) -> None:
+    for name in names:
+        for leftover in (name, _partial(name), *(_partial(name) + s for s in SIDECARS)):
+            with contextlib.suppress(OSError):
+                (target / leftover).unlink()
 
 
 def _refuse_inside(source: Path, target: Path) -> None:

@@ -8,10 +8,13 @@ misses them (issue 16).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import sqlite3
 import stat
 from pathlib import Path
@@ -120,6 +123,53 @@ def test_the_state_callrouter_keeps_is_copied_and_its_leftovers_are_not(tmp_path
     # The copy opens as the service would open it.
     restored = RecordingStore(target)
     restored.close()
+
+
+@pytest.mark.parametrize("big", ["plugin.json", "plugin.sqlite3"])
+def test_a_disk_full_part_way_leaves_no_copy_that_looks_whole(tmp_path: Path, big: str) -> None:
+    """Issue 16: a copy cut short by a full disk (here a file size limit,
+    EFBIG, which fails a write as ENOSPC does) stayed in the backup folder
+    under its own name, beside the whole copies before it: a later ``cp``
+    of that folder into state_dir (docs/operations.md's restore) put back a
+    truncated file. The copies go under temporary names until every file is
+    copied; a failed backup leaves none of them."""
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    (state / MARK_FILE).write_text(json.dumps({"mark": 1.0, "told": {}}) + "\n", "utf-8")
+    if big.endswith(".json"):
+        (state / big).write_bytes(b"x" * 1_000_000)
+    else:
+        with contextlib.closing(sqlite3.connect(state / big)) as db, db:
+            db.execute("CREATE TABLE t (body TEXT)")
+            db.executemany("INSERT INTO t VALUES (?)", [("y" * 1000,) for _ in range(1000)])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))
+    try:
+        with pytest.raises(StateBackupError, match="not backed up") as caught:
+            list(backup_state(state, target))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(caught.value).startswith(f"{state / big}: not backed up: ")
+    assert sorted(p.name for p in target.iterdir()) == []
+    assert str(caught.value).endswith(f"; nothing was kept in {target}")
+    # The disk has room again: the same folder takes the whole backup.
+    assert sorted(r.name for r in backup_state(state, target)) == sorted([MARK_FILE, big])
+    assert sorted(p.name for p in target.iterdir()) == sorted([MARK_FILE, big])
+
+
+def test_a_backup_not_read_to_its_end_leaves_no_copy(tmp_path: Path) -> None:
+    """A caller that stops reading the results part way (the generator closed)
+    leaves no copy behind either: only a backup read to its end is kept."""
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    for name in ("a.json", "b.json"):
+        (state / name).write_text("{}\n", "utf-8")
+    results = backup_state(state, target)
+    assert next(results).name == "a.json"
+    results.close()
+    assert list(target.iterdir()) == []
 
 
 def test_a_used_target_is_refused_before_anything_is_copied(tmp_path: Path) -> None:
