@@ -63,6 +63,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ _UNBOUNDED = (1 << 63) - 1
 #: Extensions whose newest dropped cursor is kept apart: one per endpoint or
 #: hint of the PBX; past it they fold into one value every reader is held to.
 _MAX_DROPPED = 10_000
+#: The newest drops (extension, cursor) a waiting reader reads to update what it
+#: lost since its last look, instead of every extension's in ``_dropped`` (up to
+#: :data:`_MAX_DROPPED`): more drops than this between two looks, and it reads them all.
+_DROP_LOG = 4096
 #: Cursors are wall-clock microseconds (about 1.8e15 in 2027); a value in the
 #: file above this (year 2255) or not a number was not written by the feed:
 #: it is left out with a warning, not let push every cursor past SQLite's range.
@@ -852,6 +857,10 @@ class EventFeed:
             self._dropped.clear()
         #: The highest cursor dropped or lost, whoever's: new events go above it.
         self._lost = max([self._floor, *self._dropped.values()])
+        #: The newest drops recorded in ``_dropped``, and how many ever were:
+        #: a waiter updates its lost cursor from those since its last look (:meth:`_lost_since`).
+        self._drop_log: deque[tuple[str | None, int]] = deque(maxlen=_DROP_LOG)
+        self._drops = 0
         #: The highest position handed out (:meth:`position`): new events go above it.
         self._issued = issued
         #: No cursor above this is handed out: the file's reservation (``reserved``,
@@ -1138,6 +1147,7 @@ class EventFeed:
         dropped = self._dropped
         latest = self._latest
         events = self._events
+        drop_log = self._drop_log
         head = self._head
         for index in range(head, head + count):  # no slice: a full feed drops one at a time
             event = events[index]
@@ -1153,6 +1163,8 @@ class EventFeed:
                     if newest == event.cursor:
                         del latest[key]  # the key's last state: gone, a gap as any event
             dropped[event.extension] = event.cursor
+            drop_log.append((event.extension, event.cursor))
+            self._drops += 1
         self._head = head = head + count
         self._skip_holes()
         last = self._cursors[head - 1]
@@ -1183,6 +1195,21 @@ class EventFeed:
             if cursor > lost and visible(extension):
                 lost = cursor
         return lost
+
+    def _lost_since(self, visible: Visible, lost: int, seen: int) -> tuple[int, int]:
+        """:meth:`_lost_for` of a reader that found ``lost`` after ``seen`` drops
+        (``_drops``), from the drops since (what it had grows only, and a fold
+        goes into the floor): a waiter woken by each event of a flood read
+        every extension's drop, up to 10,000, at each wake (issue 16). And
+        the drop count now, for the next look."""
+        drops = self._drops
+        new = drops - seen
+        if new > len(self._drop_log):  # more than the log holds: all of them
+            return self._lost_for(visible), drops
+        for extension, cursor in itertools.islice(reversed(self._drop_log), new):
+            if cursor > lost and visible(extension):
+                lost = cursor
+        return max(lost, self._floor), drops
 
     def _ahead(self, after: int) -> int | None:
         """The clock's cursor when ``after`` is past every cursor handed out
@@ -1270,6 +1297,7 @@ class EventFeed:
         if ahead is not None:
             after = ahead
         lost = self._lost_for(visible)
+        seen = self._drops
         gap = after < lost or ahead is not None
         scan = self._scan(after, visible, limit)
         if self._ending or ahead is not None:
@@ -1294,7 +1322,7 @@ class EventFeed:
             # On from where the last look ended: others' events are not scanned
             # twice. One the reader may see dropped meanwhile is a gap.
             self._expire(self._clock())
-            lost = self._lost_for(visible)
+            lost, seen = self._lost_since(visible, lost, seen)
             gap = gap or scan[1] < lost
             scan = self._scan(scan[1], visible, limit)
         return self._page(after, lost, scan, gap)

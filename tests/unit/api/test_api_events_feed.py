@@ -1376,3 +1376,37 @@ def test_a_file_recording_more_extensions_than_the_bound_starts_folded(
     after = feed.publish("ringing", "x3", {})
     assert after > base + 20
     assert not feed.read(base + 20, only("x3")).gap
+
+
+async def test_a_reader_woken_by_each_event_of_a_flood_looks_at_the_new_drops_only() -> None:
+    """Issue 16: a BLF flood of ever new devices (a hostile AMI peer's) fills the
+    record of what was dropped with 10,000 extensions, and a waiting reader,
+    woken by every event, asked each of them whether it may see it at each
+    wake: 10 readers of one extension took 500 us an event, 100 readers 4.5 ms
+    (a core at 220 events a second). It looks at the drops since its last look."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=1_000)
+    for n in range(10_900):  # 9,900 dropped, each of its own extension
+        feed.publish("device", f"x{n}", {"device": f"PJSIP/x{n}", "state": "inuse"})
+    assert len(feed._dropped) == 9_900
+    asked = 0
+
+    def mine(extension: str | None) -> bool:
+        nonlocal asked
+        asked += 1
+        return extension == "101"
+
+    start = feed.position()
+    waiting = asyncio.create_task(feed.wait(start, mine, timeout=60))
+    await asyncio.sleep(0)
+    asked = 0
+    for n in range(100):  # each event its own wake
+        feed.publish("device", f"y{n}", {"device": f"PJSIP/y{n}", "state": "inuse"})
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    # Each wake: the new event scanned, the one drop it made looked at.
+    assert asked <= 100 * 3, asked
+    call = feed.publish("ringing", "101", {}, call_id="1.1")
+    page = await waiting
+    assert [e.cursor for e in page.events] == [call]
+    assert not page.gap
