@@ -1188,6 +1188,14 @@ class EventFeed:
         if stale > 0:
             self._drop(stale)
 
+    def _lost_after(self, after: int, visible: Visible) -> int:
+        """:meth:`_lost_for` for a reader at ``after``, or 0 when nothing was
+        dropped past it (whoever's): a value at most ``after`` tells it no gap
+        and moves no page's cursor, and a reader that keeps up (a stream's
+        next page) asked every extension's record (up to 10,000) at each page
+        under a flood of ever new devices (issue 16)."""
+        return self._lost_for(visible) if self._lost > after else 0
+
     def _lost_for(self, visible: Visible) -> int:
         """The newest cursor dropped that ``visible`` lets through (or the floor)."""
         lost = self._floor
@@ -1278,7 +1286,7 @@ class EventFeed:
         ahead = self._ahead(after)
         if ahead is not None:
             after = ahead
-        lost = self._lost_for(visible)
+        lost = self._lost_after(after, visible)
         gap = after < lost or ahead is not None
         return self._page(after, lost, self._scan(after, visible, limit), gap)
 
@@ -1296,7 +1304,7 @@ class EventFeed:
         ahead = self._ahead(after)
         if ahead is not None:
             after = ahead
-        lost = self._lost_for(visible)
+        lost = self._lost_after(after, visible)
         seen = self._drops
         gap = after < lost or ahead is not None
         scan = self._scan(after, visible, limit)
