@@ -99,10 +99,14 @@ class Notifier:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)  # a cancelled stop() is not swallowed (issue 16)
-        if self.enabled:
-            notify("STOPPING=1\nSTATUS=stopping: finishing decisions in flight", self._environ)
+        try:
+            if task is not None:
+                await cancel_and_wait(task)  # a cancelled stop() is not swallowed (issue 16)
+        finally:
+            # Said even when this stop is cancelled (a shutdown cut short): the
+            # last word systemd has of the service's state (issue 16).
+            if self.enabled:
+                notify("STOPPING=1\nSTATUS=stopping: finishing decisions in flight", self._environ)
 
     async def _run(self) -> None:
         interval = watchdog_interval(self._environ)

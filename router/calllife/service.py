@@ -505,9 +505,18 @@ class CallLife:
 
     async def stop(self) -> None:
         """Cancel pending replays; write the mark. A cancellation of the task
-        that stops it is raised, not swallowed with the replays' (issue 16)."""
-        with contextlib.suppress(Exception):  # each replay logs its own failure
-            await cancel_and_wait(*self._tasks)
+        that stops it is raised, not swallowed with the replays' (issue 16);
+        the mark is written first all the same."""
+        try:
+            with contextlib.suppress(Exception):  # each replay logs its own failure
+                await cancel_and_wait(*self._tasks)
+        except asyncio.CancelledError:
+            # A stop cut short (the shutdown's timeout, a second Ctrl-C) lost the
+            # mark: the next start replayed from the last timed one, up to 5 s
+            # older. One small file, written here, blocking: no await that one
+            # more cancellation could cut before it is written.
+            self.write_mark()
+            raise
         await self._save()
 
 

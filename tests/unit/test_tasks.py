@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from router import sdnotify
 from router.calllife.model import CallEvent
-from router.calllife.service import CallLife
+from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
 from router.clock_step import ClockStepWatch
 from router.sdnotify import Notifier
@@ -155,3 +158,45 @@ async def test_call_life_stop_raises_its_cancellation() -> None:
     stubborn = Stubborn()
     life._tasks.add(stubborn.task)
     await _stop_is_cancelled(life.stop, stubborn)
+
+
+async def test_a_cancelled_call_life_stop_still_writes_its_mark(tmp_path: Path) -> None:
+    """The stop cut short (the shutdown's timeout, a second Ctrl-C) while a replay
+    ends: the mark is written before the cancellation goes on; before, the next
+    start replayed from the last timed mark."""
+
+    async def emit(event: CallEvent) -> None:
+        pass
+
+    clock = [1_800_000_000.0]
+    life = CallLife(
+        HistorySettings(cel="sqlite:///nonexistent.db", settle_delay=3600),
+        emit,
+        clock=lambda: clock[0],
+    )
+    life.start(tmp_path)
+    life.gap(clock[0] - 30)
+    await _turns()
+    assert life.listening()
+    stubborn = Stubborn()
+    life._tasks.add(stubborn.task)
+    await _stop_is_cancelled(life.stop, stubborn)
+    written = json.loads((tmp_path / MARK_FILE).read_text(encoding="utf-8"))
+    assert written["mark"] == clock[0] - 30 - 10  # the gap's start, less the margin
+
+
+async def test_a_cancelled_sdnotify_stop_still_says_stopping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    said: list[str] = []
+
+    def notify(state: str, environ: Mapping[str, str]) -> bool:
+        said.append(state)
+        return True
+
+    monkeypatch.setattr(sdnotify, "notify", notify)
+    notifier = Notifier(lambda: None, lambda: True, environ={"NOTIFY_SOCKET": "@x"})  # type: ignore[arg-type,return-value]
+    stubborn = Stubborn()
+    notifier._task = stubborn.task
+    await _stop_is_cancelled(notifier.stop, stubborn)
+    assert said == ["STOPPING=1\nSTATUS=stopping: finishing decisions in flight"]
