@@ -154,12 +154,16 @@ class CircuitBreaker:
             return self._probe
         return None
 
-    def _counts(self, ticket: BreakerTicket | None) -> bool:
+    def _counts(self, ticket: BreakerTicket) -> bool:
         """Whether the outcome of ``ticket``'s request counts: any while the
         breaker is closed, only the probe's while it is open."""
-        return self._opened_at is None or (ticket is not None and ticket is self._probe)
+        return self._opened_at is None or ticket is self._probe
 
-    def success(self, ticket: BreakerTicket | None = None) -> None:
+    # The ticket is required, and named: an outcome told without it (allow()
+    # read as a bool, as before tickets) was taken for a straggler's and
+    # ignored while half-open, which then lasted for good (issue 16).
+
+    def success(self, *, ticket: BreakerTicket) -> None:
         """1C answered ``ticket``'s request."""
         if not self._counts(ticket):
             return  # a straggler: the probe decides
@@ -169,7 +173,7 @@ class CircuitBreaker:
         self._opened_at = None
         self._probe = None
 
-    def release(self, ticket: BreakerTicket | None = None) -> None:
+    def release(self, *, ticket: BreakerTicket) -> None:
         """``ticket``'s request ended without a verdict (cancelled): when it
         was the probe, let the next probe through.
 
@@ -177,15 +181,15 @@ class CircuitBreaker:
         half-open for good while 1C is healthy; any other request's release
         leaves the probe in flight alone (a second one went beside it).
         """
-        if ticket is not None and ticket is self._probe:
+        if ticket is self._probe:
             self._probe = None
 
-    def failure(self, ticket: BreakerTicket | None = None) -> None:
+    def failure(self, *, ticket: BreakerTicket) -> None:
         """1C failed ``ticket``'s request."""
         if not self._counts(ticket):
             return  # a straggler: not the probe's failure, and open already
         self._failures += 1
-        probe_failed = ticket is not None and ticket is self._probe
+        probe_failed = ticket is self._probe
         self._probe = None
         if probe_failed or self._failures >= self.failure_threshold:
             log.warning(
@@ -403,22 +407,22 @@ class ResponsibleCache:
         try:
             value = await self._source.responsible(key, did=did, call_id=call_id)
         except OneCBadRequest:
-            self.breaker.success(ticket)  # 1C answered; the number is what it refused
+            self.breaker.success(ticket=ticket)  # 1C answered; the number is what it refused
             raise
         except OneCUnavailable as exc:
-            self.breaker.failure(ticket)
+            self.breaker.failure(ticket=ticket)
             log.debug("1C lookup of %s failed: %s", key, exc)
             raise
         except Exception as exc:
-            self.breaker.failure(ticket)
+            self.breaker.failure(ticket=ticket)
             log.warning("1C lookup of %s failed unexpectedly: %s: %s", key, type(exc).__name__, exc)
             raise OneCUnavailable(f"unexpected error: {type(exc).__name__}") from exc
         except BaseException:
-            self.breaker.release(ticket)
+            self.breaker.release(ticket=ticket)
             raise
         finally:
             self._inflight.pop(key, None)
-        self.breaker.success(ticket)
+        self.breaker.success(ticket=ticket)
         self._store(key, value)
         _check_extension(key, value)
         return value

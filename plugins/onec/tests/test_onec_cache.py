@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache
+from callrouter_onec.cache import BreakerState, BreakerTicket, CircuitBreaker, ResponsibleCache
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
@@ -50,6 +50,13 @@ async def cache(client: OneCClient, clock: Clock) -> AsyncIterator[ResponsibleCa
 
 def state(cache: ResponsibleCache) -> BreakerState:
     return cache.breaker.state  # a call, so that mypy does not narrow a changing property
+
+
+def let(breaker: CircuitBreaker) -> BreakerTicket:
+    """The ticket of a request the breaker lets go (one must)."""
+    ticket = breaker.allow()
+    assert ticket is not None
+    return ticket
 
 
 def lookups(double: OneCDouble) -> int:
@@ -206,8 +213,8 @@ def test_breaker_is_half_open_only_while_its_probe_is_in_flight() -> None:
         clock=clock,
         on_open=lambda: opened.append(breaker.state),
     )
-    breaker.failure()
-    breaker.failure()
+    breaker.failure(ticket=let(breaker))
+    breaker.failure(ticket=let(breaker))
     assert breaker.state is BreakerState.OPEN
     assert len(opened) == 1
     clock.advance(31)
@@ -217,18 +224,18 @@ def test_breaker_is_half_open_only_while_its_probe_is_in_flight() -> None:
     assert probe
     assert breaker.state is BreakerState.HALF_OPEN
     assert not breaker.allow()  # one probe at a time
-    breaker.failure(probe)  # the probe failed: open again, counted again
+    breaker.failure(ticket=probe)  # the probe failed: open again, counted again
     assert breaker.state is BreakerState.OPEN
     assert len(opened) == 2
     assert not breaker.allow()
     clock.advance(31)
     probe = breaker.allow()
     assert probe
-    breaker.release(probe)  # a cancelled probe: open, the next one may go
+    breaker.release(ticket=probe)  # a cancelled probe: open, the next one may go
     assert breaker.state is BreakerState.OPEN
     probe = breaker.allow()
     assert probe
-    breaker.success(probe)
+    breaker.success(ticket=probe)
     assert breaker.state is BreakerState.CLOSED
     assert len(opened) == 2
 
@@ -360,23 +367,23 @@ def test_only_the_probes_own_outcome_ends_half_open() -> None:
         clock=clock,
         on_open=lambda: opened.append(breaker.state),
     )
-    stragglers = [breaker.allow() for _ in range(4)]
-    assert all(ticket is not None and not ticket.probe for ticket in stragglers)
-    breaker.failure(stragglers[0])
-    breaker.failure(stragglers[1])
+    stragglers = [let(breaker) for _ in range(4)]
+    assert not any(ticket.probe for ticket in stragglers)
+    breaker.failure(ticket=stragglers[0])
+    breaker.failure(ticket=stragglers[1])
     assert breaker.state is BreakerState.OPEN
     clock.advance(31)
     probe = breaker.allow()
     assert probe is not None
     assert probe.probe
-    breaker.release(stragglers[2])  # cancelled: not the probe
+    breaker.release(ticket=stragglers[2])  # cancelled: not the probe
     assert breaker.state is BreakerState.HALF_OPEN
     assert breaker.allow() is None  # no second probe
-    breaker.failure(stragglers[3])  # failed: not the probe's verdict
+    breaker.failure(ticket=stragglers[3])  # failed: not the probe's verdict
     assert breaker.state is BreakerState.HALF_OPEN
     assert len(opened) == 1
     assert breaker.allow() is None
-    breaker.success(probe)  # the probe's own: closed
+    breaker.success(ticket=probe)  # the probe's own: closed
     assert breaker.state is BreakerState.CLOSED
     assert len(opened) == 1
 
@@ -432,17 +439,36 @@ async def test_a_stragglers_failure_is_not_the_probes(clock: Clock) -> None:
     await cache.aclose()
 
 
+def test_an_outcome_told_without_its_ticket_is_refused(clock: Clock) -> None:
+    """``success()`` with no ticket (``allow()`` read as a bool, the API before
+    tickets) was taken for a straggler's while half-open and ignored: the
+    breaker stayed half-open for good, 1C never asked again (issue 16). The
+    ticket is required, by name."""
+    breaker = CircuitBreaker(failure_threshold=1, open_seconds=30, clock=clock)
+    breaker.failure(ticket=let(breaker))
+    clock.advance(30)
+    probe = let(breaker)
+    for told in (breaker.success, breaker.failure, breaker.release):
+        with pytest.raises(TypeError):
+            told()
+        with pytest.raises(TypeError):
+            told(probe)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.success(ticket=probe)
+    assert breaker.state is not BreakerState.HALF_OPEN  # closed
+
+
 def test_breaker_unit(clock: Clock) -> None:
     breaker = CircuitBreaker(failure_threshold=2, open_seconds=30, clock=clock)
-    breaker.failure()
+    breaker.failure(ticket=let(breaker))
     assert breaker.allow()
-    breaker.failure()
+    breaker.failure(ticket=let(breaker))
     assert not breaker.allow()
     clock.advance(30)
     probe = breaker.allow()
     assert probe  # one probe
     assert not breaker.allow()  # and only one
-    breaker.success(probe)
+    breaker.success(ticket=probe)
     assert breaker.state is BreakerState.CLOSED
     with pytest.raises(ValueError, match="at least 1"):
         CircuitBreaker(failure_threshold=0)
