@@ -224,18 +224,26 @@ class FeedStore:
         #: holds every event); None: the connection is on ``path``.
         self._at: Path | None = None
         self._connect()
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS events (cursor INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
-            " extension TEXT, call_id TEXT, ts REAL NOT NULL, data TEXT NOT NULL)"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
-        # The newest dropped cursor per extension (the key is the extension as
-        # JSON, so null is one too): what a scoped reader's gap is told from.
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS dropped"
-            " (extension TEXT PRIMARY KEY, cursor INTEGER NOT NULL)"
-        )
-        self._db.commit()
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS events (cursor INTEGER PRIMARY KEY,"
+                " kind TEXT NOT NULL, extension TEXT, call_id TEXT, ts REAL NOT NULL,"
+                " data TEXT NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)"
+            )
+            # The newest dropped cursor per extension (the key is the extension as
+            # JSON, so null is one too): what a scoped reader's gap is told from.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS dropped"
+                " (extension TEXT PRIMARY KEY, cursor INTEGER NOT NULL)"
+            )
+            self._db.commit()
+        except BaseException:
+            # Not left open until the error raised from here is collected (issue 16).
+            self._db.close()
+            raise
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-feed")
         self._lock = threading.Lock()
         self._pending: list[FeedEvent] = []
@@ -696,6 +704,17 @@ class FeedStore:
         self._pool.shutdown(wait=True)
         self._db.close()
 
+    def abandon(self) -> None:
+        """Close without writing anything (blocking): the file is set aside, or
+        the start refused. Left open, its connection kept the file set aside
+        (and the -wal and -shm deleted after it) open, with its worker, until
+        the garbage collector came by (issue 16)."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
 
 #: A pruning of the file: drop cursors up to, the floor, the newest dropped per extension.
 _Prune = tuple[int, int, dict[str | None, int]]
@@ -893,8 +912,9 @@ class EventFeed:
         """
         path = state_dir / FILENAME
         oldest = int((clock() - retention) * 1_000_000)
+        first: FeedStore | None = None
         try:
-            store = FeedStore(path, max_pending=max_events)
+            store = first = FeedStore(path, max_pending=max_events)
             events, lost, dropped = store.load(
                 oldest=oldest, limit=max_events, now=int(clock() * 1_000_000)
             )
@@ -902,6 +922,8 @@ class EventFeed:
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
             reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)
         except sqlite3.DatabaseError as exc:
+            if first is not None:
+                first.abandon()  # before its file is set aside, or the start refused
             if str(getattr(exc, "sqlite_errorname", "")).startswith(
                 ("SQLITE_BUSY", "SQLITE_LOCKED")
             ):

@@ -302,6 +302,38 @@ async def test_an_unreadable_file_is_moved_aside_and_the_feed_starts_empty(
     await again.aclose()
 
 
+def _open_under(folder: Path) -> list[str]:
+    """What this process has open in ``folder`` (its descriptors' targets)."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in os.listdir(fds):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fds / fd)
+            if target.startswith(f"{folder}/"):
+                targets.append(target)
+    return sorted(targets)
+
+
+async def test_the_connection_to_a_file_set_aside_is_closed(tmp_path: Path) -> None:
+    """Issue 16: a file SQLite opens but cannot read (a damaged page past its
+    schema) is set aside, and the connection that found it so was left open
+    on it (and on its -wal and -shm, deleted after) with its worker thread."""
+    feed = EventFeed.open(tmp_path)
+    for _ in range(300):
+        feed.publish("ringing", "101", {"caller": "7" * 200})
+    await feed.aclose()
+    path = tmp_path / FILENAME
+    damaged = bytearray(path.read_bytes())
+    damaged[3 * 4096 :] = b"\xff" * (len(damaged) - 3 * 4096)  # the schema's pages kept
+    path.write_bytes(bytes(damaged))
+    again = EventFeed.open(tmp_path)
+    try:
+        assert len(_set_aside(tmp_path)) == 1  # damaged past the schema: set aside
+        assert _open_under(tmp_path) == [f"{path}", f"{path}-shm", f"{path}-wal"]
+    finally:
+        await again.aclose()
+
+
 async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,6 +401,37 @@ async def test_a_file_callrouter_may_read_but_not_write_is_kept_and_the_start_re
         assert f"chown {STRANGER} {state / FILENAME}" in said
         assert _set_aside(state) == {}
         assert os.stat(state / FILENAME).st_uid == 0  # kept as it was
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("tables", [True, False], ids=["the-feeds", "none-yet"])
+async def test_a_refused_start_leaves_the_file_closed(tables: bool) -> None:
+    """Issue 16: the start refused for a file SQLite opened read-only (root's,
+    0644) left its connection open on it, for as long as the refusal was
+    handled (logged, said); one refused making its tables, too."""
+    with folder_in_tmp("callrouter-feed-") as base:
+        os.chmod(base, 0o755)  # the stranger reaches the state folder
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        if tables:
+            feed = EventFeed.open(state)
+            feed.publish("ringing", "101", {})
+            await feed.aclose()
+        else:
+            with contextlib.closing(sqlite3.connect(state / FILENAME)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE other (x)")
+        os.chown(state, STRANGER, STRANGER)
+        os.chmod(state / FILENAME, 0o644)
+
+        def start() -> str:
+            try:
+                EventFeed.open(state)
+            except StateFileDenied:
+                return f"refused, open: {_open_under(state)}"
+            return "started"
+
+        assert as_stranger(start) == "refused, open: []"
 
 
 def _set_aside(folder: Path) -> dict[str, bytes]:
