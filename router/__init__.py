@@ -34,7 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
     from router.ami.protocol import ActionResult
     from router.ami.stream import StreamGap
-    from router.aside import named_db_error, set_aside_odd_db_files
+    from router.aside import (
+        check_db_writable,
+        named_db_error,
+        set_aside_odd_db_files,
+        state_db_error,
+    )
     from router.builtin.numbers import (
         NumberKind,
         NumberPlan,
@@ -128,6 +133,9 @@ _LAZY = {
     # Before a plugin's SQLite file in state_dir is opened: no link, FIFO or folder there.
     "set_aside_odd_db_files": "router.aside",
     "named_db_error": "router.aside",
+    # ... and refused naming it when it is another user's, opened read-only.
+    "check_db_writable": "router.aside",
+    "state_db_error": "router.aside",
     # A plugin's own state folder: nobody but root and callrouter's user can change it.
     "private_dir_problem": "router.private_dir",
     "Metrics": "router.metrics",
@@ -196,6 +204,7 @@ __all__ = [
     "argument_problem",
     "cancel_and_wait",
     "check_cron",
+    "check_db_writable",
     "cron_trigger",
     "current_request",
     "cut",
@@ -213,5 +222,6 @@ __all__ = [
     "rules_timezone",
     "seen_identity",
     "set_aside_odd_db_files",
+    "state_db_error",
     "write_back",
 ]

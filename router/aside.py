@@ -31,12 +31,17 @@ from pathlib import Path
 from router.errors import StateFileDenied
 
 __all__ = [
+    "SQLITE_DENIED",
     "SQLITE_SIDECARS",
+    "check_db_writable",
+    "db_denied",
+    "denied_db_file",
     "denied_state_file",
     "move_aside",
     "named_db_error",
     "not_a_file",
     "set_aside_odd_db_files",
+    "state_db_error",
 ]
 
 _log = logging.getLogger("callrouter.state")
@@ -181,3 +186,58 @@ def named_db_error(
     return sqlite3.DatabaseError(
         f"{path}: {exc} (damaged, or another file put at its name): {advice}"
     )
+
+
+#: SQLite's errors of a state file callrouter may not open or write: its owner
+#: or mode (or its folder's) changed, or it is another user's file SQLite
+#: opened read-only (root's, 0644). Not a damaged file: never set aside, the
+#: start refused naming it (:func:`denied_db_file`).
+SQLITE_DENIED = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH")
+
+
+def db_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's saying the file may not be opened or
+    written (:data:`SQLITE_DENIED`), for its owner or mode."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_DENIED)
+
+
+def denied_db_file(path: Path, exc: sqlite3.Error) -> StateFileDenied:
+    """``exc`` (:func:`db_denied`) raised opening or writing the SQLite state
+    file ``path``, as the error that refuses the start naming the file
+    (:func:`denied_state_file`)."""
+    return denied_state_file(path, PermissionError(errno.EACCES, f"SQLite: {exc}"))
+
+
+def check_db_writable(db: sqlite3.Connection) -> None:
+    """Raise SQLite's own ``SQLITE_READONLY`` when it opened ``db`` read-only.
+
+    SQLite opens a file it may not write (another user's, 0644) read-only and
+    says nothing: reads work, and every write fails, for the whole run (the
+    queue keeps nothing, the catalog records nothing). The file's own
+    ``user_version`` written again in a transaction rolled back tells at once
+    and changes nothing (``BEGIN IMMEDIATE`` alone passes on a read-only
+    file). A write lock another process holds past the connection's busy
+    timeout leaves it untold: the writes wait that lock out as any other.
+    Blocking; on a connection with no transaction open.
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if db_denied(exc):
+            raise
+        return  # SQLITE_BUSY: another process is writing it
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        db.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        db.execute("ROLLBACK")
+
+
+def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """``exc`` raised opening callrouter's (or a plugin's) SQLite state file
+    ``path``, for the start: :class:`router.errors.StateFileDenied` naming the
+    file when SQLite may not open or write it (:func:`db_denied`, its owner or
+    mode: kept as it is), else :func:`named_db_error` (issue 16)."""
+    if db_denied(exc):
+        return denied_db_file(path, exc)
+    return named_db_error(path, exc)

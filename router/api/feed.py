@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import errno
 import functools
 import heapq
 import itertools
@@ -71,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
-from router.aside import denied_state_file, move_aside, set_aside_odd_db_files
+from router.aside import db_denied, denied_db_file, move_aside, set_aside_odd_db_files
 from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private, file_identity, write_back
 
@@ -95,9 +94,6 @@ RETENTION = 3600.0
 MAX_EVENTS = 10_000
 #: Seconds SQLite waits for another connection's lock before the batch is retried.
 _BUSY_TIMEOUT = 0.25
-#: SQLite's errors of a file callrouter may no longer open or write (owner,
-#: mode, a read-only file): not a damaged file, never set aside.
-_DENIED = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH")
 #: Publications between two prunings of the file.
 _PRUNE_EVERY = 500
 #: Microseconds of cursors one reservation covers ahead of need: a write (and
@@ -760,12 +756,12 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     starts with ``written`` (what the file already holds, above every cursor
     the last run handed out) as its ceiling, and the first cursor above it
     asks the worker, which retries until it is written. One that SQLite may
-    never write (:data:`_DENIED`: its owner or mode) is raised.
+    never write (:func:`router.aside.db_denied`: its owner or mode) is raised.
     """
     try:
         store.reserve_now(ceiling)
     except sqlite3.OperationalError as exc:
-        if str(getattr(exc, "sqlite_errorname", "")).startswith(_DENIED):
+        if db_denied(exc):
             # Not a passing lock: a file of another user (or mode) that SQLite
             # opened read-only, whose every write fails alike; the feed would
             # publish for good and store nothing. EventFeed.open refuses the
@@ -936,13 +932,11 @@ class EventFeed:
                     "(a second callrouter with this state_dir, an sqlite3 shell or a "
                     "copy in progress): end it and start again"
                 ) from exc
-            if str(getattr(exc, "sqlite_errorname", "")).startswith(_DENIED):
+            if db_denied(exc):
                 # The file (or its folder) is not callrouter's to open or write
                 # any more: its owner or mode changed. Its events are sound:
                 # set aside as unreadable, they were lost with it (issue 16).
-                raise denied_state_file(
-                    path, PermissionError(errno.EACCES, f"SQLite: {exc}")
-                ) from exc
+                raise denied_db_file(path, exc) from exc
             aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
             for suffix in ("-wal", "-shm"):

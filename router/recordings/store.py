@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from router import jsonsafe
-from router.aside import move_aside, named_db_error, set_aside_odd_db_files
+from router.aside import check_db_writable, move_aside, set_aside_odd_db_files, state_db_error
 from router.errors import FileOutOfSight
 from router.recordings.naming import FileName, check_call_id, check_part
 
@@ -558,7 +558,9 @@ class RecordingStore:
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
-            raise named_db_error(self.path, exc) from exc
+            # Another user's file SQLite opened read-only refuses the start naming
+            # it: every recording's write failed all run (issue 16).
+            raise state_db_error(self.path, exc) from exc
         try:
             self._db.executescript(_SCHEMA)
             self._migrate()
@@ -582,6 +584,7 @@ class RecordingStore:
             # A read opens the -wal and -shm now: opened first after the file is
             # deleted again, SQLite answers "disk I/O error" and nothing is written back.
             self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            check_db_writable(self._db)  # not another user's, opened read-only
         except BaseException:
             self._db.close()
             raise

@@ -23,15 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from callrouter_onec.history import FILENAME as HISTORY_NAME
+from callrouter_onec.history import HistoryQueue
+from callrouter_onec.recordings import FILENAME as UPLOADS_NAME
+from callrouter_onec.recordings import UploadQueue
 
 from router import aside as aside_module
 from router.api.feed import FILENAME as FEED_NAME
 from router.api.feed import EventFeed
-from router.aside import named_db_error, set_aside_odd_db_files
-from router.errors import StateBackupError
+from router.aside import check_db_writable, named_db_error, set_aside_odd_db_files
+from router.errors import StateBackupError, StateFileDenied
 from router.recordings.store import DB_NAME, RecordingStore
 from router.statebackup import backup_state
 from tests.unit.fifo_read import without_blocking
+from tests.unit.stranger import ROOT_ONLY, STRANGER, as_stranger, folder_in_tmp
 
 
 def _open_feed(state_dir: Path) -> None:
@@ -197,3 +202,88 @@ def test_a_lock_is_told_as_it_was(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError) as caught:
         raise named_db_error(tmp_path, sqlite3.OperationalError("database is locked"))
     assert str(caught.value) == "database is locked"
+
+
+def _open_history(state_dir: Path) -> None:
+    HistoryQueue(state_dir).close()
+
+
+def _open_uploads(state_dir: Path) -> None:
+    UploadQueue(state_dir / UPLOADS_NAME).close()
+
+
+#: Every SQLite state file callrouter and the 1C plugin write all run, opened as at start.
+WRITTEN: dict[str, tuple[str, Callable[[Path], None]]] = {
+    **SITES,
+    "onec-history": (HISTORY_NAME, _open_history),
+    "onec-uploads": (UPLOADS_NAME, _open_uploads),
+}
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("site", sorted(WRITTEN))
+def test_another_users_file_sqlite_opens_read_only_refuses_the_start(site: str) -> None:
+    """Issue 16: a state file of another user (root's, 0644) opens read-only in
+    SQLite, which says nothing until the first write: the recordings catalog
+    and the 1C plugin's queues then failed at every write all run (the history
+    queue at its first prune, with SQLite's bare "attempt to write a readonly
+    database"). Each refuses the start naming the file, as the event feed
+    does, and the file is kept as it was. Run as another user: root writes
+    through any mode."""
+    name, open_it = WRITTEN[site]
+    with folder_in_tmp("callrouter-state-") as base:
+        os.chmod(base, 0o755)  # the stranger reaches the state folder
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        open_it(state)  # made by root, as a start under sudo would
+        path = state / name
+        kept = path.read_bytes()
+        os.chown(state, STRANGER, STRANGER)
+        os.chmod(path, 0o644)
+
+        def start() -> str:
+            try:
+                open_it(state)
+            except StateFileDenied as exc:
+                return f"refused: {exc}"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return "started"
+
+        said = as_stranger(start)
+        assert said.startswith(
+            f"refused: [Errno 13] {path}: SQLite: attempt to write a readonly database: "
+        ), said
+        assert f"chown {STRANGER} {path}" in said
+        assert os.stat(path).st_uid == 0
+        assert path.read_bytes() == kept
+
+
+def test_a_writable_database_passes_the_check_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    _a_database(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA user_version = 7")
+    before = path.read_bytes()
+    check_db_writable(db)
+    assert not db.in_transaction
+    assert db.execute("PRAGMA user_version").fetchone() == (7,)
+    db.close()
+    assert path.read_bytes() == before
+
+
+def test_a_database_another_process_is_writing_passes_the_check(tmp_path: Path) -> None:
+    """Its write lock held past the busy timeout: writable, the check cannot
+    tell more and does not refuse the start for it."""
+    path = tmp_path / "x.sqlite3"
+    _a_database(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    db = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        check_db_writable(db)
+        assert not db.in_transaction
+    finally:
+        db.close()
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -66,9 +66,10 @@ from callrouter_onec.state_file import WrittenBackFile
 from router import (
     FileOutOfSight,
     Supervised,
-    named_db_error,
+    check_db_writable,
     seen_identity,
     set_aside_odd_db_files,
+    state_db_error,
 )
 
 __all__ = [
@@ -259,7 +260,9 @@ class HistoryQueue(WrittenBackFile):
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
-            raise named_db_error(target, exc) from exc
+            # Another user's file SQLite opened read-only refuses the start naming
+            # it: every event's write failed all run (issue 16).
+            raise state_db_error(target, exc) from exc
         self.prune()
 
     def _connect(self) -> None:
@@ -272,6 +275,7 @@ class HistoryQueue(WrittenBackFile):
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            check_db_writable(db)  # not another user's, opened read-only
             _migrate(db)
             db.executescript(_SCHEMA)
             max_age, max_rows = self._missed_limits

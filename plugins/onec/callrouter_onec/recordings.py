@@ -76,11 +76,12 @@ from router import (
     FileOutOfSight,
     NotTheRecording,
     cancel_and_wait,
-    named_db_error,
+    check_db_writable,
     open_recording,
     recording_key_problem,
     seen_identity,
     set_aside_odd_db_files,
+    state_db_error,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -215,13 +216,16 @@ class UploadQueue(WrittenBackFile):
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
-            raise named_db_error(path, exc) from exc
+            # Another user's file SQLite opened read-only refuses the start naming
+            # it: every upload's write failed all run (issue 16).
+            raise state_db_error(path, exc) from exc
 
     def _connect(self) -> None:
         target = self.path if self._at is None else self._at
         db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            check_db_writable(db)  # not another user's, opened read-only
             db.executescript(_SCHEMA)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
             identity = seen_identity(target)
