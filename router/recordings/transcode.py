@@ -16,8 +16,9 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from router.errors import RecordingError
 from router.recordings.files import create_new, open_regular
@@ -30,6 +31,8 @@ ENCODERS: Final[dict[str, tuple[str, str]]] = {
     "opus": ("opusenc", "opus-tools"),
 }
 _STDERR_MAX: Final = 4096
+
+_T = TypeVar("_T")
 
 
 def missing_encoder(kind: str) -> str | None:
@@ -75,12 +78,12 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
     """
     argv = command(kind)
     try:
-        source = await asyncio.to_thread(open_regular, src)
+        source = await _opened(open_regular, src, lambda file: file.close())
     except OSError as exc:
         raise RecordingError(f"cannot read {src.name}: {exc.strerror or exc}") from None
     try:
         try:
-            out = await asyncio.to_thread(create_new, dst)
+            out = await _opened(create_new, dst, lambda fd: _discard(fd, dst))
         except OSError as exc:
             raise RecordingError(f"cannot create {dst.name}: {exc.strerror or exc}") from None
         try:
@@ -120,3 +123,35 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
         await asyncio.to_thread(dst.unlink, missing_ok=True)
         said = stderr.decode("utf-8", "replace").strip()[:300]
         raise RecordingError(f"{argv[0]} failed on {src.name} (exit {proc.returncode}): {said}")
+
+
+async def _opened(open_: Callable[[Path], _T], path: Path, release: Callable[[_T], object]) -> _T:
+    """``open_(path)`` in a worker thread; what it opened is handed to
+    ``release`` when the task awaiting it is cancelled meanwhile.
+
+    A thread is not stopped by a cancellation: ``asyncio.to_thread`` dropped
+    what it returned after the task had gone (the recorder stopping, a
+    call's task cut), and the descriptor stayed open for the process's life,
+    and the file ``create_new`` made stayed at its name (issue 16).
+    """
+    done = asyncio.get_running_loop().run_in_executor(None, open_, path)
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        done.add_done_callback(lambda ended: _release_if_opened(ended, release))
+        raise
+
+
+def _release_if_opened(ended: asyncio.Future[_T], release: Callable[[_T], object]) -> None:
+    if ended.cancelled() or ended.exception() is not None:
+        return  # nothing opened (its error was the task's, which is gone)
+    with contextlib.suppress(OSError):
+        release(ended.result())
+
+
+def _discard(fd: int, path: Path) -> None:
+    """The file :func:`create_new` made, closed and removed: nobody writes it."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

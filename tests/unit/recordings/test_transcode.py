@@ -4,9 +4,12 @@ program named with its package."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -18,6 +21,7 @@ from router.recordings.settings import RecordingSettings
 from router.recordings.store import RecordingStore
 from router.recordings.transcode import transcode
 from tests.unit.recordings.wavgen import write_wav
+from tests.unit.waiting import eventually
 
 ENCODERS = pytest.mark.skipif(
     shutil.which("lame") is None or shutil.which("opusenc") is None,
@@ -138,3 +142,79 @@ async def test_a_failed_encoding_delivers_the_wav_instead_of_losing_the_recordin
     assert not settings.local_path(name).with_suffix(".mp3").exists()
     assert "delivering the WAV" in caplog.text
     assert store.usage().bytes_on_disk == closed.size
+
+
+def _open_on(path: Path) -> list[str]:
+    """This process's descriptors on ``path`` (deleted or not)."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in os.listdir(fds):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fds / fd)
+            if target in (str(path), f"{path} (deleted)"):
+                found.append(fd)
+    return found
+
+
+async def test_cancelled_while_the_output_is_created_leaves_no_file_and_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the task cancelled (the recorder stopping) while a worker
+    thread created the encoder's output: the thread went on, and what it
+    returned was dropped, the descriptor open for the process's life and the
+    empty file left at its name."""
+    go, made = threading.Event(), threading.Event()
+    real = transcode_module.create_new
+
+    def slow_create_new(path: Path) -> int:
+        go.wait()
+        try:
+            return real(path)
+        finally:
+            made.set()
+
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "cat"])
+    monkeypatch.setattr(transcode_module, "create_new", slow_create_new)
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    target = tmp_path / "a.mp3"
+    task = asyncio.ensure_future(transcode("mp3", source, target, timeout=30))
+    await eventually(lambda: not task.done() and _open_on(source), "the source opened")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.set()
+    await asyncio.to_thread(made.wait)  # the file was made
+    await eventually(
+        lambda: not target.exists() and not _open_on(target),
+        "the output closed and removed",
+    )
+    assert not _open_on(source)
+
+
+async def test_cancelled_while_the_recording_is_opened_leaves_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    go = threading.Event()
+    opened: list[BinaryIO] = []
+    real = transcode_module.open_regular
+
+    def slow_open_regular(path: Path) -> BinaryIO:
+        go.wait()
+        opened.append(real(path))
+        return opened[-1]
+
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "cat"])
+    monkeypatch.setattr(transcode_module, "open_regular", slow_open_regular)
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    task = asyncio.ensure_future(transcode("mp3", source, tmp_path / "a.mp3", timeout=30))
+    await asyncio.sleep(0)  # the thread started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.set()
+    try:
+        await eventually(lambda: opened and opened[0].closed, "the recording closed")
+    finally:
+        for file in opened:
+            file.close()
+    assert not (tmp_path / "a.mp3").exists()
