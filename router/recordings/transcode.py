@@ -97,6 +97,11 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
         except OSError as exc:
             await asyncio.to_thread(dst.unlink, missing_ok=True)
             raise RecordingError(f"cannot run {argv[0]}: {exc}") from None
+        except asyncio.CancelledError:
+            # An encoder started meanwhile is killed by asyncio; the output it
+            # had is nobody's (issue 16).
+            await asyncio.to_thread(dst.unlink, missing_ok=True)
+            raise
         finally:
             os.close(out)
     finally:
@@ -113,6 +118,15 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
     try:
         async with asyncio.timeout(timeout):
             await asyncio.gather(drain(), proc.wait())
+    except asyncio.CancelledError:
+        # The task cut (the recorder stopping): the encoder, in a session of its
+        # own, went on writing an output nobody takes, past callrouter's end
+        # (issue 16). Killed, its output removed (by the thread, even when this
+        # wait is cut too); asyncio reaps it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(dst.unlink, missing_ok=True)
+        raise
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -218,3 +219,65 @@ async def test_cancelled_while_the_recording_is_opened_leaves_no_descriptor(
         for file in opened:
             file.close()
     assert not (tmp_path / "a.mp3").exists()
+
+
+async def test_cancelled_while_encoding_the_encoder_is_killed_and_its_output_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the task cut while the encoder ran left it running (in a
+    session of its own) and writing an output nobody would take."""
+    pid_file = tmp_path / "pid"
+    script = f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 60"
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    target = tmp_path / "a.mp3"
+    task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))
+    # Started, and its output handed over (closed here): the task waits for it.
+    await eventually(lambda: pid_file.exists() and not _open_on(target), "the encoder started")
+    pid = int(pid_file.read_text(encoding="ascii"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        assert not target.exists()
+        await eventually(lambda: not _alive(pid), "the encoder ended")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie left to reap."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_cancelled_while_the_encoder_starts_its_output_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task cut before the encoder is started: asyncio kills one it
+    started meanwhile, and the output made for it is removed (issue 16)."""
+    asked = asyncio.Event()
+    real = asyncio.create_subprocess_exec
+
+    async def slow_start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        asked.set()
+        await asyncio.Event().wait()  # cancelled here
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "cat"])
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_start)
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    target = tmp_path / "a.mp3"
+    task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))
+    await asked.wait()
+    assert target.exists()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not target.exists()
+    assert not _open_on(target)
+    assert not _open_on(source)
