@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -18,6 +19,10 @@ def double() -> Iterator[OneCDouble]:
         yield running
 
 
+#: The budgets of ``short_client``, for the tests of a timeout.
+SHORT = 0.5
+
+
 @pytest.fixture
 def settings(double: OneCDouble) -> OneCSettings:
     # Short budgets keep fault tests fast; bounds in tests stay generous.
@@ -27,6 +32,19 @@ def settings(double: OneCDouble) -> OneCSettings:
 
 
 @pytest.fixture
+def short_settings(settings: OneCSettings) -> OneCSettings:
+    """``settings`` with every budget 0.5 s, for the tests of a timeout."""
+    return dataclasses.replace(settings, connect_timeout=SHORT, timeout=SHORT, event_timeout=SHORT)
+
+
+@pytest.fixture
 async def client(settings: OneCSettings) -> AsyncIterator[OneCClient]:
     async with OneCClient(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def short_client(short_settings: OneCSettings) -> AsyncIterator[OneCClient]:
+    """A client whose budgets are 0.5 s: 1C's latency in its tests is seconds."""
+    async with OneCClient(short_settings) as opened:
         yield opened
