@@ -679,13 +679,13 @@ def test_fault_trickle_sends_the_body_a_byte_at_a_time(double: OneCDouble) -> No
 
 
 async def test_a_trickled_answer_is_cut_by_the_client_s_whole_timeout(
-    double: OneCDouble, client: OneCClient
+    double: OneCDouble, short_client: OneCClient
 ) -> None:
     """Every read gets a byte well within any read timeout: only the whole
     lookup's budget (``timeout``, 0.5 s here) ends it."""
     double.faults.set_global("trickle")
     with pytest.raises(OneCUnavailable, match=r"no answer within 0\.50 s"):
-        await client.ping()
+        await short_client.ping()
 
 
 def test_the_log_names_a_latency_fault(double: OneCDouble) -> None:
