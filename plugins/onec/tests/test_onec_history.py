@@ -216,13 +216,13 @@ def assert_in_order_per_call(double: OneCDouble, events: list[dict[str, object]]
 
 
 async def test_5xx_and_timeouts_are_retried(
-    tmp_path: Path, double: OneCDouble, client: OneCClient
+    tmp_path: Path, double: OneCDouble, short_client: OneCClient
 ) -> None:
     events = events_for(2)
     double.faults.add("500", count=2)
-    double.faults.add("latency=2", count=1)
+    double.faults.add("latency=3", count=1)  # past the 0.5 s budget, even if that ends late
     with HistoryQueue(tmp_path) as queue:
-        sender = sender_for(queue, client)
+        sender = sender_for(queue, short_client)
         for event in events:
             sender.submit(event)
         sender.start()
