@@ -54,15 +54,16 @@ def fast_sender(queue: HistoryQueue, post: Any, **kwargs: float) -> HistorySende
 
 
 async def test_1c_slower_than_event_timeout_gets_a_retry_before_the_next_event(
-    tmp_path: Path, double: OneCDouble, client: OneCClient
+    tmp_path: Path, double: OneCDouble, short_client: OneCClient
 ) -> None:
-    """The first ``ringing`` post takes 1 s, the client gives up after 0.5 s; 1C still
+    """The first ``ringing`` post takes 3 s, the client gives up after 0.5 s; 1C still
     records that copy later. The ``missed`` must not be posted until a ``ringing`` was
-    answered, and 1C's first copies arrive in order."""
-    double.faults.add("latency=1.0", count=1, path="/v1/calls/events")
+    answered, and 1C's first copies arrive in order. (3 s, not 1: a loaded machine
+    may end the 0.5 s late, never by 1C's answer; issue 16.)"""
+    double.faults.add("latency=3.0", count=1, path="/v1/calls/events")
     ringing, missed = call_events("5.1")
     with HistoryQueue(tmp_path) as queue:
-        sender = fast_sender(queue, client.post_event)
+        sender = fast_sender(queue, short_client.post_event)
         sender.submit(ringing)
         sender.submit(missed)
         sender.start()
