@@ -190,16 +190,20 @@ def test_callrouter_run_refuses_a_state_folder_it_cannot_write_in_one_line(
 
 
 class SlowLookup:
-    """A lookup that takes 0.4 s: SIGTERM arrives while the decision waits for it."""
+    """A lookup that takes ``seconds`` (0.4 s): SIGTERM arrives while the
+    decision waits for it; ``finished`` tells whether it came to its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.4) -> None:
+        self.seconds = seconds
         self.started = asyncio.Event()
+        self.finished = False
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
         async def slow_owner(number: str) -> str:
             self.started.set()
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(self.seconds)
+            self.finished = True
             return "101"
 
         registry.add_lookup("slow_owner", slow_owner)
@@ -223,21 +227,33 @@ async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
     rules = tmp_path / "rules.yaml"
     rules.write_text(SLOW, encoding="utf-8")
     slow = SlowLookup()
-    engine: Engine = await engine_factory(rules, plugins=[slow], serve=False)
+    engine: Engine = await engine_factory(
+        rules,
+        plugins=[slow],
+        serve=False,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=0, check_privileges=False, drain_timeout=30
+        ),
+    )
     serving = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 5)
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await asyncio.wait_for(slow.started.wait(), 5)
     engine.request_stop()  # SIGTERM mid-decision
     later = ajam_replay.inbound_call(caller="79161234568", did="74950000001")
-    await asyncio.wait_for(serving, 5)
+    await asyncio.wait_for(serving, 10)  # the 0.4 s lookup, not the 30 s drain_timeout
     ended = time.monotonic()
     (record,) = engine.records  # the call after SIGTERM was not taken
     assert record.outcome == "executed"
     assert [(a.kind, a.status) for a in record.actions] == [("redirect", "confirmed")]
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] != [later]
+    assert not engine.router.tasks  # nothing left for stop() to drain or cancel
     await engine.stop()
-    assert time.monotonic() - ended < 1.0  # plugins, scheduler, logoff: no waiting left
+    # Plugins, scheduler, logoff: no waiting left. Milliseconds when right; the
+    # bound is far below the 30 s drain_timeout a stop that drained again would
+    # wait, and far above what a loaded machine stretches them to (it was 1 s;
+    # issue 16).
+    assert time.monotonic() - ended < 10
 
 
 async def test_sigterm_with_nothing_in_flight_stops_at_once(
@@ -249,7 +265,9 @@ async def test_sigterm_with_nothing_in_flight_stops_at_once(
     serving = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 5)
     engine.request_stop()
-    await asyncio.wait_for(serving, 1.0)  # the long-poll is cancelled, not waited out
+    # The long-poll (20 s) is cancelled, not waited out: milliseconds when right,
+    # and a loaded machine's seconds still well below the poll (it was 1 s; issue 16).
+    await asyncio.wait_for(serving, 5.0)
 
 
 async def test_a_second_sigterm_stops_without_waiting(
@@ -257,7 +275,7 @@ async def test_a_second_sigterm_stops_without_waiting(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(SLOW, encoding="utf-8")
-    slow = SlowLookup()
+    slow = SlowLookup(seconds=60)
     engine: Engine = await engine_factory(
         rules,
         plugins=[slow],
@@ -270,7 +288,14 @@ async def test_a_second_sigterm_stops_without_waiting(
     await asyncio.wait_for(slow.started.wait(), 5)
     engine.request_stop()
     engine.request_stop()
-    await asyncio.wait_for(serving, 0.3)  # before the 0.4 s lookup is done
+    # Neither the 60 s lookup nor the 30 s drain_timeout is waited for: the
+    # lookup is still under way when serve() returns (0.3 s against a 0.4 s
+    # lookup was a race a loaded machine lost; issue 16).
+    await asyncio.wait_for(serving, 10)
+    assert not slow.finished
+
+
+DRAIN = 3.0
 
 
 async def test_one_sigterm_drains_for_drain_timeout_in_all(
@@ -284,7 +309,7 @@ async def test_one_sigterm_drains_for_drain_timeout_in_all(
     engine: Engine = await engine_factory(
         rules,
         serve=False,
-        options=EngineOptions(watch_interval=0, live_heartbeat=0, drain_timeout=1.0),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0, drain_timeout=DRAIN),
     )
     serving = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 5)
@@ -293,10 +318,12 @@ async def test_one_sigterm_drains_for_drain_timeout_in_all(
     loop = asyncio.get_running_loop()
     began = loop.time()
     engine.request_stop()
-    await asyncio.wait_for(serving, 5)
+    await asyncio.wait_for(serving, 5 * DRAIN)  # a bound on a hang only
     await engine.stop()
     took = loop.time() - began
-    assert 0.9 <= took < 1.7, took
+    # drain_timeout, never less; late on a loaded machine, but twice it is the
+    # bug: 3 s gives the host 3 s of slack (1 s gave it 0.7 s; issue 16).
+    assert 0.9 * DRAIN <= took < 2 * DRAIN, took
     assert decision.cancelled()
 
 
