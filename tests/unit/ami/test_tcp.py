@@ -49,7 +49,9 @@ def settings(fake: FakeAMI, **kw: object) -> ClientSettings:
     return ClientSettings(**values)  # type: ignore[arg-type]
 
 
-async def until(predicate: object, timeout: float = 5.0) -> None:
+async def until(predicate: object, timeout: float = 15.0) -> None:
+    """Return once ``predicate()`` is true; fail after ``timeout`` s, far above an
+    honest delay even on a loaded machine (tests/unit/waiting.py; issue 16)."""
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
@@ -328,11 +330,13 @@ async def test_wait_event_returns_pushed_events_and_times_out_empty(fake: FakeAM
         events = await client.wait_event(5)
         assert [e.name for e in events] == ["Newchannel", "Hangup"]
         started = time.monotonic()
-        waiter = asyncio.ensure_future(client.wait_event(5))
+        waiter = asyncio.ensure_future(client.wait_event(60))
         await asyncio.sleep(0.05)
         fake.push(("Event", "Newstate"))
         assert [e.name for e in await waiter] == ["Newstate"]
-        assert time.monotonic() - started < 4  # woken by the event, not the timeout
+        # Woken by the event, not the 60 s timeout: milliseconds when right, and
+        # a loaded machine's seconds far below it (it was 4 s against 5; issue 16).
+        assert time.monotonic() - started < 10
 
 
 async def test_lost_connection_delivers_read_events_then_a_gap(fake: FakeAMI) -> None:
@@ -394,28 +398,38 @@ async def test_a_lost_connection_the_stream_meets_is_one_warning(
     assert warned[-1].startswith("event stream resumed after ")
 
 
+def assert_dropped_after_one_interval(error: Exception, interval: float) -> None:
+    """The keepalive dropped the socket after one quiet ``interval``, not less,
+    and less than half an interval more (it judges again when its own timer was
+    that late, so a loaded machine delays the drop but never stretches this).
+    Read from the drop's reason, not a clock around it: a 0.6 s interval with
+    2 s of margin on the wall clock was a measurement of the host (issue 16)."""
+    found = re.search(r"no data from Asterisk for ([0-9.]+) s \(ping_interval", str(error))
+    assert found is not None, str(error)
+    assert interval <= float(found.group(1)) <= 1.5 * interval, str(error)
+
+
 async def test_half_open_socket_is_detected_by_the_keepalive(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.6)) as client:
         fake.silent = True  # no answer, no FIN: what a dead peer looks like
-        started = time.monotonic()
 
         async def poll_until_it_fails() -> None:
             while True:
                 await client.wait_event(1)
 
-        with pytest.raises(AMIConnectionError, match="no data from Asterisk"):
+        with pytest.raises(AMIConnectionError, match="no data from Asterisk") as info:
             await asyncio.wait_for(poll_until_it_fails(), 10)
-        # Detected within the interval (plus a generous margin for a loaded machine).
-        assert time.monotonic() - started < 0.6 + 2.0
+        assert_dropped_after_one_interval(info.value, 0.6)
         assert not client.logged_in
 
 
 async def test_keepalive_pings_a_quiet_socket_and_keeps_it(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.4)) as client:
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # three intervals of quiet
+        # The Pings, waited for: a loaded machine may have sent fewer by now.
+        await until(lambda: sum(1 for h in fake.received if h["action"] == "Ping") >= 2)
         assert client.logged_in
         assert client.session_generation == 1
-    assert sum(1 for h in fake.received if h["action"] == "Ping") >= 2
 
 
 async def test_permission_denied_names_the_class(fake: FakeAMI) -> None:
@@ -446,8 +460,10 @@ async def test_a_peer_that_left_an_action_unanswered_is_not_sent_a_logoff_to_wai
         await client.request(Action.build("CoreSettings"), timeout=0.2)
     started = time.monotonic()
     await client.aclose()
-    assert time.monotonic() - started < 0.5
-    assert [h["action"] for h in fake.received] == ["Login", "CoreSettings"]
+    assert [h["action"] for h in fake.received] == ["Login", "CoreSettings"]  # no Logoff
+    # Nothing waited on: milliseconds when right, below the Logoff's 2 s wait
+    # on any machine (0.5 s was a measurement of the host; issue 16).
+    assert time.monotonic() - started < 2.0
 
     fake.unanswered.discard("logoff")
     async with TCPClient(settings(fake)) as again:
@@ -520,7 +536,7 @@ async def test_actions_are_answered_while_the_queue_is_full(fake: FakeAMI) -> No
     """A gap's reconcile runs with the queue full (the events behind it not
     yet taken): its answers come behind unread events, and reading stopped at
     the bound held them up until the action timed out."""
-    async with TCPClient(settings(fake, max_queued_events=10, request_timeout=3.0)) as client:
+    async with TCPClient(settings(fake, max_queued_events=10, request_timeout=30.0)) as client:
         fake.push_raw(
             b"".join(
                 b"Event: Burst\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * 150)
@@ -529,9 +545,11 @@ async def test_actions_are_answered_while_the_queue_is_full(fake: FakeAMI) -> No
         )
         await until(lambda: len(client._events) >= 10)
         started = time.monotonic()
-        result = await client.send("Ping", validate=False)
+        result = await client.send("Ping", validate=False)  # held up: AMITimeoutError
         assert result.response.get("Ping") == "Pong"
-        assert time.monotonic() - started < 2
+        # Far below the 30 s request_timeout it was held up for (2 s against 3 s
+        # measured the host; issue 16).
+        assert time.monotonic() - started < 10
         assert len(client._events) < 20_000
         assert client.session_generation == 1
 
@@ -1147,18 +1165,17 @@ async def test_a_peer_trickling_bytes_is_dead_to_the_keepalive(fake: FakeAMI) ->
                 await asyncio.sleep(0.1)
 
         dripping = asyncio.ensure_future(trickle())
-        started = time.monotonic()
 
         async def poll_until_it_fails() -> None:
             while True:
                 await client.wait_event(1)
 
         try:
-            with pytest.raises(AMIConnectionError, match="no data from Asterisk"):
+            with pytest.raises(AMIConnectionError, match="no data from Asterisk") as info:
                 await asyncio.wait_for(poll_until_it_fails(), 10)
         finally:
             dripping.cancel()
-        assert time.monotonic() - started < 0.6 + 2.0
+        assert_dropped_after_one_interval(info.value, 0.6)
 
 
 async def test_a_session_that_began_and_ended_inside_an_unreported_gap_is_the_gaps(
@@ -1242,9 +1259,10 @@ async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
     """aclose while another task connects or logs in (a decision's action
     reconnecting at stop): that login fails at once, not a connect_timeout or
     request_timeout later, and leaves no logged-in socket behind the close."""
-    closed = asyncio.Event()
+    accepted, closed = asyncio.Event(), asyncio.Event()
 
     async def no_banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
         await reader.read()
         closed.set()
 
@@ -1255,17 +1273,23 @@ async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
         fake.silent = True  # the banner, then no answer to Login
     client = TCPClient(settings(fake, url=url, connect_timeout=30.0, request_timeout=30.0))
     login = asyncio.ensure_future(client.login())
-    await asyncio.sleep(0.2)
+    # The login under way (connected, the banner awaited or sent), waited for,
+    # not a fixed 0.2 s a loaded machine may not have got that far in (issue 16).
+    if phase == "banner":
+        await asyncio.wait_for(accepted.wait(), 15)
+    else:
+        await until(lambda: bool(fake.sessions))
     started = time.monotonic()
     await client.aclose()
     with pytest.raises(AMIConnectionError):
-        await asyncio.wait_for(login, 2)
-    assert time.monotonic() - started < 2
+        await asyncio.wait_for(login, 10)
+    # Not the 30 s timeouts: far below them, whatever the load (it was 2 s; issue 16).
+    assert time.monotonic() - started < 10
     assert not client.logged_in
     if phase == "banner":
-        await asyncio.wait_for(closed.wait(), 2)
+        await asyncio.wait_for(closed.wait(), 15)
     else:
-        await until(lambda: not fake.sessions, 2)
+        await until(lambda: not fake.sessions)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "tls"])
@@ -1319,9 +1343,11 @@ async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
     assert conn is not None
     big = Action("UserEvent", (("UserEvent", "Big"), ("Data", "x" * 60_000)))
     started = time.monotonic()
-    sends = [asyncio.ensure_future(client.request(big, timeout=10)) for _ in range(150)]
+    sends = [asyncio.ensure_future(client.request(big, timeout=60)) for _ in range(150)]
     results = await asyncio.gather(*sends, return_exceptions=True)
-    assert time.monotonic() - started < 5  # not one request_timeout after another
+    # Not one 60 s timeout, let alone one after another (5 s against 10 s
+    # measured the host; issue 16).
+    assert time.monotonic() - started < 30
     assert conn.lost
     assert "has not read" in (conn.error or "")
     assert all(isinstance(r, AMIConnectionError) for r in results), {type(r) for r in results}
@@ -1395,7 +1421,10 @@ async def test_a_login_has_one_deadline_not_one_per_step(
     started = time.monotonic()
     with pytest.raises(AMITimeoutError, match=r"within 1 s \(request_timeout\)") as info:
         await client.login()
-    assert time.monotonic() - started < 1.5
+    # At request_timeout, never before; late on a loaded machine, yet far below
+    # the (2 + filters) x 1 s of a deadline per step (1.5 s measured the host;
+    # issue 16). With a deadline per step the 0.4 s steps would all pass.
+    assert 1.0 <= time.monotonic() - started < 5
     assert str(info.value).startswith("cannot log in to tcp://127.0.0.1:")
     assert " as 'u': the login (Login, its challenge and event filters) did not end" in str(
         info.value
@@ -1412,9 +1441,10 @@ async def test_aclose_cuts_a_tls_handshake_short_and_closes_its_socket(
     connection and never answers the ClientHello): the login fails at once,
     not connect_timeout later, and the socket is closed by the time aclose
     returns."""
-    closed = asyncio.Event()
+    accepted, closed = asyncio.Event(), asyncio.Event()
 
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
         await reader.read()  # the ClientHello, then until the client closes
         closed.set()
 
@@ -1429,12 +1459,13 @@ async def test_aclose_cuts_a_tls_handshake_short_and_closes_its_socket(
         )
     )
     login = asyncio.ensure_future(client.login())
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(accepted.wait(), 15)  # connected: the handshake under way
     started = time.monotonic()
-    await asyncio.wait_for(client.aclose(), 2)
+    await asyncio.wait_for(client.aclose(), 10)
     with pytest.raises(AMIConnectionError, match="closed"):
-        await asyncio.wait_for(login, 2)
-    assert time.monotonic() - started < 2
+        await asyncio.wait_for(login, 10)
+    # Not the 30 s connect_timeout: far below it, whatever the load (it was 2 s; issue 16).
+    assert time.monotonic() - started < 10
     await asyncio.wait_for(closed.wait(), 2)
     assert not client.logged_in
     assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
