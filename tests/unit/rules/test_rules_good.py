@@ -217,7 +217,9 @@ async def test_slow_lookup_times_out_into_trace(ruleset: RuleSet) -> None:
     context = call_context(ruleset.registry, "79165555555", "74950000000", now=at(MONDAY_NOON))
     started = time.monotonic()
     outcome = await ruleset.evaluate(context, deadline=started + 0.05, lookups=LOOKUPS)
-    assert time.monotonic() - started < 1
+    # The 0.05 s deadline, not the 10 s lookup: far below it, whatever the
+    # load (1 s measured the host; issue 16).
+    assert time.monotonic() - started < 5
     assert outcome.trace.deadline_hit
     owner = next(r for r in outcome.trace.rules if r.rule == "owner")
     assert owner.status == "lookup_failed"
