@@ -48,7 +48,9 @@ def test_a_billion_laughs_file_is_refused_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:1: YAML anchors"):
         load_directory(path)
-    assert time.monotonic() - started < 1
+    # At once: milliseconds, where the billion expansions would take far longer
+    # than this bound a loaded machine stays below (1 s measured the host; issue 16).
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("name", ["directory.csv", "directory.yaml"])
