@@ -218,13 +218,15 @@ async def test_a_hung_probe_after_a_new_login_holds_up_neither_the_reconcile_nor
         ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
         await asyncio.wait_for(hung.wait(), 5)
         began = time.monotonic()
-        await ajam_replay.settle(engine, timeout=3)
+        await ajam_replay.settle(engine, timeout=7)
         assert engine.metrics.stream_gaps.labels("session")._value.get() == 1
         assert ajam_replay.count("CoreShowChannels") == 1  # the gap's reconcile
         channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
-        await ajam_replay.settle(engine, timeout=3)
-        # Well within the probe's action timeout (10 s), which it waits out.
-        assert time.monotonic() - began < 3
+        await ajam_replay.settle(engine, timeout=7)
+        # Within the probe's action timeout (10 s), which it waits out: below it
+        # with room for a loaded machine (3 s, and 3 s a settle, measured the
+        # host; issue 16).
+        assert time.monotonic() - began < 8
         [routed] = ajam_replay.sent("Redirect")
         assert routed["Channel"] == channel
         assert [r.outcome for r in engine.records] == ["executed"]
