@@ -406,9 +406,11 @@ async def test_connections_past_the_cap_are_refused_at_once_and_the_open_ones_wo
         await asyncio.sleep(0.1)
         started = time.monotonic()
         async with connection(server.port) as (reader, _):
-            answer = await closed_within(reader, 2)
+            answer = await closed_within(reader, 5)
         assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer[:80]
-        assert time.monotonic() - started < 1.5
+        # At once, not at the 10 s request deadline: far below it, whatever the
+        # load (1.5 s measured the host; issue 16).
+        assert time.monotonic() - started < 5
         reader, writer = held[0]
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
@@ -506,8 +508,10 @@ async def test_tls_handshakes_count_against_the_cap(
         await asyncio.sleep(0.1)
         started = time.monotonic()
         async with connection(server.port) as (reader, _):
-            assert await closed_within(reader, 2) == b""
-        assert time.monotonic() - started < 1.5
+            assert await closed_within(reader, 5) == b""
+        # At once, not at the 10 s handshake deadline: far below it, whatever
+        # the load (1.5 s measured the host; issue 16).
+        assert time.monotonic() - started < 5
         with pytest.raises(httpx.TransportError):
             await tls_healthz(server.port, tls_files["cert"])
     assert "connection(s) refused: already 3 open" in caplog.text
@@ -525,8 +529,10 @@ async def test_a_stop_cuts_the_handshakes_under_way(
         await asyncio.sleep(0.1)
         started = time.monotonic()
         await server.stop()
-        assert time.monotonic() - started < 2
-        await closed_within(reader, 2)
+        # Cut, not waited out to the 10 s handshake deadline: far below it,
+        # whatever the load (2 s measured the host; issue 16).
+        assert time.monotonic() - started < 5
+        await closed_within(reader, 5)
 
 
 async def test_no_handshake_begins_once_the_listener_is_stopping(
