@@ -1123,12 +1123,15 @@ async def test_a_transfer_is_refused_at_once_when_the_dial_that_would_bridge_end
     client: httpx.AsyncClient,
     engine: Engine,
     ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
     mode: str,
     how: str,
 ) -> None:
     """The customer hangs up, or the Dial returns and the dialplan goes on
     (``Playback``), while the leg waits for its bridge: none is coming, 409 at
     once, not at the end of the wait; nothing is transferred."""
+    # Either wait, the Dial's 15 s or one with no Dial known, is far past the bound.
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT_UNKNOWN", 30.0)
     ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
     mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
     trunk = _dialed(ajam_replay, engine, mine, phone)
@@ -1162,7 +1165,9 @@ async def test_a_transfer_is_refused_at_once_when_the_dial_that_would_bridge_end
     detail = refused.json()["detail"]
     which = "hung up" if how == "hangs up" else "went on to Playback"
     assert f"{trunk}, which rang it, {which}: no bridge is coming" in detail, detail
-    assert took < 1.5, took
+    # At once, not at the end of the wait (15 s, or 30 here): far below it,
+    # whatever the load (1.5 s against the 2 s wait measured the host; issue 16).
+    assert took < 7, took
     assert len(ajam_replay.sent("BlindTransfer")) == (1 if mode == "blind" else 0)
     assert ajam_replay.sent("Atxfer") == []
 
