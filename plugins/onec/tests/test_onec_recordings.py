@@ -914,10 +914,13 @@ async def test_a_trickling_answer_is_cut_at_the_chunk_timeout(tmp_path: Path) ->
         try:
             with pytest.raises(OSError, match=r"within 0\.5 s"):
                 # The test's own bound: without the fix this read goes on for 10,000 s.
-                await asyncio.wait_for(remote.status(_upload(tmp_path)), 5)
+                await asyncio.wait_for(remote.status(_upload(tmp_path)), 30)
         finally:
             await remote.aclose()
-        assert time.monotonic() - started < 3
+        # The 0.5 s chunk_timeout, never before it; late by seconds on a loaded
+        # machine at worst, and far from the 10,000 s of the trickle (3 s
+        # measured the host; issue 16).
+        assert 0.5 <= time.monotonic() - started < 20
 
 
 def _done_rows(tmp_path: Path) -> int:
