@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from lifeevents import T0, LifeEvent, Transfer, hangup, missed, ringing
 from lifeevents import answered as answered_
+from on_the_loop import statements_on_this_thread
 from onec_waiting import eventually
 
 from callrouter_onec import plugin as plugin_module
@@ -823,17 +824,9 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
     assert onec.sender is not None
     other = sqlite3.connect(onec.queue.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # a backup tool holds the write lock
-    gaps: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.monotonic()
-        while not stop.is_set():
-            await asyncio.sleep(0.01)
-            gaps.append(time.monotonic() - last)
-            last = time.monotonic()
-
-    ticking = asyncio.create_task(ticker())
+    # None of SQLite's statements, where it waits for the lock, on the loop's
+    # thread (on_the_loop.py: read, not timed; issue 16).
+    on_the_loop = statements_on_this_thread(onec.queue)
     try:
         for n in range(4):
             call = routed_call(engine.calls, linkedid=f"7.{n}")
@@ -845,11 +838,9 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
         assert double.event_book.receipts == []
         other.execute("ROLLBACK")
         assert await onec.sender.drain(10)
+        assert on_the_loop == []
     finally:
-        stop.set()
-        await ticking
         other.close()
-    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
     keys = sorted((r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts)
     assert keys == sorted((f"7.{n}", e) for n in range(4) for e in ("ringing", "missed"))
 
