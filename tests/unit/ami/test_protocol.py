@@ -799,6 +799,59 @@ def test_a_peers_long_keys_are_folded_but_not_remembered(monkeypatch: pytest.Mon
     assert message._NORMALIZED["Cause-txt"] == "cause_txt"
 
 
+_ODD_LINES = (
+    "Key:NoSpace",  # no ": "
+    "Two Words: v",  # a space in the key
+    ": no key",
+    " Lead: v",
+    "Odd:Key: v",  # a colon in the key
+    "plain text of a Command",
+)
+
+
+def test_lines_read_again_give_the_same_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line read before answers from the parser's memo (issue 16: most of
+    an event's lines recur): the same pairs as read afresh, each odd line
+    read afresh every time, so a block parses as it always did."""
+    from router.ami import protocol
+
+    monkeypatch.setattr(protocol, "_PAIRS", {})
+    body = (
+        "Event: DeviceStateChange\r\nPrivilege: call,all\r\nDevice: PJSIP/101\r\n"
+        + "".join(f"{line}\r\n" for line in _ODD_LINES)
+        + "Value: a: b\r\nEmpty: \r\nCallerIDName: Иван\r\n\r\n"
+    ).encode()
+    first = parse_rawman(body)
+    assert "Device: PJSIP/101" in protocol._PAIRS
+    assert not set(_ODD_LINES) & set(protocol._PAIRS)
+    for _ in range(2):
+        again = parse_rawman(body)
+        assert again == first
+        assert [m.fields for m in again] == [m.fields for m in first]
+    (event,) = first
+    assert event.get("Value") == "a: b"
+    assert event.get("Odd") == "Key: v"
+    assert event.get("Empty") == ""
+    assert event.get("opaque_data") == "Two Words: v\n: no key\n Lead: v\nplain text of a Command"
+
+
+def test_the_parsers_memo_of_lines_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's unique lines never grow the memo past its bound, nor put a
+    line longer than its bound in it: each is still read."""
+    from router.ami import protocol
+
+    monkeypatch.setattr(protocol, "_PAIRS", {})
+    long_value = "x" * protocol._PAIR_LINE_MAX
+    parser = RawmanParser()
+    for n in range(3 * protocol._PAIRS_MAX):
+        (event,) = parser.feed(f"Event: Junk\r\nJunk: {n}\r\nLong: {long_value}\r\n\r\n".encode())
+        assert event.get("Junk") == str(n)
+        assert event.get("Long") == long_value
+        assert len(protocol._PAIRS) <= protocol._PAIRS_MAX
+    assert all(len(line) <= protocol._PAIR_LINE_MAX for line in protocol._PAIRS)
+    assert f"Long: {long_value}" not in protocol._PAIRS
+
+
 def _closing_listing(where: str, *, crlf: bool = True) -> bytes:
     """:func:`_listing`'s answer (no item too long) whose closing
     ``CoreShowChannelsComplete`` has a line of over 64 KiB: its name line
