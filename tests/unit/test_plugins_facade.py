@@ -77,6 +77,46 @@ class Listener(Named):
         self.events.append(event.name)
 
 
+class TakesAll(Named):
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.events.append(f"{event.name} {call.linkedid if call else None}")
+
+
+class TakesAllOtherOrder(Named):
+    @hookimpl
+    def callrouter_event(self, call: Call | None, event: Event) -> None:
+        self.events.append(f"{event.name} {call.linkedid if call else None}")
+
+
+class TakesTheCall(Named):
+    @hookimpl
+    def callrouter_event(self, call: Call | None) -> None:
+        self.events.append(f"{call.linkedid if call else None}")
+
+
+class TakesNothing(Named):
+    @hookimpl
+    def callrouter_event(self) -> None:
+        self.events.append("told")
+
+
+async def test_an_event_hook_gets_the_arguments_it_names_in_any_order() -> None:
+    """The usual ``(event, call)`` is passed without a dict built per call
+    (issue 16); any other choice or order of the hookspec's arguments gets
+    them by name as before."""
+    plugins = [TakesAll("a"), TakesAllOtherOrder("b"), TakesTheCall("c"), TakesNothing("d")]
+    facade = load(*plugins)
+    await facade.event(EVENT, call("1.1"))
+    await facade.event(EVENT, None)
+    assert [p.events for p in plugins] == [
+        ["Newchannel 1.1", "Newchannel None"],
+        ["Newchannel 1.1", "Newchannel None"],
+        ["1.1", "None"],
+        ["told", "told"],
+    ]
+
+
 async def test_sync_and_async_results_are_awaited() -> None:
     plugins = load(SyncAnswer("s"), AsyncAnswer("a"))
     assert await plugins.execute(Action.make("sync", {}), call(), engine=None) == "sync"  # type: ignore[arg-type]
