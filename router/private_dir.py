@@ -93,10 +93,15 @@ def _writers(mode: int) -> str | None:
     return "its group" if group else None
 
 
-def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
+def private_dir_problem(
+    path: Path, *, me: int | None = None, what: str = "state_dir"
+) -> str | None:
     """What lets a local user other than root and ``me`` (callrouter's user,
     the effective uid by default) change what ``path`` holds, as a sentence
     naming the folder and the command that fixes it; None when nobody can.
+    ``what`` names the folder in the advice (``choose another state_dir``;
+    ``backup folder`` for ``callrouter state backup``'s target, which is no
+    state_dir).
 
     ``path`` must exist and be a folder: ``OSError`` otherwise (as ``open``
     raises it: ``FileNotFoundError``, ``NotADirectoryError``, ``ELOOP`` past
@@ -128,7 +133,7 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
             parent_fd, parent, parent_stat = stack[-1]
             # A folder a name is looked up in, checked as one on the way
             # (the last one, the state folder, more strictly below).
-            problem = _on_the_way(parent, parent_stat, trusted, me, full)
+            problem = _on_the_way(parent, parent_stat, trusted, me, full, what)
             if problem is not None:
                 return problem
             where = parent / name
@@ -139,7 +144,7 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
                 return (
                     f"{where} (on the way to {full}) belongs to uid {info.st_uid}, in "
                     f"{parent}, which others can write in: that user can swap it; choose "
-                    f"a state_dir whose folders belong to root or uid {me}"
+                    f"{_a(what)} whose folders belong to root or uid {me}"
                 )
             if stat.S_ISLNK(info.st_mode):
                 links += 1
@@ -158,21 +163,36 @@ def private_dir_problem(path: Path, *, me: int | None = None) -> str | None:
                 os.close(fd)
                 raise
             stack.append((fd, where, opened))
-        return _the_folder(stack[-1][1], stack[-1][2], trusted, me)
+        return _the_folder(stack[-1][1], stack[-1][2], trusted, me, what)
     finally:
         for fd, _, _ in stack:
             os.close(fd)
 
 
+def _a(what: str) -> str:
+    """``what`` with its article: ``a state_dir``, ``a backup folder``."""
+    return f"a {what}"
+
+
+def _files(what: str) -> str:
+    """What the folder ``what`` names holds, for the messages."""
+    return "callrouter's state files" if what == "state_dir" else f"the {what}'s files"
+
+
 def _on_the_way(
-    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int, full: PurePosixPath
+    where: PurePosixPath,
+    info: os.stat_result,
+    trusted: set[int],
+    me: int,
+    full: PurePosixPath,
+    what: str,
 ) -> str | None:
     """A folder walked through: root's or ``me``'s, others' writes only under the sticky bit."""
     if info.st_uid not in trusted:
         return (
             f"{where} (on the way to {full}) belongs to uid {info.st_uid}: that user can "
-            f"move the folders below it and put their own in their place; choose a "
-            f"state_dir whose folders belong to root or uid {me}"
+            f"move the folders below it and put their own in their place; choose "
+            f"{_a(what)} whose folders belong to root or uid {me}"
         )
     writers = _writers_of(info, trusted)
     if writers is not None and not info.st_mode & stat.S_ISVTX:
@@ -180,27 +200,27 @@ def _on_the_way(
             f"{where} (on the way to {full}) is writable by {writers} "
             f"(mode {stat.S_IMODE(info.st_mode):04o}): another user can move the folders "
             f"below it and put their own in their place; run: chmod go-w {where}, or "
-            f"choose another state_dir"
+            f"choose another {what}"
         )
     return None
 
 
 def _the_folder(
-    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int
+    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int, what: str
 ) -> str | None:
     """The state folder itself: root's or ``me``'s, nobody else may write in it."""
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid not in trusted:
         return (
             f"{where} belongs to uid {info.st_uid}, not to callrouter's user (uid {me}): "
-            f"that user can put a symbolic link where callrouter's state files go; "
+            f"that user can put a symbolic link where {_files(what)} go; "
             f"run: chown {me} {where} && chmod 700 {where}"
         )
     writers = _writers_of(info, trusted)
     if writers is not None:
         return (
             f"{where} is writable by {writers} (mode {mode:04o}): another user can put a "
-            f"symbolic link where callrouter's state files go and have callrouter write "
+            f"symbolic link where {_files(what)} go and have callrouter write "
             f"wherever it points; run: chmod 700 {where}"
         )
     return None

@@ -190,7 +190,7 @@ def _refuse_shared(target: Path) -> None:
     and before SQLite wrote it, which SQLite follows (root's write where they
     chose), or for a FIFO, on which the backup waited for ever."""
     try:
-        problem = private_dir_problem(target)
+        problem = private_dir_problem(target, what="backup folder")
     except OSError as exc:
         raise StateBackupError(f"{target}: cannot check the backup folder: {exc}") from None
     if problem is not None:

@@ -201,11 +201,36 @@ def test_a_target_another_user_can_change_is_refused_before_anything_is_copied(
     assert str(caught.value) == (
         f"{target}: not a folder only root and this user can change: {target} is writable "
         "by its group and every user (mode 0777): another user can put a symbolic link "
-        "where callrouter's state files go and have callrouter write wherever it points; "
+        "where the backup folder's files go and have callrouter write wherever it points; "
         f"run: chmod 700 {target}; or name a new folder, made 0700"
     )
     assert list(target.iterdir()) == []
     target.chmod(0o700)
+    assert [r.name for r in backup_state(state, target)] == [MARK_FILE]
+
+
+def test_a_target_below_a_shared_folder_is_refused_with_advice_about_the_backup(
+    tmp_path: Path,
+) -> None:
+    """hnewuser44's trial: the refusal of a backup target advised to "choose a
+    state_dir" or "choose another state_dir", the state check's words, though the
+    folder named is the backup's, and the state_dir was fine (issue 16)."""
+    state, shared = tmp_path / "state", tmp_path / "shared"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    shared.mkdir()
+    shared.chmod(0o757)
+    target = shared / "backup"
+    with pytest.raises(StateBackupError) as caught:
+        list(backup_state(state, target))
+    assert str(caught.value) == (
+        f"{target}: not a folder only root and this user can change: {shared} (on the way "
+        f"to {target}) is writable by every user (mode 0757): another user can move the "
+        f"folders below it and put their own in their place; run: chmod go-w {shared}, or "
+        "choose another backup folder; or name a new folder, made 0700"
+    )
+    assert "state_dir" not in str(caught.value)
+    shared.chmod(0o755)
     assert [r.name for r in backup_state(state, target)] == [MARK_FILE]
 
 
