@@ -437,7 +437,8 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/presence": {
             "get": {
                 "operationId": "getPresence",
-                "summary": "Every extension the token sees: state, device, DND, forwarding",
+                "summary": "Every extension the token sees: state, device, DND, forwarding "
+                "(presence:read)",
                 "responses": {
                     "200": {
                         "description": "Presence",

@@ -475,6 +475,115 @@ def test_a_module_out_of_step_with_the_api_is_caught(document: dict[str, Any]) -
     ]
 
 
+def bsl_answer_reads(source: bytes) -> dict[str, tuple[BslRequest, set[str]]]:
+    """Each function of the module that picks fields out of its ``ВызватьAPI`` answer
+    (``Ответ.Получить("name")``): its request and the names it reads. A function
+    that returns the answer whole (``Возврат ВызватьAPI(...)``) is left out: its
+    caller gets every field."""
+    requests = {r.function: r for r in bsl_requests(source)}
+    tree = Parser(tree_sitter_hbk.Language()).parse(source)
+    found: dict[str, tuple[BslRequest, set[str]]] = {}
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type not in ("function_definition", "procedure_definition"):
+            continue
+        name_node = node.child_by_field_name("name")
+        name = (name_node.text or b"").decode("utf-8") if name_node else "?"
+        text = (node.text or b"").decode("utf-8")
+        read = set(re.findall(r'Ответ\.Получить\("([^"]+)"\)', text))
+        if name in requests and read:
+            found[name] = (requests[name], read)
+    return found
+
+
+def answer_mismatches(document: dict[str, Any], source: bytes) -> list[str]:
+    """What the module reads that the 200 answer lacks, and what the 200 answer
+    holds at its top level that a function picking fields out of it never reads (a
+    field added to the API, such as GET /presence's ``complete``, that 1C would
+    go on without)."""
+    found = []
+    for function, (request, read) in sorted(bsl_answer_reads(source).items()):
+        operation = _operation(document, request)
+        assert operation is not None, request
+        content = operation["responses"]["200"]["content"]["application/json"]
+        properties = set(_resolve(document, content["schema"]).get("properties", {}))
+        where = f"{BSL_MODULE.name}: {function} ({request.method} {request.path})"
+        if read - properties:
+            found.append(f"{where}: reads {sorted(read - properties)}, not in the answer")
+        if properties - read:
+            found.append(f"{where}: never reads {sorted(properties - read)} of the answer")
+    return found
+
+
+def test_the_1c_module_reads_every_field_of_the_answers_it_picks_from(
+    document: dict[str, Any],
+) -> None:
+    """hnewuser44's trial (issue 16): the module had no GET /presence, so a panel
+    could not tell a cut list (``complete`` false) or skipped items
+    (``unread_items``) from Asterisk's whole state; every answer's fields are
+    read now, and a field the API adds fails here until the module reads it."""
+    reads = bsl_answer_reads(BSL_MODULE.read_bytes())
+    assert {"Присутствие", "ПолучитьСобытия", "Звонки"} <= set(reads)
+    assert {"complete", "unread_items", "extensions"} <= reads["Присутствие"][1]
+    assert answer_mismatches(document, BSL_MODULE.read_bytes()) == []
+
+
+def test_a_module_that_skips_a_field_of_the_answer_is_caught(document: dict[str, Any]) -> None:
+    module = """\
+Функция Присутствие() Экспорт
+\tОтвет = ВызватьAPI("GET", "/presence");
+\tВозврат Ответ.Получить("extensions");
+КонецФункции
+
+Функция ПолучитьСобытия() Экспорт
+\tОтвет = ВызватьAPI("GET", "/events?timeout=0");
+\tВозврат Ответ.Получить("events").Количество() + Ответ.Получить("gaps");
+КонецФункции
+"""
+    assert answer_mismatches(document, module.encode()) == [
+        f"{BSL_MODULE.name}: ПолучитьСобытия (GET /api/v1/events): reads ['gaps'], "
+        "not in the answer",
+        f"{BSL_MODULE.name}: ПолучитьСобытия (GET /api/v1/events): never reads ['cursor', 'gap'] "
+        "of the answer",
+        f"{BSL_MODULE.name}: Присутствие (GET /api/v1/presence): never reads "
+        "['complete', 'unread_items'] of the answer",
+    ]
+
+
+def _bsl_definition(source: bytes, name: str) -> str:
+    tree = Parser(tree_sitter_hbk.Language()).parse(source)
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        name_node = node.child_by_field_name("name")
+        if (
+            node.type in ("function_definition", "procedure_definition")
+            and name_node
+            and (name_node.text or b"").decode("utf-8") == name
+        ):
+            return (node.text or b"").decode("utf-8")
+    raise AssertionError(f"no {name} in the module")
+
+
+def test_the_1c_job_tells_the_panels_of_a_gap() -> None:
+    """docs/api.md: on ``gap`` refresh what you show (GET /calls, GET /presence). The
+    job only logged a warning, so panels built from the feed went on from a view
+    with events missing (hnewuser44's trial, issue 16); it now sends every user
+    with an extension an event of kind ``gap``."""
+    source = BSL_MODULE.read_bytes()
+    job = _bsl_definition(source, "ОбработатьЛентуСобытий")
+    on_gap = job[job.index("Если Пачка.Пропуск Тогда") :]
+    on_gap = on_gap[: on_gap.index("КонецЕсли;")]
+    assert "РазослатьПропуск();" in on_gap
+    tell = _bsl_definition(source, "РазослатьПропуск")
+    assert 'Событие.Вставить("kind", "gap");' in tell
+    assert "СерверныеОповещения.ОтправитьСерверноеОповещение(ИмяОповещения(), Событие" in tell
+    assert "ПользователиИБПоНомеру(Неопределено)" in tell
+
+
 TOKEN_SOURCES = [
     *sorted((REPO / "docs").rglob("*.md")),
     *sorted((REPO / "examples").rglob("*.md")),
@@ -533,6 +642,21 @@ def test_the_1c_token_allows_every_request_the_module_sends(
             f"{readme.relative_to(REPO)}: `callrouter token new onec` does not allow "
             f"{sorted(needed)}, which {request.function} ({request.method} {request.path}) needs"
         )
+
+
+def test_every_operation_names_its_permission(document: dict[str, Any]) -> None:
+    """A client reading the served document learns what its token needs for each
+    operation: GET /presence named none (hnewuser44's trial, issue 16), so the
+    1C token's check above could not tell whether ``presence:read`` was needed."""
+    unnamed = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if path != "/api/v1/openapi.json"
+        and "security" not in operation
+        and not _PERMISSION.findall(json.dumps(operation))
+    ]
+    assert unnamed == []
 
 
 def test_the_documented_token_commands_are_found() -> None:
