@@ -144,7 +144,7 @@ def private_dir_problem(
                 return (
                     f"{where} (on the way to {full}) belongs to uid {info.st_uid}, in "
                     f"{parent}, which others can write in: that user can swap it; choose "
-                    f"{_a(what)} whose folders belong to root or uid {me}"
+                    f"{_a(what)} whose folders belong to root or callrouter's user (uid {me})"
                 )
             if stat.S_ISLNK(info.st_mode):
                 links += 1
@@ -192,7 +192,7 @@ def _on_the_way(
         return (
             f"{where} (on the way to {full}) belongs to uid {info.st_uid}: that user can "
             f"move the folders below it and put their own in their place; choose "
-            f"{_a(what)} whose folders belong to root or uid {me}"
+            f"{_a(what)} whose folders belong to root or callrouter's user (uid {me})"
         )
     writers = _writers_of(info, trusted)
     if writers is not None and not info.st_mode & stat.S_ISVTX:

@@ -178,7 +178,11 @@ def test_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     inner = _private(state / "inner")
     problem = private_dir_problem(inner)
     assert problem is not None
-    assert problem.startswith(f"{state} (on the way to {inner}) belongs to uid {STRANGER}")
+    assert problem == (
+        f"{state} (on the way to {inner}) belongs to uid {STRANGER}: that user can move the "
+        "folders below it and put their own in their place; choose a state_dir whose folders "
+        "belong to root or callrouter's user (uid 0)"
+    )
     assert private_dir_problem(inner, me=STRANGER) is None
 
 
@@ -195,7 +199,8 @@ def test_in_a_sticky_folder_a_name_of_another_user_is_refused(tmp_path: Path) ->
     assert problem is not None
     assert problem.startswith(
         f"{link} (on the way to {link}) belongs to uid {STRANGER}, in {shared}, which "
-        "others can write in"
+        "others can write in: that user can swap it; choose a state_dir whose folders "
+        "belong to root or callrouter's user (uid 0)"
     )
     os.chown(link, 0, -1, follow_symlinks=False)
     assert private_dir_problem(link) is None
