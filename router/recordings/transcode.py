@@ -31,6 +31,9 @@ ENCODERS: Final[dict[str, tuple[str, str]]] = {
     "opus": ("opusenc", "opus-tools"),
 }
 _STDERR_MAX: Final = 4096
+#: Seconds an encoder killed with SIGKILL is given to be reaped and its stderr
+#: pipe closed (the kernel's work; a bound all the same).
+_REAP_TIMEOUT: Final = 5.0
 
 _T = TypeVar("_T")
 
@@ -115,22 +118,30 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
             if len(stderr) < _STDERR_MAX:
                 stderr.extend(chunk[: _STDERR_MAX - len(stderr)])
 
+    async def killed() -> None:
+        """The encoder's group killed, then waited for until it is reaped and its
+        stderr pipe ends: asyncio closes the process's transport only then, and
+        one left open (a loop that ended first: a stop) was an unclosed
+        transport and pipe for the garbage collector (issue 16)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_REAP_TIMEOUT):
+                await asyncio.gather(drain(), proc.wait())
+
     try:
         async with asyncio.timeout(timeout):
             await asyncio.gather(drain(), proc.wait())
     except asyncio.CancelledError:
         # The task cut (the recorder stopping): the encoder, in a session of its
         # own, went on writing an output nobody takes, past callrouter's end
-        # (issue 16). Killed, its output removed (by the thread, even when this
-        # wait is cut too); asyncio reaps it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # (issue 16). Killed and reaped, its output removed (by the thread,
+        # even when this wait is cut too).
+        await killed()
         await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        await killed()
         await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise RecordingError(f"{argv[0]} took more than {timeout:g} s on {src.name}") from None
     if proc.returncode != 0:

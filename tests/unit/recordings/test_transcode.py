@@ -246,6 +246,41 @@ async def test_cancelled_while_encoding_the_encoder_is_killed_and_its_output_rem
             os.kill(pid, signal.SIGKILL)
 
 
+async def test_a_cancelled_encoding_has_reaped_its_encoder_when_the_task_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: killed but not waited for, the encoder was reaped (and its
+    asyncio transport closed) only by later loop turns: a stop whose loop ended
+    first left an unclosed transport and stderr pipe to the garbage collector,
+    which pytest's filterwarnings turned into an error in whatever test came
+    next. Waited for, its transport is closed when the task's end is seen."""
+    pid_file = tmp_path / "pid"
+    script = f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 60"
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
+    started: list[asyncio.subprocess.Process] = []
+    real = asyncio.create_subprocess_exec
+
+    async def start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        started.append(await real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", start)
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    task = asyncio.ensure_future(transcode("mp3", source, tmp_path / "a.mp3", timeout=60))
+    await eventually(pid_file.exists, "the encoder started")
+    pid = int(pid_file.read_text(encoding="ascii"))
+    task.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (proc,) = started
+        assert proc.returncode == -signal.SIGKILL
+        assert proc._transport.is_closing()  # type: ignore[attr-defined]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     """Running, not a zombie left to reap."""
     try:
