@@ -5,12 +5,14 @@ The phones against a real Asterisk are tests/integration/test_phones.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -200,6 +202,29 @@ def read_token(conn: socket.socket) -> str:
     return str(json.loads(request[request.index(b":") + 1 : -1])["token"])
 
 
+@contextlib.contextmanager
+def running_phone(tmp_path: Path, serve: Callable[[socket.socket, Phone], None]) -> Iterator[Phone]:
+    """Phone 101, "running" (a sleep stands in for baresip), its control
+    connection to a fake baresip: ``serve`` answers on the server socket in a
+    thread; all of it ended after the test's block."""
+    phone = Phone(fake_box(tmp_path), "101")
+    server = socket.create_server(("127.0.0.1", 0))
+    phone.ctrl_port = server.getsockname()[1]
+    thread = threading.Thread(target=serve, args=(server, phone), daemon=True)
+    thread.start()
+    phone.process = subprocess.Popen(["sleep", "30"])
+    try:
+        phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
+        yield phone
+    finally:
+        phone.process.kill()
+        phone.process.wait(5)
+        if phone._ctrl is not None:
+            phone._ctrl.close()
+        server.close()
+        thread.join(5)
+
+
 def test_control_frames_split_across_reads_become_events_and_a_response() -> None:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -253,42 +278,27 @@ def test_registration_is_asked_again_on_a_new_connection_when_baresip_closed_its
     """baresip (still running) closed the control connection between two
     ``/reginfo`` of a start (seen once in CI): the phone connects again and asks
     once more, instead of failing the start; the error names the closed socket."""
-    phone = Phone(fake_box(tmp_path), "101")
-    server = socket.create_server(("127.0.0.1", 0))
-    phone.ctrl_port = server.getsockname()[1]
-    registered = f"{phone.aor.split(':', 1)[1]} (prio 0) {{0/UDP/v4}} 200 OK [1 binding]"
-    pending = f"{phone.aor.split(':', 1)[1]} (prio 0) {{0/UDP/v4}} zzz"
     connections: list[int] = []
 
     def answer(conn: socket.socket, data: str) -> None:
         token = read_token(conn)
         conn.sendall(netstring({"response": True, "ok": True, "data": data, "token": token}))
 
-    def serve() -> None:
+    def serve(server: socket.socket, phone: Phone) -> None:
+        user = phone.aor.split(":", 1)[1]
         first, _ = server.accept()
         connections.append(1)
-        answer(first, pending)  # not registered yet
+        answer(first, f"{user} (prio 0) {{0/UDP/v4}} zzz")  # not registered yet
         first.close()  # and the connection goes, baresip still running
         second, _ = server.accept()
         connections.append(2)
         with second:
-            answer(second, registered)
+            answer(second, f"{user} (prio 0) {{0/UDP/v4}} 200 OK [1 binding]")
             time.sleep(0.5)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    phone.process = subprocess.Popen(["sleep", "30"])
-    phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
-    try:
+    with running_phone(tmp_path, serve) as phone:
         phone.wait_registered(timeout=10)
         assert connections == [1, 2]
-    finally:
-        phone.process.kill()
-        phone.process.wait(5)
-        if phone._ctrl is not None:
-            phone._ctrl.close()
-        server.close()
-        thread.join(5)
 
 
 def test_the_start_asks_again_when_baresip_closed_its_control_connection_at_once(
@@ -298,13 +308,10 @@ def test_the_start_asks_again_when_baresip_closed_its_control_connection_at_once
     closed: end of stream) (baresip running)" while Asterisk had its
     registration: baresip closed the connection the start had just opened. The
     start's check of its own accounts connects again and asks once more."""
-    phone = Phone(fake_box(tmp_path), "101")
-    server = socket.create_server(("127.0.0.1", 0))
-    phone.ctrl_port = server.getsockname()[1]
-    own = f"{phone.aor.split(':', 1)[1]} @127.0.0.1:{phone.sip_port} 200 OK"
     connections: list[int] = []
 
-    def serve() -> None:
+    def serve(server: socket.socket, phone: Phone) -> None:
+        own = f"{phone.aor.split(':', 1)[1]} @127.0.0.1:{phone.sip_port} 200 OK"
         first, _ = server.accept()
         connections.append(1)
         read_token(first)
@@ -316,20 +323,9 @@ def test_the_start_asks_again_when_baresip_closed_its_control_connection_at_once
             second.sendall(netstring({"response": True, "ok": True, "data": own, "token": token}))
             time.sleep(0.5)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    phone.process = subprocess.Popen(["sleep", "30"])
-    phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
-    try:
+    with running_phone(tmp_path, serve) as phone:
         phone._check_own()
         assert connections == [1, 2]
-    finally:
-        phone.process.kill()
-        phone.process.wait(5)
-        if phone._ctrl is not None:
-            phone._ctrl.close()
-        server.close()
-        thread.join(5)
 
 
 def test_a_query_left_unanswered_is_asked_again_on_a_new_connection(
@@ -342,14 +338,11 @@ def test_a_query_left_unanswered_is_asked_again_on_a_new_connection(
     connects again and asks once more."""
     monkeypatch.setattr(phones_module, "QUERY_TRY_TIMEOUT", 0.3, raising=False)
     monkeypatch.setattr(phones_module, "COMMAND_TIMEOUT", 2.0)
-    phone = Phone(fake_box(tmp_path), "101")
-    server = socket.create_server(("127.0.0.1", 0))
-    phone.ctrl_port = server.getsockname()[1]
-    own = f"{phone.aor.split(':', 1)[1]} @127.0.0.1:{phone.sip_port} 200 OK"
     connections: list[int] = []
     done = threading.Event()
 
-    def serve() -> None:
+    def serve(server: socket.socket, phone: Phone) -> None:
+        own = f"{phone.aor.split(':', 1)[1]} @127.0.0.1:{phone.sip_port} 200 OK"
         first, _ = server.accept()
         connections.append(1)
         with first:
@@ -363,21 +356,12 @@ def test_a_query_left_unanswered_is_asked_again_on_a_new_connection(
                 )
                 done.wait(5)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    phone.process = subprocess.Popen(["sleep", "30"])
-    phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
-    try:
-        phone._check_own()
-        assert connections == [1, 2]
-    finally:
-        done.set()
-        phone.process.kill()
-        phone.process.wait(5)
-        if phone._ctrl is not None:
-            phone._ctrl.close()
-        server.close()
-        thread.join(5)
+    with running_phone(tmp_path, serve) as phone:
+        try:
+            phone._check_own()
+            assert connections == [1, 2]
+        finally:
+            done.set()  # before the fake's thread is joined
 
 
 def test_a_closed_control_connection_is_named_in_the_error() -> None:
