@@ -184,3 +184,19 @@ async def test_a_schedule_rule_due_in_a_stall_acts_once_the_instance_has_settled
     time.sleep(0.9)  # noqa: ASYNC251 (the stall is the point)
     await asyncio.sleep(0.8)
     assert ajam_replay.count("Setvar") == 1, "the schedule rule's late run sent nothing"
+
+
+async def test_a_plugins_every_job_first_runs_one_interval_after_it_is_scheduled(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """docs/plugins.md, Timed jobs: the first run of an ``every`` job is ``every``
+    seconds away, not at once (a plugin reads what it needs at start itself)."""
+    (tmp_path / "rules").mkdir()
+    engine = await engine_factory(tmp_path / "rules")
+    before = datetime.now(UTC)
+    engine.schedule("vip:reload", lambda: None, every=600)
+    after = datetime.now(UTC)
+    job = engine.scheduler.get_job("vip:reload")
+    assert job is not None
+    assert before + timedelta(seconds=600) <= job.next_run_time
+    assert job.next_run_time <= after + timedelta(seconds=600)

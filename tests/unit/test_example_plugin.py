@@ -67,7 +67,9 @@ def test_entry_point_names_the_module_with_a_per_engine_factory() -> None:
         "callrouter_configure",
         "callrouter_decision",
         "callrouter_execute",
+        "callrouter_metrics",
         "callrouter_register",
+        "callrouter_startup",
     )
     assert not info["vip"].builtin
 

@@ -7,7 +7,10 @@ It adds to the rule language
   routed call through ``engine.ami`` (so the dialplan can, say, play a greeting
   or pick a queue priority),
 
-and logs one line for every routing decision about a VIP caller.
+and logs one line for every routing decision about a VIP caller. It counts
+the calls it tagged on callrouter's ``/metrics`` (``callrouter_vip_tagged``)
+and reads its ``file`` again every ``reload`` seconds, a timed job of the
+engine's (``vip:reload``), so an edited list needs no restart.
 
 Configuration, in router.toml (the table's name is the entry point's name)::
 
@@ -15,6 +18,7 @@ Configuration, in router.toml (the table's name is the entry point's name)::
     numbers = ["+7 916 123-45-67", "8 903 111-22-33"]   # any format
     file = "vip.txt"              # and/or a file: one number a line, '#' comments
     variable = "CALLROUTER_VIP"   # the channel variable vip_tag sets (the default)
+    reload = 300                  # seconds between readings of the file (the default)
 
 Without a ``[plugins.vip]`` table the plugin is installed but inert: it
 registers nothing and its hooks return at once, so installing it never
@@ -27,11 +31,12 @@ instance, say) never share the VIP list or the decisions seen.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router import (
     Action,
@@ -39,6 +44,7 @@ from router import (
     Call,
     Config,
     EngineAPI,
+    Metrics,
     ParamSpec,
     Registry,
     RouteOutcome,
@@ -47,6 +53,9 @@ from router import (
     normalize_number,
 )
 
+if TYPE_CHECKING:  # what Metrics.counter returns: prometheus-client, a dependency of callrouter's
+    from prometheus_client import Counter
+
 __all__ = ["VipPlugin", "make_plugin", "number_key"]
 
 __version__ = "0.1.0"
@@ -54,6 +63,7 @@ __version__ = "0.1.0"
 log = logging.getLogger("callrouter_vip")
 
 DEFAULT_VARIABLE = "CALLROUTER_VIP"
+DEFAULT_RELOAD = 300.0
 _VARIABLE = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -78,6 +88,12 @@ class VipPlugin:
         self.enabled = False
         self.numbers: frozenset[str] = frozenset()
         self.variable = DEFAULT_VARIABLE
+        #: The numbers written in router.toml, and the file read again by ``vip:reload``.
+        self.listed: frozenset[str] = frozenset()
+        self.file: Path | None = None
+        self.reload = DEFAULT_RELOAD
+        #: ``callrouter_vip_tagged``: made per engine by ``callrouter_metrics``.
+        self.tagged: Counter | None = None
         #: Decisions about VIP callers seen (outcome per call), for tests and status.
         self.decisions: list[tuple[str, str]] = []
 
@@ -102,20 +118,49 @@ class VipPlugin:
             self.enabled = False
             return
         reader = SettingsReader.for_plugin("vip", settings, config)
-        reader.reject_unknown(("numbers", "file", "variable"))
-        numbers: list[str] = list(_strings(reader, "numbers"))
+        reader.reject_unknown(("numbers", "file", "variable", "reload"))
+        listed = _keys(_strings(reader, "numbers"))
         file = reader.path("file")
-        if file is not None:
-            numbers.extend(_read_list(reader, file))
+        try:
+            from_file = _keys(_read_list(file)) if file is not None else frozenset()
+        except OSError as exc:
+            raise reader.error("file", f"cannot read {file}: {exc.strerror}") from None
         variable = reader.string("variable", DEFAULT_VARIABLE)
         if not _VARIABLE.match(variable):
             raise reader.error("variable", f"{variable!r} is not a channel variable name")
-        keys = {number_key(n) for n in numbers}
-        keys.discard("")
-        self.numbers = frozenset(keys)
+        self.reload = reader.seconds("reload", DEFAULT_RELOAD)
+        self.listed, self.file = listed, file
+        self.numbers = listed | from_file
         self.variable = variable
         self.enabled = True
         log.info("vip: %d numbers, tagging with %s", len(self.numbers), self.variable)
+
+    @hookimpl
+    def callrouter_metrics(self, metrics: Metrics) -> None:
+        """Add ``callrouter_vip_tagged`` to this engine's ``/metrics``.
+
+        Kept on the plugin object: each engine has its own registry.
+        """
+        self.tagged = metrics.counter("callrouter_vip_tagged", "Calls vip_tag marked as VIP.")
+
+    @hookimpl
+    def callrouter_startup(self, engine: EngineAPI) -> None:
+        """Read the file again every ``reload`` seconds (the first time ``reload``
+        seconds from now: ``callrouter_configure`` has just read it)."""
+        if self.enabled and self.file is not None:
+            engine.schedule("vip:reload", self.reload_file, every=self.reload)
+
+    async def reload_file(self) -> None:
+        """The ``vip:reload`` job: the file read off the event loop. A file that
+        cannot be read keeps the numbers it had (said at WARNING)."""
+        if self.file is None:
+            return
+        try:
+            from_file = _keys(await asyncio.to_thread(_read_list, self.file))
+        except OSError as exc:
+            log.warning("vip: cannot read %s: %s; the list stays as it was", self.file, exc)
+            return
+        self.numbers = self.listed | from_file
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
@@ -141,6 +186,8 @@ class VipPlugin:
             raise ValueError("vip_tag needs the routed channel")
         level = action.params.get("level") or "1"
         await engine.ami.setvar(channel=channel, variable=self.variable, value=level)
+        if self.tagged is not None:
+            self.tagged.inc()
         return f"{self.variable}={level} on {channel}"
 
     @hookimpl
@@ -164,11 +211,13 @@ def _strings(reader: SettingsReader, key: str) -> list[str]:
     return [str(v) for v in value]
 
 
-def _read_list(reader: SettingsReader, path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise reader.error("file", f"cannot read {path}: {exc.strerror}") from None
+def _keys(numbers: list[str]) -> frozenset[str]:
+    return frozenset(number_key(n) for n in numbers) - {""}
+
+
+def _read_list(path: Path) -> list[str]:
+    """Blocking: the numbers of the file, one a line, '#' comments."""
+    text = path.read_text(encoding="utf-8")
     out = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

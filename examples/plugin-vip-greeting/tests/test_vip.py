@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from callrouter_vip import VipPlugin, number_key
-from router import Config, ConfigError, Registry
-from router.testing import EngineFactory, ReplayAsterisk, Sandbox, load_plugins, make_config
+from router import Config, ConfigError, Metrics, Registry
+from router.testing import (
+    EngineFactory,
+    ReplayAsterisk,
+    Sandbox,
+    StubEngine,
+    load_plugins,
+    make_config,
+    make_decision,
+)
 
 RULES = Path(__file__).parent / "rules"
 VIP = "+7 916 123-45-67"
@@ -68,6 +76,54 @@ async def test_configured_registers_function_and_action(tmp_path: Path) -> None:
 async def test_bad_settings_stop_the_start(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         await configured(settings)
+
+
+async def test_the_file_is_read_again_by_a_timed_job(tmp_path: Path) -> None:
+    listing = tmp_path / "vip.txt"
+    listing.write_text("8 903 111-22-33\n", encoding="utf-8")
+    plugin = VipPlugin()
+    plugins = load_plugins(plugin, defaults=())
+    await plugins.configure(config({"vip": {"numbers": [VIP], "file": str(listing), "reload": 60}}))
+    engine = StubEngine(tmp_path)
+    await plugins.startup(engine)  # as callrouter run does, once logged in
+
+    job = engine.jobs["vip:reload"]
+    assert job.every == 60
+    listing.write_text("8 903 444-55-66\n", encoding="utf-8")
+    assert plugin.is_vip("89031112233")  # until the job runs
+    await job.run()
+    assert plugin.is_vip("89034445566")
+    assert not plugin.is_vip("89031112233")
+    assert plugin.is_vip(VIP)  # the numbers of router.toml stay
+
+    listing.unlink()  # a file gone keeps the list it had
+    await job.run()
+    assert plugin.is_vip("89034445566")
+
+
+async def test_no_job_without_a_file(tmp_path: Path) -> None:
+    plugin = VipPlugin()
+    plugins = load_plugins(plugin, defaults=())
+    await plugins.configure(config(SETTINGS))
+    engine = StubEngine(tmp_path)
+    await plugins.startup(engine)
+    assert engine.jobs == {}
+
+
+async def test_tagged_calls_are_counted(tmp_path: Path) -> None:
+    plugin = VipPlugin()
+    plugins = load_plugins(plugin, defaults=())
+    await plugins.configure(config(SETTINGS))
+    metrics = Metrics()  # a registry of the test's own, as each engine has
+    await plugins.metrics(metrics)
+    engine = StubEngine(tmp_path)
+    call = engine.make_call(caller=VIP)
+
+    [tag] = make_decision(("vip_tag", {"level": "gold"})).actions
+    assert await plugin.callrouter_execute(tag, call, engine) is not None
+    await engine.aclose()
+    # prometheus-client adds _total to a counter's sample name
+    assert metrics.registry.get_sample_value("callrouter_vip_tagged_total") == 1
 
 
 async def test_vip_call_is_tagged_once_then_redirected(
