@@ -21,8 +21,10 @@ import importlib
 import inspect
 import itertools
 import logging
+import os
 import re
 import time
+import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -205,7 +207,10 @@ class Plugins:
                         ep.name, f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}"
                     ) from exc
                 except Exception as exc:
-                    raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
+                    raise PluginError(
+                        ep.name,
+                        f"cannot be imported: {exc!r}{_raised_at(exc)}; {_turn_off(ep)}",
+                    ) from exc
                 dist = ep.dist
                 plugins.register(
                     obj,
@@ -1013,6 +1018,35 @@ def _entry_point_object(ep: metadata.EntryPoint) -> object:
         except Exception as exc:
             raise _FactoryFailed(factory) from exc
     return obj
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``"; raised at FILE:LINE"``: the line of the plugin's own code that failed to
+    import (its ``import`` of a missing dependency), not importlib's; "" when no
+    such line is in the traceback (the entry point names a module that is not
+    there). FILE is relative to the current folder when it is under it."""
+    machinery = os.path.dirname(importlib.__file__ or "")
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<")
+        and not (machinery and frame.filename.startswith(machinery + os.sep))
+    ]
+    if not frames:
+        return ""
+    path = frames[-1].filename
+    with contextlib.suppress(ValueError, OSError):
+        shorter = os.path.relpath(path)
+        if not shorter.startswith(".."):
+            path = shorter
+    return f"; raised at {path}:{frames[-1].lineno}"
+
+
+def _turn_off(ep: metadata.EntryPoint) -> str:
+    """How to start without an installed plugin that cannot be loaded."""
+    dist = ep.dist
+    uninstall = f", or pip uninstall {dist.name}" if dist is not None else ""
+    return f'to start without it: [plugins] disabled = ["{ep.name}"] in router.toml{uninstall}'
 
 
 def _register_one(impl: pluggy.HookImpl, registry: Registry) -> None:

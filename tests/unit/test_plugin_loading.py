@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import types
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +175,37 @@ def test_two_plugins_with_one_name_are_both_named(
     with pytest.raises(PluginError) as raised:
         Plugins.load(extra=[NamedCounter(name) for name in extra])
     assert str(raised.value) == f"{message}; each plugin needs a name of its own"
+
+
+def test_unimportable_plugin_names_its_failing_line_and_how_to_start_without_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 16: ``cannot be imported: ModuleNotFoundError(...)`` said neither
+    which line of the plugin imports the missing module nor how to start
+    callrouter until it is fixed (the whole start stops)."""
+    package = tmp_path / "callrouter_hp45_broken"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""A plugin whose dependency is missing."""\nimport callrouter_hp45_missing_dependency\n',
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = metadata.EntryPoint(name="broken", value="callrouter_hp45_broken", group="callrouter")
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    with pytest.raises(PluginError) as raised:
+        Plugins.load()
+    message = str(raised.value)
+    assert message.startswith("plugin 'broken': cannot be imported: ModuleNotFoundError("), message
+    assert f"; raised at {package / '__init__.py'}:2;" in message, message
+    assert message.endswith('to start without it: [plugins] disabled = ["broken"] in router.toml')
+
+
+def test_unimportable_plugin_names_its_distribution_to_uninstall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points",
+        lambda group: [FakeEntryPoint("broken", None, fails=True)],
+    )
+    with pytest.raises(PluginError, match=r"or pip uninstall callrouter-broken$"):
+        Plugins.load()
