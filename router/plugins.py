@@ -204,7 +204,9 @@ class Plugins:
                 except _FactoryFailed as failed:
                     exc = failed.__cause__
                     raise PluginError(
-                        ep.name, f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}"
+                        ep.name,
+                        f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}; "
+                        + _turn_off(ep),
                     ) from exc
                 except Exception as exc:
                     raise PluginError(

@@ -845,6 +845,11 @@ def test_a_factory_that_raises_is_said_as_the_factory_s(monkeypatch: pytest.Monk
     said = str(caught.value)
     assert said.startswith("plugin 'vip': its make_plugin() raised KeyError('VIP_FILE'); "), said
     assert "defined at " in said
+    # Issue 16: and how to start without it, as for a plugin that cannot be imported.
+    assert said.endswith(
+        'to start without it: [plugins] disabled = ["vip"] in router.toml, '
+        "or pip uninstall callrouter-vip"
+    ), said
 
 
 async def test_a_plain_startup_that_waits_is_not_said_to_hold_the_loop(
