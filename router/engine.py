@@ -1106,26 +1106,52 @@ class Engine:
             self._scheduler.pause()
         await self._clock_watch.cancel()
         # Each step runs whatever the previous one did: a failing plugin must not
-        # leave the scheduler running or the AMI session open, and says so.
-        try:
-            await self.calllife.stop()
-        except Exception:
-            log.exception("stop: saving the call life mark failed; stopping anyway")
-        await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it
-        try:
-            await self.plugins.shutdown(self.api)
-        except Exception:
-            log.exception("stop: plugin shutdown failed; stopping anyway")
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        self.live_instance.close()
+        # leave the scheduler running or the AMI session open, and says so. A
+        # cancellation (the shutdown's timeout, a second Ctrl-C) does not skip
+        # them either: every close below is bounded on its own (the plugins'
+        # hooks by ``timeout``, the logoff by its 3 s), is run, and the first
+        # cancellation is raised again once the AMI client is closed (issue 16).
+        cancelled: asyncio.CancelledError | None = None
+        for what, close in (
+            ("saving the call life mark", self.calllife.stop),
+            ("writing the recordings index back", self._put_back_recordings),
+            ("plugin shutdown", self._shut_plugins_down),
+            ("stopping the timers", self._shut_scheduler_down),
+            ("leaving the live-instance guard", self._close_live_instance),
+        ):
+            try:
+                await close()
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+                log.warning("stop: cancelled during %s; closing the rest first", what)
+            except Exception:
+                log.exception("stop: %s failed; stopping anyway", what)
         # "logged off" only when a session existed (not after a refused start).
         was_logged_in = bool(getattr(self._client, "logged_in", True))
         try:
             await self._client.aclose()
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+            log.warning("stop: cancelled while closing the AMI client")
         except Exception:
             log.exception("stop: closing the AMI client failed")
+        if cancelled is not None:
+            log.info("stopped after a cancellation")
+            raise cancelled
         log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+
+    async def _put_back_recordings(self) -> None:
+        await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it
+
+    async def _shut_plugins_down(self) -> None:
+        await self.plugins.shutdown(self.api)
+
+    async def _shut_scheduler_down(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def _close_live_instance(self) -> None:
+        self.live_instance.close()
 
     async def _put_back_at_stop(self, name: str) -> None:
         """The state file ``name`` written back if it was deleted or replaced

@@ -490,6 +490,40 @@ async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
     )
 
 
+async def test_a_stop_cancelled_while_saving_the_call_life_mark_still_closes_the_rest(
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shutdown's timeout or a second Ctrl-C cancelling the stop during the
+    call life's stop skipped the plugins' shutdown, the scheduler and the AMI
+    logoff (issue 16): all of them run, then the cancellation is raised."""
+    engine = await engine_factory(rules)
+    in_calllife = asyncio.Event()
+    shut_down: list[object] = []
+
+    async def stuck() -> None:
+        in_calllife.set()
+        await asyncio.Event().wait()
+
+    async def shutdown(engine: object, *, timeout: float = 10.0) -> None:
+        shut_down.append(engine)
+
+    engine.calllife.stop = stuck  # type: ignore[method-assign]
+    engine.plugins.shutdown = shutdown  # type: ignore[method-assign]
+    assert engine.ami.logged_in
+    stopping = asyncio.ensure_future(engine.stop())
+    await in_calllife.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    assert shut_down == [engine.api]
+    assert not engine.scheduler.running
+    assert not engine.ami.logged_in
+    assert any(
+        "cancelled during saving the call life mark" in r.getMessage() for r in caplog.records
+    )
+
+
 @pytest.mark.usefixtures("only_shipped_plugins")
 async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconcile_over_tcp(
     tmp_path: Path,
