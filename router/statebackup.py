@@ -36,7 +36,7 @@ from urllib.parse import quote
 from router.errors import StateBackupError
 from router.private_dir import private_dir_problem
 
-__all__ = ["MAX_ENTRIES", "MAX_PLAIN_BYTES", "Copied", "Skipped", "backup_state"]
+__all__ = ["MAX_ENTRIES", "MAX_PLAIN_BYTES", "Copied", "Skipped", "backup_state", "source_problem"]
 
 #: The first bytes of every SQLite database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -124,6 +124,23 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
             # disk, kept under its own name, was restored as the state by a
             # later ``cp`` of the folder (issue 16).
             _remove_copies(target, made)
+
+
+def source_problem(source: Path) -> str | None:
+    """What ``callrouter run`` would refuse about ``source`` as its state folder
+    (another local user can change what it holds: router/private_dir.py), as
+    its sentence with the fix; None when nothing, or when the folder cannot be
+    looked at (:func:`backup_state` then says why it cannot be read).
+
+    Asked as the folder's owner, the service's user, whoever runs the backup:
+    root backing up a DynamicUser's folder is no reason to warn. Not a
+    refusal: the state of an older install, made before run refused such a
+    folder, is backed up before an upgrade all the same (issue 16).
+    """
+    try:
+        return private_dir_problem(source, me=source.stat().st_uid)
+    except OSError:
+        return None
 
 
 def _partial(name: str) -> str:

@@ -10,6 +10,7 @@ when one could not be copied.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from router.commands._offline import service_state_dir, without_ami_secret
 from router.commands._values import a_path_of
 from router.config import DEFAULT_CONFIG_PATH, load_config
 from router.logsafe import escape_controls
-from router.statebackup import Copied, backup_state
+from router.statebackup import Copied, backup_state, source_problem
 from router.wording import counted
 
 __all__ = ["register", "run_backup"]
@@ -64,6 +65,16 @@ def run_backup(args: argparse.Namespace) -> int:
         # Never logs in: the AMI secret, which a root shell lacks, is not asked for.
         config = load_config(args.config, environ=without_ami_secret(args.config))
         source = service_state_dir(config, "state backup")
+    problem = source_problem(source)
+    if problem is not None:
+        # Warned, not refused: an older install's folder is what an upgrade
+        # backs up first, and reading it changes nothing there.
+        print(
+            f"callrouter state backup: warning: `callrouter run` refuses this state "
+            f"folder: {escape_controls(problem)} (docs/security.md, Local users and "
+            "files); backing it up all the same",
+            file=sys.stderr,
+        )
     copied = 0
     for result in backup_state(source, args.target):
         name = escape_controls(result.name)  # a file name is not ours to trust

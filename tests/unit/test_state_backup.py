@@ -23,12 +23,14 @@ import pytest
 from callrouter_onec.history import FILENAME as ONEC_HISTORY
 from callrouter_onec.recordings import FILENAME as ONEC_RECORDINGS
 
+from router import statebackup
 from router.api.feed import FILENAME as FEED
 from router.api.forwarding_state import FILE_NAME as FORWARDING
 from router.api.forwarding_state import Forwarding, ForwardingState
 from router.calllife.service import MARK_FILE
 from router.cli import main
 from router.errors import StateBackupError
+from router.private_dir import private_dir_problem
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
 from router.recordings.store import RecordingStore
@@ -313,3 +315,50 @@ def test_modes_stay_private_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "backup" / MARK_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "backup").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o757], ids=["0777", "0757"])
+def test_a_state_folder_run_refuses_is_backed_up_with_runs_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int
+) -> None:
+    """hleft45's trial: ``state backup --state-dir`` read a folder others can
+    write in without a word, though ``callrouter run`` refuses it. Not refused
+    (the state of an older install is backed up before an upgrade), but warned
+    of, with the sentence and fix run prints (issue 16)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    state.chmod(mode)
+    problem = private_dir_problem(state)
+    assert problem is not None
+    assert f"run: chmod 700 {state}" in problem
+    target = tmp_path / "backup"
+    assert main(["state", "backup", str(target), "--state-dir", str(state)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "callrouter state backup: warning: `callrouter run` refuses this state folder: "
+        f"{problem} (docs/security.md, Local users and files); backing it up all the same\n"
+    )
+    assert f"1 file of {state} backed up in {target}" in captured.out
+    assert (target / MARK_FILE).read_text("utf-8") == "{}\n"
+    state.chmod(0o700)
+    assert main(["state", "backup", str(tmp_path / "b2"), "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives the folder to another user: root only")
+def test_root_backing_up_the_services_folder_is_not_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root backing up the service's folder (a DynamicUser's, 0700) is told
+    nothing: run holds the folder to its owner, the service's user, not to
+    whoever backs it up."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    os.chown(state, 61234, 61234)
+    assert private_dir_problem(state) is not None  # as root's own state_dir: refused
+    assert statebackup.source_problem(state) is None
+    assert main(["state", "backup", str(tmp_path / "b"), "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().err == ""
+    assert statebackup.source_problem(tmp_path / "nope") is None  # backup_state says why
