@@ -21,8 +21,10 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from router.errors import RecordingError
 from router.recordings.files import open_regular
@@ -32,7 +34,14 @@ from router.recordings.store import Recording, RecordingStore
 from router.recordings.transcode import transcode
 from router.recordings.wav import HEADER_BYTES, parse_wav
 
-__all__ = ["close_recording", "file_digest", "wait_complete", "written_after"]
+__all__ = [
+    "REAL_CLOCK",
+    "Clock",
+    "close_recording",
+    "file_digest",
+    "wait_complete",
+    "written_after",
+]
 
 log = logging.getLogger("router.recordings")
 
@@ -49,6 +58,23 @@ STABLE_WAV = 0.5
 WRITE_BUFFER = 32768
 #: Bytes a second of each headerless format MixMonitor writes (8 kHz).
 _RATES = {"gsm": 1650, "ulaw": 8000}
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The closer's time: how long a file held its size, when a close gives up,
+    and its waits between looks. The real one (:data:`REAL_CLOCK`) but in tests,
+    which give one whose time passes only in its ``sleep``: what they prove
+    (a file held 0.5 s, grew before the look) then does not depend on how fast
+    a loaded machine runs them (issue 16)."""
+
+    #: Seconds, never going back (``time.monotonic``).
+    monotonic: Callable[[], float] = time.monotonic
+    #: Waits this many seconds (``asyncio.sleep``).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+REAL_CLOCK: Final = Clock()
 
 
 def quiet_after_stop(fmt: str) -> float:
@@ -73,7 +99,7 @@ def _look(path: Path) -> tuple[int, bytes] | None:
 
 
 async def wait_complete(
-    path: Path, fmt: str, timeout: float, *, quiet: float = 0.0
+    path: Path, fmt: str, timeout: float, *, quiet: float = 0.0, clock: Clock = REAL_CLOCK
 ) -> float | None:
     """Wait until ``path`` is complete; its duration for a WAV (None otherwise).
 
@@ -84,11 +110,11 @@ async def wait_complete(
     (:func:`~router.recordings.files.open_regular`).
     """
     stable = max(STABLE, quiet)
-    deadline = time.monotonic() + timeout
+    deadline = clock.monotonic() + timeout
     last: tuple[int, float] | None = None
     while True:
         seen = await asyncio.to_thread(_look, path)
-        now = time.monotonic()
+        now = clock.monotonic()
         if seen is not None:
             size, head = seen
             if last is None or last[0] != size:
@@ -104,7 +130,7 @@ async def wait_complete(
             if seen is not None:
                 raise RecordingError(f"{path.name}: incomplete after {timeout:g} s")
             raise RecordingError(f"{path.name}: {await asyncio.to_thread(_no_file, path, timeout)}")
-        await asyncio.sleep(POLL)
+        await clock.sleep(POLL)
 
 
 def _no_file(path: Path, timeout: float) -> str:
@@ -129,22 +155,22 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def _growing(path: Path, since: int | None) -> bool:
-    """Does ``path`` (a regular file) still grow (blocking, POLL * 2)?
+async def _growing(path: Path, since: int | None, clock: Clock) -> bool:
+    """Does ``path`` (a regular file) still grow (POLL * 2 at most)?
 
     Larger than ``since`` (its size when the close began), or over a moment. Asterisk
     22 writes a recording through a 32 KiB buffer: a WAV grows in steps of 32768
     bytes every 2 s, a GSM file every 20 s, so a look of a moment alone mostly sees
     no growth in a file still being written (measured on the sandbox).
     """
-    try:
-        before = os.lstat(path).st_size
-        if since is not None and before > since:
-            return True
-        time.sleep(POLL * 2)
-        return os.lstat(path).st_size > before
-    except OSError:
+    before = await asyncio.to_thread(_size, path)
+    if before is None:
         return False
+    if since is not None and before > since:
+        return True
+    await clock.sleep(POLL * 2)
+    after = await asyncio.to_thread(_size, path)
+    return after is not None and after > before
 
 
 def written_after(path: Path, when: float) -> bool:
@@ -192,6 +218,7 @@ async def close_recording(
     *,
     still_recording: Callable[[], bool] | None = None,
     unsure: bool = False,
+    clock: Clock = REAL_CLOCK,
 ) -> Recording | None:
     """Wait for, transcode and catalog one file; the closed row, or None when it failed.
 
@@ -205,7 +232,7 @@ async def close_recording(
     because the call is still up). ``unsure``: that stop named none of the files
     callrouter asked to stop, so it may be another MixMonitor's; a headerless
     file is then finished only once it held its size past Asterisk's write
-    interval (:func:`quiet_after_stop`).
+    interval (:func:`quiet_after_stop`). ``clock``: the waits' (:class:`Clock`).
     """
     source = recording.local_path
     target = source
@@ -216,10 +243,12 @@ async def close_recording(
     try:
         began = await asyncio.to_thread(_size, source)
         try:
-            duration = await wait_complete(source, recording.format, timeout, quiet=quiet)
+            duration = await wait_complete(
+                source, recording.format, timeout, quiet=quiet, clock=clock
+            )
         except RecordingError:
-            if (still_recording is None or still_recording()) and await asyncio.to_thread(
-                _growing, source, began
+            if (still_recording is None or still_recording()) and await _growing(
+                source, began, clock
             ):
                 log.info(
                     "recording %s of call %s is still being written after %g s: "

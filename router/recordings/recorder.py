@@ -47,7 +47,7 @@ from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
 from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
-from router.recordings.closer import close_recording
+from router.recordings.closer import REAL_CLOCK, Clock, close_recording
 from router.recordings.masquerade import renamed_by_transfer
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
@@ -178,6 +178,9 @@ class Recorder:
         self._retaining: asyncio.Future[Any] | None = None
         self._queue: QueueGauge | None = None
         self._bytes: Any = None
+        #: The closes' time (closer.py): a test's, whose time passes only as
+        #: the close waits.
+        self.close_clock: Clock = REAL_CLOCK
 
     @hookimpl
     def callrouter_configure(self, config: Config) -> None:
@@ -780,7 +783,14 @@ class Recorder:
         assert settings is not None
         assert store is not None
         closing = asyncio.ensure_future(
-            close_recording(row, settings, store, still_recording=still_recording, unsure=unsure)
+            close_recording(
+                row,
+                settings,
+                store,
+                still_recording=still_recording,
+                unsure=unsure,
+                clock=self.close_clock,
+            )
         )
         try:
             if hung_up is not None:

@@ -21,11 +21,12 @@ from router.recordings.recorder import Recorder
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import RecordingStore
 from router.testing.replay import SentAction
+from tests.unit.recordings.virtual_clock import VirtualClock
 from tests.unit.recordings.wavgen import write_wav
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable, Iterator
 
     from router.calls import Call, CallTracker
     from router.engine import Engine
@@ -327,28 +328,18 @@ async def test_a_wav_still_growing_is_not_taken_even_with_a_consistent_header(
     from router.recordings.closer import wait_complete
     from tests.unit.recordings.wavgen import tone, wav_bytes
 
-    # The closer's clock is the test's: 0.3 s between writes is 0.3 s to it
-    # however long a loaded machine takes between them (real 0.3 s sleeps
+    # The closer's time is the test's (virtual_clock.py): 0.3 s between writes
+    # is 0.3 s to it however long a loaded machine takes (real 0.3 s sleeps
     # against STABLE_WAV's 0.5 s let a stall of 0.2 s take the file; issue 16).
-    clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(closer, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    clock = VirtualClock()
     path = tmp_path / "1.1-mix.wav"
     path.write_bytes(wav_bytes(tone(0.5)))
-    waiting = asyncio.ensure_future(wait_complete(path, "wav", timeout=3600))
-    for seconds in (1.0, 1.5, 2.0):  # MixMonitor's last writes, header rewritten each time
-        await asyncio.sleep(0.3)  # the closer looks (every 0.2 s) meanwhile
-        clock.now += 0.3
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        path.write_bytes(wav_bytes(tone(seconds)))
-
-    def held() -> bool:
-        clock.now += 0.05  # from here on the file holds, STABLE_WAV and more
-        return waiting.done()
-
-    await eventually(held, "the finished WAV taken")
+    # MixMonitor's last writes, the header consistent after each one.
+    for when, seconds in ((0.3, 1.0), (0.6, 1.5), (0.9, 2.0)):
+        clock.at(when, lambda seconds=seconds: path.write_bytes(wav_bytes(tone(seconds))))
+    duration = await wait_complete(path, "wav", timeout=3600, clock=clock.clock)
+    assert duration == pytest.approx(2.0)  # none of the earlier, consistent headers
     assert clock.now - 0.9 >= closer.STABLE_WAV  # the last write at 0.9: held that long
-    assert waiting.result() == pytest.approx(2.0)
 
 
 @pytest.mark.skipif(shutil.which("lame") is None, reason="make encoders installs lame")
@@ -705,23 +696,20 @@ async def test_a_stop_does_not_wait_out_a_hung_retention_pass(
     await passing  # its catalog stayed open for it
 
 
-@contextlib.asynccontextmanager
-async def _asterisk_writing(path: Path) -> AsyncIterator[None]:
-    """Asterisk writing on at ``path`` (800 bytes every 0.05 s) while the block runs."""
-    done = asyncio.Event()
+@contextlib.contextmanager
+def _asterisk_writing(path: Path, clock: VirtualClock) -> Iterator[None]:
+    """Asterisk writing on at ``path`` (800 bytes every 0.05 s of the closer's
+    ``clock``) while the block runs."""
 
-    async def writes() -> None:
-        while not done.is_set():
-            with path.open("ab") as fh:
-                fh.write(b"\0" * 800)
-            await asyncio.sleep(0.05)
+    def write() -> None:
+        with path.open("ab") as fh:
+            fh.write(b"\0" * 800)
 
-    writer = asyncio.get_running_loop().create_task(writes())
+    stop = clock.every(0.05, write)
     try:
         yield
     finally:
-        done.set()
-        await writer
+        stop()
 
 
 async def test_another_mixmonitors_stop_on_the_channel_leaves_ours_recording(
@@ -739,7 +727,9 @@ async def test_another_mixmonitors_stop_on_the_channel_leaves_ours_recording(
     linkedid = ajam_replay.channels[channel].linkedid
     path = tmp_path / f"{linkedid}-mix.wav"
     write_wav(path, 1.0, complete=False)
-    async with _asterisk_writing(path):
+    clock = VirtualClock()  # close_timeout 0.6 s against STABLE_WAV's 0.5 s: no race
+    recorder_of(engine).close_clock = clock.clock
+    with _asterisk_writing(path, clock):
         ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
         await ajam_replay.settle(engine)
         await asyncio.wait_for(recorder_of(engine).closed(), 10)
@@ -794,7 +784,9 @@ async def test_a_call_dropped_after_4_hours_keeps_recording_until_max_duration_s
     path = tmp_path / f"{linkedid}-mix.wav"
     write_wav(path, 1.0, complete=False)
     recorder = recorder_of(engine)
-    async with _asterisk_writing(path):
+    clock = VirtualClock()
+    recorder.close_clock = clock.clock
+    with _asterisk_writing(path, clock):
         call = engine.tracker.get(linkedid)
         assert call is not None
         call.started -= 4 * 3600 + 1
@@ -826,26 +818,25 @@ async def test_a_file_asterisk_writes_in_32_kib_steps_is_seen_still_being_writte
     linkedid = ajam_replay.channels[channel].linkedid
     path = tmp_path / f"{linkedid}-mix.wav"
     write_wav(path, 1.0, complete=False)
+    clock = VirtualClock()  # the close's time: the timeline below whatever the load
+    recorder_of(engine).close_clock = clock.clock
     steps: list[float] = []
 
-    async def asterisk_writes() -> None:
-        # One buffer's worth half a second in, the next only after the look.
-        for pause in (0.5, 1.5):
-            await asyncio.sleep(pause)
-            with path.open("ab") as fh:
-                fh.write(b"\0" * 32768)
-            steps.append(time.monotonic())
+    def buffer_written() -> None:
+        with path.open("ab") as fh:
+            fh.write(b"\0" * 32768)
+        steps.append(clock.now)
 
-    writer = asyncio.get_running_loop().create_task(asterisk_writes())
-    try:
-        ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
-        await ajam_replay.settle(engine)
-        await asyncio.wait_for(recorder_of(engine).closed(), 10)
-        (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
-        assert row.state == "recording", row.note
-    finally:
-        await writer
-    assert len(steps) == 2
+    # One buffer's worth half a second into the close, the next only after the look.
+    for when in (0.5, 1.5):
+        clock.at(when, buffer_written)
+    ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "recording", row.note
+    assert steps == [0.5]  # decided after close_timeout, before the next buffer
+    assert 1.0 <= clock.now < 1.5
 
 
 async def test_a_headerless_file_written_between_long_pauses_survives_another_mixmonitors_stop(
@@ -875,25 +866,25 @@ async def test_a_headerless_file_written_between_long_pauses_survives_another_mi
     linkedid = ajam_replay.channels[channel].linkedid
     path = tmp_path / f"{linkedid}-mix.{fmt}"
     path.write_bytes(b"\0" * 4096)
-    done = asyncio.Event()
+    clock = VirtualClock()  # the close's time: 1.3 s between writes whatever the load
+    recorder_of(engine).close_clock = clock.clock
+    writes: list[float] = []
 
-    async def asterisk_writes() -> None:
-        while not done.is_set():
-            await asyncio.sleep(1.3)  # longer than STABLE (1 s)
-            with path.open("ab") as fh:
-                fh.write(b"\0" * 4096)
+    def written() -> None:
+        with path.open("ab") as fh:
+            fh.write(b"\0" * 4096)
+        writes.append(clock.now)
 
-    writer = asyncio.get_running_loop().create_task(asterisk_writes())
+    stop = clock.every(1.3, written, start=1.3)  # longer than STABLE (1 s)
     try:
-        await asyncio.sleep(0.05)
         ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
         await ajam_replay.settle(engine)
         await asyncio.wait_for(recorder_of(engine).closed(), 10)
         (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
         assert row.state == "recording", row.note
+        assert writes == pytest.approx([1.3, 2.6, 3.9])  # through the 4.2 s close
     finally:
-        done.set()
-        await writer
+        stop()
     # Our own stop (or the call's end) is no such doubt: the file closes at once.
     ajam_replay.hangup(channel)
     await ajam_replay.settle(engine)

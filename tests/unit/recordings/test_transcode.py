@@ -21,6 +21,7 @@ from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import RecordingStore
 from router.recordings.transcode import transcode
+from tests.unit.recordings.virtual_clock import VirtualClock
 from tests.unit.recordings.wavgen import write_wav
 from tests.unit.waiting import eventually
 
@@ -134,7 +135,7 @@ async def test_a_failed_encoding_delivers_the_wav_instead_of_losing_the_recordin
         local_paths=[settings.local_path(name)],
         channel="PJSIP/trunk-00000001",
     )
-    closed = await close_recording(row, settings, store)
+    closed = await close_recording(row, settings, store, clock=VirtualClock().clock)
     assert closed is not None
     assert closed.state == "closed"
     assert closed.file == settings.local_path(name)
