@@ -66,7 +66,7 @@ import ssl
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import cast
 
@@ -158,9 +158,11 @@ class _Connection(asyncio.Protocol):
         #: ActionIDs whose event list is being collected.
         self._lists: set[str] = set()
         self._loop = asyncio.get_running_loop()
+        #: The keepalive's seconds (:class:`TCPClient`'s ``clock``; the loop's time).
+        self.clock: Callable[[], float] = owner._clock or self._loop.time
         self.banner: asyncio.Future[str] = self._loop.create_future()
         self.transport: asyncio.Transport | None = None
-        self.last_rx = self._loop.time()
+        self.last_rx = self.clock()
         #: When an action on it last went unanswered (a timeout): with nothing
         #: read since, the peer is not answering and a Logoff would only wait.
         self.unanswered_at: float | None = None
@@ -252,7 +254,7 @@ class _Connection(asyncio.Protocol):
             # Alive is a message read whole (the keepalive's Ping answer at
             # least), not a byte: a peer trickling one message forever, or a
             # byte now and then, is as dead as a silent one.
-            self.last_rx = self._loop.time()
+            self.last_rx = self.clock()
         if not self.banner.done() and parser.banner is not None:
             self.banner.set_result(parser.banner)
         if messages:
@@ -392,10 +394,24 @@ class _Connection(asyncio.Protocol):
 
 
 class TCPClient(AMIActions[ActionResult]):
-    """One logged-in native AMI session: ``async with TCPClient(settings) as ami``."""
+    """One logged-in native AMI session: ``async with TCPClient(settings) as ami``.
 
-    def __init__(self, settings: ClientSettings) -> None:
+    ``clock`` and ``sleep``: the keepalive's time (when a message was last read,
+    how long it waits): the event loop's by default. A test gives its own, so
+    that a stall of the process is a jump of that clock, and the machine's own
+    delays are none.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
         register_secret(settings.secret)
         install_redaction()
         parts = urllib.parse.urlsplit(settings.url)
@@ -958,13 +974,13 @@ class TCPClient(AMIActions[ActionResult]):
     async def _keepalive(self) -> None:
         """Ping a quiet socket; drop one that stays silent for ``ping_interval``."""
         interval = self.settings.ping_interval
-        loop = asyncio.get_running_loop()
-        wake_at = loop.time()
+        clock = self._clock or asyncio.get_running_loop().time
+        wake_at = clock()
         while not self._closed:
             conn = self._conn
             if conn is None or conn.lost:
                 return  # the next login starts a new watchdog
-            now = loop.time()
+            now = clock()
             quiet = now - conn.last_rx
             if now - wake_at > interval / 2:
                 # We are the slow side (this process was stopped or starved
@@ -984,7 +1000,7 @@ class TCPClient(AMIActions[ActionResult]):
             else:
                 delay = interval / 2 - quiet
             wake_at = now + delay
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     # -- actions ---------------------------------------------------------------------
 
@@ -1002,7 +1018,7 @@ class TCPClient(AMIActions[ActionResult]):
         try:
             return await future
         except TimeoutError as exc:
-            conn.unanswered_at = asyncio.get_running_loop().time()
+            conn.unanswered_at = conn.clock()
             items = conn.collecting(action.action_id or "")
             if items is not None:
                 # Answered, but its list never closed: "no answer" misled

@@ -761,11 +761,64 @@ async def test_a_certificate_another_ca_file_does_not_vouch_for_names_that_file(
     assert "s3cret" not in message
 
 
+class SteppedClock:
+    """The keepalive's time, moved on only by :meth:`advance`: a stall of the
+    process is a jump of it, and the host's own delays (a loaded machine) are
+    none."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (self.now + seconds, waiter)
+        self._sleepers.append(entry)
+        try:
+            await waiter
+        finally:
+            self._sleepers.remove(entry)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for until_, waiter in self._sleepers:
+            if until_ <= self.now and not waiter.done():
+                waiter.set_result(None)
+
+    async def sleeping(self) -> float:
+        """When the sleep under way (waited for, if none yet) ends."""
+        await until(lambda: any(not waiter.done() for _, waiter in self._sleepers))
+        return min(when for when, waiter in self._sleepers if not waiter.done())
+
+
 async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) -> None:
-    async with TCPClient(settings(fake, ping_interval=0.6)) as client:
-        await asyncio.sleep(0.1)
-        time.sleep(1.5)  # noqa: ASYNC251 - the loop stalls past the interval, as under SIGSTOP
-        await asyncio.sleep(1.0)  # the keepalive asks instead of judging the stall
+    """This process stopped past ping_interval (SIGSTOP, a starved host): the
+    keepalive, woken that late, asks Asterisk instead of taking its own silence
+    for the peer's, and the Ping's answer keeps the connection. On a clock the
+    test moves (the loop's stalled 1.5 s for real before, and a loaded machine
+    then late by 0.3 s more dropped it; issue 16)."""
+    clock = SteppedClock()
+
+    def pings() -> int:
+        return sum(1 for h in fake.received if h["action"] == "Ping")
+
+    client = TCPClient(settings(fake, ping_interval=0.5), clock=clock.time, sleep=clock.sleep)
+    async with client:
+        conn = client._conn
+        assert conn is not None
+        # Times in quarters of a second: sums exact in floats, as the keepalive compares them.
+        assert await clock.sleeping() == clock.now + 0.25  # a look after half an interval
+        asked = pings()
+        clock.advance(2.0)  # stalled: woken 1.75 s past its timer, after 2 s of silence
+        await until(lambda: pings() == asked + 1)  # asked, not judged
+        assert await clock.sleeping() == clock.now + 0.25  # judged half an interval later
+        await until(lambda: conn.last_rx == clock.now)  # the Ping's answer read
+        clock.advance(0.25)
+        await until(lambda: pings() == asked + 2)  # quiet for half an interval: asked again
+        assert not conn.lost
         assert client.logged_in
         assert client.session_generation == 1
 
