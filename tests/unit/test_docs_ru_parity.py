@@ -17,7 +17,11 @@ sections follow the headings, which must match):
 - the shape of the prose: as many table rows and quoted lines (``>``, where a
   warning goes) and at least as many **bold** phrases (the "never" a reader must
   not miss), so a row, a note or a warning added in English is not left out;
-- every link to another file goes to the same file, or to its Russian twin;
+- every link to another file goes to the same file, or to its Russian twin,
+  and a link to a heading lands on the same heading there (the headings are
+  compared by their place, as the Russian anchors are Russian words), which exists;
+- as many numbered steps, numbered the same, list items and paragraphs, so a
+  step, an item or a paragraph added in English is not left out;
 - one Russian term for each thing, on every page (``GLOSSARY``).
 
 The API page's curl requests are compared by test_api_docs.py, the metric
@@ -305,15 +309,19 @@ def linked_files(prose: str, page: Path) -> Counter[str]:
         if not path or re.match(r"[a-z]+:", path):
             out[path or "(this page)"] += 1
             continue
-        file = (page.parent / path).resolve()
-        english = {v: k for k, v in OTHER_TWINS.items()}.get(str(file.relative_to(REPO)))
-        if english:
-            file = REPO / english
-        elif (DOCS / "ru") in file.parents:
-            file = DOCS / file.relative_to(DOCS / "ru")
-        out[str(file.relative_to(REPO))] += 1
+        out[english_page((page.parent / path).resolve())] += 1
     out.pop("(this page)", None)
     return out
+
+
+def english_page(file: Path) -> str:
+    """A page from the repository's root, a Russian twin named as its English page."""
+    english = {v: k for k, v in OTHER_TWINS.items()}.get(str(file.relative_to(REPO)))
+    if english:
+        return english
+    if (DOCS / "ru") in file.parents:
+        file = DOCS / file.relative_to(DOCS / "ru")
+    return str(file.relative_to(REPO))
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -328,6 +336,107 @@ def test_every_link_goes_to_the_same_page_or_its_russian_twin(page: str) -> None
             f"{russian_name(page)}, {where}: links differ: only in English "
             f"{sorted(set(english) - set(russian))}, only in Russian "
             f"{sorted(set(russian) - set(english))}"
+        )
+
+
+def slugs(text: str) -> list[str]:
+    """The anchors GitHub gives a page's headings, in order (a repeated one gets ``-1``)."""
+    out: list[str] = []
+    for heading, _, _ in sections(text)[1:]:
+        slug = re.sub(r"[^\w\- ]", "", heading.lstrip("#").strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in out:
+            n += 1
+            candidate = f"{slug}-{n}"
+        out.append(candidate)
+    return out
+
+
+def landings(prose: str, page: Path) -> tuple[set[tuple[str, int]], list[str]]:
+    """Where a section's links to a heading land: (the English page, the heading's
+    place in it, counted from 1), a Russian twin's heading counted as the English
+    one at its place; and the links whose heading is not there."""
+    out: set[tuple[str, int]] = set()
+    broken: list[str] = []
+    for target in _LINK.findall(_SPAN.sub(" ", prose)):
+        path, _, anchor = target.partition("#")
+        if not anchor or re.match(r"[a-z]+:", path):
+            continue
+        file = (page.parent / path).resolve() if path else page
+        if not file.is_file():
+            broken.append(f"{target}: no such file")
+            continue
+        places = slugs(file.read_text(encoding="utf-8"))
+        if anchor not in places:
+            broken.append(f"{target}: no such heading")
+            continue
+        out.add((english_page(file), places.index(anchor) + 1))
+    return out, broken
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_to_a_heading_lands_on_the_same_heading(page: str) -> None:
+    """``[api.md](api.md#tokens-and-permissions)`` in English and a bare
+    ``[api.md](api.md)`` in Russian send the Russian reader to the page's top."""
+    english_path, russian_path = twins(page)
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        english, english_broken = landings(en, english_path)
+        russian, russian_broken = landings(ru, russian_path)
+        assert not english_broken + russian_broken, (
+            f"{russian_name(page)}, {where}: links to no heading: {english_broken + russian_broken}"
+        )
+        assert russian == english, (
+            f"{russian_name(page)}, {where}: links land on other headings: only in English "
+            f"{sorted(english - russian)}, only in Russian {sorted(russian - english)} "
+            "(page, the heading's place)"
+        )
+
+
+_ITEM = re.compile(r"^(\s*)(\d+\.|[-*+]) +\S")
+
+
+def lists(prose: str) -> tuple[list[str], int, int]:
+    """The numbers of a section's numbered steps, in order, its other list items
+    and its paragraphs, outside code spans. A wrapped line that starts with a number
+    (``409. Keys are``) is no step: outside a list only a ``1.`` interrupts a paragraph."""
+    steps: list[str] = []
+    items = paragraphs = 0
+    previous, in_list = "", False
+    # A span keeps its lines (``x`` for each character): one may wrap.
+    text = _SPAN.sub(lambda m: re.sub(r"[^\n]", "x", m.group(0)), prose)
+    for line in text.splitlines():
+        item = _ITEM.match(line)
+        if item and item.group(2)[0].isdigit():
+            if in_list or item.group(2) == "1." or not previous.strip():
+                steps.append(item.group(2))
+                in_list = True
+        elif item:
+            items += 1
+            in_list = True
+        elif line.strip() and not previous.strip() and not line.startswith(" "):
+            in_list = False  # a paragraph after the list
+        if line.strip() and not previous.strip():
+            paragraphs += 1
+        previous = line
+    return steps, items, paragraphs
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_english_step_item_and_paragraph_is_in_the_russian_section(page: str) -> None:
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        (en_steps, en_items, en_paragraphs), (ru_steps, ru_items, ru_paragraphs) = (
+            lists(en),
+            lists(ru),
+        )
+        assert ru_steps == en_steps, (
+            f"{russian_name(page)}, {where}: numbered steps {ru_steps}, English has {en_steps}"
+        )
+        assert ru_items == en_items, (
+            f"{russian_name(page)}, {where}: {ru_items} list items, English has {en_items}"
+        )
+        assert ru_paragraphs == en_paragraphs, (
+            f"{russian_name(page)}, {where}: {ru_paragraphs} paragraphs, "
+            f"English has {en_paragraphs}"
         )
 
 
@@ -480,3 +589,27 @@ def test_a_root_prompt_and_a_commented_setting_are_code_not_comments() -> None:
     assert blocks == ["```toml\n# metrics_auth = true\n"]
     [_, (_, blocks, _)] = sections("# T\n" + toml.replace("true", "false"))
     assert blocks != ["```toml\n# metrics_auth = true\n"]
+
+
+def test_steps_items_and_paragraphs_are_counted_as_markdown_shows_them() -> None:
+    prose = (
+        "Do this:\n\n1. **One.** A step that wraps\n   over `a span\nthat wraps` too.\n"
+        "2. Two.\n\n- an item\n- another\n\nA sentence ending in a status, then a wrapped\n"
+        "409. Keys are no step.\n"
+    )
+    assert lists(prose) == (["1.", "2."], 2, 4)
+
+
+def test_a_link_to_a_heading_is_compared_by_the_headings_place() -> None:
+    assert slugs("# Page\n## A part: `[api]`\n```sh\n# no heading\n```\n## A part: `[api]`\n") == [
+        "page",
+        "a-part-api",
+        "a-part-api-1",
+    ]
+    english = landings("[api.md](api.md#tokens-and-permissions)", DOCS / "operations.md")
+    russian = landings("[api.md](api.md#токены-и-разрешения)", DOCS / "ru" / "operations.md")
+    assert english == russian == ({("docs/api.md", 4)}, [])
+    bare = landings("[api.md](api.md)", DOCS / "ru" / "operations.md")
+    assert bare == (set(), [])
+    broken = landings("[api.md](api.md#tokens-and-permissions)", DOCS / "ru" / "operations.md")
+    assert broken == (set(), ["api.md#tokens-and-permissions: no such heading"])
