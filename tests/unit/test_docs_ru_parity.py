@@ -468,6 +468,10 @@ GLOSSARY = {
         "«звонок из 1С», as api.md names click-to-call"
     ),
     r"каталог[а-я]*\s+состояния": "«папка состояния» (a «каталог» is the recordings' store)",
+    r"каталог[а-я]*\s+(?:исходников|журналов|manager\.conf|с копиями)"
+    r"|(?:в новый|другой|сам|содержимого|FIFO,|FIFO или)\s+каталог": (
+        "«папка» (a folder; a «каталог» is the recordings' store)"
+    ),
     # Two instances on one Asterisk: the one routing calls and the one waiting to take over.
     r"резервн[а-я]* (?:экземпляр|рядом)|(?<![а-яё])резервн(?:ый|ого|ому|ым)(?: |\))": (
         "«ожидающий экземпляр» (a standby; «резервная копия» is a backup)"
