@@ -440,6 +440,20 @@ def test_every_english_step_item_and_paragraph_is_in_the_russian_section(page: s
         )
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_each_twin_links_to_the_other(page: str) -> None:
+    """A reader who opened the page in the other language finds the way across."""
+    english_path, russian_path = twins(page)
+    for here, there in ((english_path, russian_path), (russian_path, english_path)):
+        targets = {
+            (here.parent / target.split("#", 1)[0]).resolve()
+            for target in _LINK.findall(here.read_text(encoding="utf-8"))
+        }
+        assert there.resolve() in targets, (
+            f"{here.relative_to(REPO)}: no link to {there.relative_to(REPO)}"
+        )
+
+
 #: Words the Russian pages do not use, outside code, with the one they use instead.
 #: A reader meets one term for one thing, on every page.
 GLOSSARY = {
