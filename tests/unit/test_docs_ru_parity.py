@@ -454,6 +454,39 @@ def test_each_twin_links_to_the_other(page: str) -> None:
         )
 
 
+def comments_per_block(text: str) -> list[int]:
+    """How many lines of each code block carry a comment (a whole line or a tail),
+    which the Russian page translates and the code comparison leaves out."""
+    out: list[int] = []
+    fence, count = "", None
+    for line in text.splitlines():
+        if count is not None:
+            if line.strip() == fence:
+                out.append(count)
+                count = None
+            elif _COMMENT_LINE.match(line) or _COMMENT_TAIL.search(line):
+                count += 1
+            continue
+        opening = _FENCE.match(line)
+        if opening:
+            fence, count = opening.group(1), 0
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_english_comment_is_in_the_russian_block(page: str) -> None:
+    """A comment added to an example (``# never as root``) is translated, not left out."""
+    english_path, russian_path = twins(page)
+    english = comments_per_block(english_path.read_text(encoding="utf-8"))
+    russian = comments_per_block(russian_path.read_text(encoding="utf-8"))
+    differ = [
+        f"block {n + 1}: {ru} commented lines, English has {en}"
+        for n, (en, ru) in enumerate(zip(english, russian, strict=False))
+        if en != ru
+    ]
+    assert not differ, f"{russian_name(page)}: {'; '.join(differ)}"
+
+
 #: Words the Russian pages do not use, outside code, with the one they use instead.
 #: A reader meets one term for one thing, on every page.
 GLOSSARY = {
@@ -607,6 +640,7 @@ def test_a_root_prompt_and_a_commented_setting_are_code_not_comments() -> None:
     assert blocks == ["```toml\n# metrics_auth = true\n"]
     [_, (_, blocks, _)] = sections("# T\n" + toml.replace("true", "false"))
     assert blocks != ["```toml\n# metrics_auth = true\n"]
+    assert comments_per_block("# T\n" + toml + console) == [2, 2]
 
 
 def test_steps_items_and_paragraphs_are_counted_as_markdown_shows_them() -> None:
