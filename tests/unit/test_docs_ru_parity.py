@@ -267,6 +267,15 @@ def test_every_english_code_span_is_in_the_russian_section(page: str) -> None:
         assert not missing, f"{russian_name(page)}, {where}: lacks {missing}"
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_each_heading_keeps_its_numbers_and_code(page: str) -> None:
+    """``## 4. Path ACLs in http.conf (Asterisk 22.9+)``: a step's number, a version
+    or a table's name in a heading is what a reader looks for in the contents."""
+    for where, (en, _, _), (ru, _, _) in pair(page):
+        assert numbers(ru) == numbers(en), f"{russian_name(page)}, {where}: numbers differ"
+        assert spans(ru) == spans(en), f"{russian_name(page)}, {where}: code differs"
+
+
 def shape(prose: str) -> Counter[str]:
     """Table rows, quoted lines and bold phrases, outside code spans."""
     text = _SPAN.sub(" ", prose)
