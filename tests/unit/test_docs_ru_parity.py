@@ -189,7 +189,7 @@ def numbers(prose: str) -> Counter[str]:
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 10,000
     text = re.sub(r"(?<=\d)[  ](?=\d{3}(?!\d))", "", text)  # 10 000
     text = re.sub(r"(?<=\d),(?=\d)", ".", text)  # 0,3
-    return Counter(re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text))
+    return Counter(re.findall(r"(?<![\w.])\d+(?:\.\d+)*", text))  # 22.10.1: a version whole
 
 
 def twins(page: str) -> tuple[Path, Path]:
@@ -638,6 +638,8 @@ def test_the_readers_see_a_faithful_translation_as_equal() -> None:
     assert numbers(en) == numbers(ru) == Counter({"10000": 1, "0.6": 1})
     assert spans(en) - spans(ru) == Counter({"HOST:PORT": 1})
     assert TRANSLATED["HOST:PORT"] in spans(ru)
+    assert numbers("Asterisk 22.10.1 or later.") == Counter({"22.10.1": 1})
+    assert numbers("Asterisk 22.10.1 или новее.") != numbers("Asterisk 22.10.2 или новее.")
 
 
 def test_a_root_prompt_and_a_commented_setting_are_code_not_comments() -> None:
