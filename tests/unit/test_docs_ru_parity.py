@@ -11,7 +11,7 @@ sections follow the headings, which must match):
   like a comment and is not one is compared too: a root shell's ``# command``
   in a ``console`` block, a commented-out setting (``# metrics_auth = true``);
 - every number in the prose (``10,000`` and ``10 000``, ``0.3`` and ``0,3``
-  are one number), at least as often in Russian as in English;
+  are one number, ``22.10.1`` is one version), as often in Russian as in English;
 - every inline code span in the prose (a key, a path, a status, a log line),
   except the placeholders the Russian page translates (``TRANSLATED``);
 - the shape of the prose: as many table rows and quoted lines (``>``, where a
@@ -257,6 +257,9 @@ def test_every_english_number_is_in_the_russian_section(page: str) -> None:
     for where, (_, _, en), (_, _, ru) in pair(page):
         missing = numbers(en) - numbers(ru)
         assert not missing, f"{russian_name(page)}, {where}: lacks {sorted(missing)}"
+        # A number only the Russian page has: a sentence the English one dropped, or an old value.
+        stale = numbers(ru) - numbers(en)
+        assert not stale, f"{russian_name(page)}, {where}: has {sorted(stale)}, English has not"
 
 
 @pytest.mark.parametrize("page", PAGES)
