@@ -309,6 +309,23 @@ def test_every_english_row_note_and_warning_is_in_the_russian_section(page: str)
         )
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_each_table_row_keeps_its_place(page: str) -> None:
+    """Row by row, the Russian table has the English row's numbers and code: a row
+    moved elsewhere in a long table (the limits in security.md) or replaced is
+    caught, not only a row missing."""
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        english = [line for line in en.splitlines() if line.lstrip().startswith("|")]
+        russian = [line for line in ru.splitlines() if line.lstrip().startswith("|")]
+        for row, (en_row, ru_row) in enumerate(zip(english, russian, strict=False), start=1):
+            code = spans(ru_row)
+            missing = [s for s in spans(en_row) - code if TRANSLATED.get(s) not in code]
+            where_row = f"{russian_name(page)}, {where}, table row {row}"
+            rows = f"English {en_row[:70]!r}, Russian {ru_row[:70]!r}"
+            assert numbers(ru_row) == numbers(en_row), f"{where_row}: numbers differ: {rows}"
+            assert not missing, f"{where_row}: lacks {missing}: {rows}"
+
+
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
