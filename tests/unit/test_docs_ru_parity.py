@@ -309,23 +309,6 @@ def test_every_english_row_note_and_warning_is_in_the_russian_section(page: str)
         )
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_each_table_row_keeps_its_place(page: str) -> None:
-    """Row by row, the Russian table has the English row's numbers and code: a row
-    moved elsewhere in a long table (the limits in security.md) or replaced is
-    caught, not only a row missing."""
-    for where, (_, _, en), (_, _, ru) in pair(page):
-        english = [line for line in en.splitlines() if line.lstrip().startswith("|")]
-        russian = [line for line in ru.splitlines() if line.lstrip().startswith("|")]
-        for row, (en_row, ru_row) in enumerate(zip(english, russian, strict=False), start=1):
-            code = spans(ru_row)
-            missing = [s for s in spans(en_row) - code if TRANSLATED.get(s) not in code]
-            where_row = f"{russian_name(page)}, {where}, table row {row}"
-            rows = f"English {en_row[:70]!r}, Russian {ru_row[:70]!r}"
-            assert numbers(ru_row) == numbers(en_row), f"{where_row}: numbers differ: {rows}"
-            assert not missing, f"{where_row}: lacks {missing}: {rows}"
-
-
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -516,6 +499,50 @@ def test_every_english_comment_is_in_the_russian_block(page: str) -> None:
     assert not differ, f"{russian_name(page)}: {'; '.join(differ)}"
 
 
+def parts(prose: str) -> list[str]:
+    """The section's paragraphs, list items and table rows, each whole, in order
+    (a list item or a step begins where ``lists`` counts one)."""
+    out: list[list[str]] = []
+    previous, in_list = "", False
+    masked = _SPAN.sub(lambda m: re.sub(r"[^\n]", "x", m.group(0)), prose)
+    for line, seen in zip(prose.splitlines(), masked.splitlines(), strict=True):
+        item = _ITEM.match(seen)
+        step = item is not None and item.group(2)[0].isdigit()
+        starts = False
+        if item and (not step or in_list or item.group(2) == "1." or not previous.strip()):
+            starts = in_list = True
+        elif seen.strip() and not previous.strip() and not seen.startswith(" "):
+            in_list = False
+        if seen.lstrip().startswith("|") or previous.lstrip().startswith("|"):
+            starts = True
+        if seen.strip() and (starts or not previous.strip() or not out):
+            out.append([line])
+        elif seen.strip():
+            out[-1].append(line)
+        previous = seen
+    return ["\n".join(part) for part in out]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_paragraph_item_and_row_keeps_its_numbers_and_code(page: str) -> None:
+    """Part by part, the Russian section has the English part's numbers and code: a
+    row moved elsewhere in a long table (the limits in security.md), a sentence moved
+    to another paragraph or a part replaced is caught, not only one missing."""
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        english, russian = parts(en), parts(ru)
+        assert len(russian) == len(english), (
+            f"{russian_name(page)}, {where}: {len(russian)} paragraphs, items and rows, "
+            f"English has {len(english)}"
+        )
+        for n, (en_part, ru_part) in enumerate(zip(english, russian, strict=True), start=1):
+            code = spans(ru_part)
+            missing = [s for s in spans(en_part) - code if TRANSLATED.get(s) not in code]
+            here = f"{russian_name(page)}, {where}, part {n}"
+            both = f"English {en_part[:70]!r}, Russian {ru_part[:70]!r}"
+            assert numbers(ru_part) == numbers(en_part), f"{here}: numbers differ: {both}"
+            assert not missing, f"{here}: lacks {missing}: {both}"
+
+
 #: Words the Russian pages do not use, outside code, with the one they use instead.
 #: A reader meets one term for one thing, on every page.
 GLOSSARY = {
@@ -681,6 +708,9 @@ def test_steps_items_and_paragraphs_are_counted_as_markdown_shows_them() -> None
         "409. Keys are no step.\n"
     )
     assert lists(prose) == (["1.", "2."], 2, 4)
+    assert [part.split()[0] for part in parts(prose)] == ["Do", "1.", "2.", "-", "-", "A"]
+    table = "| Key | Default |\n| --- | --- |\n| `a` | 1 |\n"
+    assert parts(table) == table.splitlines()
 
 
 def test_a_link_to_a_heading_is_compared_by_the_headings_place() -> None:
