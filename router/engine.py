@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import inspect
 import logging
@@ -275,6 +276,11 @@ class EngineOptions:
     #: router.toml's ``[router] rules`` line, as ``check`` does; empty for
     #: paths given otherwise (``--rules``, an embedder).
     rules_named_by: str = ""
+    #: Hold an exclusive lock on ``[router] state_dir`` from start to stop, so
+    #: that a second ``callrouter run`` on the same folder refuses to start
+    #: instead of writing the same state files (``callrouter run`` does;
+    #: embedders and tests, which may run engines side by side, do not).
+    lock_state_dir: bool = False
 
     def dialplan(self) -> Dialplan:
         return Dialplan(
@@ -417,6 +423,8 @@ class Engine:
         #: The live page's recent decisions and calls (router.api.live).
         self._live: LiveRing | None = None
         self._stopped = False
+        #: The state folder's descriptor holding its lock (EngineOptions.lock_state_dir).
+        self._state_lock: int | None = None
         #: A stop was asked for (SIGTERM, request_stop), not merely run:
         #: stop() after a failed start sets _stopping too.
         self._stop_asked = False
@@ -559,6 +567,38 @@ class Engine:
             raise ConfigError(
                 f"{where}: [router] state_dir: {problem} (docs/security.md, Local users and files)"
             )
+        if self.options.lock_state_dir:
+            self._lock_state_dir(path, where)
+
+    def _lock_state_dir(self, path: Path, where: str) -> None:
+        """Lock the state folder itself (no lock file: ``flock`` on the folder's
+        descriptor, dropped by the kernel when the process ends, however it
+        ends): a second ``callrouter run`` with this folder, by hand beside
+        the service, would write the same SQLite queues and call life mark."""
+        if self._state_lock is not None:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if not isinstance(exc, BlockingIOError):
+                raise ConfigError(
+                    f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"
+                ) from None
+            raise ConfigError(
+                f"{where}: [router] state_dir: {path} is in use by another "
+                f"`callrouter run` (the service, or one started by hand with this "
+                f"state folder); two would write the same state files: stop the "
+                f"other one first, or give this one a state_dir of its own "
+                f"(docs/operations.md, Two instances on one Asterisk)"
+            ) from None
+        self._state_lock = fd
+
+    def _unlock_state_dir(self) -> None:
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # closing the descriptor drops the lock
+            self._state_lock = None
 
     def _state_files(self) -> StateFileWatch:
         """The state files callrouter itself keeps open (router/state_file_watch.py)."""
@@ -1139,6 +1179,7 @@ class Engine:
             log.info("stopped after a cancellation")
             raise cancelled
         log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+        self._unlock_state_dir()
 
     async def _put_back_recordings(self) -> None:
         await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it

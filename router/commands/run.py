@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     options = EngineOptions(
         freeze_gc=True,
         wait_for_asterisk=True,
+        lock_state_dir=True,
         # A --rules path is the person's own; router.toml's is named, as check names it.
         rules_named_by="" if args.rules else config.rules_named_by(),
     )

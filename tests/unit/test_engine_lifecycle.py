@@ -189,6 +189,58 @@ def test_callrouter_run_refuses_a_state_folder_it_cannot_write_in_one_line(
     assert "logged in" not in run.stderr  # refused before touching Asterisk
 
 
+def test_callrouter_run_refuses_a_state_folder_another_run_holds(tmp_path: Path) -> None:
+    """hops45's trial: a second `callrouter run` on the service's state_dir (one
+    started by hand beside it) went live, stood by, and wrote the same 1C
+    history queue and call life mark. The folder is now locked from start to
+    stop: here the test holds the lock as a running service would (issue 16)."""
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = write_run_config(tmp_path, state)
+    held = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            run = run_cli("run", "--config", str(config), cwd=tmp_path)
+        except subprocess.TimeoutExpired:  # without the lock: waits for Asterisk
+            pytest.fail("a second callrouter run on a locked state_dir went on starting")
+    finally:
+        os.close(held)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert (
+        f"callrouter run: error: {config}:7: [router] state_dir: {state} is in use by "
+        f"another `callrouter run` (the service, or one started by hand with this state "
+        f"folder); two would write the same state files: stop the other one first, or "
+        f"give this one a state_dir of its own (docs/operations.md, Two instances on "
+        f"one Asterisk)\n"
+    ) in run.stderr
+    assert "logged in" not in run.stderr  # refused before touching Asterisk
+
+
+async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
+    """The lock taken at start is dropped by stop: a restart in the same
+    process (and the next service start) finds the folder free."""
+    import fcntl
+
+    state = tmp_path / "state"
+    config = write_run_config(tmp_path, state)
+    from router.config import load_config
+
+    engine = Engine(load_config(config), options=EngineOptions(lock_state_dir=True))
+    await asyncio.to_thread(engine._check_state_dir)
+    probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await engine.stop()
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+    finally:
+        os.close(probe)
+
+
 class SlowLookup:
     """A lookup that takes ``seconds`` (0.4 s): SIGTERM arrives while the
     decision waits for it; ``finished`` tells whether it came to its end."""
