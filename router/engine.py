@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import hashlib
 import inspect
 import logging
 import os
@@ -66,7 +67,7 @@ from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker, dialplan_half, oversized
 from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
-from router.config import Config
+from router.config import MAX_CONFIG_BYTES, Config
 from router.dialplan import (
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
@@ -112,6 +113,7 @@ from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, so
 from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
 from router.supervise import Throttle, log_task_failure, logged
+from router.textfiles import read_bounded
 from router.wording import counted
 
 __all__ = ["PRIVILEGE_MISSING", "Engine", "EngineOptions", "RouteRecord"]
@@ -423,6 +425,12 @@ class Engine:
         #: The live page's recent decisions and calls (router.api.live).
         self._live: LiveRing | None = None
         self._stopped = False
+        #: router.toml's digest as read at start, and the last one a SIGHUP said
+        #: was not applied (:meth:`_config_changed`).
+        self._config_said: str | None = None
+        # Read now, next to the load (callrouter run makes the engine right
+        # after it): a change saved while the start goes on is one too.
+        self._config_read: str | None = self._config_digest()
         #: The state folder's descriptor holding its lock (EngineOptions.lock_state_dir).
         self._state_lock: int | None = None
         #: A stop was asked for (SIGTERM, request_stop), not merely run:
@@ -1253,7 +1261,39 @@ class Engine:
         fresh registry (hooks are not thread-safe) and swaps the result in.
         One reload at a time; None when loading itself failed (logged).
         """
+        await asyncio.to_thread(self._config_changed)
         return await self._reload_files(watched=False)
+
+    def _config_digest(self) -> str | None:
+        """router.toml's SHA-256 (its error when it cannot be read), None for none."""
+        path = self._config.path
+        if path is None:
+            return None
+        try:
+            return hashlib.sha256(read_bounded(path, MAX_CONFIG_BYTES)).hexdigest()
+        except OSError as exc:
+            return f"unreadable: {exc}"
+
+    def _config_changed(self) -> None:
+        """A SIGHUP reloads the rules, not router.toml: say so, once for each
+        change, when the file differs from the one read at start, so that an
+        edited ``shadow``, ``[asterisk]`` or plugin table is not taken for
+        applied (hops45's trial: the reload said nothing of it)."""
+        now = self._config_digest()
+        if now is None or self._config_read is None:
+            return
+        if now == self._config_read:
+            self._config_said = None
+            return
+        if now == self._config_said:
+            return
+        self._config_said = now
+        log.warning(
+            "%s changed since callrouter started: a reload reads the rule files only, "
+            "not router.toml; restart callrouter to apply it (docs/operations.md, "
+            "Signals and reloads)",
+            self._config.path,
+        )
 
     async def _reload_files(self, *, watched: bool) -> RuleSet | None:
         """:meth:`reload_in_thread`; ``watched``: the file watcher's, which

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="route calls: consume AMI events, evaluate rules, act through AMI",
         description="Run the router. SIGTERM stops it (in-flight decisions finish), "
-        "SIGHUP reloads the rules (a broken rule set keeps the previous one).",
+        "SIGHUP reloads the rules (a broken rule set keeps the previous one); "
+        "router.toml is read at start only.",
     )
     parser.add_argument(
         "--rules",

@@ -229,7 +229,10 @@ async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
     config = write_run_config(tmp_path, state)
     from router.config import load_config
 
-    engine = Engine(load_config(config), options=EngineOptions(lock_state_dir=True))
+    engine = Engine(
+        load_config(config, environ={"CR_SECRET": "s"}),
+        options=EngineOptions(lock_state_dir=True),
+    )
     await asyncio.to_thread(engine._check_state_dir)
     probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -239,6 +242,36 @@ async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
     finally:
         os.close(probe)
+
+
+async def test_a_reload_says_router_toml_changed_since_start_is_not_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hops45's trial: `shadow = true` added to router.toml, then SIGHUP: the
+    reload said `rules unchanged` and nothing of router.toml, which is read at
+    start only. Now a WARNING says so, once for each change (issue 16)."""
+    from router.config import load_config
+
+    config = write_run_config(tmp_path, tmp_path / "state")
+    engine = Engine(load_config(config, environ={"CR_SECRET": "s"}))
+    await engine.setup()
+    said = f"{config} changed since callrouter started: a reload reads the rule files only"
+    try:
+        await engine.reload_in_thread()
+        assert said not in caplog.text  # the file as read at start
+        original = config.read_text(encoding="utf-8")
+        config.write_text(original.replace("[router]\n", "[router]\nshadow = true\n"))
+        await engine.reload_in_thread()
+        warnings = [r for r in caplog.records if r.getMessage().startswith(said)]
+        assert [r.levelname for r in warnings] == ["WARNING"]
+        assert "restart callrouter to apply it" in warnings[0].getMessage()
+        await engine.reload_in_thread()  # the same change: said once
+        assert sum(r.getMessage().startswith(said) for r in caplog.records) == 1
+        config.write_text(original, encoding="utf-8")  # put back: nothing to say
+        await engine.reload_in_thread()
+        assert sum(r.getMessage().startswith(said) for r in caplog.records) == 1
+    finally:
+        await engine.stop()
 
 
 class SlowLookup:
