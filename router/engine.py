@@ -1066,7 +1066,10 @@ class Engine:
             return
         self.router.accepting = False
         self._drain_until = asyncio.get_running_loop().time() + self.options.drain_timeout
-        log.info("stopping: no new calls; finishing %d decisions in flight", len(self.router.tasks))
+        log.info(
+            "stopping: no new calls; finishing %s in flight",
+            counted(len(self.router.tasks), "decision"),
+        )
         self._draining = asyncio.get_running_loop().create_task(
             self._drain_then_end(), name="callrouter-drain"
         )

@@ -34,7 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         add_help=False,
     )
     parser.add_argument("-h", "--help", action="store_true", help="show help and exit")
-    parser.add_argument("action", nargs="?", help="action name, e.g. Ping, CoreShowChannels")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        metavar="ACTION",
+        help="action name, e.g. Ping, CoreShowChannels (`callrouter actions` lists them)",
+    )
     parser.add_argument(
         "params",
         nargs="*",

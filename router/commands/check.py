@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         help="validate router.toml and the rule files",
         description="Validate router.toml (every key and plugin table) and the rule files "
         "against the plugins it selects, without Asterisk (unless --asterisk); print "
-        "every error as file:line. Exit code 0: clean, 1: errors.",
+        "every error as file:line. Exit code 0: clean, 1: errors, 2: a wrong command line.",
     )
     parser.add_argument(
         "paths",

@@ -4,6 +4,7 @@ finishes and confirms the decisions in flight before the stream stops (item 10).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -307,7 +308,10 @@ rules:
 
 
 async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
-    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(SLOW, encoding="utf-8")
@@ -320,11 +324,14 @@ async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
             watch_interval=0, live_heartbeat=0, check_privileges=False, drain_timeout=30
         ),
     )
+    caplog.set_level(logging.INFO, "router.engine")
     serving = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 5)
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await asyncio.wait_for(slow.started.wait(), 5)
     engine.request_stop()  # SIGTERM mid-decision
+    # hops45's trial: "finishing 1 decisions in flight" (issue 16).
+    assert "stopping: no new calls; finishing 1 decision in flight" in caplog.messages
     later = ajam_replay.inbound_call(caller="79161234568", did="74950000001")
     await asyncio.wait_for(serving, 10)  # the 0.4 s lookup, not the 30 s drain_timeout
     ended = time.monotonic()
