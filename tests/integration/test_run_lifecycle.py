@@ -227,7 +227,9 @@ async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
     assert decision["outcome"] == "executed"
     assert [(a["kind"], a["status"]) for a in decision["actions"]] == [("redirect", "confirmed")]
     messages = [str(r.get("message", "")) for r in router.lines()]
-    assert any(m.startswith("stopping: no new calls; finishing 1 decisions") for m in messages)
+    assert any(
+        m.startswith("stopping: no new calls; finishing 1 decision in flight") for m in messages
+    )
     assert "stopped: logged off from Asterisk" in messages
     # "About 1 s" after the decision, with a generous margin for a loaded machine
     # (it was 4.8 s: a 3 s wait for a Newexten the stopped stream never delivered).
@@ -256,7 +258,7 @@ async def test_a_second_sigterm_stops_at_once_and_the_call_takes_its_default_rou
         # reads it from the same event stream as the placer.
         await eventually(lambda: call.requests, "the call's routing request", 10)
         router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        await router.wait_message("stopping: no new calls; finishing 1 decisions", 5)
+        await router.wait_message("stopping: no new calls; finishing 1 decision in flight", 5)
         router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         second = time.monotonic()
         exit_code = await asyncio.to_thread(router.proc.wait, 10)  # type: ignore[union-attr]
