@@ -1186,11 +1186,12 @@ class Engine:
             log.warning("stop: cancelled while closing the AMI client")
         except Exception:
             log.exception("stop: closing the AMI client failed")
+        # The state folder is free for the next start, however this stop ended.
+        self._unlock_state_dir()
         if cancelled is not None:
             log.info("stopped after a cancellation")
             raise cancelled
         log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
-        self._unlock_state_dir()
 
     async def _put_back_recordings(self) -> None:
         await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it

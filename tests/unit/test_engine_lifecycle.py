@@ -245,6 +245,40 @@ async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
         os.close(probe)
 
 
+async def test_a_stop_cancelled_on_its_way_still_frees_the_state_folder(tmp_path: Path) -> None:
+    """A stop cancelled during the call life's stop (the shutdown's timeout, a
+    second Ctrl-C) closes the rest and raises the cancellation: the state
+    folder's lock goes too, so an embedder's next engine on it may start."""
+    import fcntl
+
+    from router.config import load_config
+
+    state = tmp_path / "state"
+    config = write_run_config(tmp_path, state)
+    engine = Engine(
+        load_config(config, environ={"CR_SECRET": "s"}),
+        options=EngineOptions(lock_state_dir=True),
+    )
+    await asyncio.to_thread(engine._check_state_dir)
+    in_calllife = asyncio.Event()
+
+    async def stuck() -> None:
+        in_calllife.set()
+        await asyncio.Event().wait()
+
+    engine.calllife.stop = stuck  # type: ignore[method-assign]
+    stopping = asyncio.ensure_future(engine.stop())
+    await in_calllife.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free
+    finally:
+        os.close(probe)
+
+
 async def test_a_reload_says_router_toml_changed_since_start_is_not_applied(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
