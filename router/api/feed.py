@@ -637,12 +637,13 @@ class FeedStore:
                     if deleted:
                         self._db.executemany("DELETE FROM events WHERE cursor = ?", deleted)
                     if prune is not None:
-                        upto, floor, dropped = prune
+                        # Not named ``floor``: the stall's own floor, below, is another.
+                        upto, ring_floor, dropped = prune
                         self._db.execute("DELETE FROM events WHERE cursor <= ?", (upto,))
                         self._db.execute(
                             "INSERT INTO meta VALUES ('lost', ?) ON CONFLICT(key) DO UPDATE"
                             " SET value = MAX(value, excluded.value)",
-                            (floor,),
+                            (ring_floor,),
                         )
                         # What was folded into the floor goes; the rest stays,
                         # merged with the map: a record of events a stalled disk

@@ -1423,6 +1423,38 @@ def test_unwritten_events_of_ever_new_extensions_are_recorded_within_a_bound(
     asyncio.run(feed.aclose())
 
 
+def test_events_a_stall_folded_stay_recorded_when_a_pruning_rides_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the unwritten events folded into a floor (more extensions than
+    ``_MAX_DROPPED``) are written with the batch; a pruning in the same batch
+    (every ``_PRUNE_EVERY`` publications) put its own floor, the ring's, in
+    that value's place, and the record of the stall was lost: a reader
+    resuming from before the events after a restart missed them without a gap."""
+    monkeypatch.setattr("router.api.feed._MAX_DROPPED", 20)
+    write = FeedStore._write
+    gate = threading.Event()
+
+    def held(self: FeedStore, *args: Any) -> bool:
+        gate.wait(10)
+        return write(self, *args)
+
+    monkeypatch.setattr(FeedStore, "_write", held)
+    store = FeedStore(tmp_path / FILENAME, max_pending=2)
+    clock = Clock()
+    base = int(clock() * 1_000_000) - 1_000
+    for n in range(1, 100):
+        store.append(FeedEvent(base + n, "device", f"x{n}", None, clock.now))
+    # The ring's pruning: nothing of its own dropped (floor 0, no extension).
+    store.append(FeedEvent(base + 100, "device", "x100", None, clock.now), prune=(base, 0, {}))
+    assert store._unwritten_floor
+    gate.set()
+    store.close()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    assert feed.read(base, only("x5")).gap  # never written: folded into the floor
+    asyncio.run(feed.aclose())
+
+
 def test_a_file_recording_more_extensions_than_the_bound_starts_folded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
