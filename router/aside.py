@@ -145,10 +145,13 @@ def not_a_file(mode: int) -> str | None:
     return "a folder" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
 
 
-def denied_state_file(path: Path, exc: PermissionError) -> StateFileDenied:
+def denied_state_file(
+    path: Path, exc: PermissionError, *, may_not: str = "read"
+) -> StateFileDenied:
     """``exc`` (EACCES, EPERM) raised reading the state file ``path``, as the
     error that refuses the start: it names the file, the user callrouter runs
-    as and how to give the file back to it (issue 16).
+    as, what it ``may_not`` do with it and how to give the file back to it
+    (issue 16).
 
     A file callrouter may not read is no damaged file: set aside as one, its
     content (every extension's forwarding) vanished from the service until
@@ -160,7 +163,7 @@ def denied_state_file(path: Path, exc: PermissionError) -> StateFileDenied:
         user = str(uid)
     return StateFileDenied(
         exc.errno,
-        f"{path}: {exc.strerror or exc}: the user callrouter runs as ({user}) may not read "
+        f"{path}: {exc.strerror or exc}: the user callrouter runs as ({user}) may not {may_not} "
         f"this state file, so it is left as it is; give it back to that user "
         f"(chown {user} {path}; chmod 600 {path}; its folder {path.parent} owned by "
         f"{user} too, chmod 700) and start again",
@@ -204,8 +207,11 @@ def db_denied(exc: BaseException) -> bool:
 def denied_db_file(path: Path, exc: sqlite3.Error) -> StateFileDenied:
     """``exc`` (:func:`db_denied`) raised opening or writing the SQLite state
     file ``path``, as the error that refuses the start naming the file
-    (:func:`denied_state_file`)."""
-    return denied_state_file(path, PermissionError(errno.EACCES, f"SQLite: {exc}"))
+    (:func:`denied_state_file`). Not "may not read": SQLite reads another
+    user's 0644 file, opened read-only, and refuses only its writes."""
+    return denied_state_file(
+        path, PermissionError(errno.EACCES, f"SQLite: {exc}"), may_not="open or write"
+    )
 
 
 def check_db_writable(db: sqlite3.Connection) -> None:

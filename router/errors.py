@@ -286,10 +286,11 @@ class FileOutOfSight(CallRouterError, OSError):
 
 
 class StateFileDenied(FileOutOfSight, PermissionError):
-    """A state file callrouter may not read (EACCES, EPERM: its owner or mode,
-    or its folder's, changed): not a damaged file, so it is neither set aside
-    nor written over, and the start is refused with the file named and what
-    to do (router.aside.denied_state_file)."""
+    """A state file callrouter may not read, or an SQLite one it may not write
+    (EACCES, EPERM, SQLITE_READONLY: its owner or mode, or its folder's,
+    changed): not a damaged file, so it is neither set aside nor written
+    over, and the start is refused with the file named and what to do
+    (router.aside.denied_state_file)."""
 
 
 class NotTheRecording(CallRouterError, OSError):

@@ -255,6 +255,8 @@ def test_another_users_file_sqlite_opens_read_only_refuses_the_start(site: str) 
             f"refused: [Errno 13] {path}: SQLite: attempt to write a readonly database: "
         ), said
         assert f"chown {STRANGER} {path}" in said
+        # Said as it is: SQLite read it, only its writes are refused.
+        assert f"({STRANGER}) may not open or write this state file" in said
         assert os.stat(path).st_uid == 0
         assert path.read_bytes() == kept
 

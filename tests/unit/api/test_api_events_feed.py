@@ -399,6 +399,7 @@ async def test_a_file_callrouter_may_read_but_not_write_is_kept_and_the_start_re
             "database: "
         ), said
         assert f"chown {STRANGER} {state / FILENAME}" in said
+        assert f"({STRANGER}) may not open or write this state file" in said
         assert _set_aside(state) == {}
         assert os.stat(state / FILENAME).st_uid == 0  # kept as it was
 
