@@ -119,15 +119,22 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
                 stderr.extend(chunk[: _STDERR_MAX - len(stderr)])
 
     async def killed() -> None:
-        """The encoder's group killed, then waited for until it is reaped and its
-        stderr pipe ends: asyncio closes the process's transport only then, and
-        one left open (a loop that ended first: a stop) was an unclosed
-        transport and pipe for the garbage collector (issue 16)."""
+        """The encoder's group killed, waited for until it is reaped and its
+        stderr pipe ends, and its output removed. asyncio closes the process's
+        transport only once it is reaped: one left open (a loop that ended
+        first: a stop) was an unclosed transport and pipe for the garbage
+        collector (issue 16)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_REAP_TIMEOUT):
-                await asyncio.gather(drain(), proc.wait())
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_REAP_TIMEOUT):
+                    await asyncio.gather(drain(), proc.wait())
+        finally:
+            # Its output is nobody's: removed even when the wait for the reaping
+            # (up to _REAP_TIMEOUT) is cut by a second cancellation (a stop cut
+            # short), which skipped the removal after it (issue 16).
+            await asyncio.to_thread(dst.unlink, missing_ok=True)
 
     try:
         async with asyncio.timeout(timeout):
@@ -135,14 +142,11 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
     except asyncio.CancelledError:
         # The task cut (the recorder stopping): the encoder, in a session of its
         # own, went on writing an output nobody takes, past callrouter's end
-        # (issue 16). Killed and reaped, its output removed (by the thread,
-        # even when this wait is cut too).
+        # (issue 16). Killed and reaped, its output removed.
         await killed()
-        await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise
     except TimeoutError:
         await killed()
-        await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise RecordingError(f"{argv[0]} took more than {timeout:g} s on {src.name}") from None
     if proc.returncode != 0:
         await asyncio.to_thread(dst.unlink, missing_ok=True)

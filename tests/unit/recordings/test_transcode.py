@@ -320,3 +320,40 @@ async def test_cancelled_while_the_encoder_starts_its_output_is_removed(
     assert not target.exists()
     assert not _open_on(target)
     assert not _open_on(source)
+
+
+async def test_an_encoding_cancelled_again_while_its_encoder_is_reaped_removes_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the wait for the killed encoder's reaping (up to 5 s while a
+    program it started in a session of its own holds its stderr) cut by a
+    second cancellation (a stop cut short) skipped the output's removal: a
+    half-made file nobody takes stayed at its name."""
+    pid_file, held_file = tmp_path / "pid", tmp_path / "held"
+    # A program of its own session holds stderr open: the killed group's pipe
+    # does not end, and the reaping waits.
+    script = (
+        f"setsid sh -c 'echo $$ > {held_file}.tmp && mv {held_file}.tmp {held_file}"
+        f" && exec sleep 60' & echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}"
+        " && exec sleep 60"
+    )
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
+    source = write_wav(tmp_path / "a.wav", 0.1)
+    target = tmp_path / "a.mp3"
+    task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))
+    await eventually(lambda: pid_file.exists() and held_file.exists(), "the encoder started")
+    pid = int(pid_file.read_text(encoding="ascii"))
+    held = int(held_file.read_text(encoding="ascii"))
+    try:
+        task.cancel()
+        # Killed: the task now waits for the stderr pipe the other program holds.
+        await eventually(lambda: not _alive(pid), "the encoder killed")
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not target.exists()
+    finally:
+        for stray in (pid, held):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray, signal.SIGKILL)
