@@ -14,14 +14,17 @@ import threading
 from callrouter_onec.history import HistoryQueue
 
 
-def statements_on_this_thread(queue: HistoryQueue) -> list[str]:
-    """The SQL statements ``queue`` runs on the calling thread from now on."""
+def statements_on_this_thread(queue: HistoryQueue) -> tuple[list[str], list[str]]:
+    """The SQL statements ``queue`` runs from now on: on the calling thread, and
+    on any other. A test reads both: none here, and some elsewhere, which shows
+    the trace watches the connection the queue writes with (an empty list alone
+    also passes for a trace that sees nothing)."""
     here = threading.get_ident()
     seen: list[str] = []
+    elsewhere: list[str] = []
 
     def traced(statement: str) -> None:
-        if threading.get_ident() == here:
-            seen.append(statement)
+        (seen if threading.get_ident() == here else elsewhere).append(statement)
 
     queue._db.set_trace_callback(traced)
-    return seen
+    return seen, elsewhere

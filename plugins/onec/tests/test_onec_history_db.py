@@ -53,7 +53,7 @@ async def test_a_locked_database_never_stalls_the_loop_and_loses_nothing(tmp_pat
     other.execute("BEGIN EXCLUSIVE")
     # None of SQLite's statements, where it waits for the lock, on the loop's
     # thread (on_the_loop.py: read, not timed; issue 16).
-    on_the_loop = statements_on_this_thread(queue)
+    on_the_loop, off_the_loop = statements_on_this_thread(queue)
     try:
         for n in range(5):  # what the decision hook does for five calls
             assert sender.submit(event(n))
@@ -63,6 +63,7 @@ async def test_a_locked_database_never_stalls_the_loop_and_loses_nothing(tmp_pat
         other.execute("ROLLBACK")  # the backup is done
         assert await sender.drain(10.0)
         assert on_the_loop == []
+        assert any(s.startswith("INSERT") for s in off_the_loop), off_the_loop
     finally:
         other.close()
         await sender.stop()

@@ -826,7 +826,7 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
     other.execute("BEGIN EXCLUSIVE")  # a backup tool holds the write lock
     # None of SQLite's statements, where it waits for the lock, on the loop's
     # thread (on_the_loop.py: read, not timed; issue 16).
-    on_the_loop = statements_on_this_thread(onec.queue)
+    on_the_loop, off_the_loop = statements_on_this_thread(onec.queue)
     try:
         for n in range(4):
             call = routed_call(engine.calls, linkedid=f"7.{n}")
@@ -839,6 +839,7 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
         other.execute("ROLLBACK")
         assert await onec.sender.drain(10)
         assert on_the_loop == []
+        assert any(s.startswith("INSERT") for s in off_the_loop), off_the_loop
     finally:
         other.close()
     keys = sorted((r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts)
