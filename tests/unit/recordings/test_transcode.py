@@ -23,7 +23,7 @@ from router.recordings.store import RecordingStore
 from router.recordings.transcode import transcode
 from tests.unit.recordings.virtual_clock import VirtualClock
 from tests.unit.recordings.wavgen import write_wav
-from tests.unit.waiting import eventually
+from tests.unit.waiting import DEADLINE, eventually
 
 ENCODERS = pytest.mark.skipif(
     shutil.which("lame") is None or shutil.which("opusenc") is None,
@@ -165,11 +165,12 @@ async def test_cancelled_while_the_output_is_created_leaves_no_file_and_no_descr
     thread created the encoder's output: the thread went on, and what it
     returned was dropped, the descriptor open for the process's life and the
     empty file left at its name."""
-    go, made = threading.Event(), threading.Event()
+    asked, go, made = threading.Event(), threading.Event(), threading.Event()
     real = transcode_module.create_new
 
     def slow_create_new(path: Path) -> int:
-        go.wait()
+        asked.set()
+        go.wait(DEADLINE)
         try:
             return real(path)
         finally:
@@ -180,12 +181,17 @@ async def test_cancelled_while_the_output_is_created_leaves_no_file_and_no_descr
     source = write_wav(tmp_path / "a.wav", 0.1)
     target = tmp_path / "a.mp3"
     task = asyncio.ensure_future(transcode("mp3", source, target, timeout=30))
-    await eventually(lambda: not task.done() and _open_on(source), "the source opened")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    go.set()
-    await asyncio.to_thread(made.wait)  # the file was made
+    # The output's creation asked, not only the source opened: a task cut while
+    # the source's thread was ending never asked it, and the wait for the file
+    # made below waited for ever on a loaded machine.
+    try:
+        await eventually(asked.is_set, "the output being created")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        go.set()
+    assert await asyncio.to_thread(made.wait, DEADLINE), "the file was made"
     await eventually(
         lambda: not target.exists() and not _open_on(target),
         "the output closed and removed",
@@ -338,6 +344,14 @@ async def test_an_encoding_cancelled_again_while_its_encoder_is_reaped_removes_i
         " && exec sleep 60"
     )
     monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
+    started: list[asyncio.subprocess.Process] = []
+    real = asyncio.create_subprocess_exec
+
+    async def start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        started.append(await real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", start)
     source = write_wav(tmp_path / "a.wav", 0.1)
     target = tmp_path / "a.mp3"
     task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))
@@ -357,3 +371,9 @@ async def test_an_encoding_cancelled_again_while_its_encoder_is_reaped_removes_i
         for stray in (pid, held):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stray, signal.SIGKILL)
+        # The pipe ends with the other program: the encoder's transport closes
+        # here, not unclosed for the garbage collector in a later test.
+        await eventually(
+            lambda: all(p._transport.is_closing() for p in started),  # type: ignore[attr-defined]
+            "the encoder's transport closed",
+        )
