@@ -29,6 +29,7 @@ as aiosmtplib does::
     ├── RecordingError                     a call recording could not be made, closed or transcoded
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
     ├── StateBackupError(OSError)          ``callrouter state backup`` could not copy the state
+    ├── StateRestoreError(OSError)         ``callrouter state restore`` refused or failed
     ├── FileOutOfSight(OSError)            ``stat`` cannot tell whether a state file is there
     │   └── StateFileDenied(PermissionError)  a state file callrouter may not read: start refused
     ├── NotTheRecording(OSError)           a recording's path leads to a link, a FIFO, elsewhere
@@ -75,6 +76,7 @@ __all__ = [
     "SandboxError",
     "StateBackupError",
     "StateFileDenied",
+    "StateRestoreError",
 ]
 
 
@@ -275,6 +277,13 @@ class HistorySourceError(CallRouterError, OSError):
 class StateBackupError(CallRouterError, OSError):
     """``[router] state_dir`` could not be backed up (router/statebackup.py): the
     target is not a new folder, or a file could not be read or written."""
+
+
+class StateRestoreError(CallRouterError, OSError):
+    """A backup could not be put back into ``[router] state_dir``
+    (router/staterestore.py): a callrouter runs there, the backup is not a
+    whole one, or a file could not be copied or moved. The message names the
+    file; nothing in the state folder was changed unless it says so."""
 
 
 class FileOutOfSight(CallRouterError, OSError):

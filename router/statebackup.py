@@ -18,25 +18,51 @@ SQLite's ``-wal``/``-shm``/``-journal`` (in the copy already), temporary
 files (a leading dot: a write in progress) and the files callrouter set
 aside as unreadable (``*.bad``, ``*.bad-N``, ``*.unreadable-*``). The copies
 are 0600 in a new 0700 folder: the state holds callers' numbers and the links' key.
+
+Beside the copies, :data:`MANIFEST` lists each file with its size and
+SHA-256, and the version that made the backup: ``callrouter state restore``
+(router/staterestore.py) restores only a backup whose every file it names is
+there as it was. It is given its name last, after every copy got its own:
+a backup with a manifest is a whole one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import quote
 
+from router import __version__
 from router.errors import StateBackupError
 from router.private_dir import private_dir_problem
 
-__all__ = ["MAX_ENTRIES", "MAX_PLAIN_BYTES", "Copied", "Skipped", "backup_state", "source_problem"]
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "MAX_ENTRIES",
+    "MAX_PLAIN_BYTES",
+    "Copied",
+    "Skipped",
+    "backup_state",
+    "file_sha256",
+    "source_problem",
+]
+
+#: The backup's list of its files (a leading dot: never a state file's name,
+#: since a backup leaves those out, and never copied by ``cp BACKUP/*``).
+MANIFEST: Final = ".callrouter-backup.json"
+#: The manifest's ``format``; a restore refuses a later one it cannot read.
+MANIFEST_FORMAT: Final = 1
 
 #: The first bytes of every SQLite database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -82,31 +108,41 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
     names = {entry.name for entry in entries}
     #: The copies made so far, under their temporary names (:func:`_partial`).
     made: list[str] = []
+    listed: list[Copied] = []
+    left_out: list[Skipped] = []
     done = False
     try:
         for entry in entries:
             why = _left_out(entry, names)
             if why is not None:
-                yield Skipped(entry.name, why)
+                left_out.append(Skipped(entry.name, why))
+                yield left_out[-1]
                 continue
             path = Path(entry.path)
             partial = target / _partial(entry.name)
             try:
                 if _is_sqlite(path):
                     made.append(entry.name)
-                    yield Copied(entry.name, _copy_sqlite(path, partial), "sqlite")
+                    listed.append(Copied(entry.name, _copy_sqlite(path, partial), "sqlite"))
+                    yield listed[-1]
                     continue
                 size = os.stat(path, follow_symlinks=False).st_size
                 if size > MAX_PLAIN_BYTES:
-                    yield Skipped(entry.name, f"larger than {MAX_PLAIN_BYTES} bytes and not SQLite")
+                    left_out.append(
+                        Skipped(entry.name, f"larger than {MAX_PLAIN_BYTES} bytes and not SQLite")
+                    )
+                    yield left_out[-1]
                     continue
                 made.append(entry.name)
-                yield Copied(entry.name, _copy_plain(path, partial), "file")
+                listed.append(Copied(entry.name, _copy_plain(path, partial), "file"))
+                yield listed[-1]
             except (OSError, sqlite3.Error) as exc:
                 raise StateBackupError(
                     f"{path}: not backed up: {exc}; nothing was kept in {target}"
                 ) from None
         try:
+            made.append(MANIFEST)  # removed with the copies if what follows fails
+            _write_manifest(source, target, listed, left_out)
             _sync_folder(target)
             for name in made:
                 os.rename(target / _partial(name), target / name)
@@ -141,6 +177,44 @@ def source_problem(source: Path) -> str | None:
         return private_dir_problem(source, me=source.stat().st_uid)
     except OSError:
         return None
+
+
+def _write_manifest(
+    source: Path, target: Path, copies: list[Copied], left_out: list[Skipped]
+) -> None:
+    """:data:`MANIFEST`, under its temporary name: each copy's name, size and
+    SHA-256 (of the copy as written, read back), what was left out and why,
+    and the version that made the backup."""
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "made_by": f"callrouter {__version__}",
+        "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "state_dir": os.path.abspath(source),
+        "files": [
+            {
+                "name": copy.name,
+                "size": copy.size,
+                "sha256": file_sha256(target / _partial(copy.name)),
+                "kind": copy.kind,
+            }
+            for copy in copies
+        ],
+        "left_out": [{"name": skipped.name, "why": skipped.why} for skipped in left_out],
+    }
+    body = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    with os.fdopen(_create_private(target / _partial(MANIFEST)), "wb") as out:
+        out.write(body)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the regular file ``path`` (never through a link), in hex."""
+    digest = hashlib.sha256()
+    with _open_read(path) as fd:
+        while chunk := os.read(fd, _CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _partial(name: str) -> str:

@@ -1,10 +1,12 @@
-"""``callrouter state backup TARGET [--config PATH] [--state-dir DIR]``.
+"""``callrouter state backup TARGET`` and ``callrouter state restore BACKUP``
+(each ``[--config PATH] [--state-dir DIR]``).
 
-A consistent copy of ``[router] state_dir`` while the service runs
-(router/statebackup.py says how and why not ``cp``); docs/operations.md,
-"State and backups", says what each file is and how to restore them.
-Exit code 0 when every file was copied or left out for a reason printed, 1
-when one could not be copied.
+``backup``: a consistent copy of ``[router] state_dir`` while the service
+runs (router/statebackup.py says how and why not ``cp``). ``restore``: that
+copy put back, exactly, with the service stopped (router/staterestore.py).
+docs/operations.md, "State and backups", says what each file is. Exit code 0
+when done, 1 when a file could not be copied or the restore was refused
+(the error names the file), 2 for a wrong command line.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from router.commands._values import a_path_of
 from router.config import DEFAULT_CONFIG_PATH, load_config
 from router.logsafe import escape_controls
 from router.statebackup import Copied, backup_state, source_problem
+from router.staterestore import restore_state
 from router.wording import counted
 
-__all__ = ["register", "run_backup"]
+__all__ = ["register", "run_backup", "run_restore"]
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "state",
-        help="the state folder ([router] state_dir): backup",
+        help="the state folder ([router] state_dir): backup, restore",
         description="The files callrouter and its plugins keep in [router] state_dir.",
     )
     actions = parser.add_subparsers(dest="state_command", metavar="ACTION", required=True)
@@ -57,14 +60,52 @@ def register(subparsers: Any) -> None:
         help="copy this folder instead (a plugin's own state_dir); router.toml is not read",
     )
     backup.set_defaults(func=run_backup)
+    restore = actions.add_parser(
+        "restore",
+        help="put a backup back into state_dir exactly, with the service stopped",
+        description=(
+            "Make [router] state_dir hold exactly the files of BACKUP, a folder "
+            "`callrouter state backup` made: its manifest's files checked (size, SHA-256, "
+            "SQLite's quick_check), copied under temporary names, then renamed into place, "
+            "owned by the state folder's owner, 0600. What the folder held before is moved "
+            "(never deleted) into a new folder in it, before-restore-TIME. Refused, changing "
+            "nothing, while a process (callrouter run) holds a file there locked, or when the "
+            "backup is not a whole one. Needs no Asterisk."
+        ),
+    )
+    restore.add_argument(
+        "backup",
+        type=a_path_of,
+        metavar="BACKUP",
+        help="the folder `callrouter state backup` made",
+    )
+    restore.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        metavar="PATH",
+        help="router.toml whose [router] state_dir is restored (default: ./router.toml)",
+    )
+    restore.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="restore into this folder instead (a plugin's own state_dir); router.toml is not read",
+    )
+    restore.set_defaults(func=run_restore)
+
+
+def _state_dir(args: argparse.Namespace, command: str) -> Path:
+    given: Path | None = args.state_dir
+    if given is not None:
+        return given
+    # Never logs in: the AMI secret, which a root shell lacks, is not asked for.
+    config = load_config(args.config, environ=without_ami_secret(args.config))
+    return service_state_dir(config, command)
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    source: Path | None = args.state_dir
-    if source is None:
-        # Never logs in: the AMI secret, which a root shell lacks, is not asked for.
-        config = load_config(args.config, environ=without_ami_secret(args.config))
-        source = service_state_dir(config, "state backup")
+    source = _state_dir(args, "state backup")
     problem = source_problem(source)
     if problem is not None:
         # Warned, not refused: an older install's folder is what an upgrade
@@ -85,4 +126,30 @@ def run_backup(args: argparse.Namespace) -> int:
         else:
             print(f"{name}: left out: {result.why}")
     print(f"{counted(copied, 'file')} of {source} backed up in {args.target}")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args, "state restore")
+    report = restore_state(args.backup, state_dir)
+    if report.made_by is None:
+        print(
+            f"{args.backup}: no manifest (a backup made before callrouter 0.2.0): its files "
+            "are restored as they are, SQLite files checked with quick_check"
+        )
+    for restored in report.restored:
+        name = escape_controls(restored.name)
+        how = "SQLite quick_check ok" if restored.kind == "sqlite" else "copied"
+        checked = ", SHA-256 as in the manifest" if report.made_by is not None else ""
+        print(f"{name}: {restored.size} bytes restored ({how}{checked})")
+    for name in report.replaced:
+        print(f"{escape_controls(name)}: replaced; the earlier file moved aside")
+    for name in report.moved_aside:
+        print(f"{escape_controls(name)}: moved aside: not in the backup")
+    for name in report.folders_kept:
+        print(f"{escape_controls(name)}: a folder, left where it is (a backup holds none)")
+    made = f" (made by {escape_controls(report.made_by)})" if report.made_by else ""
+    print(f"{counted(len(report.restored), 'file')} of {args.backup}{made} restored in {state_dir}")
+    if report.aside is not None:
+        print(f"what {state_dir} held before is in {report.aside}")
     return 0

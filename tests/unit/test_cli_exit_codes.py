@@ -174,6 +174,7 @@ _EXPLAIN = ["explain", "--caller", "1", "--did", "2", "--config", "/none.toml"]
             "NAME 'bad name': letters, digits",
         ),
         (["state", "backup", "", "--state-dir", "/none"], "argument TARGET: an empty path"),
+        (["state", "restore", "", "--state-dir", "/none"], "argument BACKUP: an empty path"),
     ],
     ids=lambda value: " ".join(value)[:40] if isinstance(value, list) else "",
 )

@@ -9,6 +9,7 @@ misses them (issue 16).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import pytest
 from callrouter_onec.history import FILENAME as ONEC_HISTORY
 from callrouter_onec.recordings import FILENAME as ONEC_RECORDINGS
 
+import router
 from router import statebackup
 from router.api.feed import FILENAME as FEED
 from router.api.forwarding_state import FILE_NAME as FORWARDING
@@ -34,7 +36,7 @@ from router.private_dir import private_dir_problem
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
 from router.recordings.store import RecordingStore
-from router.statebackup import Copied, Skipped, backup_state
+from router.statebackup import MANIFEST, Copied, Skipped, backup_state
 
 REPO = Path(__file__).parents[2]
 PAGES = [REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md"]
@@ -78,7 +80,7 @@ def test_a_live_wal_database_is_copied_with_what_only_its_wal_holds(tmp_path: Pa
     assert results[0] == Copied(ONEC_HISTORY, copy.stat().st_size, "sqlite")
     assert count(copy) == 25
     # One self-contained file, private, in a private folder.
-    assert sorted(p.name for p in target.iterdir()) == [ONEC_HISTORY]
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, ONEC_HISTORY]
     with sqlite3.connect(copy) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
@@ -158,7 +160,38 @@ def test_a_disk_full_part_way_leaves_no_copy_that_looks_whole(tmp_path: Path, bi
     assert str(caught.value).endswith(f"; nothing was kept in {target}")
     # The disk has room again: the same folder takes the whole backup.
     assert sorted(r.name for r in backup_state(state, target)) == sorted([MARK_FILE, big])
-    assert sorted(p.name for p in target.iterdir()) == sorted([MARK_FILE, big])
+    assert sorted(p.name for p in target.iterdir()) == sorted([MANIFEST, MARK_FILE, big])
+
+
+def test_the_manifest_lists_each_copy_with_its_size_and_sha256(tmp_path: Path) -> None:
+    """`callrouter state restore` restores only what the manifest lists, as it
+    was (issue 16): each copy's size and SHA-256 as written, what was left
+    out and why, the version that made it; given its name after the copies."""
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    live = live_wal_database(state / ONEC_HISTORY, rows=2)
+    try:
+        list(backup_state(state, target))
+    finally:
+        live.close()
+    manifest = json.loads((target / MANIFEST).read_text("utf-8"))
+    assert manifest["format"] == 1
+    assert manifest["made_by"] == f"callrouter {router.__version__}"
+    assert manifest["state_dir"] == str(state)
+    assert [(f["name"], f["kind"]) for f in manifest["files"]] == [
+        (MARK_FILE, "file"),
+        (ONEC_HISTORY, "sqlite"),
+    ]
+    for listed in manifest["files"]:
+        copy = (target / listed["name"]).read_bytes()
+        assert listed["size"] == len(copy)
+        assert listed["sha256"] == hashlib.sha256(copy).hexdigest()
+    assert {item["name"] for item in manifest["left_out"]} == {
+        f"{ONEC_HISTORY}-wal",
+        f"{ONEC_HISTORY}-shm",
+    }
+    assert stat.S_IMODE((target / MANIFEST).stat().st_mode) == 0o600
 
 
 def test_a_backup_not_read_to_its_end_leaves_no_copy(tmp_path: Path) -> None:

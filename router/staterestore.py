@@ -1,0 +1,601 @@
+"""Putting a ``callrouter state backup`` back into ``[router] state_dir``.
+
+The documented rollback was a ``cp`` of the backup over the folder, with the
+service stopped: it left the files the newer version made that the backup
+lacks (``calllife.json``), the ``-wal`` of a database beside its restored
+copy (SQLite would replay it into the wrong file), and it never checked that
+the folder copied was a whole backup, or that no callrouter still ran there.
+
+:func:`restore_state` does it in steps, and changes nothing before the last:
+
+1. The state folder is held to what ``callrouter run`` holds it to (only
+   root and its owner can change it: router/private_dir.py), and so is the
+   backup folder; the one must not be in the other.
+2. The backup must be one ``state backup`` made whole: every file its
+   :data:`~router.statebackup.MANIFEST` lists, nothing else, no copy left
+   under a temporary name (a backup cut short). A backup made before
+   manifests (no manifest, nothing but files) is restored with a note.
+3. No process may hold a lock on a file of the state folder: callrouter keeps
+   its databases open (and SQLite locked) for its whole run, so a lock is a
+   running router (or an ``sqlite3`` shell), named by its pid.
+4. Each file is copied into the state folder under a temporary name,
+   ``.NAME.restore-PID`` (0600, owned by the state folder's owner, as ``run``
+   needs it), checked against the manifest's size and SHA-256, a database
+   also with ``PRAGMA quick_check``.
+5. Only then: every file of the state folder (its databases' ``-wal`` and
+   ``-shm`` too) is moved, never deleted, into a new folder in it,
+   ``before-restore-TIME``, and each copy renamed to its name. Folders in the
+   state folder are left where they are (a backup holds none).
+
+Every file is opened relative to a descriptor of its folder, with
+``O_NOFOLLOW``: a symbolic link in either folder is never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import stat
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote
+
+from router.errors import StateRestoreError
+from router.logsafe import escape_controls
+from router.private_dir import private_dir_problem
+from router.statebackup import MANIFEST, MANIFEST_FORMAT, MAX_ENTRIES, SIDECARS, SQLITE_MAGIC
+
+__all__ = ["ASIDE_PREFIX", "Holder", "RestoreReport", "Restored", "lock_holder", "restore_state"]
+
+#: The folder, in the state folder, that what was there before goes to.
+ASIDE_PREFIX: Final = "before-restore-"
+#: A manifest larger than this is none ``state backup`` wrote (1000 files).
+MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
+_CHUNK: Final = 1 << 20
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: ``struct flock`` on Linux: l_type, l_whence, l_start, l_len, l_pid (padded).
+_FLOCK: Final = "hhqqi0q"
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A process holding a lock on a file of the state folder."""
+
+    name: str
+    pid: int
+    command: str
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid > 0 else "another process"
+        return f"{who} ({self.command})" if self.command else who
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    name: str
+    size: int
+    kind: str  # "sqlite" or "file"
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    #: The files put back, in name order.
+    restored: list[Restored] = field(default_factory=list)
+    #: Names moved into :attr:`aside` that the backup has no file for.
+    moved_aside: list[str] = field(default_factory=list)
+    #: Names moved into :attr:`aside` that a restored file took the place of.
+    replaced: list[str] = field(default_factory=list)
+    #: Folders of the state folder, left where they are.
+    folders_kept: list[str] = field(default_factory=list)
+    #: The folder what was there before went to (None: the state folder was empty).
+    aside: Path | None = None
+    #: The manifest's ``made_by`` (``callrouter 0.2.0``); None: no manifest.
+    made_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    name: str
+    size: int
+    sha256: str | None
+    kind: str | None
+
+
+def restore_state(
+    backup: Path, state_dir: Path, *, clock: Callable[[], float] = time.time
+) -> RestoreReport:
+    """Make ``state_dir`` hold exactly the files of ``backup`` (a folder
+    ``callrouter state backup`` made); what it held before goes to a new
+    folder in it. Raises StateRestoreError naming the file and the reason,
+    having changed nothing in ``state_dir``, for every refusal (module
+    docstring). Blocking (file system calls)."""
+    _refuse_overlap(backup, state_dir)
+    owner = _check_state_dir(state_dir)
+    _check_backup_dir(backup)
+    with _folder(backup, "backup folder") as bfd, _folder(state_dir, "state folder") as sfd:
+        listed, made_by = _whole_backup(backup, bfd)
+        _refuse_held(state_dir, sfd)
+        report = RestoreReport(made_by=made_by)
+        temps: dict[str, str] = {}
+        done = False
+        try:
+            for item in listed:
+                temp = f".{item.name}.restore-{os.getpid()}"
+                temps[item.name] = temp
+                report.restored.append(_copy_in(backup, bfd, item, state_dir, sfd, temp, owner))
+            _refuse_held(state_dir, sfd)  # a router started meanwhile
+            _switch(state_dir, sfd, temps, owner, clock, report)
+            done = True
+        finally:
+            if not done:
+                for temp in temps.values():
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=sfd)
+    return report
+
+
+# -- the folders ----------------------------------------------------------------
+
+
+def _refuse_overlap(backup: Path, state_dir: Path) -> None:
+    folder, source = state_dir.resolve(), backup.resolve()
+    if source == folder or folder in source.parents or source in folder.parents:
+        raise StateRestoreError(
+            f"{backup}: the state folder {state_dir} is this folder, or in it, or it in this "
+            "one: give the folder `callrouter state backup` made, outside the state folder"
+        )
+
+
+def _check_state_dir(state_dir: Path) -> tuple[int, int]:
+    """The state folder's owner (uid, gid), once it is held to what ``run``
+    holds it to for that owner: nobody else can change it."""
+    try:
+        info = state_dir.stat()
+    except OSError as exc:
+        raise StateRestoreError(f"{state_dir}: the state folder: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateRestoreError(f"{state_dir}: the state folder is not a folder")
+    me = os.geteuid()
+    if me not in (0, info.st_uid):
+        raise StateRestoreError(
+            f"{state_dir}: belongs to uid {info.st_uid} (the service's user), and this "
+            f"runs as uid {me}: the files restored must be the service's; run it as root "
+            "or as that user"
+        )
+    try:
+        problem = private_dir_problem(state_dir, me=info.st_uid)
+    except OSError as exc:
+        raise StateRestoreError(f"{state_dir}: cannot check the state folder: {exc}") from None
+    if problem is not None:
+        raise StateRestoreError(
+            f"{state_dir}: {problem}; `callrouter run` refuses such a state_dir, and files "
+            "written there could be swapped for links (docs/security.md, Local users and files)"
+        )
+    return info.st_uid, info.st_gid
+
+
+def _check_backup_dir(backup: Path) -> None:
+    try:
+        problem = private_dir_problem(backup, what="backup folder")
+    except OSError as exc:
+        raise StateRestoreError(f"{backup}: the backup folder: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise StateRestoreError(
+            f"{backup}: not a folder only root and this user can change: {problem}; "
+            "another user could have changed the backup"
+        )
+
+
+@contextlib.contextmanager
+def _folder(path: Path, what: str) -> Iterator[int]:
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        raise StateRestoreError(f"{path}: cannot open the {what}: {exc.strerror or exc}") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> list[str]:
+    try:
+        names = os.listdir(fd)
+    except OSError as exc:
+        raise StateRestoreError(f"{path}: cannot read the folder: {exc.strerror or exc}") from None
+    if len(names) > MAX_ENTRIES:
+        raise StateRestoreError(
+            f"{path}: more than {MAX_ENTRIES} entries: not what callrouter keeps or backs up"
+        )
+    return sorted(names)
+
+
+# -- the backup -----------------------------------------------------------------
+
+
+def _whole_backup(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
+    """The files to restore, once the folder is known to be a whole backup
+    (module docstring, step 2); and the manifest's ``made_by``."""
+    names = _names(backup, bfd)
+    files: dict[str, int] = {}
+    for name in names:
+        if name.endswith(".partial") and name.startswith("."):
+            raise StateRestoreError(
+                f"{backup / name}: a copy under its temporary name: the backup was cut short "
+                "(a full disk, a kill) and is not whole; restore another backup"
+            )
+        if name == MANIFEST:
+            continue
+        try:
+            info = os.lstat(name, dir_fd=bfd)
+        except OSError as exc:
+            raise StateRestoreError(f"{backup / name}: {exc.strerror or exc}") from None
+        why = _not_backed_up(name, info.st_mode, names)
+        if why is not None:
+            raise StateRestoreError(
+                f"{backup / name}: {why}: `callrouter state backup` never makes one; "
+                "not a backup folder, or one changed since"
+            )
+        files[name] = info.st_size
+    if MANIFEST not in names:
+        if not files:
+            raise StateRestoreError(f"{backup}: no files: not a backup")
+        listed = [_Listed(name, size, None, None) for name, size in files.items()]
+        return listed, None
+    listed, made_by = _read_manifest(backup, bfd)
+    for item in listed:
+        if item.name not in files:
+            raise StateRestoreError(
+                f"{backup / item.name}: missing: the backup's manifest ({MANIFEST}) lists it; "
+                "the backup is not whole"
+            )
+        if files[item.name] != item.size:
+            raise StateRestoreError(
+                f"{backup / item.name}: {files[item.name]} bytes, the manifest says {item.size}: "
+                "changed or cut short since the backup"
+            )
+    extra = sorted(set(files) - {item.name for item in listed})
+    if extra:
+        raise StateRestoreError(
+            f"{backup / extra[0]}: not in the backup's manifest ({MANIFEST}): put there after "
+            "the backup; move it away, or restore another backup"
+        )
+    return listed, made_by
+
+
+def _not_backed_up(name: str, mode: int, names: list[str]) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if name.startswith("."):
+        return "a hidden file"
+    for suffix in SIDECARS:
+        if name.endswith(suffix) and name[: -len(suffix)] in names:
+            return f"SQLite's {suffix} file (a backup holds each database as one file)"
+    return None
+
+
+def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
+    where = backup / MANIFEST
+    try:
+        fd = os.open(MANIFEST, _READ_FLAGS, dir_fd=bfd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StateRestoreError(f"{where}: not a regular file")
+            body = os.read(fd, MAX_MANIFEST_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateRestoreError(f"{where}: cannot read the manifest: {exc}") from None
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise StateRestoreError(f"{where}: larger than {MAX_MANIFEST_BYTES} bytes: no manifest")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StateRestoreError(f"{where}: not the manifest JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("format"), int):
+        raise StateRestoreError(f'{where}: no "format" number: not a backup\'s manifest')
+    if data["format"] > MANIFEST_FORMAT:
+        raise StateRestoreError(
+            f"{where}: format {data['format']} (made by {data.get('made_by')!r}); this "
+            f"callrouter reads format {MANIFEST_FORMAT} at most: restore with the version that "
+            "made the backup, or a later one"
+        )
+    files = data.get("files")
+    if not isinstance(files, list):
+        raise StateRestoreError(f'{where}: "files" is not a list')
+    listed: list[_Listed] = []
+    for number, item in enumerate(files, 1):
+        name = item.get("name") if isinstance(item, dict) else None
+        size = item.get("size") if isinstance(item, dict) else None
+        digest = item.get("sha256") if isinstance(item, dict) else None
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or "\0" in name
+            or name.startswith(".")
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(digest, str)
+            or not re.fullmatch(r"[0-9a-f]{64}", digest)
+            or kind not in ("sqlite", "file")
+        ):
+            raise StateRestoreError(
+                f'{where}: file {number} of "files": expected name, size, sha256 and kind '
+                f"(sqlite or file), got {escape_controls(repr(item))[:200]}"
+            )
+        if any(other.name == name for other in listed):
+            raise StateRestoreError(f"{where}: lists {escape_controls(name)!r} twice")
+        listed.append(_Listed(name, size, digest, kind))
+    if not listed:
+        raise StateRestoreError(f"{where}: lists no file: nothing to restore")
+    made_by = data.get("made_by")
+    return listed, made_by if isinstance(made_by, str) else None
+
+
+# -- a running router -------------------------------------------------------------
+
+
+def lock_holder(fd: int) -> int | None:
+    """The pid of a process holding a lock that conflicts with a write lock on
+    the whole file ``fd`` (``F_GETLK``; 0 or -1 when the kernel cannot say,
+    an open file description lock), None when there is none."""
+    asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    kind, _whence, _start, _length, pid = struct.unpack(
+        _FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, asked)
+    )
+    return None if kind == fcntl.F_UNLCK else pid
+
+
+def _refuse_held(state_dir: Path, sfd: int) -> None:
+    """Refuse while a process holds a lock on a file of the state folder.
+
+    ``callrouter run`` keeps its databases (the API's event feed, the
+    recordings catalog, the 1C plugin's queues) open for its whole run, and
+    SQLite holds a lock on each and on its ``-shm`` meanwhile: those locks
+    are the running router's own mark on the folder, read here with
+    ``F_GETLK``, which names the process holding them."""
+    for name in _names(state_dir, sfd):
+        holder = _holder(sfd, name)
+        if holder is not None:
+            raise StateRestoreError(
+                f"{state_dir / name}: held open and locked by {holder.describe()}: a callrouter "
+                "(or an sqlite3 shell) runs on this state folder; stop it first (systemctl stop "
+                "callrouter), then restore"
+            )
+
+
+def _holder(sfd: int, name: str) -> Holder | None:
+    try:
+        if not stat.S_ISREG(os.lstat(name, dir_fd=sfd).st_mode):
+            return None
+        fd = os.open(name, _READ_FLAGS, dir_fd=sfd)
+    except OSError:
+        return None  # gone meanwhile, or not ours to open: nothing said of it
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        pid = lock_holder(fd)
+    finally:
+        os.close(fd)
+    if pid is None:
+        return None
+    return Holder(name, pid, _command_of(pid))
+
+
+def _command_of(pid: int) -> str:
+    """The command line of ``pid`` (``/proc``), bounded and escaped; empty
+    when it cannot be read."""
+    if pid <= 0:
+        return ""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            raw = cmdline.read(512)
+    except OSError:
+        return ""
+    words = raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+    return escape_controls(" ".join(words))[:200]
+
+
+# -- the copies -------------------------------------------------------------------
+
+
+def _copy_in(
+    backup: Path,
+    bfd: int,
+    item: _Listed,
+    state_dir: Path,
+    sfd: int,
+    temp: str,
+    owner: tuple[int, int],
+) -> Restored:
+    """``item`` copied into the state folder as ``temp`` (0600, the folder's
+    owner's), checked against the manifest, and SQLite's quick_check."""
+    source = backup / item.name
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        fd_in = os.open(item.name, _READ_FLAGS, dir_fd=bfd)
+    except OSError as exc:
+        raise StateRestoreError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd_out = os.open(temp, flags, 0o600, dir_fd=sfd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd_in).st_mode):
+                raise StateRestoreError(f"{source}: not a regular file")
+            limit = item.size if item.sha256 is not None else None
+            head = b""
+            while chunk := os.read(fd_in, _CHUNK):
+                if limit is not None and size + len(chunk) > limit:
+                    raise StateRestoreError(
+                        f"{source}: larger than the manifest's {limit} bytes: changed since"
+                    )
+                if size < len(SQLITE_MAGIC):
+                    head += chunk[: len(SQLITE_MAGIC)]
+                digest.update(chunk)
+                _write_all(fd_out, chunk)
+                size += len(chunk)
+            if os.geteuid() == 0:
+                os.fchown(fd_out, *owner)
+            os.fchmod(fd_out, 0o600)
+            os.fsync(fd_out)
+        finally:
+            os.close(fd_out)
+    except OSError as exc:
+        raise StateRestoreError(
+            f"{state_dir / temp}: cannot write the copy of {source}: {exc.strerror or exc}; "
+            "nothing in the state folder was changed"
+        ) from None
+    finally:
+        os.close(fd_in)
+    if item.sha256 is not None and (size != item.size or digest.hexdigest() != item.sha256):
+        raise StateRestoreError(
+            f"{source}: its SHA-256 is not the one in the backup's manifest ({MANIFEST}): "
+            "changed or damaged since the backup; restore another backup"
+        )
+    sqlite = head.startswith(SQLITE_MAGIC)
+    if item.kind == "sqlite" and not sqlite:
+        raise StateRestoreError(f"{source}: the manifest says SQLite, the file is not one")
+    if sqlite:
+        _quick_check(source, state_dir / temp)
+    return Restored(item.name, size, "sqlite" if sqlite else "file")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _quick_check(source: Path, copy: Path) -> None:
+    """SQLite's ``quick_check`` of the copy, read-only (nothing made beside it)."""
+    try:
+        db = sqlite3.connect(f"file:{quote(str(copy))}?mode=ro", uri=True)
+        try:
+            (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StateRestoreError(f"{source}: SQLite cannot read it: {exc}") from None
+    if verdict != "ok":
+        raise StateRestoreError(f"{source}: fails SQLite's quick_check: {verdict}")
+    if str(mode).lower() == "wal":
+        # A database in WAL mode copied without its -wal (not a state backup's
+        # copy, which is one file): the commits in its -wal are not in it.
+        raise StateRestoreError(
+            f"{source}: a database in WAL mode: `callrouter state backup` makes each one a "
+            "single file (journal_mode delete); copied some other way, it may lack what was "
+            "in its -wal"
+        )
+
+
+# -- the switch -------------------------------------------------------------------
+
+
+def _switch(
+    state_dir: Path,
+    sfd: int,
+    temps: dict[str, str],
+    owner: tuple[int, int],
+    clock: Callable[[], float],
+    report: RestoreReport,
+) -> None:
+    """Move what the state folder holds aside, then the copies to their names."""
+    ours = set(temps.values())
+    present = [n for n in _names(state_dir, sfd) if n not in ours]
+    moving: list[str] = []
+    for name in present:
+        info = os.lstat(name, dir_fd=sfd)
+        if stat.S_ISDIR(info.st_mode) and name not in temps:
+            report.folders_kept.append(name)
+        else:
+            moving.append(name)
+    moved: list[str] = []
+    put: list[str] = []
+    aside_fd: int | None = None
+    try:
+        if moving:
+            aside = _make_aside(state_dir, sfd, owner, clock, set(temps))
+            report.aside = state_dir / aside
+            aside_fd = os.open(aside, _DIR_FLAGS, dir_fd=sfd)
+            for name in moving:
+                os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=aside_fd)
+                moved.append(name)
+                (report.replaced if name in temps else report.moved_aside).append(name)
+        for name, temp in temps.items():
+            os.rename(temp, name, src_dir_fd=sfd, dst_dir_fd=sfd)
+            put.append(name)
+        with contextlib.suppress(OSError):  # not every file system syncs a folder
+            os.fsync(sfd)
+            if aside_fd is not None:
+                os.fsync(aside_fd)
+    except OSError as exc:
+        undone = _undo(sfd, aside_fd, moved, put, temps)
+        raise StateRestoreError(
+            f"{state_dir}: the files could not be put in place: {exc}; "
+            + (
+                "the state folder is as it was"
+                if undone
+                else f"the state folder is part restored: what was there is in {report.aside}"
+            )
+        ) from None
+    finally:
+        if aside_fd is not None:
+            os.close(aside_fd)
+
+
+def _make_aside(
+    state_dir: Path, sfd: int, owner: tuple[int, int], clock: Callable[[], float], taken: set[str]
+) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    number = 1
+    while True:
+        name = f"{ASIDE_PREFIX}{stamp}" + ("" if number == 1 else f"-{number}")
+        number += 1
+        if name in taken:
+            continue
+        try:
+            os.mkdir(name, 0o700, dir_fd=sfd)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StateRestoreError(
+                f"{state_dir / name}: cannot make the folder for what the state folder "
+                f"holds now: {exc.strerror or exc}; nothing was changed"
+            ) from None
+        if os.geteuid() == 0:
+            os.chown(name, *owner, dir_fd=sfd, follow_symlinks=False)
+        return name
+
+
+def _undo(
+    sfd: int, aside_fd: int | None, moved: list[str], put: list[str], temps: dict[str, str]
+) -> bool:
+    """Put the state folder back as it was after a failed switch; whether it is."""
+    try:
+        for name in reversed(put):
+            os.rename(name, temps[name], src_dir_fd=sfd, dst_dir_fd=sfd)
+        if aside_fd is not None:
+            for name in reversed(moved):
+                os.rename(name, name, src_dir_fd=aside_fd, dst_dir_fd=sfd)
+    except OSError:
+        return False
+    return True

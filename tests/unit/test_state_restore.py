@@ -1,0 +1,425 @@
+"""``callrouter state restore``: a backup put back into ``[router] state_dir``.
+
+The documented rollback was ``cp BACKUP/* STATE/``: it left the files the
+newer version made that the backup lacks (``calllife.json``), never checked
+that the backup was whole or that the service was stopped (issue 16).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.api.forwarding_state import FILE_NAME as FORWARDING
+from router.api.forwarding_state import Forwarding, ForwardingState
+from router.calllife.service import MARK_FILE
+from router.cli import main
+from router.errors import StateRestoreError
+from router.recordings.signing import KEY_NAME, load_key
+from router.recordings.store import DB_NAME as RECORDINGS
+from router.recordings.store import RecordingStore
+from router.statebackup import MANIFEST, backup_state
+from router.staterestore import ASIDE_PREFIX, lock_holder, restore_state
+
+REPO = Path(__file__).parents[2]
+CLOCK = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+ASIDE = ASIDE_PREFIX + "20270115T080000Z"
+
+
+def clock() -> float:
+    return CLOCK
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every name under ``folder`` with its content (a link: where it points)."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"-> {os.readlink(path)}"
+        elif path.is_dir():
+            found[name] = "folder"
+        else:
+            found[name] = path.read_bytes()
+    return found
+
+
+#: A plugin's own database in state_dir (backed up and restored as callrouter's are).
+PLUGIN_DB = "plugin.sqlite3"
+
+
+def rows(state: Path) -> int:
+    with sqlite3.connect(f"file:{state / PLUGIN_DB}?mode=ro", uri=True) as db:
+        (n,) = db.execute("SELECT count(*) FROM events").fetchone()
+    return int(n)
+
+
+def add_row(state: Path, body: str) -> None:
+    """A commit to the plugin's WAL database, as a running plugin makes it."""
+    db = sqlite3.connect(state / PLUGIN_DB, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS events (body TEXT)")
+        db.execute("INSERT INTO events VALUES (?)", (body,))
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> tuple[Path, Path]:
+    """(state, backup): a state folder as callrouter leaves it, and its backup."""
+    state, backup = tmp_path / "state", tmp_path / "backup"
+    state.mkdir(mode=0o700)
+    store = RecordingStore(state)
+    add_row(state, "before")
+    ForwardingState(state).set("101", Forwarding(dnd=True))
+    load_key(state / KEY_NAME)
+    try:
+        list(backup_state(state, backup))  # while the service runs
+    finally:
+        store.close()  # and it stopped, as the restore wants
+    return state, backup
+
+
+def test_an_exact_restore_moves_aside_what_the_backup_lacks(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """What the state folder gained after the backup (calllife.json, made by
+    a newer version; a row in the catalog; a changed forwarding) is gone from
+    the folder after the restore, and kept, not deleted, in the aside folder
+    with the files the restore replaced and the databases' -wal and -shm."""
+    state, backup = backed_up
+    add_row(state, "after")
+    ForwardingState(state).set("101", Forwarding(dnd=False))
+    (state / MARK_FILE).write_text('{"mark": 2.0, "told": {}}\n', "utf-8")
+    (state / "plugin-folder").mkdir()
+    (state / "a-link").symlink_to("/etc/passwd")
+    before = snapshot(state)
+    wanted = {
+        name: (backup / name).read_bytes() for name in (RECORDINGS, FORWARDING, KEY_NAME, PLUGIN_DB)
+    }
+
+    report = restore_state(backup, state, clock=clock)
+
+    assert report.aside == state / ASIDE
+    assert sorted(r.name for r in report.restored) == sorted(wanted)
+    assert {r.name: r.kind for r in report.restored}[RECORDINGS] == "sqlite"
+    assert sorted(report.replaced) == sorted(wanted)
+    assert MARK_FILE in report.moved_aside
+    assert "a-link" in report.moved_aside
+    assert report.folders_kept == ["plugin-folder"]
+    assert report.made_by is not None
+    assert report.made_by.startswith("callrouter ")
+    # The state folder holds exactly the backup's files (and the folders).
+    assert sorted(p.name for p in state.iterdir()) == sorted([*wanted, ASIDE, "plugin-folder"])
+    for name, content in wanted.items():
+        assert (state / name).read_bytes() == content, name
+        info = (state / name).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600, name
+        assert (info.st_uid, info.st_gid) == (state.stat().st_uid, state.stat().st_gid)
+    # Nothing lost: every earlier file is in the aside folder, as it was.
+    aside = state / ASIDE
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o700
+    for name, content in before.items():
+        if name.startswith("plugin-folder"):
+            continue
+        kept = aside / name
+        if isinstance(content, str):
+            assert f"-> {os.readlink(kept)}" == content
+        else:
+            assert kept.read_bytes() == content, name
+    # The service opens what was restored: the row made after the backup is gone.
+    assert ForwardingState(state).get("101").dnd
+    assert rows(state) == 1
+    RecordingStore(state).close()
+
+
+def test_a_backup_made_before_manifests_is_restored_with_a_note(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """Stays compatible with the backups the earlier `state backup` made."""
+    state, backup = backed_up
+    (backup / MANIFEST).unlink()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    report = restore_state(backup, state, clock=clock)
+    assert report.made_by is None
+    assert MARK_FILE in report.moved_aside
+    assert sorted(p.name for p in state.iterdir()) == sorted(
+        [RECORDINGS, FORWARDING, KEY_NAME, PLUGIN_DB, ASIDE]
+    )
+
+
+# -- refusals: each names the file, and changes nothing ------------------------------
+
+
+def refused(backup: Path, state: Path, message: str) -> str:
+    before = snapshot(state)
+    with pytest.raises(StateRestoreError) as caught:
+        restore_state(backup, state, clock=clock)
+    assert message in str(caught.value), str(caught.value)
+    assert snapshot(state) == before
+    return str(caught.value)
+
+
+def test_a_running_router_is_named_by_its_pid(backed_up: tuple[Path, Path]) -> None:
+    """callrouter keeps its databases open (SQLite locked) while it runs: the
+    lock's holder is the pid named, and nothing is restored under it."""
+    state, backup = backed_up
+    code = (
+        "import sqlite3, sys, time\n"
+        f"db = sqlite3.connect({str(state / RECORDINGS)!r})\n"
+        "db.execute('SELECT count(*) FROM sqlite_master').fetchone()\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        with child.stdin:
+            assert child.stdout.readline() == "open\n"
+            said = refused(backup, state, f"held open and locked by pid {child.pid} (")
+        assert said.startswith(f"{state / RECORDINGS}: "), said
+        assert "stop it first" in said
+        assert sys.executable in said  # the holder's command line
+    restore_state(backup, state, clock=clock)  # stopped: restored
+
+
+def test_lock_holder_says_none_for_an_unlocked_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert lock_holder(fd) is None
+    finally:
+        os.close(fd)
+
+
+def test_a_backup_cut_short_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    (backup / f".{FORWARDING}.partial").write_text("{", "utf-8")
+    refused(backup, state, f"{backup}/.{FORWARDING}.partial: a copy under its temporary name")
+
+
+def test_a_file_missing_from_the_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    (backup / KEY_NAME).unlink()
+    refused(backup, state, f"{backup / KEY_NAME}: missing: the backup's manifest")
+
+
+def test_a_file_of_another_size_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    with (backup / FORWARDING).open("ab") as out:
+        out.write(b" ")
+    refused(backup, state, f"{backup / FORWARDING}: ")
+
+
+def test_a_file_changed_since_the_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    data = bytearray((backup / KEY_NAME).read_bytes())
+    data[0] ^= 1  # same size
+    (backup / KEY_NAME).write_bytes(bytes(data))
+    refused(backup, state, f"{backup / KEY_NAME}: its SHA-256 is not the one in the")
+
+
+def test_a_file_put_in_the_backup_after_it_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    (backup / MARK_FILE).write_text("{}\n", "utf-8")
+    refused(backup, state, f"{backup / MARK_FILE}: not in the backup's manifest")
+
+
+@pytest.mark.parametrize("kind", ["link", "folder", "wal"])
+def test_what_a_backup_never_holds_is_refused(backed_up: tuple[Path, Path], kind: str) -> None:
+    """A link in the backup is never followed; a folder, or a database's
+    -wal, is no backup's (the state folder itself given, a cp -a of it)."""
+    state, backup = backed_up
+    (backup / MANIFEST).unlink()  # not even in a backup without a manifest
+    name = {"link": "evil", "folder": "sub", "wal": f"{RECORDINGS}-wal"}[kind]
+    if kind == "link":
+        (backup / name).symlink_to("/etc/shadow")
+    elif kind == "folder":
+        (backup / name).mkdir()
+    else:
+        (backup / name).write_bytes(b"")
+    what = {"link": "a symbolic link", "folder": "a folder", "wal": "SQLite's -wal file"}[kind]
+    refused(backup, state, f"{backup / name}: {what}")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ({"format": 99, "made_by": "callrouter 9.0", "files": []}, "format 99 (made by"),
+        ({"files": []}, 'no "format" number'),
+        ({"format": 1, "files": [{"name": "../x", "size": 1}]}, 'file 1 of "files": expected'),
+        ({"format": 1, "files": []}, "lists no file"),
+    ],
+)
+def test_a_manifest_this_version_cannot_trust_is_refused(
+    backed_up: tuple[Path, Path], manifest: object, message: str
+) -> None:
+    state, backup = backed_up
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    refused(backup, state, f"{backup / MANIFEST}: {message}")
+
+
+def test_a_damaged_database_in_an_old_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
+    """No manifest to compare with: SQLite's quick_check still reads each database."""
+    state, backup = backed_up
+    (backup / MANIFEST).unlink()
+    data = bytearray((backup / PLUGIN_DB).read_bytes())
+    data[4096:8192] = b"\xff" * 4096  # the events table's page
+    (backup / PLUGIN_DB).write_bytes(bytes(data))
+    refused(backup, state, f"{backup / PLUGIN_DB}: ")
+
+
+def test_an_empty_folder_is_no_backup(tmp_path: Path) -> None:
+    state, backup = tmp_path / "state", tmp_path / "backup"
+    state.mkdir(mode=0o700)
+    backup.mkdir(mode=0o700)
+    refused(backup, state, f"{backup}: no files: not a backup")
+
+
+def test_the_state_folder_itself_or_a_folder_in_it_is_refused(
+    backed_up: tuple[Path, Path],
+) -> None:
+    state, _ = backed_up
+    refused(state, state, f"{state}: the state folder {state} is this folder")
+    (state / "inner").mkdir()
+    refused(state / "inner", state, "the state folder")
+
+
+def test_a_state_folder_others_can_write_in_is_refused(backed_up: tuple[Path, Path]) -> None:
+    """`callrouter run` refuses it (router/private_dir.py): another user could
+    put a link where a restored file goes."""
+    state, backup = backed_up
+    state.chmod(0o777)
+    refused(backup, state, f"{state}: {state} is writable by its group and every user")
+
+
+def test_a_backup_folder_others_can_write_in_is_refused(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    backup.chmod(0o777)
+    refused(backup, state, f"{backup}: not a folder only root and this user can change")
+
+
+def test_a_failed_switch_puts_the_state_folder_back(
+    backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename refused half way (the disk gone read-only) undoes the ones
+    made: the state folder is as it was, the copies removed."""
+    state, backup = backed_up
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    before = snapshot(state)
+    real = os.rename
+    done: list[str] = []
+
+    def rename(src: str, dst: str, **kwargs: int) -> None:
+        if ".restore-" in src and done:
+            raise OSError(30, "Read-only file system")
+        if ".restore-" in src:
+            done.append(src)
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StateRestoreError, match="the state folder is as it was"):
+        restore_state(backup, state, clock=clock)
+    monkeypatch.undo()
+    after = snapshot(state)
+    assert after.pop(ASIDE) == "folder"
+    assert after == before
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def test_a_round_trip_through_the_command(tmp_path: Path) -> None:
+    """backup, the state changed, restore: exit 0 and the state as backed up;
+    a refusal exits 1 with the file named, as `state backup`'s errors do."""
+    state, backup = tmp_path / "state", tmp_path / "backup"
+    state.mkdir(mode=0o700)
+    RecordingStore(state).close()
+    add_row(state, "one")
+    ForwardingState(state).set("102", Forwarding(dnd=True))
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret_env = "CALLROUTER_SECRET"\n[router]\nstate_dir = "{state}"\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CALLROUTER_SECRET"}
+
+    def callrouter(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "router.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
+
+    made = callrouter("state", "backup", str(backup), "--config", str(cfg))
+    assert made.returncode == 0, made.stderr
+    saved = {n: (backup / n).read_bytes() for n in (RECORDINGS, FORWARDING, PLUGIN_DB)}
+    digest = hashlib.sha256(saved[FORWARDING]).hexdigest()
+    assert digest in (backup / MANIFEST).read_text("utf-8")
+
+    add_row(state, "two")
+    ForwardingState(state).set("102", Forwarding(dnd=False))
+    (state / MARK_FILE).write_text('{"mark": 3.0, "told": {}}\n', "utf-8")
+
+    # While a process holds the catalog: refused, exit 1, the file and pid named.
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3,sys\ndb=sqlite3.connect({str(state / RECORDINGS)!r})\n"
+            "db.execute('SELECT 1 FROM sqlite_master').fetchall()\nprint('open',flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        with holder.stdin:
+            assert holder.stdout.readline() == "open\n"
+            busy = callrouter("state", "restore", str(backup), "--config", str(cfg))
+    assert busy.returncode == 1
+    assert busy.stderr.startswith(f"callrouter state restore: error: {state}/"), busy.stderr
+    assert f"locked by pid {holder.pid}" in busy.stderr
+    assert (state / MARK_FILE).exists()
+
+    done = callrouter("state", "restore", str(backup), "--config", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert f"{MARK_FILE}: moved aside: not in the backup" in done.stdout
+    assert f"{FORWARDING}: replaced; the earlier file moved aside" in done.stdout
+    assert f"what {state} held before is in {state / ASIDE_PREFIX}" in done.stdout
+    assert not (state / MARK_FILE).exists()
+    for name, content in saved.items():
+        assert (state / name).read_bytes() == content
+    assert rows(state) == 1
+    assert ForwardingState(state).get("102").dnd
+
+    # --state-dir: a plugin's own folder; a wrong command line exits 2.
+    assert callrouter("state", "restore", "", "--state-dir", str(state)).returncode == 2
+
+
+def test_the_command_names_the_file_it_refuses(
+    backed_up: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, backup = backed_up
+    (backup / KEY_NAME).unlink()
+    assert main(["state", "restore", str(backup), "--state-dir", str(state)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"callrouter state restore: error: {backup / KEY_NAME}: missing"), err
