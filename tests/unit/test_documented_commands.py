@@ -181,6 +181,25 @@ def every_documented() -> list[tuple[str, str]]:
 EVERY = every_documented()
 
 
+def test_the_restore_and_rollback_steps_use_state_restore() -> None:
+    """operations.md (+ru) restored a backup with `cp BACKUP/* STATE/`, which
+    left the files a newer version made and the old -wal beside a restored
+    database (issue 16): both steps run `callrouter state restore`, as written."""
+    lines = {line for _, line in EVERY}
+    for example in (
+        "callrouter state restore /var/backups/callrouter/2026-12-01 "
+        "--config /etc/callrouter/router.toml",
+        "callrouter state restore /var/backups/callrouter/before-upgrade "
+        "--config /etc/callrouter/router.toml",
+    ):
+        assert example in lines
+        build_parser().parse_args(example.split()[1:])
+    for page in ("operations.md", "ru/operations.md"):
+        text = (REPO / "docs" / page).read_text(encoding="utf-8")
+        assert "cp /var/backups/callrouter" not in text, page
+        assert text.count("callrouter state restore /var/backups/callrouter/") == 2, page
+
+
 def test_every_subcommand_is_shown_somewhere() -> None:
     shown = {line.split()[1] for _, line in EVERY}
     assert shown == set(SUBCOMMANDS.split("|"))
