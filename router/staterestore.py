@@ -61,7 +61,12 @@ ASIDE_PREFIX: Final = "before-restore-"
 #: A manifest larger than this is none ``state backup`` wrote (1000 files).
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 _CHUNK: Final = 1 << 20
+#: A folder in a folder: never through a link.
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: The state folder and the backup's, by the path given: a link on the way is
+#: followed (``/var/lib/callrouter`` is one into ``/var/lib/private`` under
+#: ``DynamicUser=yes``), as private_dir_problem walked and checked it.
+_TOP_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: ``struct flock`` on Linux: l_type, l_whence, l_start, l_len, l_pid (padded).
 _FLOCK: Final = "hhqqi0q"
@@ -199,7 +204,7 @@ def _check_backup_dir(backup: Path) -> None:
 @contextlib.contextmanager
 def _folder(path: Path, what: str) -> Iterator[int]:
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = os.open(path, _TOP_FLAGS)
     except OSError as exc:
         raise StateRestoreError(f"{path}: cannot open the {what}: {exc.strerror or exc}") from None
     try:

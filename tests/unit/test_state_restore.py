@@ -142,6 +142,41 @@ def test_an_exact_restore_moves_aside_what_the_backup_lacks(
     RecordingStore(state).close()
 
 
+def test_a_state_folder_reached_through_a_link_is_restored_in_place(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """Under DynamicUser=yes /var/lib/callrouter is a link into
+    /var/lib/private: the path given is followed to the folder, as `run`
+    follows it, and the files go into that folder."""
+    state, backup = backed_up
+    link = state.parent / "var-lib-callrouter"
+    link.symlink_to(state)
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    report = restore_state(backup, link, clock=clock)
+    assert MARK_FILE in report.moved_aside
+    assert link.is_symlink()
+    assert (state / ASIDE / MARK_FILE).exists()
+    assert (state / FORWARDING).read_bytes() == (backup / FORWARDING).read_bytes()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_run_as_root_the_files_are_the_state_folders_owners(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """As `run` needs them: a root shell restoring the DynamicUser's folder
+    left root's 0600 files the service could not open."""
+    state, backup = backed_up
+    os.chown(state, 65534, 65534)
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    report = restore_state(backup, state, clock=clock)
+    for restored in report.restored:
+        info = (state / restored.name).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600, restored.name
+        assert (info.st_uid, info.st_gid) == (65534, 65534), restored.name
+    aside = (state / ASIDE).stat()
+    assert (aside.st_uid, aside.st_gid, stat.S_IMODE(aside.st_mode)) == (65534, 65534, 0o700)
+
+
 def test_a_backup_made_before_manifests_is_restored_with_a_note(
     backed_up: tuple[Path, Path],
 ) -> None:
