@@ -554,6 +554,9 @@ def _switch(
                 os.fsync(aside_fd)
     except OSError as exc:
         undone = _undo(sfd, aside_fd, moved, put, temps)
+        if undone and report.aside is not None:
+            with contextlib.suppress(OSError):  # empty again: not left behind
+                os.rmdir(report.aside.name, dir_fd=sfd)
         raise StateRestoreError(
             f"{state_dir}: the files could not be put in place: {exc}; "
             + (
