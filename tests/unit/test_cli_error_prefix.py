@@ -22,6 +22,7 @@ from tests.unit.cli_code import exit_code
         ["recordings", "status"],
         ["recordings", "retry", "--failed"],
         ["state", "backup", "/tmp/never-written"],
+        ["state", "restore", "/tmp/never-read"],
         ["history", "replay", "--since", "1h"],
         ["run"],
         ["ami", "Ping"],
@@ -84,6 +85,7 @@ _REQUIRED: dict[str, list[str]] = {
     "recordings status": [],
     "run": [],
     "state backup": ["{tmp}/backup"],
+    "state restore": ["{tmp}/backup"],
 }
 #: Commands that read no router.toml, and why.
 _NO_CONFIG: dict[str, str] = {
