@@ -351,7 +351,8 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
     if not listed:
         raise StateRestoreError(f"{where}: lists no file: nothing to restore")
     made_by = data.get("made_by")
-    return listed, made_by if isinstance(made_by, str) else None
+    # Never None with a manifest: None says there was none.
+    return listed, made_by if isinstance(made_by, str) and made_by else "an unnamed version"
 
 
 # -- a running router -------------------------------------------------------------
