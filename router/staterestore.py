@@ -15,9 +15,10 @@ the folder copied was a whole backup, or that no callrouter still ran there.
    :data:`~router.statebackup.MANIFEST` lists, nothing else, no copy left
    under a temporary name (a backup cut short). A backup made before
    manifests (no manifest, nothing but files) is restored with a note.
-3. No process may hold a lock on a file of the state folder: callrouter keeps
-   its databases open (and SQLite locked) for its whole run, so a lock is a
-   running router (or an ``sqlite3`` shell), named by its pid.
+3. No ``callrouter run`` may hold the state folder: run locks the folder
+   itself for its whole run, and the restore takes that lock and keeps it to
+   the end (a router started meanwhile refuses to start). Nor may a process
+   hold a lock on a file in it (an ``sqlite3`` shell), named by its pid.
 4. Each file is copied into the state folder under a temporary name,
    ``.NAME.restore-PID`` (0600, owned by the state folder's owner, as ``run``
    needs it), checked against the manifest's size and SHA-256, a database
@@ -129,6 +130,7 @@ def restore_state(
     _check_backup_dir(backup)
     with _folder(backup, "backup folder") as bfd, _folder(state_dir, "state folder") as sfd:
         listed, made_by = _whole_backup(backup, bfd)
+        _hold_state_folder(state_dir, sfd)  # held until the folder's descriptor closes
         _refuse_held(state_dir, sfd)
         report = RestoreReport(made_by=made_by)
         temps: dict[str, str] = {}
@@ -138,7 +140,7 @@ def restore_state(
                 temp = f".{item.name}.restore-{os.getpid()}"
                 temps[item.name] = temp
                 report.restored.append(_copy_in(backup, bfd, item, state_dir, sfd, temp, owner))
-            _refuse_held(state_dir, sfd)  # a router started meanwhile
+            _refuse_held(state_dir, sfd)  # an sqlite3 shell opened meanwhile
             _switch(state_dir, sfd, temps, owner, clock, report)
             done = True
         finally:
@@ -367,6 +369,52 @@ def lock_holder(fd: int) -> int | None:
         _FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, asked)
     )
     return None if kind == fcntl.F_UNLCK else pid
+
+
+def _hold_state_folder(state_dir: Path, sfd: int) -> None:
+    """Take the lock ``callrouter run`` holds on its state folder for its whole
+    run (``flock`` on the folder itself, router/engine.py), and keep it for the
+    restore: a running router, with or without files open there, is refused,
+    and one started during the restore refuses to start instead of opening
+    files half put back."""
+    try:
+        fcntl.flock(sfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _folder_lock_holder(sfd)
+        who = f" ({holder.describe()})" if holder is not None else ""
+        raise StateRestoreError(
+            f"{state_dir}: in use by a running `callrouter run`{who}, which holds the "
+            "state folder's lock; stop it first (systemctl stop callrouter), then restore"
+        ) from None
+    except OSError as exc:
+        raise StateRestoreError(
+            f"{state_dir}: cannot lock the state folder: {exc.strerror or exc}"
+        ) from None
+
+
+#: ``/proc/locks`` is read no further than this (one line a lock on the host).
+_MAX_PROC_LOCKS: Final = 1 << 20
+
+
+def _folder_lock_holder(sfd: int) -> Holder | None:
+    """The process holding a ``flock`` on the folder ``sfd``, from
+    ``/proc/locks`` (``N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...``, the
+    device in hex); None when it cannot be told."""
+    st = os.fstat(sfd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", "rb") as locks:
+            text = locks.read(_MAX_PROC_LOCKS).decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        words = line.split()
+        # A blocked waiter's line starts "N: ->"; only a holder's is ours.
+        if len(words) >= 6 and words[1] == "FLOCK" and words[5] == device:
+            with contextlib.suppress(ValueError):
+                pid = int(words[4])
+                return Holder(".", pid, _command_of(pid))
+    return None
 
 
 def _refuse_held(state_dir: Path, sfd: int) -> None:

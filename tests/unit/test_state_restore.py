@@ -7,6 +7,7 @@ that the backup was whole or that the service was stopped (issue 16).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from router import staterestore
 from router.api.forwarding_state import FILE_NAME as FORWARDING
 from router.api.forwarding_state import Forwarding, ForwardingState
 from router.calllife.service import MARK_FILE
 from router.cli import main
+from router.config import load_config
+from router.engine import Engine, EngineOptions
 from router.errors import StateRestoreError
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
@@ -227,6 +231,65 @@ def test_a_running_router_is_named_by_its_pid(backed_up: tuple[Path, Path]) -> N
         assert "stop it first" in said
         assert sys.executable in said  # the holder's command line
     restore_state(backup, state, clock=clock)  # stopped: restored
+
+
+def test_a_router_with_no_file_open_is_refused_by_its_folder_lock(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``callrouter run`` locks its state folder for its whole run, with or
+    without a database open in it (no [api], recordings or 1C plugin): the
+    restore takes that same lock, so such a router is refused too, by pid."""
+    state, backup = backed_up
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nstate_dir = "{state}"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(config, environ={"CR_SECRET": "s"}),
+        options=EngineOptions(lock_state_dir=True),
+    )
+    engine._check_state_dir()  # what `callrouter run` does at start
+    try:
+        said = refused(backup, state, f"{state}: in use by a running `callrouter run` (pid ")
+        assert f"(pid {os.getpid()} (" in said
+        assert "stop it first" in said
+    finally:
+        engine._unlock_state_dir()
+    restore_state(backup, state, clock=clock)  # stopped: restored
+
+
+def test_the_restore_holds_the_folder_lock_until_it_ends(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `callrouter run` started while the files are being copied in finds
+    the folder locked and refuses to start, instead of opening files half put
+    back; once the restore ends the folder is free."""
+    state, backup = backed_up
+    tried: list[bool] = []
+    copy_in = staterestore._copy_in
+
+    def copying(*args: object, **kwargs: object) -> object:
+        probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tried.append(False)
+        except BlockingIOError:
+            tried.append(True)
+        finally:
+            os.close(probe)
+        return copy_in(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(staterestore, "_copy_in", copying)
+    restore_state(backup, state, clock=clock)
+    assert tried
+    assert all(tried), tried
+    probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    finally:
+        os.close(probe)
 
 
 def test_lock_holder_says_none_for_an_unlocked_file(tmp_path: Path) -> None:
