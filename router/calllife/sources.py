@@ -256,6 +256,30 @@ class _Undecodable(Exception):
     """A stored text that is no UTF-8: the read starts again with :func:`_lenient`."""
 
 
+def _open_file_name(fd: int, path: Path, info: os.stat_result) -> str:
+    """The name SQLite is to open for the file open as ``fd`` (``info`` its
+    ``fstat``): Linux's ``/proc/self/fd/N``, which SQLite resolves to that
+    file's name as it opens it (the kernel's, kept through renames), so the
+    file looked at is the one read, its ``-wal`` and ``-journal`` found beside
+    it. Without ``/proc``, ``path`` when it still names that file."""
+    name = f"/proc/self/fd/{fd}"
+    try:
+        target = os.readlink(name)
+    except OSError:
+        target = None
+    if target is not None and not target.endswith(" (deleted)"):
+        return name
+    if target is None:  # no /proc: the name, when it is still that file
+        with contextlib.suppress(OSError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
+                return str(path)
+    raise HistorySourceError(
+        f"[history] cel: {path}: was removed or replaced while being opened; "
+        "the next replay reads the file there then"
+    )
+
+
 #: cel_sqlite3_custom's text columns the replay reads (docs/history.md's mapping).
 _SQLITE_TEXTS = (
     "eventtype", "cidname", "cidnum", "ciddnid", "context", "exten", "channame",
@@ -283,8 +307,9 @@ class SqliteSource:
     table: str = "cel"
 
     def _connect(self) -> sqlite3.Connection:
-        # Looked at before SQLite opens it: SQLite opens a FIFO (and the
-        # thread waits for a writer for ever) or a device it is given.
+        # Looked at before anything opens it: opening a device may act, and
+        # SQLite opens a FIFO (the thread waits for a writer for ever) or a
+        # device it is given.
         try:
             mode = os.stat(self.path).st_mode
         except FileNotFoundError:
@@ -296,12 +321,40 @@ class SqliteSource:
             raise HistorySourceError(f"[history] cel: {self.path}: no such file") from None
         except OSError as exc:
             raise HistorySourceError(f"[history] cel: {self.path}: {exc.strerror}") from None
+        self._refuse_non_file(mode)
+        # Then opened once, never blocking, and that open file looked at: a
+        # FIFO or another file put at the name since the look above (a
+        # time-of-check/time-of-use gap) is refused, not opened by SQLite.
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise HistorySourceError(f"[history] cel: {self.path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            self._refuse_non_file(info.st_mode)
+            if info.st_nlink == 0:
+                raise HistorySourceError(
+                    f"[history] cel: {self.path}: was removed or replaced while being opened; "
+                    "the next replay reads the file there then"
+                )
+            return self._sqlite(_open_file_name(fd, self.path, info))
+        finally:
+            # SQLite has its own descriptor now and has taken no lock yet
+            # (closing a descriptor drops every POSIX lock this process holds
+            # on the file: SQLite's too, were one taken).
+            os.close(fd)
+
+    def _refuse_non_file(self, mode: int) -> None:
         what = not_a_file(mode)
         if what is not None:
             raise HistorySourceError(
                 f"[history] cel: {self.path}: is {what}, not a file; {_SQLITE_ADVICE}"
             )
-        uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+
+    def _sqlite(self, name: str) -> sqlite3.Connection:
+        # mode=ro: Asterisk writes the file meanwhile, so never immutable=1
+        # (SQLite would take no lock and read pages half written).
+        uri = f"file:{urllib.parse.quote(name)}?mode=ro"
         try:
             con = sqlite3.connect(uri, uri=True, timeout=5.0)
         except sqlite3.Error as exc:

@@ -10,6 +10,7 @@ test against a real PostgreSQL that the sandbox's cel_pgsql writes to.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,6 +344,93 @@ def test_a_folder_or_device_at_the_path_is_named_as_such(
         make(path)
     with pytest.raises(HistorySourceError, match=rf"\[history\] cel: {path}: {said}"):
         SqliteSource(path).read(0)
+
+
+def _swap_inside_connect(monkeypatch: pytest.MonkeyPatch, swap: Any) -> None:
+    """``swap()`` run as SQLite is asked to open the file: after every look
+    callrouter takes at the name, before SQLite opens it (the gap a writer of
+    the folder could use)."""
+    connect = sqlite3.connect
+
+    def swapped(*args: Any, **kwargs: Any) -> Any:
+        swap()
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", swapped)
+
+
+def test_a_fifo_put_at_the_name_after_the_check_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was looked at by its name, then opened by SQLite by the name
+    again: a FIFO put there in between was opened and the replay's thread
+    waited for a writer for ever (issue 16). The file looked at is the one
+    read (SQLite opens it through the open descriptor), wherever it went."""
+    import os
+
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    moved = tmp_path / "moved.db"
+
+    def swap() -> None:
+        if not moved.exists():
+            db.rename(moved)
+            os.mkfifo(db)
+
+    _swap_inside_connect(monkeypatch, swap)
+    try:
+        outcome = _read_in_a_thread(SqliteSource(db))
+    finally:
+        # A read left waiting on the FIFO (opened by its name) is let go.
+        with contextlib.suppress(OSError):  # ENXIO: nobody waits on it
+            os.close(os.open(db, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(outcome, dict), outcome
+    assert [r.key for r in outcome[call.linkedid]] == [r.key for r in call.records]
+
+
+def test_another_file_put_at_the_name_after_the_check_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    other = tmp_path / "other.db"
+    write_sqlite(other, answered_call().records)
+    _swap_inside_connect(monkeypatch, lambda: other.replace(db) if other.exists() else None)
+    with pytest.raises(HistorySourceError, match=rf"\[history\] cel: {db}: "):
+        SqliteSource(db).read(0)
+
+
+def test_without_proc_the_name_is_opened_when_it_is_still_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    readlink = os.readlink
+
+    def no_proc(path: str) -> str:
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(2, "No such file or directory")
+        return readlink(path)
+
+    monkeypatch.setattr(os, "readlink", no_proc)
+    assert list(SqliteSource(db).read(0)) == [call.linkedid]
+    other = tmp_path / "other.db"
+    write_sqlite(other, answered_call().records)
+    real_open = os.open
+
+    def open_then_swap(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if other.exists():
+            other.replace(db)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_swap)
+    with pytest.raises(HistorySourceError, match="removed or replaced while being opened"):
+        SqliteSource(db).read(0)
 
 
 def test_a_dangling_link_names_where_it_points(tmp_path: Path) -> None:
