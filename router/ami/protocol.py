@@ -49,6 +49,7 @@ __all__ = [
     "MIN_MESSAGE_BYTES",
     "Action",
     "ActionResult",
+    "LeftOutItem",
     "ListCollector",
     "Narrower",
     "RawmanParser",
@@ -235,7 +236,34 @@ def _long_line_event(head: str, lines: Sequence[str], cut: Callable[[str], bool]
         LONG_LINES.note(head, ends_list=True)
         return message
     LONG_LINES.note(head)
+    if message.action_id is not None:
+        return LeftOutItem.of(head, message.action_id)
     return None
+
+
+class LeftOutItem(Event):
+    """An event with a line over :data:`MAX_LINE_BYTES` whose ``ActionID``
+    was read: it stands for that event, left out, so the event list of the
+    action it names counts it (:attr:`ActionResult.left_out`) and no one takes
+    the list for whole (issue 16). It is no event of Asterisk's: the TCP
+    client gives it to that action's list only, and :func:`split_waitevent`
+    drops it.
+
+    A left-out item once vanished: a list whose closing event counted no
+    items (no ``ListItems``, or that line itself over the bound) or too few
+    came back with ``unread_items`` 0, and a reconcile ended the live call
+    whose channel it was, a presence answer said its extension's state was
+    known to be Unknown. Its fields are the event's name (its first line, cut)
+    and the ``ActionID``, never the peer's text otherwise.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, head: str, action_id: str) -> LeftOutItem:
+        """The stand-in for the event whose first line is ``head``."""
+        name = head.partition(":")[2].strip()[:64]
+        return cls((("Event", name), ("ActionID", action_id)))
 
 
 class UnreadableAnswer(Response):
@@ -1237,6 +1265,10 @@ class ActionResult:
     complete: bool = True
     closing: Event | None = None
     extra: tuple[Message, ...] = field(default=())
+    #: The list's items the parser left out, each for a line over
+    #: :data:`MAX_LINE_BYTES` (:class:`LeftOutItem`): counted whatever the
+    #: closing event says.
+    left_out: int = 0
 
     @property
     def ok(self) -> bool:
@@ -1248,14 +1280,16 @@ class ActionResult:
 
     @property
     def unread_items(self) -> int:
-        """How many items the closing event counts (``ListItems``) that are not
-        in :attr:`items`: skipped for a line over :data:`MAX_LINE_BYTES`. 0 when
-        there is no count to compare (a closing event kept without its own long
-        line, a peer that sends none)."""
+        """How many of the list's items are not in :attr:`items`, each skipped
+        for a line over :data:`MAX_LINE_BYTES`: those the parser left out
+        (:attr:`left_out`), or those the closing event counts (``ListItems``)
+        beyond :attr:`items` when that is more. The parser's count holds when
+        the closing event counts none (no ``ListItems``, or that line itself
+        over the bound) or too few (issue 16)."""
         raw = self.closing.get("ListItems") if self.closing is not None else None
         if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-            return 0
-        return max(0, int(raw) - len(self.items))
+            return self.left_out
+        return max(self.left_out, int(raw) - len(self.items))
 
 
 def _is_list_end(msg: Message) -> bool:
@@ -1278,17 +1312,22 @@ def assemble_result(messages: Sequence[Message], *, strict: bool = True) -> Acti
     if (response.event_list or "").lower() != "start":
         return ActionResult(response, extra=tuple(messages[1:]))
     items: list[Event] = []
+    left_out = 0
     for index, msg in enumerate(messages[1:], start=1):
         if not isinstance(msg, Event):
             raise AMIProtocolError(f"unexpected {msg!r} inside an event list")
+        if type(msg) is LeftOutItem:
+            left_out += 1
+            continue
         if _is_list_end(msg):
-            return ActionResult(response, tuple(items), True, msg, tuple(messages[index + 1 :]))
+            rest = tuple(messages[index + 1 :])
+            return ActionResult(response, tuple(items), True, msg, rest, left_out)
         items.append(msg)
     if strict:
         raise AMIProtocolError(
             f"event list of {len(items)} items has no closing 'EventList: Complete' (truncated)"
         )
-    return ActionResult(response, tuple(items), False)
+    return ActionResult(response, tuple(items), False, left_out=left_out)
 
 
 def split_waitevent(messages: Sequence[Message]) -> tuple[Response, list[Event]]:
@@ -1303,7 +1342,7 @@ def split_waitevent(messages: Sequence[Message]) -> tuple[Response, list[Event]]
     for msg in messages[1:]:
         if not isinstance(msg, Event):
             raise AMIProtocolError(f"unexpected {msg!r} in a WaitEvent reply")
-        if msg.name == "WaitEventComplete":
+        if msg.name == "WaitEventComplete" or type(msg) is LeftOutItem:
             continue
         events.append(msg)
     return response, events
@@ -1328,6 +1367,8 @@ class ListCollector:
         #: cannot fill memory before its action times out.
         self._max_bytes = max_bytes
         self._bytes: dict[str, int] = {}
+        #: Each list's items the parser left out (:class:`LeftOutItem`).
+        self._left_out: dict[str, int] = {}
 
     def expect(self, action_id: str) -> None:
         self._waiting.add(action_id)
@@ -1343,6 +1384,7 @@ class ListCollector:
         self._waiting.discard(action_id)
         self._pending.pop(action_id, None)
         self._bytes.pop(action_id, None)
+        self._left_out.pop(action_id, None)
 
     def feed(self, msg: Message) -> tuple[str, ActionResult] | None:
         action_id = msg.action_id
@@ -1360,7 +1402,13 @@ class ListCollector:
         if _is_list_end(msg):
             del self._pending[action_id]
             self._bytes.pop(action_id, None)
-            return action_id, ActionResult(pending[0], tuple(pending[1]), True, msg)
+            left_out = self._left_out.pop(action_id, 0)
+            return action_id, ActionResult(
+                pending[0], tuple(pending[1]), True, msg, left_out=left_out
+            )
+        if type(msg) is LeftOutItem:
+            self._left_out[action_id] = self._left_out.get(action_id, 0) + 1
+            return None
         if len(pending[1]) >= self._max_items:
             raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_items} items")
         written = sum(len(k) + len(v) + 4 for k, v in msg.fields)

@@ -96,6 +96,7 @@ from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
     Action,
     ActionResult,
+    LeftOutItem,
     ListCollector,
     Narrower,
     ParamValue,
@@ -304,7 +305,12 @@ class _Connection(asyncio.Protocol):
                 if action_id is None or action_id not in self._lists:
                     events.append(msg)
                     continue
-            elif not isinstance(msg, Response):  # pragma: no cover - the parser makes these two
+            elif type(msg) is LeftOutItem:
+                # An item left out for a line over the parser's bound: its
+                # list counts it; it is no event for the stream (issue 16).
+                if msg.action_id not in self._lists:
+                    continue
+            elif not isinstance(msg, Response):  # pragma: no cover - the parser makes these
                 continue
             self._answer(msg)
         if events:

@@ -219,10 +219,11 @@ OPENAPI: dict[str, Any] = {
                     "unread_items": {
                         "type": "integer",
                         "minimum": 0,
-                        "description": "Items the list's closing event counts (`ListItems`) "
-                        "that are not in `items`: each skipped for a line over 64 KiB, which "
-                        "no Asterisk sends (a broken or hostile AMI peer). 0 when there are "
-                        "none, or no count to compare",
+                        "description": "Items of the list that are not in `items`: each "
+                        "skipped for a line over 64 KiB, which no Asterisk sends (a broken or "
+                        "hostile AMI peer). Those the parser left out, or those the closing "
+                        "event counts (`ListItems`) beyond `items` when more. 0 when there "
+                        "are none",
                     },
                 },
             },

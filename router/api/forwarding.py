@@ -456,8 +456,9 @@ OPENAPI: dict[str, Any] = {
                                             "type": "integer",
                                             "minimum": 0,
                                             "description": "Items the `ExtensionStateList` "
-                                            "and `DeviceStateList` answers lack (their closing "
-                                            "events' `ListItems` against the items read): "
+                                            "and `DeviceStateList` answers lack (left out by "
+                                            "the parser, or counted by their closing events' "
+                                            "`ListItems` beyond the items read): "
                                             "each skipped for a line over 64 KiB, which no "
                                             "Asterisk sends (a broken or hostile AMI peer). "
                                             "Not 0: an extension whose item was skipped "

@@ -372,7 +372,7 @@ class ReplayAsterisk:
         body = data if isinstance(data, bytes) else Path(data).read_bytes()
         out: list[Event] = []
         for message in parse_rawman(body):
-            if not isinstance(message, Event) or message.name == "WaitEventComplete":
+            if type(message) is not Event or message.name == "WaitEventComplete":
                 continue
             fields = [(k, v) for k, v in message.fields if k.lower() != "actionid"]
             if self.restamp:

@@ -20,6 +20,7 @@ from router.ami.protocol import (
     MAX_LINE_BYTES,
     MIN_MESSAGE_BYTES,
     Action,
+    LeftOutItem,
     ListCollector,
     RawmanParser,
     UnreadableAnswer,
@@ -652,6 +653,71 @@ def test_a_listing_item_with_a_line_too_long_is_skipped_and_the_rest_read(
     assert "x" * 64 not in caplog.text  # the peer's bytes are never logged
 
 
+_LONG_LISTITEMS = b"ListItems: " + b"3" * (MAX_LINE_BYTES + 100)
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [b"ListItems: 3", b"", b"ListItems: 2", _LONG_LISTITEMS],
+    ids=["counted", "no-count", "count-short", "count-too-long"],
+)
+@pytest.mark.parametrize("size", [None, 65536, 4096, 7])
+def test_a_list_short_of_an_item_left_out_says_so_whatever_its_closing_event_counts(
+    size: int | None, closing: bytes
+) -> None:
+    """Issue 16: an item with a line over 64 KiB was left out, and whether the
+    answer said the list was short rested on its closing event's
+    ``ListItems``: with none, with that line itself too long (kept without
+    it) or with a count that leaves the item out (a hostile peer's), the
+    answer came back ``unread_items`` 0, whole to every caller: the reconcile
+    ended the live call whose channel it was, presence said complete. The
+    parser's own count of items it left out holds, as a body (AJAM) and as a
+    stream matched by ActionID (TCP), however the reads cut it."""
+    body = _listing(b"x" * (MAX_LINE_BYTES + 100), crlf=False)
+    body = body.replace(b"\nListItems: 3", b"\n" + closing if closing else b"")
+    body = body.replace(b"\n", b"\r\n")
+    messages = _read(body, size)
+    for result in (
+        assemble_result(messages),
+        _collected(messages, "7"),
+    ):
+        assert result.complete
+        assert [i.get("Channel") for i in result.items] == [
+            "PJSIP/101-00000001",
+            "PJSIP/103-00000003",
+        ]
+        assert result.left_out == 1
+        assert result.unread_items == 1
+    # The stand-in carries the event's name and ActionID, nothing of its text.
+    (stand_in,) = [m for m in messages if type(m) is LeftOutItem]
+    assert stand_in.fields == (("Event", "CoreShowChannel"), ("ActionID", "7"))
+
+
+def _collected(messages: list[Message], action_id: str) -> Any:
+    """The TCP client's path: ``messages`` matched to ``action_id``'s list."""
+    collector = ListCollector()
+    collector.expect(action_id)
+    (done,) = [d for m in messages if (d := collector.feed(m)) is not None]
+    assert done[0] == action_id
+    return done[1]
+
+
+def test_an_item_left_out_is_no_event_of_a_wait_event_reply() -> None:
+    """A :class:`LeftOutItem` stands for an item in an action's list only: a
+    ``WaitEvent`` reply holding one (an event with an ``ActionID`` and a line
+    too long) delivers the events around it, not it."""
+    long = b"Junk: " + b"j" * (MAX_LINE_BYTES + 1)
+    body = (
+        b"Response: Success\r\nActionID: w1\r\nMessage: Waiting for Event completed.\r\n\r\n"
+        b"Event: Foo\r\nActionID: 9\r\n" + long + b"\r\n\r\n"
+        b"Event: Bar\r\n\r\n"
+        b"Event: WaitEventComplete\r\nActionID: w1\r\n\r\n"
+    )
+    result = assemble_result(parse_rawman(body))
+    _, events = split_waitevent((result.response, *result.extra))
+    assert [(type(e), e.name) for e in events] == [(Event, "Bar")]
+
+
 def test_a_line_just_within_the_bound_is_read() -> None:
     value = b"x" * (MAX_LINE_BYTES - len(b"ApplicationData: ") - 2)
     messages = parse_rawman(_listing(value))
@@ -979,7 +1045,9 @@ def test_an_event_with_a_line_too_long_and_no_list_to_end_is_still_skipped(
     size: int | None,
 ) -> None:
     """Only a list's end is kept without its long line: an item, or an event
-    naming no ActionID, is skipped whole, whatever else it says."""
+    naming no ActionID, is skipped whole, whatever else it says (an item
+    naming an ActionID leaves a :class:`LeftOutItem` for its list to count,
+    holding none of its text)."""
     long = b"Junk: " + b"j" * (MAX_LINE_BYTES + 1)
     body = (
         b"Event: CoreShowChannel\r\nActionID: 7\r\n" + long + b"\r\nChannel: PJSIP/1-1\r\n\r\n"
@@ -992,7 +1060,10 @@ def test_an_event_with_a_line_too_long_and_no_list_to_end_is_still_skipped(
         parser = RawmanParser()
         messages = [m for chunk in _chunks(body, size) for m in parser.feed(chunk)]
         assert not parser.pending
-    assert [m.name for m in messages] == ["Bar"]
+    assert [(type(m), m.fields) for m in messages] == [
+        (LeftOutItem, (("Event", "CoreShowChannel"), ("ActionID", "7"))),
+        (Event, (("Event", "Bar"),)),
+    ]
 
 
 def test_a_stream_reads_on_after_an_event_whose_lines_are_all_too_long() -> None:

@@ -215,7 +215,9 @@ async def test_a_listing_item_with_a_line_too_long_costs_neither_the_list_nor_th
     dropped the connection (bad data from Asterisk); the reconcile after the
     reconnect listed it again, and failed again, for as long as the channel
     was up. The item is skipped, the list completes with the other items, the
-    session stays, and the events around it are delivered."""
+    session stays, and the events around it are delivered. The list says it
+    lacks that item (``unread_items``), though its closing event counts only
+    the two others (this fake's ``ListItems: 2``, as a hostile peer may)."""
     fake.long_item = "x" * (MAX_LINE_BYTES + 1000)
     async with TCPClient(settings(fake)) as client:
         for _ in range(2):
@@ -225,6 +227,7 @@ async def test_a_listing_item_with_a_line_too_long_costs_neither_the_list_nor_th
                 "Local/1@x-0001;1",
                 "Local/2@x-0003;1",
             ]
+            assert result.unread_items == 1
         events = await client.wait_event(1)
         assert [e.name for e in events] == ["Newexten", "Newexten"]
         assert client.session_generation == 1
