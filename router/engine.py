@@ -1701,6 +1701,7 @@ class Engine:
             and not call.routed
             and "prefetch" not in call.extra
             and event.get("Context") == self.options.inbound_context
+            and _starts_prefetch(name, event.get("Channel") or "")
         ):
             # The channel appeared in, or entered, the inbound context: the
             # request follows in a moment, so plugins start slow lookups now.
@@ -1981,6 +1982,21 @@ class Engine:
         them itself, bounded (:meth:`_drain_in_stop`)."""
         if self.router.tasks:
             await asyncio.wait(set(self.router.tasks), timeout=timeout)
+
+
+def _starts_prefetch(name: str, channel: str) -> bool:
+    """Whether ``channel``'s ``Newchannel`` or ``Newexten`` (``name``) in the
+    inbound context starts the prefetch: any channel's, but a ``Local``
+    channel's only by its ``;2`` half's first step. Asterisk creates both
+    halves (in the inbound context when it is the Local's) before the Dial or
+    ``Originate`` gives them the caller's number, and the ``;1`` half's own
+    steps are those of the Originate's application: a prefetch started there
+    asked about no number, and never again (an Originate'd call, issue 16).
+    The ``;2`` half's first step comes after the number is set: it is the
+    caller's leg, which sends the routing request."""
+    if not channel.startswith("Local/"):
+        return True
+    return name == "Newexten" and dialplan_half(channel)
 
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:

@@ -585,6 +585,43 @@ async def test_a_trunk_that_dials_the_inbound_context_keeps_the_callers_number_n
     assert seen == ["79161234567"]
 
 
+async def test_the_prefetch_of_an_originated_local_call_asks_about_its_callers_number(
+    tmp_path: Path,
+) -> None:
+    """An ``Originate`` of ``Local/DID@callrouter-inbound`` (a callback, the
+    sandbox's and the benchmarks' calls): Asterisk creates both halves in the
+    inbound context before it gives them the Originate's caller ID (the
+    events of tests/fixtures/ami/waitevent_call.rawman, Asterisk 22). The
+    prefetch started at the ``;1`` half's ``Newchannel``, with no number, and
+    never again: 1C was asked about nothing, and the routing request's lookup
+    found no answer ready (issue 16). The ``;2`` half's first step, the
+    caller's leg with its number, starts it."""
+    seen: list[str] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(call.caller_number)
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    linkedid = "1795460784.0"
+    one = "Local/74951234567@callrouter-inbound-00000000;1"
+    two = "Local/74951234567@callrouter-inbound-00000000;2"
+    ring = functools.partial(leg, linkedid=linkedid)
+    caller = "+79161234567"
+    await engine.handle_event(ring("Newchannel", one, "<unknown>"))
+    await engine.handle_event(ring("Newchannel", two, "<unknown>"))
+    await engine.handle_event(ring("Newexten", one, "<unknown>", extra=[("Application", "Wait")]))
+    await engine.handle_event(ring("NewCallerid", one, caller))
+    await engine.handle_event(ring("NewCallerid", two, caller))
+    await engine.handle_event(ring("DialBegin", "", "", extra=[("DestChannel", one)]))
+    await engine.handle_event(ring("Newexten", two, caller))
+    await engine.handle_event(ring("UserEvent", two, caller, extra=routing_request(caller)))
+    await engine.wait_idle()
+    assert seen == [caller]
+
+
 async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the
