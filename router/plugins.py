@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
 
-__all__ = ["DEFAULT_PLUGINS", "PluginInfo", "Plugins"]
+__all__ = ["DEFAULT_PLUGINS", "PluginInfo", "PluginNames", "Plugins"]
 
 log = logging.getLogger("router.plugins")
 
@@ -104,6 +104,27 @@ class PluginInfo:
     builtin: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PluginNames:
+    """What one plugin gives the rules with one router.toml (``callrouter
+    plugins --config``): the names it registered, by kind, and whether rules
+    can use them (``state``: ``loaded``, ``failed``, ``left out``, with
+    ``note`` saying why). A plugin left out lists what it would register."""
+
+    name: str
+    #: The distribution that installs it (``callrouter`` for a built-in), or None.
+    distribution: str | None
+    version: str | None
+    builtin: bool
+    hooks: tuple[str, ...]
+    functions: tuple[str, ...]
+    lookups: tuple[str, ...]
+    actions: tuple[str, ...]
+    notify_targets: tuple[str, ...]
+    state: str
+    note: str = ""
+
+
 class Plugins:
     """Typed facade over a pluggy ``PluginManager`` for the ``callrouter`` project."""
 
@@ -114,6 +135,8 @@ class Plugins:
         #: :meth:`startup` ran and :meth:`shutdown` has not yet.
         self._started = False
         self._versions: dict[str, str | None] = {}
+        #: The distribution of each installed plugin, loaded or left out.
+        self._dists: dict[str, tuple[str | None, str | None]] = {}
         #: Where each plugin came from, for the error when two share a name.
         self._origins: dict[str, str] = {}
         #: (plugin, call or "", hook) of the failures logged, oldest first.
@@ -134,6 +157,8 @@ class Plugins:
         self._where: dict[str, str] = {}
         #: The names each left-out plugin would register, once asked.
         self._left_out_names: dict[str, str] | None = None
+        #: Whether each of those names is a function, lookup, action or notify target.
+        self._left_out_kinds: dict[str, str] = {}
         #: Plugins whose ``callrouter_register`` raised, with the error.
         self._register_failed: dict[str, str] = {}
         #: What each ``callrouter_configure`` that raised (not a ConfigError)
@@ -195,6 +220,11 @@ class Plugins:
             )
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
+                dist = ep.dist
+                plugins._dists.setdefault(
+                    ep.name,
+                    (dist.name, dist.version) if dist is not None else (None, None),
+                )
                 if ep.name in blocked or (chosen and ep.name not in chosen):
                     key = "disabled" if ep.name in blocked else "enabled"
                     plugins._left_out[ep.name] = (key, False, partial(_entry_point_object, ep))
@@ -213,7 +243,6 @@ class Plugins:
                         ep.name,
                         f"cannot be imported: {exc!r}{_raised_at(exc)}; {_turn_off(ep)}",
                     ) from exc
-                dist = ep.dist
                 plugins.register(
                     obj,
                     name=ep.name,
@@ -320,6 +349,85 @@ class Plugins:
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
             out.append(PluginInfo(name, self._versions.get(name), hooks, name in self._builtin))
         return out
+
+    def names(self, registry: Registry) -> list[PluginNames]:
+        """Per plugin, by name, what it registered into ``registry`` (filled
+        by :meth:`register_into`), or would register when ``[plugins]`` left
+        it out: what ``callrouter plugins --config`` prints. Before, only a
+        misspelt name in a rule showed them, through its did-you-mean."""
+        from router import __version__
+
+        owned: dict[str, dict[str, list[str]]] = {}
+
+        def add(plugin: str | None, kind: str, name: str) -> None:
+            if plugin is not None:
+                owned.setdefault(plugin, {}).setdefault(kind, []).append(name)
+
+        owners = registry.owners
+        for name in registry.functions:
+            add(owners.get(name), "functions", name)
+        for name in registry.lookups:
+            add(owners.get(name), "lookups", name)
+        for name in registry.actions:
+            add(owners.get(f"action:{name}"), "actions", name)
+        for name in registry.notify_targets:
+            add(owners.get(f"notify:{name}"), "notify_targets", name)
+        if self._left_out:
+            if self._left_out_names is None:
+                self._left_out_names = self._names_left_out()
+            for name, plugin in self._left_out_names.items():
+                add(plugin, self._left_out_kinds.get(name, "functions"), name)
+        hooks = {info.name: info.hooks for info in self.info()}
+        out: list[PluginNames] = []
+        for plugin in sorted({*hooks, *self._left_out}):
+            builtin = plugin in self._builtin or (
+                plugin in self._left_out and self._left_out[plugin][1]
+            )
+            dist, version = (
+                ("callrouter", __version__) if builtin else self._dists.get(plugin, (None, None))
+            )
+            if version is None and not builtin:
+                version = self._versions.get(plugin)
+            mine = owned.get(plugin, {})
+            state, note = "loaded", ""
+            if plugin in self._left_out:
+                state, note = "left out", self._left_out_note(plugin)
+            elif plugin in self._register_failed:
+                state, note = "failed", self._register_failed[plugin]
+            elif not mine and not builtin and plugin in self._tables_missing():
+                note = (
+                    f"registered nothing; {self._config_name} gives it no settings "
+                    f"([plugins.{plugin}]), which it may need"
+                )
+            out.append(
+                PluginNames(
+                    plugin,
+                    dist,
+                    version,
+                    builtin,
+                    hooks.get(plugin, ()),
+                    tuple(sorted(mine.get("functions", ()))),
+                    tuple(sorted(mine.get("lookups", ()))),
+                    tuple(sorted(mine.get("actions", ()))),
+                    tuple(sorted(mine.get("notify_targets", ()))),
+                    state,
+                    note,
+                )
+            )
+        return out
+
+    def _tables_missing(self) -> frozenset[str]:
+        """Loaded plugins router.toml gives no ``[plugins.NAME]`` table (once configured)."""
+        if self._tables is None:
+            return frozenset()
+        return frozenset(name for name in self._versions if name not in self._tables)
+
+    def _left_out_note(self, plugin: str) -> str:
+        """``not enabled in router.toml:6 [plugins] enabled`` (as :meth:`why_missing`)."""
+        key, _, _ = self._left_out[plugin]
+        state = "not enabled" if key == "enabled" else "disabled"
+        where = self._where.get(key)
+        return f"{state} in {where} [plugins] {key}" if where else f"{state} ([plugins] {key})"
 
     # -- calling -----------------------------------------------------------
 
@@ -641,14 +749,16 @@ class Plugins:
                 # What it registers before a failure still counts.
                 with contextlib.suppress(Exception):
                     _register_one(impl, registry)
-            for names in (
-                registry.functions,
-                registry.lookups,
-                registry.actions,
-                registry.notify_targets,
+            for kind, names in (
+                ("functions", registry.functions),
+                ("lookups", registry.lookups),
+                ("actions", registry.actions),
+                ("notify_targets", registry.notify_targets),
             ):
                 for name in names:
-                    owners.setdefault(name, plugin)
+                    if name not in owners:
+                        owners[name] = plugin
+                        self._left_out_kinds[name] = kind
         return owners
 
     async def startup(self, engine: EngineAPI) -> None:
