@@ -29,7 +29,8 @@ from router.commands.check import named_by, plugin_registry
 from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
 from router.errors import ConfigError
 from router.rules import load_rules
-from router.rules.explain import Explanation, answer_stubs, explain_call, moment
+from router.rules.decision import Trace
+from router.rules.explain import NOT_PROVIDED, Explanation, answer_stubs, explain_call, moment
 from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleSet
 from router.rules.suggest import did_you_mean
@@ -165,6 +166,36 @@ async def _explain(
         )
 
 
+def _not_provided_hint(trace: Trace, *, ask: bool) -> str:
+    """How to give the lookups the trace says were ``not provided`` an answer:
+    the trace alone (``failed: not provided``) read as a broken plugin, and
+    sent the administrator to its code instead of to ``--lookup`` or ``--ask``."""
+    names = list(
+        dict.fromkeys(
+            record.lookup
+            for entry in trace.rules
+            for record in entry.lookups
+            if record.source == NOT_PROVIDED
+        )
+    )
+    if not names:
+        return ""
+    shown = ", ".join(names)
+    example = f"--lookup {names[0]}=JSON"
+    if ask:
+        # --ask asked every lookup a loaded plugin implements: these have none.
+        return (
+            f"  not provided: {shown} (None): no plugin loaded here implements "
+            f"{'it' if len(names) == 1 else 'them'}, so --ask cannot ask; give an "
+            f"answer with {example} (callrouter plugins --config lists what each "
+            "plugin registers)"
+        )
+    return (
+        f"  not provided: {shown} (None): give an answer with {example}, "
+        "or add --ask to ask the plugins as callrouter run would"
+    )
+
+
 def _when(text: str | None, registry: Registry) -> datetime | str:
     when = moment(text, registry)
     return f"--at {when}" if isinstance(when, str) else when
@@ -211,6 +242,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(explained.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print(outcome.trace.render())
+    hint = _not_provided_hint(outcome.trace, ask=args.ask)
+    if hint:
+        print(hint)
     if others:
         print(
             f"  not evaluated: {len(others)} rule{'s' if len(others) != 1 else ''} "
