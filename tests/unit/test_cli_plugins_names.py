@@ -54,6 +54,21 @@ class Vip:
         registry.add_lookup("vip.level", lambda number: None)
 
 
+class Quiet:
+    """Registers nothing without its [plugins.quiet] table, as the example plugin."""
+
+    enabled = False
+
+    @hookimpl
+    def callrouter_configure(self, settings: dict[str, Any]) -> None:
+        self.enabled = bool(settings)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        if self.enabled:
+            registry.add_function("quiet_on", lambda: True)
+
+
 @pytest.fixture(autouse=True)
 def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
@@ -62,6 +77,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> None:
             FakeEntryPoint("crm", Crm()),
             FakeEntryPoint("broken", Broken()),
             FakeEntryPoint("vip", Vip()),
+            FakeEntryPoint("quiet", Quiet()),
         ],
     )
 
@@ -178,3 +194,22 @@ def test_without_the_options_the_listing_is_as_before(
     assert main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "crm              9.9         execute, notify, register" in lines
+
+
+def test_a_plugin_that_registered_nothing_without_its_table_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugins", "--config", str(settings(tmp_path))]) == 0
+    assert blocks(capsys.readouterr().out)["quiet"] == [
+        "quiet  callrouter-quiet 9.9  [loaded: registered nothing; router.toml gives it no "
+        "settings ([plugins.quiet]), which it may need]",
+        "  hooks: configure, register",
+        "  registers no names for rules",
+    ]
+    path = settings(tmp_path, "[plugins.quiet]\non = true\n")
+    assert main(["plugins", "--config", str(path)]) == 0
+    assert blocks(capsys.readouterr().out)["quiet"] == [
+        "quiet  callrouter-quiet 9.9",
+        "  hooks: configure, register",
+        "  functions: quiet_on()",
+    ]
