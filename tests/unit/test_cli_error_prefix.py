@@ -81,6 +81,7 @@ _REQUIRED: dict[str, list[str]] = {
     "events": ["--count", "1"],
     "explain": ["--caller", "79161234567", "--did", "4951234567"],
     "history replay": ["--since", "1h"],
+    "plugins": [],
     "recordings retry": ["--failed"],
     "recordings status": [],
     "run": [],
@@ -90,7 +91,6 @@ _REQUIRED: dict[str, list[str]] = {
 #: Commands that read no router.toml, and why.
 _NO_CONFIG: dict[str, str] = {
     "actions": "lists the AMI action catalog callrouter carries: no router.toml",
-    "plugins": "lists the installed plugins: no router.toml",
     "token new": "prints a new API token and the [api.tokens.NAME] lines to paste: no router.toml",
 }
 
