@@ -1126,10 +1126,11 @@ class Engine:
             for task in pending:
                 task.cancel()
             log.warning(
-                "stop: a second stop signal: %d decisions in flight were cancelled "
+                "stop: a second stop signal: %s in flight %s cancelled "
                 "(a call whose Redirect was not sent yet takes the dialplan's default "
                 "route; one already sent still moves the call, unconfirmed and unlogged)",
-                len(pending),
+                counted(len(pending), "decision"),
+                "was" if len(pending) == 1 else "were",
             )
             await asyncio.wait(pending, timeout=1.0)
         elif self.router.tasks:
@@ -1137,9 +1138,10 @@ class Engine:
             for task in pending:
                 task.cancel()
             log.warning(
-                "stop: %d decisions still running after %.1f s were cancelled",
-                len(pending),
+                "stop: %s still running after %.1f s %s cancelled",
+                counted(len(pending), "decision"),
                 self.options.drain_timeout,
+                "was" if len(pending) == 1 else "were",
             )
             await asyncio.wait(pending, timeout=1.0)
         pushed = self._pushed

@@ -270,5 +270,5 @@ async def test_a_second_sigterm_stops_at_once_and_the_call_takes_its_default_rou
     await placer.wait_all([call], 8)
     assert (call.destination, call.landings) == (f"callrouter-default,{DID}", 1)
     messages = [str(r.get("message", "")) for r in router.lines()]
-    assert any("a second stop signal: 1 decisions in flight were cancelled" in m for m in messages)
+    assert any("a second stop signal: 1 decision in flight was cancelled" in m for m in messages)
     assert "stopped: logged off from Asterisk" in messages

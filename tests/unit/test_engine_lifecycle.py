@@ -425,7 +425,10 @@ DRAIN = 3.0
 
 
 async def test_one_sigterm_drains_for_drain_timeout_in_all(
-    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """docs/operations.md: decisions in flight get drain_timeout. serve() waited
     it out, then stop() waited a whole drain_timeout again for the same
@@ -451,6 +454,8 @@ async def test_one_sigterm_drains_for_drain_timeout_in_all(
     # bug: 3 s gives the host 3 s of slack (1 s gave it 0.7 s; issue 16).
     assert 0.9 * DRAIN <= took < 2 * DRAIN, took
     assert decision.cancelled()
+    # One decision is "1 decision ... was", not "1 decisions" (issue 16).
+    assert "stop: 1 decision still running after 3.0 s was cancelled" in caplog.messages
 
 
 class _Lifecycle:

@@ -223,7 +223,7 @@ async def test_a_second_stop_during_the_starts_decisions_stops_at_once(
     # A decision cancelled while its Redirect waited for its Newexten has
     # moved its call: the line said every such call took the default route.
     (said,) = [r.getMessage() for r in caplog.records if "a second stop signal" in r.getMessage()]
-    assert "1 decisions in flight were cancelled" in said
+    assert "a second stop signal: 1 decision in flight was cancelled" in said
     assert "one already sent still moves the call" in said
 
 
