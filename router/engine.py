@@ -475,6 +475,10 @@ class Engine:
         self._loaded_from: dict[Path, str] | None = None
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[Any]] = set()
+        #: :meth:`setup` has registered the plugins and loaded the rules: a
+        #: SIGHUP before that is applied once it has (:meth:`request_reload`).
+        self._set_up = False
+        self._reload_after_setup = False
         #: One log line per kind of bad event per minute, not one per event.
         self._bad_events = Throttle(log)
         self._event_rule_failures = Throttle(log)
@@ -735,6 +739,11 @@ class Engine:
         else:
             log.info("loaded %s from %s", counted(len(loaded.rules), "rule"), where)
         self._rule_mtimes = self._scan_rule_files()
+        self._set_up = True
+        if self._reload_after_setup:
+            self._reload_after_setup = False
+            if not problems:  # else the start is refused: nothing to reload into
+                self.request_reload()
         return loaded
 
     async def start(self) -> None:
@@ -1347,7 +1356,23 @@ class Engine:
         return source_digests(self.rules.paths), source_digests((), rules.list_digests)
 
     def request_reload(self) -> None:
-        """SIGHUP: start :meth:`reload_in_thread` (a signal handler cannot await)."""
+        """SIGHUP: start :meth:`reload_in_thread` (a signal handler cannot await).
+
+        Before :meth:`setup` has loaded the rules (plugins still configuring)
+        the reload waits for it: run then, it registered the plugins into a
+        registry of its own and swapped in its rule book, into which the
+        start then registered them a second time and refused to start
+        (issue 16). It runs once the start has read the rules, where it
+        finds them unchanged or loads what was saved since.
+        """
+        if not self._set_up:
+            if not self._reload_after_setup:
+                log.info(
+                    "SIGHUP while callrouter is starting: the rules are reloaded "
+                    "once the start has loaded them"
+                )
+            self._reload_after_setup = True
+            return
         task = asyncio.get_running_loop().create_task(
             self.reload_in_thread(), name="callrouter-reload"
         )

@@ -22,8 +22,10 @@ import pytest
 import router.engine
 from router.config import load_config
 from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
 from router.plugins import Plugins
 from router.rules.loader import display_path
+from router.rules.registry import Registry
 
 BAD = Path(__file__).resolve().parents[2] / "fixtures" / "rules" / "bad"
 
@@ -354,3 +356,66 @@ async def test_a_reload_that_finds_no_rule_file_keeps_the_rules_in_use(
     (folder / "a.yaml").unlink()
     await engine.reload_in_thread()  # nothing in use: nothing to keep
     assert reloads.labels("ok")._value.get() == 2
+
+
+class _SlowToConfigure:
+    """A plugin whose configure waits (a slow plugin start) and which
+    registers a condition: registered twice into one registry, it is refused."""
+
+    __name__ = "slow_to_configure"
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @hookimpl
+    async def callrouter_configure(self) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_function("slow_plugin_fn", lambda: True)
+
+
+async def test_a_sighup_while_the_plugins_configure_is_applied_after_the_setup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGHUP while callrouter was still starting (a plugin's configure
+    under way, no rules loaded yet) reloaded at once: it registered the plugins
+    into a registry of its own and swapped in its rule book, and the start then
+    registered them into that book's registry a second time and refused to
+    start. The reload waits for the start's setup and runs after it (issue 16)."""
+    caplog.set_level(logging.INFO)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{folder}"]\n',
+        encoding="utf-8",
+    )
+    slow = _SlowToConfigure()
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=_NoAsterisk(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[slow]),
+        options=EngineOptions(watch_interval=0),
+    )
+    setup = asyncio.ensure_future(engine.setup())
+    await asyncio.wait_for(slow.entered.wait(), 10)
+    engine.request_reload()  # the SIGHUP, mid-start
+    engine.request_reload()  # and another: one reload after the start
+    if engine._reloads:  # as before: the reload ran during the start
+        await asyncio.wait_for(asyncio.gather(*engine._reloads), 60)
+    slow.release.set()
+    loaded = await asyncio.wait_for(setup, 60)
+    assert engine.setup_problems == ()
+    assert [r.name for r in loaded.rules] == ["default"]
+    assert engine.rules.current is loaded
+    assert "slow_plugin_fn" in engine.registry.functions
+    assert any("SIGHUP while callrouter is starting" in m for m in caplog.messages)
+    # Applied once the start has loaded the rules: one reload, finding them unchanged.
+    (task,) = engine._reloads
+    assert await asyncio.wait_for(task, 60) is loaded
+    assert "rules unchanged (1 rule)" in caplog.messages
