@@ -39,6 +39,7 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 __all__ = ["MAX_LINKS", "private_dir_problem", "private_group"]
@@ -54,31 +55,70 @@ MAX_LINKS = 40
 _OPEN_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def private_group(gid: int, uid: int) -> bool:
+def private_group(gid: int, uid: int, users: Sequence[pwd.struct_passwd] | None = None) -> bool:
     """Whether group ``gid`` is user ``uid``'s private group, one nobody else is
     in: its name is the user's, it is the user's primary group, it lists no
     member but the user, and no other user has it as primary group (the whole
-    user database, ``pwd.getpwall``, as the system's NSS lists it). Any lookup
-    that fails (no such user or group) is False: not proven private."""
+    user database, ``users`` or ``pwd.getpwall``, as the system's NSS lists
+    it). Any lookup that fails (no such user or group) is False: not proven
+    private."""
     try:
         user = pwd.getpwuid(uid)
         group = grp.getgrgid(gid)
-        users = pwd.getpwall()
     except (KeyError, OSError):
         return False
     if user.pw_gid != gid or group.gr_name != user.pw_name:
         return False
     if any(member != user.pw_name for member in group.gr_mem):
         return False
+    if users is None:
+        try:
+            users = pwd.getpwall()
+        except OSError:
+            return False
     return all(other.pw_gid != gid or other.pw_uid == uid for other in users)
 
 
-def _writers_of(info: os.stat_result, trusted: set[int]) -> str | None:
+class _Groups:
+    """The groups of one check that are a trusted user's private group
+    (:func:`private_group`): each group asked about once, the user database
+    (``pwd.getpwall``, every account the system's NSS lists: LDAP's too) read
+    once at most, not once for every group-writable folder and trusted user
+    (issue 16)."""
+
+    def __init__(self, trusted: set[int]) -> None:
+        self._trusted = sorted(trusted)
+        self._users: list[pwd.struct_passwd] | None = None
+        self._private: dict[int, bool] = {}
+
+    def private(self, gid: int) -> bool:
+        """Whether ``gid`` is a private group of one of the trusted users."""
+        known = self._private.get(gid)
+        if known is None:
+            known = self._private[gid] = any(self._is_private(gid, uid) for uid in self._trusted)
+        return known
+
+    def _is_private(self, gid: int, uid: int) -> bool:
+        try:
+            user = pwd.getpwuid(uid)
+        except (KeyError, OSError):
+            return False
+        if user.pw_gid != gid:
+            return False  # not that user's primary group: no need to list them all
+        if self._users is None:
+            try:
+                self._users = pwd.getpwall()
+            except OSError:
+                return False
+        return private_group(gid, uid, self._users)
+
+
+def _writers_of(info: os.stat_result, groups: _Groups) -> str | None:
     """Who besides the owner may write in the folder ``info`` describes; None:
     nobody. Its group does not count when it is a private group of a trusted
     user (:func:`private_group`)."""
     writers = _writers(info.st_mode)
-    if writers == "its group" and any(private_group(info.st_gid, uid) for uid in sorted(trusted)):
+    if writers == "its group" and groups.private(info.st_gid):
         return None
     return writers
 
@@ -110,6 +150,7 @@ def private_dir_problem(
     """
     me = os.geteuid() if me is None else me
     trusted = {0, me}
+    groups = _Groups(trusted)
     full = PurePosixPath(os.path.join(os.getcwd(), path))
     names = list(full.parts[1:])
     root = os.open("/", _OPEN_DIR)
@@ -133,12 +174,12 @@ def private_dir_problem(
             parent_fd, parent, parent_stat = stack[-1]
             # A folder a name is looked up in, checked as one on the way
             # (the last one, the state folder, more strictly below).
-            problem = _on_the_way(parent, parent_stat, trusted, me, full, what)
+            problem = _on_the_way(parent, parent_stat, trusted, groups, me, full, what)
             if problem is not None:
                 return problem
             where = parent / name
             info = os.lstat(name, dir_fd=parent_fd)
-            if _writers_of(parent_stat, trusted) is not None and info.st_uid not in trusted:
+            if _writers_of(parent_stat, groups) is not None and info.st_uid not in trusted:
                 # A folder others write in has the sticky bit (else refused
                 # above): only the owner of a name there can rename or remove it.
                 return (
@@ -163,7 +204,7 @@ def private_dir_problem(
                 os.close(fd)
                 raise
             stack.append((fd, where, opened))
-        return _the_folder(stack[-1][1], stack[-1][2], trusted, me, what)
+        return _the_folder(stack[-1][1], stack[-1][2], trusted, groups, me, what)
     finally:
         for fd, _, _ in stack:
             os.close(fd)
@@ -183,6 +224,7 @@ def _on_the_way(
     where: PurePosixPath,
     info: os.stat_result,
     trusted: set[int],
+    groups: _Groups,
     me: int,
     full: PurePosixPath,
     what: str,
@@ -194,7 +236,7 @@ def _on_the_way(
             f"move the folders below it and put their own in their place; choose "
             f"{_a(what)} whose folders belong to root or callrouter's user (uid {me})"
         )
-    writers = _writers_of(info, trusted)
+    writers = _writers_of(info, groups)
     if writers is not None and not info.st_mode & stat.S_ISVTX:
         return (
             f"{where} (on the way to {full}) is writable by {writers} "
@@ -206,7 +248,12 @@ def _on_the_way(
 
 
 def _the_folder(
-    where: PurePosixPath, info: os.stat_result, trusted: set[int], me: int, what: str
+    where: PurePosixPath,
+    info: os.stat_result,
+    trusted: set[int],
+    groups: _Groups,
+    me: int,
+    what: str,
 ) -> str | None:
     """The state folder itself: root's or ``me``'s, nobody else may write in it."""
     mode = stat.S_IMODE(info.st_mode)
@@ -216,7 +263,7 @@ def _the_folder(
             f"that user can put a symbolic link where {_files(what)} go; "
             f"run: chown {me} {where} && chmod 700 {where}"
         )
-    writers = _writers_of(info, trusted)
+    writers = _writers_of(info, groups)
     if writers is not None:
         return (
             f"{where} is writable by {writers} (mode {mode:04o}): another user can put a "

@@ -342,3 +342,31 @@ def test_a_private_group_does_not_excuse_writes_by_every_user(
     problem = private_dir_problem(state)
     assert problem is not None
     assert problem.startswith(f"{state} is writable by its group and every user (mode 0777)")
+
+
+def test_the_user_database_is_read_once_per_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pwd.getpwall`` lists every account NSS knows (LDAP's, thousands):
+    it was read for each trusted user, twice for each group-writable folder on
+    the way and again for the state folder; once per check now (issue 16)."""
+    state, uid, gid = _group_writable(tmp_path, 0o775)
+    deeper = _private(state / "deeper")
+    os.chmod(deeper, 0o775)
+    accounts = Accounts([("svc", uid, gid), ("alice", uid + 1, gid + 1)], [("svc", gid, [])])
+    accounts.install(monkeypatch)
+    reads: list[int] = []
+
+    def getpwall() -> list[pwd.struct_passwd]:
+        reads.append(1)
+        return list(accounts.users)
+
+    monkeypatch.setattr(pwd, "getpwall", getpwall)
+    assert private_dir_problem(deeper, me=uid + 1) is None  # root and alice trusted
+    assert len(reads) == 1
+    # A group that is no trusted user's primary one needs no list at all.
+    reads.clear()
+    Accounts([("svc", uid, gid + 1)], [("svc", gid, [])]).install(monkeypatch)
+    monkeypatch.setattr(pwd, "getpwall", getpwall)
+    assert private_dir_problem(deeper) is not None
+    assert reads == []
