@@ -32,12 +32,15 @@ from router.errors import StateFileDenied
 
 __all__ = [
     "SQLITE_DENIED",
+    "SQLITE_NOT_DENIED",
     "SQLITE_SIDECARS",
     "check_db_writable",
     "db_denied",
+    "db_moved",
     "denied_db_file",
     "denied_state_file",
     "move_aside",
+    "moved_db_error",
     "named_db_error",
     "not_a_file",
     "set_aside_odd_db_files",
@@ -194,24 +197,78 @@ def named_db_error(
 #: SQLite's errors of a state file callrouter may not open or write: its owner
 #: or mode (or its folder's) changed, or it is another user's file SQLite
 #: opened read-only (root's, 0644). Not a damaged file: never set aside, the
-#: start refused naming it (:func:`denied_db_file`).
+#: start refused naming it (:func:`denied_db_file`). Each extended code of
+#: these counts too, but for :data:`SQLITE_NOT_DENIED`.
 SQLITE_DENIED = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH")
+
+#: ``SQLITE_READONLY_*`` codes no permission explains (issue 16). SQLite's
+#: result codes (https://www.sqlite.org/rescode.html): ``_DBMOVED``, "the
+#: database file has been moved since it was opened" (renamed or deleted
+#: under the connection: a restore, a person's ``mv``), which opening the
+#: file again ends. The others are a permission, of a file beside the
+#: database or of its folder, and stay :func:`db_denied`: ``_CANTLOCK`` and
+#: ``_CANTINIT`` (its ``-shm`` is read-only), ``_RECOVERY`` (its WAL needs
+#: recovering, and only read access is available), ``_ROLLBACK`` (a hot
+#: journal to roll back in a read-only file), ``_DIRECTORY`` (no permission
+#: to make the journal in its folder): :func:`denied_db_file` names that one.
+SQLITE_NOT_DENIED = ("SQLITE_READONLY_DBMOVED",)
+
+#: What the permission codes of :data:`SQLITE_DENIED` mean, for the message
+#: that refuses the start: which file the user must be given.
+_DENIED_WHAT = {
+    "SQLITE_READONLY_CANTLOCK": "its shared-memory file {shm} is read-only",
+    "SQLITE_READONLY_CANTINIT": "its shared-memory file {shm} is read-only",
+    "SQLITE_READONLY_RECOVERY": (
+        "its write-ahead log needs recovering and the file or its shared-memory file "
+        "{shm} is read-only"
+    ),
+    "SQLITE_READONLY_ROLLBACK": (
+        "a journal left by a crash must be rolled back into the read-only file"
+    ),
+    "SQLITE_READONLY_DIRECTORY": (
+        "its folder {folder} is not writable: SQLite cannot make its journal there"
+    ),
+}
 
 
 def db_denied(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite's saying the file may not be opened or
-    written (:data:`SQLITE_DENIED`), for its owner or mode."""
-    return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_DENIED)
+    written (:data:`SQLITE_DENIED`), for its owner or mode (or its folder's,
+    its ``-shm``'s); not :data:`SQLITE_NOT_DENIED`."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name.startswith(SQLITE_DENIED) and name not in SQLITE_NOT_DENIED
+
+
+def db_moved(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's ``SQLITE_READONLY_DBMOVED``: the database
+    was renamed or deleted since the connection opened it, no permission
+    problem (:data:`SQLITE_NOT_DENIED`)."""
+    return getattr(exc, "sqlite_errorname", None) == "SQLITE_READONLY_DBMOVED"
+
+
+def moved_db_error(path: Path, exc: sqlite3.Error) -> sqlite3.OperationalError:
+    """``exc`` (:func:`db_moved`) raised opening the state file ``path``, as an
+    error that says what happened: neither a permission (the advice to chown
+    would mislead) nor a damaged file (setting aside whatever is at the name
+    now would take a file another process just put there)."""
+    return sqlite3.OperationalError(
+        f"{path}: {exc} (SQLITE_READONLY_DBMOVED: the file was moved or deleted while "
+        "callrouter opened it, by another process: a state restore, a person): "
+        "the file now at that name is left as it is; start again"
+    )
 
 
 def denied_db_file(path: Path, exc: sqlite3.Error) -> StateFileDenied:
     """``exc`` (:func:`db_denied`) raised opening or writing the SQLite state
     file ``path``, as the error that refuses the start naming the file
     (:func:`denied_state_file`). Not "may not read": SQLite reads another
-    user's 0644 file, opened read-only, and refuses only its writes."""
-    return denied_state_file(
-        path, PermissionError(errno.EACCES, f"SQLite: {exc}"), may_not="open or write"
-    )
+    user's 0644 file, opened read-only, and refuses only its writes. An
+    extended code naming another file (its ``-shm``, its folder) says which."""
+    what = _DENIED_WHAT.get(str(getattr(exc, "sqlite_errorname", "")))
+    said = f"SQLite: {exc}"
+    if what is not None:
+        said += " (" + what.format(shm=f"{path}-shm", folder=path.parent) + ")"
+    return denied_state_file(path, PermissionError(errno.EACCES, said), may_not="open or write")
 
 
 def check_db_writable(db: sqlite3.Connection) -> None:
@@ -229,7 +286,7 @@ def check_db_writable(db: sqlite3.Connection) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if db_denied(exc):
+        if db_denied(exc) or db_moved(exc):
             raise
         return  # SQLITE_BUSY: another process is writing it
     try:
@@ -246,4 +303,6 @@ def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     mode: kept as it is), else :func:`named_db_error` (issue 16)."""
     if db_denied(exc):
         return denied_db_file(path, exc)
+    if db_moved(exc):
+        return moved_db_error(path, exc)
     return named_db_error(path, exc)

@@ -70,7 +70,14 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
-from router.aside import db_denied, denied_db_file, move_aside, set_aside_odd_db_files
+from router.aside import (
+    db_denied,
+    db_moved,
+    denied_db_file,
+    move_aside,
+    moved_db_error,
+    set_aside_odd_db_files,
+)
 from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private, file_identity, write_back
 
@@ -762,11 +769,12 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     try:
         store.reserve_now(ceiling)
     except sqlite3.OperationalError as exc:
-        if db_denied(exc):
+        if db_denied(exc) or db_moved(exc):
             # Not a passing lock: a file of another user (or mode) that SQLite
-            # opened read-only, whose every write fails alike; the feed would
-            # publish for good and store nothing. EventFeed.open refuses the
-            # start naming it, the file kept (issue 16).
+            # opened read-only, or one moved away since it was opened, whose
+            # every write fails alike; the feed would publish for good and
+            # store nothing. EventFeed.open refuses the start naming it, the
+            # file kept (issue 16).
             raise
         log.warning(
             "api feed: the cursor reservation not written at start (%s); answers wait"
@@ -938,6 +946,10 @@ class EventFeed:
                 # any more: its owner or mode changed. Its events are sound:
                 # set aside as unreadable, they were lost with it (issue 16).
                 raise denied_db_file(path, exc) from exc
+            if db_moved(exc):
+                # Moved or deleted while it was opened (a restore, a person):
+                # no damage, and what is at the name now is not the file read.
+                raise moved_db_error(path, exc) from exc
             aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
             for suffix in ("-wal", "-shm"):

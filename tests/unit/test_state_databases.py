@@ -31,7 +31,13 @@ from callrouter_onec.recordings import UploadQueue
 from router import aside as aside_module
 from router.api.feed import FILENAME as FEED_NAME
 from router.api.feed import EventFeed
-from router.aside import check_db_writable, named_db_error, set_aside_odd_db_files
+from router.aside import (
+    check_db_writable,
+    db_denied,
+    named_db_error,
+    set_aside_odd_db_files,
+    state_db_error,
+)
 from router.errors import StateBackupError, StateFileDenied
 from router.recordings.store import DB_NAME, RecordingStore
 from router.statebackup import backup_state
@@ -289,3 +295,67 @@ def test_a_database_another_process_is_writing_passes_the_check(tmp_path: Path) 
         db.close()
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def _sqlite_error(name: str) -> sqlite3.OperationalError:
+    """The error SQLite raises with the extended result code ``name``."""
+    exc = sqlite3.OperationalError("attempt to write a readonly database")
+    exc.sqlite_errorname = name
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        ("SQLITE_READONLY", None),
+        ("SQLITE_READONLY_CANTLOCK", "its shared-memory file {path}-shm is read-only"),
+        ("SQLITE_READONLY_CANTINIT", "its shared-memory file {path}-shm is read-only"),
+        ("SQLITE_READONLY_RECOVERY", "shared-memory file {path}-shm is read-only"),
+        ("SQLITE_READONLY_ROLLBACK", "rolled back into the read-only file"),
+        ("SQLITE_READONLY_DIRECTORY", "its folder {folder} is not writable"),
+    ],
+)
+def test_sqlites_permission_codes_refuse_the_start_saying_which_file(
+    tmp_path: Path, code: str, said: str | None
+) -> None:
+    """https://www.sqlite.org/rescode.html: each of these is a permission, of
+    the file, its -shm or its folder: the start is refused, naming the one
+    to give back to callrouter's user (issue 16)."""
+    path = tmp_path / "x.sqlite3"
+    error = state_db_error(path, _sqlite_error(code))
+    assert isinstance(error, StateFileDenied)
+    assert db_denied(_sqlite_error(code))
+    message = str(error)
+    assert message.startswith(f"[Errno 13] {path}: SQLite: attempt to write a readonly database")
+    if said is not None:
+        assert said.format(path=path, folder=tmp_path) in message
+    else:
+        assert "SQLite: attempt to write a readonly database: the user" in message
+
+
+def test_a_database_moved_while_open_is_said_as_such_not_as_another_users(
+    tmp_path: Path,
+) -> None:
+    """SQLITE_READONLY_DBMOVED is no permission: the file was renamed or
+    deleted under the connection (a restore, a person's mv). It was taken
+    for "another user's file" (chown advice); the write check let it pass
+    as a lock, and every write then failed all run (issue 16)."""
+    path = tmp_path / "x.sqlite3"
+    _a_database(path)  # rollback journal: a moved file refuses writes
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        path.rename(tmp_path / "elsewhere.sqlite3")
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            check_db_writable(db)
+    finally:
+        db.close()
+    assert caught.value.sqlite_errorname == "SQLITE_READONLY_DBMOVED"
+    assert not db_denied(caught.value)
+    error = state_db_error(path, caught.value)
+    assert not isinstance(error, StateFileDenied)
+    assert str(error) == (
+        f"{path}: attempt to write a readonly database (SQLITE_READONLY_DBMOVED: the file "
+        "was moved or deleted while callrouter opened it, by another process: a state "
+        "restore, a person): the file now at that name is left as it is; start again"
+    )

@@ -368,6 +368,40 @@ async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
     await again.aclose()
 
 
+async def test_a_file_moved_while_the_start_opened_it_is_neither_set_aside_nor_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLITE_READONLY_DBMOVED (https://www.sqlite.org/rescode.html): the file
+    was renamed or deleted under the connection, by another process. It was
+    taken for another user's file ("chown ..."), and a code not taken so
+    set aside whatever was at the name then as unreadable; the start is
+    refused saying what happened, the file at the name kept (issue 16)."""
+    import sqlite3
+
+    feed = EventFeed.open(tmp_path)
+    cursor = feed.publish("ringing", "101", {})
+    await feed.aclose()
+
+    def moved(self: FeedStore, ceiling: int) -> None:
+        exc = sqlite3.OperationalError("attempt to write a readonly database")
+        exc.sqlite_errorname = "SQLITE_READONLY_DBMOVED"
+        raise exc
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FeedStore, "reserve_now", moved)
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            EventFeed.open(tmp_path)
+    assert str(raised.value).startswith(
+        f"{tmp_path / FILENAME}: attempt to write a readonly database "
+        "(SQLITE_READONLY_DBMOVED: the file was moved or deleted while callrouter opened it"
+    )
+    assert "chown" not in str(raised.value)
+    assert _set_aside(tmp_path) == {}
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
 @ROOT_ONLY
 async def test_a_file_callrouter_may_read_but_not_write_is_kept_and_the_start_refused() -> None:
     """Issue 16: the feed's file of another user (root's, 0644) opens read-only
