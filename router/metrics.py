@@ -320,6 +320,13 @@ class Metrics:
             ["operation", "status"],
             registry=r,
         )
+        self.presence_incomplete = Counter(
+            "callrouter_presence_incomplete",
+            "GET /api/v1/presence answers built from an AMI list whose closing event "
+            "never came (complete false), by list.",
+            ["list"],
+            registry=r,
+        )
         #: Durable queues by name (``callrouter_queue_depth{queue=...}``).
         self.queues: dict[str, QueueGauge] = {}
         #: Read when scraped; the engine sets them.
@@ -341,6 +348,8 @@ class Metrics:
                 self.reconciles.labels(trigger, result)
         for result in ("ok", "refused", "failed", "unchanged"):
             self.rule_reloads.labels(result)
+        for listed in ("ExtensionStateList", "DeviceStateList"):
+            self.presence_incomplete.labels(listed)
         self.rule_label = BoundedLabel()
         self.lookup_label = BoundedLabel()
         self.operation_label = BoundedLabel()

@@ -29,6 +29,7 @@ from router.api.errors import ApiError, refuse_unknown_fields
 from router.api.forwarding_state import Forwarding, ForwardingState, is_forwardable_extension
 from router.callerid import cut
 from router.errors import AMIError
+from router.wording import counted
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
@@ -62,6 +63,9 @@ class ForwardingService:
         self._again = False
         #: Stored forwards found looping at a re-apply, told once each.
         self._loops_told: set[str] = set()
+        #: Per AMI list (``ExtensionStateList``...) cut in a row: the answers
+        #: without its closing event since the last whole one (:meth:`whole`).
+        self._cut: dict[str, int] = {}
         self.stop_watching = ctx.engine.watch(self._observe)
 
     def _observe(self, item: Event | StreamGap, call: Call | None) -> None:
@@ -208,6 +212,42 @@ class ForwardingService:
             target = self.state.get(target).forward_to
         return None
 
+    def whole(self, name: str, complete: bool, items: int) -> bool:
+        """Whether the list answer of ``name`` came whole; a WARNING the first
+        time it did not, none for the next ones until it comes whole again.
+
+        The shipped AMI clients never hand one over cut (AJAM refuses a body
+        without its closing event, TCP waits for it until the action's
+        timeout: 503 either way), but the AMI interface a plugin's client
+        implements says ``complete`` (issue 16). A 1C panel polls presence
+        every few seconds: a WARNING per answer flooded the log with one
+        line; ``callrouter_presence_incomplete_total`` counts them all."""
+        if complete:
+            cut = self._cut.pop(name, None)
+            if cut is not None:
+                log.info(
+                    "presence: AMI %s answers whole again, after %s without its closing event",
+                    name,
+                    counted(cut, "answer"),
+                )
+            return True
+        metrics = self.ctx.metrics
+        if metrics is not None:
+            metrics.presence_incomplete.labels(name).inc()
+        cut = self._cut.get(name, 0)
+        self._cut[name] = cut + 1
+        if cut == 0:
+            log.warning(
+                "presence: AMI %s answered %s without its closing event: the answer "
+                "says complete false (not said again until it answers whole; "
+                "callrouter_presence_incomplete_total counts each)",
+                name,
+                counted(items, "item"),
+            )
+        else:
+            log.debug("presence: AMI %s cut again (%d items)", name, items)
+        return False
+
     def parse(self, body: Mapping[str, object], current: Forwarding) -> Forwarding:
         """The new setting from a PUT body; keys left out keep their value."""
         refuse_unknown_fields(body, _BODY_KEYS)
@@ -259,8 +299,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def presence(request: Request) -> JSONResponse:
         token = await authorize(request, "presence:read")
         ctx.require_asterisk()
-        states, unread_states, states_whole = await _extension_states(ctx)
-        devices, unread_devices, devices_whole = await _device_states(ctx)
+        states, unread_states, states_whole = await _extension_states(service)
+        devices, unread_devices, devices_whole = await _device_states(service)
         extensions = set(states) | {ext for ext, _ in service.state}
         items = []
         for extension in sorted(extensions):
@@ -306,41 +346,26 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
-def _whole(name: str, complete: bool, items: int) -> bool:
-    """Whether the list answer of ``name`` came whole; a WARNING when it did not.
-
-    The shipped AMI clients never hand one over cut (AJAM refuses a body
-    without its closing event, TCP waits for it until the action's timeout:
-    503 either way), but the AMI interface a plugin's client implements says
-    ``complete`` (issue 16)."""
-    if not complete:
-        log.warning(
-            "presence: AMI %s answered %d items without its closing event: the answer "
-            "says complete false",
-            name,
-            items,
-        )
-    return complete
-
-
-async def _extension_states(ctx: ApiContext) -> tuple[dict[str, tuple[str, str]], int, bool]:
+async def _extension_states(
+    service: ForwardingService,
+) -> tuple[dict[str, tuple[str, str]], int, bool]:
     """Extension -> (hint, state text) from ``ExtensionStateList`` (first context
     wins), the items the list lacks (``unread_items``), and whether it came whole."""
-    result = await ctx.send("ExtensionStateList")
+    result = await service.ctx.send("ExtensionStateList")
     states: dict[str, tuple[str, str]] = {}
     for item in result.items:
         exten = item.get("Exten") or ""
         if exten and exten not in states:
             states[exten] = (item.get("Hint") or "", item.get("StatusText") or "Unknown")
-    whole = _whole("ExtensionStateList", result.complete, len(result.items))
+    whole = service.whole("ExtensionStateList", result.complete, len(result.items))
     return states, result.unread_items, whole
 
 
-async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int, bool]:
+async def _device_states(service: ForwardingService) -> tuple[dict[str, str], int, bool]:
     """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``, at most
     :data:`_MAX_DEVICE_STATE` characters) from ``DeviceStateList``, the items
     the list lacks (``unread_items``), and whether it came whole."""
-    result = await ctx.send("DeviceStateList")
+    result = await service.ctx.send("DeviceStateList")
     devices = {
         item.get("Device") or "": cut(item.get("State") or "UNKNOWN", _MAX_DEVICE_STATE)
         for item in result.items
@@ -349,7 +374,7 @@ async def _device_states(ctx: ApiContext) -> tuple[dict[str, str], int, bool]:
     return (
         devices,
         result.unread_items,
-        _whole("DeviceStateList", result.complete, len(result.items)),
+        service.whole("DeviceStateList", result.complete, len(result.items)),
     )
 
 

@@ -627,7 +627,7 @@ async def test_presence_says_a_list_cut_before_its_closing_event_is_partial(
     assert answer["complete"] is False
     assert answer["unread_items"] == 0
     assert any(
-        "ExtensionStateList answered 1 items without its closing event" in r.getMessage()
+        "ExtensionStateList answered 1 item without its closing event" in r.getMessage()
         for r in caplog.records
         if r.levelno == logging.WARNING
     )
@@ -635,6 +635,83 @@ async def test_presence_says_a_list_cut_before_its_closing_event_is_partial(
     answer = (await client.get("/api/v1/presence", headers=auth("all"))).json()
     assert [e["extension"] for e in answer["extensions"]] == ["101", "102"]
     assert answer["complete"] is True
+
+
+async def test_a_list_cut_answer_after_answer_is_warned_once_per_episode(
+    engine: Engine,
+    feed: EventFeed,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: every presence answer built from a cut list logged a WARNING,
+    and a 1C panel polls presence every few seconds: the log flooded with the
+    one line. Said once until the list comes whole again (said at INFO),
+    then once more when it is cut again; a counter counts every such answer."""
+    from router.ami import client as ami_client
+    from router.ami.protocol import assemble_result
+
+    monkeypatch.setattr(
+        ami_client, "assemble_result", lambda messages: assemble_result(messages, strict=False)
+    )
+    cut = True
+
+    def states(sent: SentAction) -> bytes:
+        whole = _list_reply(
+            sent,
+            "ExtensionStatus",
+            [{"Exten": "101", "Context": "hints", "Hint": "PJSIP/101", "StatusText": "Idle"}],
+        ).replace(b"Event: ExtensionStatusListComplete", b"Event: ExtensionStateListComplete")
+        return whole[: whole.index(b"Event: ExtensionStateListComplete")] if cut else whole
+
+    ajam_replay.on("ExtensionStateList", states)
+    ajam_replay.on(
+        "DeviceStateList",
+        lambda sent: _list_reply(
+            sent, "DeviceStateChange", [{"Device": "PJSIP/101", "State": "INUSE"}]
+        ).replace(b"Event: DeviceStateChangeListComplete", b"Event: DeviceStateListComplete"),
+    )
+    app = build_app(
+        ApiContext(engine=engine.api, settings=settings(), feed=feed, metrics=engine.metrics)
+    )
+    counter = engine.metrics.presence_incomplete.labels("ExtensionStateList")
+
+    def said(level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == level and r.getMessage().startswith("presence: AMI")
+        ]
+
+    caplog.set_level(logging.INFO, logger="router.api.forwarding")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as polling:
+
+        async def complete() -> bool:
+            answer = await polling.get("/api/v1/presence", headers=auth("all"))
+            assert answer.status_code == 200
+            return bool(answer.json()["complete"])
+
+        assert [await complete() for _ in range(5)] == [False] * 5
+        assert said(logging.WARNING) == [
+            "presence: AMI ExtensionStateList answered 1 item without its closing event: "
+            "the answer says complete false (not said again until it answers whole; "
+            "callrouter_presence_incomplete_total counts each)"
+        ]
+        assert counter._value.get() == 5
+        cut = False
+        assert await complete()
+        assert await complete()
+        assert said(logging.INFO) == [
+            "presence: AMI ExtensionStateList answers whole again, after 5 answers "
+            "without its closing event"
+        ]
+        cut = True
+        assert not await complete()
+    assert len(said(logging.WARNING)) == 2  # a new episode is said again
+    assert counter._value.get() == 6
+    assert engine.metrics.presence_incomplete.labels("DeviceStateList")._value.get() == 0
 
 
 async def test_presence_tells_a_device_state_cut_not_once_per_extension_whole(
