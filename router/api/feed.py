@@ -80,6 +80,7 @@ from router.aside import (
 )
 from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private, file_identity, write_back
+from router.wording import counted
 
 __all__ = [
     "FILENAME",
@@ -216,6 +217,8 @@ class FeedStore:
         #: the file's floor every reader behind it is told a gap from.
         self._unwritten_floor = 0
         self._overflowing = False
+        #: A batch was refused (:meth:`_refused`) and its record is not written yet.
+        self._refusing = False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The file holds callers' numbers and 1C's cards: 0600 before SQLite
         # opens it (its -wal and -shm files take the database file's mode); an
@@ -549,8 +552,15 @@ class FeedStore:
                 delay = min(delay * 2, 1.0)
 
     def _flush(self) -> None:
+        #: Batches in a row the file refused with an error no retry helps (:meth:`_refused`).
+        refused = 0
         while True:
             with self._lock:
+                if refused >= 2 and not (self._pending or self._gone or self._ceiling):
+                    # The record of what was refused was itself refused: kept
+                    # (bounded) for the next flush, not retried in a loop.
+                    self._flushing = False
+                    return
                 batch, self._pending = self._pending, []
                 gone, self._gone = self._gone, []
                 unwritten, self._unwritten = self._unwritten, {}
@@ -572,13 +582,64 @@ class FeedStore:
                 # The reservation first: readers may wait for it, not for the batch.
                 if ceiling and self._write_ceiling(ceiling) and reserved is not None:
                     reserved(ceiling)
-                if (batch or prune is not None or unwritten or gone or floor) and self._write(
-                    batch, prune, unwritten, gone, floor
-                ):
-                    self._written_again()
             except Exception:
                 # Never leave the writer stuck as "flushing": later events still go.
-                log.exception("api feed: %d events could not be written", len(batch))
+                log.exception("api feed: the cursor reservation could not be written")
+            if not (batch or prune is not None or unwritten or gone or floor):
+                continue
+            try:
+                if self._write(batch, prune, unwritten, gone, floor):
+                    refused = 0
+                    self._written_again()
+            except Exception as exc:
+                refused += 1
+                self._refused(batch, unwritten, floor, exc)
+
+    def _refused(
+        self,
+        batch: list[FeedEvent],
+        unwritten: Mapping[str | None, int],
+        floor: int,
+        exc: Exception,
+    ) -> None:
+        """A batch the file refused with an error that is no lock (retried by
+        :meth:`_write`): a damaged file, a value SQLite cannot bind. Its events
+        are not written; they are recorded as dropped, as a stall's are
+        (``_unwritten``, folded into ``_unwritten_floor`` past
+        :data:`_MAX_DROPPED`), and so is the record the batch carried: a
+        reader resuming from before them after a restart is told of a gap.
+        They were lost with no record at all, that reader told nothing
+        (issue 16). The ring still serves them to this run's readers. A
+        pruning the batch carried is not kept: the rows it deleted stay in
+        the file (read back, or told as dropped, at a restart) and the next
+        one, every :data:`_PRUNE_EVERY` publications, says all it said."""
+        with self._lock:
+            record = self._unwritten
+            for extension, cursor in unwritten.items():
+                if cursor > record.get(extension, 0):
+                    record[extension] = cursor
+            for event in batch:
+                if event.cursor > record.get(event.extension, 0):
+                    record[event.extension] = event.cursor
+            self._unwritten_floor = max(self._unwritten_floor, floor)
+            if len(record) > _MAX_DROPPED:
+                self._unwritten_floor = max(self._unwritten_floor, *record.values())
+                record.clear()
+            first = not self._refusing
+            self._refusing = True
+        if first:
+            log.error(
+                "api feed: %s refused a batch of %s (%s): recorded as dropped, so a reader"
+                " resuming from before them after a restart is told of a gap",
+                self.path.name,
+                counted(len(batch), "event"),
+                exc,
+                exc_info=exc,
+            )
+        else:
+            log.debug(
+                "api feed: %s refused a batch of %d events: %s", self.path.name, len(batch), exc
+            )
 
     def _written_again(self) -> None:
         """A batch was written: the end of an overflow, unless events were dropped
@@ -587,11 +648,20 @@ class FeedStore:
         check here without it could clear the flag of a drop just made and say
         the file takes writes again before what was dropped is recorded."""
         with self._lock:
-            recovered = self._overflowing and not self._unwritten and not self._unwritten_floor
+            recorded = not self._unwritten and not self._unwritten_floor
+            recovered = self._overflowing and recorded
             if recovered:
                 self._overflowing = False
+            accepted = self._refusing and recorded
+            if accepted:
+                self._refusing = False
         if recovered:
             log.warning("api feed: %s takes writes again", self.path.name)
+        if accepted:
+            log.warning(
+                "api feed: %s takes writes again; what it refused is recorded as dropped",
+                self.path.name,
+            )
 
     def _write_issued(self, issued: int) -> None:
         # A scoped reader's cursor may be the clock, above every event: the next
