@@ -31,6 +31,8 @@ from router.statebackup import backup_state
 from router.staterestore import restore_state
 
 REPO = Path(__file__).parents[2]
+#: The service's router.toml, as the pages name it.
+SERVICE_CONFIG = "/etc/callrouter/router.toml"
 PAGES = {
     "en": (
         REPO / "docs" / "operations.md",
@@ -109,12 +111,12 @@ def run_config(tmp_path: Path, state: Path, port: int) -> Path:
     return config
 
 
-def second_run(config: Path, cwd: Path) -> str:
-    """``callrouter run --config CONFIG``'s stderr; it must stop at once."""
+def second_run(config: Path, cwd: Path, *options: str) -> str:
+    """``callrouter run [OPTIONS] --config CONFIG``'s stderr; it must stop at once."""
     env = {**os.environ, "CR_SECRET": "s", "PYTHONPATH": str(REPO)}
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "router.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "router.cli", "run", *options, "--config", str(config)],
             cwd=cwd,
             env=env,
             capture_output=True,
@@ -213,3 +215,43 @@ def test_the_restore_s_refusal_of_a_running_router_is_quoted_whole(
     head, tail = span.replace("STATE_DIR", str(state)).split(" (pid 4242 (...))")
     assert said.startswith(f"{head} (pid {os.getpid()} ("), said
     assert said.endswith(tail), said
+
+
+UPGRADING = {"en": ("## Upgrading", "\n4. "), "ru": ("## Обновление", "\n4. ")}
+
+
+def upgrade_step_3(language: str) -> str:
+    path = PAGES[language][0]
+    text = path.read_text(encoding="utf-8")
+    heading, step_4 = UPGRADING[language]
+    start = text.index("\n3. ", text.index(heading + "\n"))
+    return text[start : text.index(step_4, start)]
+
+
+@pytest.mark.parametrize("language", PAGES)
+def test_the_upgrade_s_shadow_trial_runs_on_a_configuration_of_its_own(
+    language: str, service: tuple[Path, int], tmp_path: Path
+) -> None:
+    """Step 3 ran the new version with ``--shadow`` and no word of its
+    configuration: with the service's router.toml it is refused by the
+    state folder's lock beside a version that takes it, and beside an
+    earlier one (milestone 1) it wrote its calllife.json into the service's
+    state folder (hnewuser45's trial)."""
+    step = upgrade_step_3(language)
+    commands = [
+        span
+        for _, span in code_spans(step)
+        if span.startswith("/opt/callrouter-new/bin/callrouter run --shadow")
+    ]
+    assert len(commands) == 1, step
+    config = commands[0].split("--config ", 1)[1].split()[0]
+    assert config != SERVICE_CONFIG
+    assert config in section(language, 0)  # the Two instances section's trial.toml
+
+    state, port = service
+    said = second_run(run_config(tmp_path, state, port), tmp_path, "--shadow")
+    assert f"[router] state_dir: {state} is in use by another `callrouter run`" in said
+    quoted_refusal = [span for _, span in code_spans(step) if "is in use by another" in span]
+    assert len(quoted_refusal) == 1, step
+    head = page_message(quoted_refusal[0]).replace("/var/lib/callrouter", str(state))
+    assert head in said
