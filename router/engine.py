@@ -112,6 +112,7 @@ from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
+from router.staterestore import folder_lock_holder
 from router.supervise import Throttle, log_task_failure, logged
 from router.textfiles import read_bounded
 from router.wording import counted
@@ -593,16 +594,22 @@ class Engine:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            # Who holds it: a `callrouter state restore` takes this lock too,
+            # and an administrator looking for a second `callrouter run`
+            # would find none (hnewuser45's trial).
+            holder = folder_lock_holder(fd) if isinstance(exc, BlockingIOError) else None
             os.close(fd)
             if not isinstance(exc, BlockingIOError):
                 raise ConfigError(
                     f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"
                 ) from None
+            held = f"; {holder.describe()} holds its lock" if holder is not None else ""
             raise ConfigError(
                 f"{where}: [router] state_dir: {path} is in use by another "
                 f"`callrouter run` (the service, or one started by hand with this "
-                f"state folder); two would write the same state files: stop the "
-                f"other one first, or give this one a state_dir of its own "
+                f"state folder) or a `callrouter state restore`{held}; two would "
+                f"write the same state files: stop the other one first (a restore: "
+                f"let it end), or give this one a state_dir of its own "
                 f"(docs/operations.md, Two instances on one Asterisk)"
             ) from None
         self._state_lock = fd

@@ -380,7 +380,7 @@ def _hold_state_folder(state_dir: Path, sfd: int) -> None:
     try:
         fcntl.flock(sfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _folder_lock_holder(sfd)
+        holder = folder_lock_holder(sfd)
         who = f" ({holder.describe()})" if holder is not None else ""
         raise StateRestoreError(
             f"{state_dir}: in use by a running `callrouter run`{who}, which holds the "
@@ -396,8 +396,9 @@ def _hold_state_folder(state_dir: Path, sfd: int) -> None:
 _MAX_PROC_LOCKS: Final = 1 << 20
 
 
-def _folder_lock_holder(sfd: int) -> Holder | None:
-    """The process holding a ``flock`` on the folder ``sfd``, from
+def folder_lock_holder(sfd: int) -> Holder | None:
+    """The process holding a ``flock`` on the folder ``sfd`` (a ``callrouter
+    run``, or a ``callrouter state restore``, router/engine.py), from
     ``/proc/locks`` (``N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...``, the
     device in hex); None when it cannot be told."""
     st = os.fstat(sfd)

@@ -214,11 +214,51 @@ def test_callrouter_run_refuses_a_state_folder_another_run_holds(tmp_path: Path)
     assert (
         f"callrouter run: error: {config}:7: [router] state_dir: {state} is in use by "
         f"another `callrouter run` (the service, or one started by hand with this state "
-        f"folder); two would write the same state files: stop the other one first, or "
-        f"give this one a state_dir of its own (docs/operations.md, Two instances on "
-        f"one Asterisk)\n"
+        f"folder) or a `callrouter state restore`; pid {os.getpid()} ("
+    ) in run.stderr
+    assert (
+        ") holds its lock; two would write the same state files: stop the other one "
+        "first (a restore: let it end), or give this one a state_dir of its own "
+        "(docs/operations.md, Two instances on one Asterisk)\n"
     ) in run.stderr
     assert "logged in" not in run.stderr  # refused before touching Asterisk
+
+
+def test_callrouter_run_names_the_process_holding_its_state_folder(tmp_path: Path) -> None:
+    """hnewuser45's trial: a `callrouter run` started while `callrouter state
+    restore` ran (it takes the folder's lock) said the folder was in use by
+    another `callrouter run`, which no `ps` showed. The refusal names the
+    holder's pid and command line, and the restore (issue 16)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = write_run_config(tmp_path, state)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,os,sys;fcntl.flock(os.open('.',0),2);print('held',flush=True);"
+            "sys.stdin.read()",
+            "state-restore-stand-in",
+        ],
+        cwd=state,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "held\n"
+        run = run_cli("run", "--config", str(config), cwd=tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert run.returncode == 1
+    said = run.stderr
+    assert "or a `callrouter state restore`; " in said
+    assert f"; pid {holder.pid} ({sys.executable} -c " in said
+    assert "state-restore-stand-in) holds its lock; two would write" in said
 
 
 async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
