@@ -69,8 +69,10 @@ def register(subparsers: Any) -> None:
             "SQLite's quick_check), copied under temporary names, then renamed into place, "
             "owned by the state folder's owner, 0600. What the folder held before is moved "
             "(never deleted) into a new folder in it, before-restore-TIME. Refused, changing "
-            "nothing, while a process (callrouter run) holds a file there locked, or when the "
-            "backup is not a whole one. Needs no Asterisk."
+            "nothing, while a callrouter run holds the state folder's lock (it does for as "
+            "long as it runs, with or without a file open there) or a process holds a file "
+            "there locked, or when the backup is not a whole one; a callrouter run started "
+            "meanwhile refuses to start. Needs no Asterisk."
         ),
     )
     restore.add_argument(

@@ -519,3 +519,19 @@ def test_the_command_names_the_file_it_refuses(
     assert main(["state", "restore", str(backup), "--state-dir", str(state)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"callrouter state restore: error: {backup / KEY_NAME}: missing"), err
+
+
+def test_the_restore_s_help_says_a_running_router_is_refused_by_its_folder_lock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The help said a restore was refused while callrouter run "holds a file
+    there locked": since run locks the folder itself, a router with no file
+    open there is refused too, and one started meanwhile refuses to start
+    (hnewuser45's trial, issue 16)."""
+    with pytest.raises(SystemExit) as done:
+        main(["state", "restore", "--help"])
+    assert done.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "while a callrouter run holds the state folder's lock" in said
+    assert "with or without a file open there" in said
+    assert "a callrouter run started meanwhile refuses to start" in said
