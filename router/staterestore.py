@@ -53,7 +53,14 @@ from urllib.parse import quote
 from router.errors import StateRestoreError
 from router.logsafe import escape_controls
 from router.private_dir import private_dir_problem
-from router.statebackup import MANIFEST, MANIFEST_FORMAT, MAX_ENTRIES, SIDECARS, SQLITE_MAGIC
+from router.statebackup import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    MAX_ENTRIES,
+    MAX_PLAIN_BYTES,
+    SIDECARS,
+    SQLITE_MAGIC,
+)
 
 __all__ = ["ASIDE_PREFIX", "Holder", "RestoreReport", "Restored", "lock_holder", "restore_state"]
 
@@ -62,6 +69,12 @@ ASIDE_PREFIX: Final = "before-restore-"
 #: A manifest larger than this is none ``state backup`` wrote (1000 files).
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 _CHUNK: Final = 1 << 20
+#: SQLite's file header: bytes 18 and 19 are 2 in WAL mode, 1 with a rollback journal.
+_HEADER: Final = 100
+_WAL_MODE: Final = (
+    "a database in WAL mode: `callrouter state backup` makes each one a single file "
+    "(journal_mode delete); copied some other way, it may lack what was in its -wal"
+)
 #: A folder in a folder: never through a link.
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: The state folder and the backup's, by the path given: a link on the way is
@@ -132,6 +145,7 @@ def restore_state(
         listed, made_by = _whole_backup(backup, bfd)
         _hold_state_folder(state_dir, sfd)  # held until the folder's descriptor closes
         _refuse_held(state_dir, sfd)
+        _refuse_too_large(backup, listed, state_dir, sfd)
         report = RestoreReport(made_by=made_by)
         temps: dict[str, str] = {}
         done = False
@@ -313,6 +327,12 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise StateRestoreError(f"{where}: not the manifest JSON: {exc}") from None
+    except RecursionError:
+        # Arrays in arrays, thousands deep: json's decoder recursed out of the
+        # stack (a traceback, not an error naming the file: issue 16).
+        raise StateRestoreError(
+            f"{where}: not the manifest JSON: arrays or objects nested thousands deep"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("format"), int):
         raise StateRestoreError(f'{where}: no "format" number: not a backup\'s manifest')
     if data["format"] > MANIFEST_FORMAT:
@@ -324,7 +344,14 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
     files = data.get("files")
     if not isinstance(files, list):
         raise StateRestoreError(f'{where}: "files" is not a list')
+    if len(files) > MAX_ENTRIES:
+        # Never a state folder's backup (state backup copies at most this
+        # many); and each name is looked up, not compared with every other.
+        raise StateRestoreError(
+            f'{where}: "files" lists {len(files)} files; a backup holds at most {MAX_ENTRIES}'
+        )
     listed: list[_Listed] = []
+    seen: set[str] = set()
     for number, item in enumerate(files, 1):
         name = item.get("name") if isinstance(item, dict) else None
         size = item.get("size") if isinstance(item, dict) else None
@@ -347,14 +374,38 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
                 f'{where}: file {number} of "files": expected name, size, sha256 and kind '
                 f"(sqlite or file), got {escape_controls(repr(item))[:200]}"
             )
-        if any(other.name == name for other in listed):
+        if name in seen:
             raise StateRestoreError(f"{where}: lists {escape_controls(name)!r} twice")
+        if kind == "file" and size > MAX_PLAIN_BYTES:
+            raise StateRestoreError(
+                f"{where}: lists {escape_controls(name)!r} of {size} bytes, not SQLite: "
+                f"`callrouter state backup` leaves out such a file (over {MAX_PLAIN_BYTES} bytes)"
+            )
+        seen.add(name)
         listed.append(_Listed(name, size, digest, kind))
     if not listed:
         raise StateRestoreError(f"{where}: lists no file: nothing to restore")
     made_by = data.get("made_by")
     # Never None with a manifest: None says there was none.
     return listed, made_by if isinstance(made_by, str) and made_by else "an unnamed version"
+
+
+def _refuse_too_large(backup: Path, listed: list[_Listed], state_dir: Path, sfd: int) -> None:
+    """Refuse, before anything is copied, a backup larger than the space free
+    in the state folder's file system: a sparse file of terabytes (a few
+    blocks in the backup) was written out whole until the disk was full."""
+    needed = sum(item.size for item in listed)
+    try:
+        info = os.fstatvfs(sfd)
+    except OSError:
+        return  # not told: ENOSPC says it, and the copies are removed
+    free = info.f_bavail * info.f_frsize
+    if needed > free:
+        raise StateRestoreError(
+            f"{backup}: its files are {needed} bytes, and {state_dir} has {free} bytes free: "
+            "make room first (the files there now are moved aside, not deleted); nothing "
+            "was changed"
+        )
 
 
 # -- a running router -------------------------------------------------------------
@@ -496,14 +547,20 @@ def _copy_in(
             if not stat.S_ISREG(os.fstat(fd_in).st_mode):
                 raise StateRestoreError(f"{source}: not a regular file")
             limit = item.size if item.sha256 is not None else None
+            length = os.fstat(fd_in).st_size
             head = b""
             while chunk := os.read(fd_in, _CHUNK):
+                if size == 0 and not chunk.startswith(SQLITE_MAGIC) and length > MAX_PLAIN_BYTES:
+                    raise StateRestoreError(
+                        f"{source}: {length} bytes and not SQLite: `callrouter state backup` "
+                        f"leaves out such a file (over {MAX_PLAIN_BYTES} bytes)"
+                    )
                 if limit is not None and size + len(chunk) > limit:
                     raise StateRestoreError(
                         f"{source}: larger than the manifest's {limit} bytes: changed since"
                     )
-                if size < len(SQLITE_MAGIC):
-                    head += chunk[: len(SQLITE_MAGIC)]
+                if size < _HEADER:
+                    head += chunk[: _HEADER - size]
                 digest.update(chunk)
                 _write_all(fd_out, chunk)
                 size += len(chunk)
@@ -513,6 +570,8 @@ def _copy_in(
             os.fsync(fd_out)
         finally:
             os.close(fd_out)
+    except StateRestoreError:
+        raise  # an OSError too, said already: not the write's failure
     except OSError as exc:
         raise StateRestoreError(
             f"{state_dir / temp}: cannot write the copy of {source}: {exc.strerror or exc}; "
@@ -528,6 +587,10 @@ def _copy_in(
     sqlite = head.startswith(SQLITE_MAGIC)
     if item.kind == "sqlite" and not sqlite:
         raise StateRestoreError(f"{source}: the manifest says SQLite, the file is not one")
+    if sqlite and head[18:20] == b"\x02\x02":
+        # Said from the header, before SQLite opens the copy: opened, a WAL
+        # database gets a -wal and -shm beside it, root's when root restores.
+        raise StateRestoreError(f"{source}: {_WAL_MODE}")
     if sqlite:
         _quick_check(source, state_dir / temp)
     return Restored(item.name, size, "sqlite" if sqlite else "file")
@@ -555,11 +618,7 @@ def _quick_check(source: Path, copy: Path) -> None:
     if str(mode).lower() == "wal":
         # A database in WAL mode copied without its -wal (not a state backup's
         # copy, which is one file): the commits in its -wal are not in it.
-        raise StateRestoreError(
-            f"{source}: a database in WAL mode: `callrouter state backup` makes each one a "
-            "single file (journal_mode delete); copied some other way, it may lack what was "
-            "in its -wal"
-        )
+        raise StateRestoreError(f"{source}: {_WAL_MODE}")
 
 
 # -- the switch -------------------------------------------------------------------

@@ -30,7 +30,7 @@ from router.errors import StateRestoreError
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
 from router.recordings.store import RecordingStore
-from router.statebackup import MANIFEST, backup_state
+from router.statebackup import MANIFEST, MAX_ENTRIES, MAX_PLAIN_BYTES, backup_state
 from router.staterestore import ASIDE_PREFIX, lock_holder, restore_state
 
 REPO = Path(__file__).parents[2]
@@ -367,6 +367,96 @@ def test_a_manifest_this_version_cannot_trust_is_refused(
     state, backup = backed_up
     (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
     refused(backup, state, f"{backup / MANIFEST}: {message}")
+
+
+def test_a_manifest_nested_thousands_deep_is_refused_naming_it(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """hattack45: json's decoder recursed out of the stack on a crafted
+    manifest, and the restore ended in a RecursionError's traceback."""
+    state, backup = backed_up
+    (backup / MANIFEST).write_text('{"format": 1, "files": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    refused(backup, state, f"{backup / MANIFEST}: not the manifest JSON: arrays or objects nested")
+
+
+def test_a_manifest_of_more_files_than_a_backup_holds_is_refused(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """hattack45: 30 000 names (4 MiB) were each compared with every other
+    (25 s) before the first was found missing."""
+    state, backup = backed_up
+    manifest = json.loads((backup / MANIFEST).read_text("utf-8"))
+    first = manifest["files"][0]
+    manifest["files"] = [dict(first, name=f"n{i}") for i in range(MAX_ENTRIES + 1)]
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    refused(backup, state, f'{backup / MANIFEST}: "files" lists {MAX_ENTRIES + 1} files')
+
+
+def test_a_plain_file_larger_than_a_backup_copies_is_refused(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """hattack45: a sparse file of gigabytes (a few blocks in the backup) was
+    written out whole into the state folder; state backup leaves out every
+    file over MAX_PLAIN_BYTES that is not SQLite, so none is restored."""
+    state, backup = backed_up
+    (backup / MANIFEST).unlink()
+    with (backup / "big").open("wb") as big:
+        big.truncate(MAX_PLAIN_BYTES + 1)
+    refused(backup, state, f"{backup / 'big'}: {MAX_PLAIN_BYTES + 1} bytes and not SQLite")
+
+
+def test_a_manifest_listing_a_plain_file_larger_than_a_backup_copies_is_refused(
+    backed_up: tuple[Path, Path],
+) -> None:
+    state, backup = backed_up
+    manifest = json.loads((backup / MANIFEST).read_text("utf-8"))
+    manifest["files"].append(
+        {"name": "big", "size": MAX_PLAIN_BYTES + 1, "sha256": "0" * 64, "kind": "file"}
+    )
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    refused(backup, state, f"{backup / MANIFEST}: lists 'big' of {MAX_PLAIN_BYTES + 1} bytes")
+
+
+def test_a_backup_larger_than_the_free_space_is_refused_before_a_copy(
+    backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hattack45: a sparse database of terabytes was copied until the disk was
+    full; the space is asked first, and nothing is written."""
+    state, backup = backed_up
+    needed = sum(p.stat().st_size for p in backup.iterdir() if p.name != MANIFEST)
+
+    class Full:
+        f_bavail, f_frsize = needed - 1, 1
+
+    monkeypatch.setattr(staterestore.os, "fstatvfs", lambda fd: Full())
+    refused(backup, state, f"{backup}: its files are {needed} bytes, and {state} has {needed - 1}")
+
+
+def test_a_database_in_wal_mode_is_refused_leaving_nothing_beside_its_copy(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """hattack45: SQLite opened the WAL database's copy to check it and made
+    its -wal and -shm in the state folder (root's, as root restores), which
+    the refusal left there: said from the file's header instead."""
+    state, backup = backed_up
+    manifest = json.loads((backup / MANIFEST).read_text("utf-8"))
+    db = sqlite3.connect(backup / "wal.sqlite3")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()  # the last connection: checkpointed, its -wal and -shm removed
+    data = (backup / "wal.sqlite3").read_bytes()
+    assert data[18:20] == b"\x02\x02"
+    manifest["files"].append(
+        {
+            "name": "wal.sqlite3",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "kind": "sqlite",
+        }
+    )
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    refused(backup, state, f"{backup / 'wal.sqlite3'}: a database in WAL mode")
 
 
 def test_a_damaged_database_in_an_old_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
