@@ -37,6 +37,7 @@ import pluggy
 from router import eager, hookspecs
 from router.callerid import cut, cut_text
 from router.errors import ConfigError, PluginError
+from router.logsafe import INVISIBLE
 from router.rules.suggest import did_you_mean
 from router.source_place import defined_at as _defined_at
 
@@ -1138,9 +1139,14 @@ def _raised_at(exc: BaseException) -> str:
     such line is in the traceback (the entry point names a module that is not
     there). FILE is relative to the current folder when it is under it."""
     machinery = os.path.dirname(importlib.__file__ or "")
+    every = traceback.extract_tb(exc.__traceback__)
+    # Only what ran below this module's own call of the entry point: for a
+    # module that is not there, the line left was ours (ep.load()), which
+    # sent the plugin's author into callrouter's code (hattack45).
+    ours = [number for number, frame in enumerate(every) if frame.filename == __file__]
     frames = [
         frame
-        for frame in traceback.extract_tb(exc.__traceback__)
+        for frame in (every[ours[-1] + 1 :] if ours else every)
         if not frame.filename.startswith("<")
         and not (machinery and frame.filename.startswith(machinery + os.sep))
     ]
@@ -1154,11 +1160,42 @@ def _raised_at(exc: BaseException) -> str:
     return f"; raised at {path}:{frames[-1].lineno}"
 
 
+#: A distribution's name as pip takes it (PEP 508): any other is no name to
+#: paste after ``pip uninstall`` (``evil; rm -rf ~``), nor one pip could remove.
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
 def _turn_off(ep: metadata.EntryPoint) -> str:
-    """How to start without an installed plugin that cannot be loaded."""
+    """How to start without an installed plugin that cannot be loaded: lines
+    to paste, so the names in them are the distribution's metadata's, quoted
+    for where they go (hattack45)."""
     dist = ep.dist
-    uninstall = f", or pip uninstall {dist.name}" if dist is not None else ""
-    return f'to start without it: [plugins] disabled = ["{ep.name}"] in router.toml{uninstall}'
+    name = getattr(dist, "name", None)
+    uninstall = (
+        f", or pip uninstall {name}"
+        if isinstance(name, str) and _PROJECT_NAME.fullmatch(name)
+        else ""
+    )
+    disabled = _toml_string(ep.name)
+    return f"to start without it: [plugins] disabled = [{disabled}] in router.toml{uninstall}"
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: a quote or backslash escaped, and every
+    character that is not printable (a control, an escape sequence's ESC, a
+    bidi or invisible one) written as its ``\\uXXXX`` escape."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and not INVISIBLE.match(char):
+            out.append(char)
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _register_one(impl: pluggy.HookImpl, registry: Registry) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 import types
 from importlib import metadata
 from pathlib import Path
@@ -209,3 +210,42 @@ def test_unimportable_plugin_names_its_distribution_to_uninstall(
     )
     with pytest.raises(PluginError, match=r"or pip uninstall callrouter-broken$"):
         Plugins.load()
+
+
+def test_a_plugin_module_that_is_not_there_names_no_line_of_callrouter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hattack45: an entry point naming a module that is not installed was
+    said as "raised at .../router/plugins.py:1015", callrouter's own call of
+    ep.load(), which sent the plugin's author into callrouter's code."""
+    entry = metadata.EntryPoint(
+        name="gone", value="callrouter_hattack45_not_installed", group="callrouter"
+    )
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    with pytest.raises(PluginError) as raised:
+        Plugins.load()
+    message = str(raised.value)
+    assert "No module named 'callrouter_hattack45_not_installed'" in message, message
+    assert "raised at" not in message, message
+
+
+def test_the_lines_to_paste_quote_a_hostile_plugins_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hattack45: an entry point name holding a quote and an ESC gave the line
+    ``disabled = ["x"y<ESC>"]`` (no TOML, the ESC raw), and a distribution
+    named ``evil; rm -rf ~`` the line ``pip uninstall evil; rm -rf ~`` to
+    paste into a root shell. The name is quoted as TOML, and a distribution
+    name pip could not take is not offered."""
+    entry = FakeEntryPoint('x"y\x1b]0;T\x07', None, fails=True)
+    entry.dist = types.SimpleNamespace(name="evil; rm -rf ~\n X", version="1")
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    with pytest.raises(PluginError) as raised:
+        Plugins.load()
+    message = str(raised.value)
+    assert message.endswith(
+        'to start without it: [plugins] disabled = ["x\\"y\\u001b]0;T\\u0007"] in router.toml'
+    ), message
+    line = message.rsplit("[plugins] ", 1)[1].removesuffix(" in router.toml")
+    assert tomllib.loads(line)["disabled"] == [entry.name]
+    assert "pip uninstall" not in message
