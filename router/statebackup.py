@@ -201,7 +201,11 @@ def _write_manifest(
         ],
         "left_out": [{"name": skipped.name, "why": skipped.why} for skipped in left_out],
     }
-    body = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # ASCII: a name that is not UTF-8 (a plugin's file; Python holds its bytes
+    # as lone surrogates) is written as its \\udcXX escape, which the restore
+    # reads back to the same name; as UTF-8 it could not be encoded, and the
+    # backup ended in a UnicodeEncodeError's traceback (hattack45).
+    body = (json.dumps(manifest, indent=1) + "\n").encode("ascii")
     with os.fdopen(_create_private(target / _partial(MANIFEST)), "wb") as out:
         out.write(body)
         out.flush()

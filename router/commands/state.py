@@ -12,6 +12,7 @@ when done, 1 when a file could not be copied or the restore was refused
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,18 @@ def _state_dir(args: argparse.Namespace, command: str) -> Path:
     return service_state_dir(config, command)
 
 
+def _shown(name: str) -> str:
+    """A file name as printed: not ours to trust (an ESC, a newline written as
+    its escape), and a name that is not UTF-8 with its bytes as ``\\xNN``:
+    Python holds them as lone surrogates, which a UTF-8 terminal's strict
+    stdout refused with a traceback (hattack45)."""
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate no file name's byte stands for
+        raw = name.encode("utf-8", "backslashreplace")
+    return escape_controls(raw.decode("utf-8", "backslashreplace"))
+
+
 def run_backup(args: argparse.Namespace) -> int:
     source = _state_dir(args, "state backup")
     problem = source_problem(source)
@@ -120,7 +133,7 @@ def run_backup(args: argparse.Namespace) -> int:
         )
     copied = 0
     for result in backup_state(source, args.target):
-        name = escape_controls(result.name)  # a file name is not ours to trust
+        name = _shown(result.name)  # a file name is not ours to trust
         if isinstance(result, Copied):
             copied += 1
             how = "SQLite online backup, checked" if result.kind == "sqlite" else "copied"
@@ -140,16 +153,16 @@ def run_restore(args: argparse.Namespace) -> int:
             "are restored as they are, SQLite files checked with quick_check"
         )
     for restored in report.restored:
-        name = escape_controls(restored.name)
+        name = _shown(restored.name)
         how = "SQLite quick_check ok" if restored.kind == "sqlite" else "copied"
         checked = ", SHA-256 as in the manifest" if report.made_by is not None else ""
         print(f"{name}: {restored.size} bytes restored ({how}{checked})")
     for name in report.replaced:
-        print(f"{escape_controls(name)}: replaced; the earlier file moved aside")
+        print(f"{_shown(name)}: replaced; the earlier file moved aside")
     for name in report.moved_aside:
-        print(f"{escape_controls(name)}: moved aside: not in the backup")
+        print(f"{_shown(name)}: moved aside: not in the backup")
     for name in report.folders_kept:
-        print(f"{escape_controls(name)}: a folder, left where it is (a backup holds none)")
+        print(f"{_shown(name)}: a folder, left where it is (a backup holds none)")
     made = f" (made by {escape_controls(report.made_by)})" if report.made_by else ""
     print(f"{counted(len(report.restored), 'file')} of {args.backup}{made} restored in {state_dir}")
     if report.aside is not None:

@@ -625,3 +625,37 @@ def test_the_restore_s_help_says_a_running_router_is_refused_by_its_folder_lock(
     assert "while a callrouter run holds the state folder's lock" in said
     assert "with or without a file open there" in said
     assert "a callrouter run started meanwhile refuses to start" in said
+
+
+def test_a_file_name_that_is_not_utf8_is_backed_up_and_restored(tmp_path: Path) -> None:
+    """hattack45: a plugin's file whose name is not UTF-8 ended the backup in
+    a UnicodeEncodeError's traceback (the manifest, written as UTF-8, could
+    not hold it), and printing it did on a UTF-8 terminal (a strict stdout).
+    The manifest holds it as its \\udcff escape, and it is printed as \\xff."""
+    state, backup, again = tmp_path / "state", tmp_path / "backup", tmp_path / "again"
+    state.mkdir(mode=0o700)
+    again.mkdir(mode=0o700)
+    name = os.fsdecode(b"\xffplugin.json")
+    (state / name).write_text("{}\n", "utf-8")
+    # As on a ru_RU.UTF-8 terminal: Python's stdout is strict there (in the
+    # C locale, all this machine may have, it is surrogateescape).
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+
+    def callrouter(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "router.cli", "state", *argv],
+            capture_output=True,
+            text=True,
+            errors="backslashreplace",
+            env=env,
+            cwd=REPO,
+            check=False,
+        )
+
+    made = callrouter("backup", "--state-dir", str(state), str(backup))
+    assert made.returncode == 0, made.stderr
+    assert "\\xffplugin.json: 3 bytes (copied)" in made.stdout, made.stdout
+    done = callrouter("restore", "--state-dir", str(again), str(backup))
+    assert done.returncode == 0, done.stderr
+    assert "\\xffplugin.json: 3 bytes restored" in done.stdout, done.stdout
+    assert (again / name).read_text("utf-8") == "{}\n"
