@@ -66,6 +66,8 @@ __all__ = ["ASIDE_PREFIX", "Holder", "RestoreReport", "Restored", "lock_holder",
 
 #: The folder, in the state folder, that what was there before goes to.
 ASIDE_PREFIX: Final = "before-restore-"
+#: The manifest's ``made_by`` is said up to this many characters.
+MAX_MADE_BY: Final = 100
 #: A manifest larger than this is none ``state backup`` wrote (1000 files).
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 _CHUNK: Final = 1 << 20
@@ -138,6 +140,16 @@ def restore_state(
     folder in it. Raises StateRestoreError naming the file and the reason,
     having changed nothing in ``state_dir``, for every refusal (module
     docstring). Blocking (file system calls)."""
+    try:
+        return _restore(backup, state_dir, clock)
+    except StateRestoreError as exc:
+        # A name in the backup is not ours: its newline wrote a line of its
+        # own under the error (the CLI keeps an error's newlines), its ESC is
+        # escaped there too (hattack45). Said on one line, each escaped.
+        raise StateRestoreError(escape_controls(str(exc))) from None
+
+
+def _restore(backup: Path, state_dir: Path, clock: Callable[[], float]) -> RestoreReport:
     _refuse_overlap(backup, state_dir)
     owner = _check_state_dir(state_dir)
     _check_backup_dir(backup)
@@ -335,9 +347,13 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("format"), int):
         raise StateRestoreError(f'{where}: no "format" number: not a backup\'s manifest')
+    made_by = data.get("made_by")
+    if isinstance(made_by, str):
+        # Printed: a version's name, not the 4 MiB a crafted manifest may hold.
+        made_by = made_by[:MAX_MADE_BY]
     if data["format"] > MANIFEST_FORMAT:
         raise StateRestoreError(
-            f"{where}: format {data['format']} (made by {data.get('made_by')!r}); this "
+            f"{where}: format {data['format']} (made by {made_by!r}); this "
             f"callrouter reads format {MANIFEST_FORMAT} at most: restore with the version that "
             "made the backup, or a later one"
         )
@@ -385,7 +401,6 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
         listed.append(_Listed(name, size, digest, kind))
     if not listed:
         raise StateRestoreError(f"{where}: lists no file: nothing to restore")
-    made_by = data.get("made_by")
     # Never None with a manifest: None says there was none.
     return listed, made_by if isinstance(made_by, str) and made_by else "an unnamed version"
 

@@ -459,6 +459,34 @@ def test_a_database_in_wal_mode_is_refused_leaving_nothing_beside_its_copy(
     refused(backup, state, f"{backup / 'wal.sqlite3'}: a database in WAL mode")
 
 
+def test_a_name_in_the_backup_writes_no_line_of_its_own(backed_up: tuple[Path, Path]) -> None:
+    """hattack45: a file named ``x<newline>callrouter state restore: ...`` put
+    a line of its own under the error (the CLI keeps an error's newlines)."""
+    state, backup = backed_up
+    (backup / "x\ncallrouter state restore: done").write_text("x")
+    message = refused(backup, state, f"{backup}/x\\x0acallrouter state restore: done: not in")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("fmt", [1, 99])
+def test_the_version_a_manifest_names_is_said_within_bounds(
+    backed_up: tuple[Path, Path], fmt: int
+) -> None:
+    """hattack45: a crafted made_by of megabytes was printed whole, in the
+    restore's last line or in its refusal of a later format."""
+    state, backup = backed_up
+    manifest = json.loads((backup / MANIFEST).read_text("utf-8"))
+    manifest["made_by"] = "callrouter 9" + "9" * 1_000_000
+    manifest["format"] = fmt
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    if fmt == 1:
+        report = restore_state(backup, state, clock=clock)
+        assert report.made_by == "callrouter 9" + "9" * (staterestore.MAX_MADE_BY - 12)
+    else:
+        message = refused(backup, state, "(made by 'callrouter 99")
+        assert len(message) < 1000
+
+
 def test_a_damaged_database_in_an_old_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
     """No manifest to compare with: SQLite's quick_check still reads each database."""
     state, backup = backed_up
