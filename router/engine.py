@@ -599,6 +599,13 @@ class Engine:
             # would find none (hnewuser45's trial).
             holder = folder_lock_holder(fd) if isinstance(exc, BlockingIOError) else None
             os.close(fd)
+            if holder is not None and holder.restoring:
+                # Started while a restore puts the files back (hattack45: it
+                # was said as "another callrouter run", which is not there).
+                raise ConfigError(
+                    f"{where}: [router] state_dir: {path} is being restored by "
+                    f"{holder.describe()}; start callrouter once it has ended"
+                ) from None
             if not isinstance(exc, BlockingIOError):
                 raise ConfigError(
                     f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"

@@ -62,7 +62,15 @@ from router.statebackup import (
     SQLITE_MAGIC,
 )
 
-__all__ = ["ASIDE_PREFIX", "Holder", "RestoreReport", "Restored", "lock_holder", "restore_state"]
+__all__ = [
+    "ASIDE_PREFIX",
+    "Holder",
+    "RestoreReport",
+    "Restored",
+    "folder_lock_holder",
+    "lock_holder",
+    "restore_state",
+]
 
 #: The folder, in the state folder, that what was there before goes to.
 ASIDE_PREFIX: Final = "before-restore-"
@@ -99,6 +107,11 @@ class Holder:
     def describe(self) -> str:
         who = f"pid {self.pid}" if self.pid > 0 else "another process"
         return f"{who} ({self.command})" if self.command else who
+
+    @property
+    def restoring(self) -> bool:
+        """Whether this is a ``callrouter state restore`` (its command line)."""
+        return " state restore " in f" {self.command} "
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +460,11 @@ def _hold_state_folder(state_dir: Path, sfd: int) -> None:
         fcntl.flock(sfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = folder_lock_holder(sfd)
+        if holder is not None and holder.restoring:
+            raise StateRestoreError(
+                f"{state_dir}: being restored by {holder.describe()}, which holds the state "
+                "folder's lock; wait for it to end"
+            ) from None
         who = f" ({holder.describe()})" if holder is not None else ""
         raise StateRestoreError(
             f"{state_dir}: in use by a running `callrouter run`{who}, which holds the "

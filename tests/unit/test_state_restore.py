@@ -26,7 +26,7 @@ from router.calllife.service import MARK_FILE
 from router.cli import main
 from router.config import load_config
 from router.engine import Engine, EngineOptions
-from router.errors import StateRestoreError
+from router.errors import ConfigError, StateRestoreError
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
 from router.recordings.store import RecordingStore
@@ -258,6 +258,46 @@ def test_a_router_with_no_file_open_is_refused_by_its_folder_lock(
     finally:
         engine._unlock_state_dir()
     restore_state(backup, state, clock=clock)  # stopped: restored
+
+
+def test_a_router_started_during_a_restore_says_the_restore(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """hattack45: `callrouter run` started while a restore held the folder
+    said it was "in use by another `callrouter run`", which was not there,
+    and a second restore that a router ran there; both name the restore."""
+    state, backup = backed_up
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nstate_dir = "{state}"\n',
+        encoding="utf-8",
+    )
+    # Short: the command line is said up to 200 characters.
+    code = (
+        "import fcntl,os,sys;f=os.open(sys.argv[-1],0);fcntl.flock(f,2)\n"
+        "print('held',flush=True);sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, "callrouter", "state", "restore", str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        with holder.stdin:
+            assert holder.stdout.readline() == "held\n"
+            engine = Engine(
+                load_config(config, environ={"CR_SECRET": "s"}),
+                options=EngineOptions(lock_state_dir=True),
+            )
+            with pytest.raises(ConfigError) as started:
+                engine._check_state_dir()
+            said = refused(backup, state, f"{state}: being restored by pid {holder.pid} (")
+    assert f"{state} is being restored by pid {holder.pid} (" in str(started.value)
+    assert "start callrouter once it has ended" in str(started.value)
+    assert "wait for it to end" in said
 
 
 def test_the_restore_holds_the_folder_lock_until_it_ends(
