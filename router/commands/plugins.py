@@ -71,11 +71,14 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    width = max((len(i.name) for i in infos), default=4)
-    for info in infos:
-        kind = "built-in" if info.builtin else (info.version or "?")
-        hooks = ", ".join(h.removeprefix("callrouter_") for h in info.hooks)
-        print(f"{info.name:<{width}}  {kind:<10}  {hooks}")
+    # An installed plugin's name and version are its distribution's: an ESC
+    # in them reached the terminal raw (hattack45), written as its escape.
+    names = [escape_controls(i.name) for i in infos]
+    width = max((len(name) for name in names), default=4)
+    for name, info in zip(names, infos, strict=True):
+        kind = "built-in" if info.builtin else escape_controls(info.version or "?")
+        hooks = ", ".join(escape_controls(h.removeprefix("callrouter_")) for h in info.hooks)
+        print(f"{name:<{width}}  {kind:<10}  {hooks}")
     return 0
 
 

@@ -249,3 +249,22 @@ def test_the_lines_to_paste_quote_a_hostile_plugins_names(
     line = message.rsplit("[plugins] ", 1)[1].removesuffix(" in router.toml")
     assert tomllib.loads(line)["disabled"] == [entry.name]
     assert "pip uninstall" not in message
+
+
+def test_the_plugin_list_writes_a_distributions_escapes_as_text(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hattack45: `callrouter plugins` printed an installed plugin's entry
+    point name and version raw: an ESC sequence in them (a distribution's
+    metadata) retitled or repainted the admin's terminal."""
+    from router.cli import main
+
+    entry = FakeEntryPoint("x\x1b]0;T\x07", Counter())
+    entry.dist = types.SimpleNamespace(name="evil", version="1.0\x1b[32m")
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out, out
+    assert "\x07" not in out, out
+    (line,) = [line for line in out.splitlines() if line.startswith("x\\x1b]0;T\\x07 ")]
+    assert line.endswith("  1.0\\x1b[32m  register"), line
