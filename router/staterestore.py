@@ -52,7 +52,7 @@ from urllib.parse import quote
 
 from router.errors import StateRestoreError
 from router.logsafe import escape_controls
-from router.private_dir import private_dir_problem
+from router.private_dir import private_dir_problem, private_group
 from router.statebackup import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -292,6 +292,7 @@ def _whole_backup(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
                 f"{backup / name}: {why}: `callrouter state backup` never makes one; "
                 "not a backup folder, or one changed since"
             )
+        _refuse_others_file(backup / name, info)
         files[name] = info.st_size
     if MANIFEST not in names:
         if not files:
@@ -334,13 +335,35 @@ def _not_backed_up(name: str, mode: int, names: list[str]) -> str | None:
     return None
 
 
+def _refuse_others_file(path: Path, info: os.stat_result) -> None:
+    """Refuse a file of the backup (``info``) that a user other than root and
+    this one may write. The folder is held to that (:func:`_check_backup_dir`),
+    but a file in it another user owns or may write (a careless chmod, a copy
+    keeping their owner) they could have changed, its manifest with it
+    (hattack45): ``recordings.key`` signs the recordings' links."""
+    if info.st_uid not in (0, os.geteuid()):
+        who = f"belongs to uid {info.st_uid}"
+    elif info.st_mode & stat.S_IWOTH:
+        who = "is writable by every user"
+    elif info.st_mode & stat.S_IWGRP and not private_group(info.st_gid, info.st_uid):
+        who = f"is writable by its group (gid {info.st_gid})"
+    else:
+        return
+    raise StateRestoreError(
+        f"{path}: {who}, who could have changed it since the backup: make it root's or "
+        "yours and writable by you alone (a backup's files are 0600), or restore another backup"
+    )
+
+
 def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
     where = backup / MANIFEST
     try:
         fd = os.open(MANIFEST, _READ_FLAGS, dir_fd=bfd)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise StateRestoreError(f"{where}: not a regular file")
+            _refuse_others_file(where, info)
             body = os.read(fd, MAX_MANIFEST_BYTES + 1)
         finally:
             os.close(fd)

@@ -527,6 +527,36 @@ def test_the_version_a_manifest_names_is_said_within_bounds(
         assert len(message) < 1000
 
 
+@pytest.mark.parametrize("how", ["owner", "mode", "group"])
+@pytest.mark.parametrize("name", [MANIFEST, KEY_NAME])
+def test_a_file_of_the_backup_another_user_can_write_is_refused(
+    backed_up: tuple[Path, Path], how: str, name: str
+) -> None:
+    """hattack45: the backup's folder was held to root and this user, not its
+    files: one another user owned or could write (a careless chmod 666 of
+    the backup) was restored, its manifest with it, as the service's state
+    (recordings.key signs the recordings' links)."""
+    state, backup = backed_up
+    path = backup / name
+    if how == "owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")
+        os.chown(path, 65534, 65534)
+        said = f"{path}: belongs to uid 65534, who could have changed it"
+    elif how == "mode":
+        path.chmod(0o606)
+        said = f"{path}: is writable by every user"
+    else:
+        group = 65534 if os.geteuid() == 0 else os.getgid()
+        if os.geteuid() == 0:
+            os.chown(path, -1, group)
+        path.chmod(0o660)
+        if staterestore.private_group(group, path.stat().st_uid):
+            pytest.skip("the group is this user's private group")
+        said = f"{path}: is writable by its group (gid {group})"
+    refused(backup, state, said)
+
+
 def test_a_damaged_database_in_an_old_backup_is_refused(backed_up: tuple[Path, Path]) -> None:
     """No manifest to compare with: SQLite's quick_check still reads each database."""
     state, backup = backed_up
