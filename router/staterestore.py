@@ -367,6 +367,8 @@ def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
             body = os.read(fd, MAX_MANIFEST_BYTES + 1)
         finally:
             os.close(fd)
+    except StateRestoreError:
+        raise  # an OSError too, said already: not a read's failure
     except OSError as exc:
         raise StateRestoreError(f"{where}: cannot read the manifest: {exc}") from None
     if len(body) > MAX_MANIFEST_BYTES:
