@@ -43,6 +43,7 @@ from typing import Final, Literal
 from urllib.parse import quote
 
 from router import __version__
+from router.aside import SQLITE_SIDECARS
 from router.errors import StateBackupError
 from router.private_dir import private_dir_problem
 
@@ -51,10 +52,13 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MAX_ENTRIES",
     "MAX_PLAIN_BYTES",
+    "READ_CHUNK",
+    "READ_FLAGS",
     "Copied",
     "Skipped",
     "backup_state",
     "file_sha256",
+    "refuse_shared_backup_dir",
     "source_problem",
 ]
 
@@ -67,7 +71,7 @@ MANIFEST_FORMAT: Final = 1
 #: The first bytes of every SQLite database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 #: SQLite's side files: their content is in the backup API's copy.
-SIDECARS: Final = ("-wal", "-shm", "-journal")
+SIDECARS: Final = SQLITE_SIDECARS
 #: A state folder with more entries than this is not callrouter's (a wrong path).
 MAX_ENTRIES: Final = 1000
 #: A file that is not SQLite and larger than this is no state callrouter keeps
@@ -75,7 +79,11 @@ MAX_ENTRIES: Final = 1000
 MAX_PLAIN_BYTES: Final = 64 * 1024 * 1024
 #: Seconds SQLite waits for a lock the service holds (a checkpoint) before failing.
 BUSY_TIMEOUT: Final = 5.0
-_CHUNK: Final = 1 << 20
+#: How much a copy or a checksum reads at a time (state backup and restore).
+READ_CHUNK: Final = 1 << 20
+#: A file of a state or backup folder is opened to read with these: never
+#: through a symbolic link, never waiting on a FIFO (state backup and restore).
+READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +224,7 @@ def file_sha256(path: Path) -> str:
     """The SHA-256 of the regular file ``path`` (never through a link), in hex."""
     digest = hashlib.sha256()
     with _open_read(path) as fd:
-        while chunk := os.read(fd, _CHUNK):
+        while chunk := os.read(fd, READ_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -284,14 +292,22 @@ def _refuse_shared(target: Path) -> None:
     root's backup) let them swap a copy for a symbolic link after it was made
     and before SQLite wrote it, which SQLite follows (root's write where they
     chose), or for a FIFO, on which the backup waited for ever."""
+    refuse_shared_backup_dir(target, StateBackupError, "or name a new folder, made 0700")
+
+
+def refuse_shared_backup_dir(folder: Path, error: type[Exception], advice: str) -> None:
+    """Raise ``error`` naming ``folder`` when it is not a backup folder only
+    root and this user can change (router/private_dir.py), its sentence
+    ending in ``advice``; or when it cannot be looked at. The backup's target
+    (:func:`backup_state`) and the folder a restore reads
+    (router/staterestore.py) are held to the same."""
     try:
-        problem = private_dir_problem(target, what="backup folder")
+        problem = private_dir_problem(folder, what="backup folder")
     except OSError as exc:
-        raise StateBackupError(f"{target}: cannot check the backup folder: {exc}") from None
+        raise error(f"{folder}: the backup folder: {exc.strerror or exc}") from None
     if problem is not None:
-        raise StateBackupError(
-            f"{target}: not a folder only root and this user can change: {problem}; "
-            "or name a new folder, made 0700"
+        raise error(
+            f"{folder}: not a folder only root and this user can change: {problem}; {advice}"
         )
 
 
@@ -321,7 +337,7 @@ def _is_sqlite(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _open_read(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, READ_FLAGS)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
@@ -373,7 +389,7 @@ def _copy_plain(path: Path, copy: Path) -> int:
     size = 0
     with _open_read(path) as fd_in, os.fdopen(_create_private(copy), "wb") as out:
         # Bounded even if the file grows meanwhile (never one of callrouter's).
-        while size <= MAX_PLAIN_BYTES and (chunk := os.read(fd_in, _CHUNK)):
+        while size <= MAX_PLAIN_BYTES and (chunk := os.read(fd_in, READ_CHUNK)):
             out.write(chunk)
             size += len(chunk)
         out.flush()

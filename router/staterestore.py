@@ -58,8 +58,11 @@ from router.statebackup import (
     MANIFEST_FORMAT,
     MAX_ENTRIES,
     MAX_PLAIN_BYTES,
+    READ_CHUNK,
+    READ_FLAGS,
     SIDECARS,
     SQLITE_MAGIC,
+    refuse_shared_backup_dir,
 )
 
 __all__ = [
@@ -68,6 +71,7 @@ __all__ = [
     "RestoreReport",
     "Restored",
     "folder_lock_holder",
+    "lock_folder",
     "lock_holder",
     "restore_state",
 ]
@@ -78,7 +82,6 @@ ASIDE_PREFIX: Final = "before-restore-"
 MAX_MADE_BY: Final = 100
 #: A manifest larger than this is none ``state backup`` wrote (1000 files).
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
-_CHUNK: Final = 1 << 20
 #: SQLite's file header: bytes 18 and 19 are 2 in WAL mode, 1 with a rollback journal.
 _HEADER: Final = 100
 _WAL_MODE: Final = (
@@ -91,7 +94,6 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: followed (``/var/lib/callrouter`` is one into ``/var/lib/private`` under
 #: ``DynamicUser=yes``), as private_dir_problem walked and checked it.
 _TOP_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: ``struct flock`` on Linux: l_type, l_whence, l_start, l_len, l_pid (padded).
 _FLOCK: Final = "hhqqi0q"
 
@@ -231,15 +233,9 @@ def _check_state_dir(state_dir: Path) -> tuple[int, int]:
 
 
 def _check_backup_dir(backup: Path) -> None:
-    try:
-        problem = private_dir_problem(backup, what="backup folder")
-    except OSError as exc:
-        raise StateRestoreError(f"{backup}: the backup folder: {exc.strerror or exc}") from None
-    if problem is not None:
-        raise StateRestoreError(
-            f"{backup}: not a folder only root and this user can change: {problem}; "
-            "another user could have changed the backup"
-        )
+    refuse_shared_backup_dir(
+        backup, StateRestoreError, "another user could have changed the backup"
+    )
 
 
 @contextlib.contextmanager
@@ -358,7 +354,7 @@ def _refuse_others_file(path: Path, info: os.stat_result) -> None:
 def _read_manifest(backup: Path, bfd: int) -> tuple[list[_Listed], str | None]:
     where = backup / MANIFEST
     try:
-        fd = os.open(MANIFEST, _READ_FLAGS, dir_fd=bfd)
+        fd = os.open(MANIFEST, READ_FLAGS, dir_fd=bfd)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -482,23 +478,37 @@ def _hold_state_folder(state_dir: Path, sfd: int) -> None:
     and one started during the restore refuses to start instead of opening
     files half put back."""
     try:
-        fcntl.flock(sfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = folder_lock_holder(sfd)
-        if holder is not None and holder.restoring:
-            raise StateRestoreError(
-                f"{state_dir}: being restored by {holder.describe()}, which holds the state "
-                "folder's lock; wait for it to end"
-            ) from None
-        who = f" ({holder.describe()})" if holder is not None else ""
-        raise StateRestoreError(
-            f"{state_dir}: in use by a running `callrouter run`{who}, which holds the "
-            "state folder's lock; stop it first (systemctl stop callrouter), then restore"
-        ) from None
+        held, holder = lock_folder(sfd)
     except OSError as exc:
         raise StateRestoreError(
             f"{state_dir}: cannot lock the state folder: {exc.strerror or exc}"
         ) from None
+    if not held:
+        return
+    if holder is not None and holder.restoring:
+        raise StateRestoreError(
+            f"{state_dir}: being restored by {holder.describe()}, which holds the state "
+            "folder's lock; wait for it to end"
+        )
+    who = f" ({holder.describe()})" if holder is not None else ""
+    raise StateRestoreError(
+        f"{state_dir}: in use by a running `callrouter run`{who}, which holds the "
+        "state folder's lock; stop it first (systemctl stop callrouter), then restore"
+    )
+
+
+def lock_folder(fd: int) -> tuple[bool, Holder | None]:
+    """Take the state folder's lock, ``flock`` on the folder ``fd`` itself, as
+    ``callrouter run`` (router/engine.py) and ``callrouter state restore`` do
+    for as long as they run. ``(False, None)``: taken, held until ``fd``
+    closes. ``(True, holder)``: another process holds it, ``holder`` when
+    ``/proc/locks`` tells who (:func:`folder_lock_holder`). Raises
+    ``OSError`` when the folder cannot be locked at all."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True, folder_lock_holder(fd)
+    return False, None
 
 
 #: ``/proc/locks`` is read no further than this (one line a lock on the host).
@@ -549,7 +559,7 @@ def _holder(sfd: int, name: str) -> Holder | None:
     try:
         if not stat.S_ISREG(os.lstat(name, dir_fd=sfd).st_mode):
             return None
-        fd = os.open(name, _READ_FLAGS, dir_fd=sfd)
+        fd = os.open(name, READ_FLAGS, dir_fd=sfd)
     except OSError:
         return None  # gone meanwhile, or not ours to open: nothing said of it
     try:
@@ -595,7 +605,7 @@ def _copy_in(
     digest = hashlib.sha256()
     size = 0
     try:
-        fd_in = os.open(item.name, _READ_FLAGS, dir_fd=bfd)
+        fd_in = os.open(item.name, READ_FLAGS, dir_fd=bfd)
     except OSError as exc:
         raise StateRestoreError(f"{source}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -607,7 +617,7 @@ def _copy_in(
             limit = item.size if item.sha256 is not None else None
             length = os.fstat(fd_in).st_size
             head = b""
-            while chunk := os.read(fd_in, _CHUNK):
+            while chunk := os.read(fd_in, READ_CHUNK):
                 if size == 0 and not chunk.startswith(SQLITE_MAGIC) and length > MAX_PLAIN_BYTES:
                     raise StateRestoreError(
                         f"{source}: {length} bytes and not SQLite: `callrouter state backup` "
