@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import hashlib
 import inspect
@@ -112,7 +111,7 @@ from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
-from router.staterestore import folder_lock_holder
+from router.staterestore import lock_folder
 from router.supervise import Throttle, log_task_failure, logged
 from router.textfiles import read_bounded
 from router.wording import counted
@@ -592,34 +591,35 @@ class Engine:
             return
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
             # Who holds it: a `callrouter state restore` takes this lock too,
             # and an administrator looking for a second `callrouter run`
             # would find none (hnewuser45's trial).
-            holder = folder_lock_holder(fd) if isinstance(exc, BlockingIOError) else None
+            held, holder = lock_folder(fd)
+        except OSError as exc:
             os.close(fd)
-            if holder is not None and holder.restoring:
-                # Started while a restore puts the files back (hattack45: it
-                # was said as "another callrouter run", which is not there).
-                raise ConfigError(
-                    f"{where}: [router] state_dir: {path} is being restored by "
-                    f"{holder.describe()}; start callrouter once it has ended"
-                ) from None
-            if not isinstance(exc, BlockingIOError):
-                raise ConfigError(
-                    f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"
-                ) from None
-            held = f"; {holder.describe()} holds its lock" if holder is not None else ""
             raise ConfigError(
-                f"{where}: [router] state_dir: {path} is in use by another "
-                f"`callrouter run` (the service, or one started by hand with this "
-                f"state folder) or a `callrouter state restore`{held}; two would "
-                f"write the same state files: stop the other one first (a restore: "
-                f"let it end), or give this one a state_dir of its own "
-                f"(docs/operations.md, Two instances on one Asterisk)"
+                f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"
             ) from None
-        self._state_lock = fd
+        if not held:
+            self._state_lock = fd
+            return
+        os.close(fd)
+        if holder is not None and holder.restoring:
+            # Started while a restore puts the files back (hattack45: it
+            # was said as "another callrouter run", which is not there).
+            raise ConfigError(
+                f"{where}: [router] state_dir: {path} is being restored by "
+                f"{holder.describe()}; start callrouter once it has ended"
+            )
+        by = f"; {holder.describe()} holds its lock" if holder is not None else ""
+        raise ConfigError(
+            f"{where}: [router] state_dir: {path} is in use by another "
+            f"`callrouter run` (the service, or one started by hand with this "
+            f"state folder) or a `callrouter state restore`{by}; two would "
+            f"write the same state files: stop the other one first (a restore: "
+            f"let it end), or give this one a state_dir of its own "
+            f"(docs/operations.md, Two instances on one Asterisk)"
+        )
 
     def _unlock_state_dir(self) -> None:
         if self._state_lock is not None:
