@@ -47,19 +47,7 @@ def register(subparsers: Any) -> None:
     backup.add_argument(
         "target", type=a_path_of, metavar="TARGET", help="a new folder, outside the state folder"
     )
-    backup.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG_PATH,
-        metavar="PATH",
-        help="router.toml whose [router] state_dir is copied (default: ./router.toml)",
-    )
-    backup.add_argument(
-        "--state-dir",
-        type=Path,
-        metavar="DIR",
-        help="copy this folder instead (a plugin's own state_dir); router.toml is not read",
-    )
+    _state_dir_options(backup, done="copied", instead="copy this folder instead")
     backup.set_defaults(func=run_backup)
     restore = actions.add_parser(
         "restore",
@@ -82,20 +70,27 @@ def register(subparsers: Any) -> None:
         metavar="BACKUP",
         help="the folder `callrouter state backup` made",
     )
-    restore.add_argument(
+    _state_dir_options(restore, done="restored", instead="restore into this folder instead")
+    restore.set_defaults(func=run_restore)
+
+
+def _state_dir_options(parser: argparse.ArgumentParser, *, done: str, instead: str) -> None:
+    """``--config`` and ``--state-dir``, the folder an action works on
+    (:func:`_state_dir`): the state_dir of router.toml is ``done``, or the
+    folder given does ``instead``."""
+    parser.add_argument(
         "--config",
         type=Path,
         default=DEFAULT_CONFIG_PATH,
         metavar="PATH",
-        help="router.toml whose [router] state_dir is restored (default: ./router.toml)",
+        help=f"router.toml whose [router] state_dir is {done} (default: ./router.toml)",
     )
-    restore.add_argument(
+    parser.add_argument(
         "--state-dir",
         type=Path,
         metavar="DIR",
-        help="restore into this folder instead (a plugin's own state_dir); router.toml is not read",
+        help=f"{instead} (a plugin's own state_dir); router.toml is not read",
     )
-    restore.set_defaults(func=run_restore)
 
 
 def _state_dir(args: argparse.Namespace, command: str) -> Path:
