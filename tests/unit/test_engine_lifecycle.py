@@ -19,6 +19,7 @@ from router.engine import Engine, EngineOptions
 from router.errors import RulesRefused
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
+from tests.unit.state_lock import holding, locking_engine
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -232,28 +233,12 @@ def test_callrouter_run_names_the_process_holding_its_state_folder(tmp_path: Pat
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     config = write_run_config(tmp_path, state)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl,os,sys;fcntl.flock(os.open('.',0),2);print('held',flush=True);"
-            "sys.stdin.read()",
-            "state-restore-stand-in",
-        ],
-        cwd=state,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    code = (
+        "import fcntl,os,sys;fcntl.flock(os.open('.',0),2);print('held',flush=True);"
+        "sys.stdin.read()"
     )
-    assert holder.stdin is not None
-    assert holder.stdout is not None
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding(code, "state-restore-stand-in", ready="held", cwd=state) as holder:
         run = run_cli("run", "--config", str(config), cwd=tmp_path)
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
-        holder.stdout.close()
     assert run.returncode == 1
     said = run.stderr
     assert "or a `callrouter state restore`; " in said
@@ -267,13 +252,7 @@ async def test_the_state_folder_lock_is_held_until_stop(tmp_path: Path) -> None:
     import fcntl
 
     state = tmp_path / "state"
-    config = write_run_config(tmp_path, state)
-    from router.config import load_config
-
-    engine = Engine(
-        load_config(config, environ={"CR_SECRET": "s"}),
-        options=EngineOptions(lock_state_dir=True),
-    )
+    engine = locking_engine(tmp_path, state)
     await asyncio.to_thread(engine._check_state_dir)
     probe = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -291,14 +270,8 @@ async def test_a_stop_cancelled_on_its_way_still_frees_the_state_folder(tmp_path
     folder's lock goes too, so an embedder's next engine on it may start."""
     import fcntl
 
-    from router.config import load_config
-
     state = tmp_path / "state"
-    config = write_run_config(tmp_path, state)
-    engine = Engine(
-        load_config(config, environ={"CR_SECRET": "s"}),
-        options=EngineOptions(lock_state_dir=True),
-    )
+    engine = locking_engine(tmp_path, state)
     await asyncio.to_thread(engine._check_state_dir)
     in_calllife = asyncio.Event()
 

@@ -24,14 +24,13 @@ from router.api.forwarding_state import FILE_NAME as FORWARDING
 from router.api.forwarding_state import Forwarding, ForwardingState
 from router.calllife.service import MARK_FILE
 from router.cli import main
-from router.config import load_config
-from router.engine import Engine, EngineOptions
 from router.errors import ConfigError, StateRestoreError
 from router.recordings.signing import KEY_NAME, load_key
 from router.recordings.store import DB_NAME as RECORDINGS
 from router.recordings.store import RecordingStore
 from router.statebackup import MANIFEST, MAX_ENTRIES, MAX_PLAIN_BYTES, backup_state
 from router.staterestore import ASIDE_PREFIX, lock_holder, restore_state
+from tests.unit.state_lock import holding, locking_engine
 
 REPO = Path(__file__).parents[2]
 CLOCK = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -219,14 +218,8 @@ def test_a_running_router_is_named_by_its_pid(backed_up: tuple[Path, Path]) -> N
         "print('open', flush=True)\n"
         "sys.stdin.read()\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as child:
-        assert child.stdin is not None
-        assert child.stdout is not None
-        with child.stdin:
-            assert child.stdout.readline() == "open\n"
-            said = refused(backup, state, f"held open and locked by pid {child.pid} (")
+    with holding(code, ready="open") as child:
+        said = refused(backup, state, f"held open and locked by pid {child.pid} (")
         assert said.startswith(f"{state / RECORDINGS}: "), said
         assert "stop it first" in said
         assert sys.executable in said  # the holder's command line
@@ -240,16 +233,7 @@ def test_a_router_with_no_file_open_is_refused_by_its_folder_lock(
     without a database open in it (no [api], recordings or 1C plugin): the
     restore takes that same lock, so such a router is refused too, by pid."""
     state, backup = backed_up
-    config = tmp_path / "router.toml"
-    config.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-        f'secret_env = "CR_SECRET"\n[router]\nstate_dir = "{state}"\n',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(config, environ={"CR_SECRET": "s"}),
-        options=EngineOptions(lock_state_dir=True),
-    )
+    engine = locking_engine(tmp_path, state)
     engine._check_state_dir()  # what `callrouter run` does at start
     try:
         said = refused(backup, state, f"{state}: in use by a running `callrouter run` (pid ")
@@ -267,34 +251,16 @@ def test_a_router_started_during_a_restore_says_the_restore(
     said it was "in use by another `callrouter run`", which was not there,
     and a second restore that a router ran there; both name the restore."""
     state, backup = backed_up
-    config = tmp_path / "router.toml"
-    config.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-        f'secret_env = "CR_SECRET"\n[router]\nstate_dir = "{state}"\n',
-        encoding="utf-8",
-    )
     # Short: the command line is said up to 200 characters.
     code = (
         "import fcntl,os,sys;f=os.open(sys.argv[-1],0);fcntl.flock(f,2)\n"
         "print('held',flush=True);sys.stdin.read()"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", code, "callrouter", "state", "restore", str(state)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        assert holder.stdin is not None
-        assert holder.stdout is not None
-        with holder.stdin:
-            assert holder.stdout.readline() == "held\n"
-            engine = Engine(
-                load_config(config, environ={"CR_SECRET": "s"}),
-                options=EngineOptions(lock_state_dir=True),
-            )
-            with pytest.raises(ConfigError) as started:
-                engine._check_state_dir()
-            said = refused(backup, state, f"{state}: being restored by pid {holder.pid} (")
+    with holding(code, "callrouter", "state", "restore", str(state), ready="held") as holder:
+        engine = locking_engine(tmp_path, state)
+        with pytest.raises(ConfigError) as started:
+            engine._check_state_dir()
+        said = refused(backup, state, f"{state}: being restored by pid {holder.pid} (")
     assert f"{state} is being restored by pid {holder.pid} (" in str(started.value)
     assert "start callrouter once it has ended" in str(started.value)
     assert "wait for it to end" in said
@@ -662,23 +628,13 @@ def test_a_round_trip_through_the_command(tmp_path: Path) -> None:
     (state / MARK_FILE).write_text('{"mark": 3.0, "told": {}}\n', "utf-8")
 
     # While a process holds the catalog: refused, exit 1, the file and pid named.
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import sqlite3,sys\ndb=sqlite3.connect({str(state / RECORDINGS)!r})\n"
-            "db.execute('SELECT 1 FROM sqlite_master').fetchall()\nprint('open',flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        assert holder.stdin is not None
-        assert holder.stdout is not None
-        with holder.stdin:
-            assert holder.stdout.readline() == "open\n"
-            busy = callrouter("state", "restore", str(backup), "--config", str(cfg))
+    code = (
+        f"import sqlite3,sys\ndb=sqlite3.connect({str(state / RECORDINGS)!r})\n"
+        "db.execute('SELECT 1 FROM sqlite_master').fetchall()\nprint('open',flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with holding(code, ready="open") as holder:
+        busy = callrouter("state", "restore", str(backup), "--config", str(cfg))
     assert busy.returncode == 1
     assert busy.stderr.startswith(f"callrouter state restore: error: {state}/"), busy.stderr
     assert f"locked by pid {holder.pid}" in busy.stderr

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from router.config import load_config
-from router.engine import Engine, EngineOptions
 from router.errors import StateRestoreError
 from router.statebackup import backup_state
 from router.staterestore import restore_state
+from tests.unit.state_lock import locking_engine
 
 REPO = Path(__file__).parents[2]
 #: The service's router.toml, as the pages name it.
@@ -192,16 +191,7 @@ def test_the_restore_s_refusal_of_a_running_router_is_quoted_whole(
     state.mkdir(mode=0o700)
     (state / "calllife.json").write_text('{"mark": 1.0, "told": {}}\n', encoding="utf-8")
     list(backup_state(state, backup))
-    config = tmp_path / "router.toml"
-    config.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-        f'secret_env = "CR_SECRET"\n[router]\nstate_dir = "{state}"\n',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(config, environ={"CR_SECRET": "s"}),
-        options=EngineOptions(lock_state_dir=True),
-    )
+    engine = locking_engine(tmp_path, state)
     engine._check_state_dir()  # what `callrouter run` does at start
     try:
         with pytest.raises(StateRestoreError) as refused:
