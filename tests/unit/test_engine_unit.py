@@ -6,10 +6,10 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -40,6 +40,8 @@ rules:
     do:
       - redirect: {context: queues, exten: sales}
 """
+
+T = TypeVar("T")
 
 
 class FakeClient(ConfirmingClient):
@@ -146,6 +148,21 @@ async def make_engine(tmp_path: Path, *, shadow: bool = False) -> tuple[Engine, 
     loaded = await engine.setup()
     assert not loaded.errors
     return engine, client
+
+
+async def prefetching_engine(tmp_path: Path, said: Callable[[Any], T]) -> tuple[Engine, list[T]]:
+    """An engine (:func:`make_engine`) with a plugin that records ``said(call)``
+    at each ``callrouter_prefetch``, as it is then; and that record."""
+    seen: list[T] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(said(call))
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    return engine, seen
 
 
 def redirects(client: FakeClient) -> list[dict[str, Any]]:
@@ -372,15 +389,9 @@ async def test_deadline_counts_from_asterisks_timestamp(
 
 
 async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(tmp_path: Path) -> None:
-    seen: list[tuple[str, str, str]] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append((call.linkedid, call.caller_number, call.did))
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(
+        tmp_path, lambda call: (call.linkedid, call.caller_number, call.did)
+    )
     common = (
         ("Linkedid", "L1"),
         ("CallerIDNum", "79161234567"),
@@ -420,15 +431,7 @@ async def test_the_prefetch_asks_about_the_number_the_dialplan_rewrote(tmp_path:
     (``Set(CALLERID(num)=8499${CALLERID(num)})``, Asterisk 22's ``NewCallerid``)
     and goes on to the inbound context: the prefetch there is about the number
     the call will be routed with, not the trunk's (issue 16)."""
-    seen: list[str] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append(call.caller_number)
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(tmp_path, lambda call: call.caller_number)
     trunk = functools.partial(
         leg, channel="PJSIP/trunk-00000001", linkedid="1714557600.42", uniqueid="1714557600.42"
     )
@@ -523,15 +526,7 @@ async def test_the_prefetch_of_a_call_a_trunk_hands_over_asks_the_number_the_loc
     rewrites the number and goes on to callrouter-inbound: that half is the
     one that sends the routing request, so the prefetch at its step into the
     inbound context asks about its number, not the trunk's (issue 16)."""
-    seen: list[str] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append(call.caller_number)
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(tmp_path, lambda call: call.caller_number)
     linkedid = "1714557600.60"
     trunk = "PJSIP/trunk-00000001"
     one = "Local/74951234567@rewrite-00000001;1"
@@ -554,15 +549,7 @@ async def test_a_trunk_that_dials_the_inbound_context_keeps_the_callers_number_n
     prefetch starts there), and once the Dial connects it Asterisk 22 gives
     it the DID as its number. The call's number is the caller's throughout,
     never the DID (the events as the sandbox's Asterisk sends them; issue 16)."""
-    seen: list[str] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append(call.caller_number)
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(tmp_path, lambda call: call.caller_number)
     linkedid = "1714557600.70"
     trunk = "PJSIP/trunk-00000001"
     one = "Local/74951234567@callrouter-inbound-00000001;1"
@@ -596,15 +583,7 @@ async def test_the_prefetch_of_an_originated_local_call_asks_about_its_callers_n
     never again: 1C was asked about nothing, and the routing request's lookup
     found no answer ready (issue 16). The ``;2`` half's first step, the
     caller's leg with its number, starts it."""
-    seen: list[str] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append(call.caller_number)
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(tmp_path, lambda call: call.caller_number)
     linkedid = "1795460784.0"
     one = "Local/74951234567@callrouter-inbound-00000000;1"
     two = "Local/74951234567@callrouter-inbound-00000000;2"
@@ -626,15 +605,7 @@ async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the
     OpenAPI ``maxLength``), as the routing request's DID is cut (issue 16)."""
-    seen: list[str] = []
-
-    class Prefetcher:
-        @hookimpl
-        def callrouter_prefetch(self, call: Any) -> None:
-            seen.append(call.did)
-
-    engine, _ = await make_engine(tmp_path)
-    engine.plugins.register(Prefetcher(), name="prefetcher")
+    engine, seen = await prefetching_engine(tmp_path, lambda call: call.did)
     exten = "7495" + "1" * 76
     await engine.handle_event(
         Event(
