@@ -1383,6 +1383,20 @@ async def test_a_restart_reads_back_the_feed_as_it_was_after_superseded_drops(
     await again.aclose()
 
 
+def stall_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Every FeedStore's writes wait (a disk that takes none) until the gate
+    returned is set."""
+    write = FeedStore._write
+    gate = threading.Event()
+
+    def held(self: FeedStore, *args: Any) -> bool:
+        gate.wait(10)
+        return write(self, *args)
+
+    monkeypatch.setattr(FeedStore, "_write", held)
+    return gate
+
+
 async def test_a_pruning_keeps_the_record_of_events_a_stalled_disk_never_took(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1393,14 +1407,7 @@ async def test_a_pruning_keeps_the_record_of_events_a_stalled_disk_never_took(
     were still in the ring): the record went, and after a restart a reader
     missed the calls silently."""
     monkeypatch.setattr("router.api.feed._PRUNE_EVERY", 5)
-    write = FeedStore._write
-    gate = threading.Event()
-
-    def held(self: FeedStore, *args: Any) -> bool:
-        gate.wait(10)
-        return write(self, *args)
-
-    monkeypatch.setattr(FeedStore, "_write", held)
+    gate = stall_writes(monkeypatch)
     clock = Clock()
     feed = EventFeed.open(tmp_path, max_events=100, clock=clock)
     store = feed._store
@@ -1431,14 +1438,7 @@ def test_unwritten_events_of_ever_new_extensions_are_recorded_within_a_bound(
     Past ``_MAX_DROPPED`` extensions they fold into the file's floor, as the
     ring's own record does, and every reader behind it is told of a gap."""
     monkeypatch.setattr("router.api.feed._MAX_DROPPED", 20)
-    write = FeedStore._write
-    gate = threading.Event()
-
-    def held(self: FeedStore, *args: Any) -> bool:
-        gate.wait(10)
-        return write(self, *args)
-
-    monkeypatch.setattr(FeedStore, "_write", held)
+    gate = stall_writes(monkeypatch)
     store = FeedStore(tmp_path / FILENAME, max_pending=2)
     clock = Clock()
     base = int(clock() * 1_000_000) - 1_000
@@ -1467,14 +1467,7 @@ def test_events_a_stall_folded_stay_recorded_when_a_pruning_rides_along(
     that value's place, and the record of the stall was lost: a reader
     resuming from before the events after a restart missed them without a gap."""
     monkeypatch.setattr("router.api.feed._MAX_DROPPED", 20)
-    write = FeedStore._write
-    gate = threading.Event()
-
-    def held(self: FeedStore, *args: Any) -> bool:
-        gate.wait(10)
-        return write(self, *args)
-
-    monkeypatch.setattr(FeedStore, "_write", held)
+    gate = stall_writes(monkeypatch)
     store = FeedStore(tmp_path / FILENAME, max_pending=2)
     clock = Clock()
     base = int(clock() * 1_000_000) - 1_000
