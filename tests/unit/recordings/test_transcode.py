@@ -48,6 +48,20 @@ async def test_a_wav_becomes_mp3_or_opus(tmp_path: Path, kind: str) -> None:
     assert 0 < len(data) < source.stat().st_size // 2
 
 
+def record_starts(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.subprocess.Process]:
+    """The processes ``asyncio.create_subprocess_exec`` starts from now on,
+    each as it is started (the encoder, to be looked at after it ends)."""
+    started: list[asyncio.subprocess.Process] = []
+    real = asyncio.create_subprocess_exec
+
+    async def start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        started.append(await real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", start)
+    return started
+
+
 async def test_an_encoder_past_its_timeout_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,14 +282,7 @@ async def test_a_cancelled_encoding_has_reaped_its_encoder_when_the_task_ends(
     pid_file = tmp_path / "pid"
     script = f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 60"
     monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
-    started: list[asyncio.subprocess.Process] = []
-    real = asyncio.create_subprocess_exec
-
-    async def start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
-        started.append(await real(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", start)
+    started = record_starts(monkeypatch)
     source = write_wav(tmp_path / "a.wav", 0.1)
     task = asyncio.ensure_future(transcode("mp3", source, tmp_path / "a.mp3", timeout=60))
     # Both: the shell may write its pid before asyncio's start returns (its
@@ -348,14 +355,7 @@ async def test_an_encoding_cancelled_again_while_its_encoder_is_reaped_removes_i
         " && exec sleep 60"
     )
     monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", script])
-    started: list[asyncio.subprocess.Process] = []
-    real = asyncio.create_subprocess_exec
-
-    async def start(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
-        started.append(await real(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", start)
+    started = record_starts(monkeypatch)
     source = write_wav(tmp_path / "a.wav", 0.1)
     target = tmp_path / "a.mp3"
     task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))

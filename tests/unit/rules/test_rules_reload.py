@@ -59,8 +59,9 @@ class _NoAsterisk:
         return None
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> Engine:
+def write_config(tmp_path: Path) -> Path:
+    """``tmp_path/router.toml`` reading the rule folder ``tmp_path/rules``, made
+    with one good rule file, ``a.yaml``; the folder."""
     folder = tmp_path / "rules"
     folder.mkdir()
     (folder / "a.yaml").write_text(GOOD, encoding="utf-8")
@@ -69,6 +70,12 @@ async def engine(tmp_path: Path) -> Engine:
         f'[router]\nrules = ["{folder}"]\n',
         encoding="utf-8",
     )
+    return folder
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> Engine:
+    write_config(tmp_path)
     engine = Engine(
         load_config(tmp_path / "router.toml"),
         client=_NoAsterisk(),  # type: ignore[arg-type]
@@ -387,14 +394,7 @@ async def test_a_sighup_while_the_plugins_configure_is_applied_after_the_setup(
     registered them into that book's registry a second time and refused to
     start. The reload waits for the start's setup and runs after it (issue 16)."""
     caplog.set_level(logging.INFO)
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "a.yaml").write_text(GOOD, encoding="utf-8")
-    (tmp_path / "router.toml").write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{folder}"]\n',
-        encoding="utf-8",
-    )
+    write_config(tmp_path)
     slow = _SlowToConfigure()
     engine = Engine(
         load_config(tmp_path / "router.toml"),
