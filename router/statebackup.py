@@ -36,7 +36,7 @@ import re
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -59,6 +59,7 @@ __all__ = [
     "backup_state",
     "file_sha256",
     "refuse_shared_backup_dir",
+    "sidecar_suffix",
     "source_problem",
 ]
 
@@ -320,13 +321,23 @@ def _left_out(entry: os.DirEntry[str], names: set[str]) -> str | None:
         return "a folder (only the state folder's own files are copied)"
     if not entry.is_file(follow_symlinks=False):
         return "not a regular file"
-    for suffix in SIDECARS:
-        if name.endswith(suffix) and name[: -len(suffix)] in names:
-            return f"SQLite's {suffix} file: its content is in {name[: -len(suffix)]}'s copy"
+    suffix = sidecar_suffix(name, names)
+    if suffix is not None:
+        return f"SQLite's {suffix} file: its content is in {name[: -len(suffix)]}'s copy"
     if name.startswith("."):
         return "a temporary file (a write in progress, or left by a crash)"
     if re.search(r"\.bad(-[0-9]+)?$", name) or ".unreadable-" in name:
         return "set aside by callrouter as unreadable: safe to delete once looked at"
+    return None
+
+
+def sidecar_suffix(name: str, names: Collection[str]) -> str | None:
+    """The suffix (:data:`SIDECARS`) that makes ``name`` SQLite's side file
+    of a database in ``names`` (``feed.db-wal`` beside ``feed.db``), else
+    None. A backup leaves such a file out, and a restore refuses one."""
+    for suffix in SIDECARS:
+        if name.endswith(suffix) and name[: -len(suffix)] in names:
+            return suffix
     return None
 
 

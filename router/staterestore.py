@@ -60,9 +60,9 @@ from router.statebackup import (
     MAX_PLAIN_BYTES,
     READ_CHUNK,
     READ_FLAGS,
-    SIDECARS,
     SQLITE_MAGIC,
     refuse_shared_backup_dir,
+    sidecar_suffix,
 )
 
 __all__ = [
@@ -325,9 +325,9 @@ def _not_backed_up(name: str, mode: int, names: list[str]) -> str | None:
         return "not a regular file"
     if name.startswith("."):
         return "a hidden file"
-    for suffix in SIDECARS:
-        if name.endswith(suffix) and name[: -len(suffix)] in names:
-            return f"SQLite's {suffix} file (a backup holds each database as one file)"
+    suffix = sidecar_suffix(name, names)
+    if suffix is not None:
+        return f"SQLite's {suffix} file (a backup holds each database as one file)"
     return None
 
 
