@@ -19,6 +19,7 @@ from router.engine import Engine, EngineOptions
 from router.errors import RulesRefused
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
+from tests.unit.cli_code import run_cli
 from tests.unit.state_lock import holding, locking_engine
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["router.testing"]
 
-REPO = Path(__file__).parents[2]
 
 GOOD = """version: 1
 rules:
@@ -82,19 +82,6 @@ async def test_start_refuses_rules_with_problems_before_logging_in(
     places = [(p.split(":")[0].rsplit("/", 1)[-1], int(p.split(":")[1])) for p in problems]
     assert places == [("b-broken.yaml", 5), ("b-broken.yaml", 11), ("c-not-yaml.yaml", 4)]
     assert ajam_replay.count("Login") == 0  # refused before touching Asterisk
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CR_SECRET": "s", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "router.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def write_run_config(tmp_path: Path, state_dir: Path) -> Path:

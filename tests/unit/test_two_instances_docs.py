@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pytest
 from router.errors import StateRestoreError
 from router.statebackup import backup_state
 from router.staterestore import restore_state
+from tests.unit.cli_code import run_cli
 from tests.unit.state_lock import locking_engine
 
 REPO = Path(__file__).parents[2]
@@ -112,17 +112,8 @@ def run_config(tmp_path: Path, state: Path, port: int) -> Path:
 
 def second_run(config: Path, cwd: Path, *options: str) -> str:
     """``callrouter run [OPTIONS] --config CONFIG``'s stderr; it must stop at once."""
-    env = {**os.environ, "CR_SECRET": "s", "PYTHONPATH": str(REPO)}
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "router.cli", "run", *options, "--config", str(config)],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        run = run_cli("run", *options, "--config", str(config), cwd=cwd)
     except subprocess.TimeoutExpired:
         pytest.fail("the second callrouter run went on starting")
     assert run.returncode == 1, run.stderr
