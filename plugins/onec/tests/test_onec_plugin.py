@@ -11,6 +11,7 @@ the engine would give them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -68,10 +69,17 @@ def write_config(tmp_path: Path, onec: str | None) -> Config:
     return config_from_toml(tmp_path, text)
 
 
-def onec_table(double: OneCDouble, extra: str = "") -> str:
+def onec_table(double: OneCDouble, extra: str = "", *, roomy: bool = False) -> str:
+    """The plugin's table for ``double``; timeouts short enough for the tests that
+    wait for one, or ``roomy`` ones (5 s to connect, 10 s an answer) for tests of
+    something else, which a loaded host's slow loopback connect must not fail."""
+    timeouts = (
+        "connect_timeout = 5\ntimeout = 10\n" if roomy else "connect_timeout = 0.2\ntimeout = 0.5\n"
+    )
     return (
         f'url = "{double.url}"\nusername = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
-        "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\n"
+        + timeouts
+        + "event_timeout = 0.5\n"
         "events_retry_min = 0.05\nevents_retry_max = 0.2\nping_interval = 0\n" + extra
     )
 
@@ -80,8 +88,23 @@ def onec_table(double: OneCDouble, extra: str = "") -> str:
 async def started(
     double: OneCDouble, tmp_path: Path
 ) -> AsyncIterator[tuple[OneCPlugin, StubEngine]]:
+    async with running_plugin(double, tmp_path) as pair:
+        yield pair
+
+
+@pytest.fixture
+async def roomy(double: OneCDouble, tmp_path: Path) -> AsyncIterator[tuple[OneCPlugin, StubEngine]]:
+    """The plugin started with roomy timeouts: for tests of sharing, not of time."""
+    async with running_plugin(double, tmp_path, roomy=True) as pair:
+        yield pair
+
+
+@contextlib.asynccontextmanager
+async def running_plugin(
+    double: OneCDouble, tmp_path: Path, *, roomy: bool = False
+) -> AsyncIterator[tuple[OneCPlugin, StubEngine]]:
     onec = OneCPlugin()
-    config = write_config(tmp_path, onec_table(double, 'timezone = "Europe/Moscow"\n'))
+    config = write_config(tmp_path, onec_table(double, 'timezone = "Europe/Moscow"\n', roomy=roomy))
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
     engine = StubEngine(tmp_path / "state")
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
@@ -370,9 +393,9 @@ async def test_lookup_returns_the_contract_as_dicts(
 
 
 async def test_prefetch_and_lookup_share_one_request_with_call_id(
-    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+    roomy: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
-    onec, engine = started
+    onec, engine = roomy
     call = routed_call(engine.calls, caller="+7 916 1234567")
     double.faults.add("latency=0.2", count=1, phone="79161234567")
     onec.callrouter_prefetch(call)
@@ -402,12 +425,12 @@ async def route_lookup(onec: OneCPlugin, request: RequestInfo) -> Any:
 
 
 async def test_two_routings_of_one_call_at_once_ask_1c_once(
-    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+    roomy: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
     """The same call's request emitted twice (the dialplan snippet run twice):
     both routings wait for one request to 1C (the cache's in-flight request per
     number, which serves every lookup of the plugin), and both get its answer."""
-    onec, _ = started
+    onec, _ = roomy
     double.faults.add("latency=0.2", count=1, phone="79161234567")
     first, second = await asyncio.gather(
         route_lookup(onec, routing()), route_lookup(onec, routing())
