@@ -1123,7 +1123,54 @@ class Engine:
         self._stopped = True
         self.router.accepting = False
         self._stopping.set()
-        await self._notifier.stop()
+        # Each step runs whatever the previous one did: a failing plugin must not
+        # leave the scheduler running or the AMI session open, and says so. A
+        # cancellation (the shutdown's timeout, a second Ctrl-C) does not skip
+        # them either, in the drain or in a close: each step is bounded on its
+        # own (the drain by ``drain_timeout``, cut short by the cancellation as
+        # by a second stop request; the plugins' hooks by ``timeout``; the
+        # logoff by its 3 s), is run, and the first cancellation is raised
+        # again once the AMI client is closed (issue 16).
+        cancelled: asyncio.CancelledError | None = None
+        for what, step in (
+            ("stopping the readiness notifier", self._notifier.stop),
+            ("stopping the API server", self._stop_api_server),
+            ("closing the event feed", self._close_feed),
+            ("leaving the live-instance guard", self.live_instance.leave),
+            ("finishing the decisions in flight", self._drain_decisions),
+            ("cancelling the decisions left", self._cancel_decisions_left),
+            ("pausing the timers", self._pause_timers),
+            ("saving the call life mark", self.calllife.stop),
+            ("writing the recordings index back", self._put_back_recordings),
+            ("plugin shutdown", self._shut_plugins_down),
+            ("stopping the timers", self._shut_scheduler_down),
+            ("closing the live-instance guard", self._close_live_instance),
+        ):
+            try:
+                await step()
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+                self._stop_now.set()  # no more waiting for the decisions in flight
+                log.warning("stop: cancelled during %s; closing the rest first", what)
+            except Exception:
+                log.exception("stop: %s failed; stopping anyway", what)
+        # "logged off" only when a session existed (not after a refused start).
+        was_logged_in = bool(getattr(self._client, "logged_in", True))
+        try:
+            await self._client.aclose()
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+            log.warning("stop: cancelled while closing the AMI client")
+        except Exception:
+            log.exception("stop: closing the AMI client failed")
+        # The state folder is free for the next start, however this stop ended.
+        self._unlock_state_dir()
+        if cancelled is not None:
+            log.info("stopped after a cancellation")
+            raise cancelled
+        log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+
+    async def _stop_api_server(self) -> None:
         self.dialplan_watch.cancel()
         self.privileges.cancel()
         if self._draining is not None and not self._draining.done():
@@ -1133,17 +1180,22 @@ class Engine:
             for waited in (self._feed, self._live):
                 if waited is not None:
                     waited.end_waits()
-            try:
-                await self._api_server.stop()
-            except Exception:
-                log.exception("stop: stopping the API server failed; stopping anyway")
+            await self._api_server.stop()
+
+    async def _close_feed(self) -> None:
         if self._feed is not None:
             # Deleted since the last look (less than 5 s ago): written back first.
             await self._put_back_at_stop(FEED_FILE)
             await self._feed.aclose()
-        await self.live_instance.leave()
+
+    async def _drain_decisions(self) -> None:
         if self.router.tasks and not self._stop_now.is_set():
             await self._drain_in_stop()
+
+    async def _cancel_decisions_left(self) -> None:
+        """The decisions :meth:`_drain_decisions` left running are cancelled: a
+        step of its own, so that a stop cancelled during the drain cancels them
+        too (``_stop_now`` set: as for a second stop request)."""
         if self.router.tasks and self._stop_now.is_set():
             pending = set(self.router.tasks)
             for task in pending:
@@ -1173,6 +1225,8 @@ class Engine:
             # the stream is stopped, nothing follows them.
             pushed.cancel()
             await asyncio.wait((pushed,), timeout=1.0)
+
+    async def _pause_timers(self) -> None:
         # No timed job starts from here on: the call life and the plugins close
         # their stores next (the recorder waits up to 10 s for a retention pass
         # first), and a job started meanwhile would use one closed under it.
@@ -1181,42 +1235,6 @@ class Engine:
         if self._scheduler.running:
             self._scheduler.pause()
         await self._clock_watch.cancel()
-        # Each step runs whatever the previous one did: a failing plugin must not
-        # leave the scheduler running or the AMI session open, and says so. A
-        # cancellation (the shutdown's timeout, a second Ctrl-C) does not skip
-        # them either: every close below is bounded on its own (the plugins'
-        # hooks by ``timeout``, the logoff by its 3 s), is run, and the first
-        # cancellation is raised again once the AMI client is closed (issue 16).
-        cancelled: asyncio.CancelledError | None = None
-        for what, close in (
-            ("saving the call life mark", self.calllife.stop),
-            ("writing the recordings index back", self._put_back_recordings),
-            ("plugin shutdown", self._shut_plugins_down),
-            ("stopping the timers", self._shut_scheduler_down),
-            ("leaving the live-instance guard", self._close_live_instance),
-        ):
-            try:
-                await close()
-            except asyncio.CancelledError as exc:
-                cancelled = cancelled or exc
-                log.warning("stop: cancelled during %s; closing the rest first", what)
-            except Exception:
-                log.exception("stop: %s failed; stopping anyway", what)
-        # "logged off" only when a session existed (not after a refused start).
-        was_logged_in = bool(getattr(self._client, "logged_in", True))
-        try:
-            await self._client.aclose()
-        except asyncio.CancelledError as exc:
-            cancelled = cancelled or exc
-            log.warning("stop: cancelled while closing the AMI client")
-        except Exception:
-            log.exception("stop: closing the AMI client failed")
-        # The state folder is free for the next start, however this stop ended.
-        self._unlock_state_dir()
-        if cancelled is not None:
-            log.info("stopped after a cancellation")
-            raise cancelled
-        log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
 
     async def _put_back_recordings(self) -> None:
         await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it

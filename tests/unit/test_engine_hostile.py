@@ -21,7 +21,7 @@ import pytest
 from router.ami.message import Event
 from router.calls import Call, Fed
 from router.config import load_config
-from router.engine import Engine
+from router.engine import Engine, EngineOptions
 from router.metrics import exposition
 from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.engine_tcp import engine_on_tcp
@@ -542,3 +542,68 @@ async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconc
         assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text
         assert 'callrouter_reconciles_total{result="failed",trigger="start"} 0.0' in text
         assert fake.logins == 1
+
+
+async def test_a_stop_cancelled_before_the_closes_still_closes_everything(
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancellation (the shutdown's timeout, a second Ctrl-C) that hits the
+    stop's first half (the API server, the feed, the live-instance guard, the
+    drain) skipped every close after it: the plugins were not shut down, the
+    AMI session stayed open and the state folder's lock was kept (issue 16).
+    The closes run all the same, then the cancellation is raised."""
+    engine = await engine_factory(rules)
+    leaving = asyncio.Event()
+    shut_down: list[object] = []
+
+    async def stuck() -> None:
+        leaving.set()
+        await asyncio.Event().wait()
+
+    async def shutdown(engine: object, *, timeout: float = 10.0) -> None:
+        shut_down.append(engine)
+
+    engine.live_instance.leave = stuck  # type: ignore[method-assign]
+    engine.plugins.shutdown = shutdown  # type: ignore[method-assign]
+    assert engine.ami.logged_in
+    stopping = asyncio.ensure_future(engine.stop())
+    await leaving.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    assert shut_down == [engine.api]
+    assert not engine.scheduler.running
+    assert not engine.ami.logged_in
+    assert any(
+        "cancelled during leaving the live-instance guard" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_a_stop_cancelled_during_the_drain_cancels_the_decisions_and_closes(
+    engine_factory: EngineFactory, rules: Path
+) -> None:
+    """A stop cancelled while it waits for the decisions in flight cancels them
+    (as a second stop request does) and closes the rest: the drain and the
+    cancelling of what it left are steps of their own (issue 16)."""
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=0, drain_timeout=3600)
+    )
+    decision = asyncio.ensure_future(asyncio.sleep(3600))  # a lookup that never ends
+    engine.router._track(decision)
+    draining = asyncio.Event()
+    drain = engine._drain_in_stop
+
+    async def drain_in_stop() -> None:
+        draining.set()
+        await drain()
+
+    engine._drain_in_stop = drain_in_stop  # type: ignore[method-assign]
+    stopping = asyncio.ensure_future(engine.stop())
+    await draining.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert decision.cancelled()
+    assert not engine.scheduler.running
+    assert not engine.ami.logged_in
