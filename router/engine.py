@@ -589,7 +589,16 @@ class Engine:
         the service, would write the same SQLite queues and call life mark."""
         if self._state_lock is not None:
             return
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # A folder its user may write in but not list (0300) passed the
+            # write probe: its open failed with a traceback (issue 16).
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: [router] state_dir: cannot open {path} to lock it: "
+                f"{exc.strerror or exc}; give the service's user a folder it may read "
+                f"and write (chmod 700)"
+            ) from None
         try:
             # Who holds it: a `callrouter state restore` takes this lock too,
             # and an administrator looking for a second `callrouter run`

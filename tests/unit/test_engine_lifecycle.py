@@ -510,3 +510,35 @@ async def test_shutdown_follows_a_startup_once(
     await engine.stop()
     await engine.stop()
     assert good.calls == failing.calls == ["startup", "shutdown"]
+
+
+def test_a_state_folder_that_cannot_be_opened_to_lock_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state folder its user may write in but not read (0300: the write
+    probe passes, root is never refused) failed the lock's open with a
+    PermissionError traceback; it is the start's error naming the line."""
+    from router.config import load_config
+    from router.errors import ConfigError
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = write_run_config(tmp_path, state)
+    engine = Engine(
+        load_config(config, environ={"CR_SECRET": "s"}),
+        options=EngineOptions(lock_state_dir=True),
+    )
+    real_open = os.open
+
+    def no_listing(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_DIRECTORY and Path(str(path)) == state:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_listing)
+    with pytest.raises(ConfigError) as refused:
+        engine._check_state_dir()
+    assert str(refused.value) == (
+        f"{config}:7: [router] state_dir: cannot open {state} to lock it: Permission "
+        "denied; give the service's user a folder it may read and write (chmod 700)"
+    )
