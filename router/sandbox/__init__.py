@@ -158,16 +158,30 @@ def _runs_python(pid: int) -> bool:
     return Path(argv0.decode(errors="replace")).name.startswith("python")
 
 
-def asterisk_pids(inst_in_root: str) -> list[int]:
+def _proc_root(pid: int) -> str | None:
+    """The root directory of ``pid`` as this host sees it (a chroot's folder,
+    or ``/``), or None when it cannot be read (gone, or another user's)."""
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return None
+
+
+def asterisk_pids(inst_in_root: str, root: Path) -> list[int]:
     """The Asterisk servers started with this instance's ``asterisk.conf``.
 
     Found by their command line (``-C /srv/callrouter/NAME/etc/asterisk.conf``,
-    the argument exactly, so ``dev`` does not find ``dev2``'s), which is all an
+    the file exactly, so ``dev`` does not find ``dev2``'s), which is all an
     instance left behind without a state file has to find them by; the
     ``asterisk -rx`` clients that :meth:`Sandbox.cli` runs name the same file
-    and are not counted.
+    and are not counted. The file is the one in ``root`` (the cached root
+    filesystem): read inside the process's own root (the chroot it runs in),
+    so an Asterisk of another cache's instance of the same name, or one not
+    chrooted naming the host's ``/srv/callrouter``, is not this one's. A
+    process whose root cannot be read (another user's) is not counted.
     """
-    conf = f"{inst_in_root}/etc/asterisk.conf".encode()
+    conf = f"{inst_in_root}/etc/asterisk.conf"
+    want = os.path.normpath(os.path.join(os.path.realpath(root), conf.lstrip("/")))
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -176,10 +190,19 @@ def asterisk_pids(inst_in_root: str) -> list[int]:
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        pairs = itertools.pairwise(args)
-        if any(a == b"-C" and b == conf for a, b in pairs) and not any(
-            a in (b"-r", b"-R", b"-rx", b"-x") for a in args
-        ):
+        if any(a in (b"-r", b"-R", b"-rx", b"-x") for a in args):
+            continue
+        named = [b for a, b in itertools.pairwise(args) if a == b"-C" and b.startswith(b"/")]
+        if not named:
+            continue
+        proc_root = _proc_root(int(entry))
+        if proc_root is None:
+            continue
+        seen = {
+            os.path.normpath(os.path.join(proc_root, b.decode(errors="replace").lstrip("/")))
+            for b in named
+        }
+        if want in seen:
             found.append(int(entry))
     return sorted(found)
 
@@ -253,7 +276,7 @@ def leftovers(cache_dir: Path | None = None) -> list[InstanceFolder]:
             continue  # not an instance (a claim being made, a link elsewhere)
         if (states / f"{folder.name}.json").exists():
             continue
-        servers = asterisk_pids(f"/srv/callrouter/{folder.name}")
+        servers = asterisk_pids(f"/srv/callrouter/{folder.name}", cache / "rootfs")
         found.append(
             InstanceFolder(
                 name=folder.name,

@@ -71,8 +71,13 @@ def spawn() -> Iterator[Spawn]:
         proc.wait()
 
 
-def asterisk(spawn: Spawn, name: str) -> subprocess.Popen[bytes]:
-    return spawn("-f", "-n", "-C", f"/srv/callrouter/{name}/etc/asterisk.conf")
+def asterisk(spawn: Spawn, cache: Path, name: str) -> subprocess.Popen[bytes]:
+    """A stand-in Asterisk of the instance ``name`` in ``cache``. Not chrooted,
+    it names its ``asterisk.conf`` by the path on this host (a real one names
+    ``/srv/callrouter/NAME/...`` inside its chroot), so a stand-in of another
+    run's cache, even of the same instance name, is not this cache's."""
+    conf = cache / "rootfs" / "srv" / "callrouter" / name / "etc" / "asterisk.conf"
+    return spawn("-f", "-n", "-C", str(conf))
 
 
 def test_status_lists_a_folder_left_behind_and_says_how_to_remove_it(
@@ -82,7 +87,7 @@ def test_status_lists_a_folder_left_behind_and_says_how_to_remove_it(
     bench (bench-route-27102, hadmin39, trialboot on the lead's host) was
     listed nowhere, its Asterisk still running."""
     dead_owner(folder(tmp_path, "bench-route-27102"))
-    server = asterisk(spawn, "bench-route-27102")
+    server = asterisk(spawn, tmp_path, "bench-route-27102")
     folder(tmp_path, "trialboot")  # from before the owner file, nothing running
     assert main(["--cache", str(tmp_path), "status"]) == 0
     out, err = capsys.readouterr()
@@ -109,7 +114,7 @@ def test_an_in_process_sandbox_of_a_running_process_is_not_left_behind(
     this live process, so it is not listed and ``stop --all --remove`` leaves it
     and its Asterisk alone."""
     box = live_owner(tmp_path, "pytest-in-use")
-    server = asterisk(spawn, "pytest-in-use")
+    server = asterisk(spawn, tmp_path, "pytest-in-use")
     assert [(f.name, f.left_behind) for f in leftovers(tmp_path)] == [("pytest-in-use", False)]
     assert main(["--cache", str(tmp_path), "status"]) == 0
     assert "no sandbox instances" in capsys.readouterr().out
@@ -126,7 +131,7 @@ def test_a_folder_from_before_the_owner_file_is_in_use_while_its_python_runs(
     """An older callrouter's in-process sandbox has no owner file: its Asterisk's
     parent is the Python that started it (this one), so it is in use too."""
     folder(tmp_path, "older")
-    asterisk(spawn, "older")
+    asterisk(spawn, tmp_path, "older")
     [found] = leftovers(tmp_path)
     assert not found.left_behind
 
@@ -138,11 +143,11 @@ def test_stop_remove_by_name_stops_its_asterisk_and_phones_and_deletes_it(
     left the folder and its Asterisk."""
     inst = folder(tmp_path, "hadmin39")
     dead_owner(inst)
-    server = asterisk(spawn, "hadmin39")
+    server = asterisk(spawn, tmp_path, "hadmin39")
     phone = spawn("-f", "/srv/callrouter/hadmin39/phones/101")
     (inst / "phones" / "101").mkdir(parents=True)
     (inst / "phones" / "101" / "pid").write_text(str(phone.pid))
-    other = asterisk(spawn, "hadmin390")  # a name that starts the same: not touched
+    other = asterisk(spawn, tmp_path, "hadmin390")  # a name that starts the same: not touched
     assert main(["--cache", str(tmp_path), "stop", "hadmin39", "--remove"]) == 0
     out = capsys.readouterr().out
     assert (
@@ -163,7 +168,7 @@ def test_stop_without_remove_stops_the_asterisk_and_keeps_the_folder(
 ) -> None:
     inst = folder(tmp_path, "kept")
     dead_owner(inst)
-    server = asterisk(spawn, "kept")
+    server = asterisk(spawn, tmp_path, "kept")
     assert main(["--cache", str(tmp_path), "stop", "kept"]) == 0
     assert "kept (--remove deletes it)" in capsys.readouterr().out
     assert server.wait(timeout=30) is not None
@@ -175,7 +180,7 @@ def test_stop_all_remove_takes_every_left_behind_folder_and_only_those(
 ) -> None:
     left = folder(tmp_path, "bench-route-27102")
     dead_owner(left)
-    server = asterisk(spawn, "bench-route-27102")
+    server = asterisk(spawn, tmp_path, "bench-route-27102")
     older = folder(tmp_path, "trialboot")
     in_use = live_owner(tmp_path, "pytest-in-use")
     assert main(["--cache", str(tmp_path), "stop", "--all", "--remove"]) == 0
@@ -193,7 +198,7 @@ def test_asked_by_name_an_in_use_folder_is_stopped_and_says_whose_it_was(
     tmp_path: Path, spawn: Spawn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     box = live_owner(tmp_path, "asked")
-    server = asterisk(spawn, "asked")
+    server = asterisk(spawn, tmp_path, "asked")
     assert main(["--cache", str(tmp_path), "stop", "asked", "--remove"]) == 0
     assert "in use by process" in capsys.readouterr().out
     assert server.wait(timeout=30) is not None
@@ -213,11 +218,45 @@ def test_stop_never_removes_outside_the_instance_folders(
     assert outside.is_dir()
 
 
-def test_asterisk_pids_finds_the_server_not_its_cli_clients(spawn: Spawn) -> None:
-    server = asterisk(spawn, "found")
-    spawn("-C", "/srv/callrouter/found/etc/asterisk.conf", "-rx", "core show channels")
-    asterisk(spawn, "found2")
-    assert asterisk_pids("/srv/callrouter/found") == [server.pid]
+def test_asterisk_pids_finds_the_server_not_its_cli_clients(tmp_path: Path, spawn: Spawn) -> None:
+    server = asterisk(spawn, tmp_path, "found")
+    conf = tmp_path / "rootfs" / "srv" / "callrouter" / "found" / "etc" / "asterisk.conf"
+    spawn("-C", str(conf), "-rx", "core show channels")
+    asterisk(spawn, tmp_path, "found2")
+    assert asterisk_pids("/srv/callrouter/found", tmp_path / "rootfs") == [server.pid]
+
+
+def test_two_caches_with_an_instance_of_the_same_name_are_told_apart(
+    tmp_path: Path, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two caches (two users' runs, or two suites side by side) can each have
+    an instance ``bench-route-27102``. Their Asterisk servers, chrooted into
+    their own roots, have the same command line; ``status`` and ``stop
+    --remove`` of one cache took the other's server for its own (seen when a
+    second test run shared the host). Which root a process runs in tells them
+    apart."""
+    import router.sandbox as sandbox_module
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for cache in (mine, theirs):
+        dead_owner(folder(cache, "bench-route-27102"))
+    # As a real server runs: chrooted, naming the file inside its root.
+    server = spawn("-f", "-n", "-C", "/srv/callrouter/bench-route-27102/etc/asterisk.conf")
+    real_root = sandbox_module._proc_root
+
+    def proc_root(pid: int) -> str | None:
+        return str(theirs / "rootfs") if pid == server.pid else real_root(pid)
+
+    monkeypatch.setattr(sandbox_module, "_proc_root", proc_root)
+    assert [(f.name, f.asterisk) for f in leftovers(theirs)] == [
+        ("bench-route-27102", (server.pid,))
+    ]
+    assert [(f.name, f.asterisk) for f in leftovers(mine)] == [("bench-route-27102", ())]
+    # Not chrooted, the same command line names the host's /srv/callrouter.
+    monkeypatch.setattr(sandbox_module, "_proc_root", real_root)
+    assert [f.asterisk for f in leftovers(theirs)] == [()]
+    assert main(["--cache", str(mine), "stop", "--all", "--remove"]) == 0
+    assert server.poll() is None
 
 
 def test_sandbox_start_claims_its_folder_before_writing_configs(
