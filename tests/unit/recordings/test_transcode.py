@@ -359,9 +359,20 @@ async def test_an_encoding_cancelled_again_while_its_encoder_is_reaped_removes_i
     source = write_wav(tmp_path / "a.wav", 0.1)
     target = tmp_path / "a.mp3"
     task = asyncio.ensure_future(transcode("mp3", source, target, timeout=60))
-    await eventually(lambda: pid_file.exists() and held_file.exists(), "the encoder started")
+    # ``started`` is filled once create_subprocess_exec has returned: the task
+    # then waits for the encoder. The files alone can be written while it still
+    # connects the pipes, and a cancellation there is asyncio's: it kills the
+    # encoder and waits for its exit only, and the task was done before the
+    # check below (seen under load).
+    await eventually(
+        lambda: pid_file.exists() and held_file.exists() and bool(started),
+        "the encoder started",
+    )
     pid = int(pid_file.read_text(encoding="ascii"))
     held = int(held_file.read_text(encoding="ascii"))
+    # The wait for the reaping ends by the second cancellation below, not by
+    # its time limit running out while a loaded host is slow to see the kill.
+    monkeypatch.setattr(transcode_module, "_REAP_TIMEOUT", 24 * 3600.0)
     try:
         task.cancel()
         # Killed: the task now waits for the stderr pipe the other program holds.
