@@ -443,6 +443,9 @@ class Engine:
         self._drain_until: float | None = None
         #: A second SIGTERM: stop without waiting for the decisions in flight.
         self._stop_now = asyncio.Event()
+        #: Why :attr:`_stop_now` was set, as the WARNING naming the decisions
+        #: it cancels says it: a second stop signal, or the stop cancelled.
+        self._stop_now_why = "a second stop signal"
         #: What the start does or waits for (systemd's status line while it
         #: waits, /healthz and /readyz until the engine routes).
         self._waiting_for = ""
@@ -1159,6 +1162,8 @@ class Engine:
                 await step()
             except asyncio.CancelledError as exc:
                 cancelled = cancelled or exc
+                if not self._stop_now.is_set():
+                    self._stop_now_why = "the stop was cancelled"
                 self._stop_now.set()  # no more waiting for the decisions in flight
                 log.warning("stop: cancelled during %s; closing the rest first", what)
             except Exception:
@@ -1210,9 +1215,10 @@ class Engine:
             for task in pending:
                 task.cancel()
             log.warning(
-                "stop: a second stop signal: %s in flight %s cancelled "
+                "stop: %s: %s in flight %s cancelled "
                 "(a call whose Redirect was not sent yet takes the dialplan's default "
                 "route; one already sent still moves the call, unconfirmed and unlogged)",
+                self._stop_now_why,
                 counted(len(pending), "decision"),
                 "was" if len(pending) == 1 else "were",
             )

@@ -581,7 +581,7 @@ async def test_a_stop_cancelled_before_the_closes_still_closes_everything(
 
 
 async def test_a_stop_cancelled_during_the_drain_cancels_the_decisions_and_closes(
-    engine_factory: EngineFactory, rules: Path
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stop cancelled while it waits for the decisions in flight cancels them
     (as a second stop request does) and closes the rest: the drain and the
@@ -607,3 +607,7 @@ async def test_a_stop_cancelled_during_the_drain_cancels_the_decisions_and_close
     assert decision.cancelled()
     assert not engine.scheduler.running
     assert not engine.ami.logged_in
+    # Said as what happened: no second stop signal came.
+    said = [r.getMessage() for r in caplog.records if "in flight was cancelled" in r.getMessage()]
+    assert said, caplog.text
+    assert said[0].startswith("stop: the stop was cancelled: 1 decision in flight was cancelled")
