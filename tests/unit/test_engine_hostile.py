@@ -490,28 +490,45 @@ async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
     )
 
 
-async def test_a_stop_cancelled_while_saving_the_call_life_mark_still_closes_the_rest(
-    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("part", "step", "said"),
+    [
+        # During the call life's stop: the plugins' shutdown, the scheduler and
+        # the AMI logoff were skipped.
+        ("calllife", "stop", "saving the call life mark"),
+        # In the stop's first half (the API server, the feed, the live-instance
+        # guard, the drain): every close after it was skipped, the state
+        # folder's lock kept.
+        ("live_instance", "leave", "leaving the live-instance guard"),
+    ],
+)
+async def test_a_stop_cancelled_on_its_way_still_closes_the_rest(
+    engine_factory: EngineFactory,
+    rules: Path,
+    caplog: pytest.LogCaptureFixture,
+    part: str,
+    step: str,
+    said: str,
 ) -> None:
-    """The shutdown's timeout or a second Ctrl-C cancelling the stop during the
-    call life's stop skipped the plugins' shutdown, the scheduler and the AMI
-    logoff (issue 16): all of them run, then the cancellation is raised."""
+    """A cancellation (the shutdown's timeout, a second Ctrl-C) that hits the
+    stop in one of its steps skipped every close after it (issue 16): they all
+    run, then the cancellation is raised, and the WARNING names the step."""
     engine = await engine_factory(rules)
-    in_calllife = asyncio.Event()
+    entered = asyncio.Event()
     shut_down: list[object] = []
 
     async def stuck() -> None:
-        in_calllife.set()
+        entered.set()
         await asyncio.Event().wait()
 
     async def shutdown(engine: object, *, timeout: float = 10.0) -> None:
         shut_down.append(engine)
 
-    engine.calllife.stop = stuck  # type: ignore[method-assign]
+    setattr(getattr(engine, part), step, stuck)
     engine.plugins.shutdown = shutdown  # type: ignore[method-assign]
     assert engine.ami.logged_in
     stopping = asyncio.ensure_future(engine.stop())
-    await in_calllife.wait()
+    await entered.wait()
     stopping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopping
@@ -519,9 +536,7 @@ async def test_a_stop_cancelled_while_saving_the_call_life_mark_still_closes_the
     assert shut_down == [engine.api]
     assert not engine.scheduler.running
     assert not engine.ami.logged_in
-    assert any(
-        "cancelled during saving the call life mark" in r.getMessage() for r in caplog.records
-    )
+    assert any(f"cancelled during {said}" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.usefixtures("only_shipped_plugins")
@@ -542,42 +557,6 @@ async def test_a_listing_whose_closing_event_has_a_line_too_long_stops_no_reconc
         assert 'callrouter_reconciles_total{result="ok",trigger="start"} 1.0' in text
         assert 'callrouter_reconciles_total{result="failed",trigger="start"} 0.0' in text
         assert fake.logins == 1
-
-
-async def test_a_stop_cancelled_before_the_closes_still_closes_everything(
-    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A cancellation (the shutdown's timeout, a second Ctrl-C) that hits the
-    stop's first half (the API server, the feed, the live-instance guard, the
-    drain) skipped every close after it: the plugins were not shut down, the
-    AMI session stayed open and the state folder's lock was kept (issue 16).
-    The closes run all the same, then the cancellation is raised."""
-    engine = await engine_factory(rules)
-    leaving = asyncio.Event()
-    shut_down: list[object] = []
-
-    async def stuck() -> None:
-        leaving.set()
-        await asyncio.Event().wait()
-
-    async def shutdown(engine: object, *, timeout: float = 10.0) -> None:
-        shut_down.append(engine)
-
-    engine.live_instance.leave = stuck  # type: ignore[method-assign]
-    engine.plugins.shutdown = shutdown  # type: ignore[method-assign]
-    assert engine.ami.logged_in
-    stopping = asyncio.ensure_future(engine.stop())
-    await leaving.wait()
-    stopping.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await stopping
-    assert stopping.cancelled()
-    assert shut_down == [engine.api]
-    assert not engine.scheduler.running
-    assert not engine.ami.logged_in
-    assert any(
-        "cancelled during leaving the live-instance guard" in r.getMessage() for r in caplog.records
-    )
 
 
 async def test_a_stop_cancelled_during_the_drain_cancels_the_decisions_and_closes(
