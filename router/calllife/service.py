@@ -368,6 +368,14 @@ class CallLife:
             # their middle (Folder.history_from; docs/history.md).
             self.folder.history_from = self._clock()
         if self.source is None:
+            # Said once at each start: the history a plugin keeps (1C's) silently
+            # lacks every call of the time callrouter was stopped otherwise.
+            log.warning(
+                "call life: no [history] cel store: calls that begin or end while "
+                "callrouter is stopped, or while Asterisk's event stream is lost, are "
+                "not told to the plugins that read call events (1C's call history); "
+                "set [history] cel (docs/history.md#setting-up-cel)"
+            )
             return
         if mark is None:
             log.info("call life: no replay mark yet in %s; history starts now", state_dir)

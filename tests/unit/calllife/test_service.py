@@ -257,6 +257,35 @@ async def test_without_a_store_a_gap_is_only_logged(
     assert service.folder.history_from == 1_800_000_000.0  # nothing rebuilds the calls up
 
 
+async def test_without_a_store_the_start_says_what_a_restart_loses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h1c46's trial (issue 16): with the 1C plugin and no ``[history] cel``, a call
+    made while callrouter was restarting never reached 1C, and nothing said so."""
+
+    async def emit(event: CallEvent) -> None:
+        raise AssertionError("nothing to tell")
+
+    service = CallLife(HistorySettings(), emit, clock=lambda: 1_800_000_000.0)
+    with caplog.at_level(logging.INFO, logger="router.calllife"):
+        service.start(tmp_path)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no [history] cel store" in warnings[0].getMessage()
+    assert "while callrouter is stopped" in warnings[0].getMessage()
+
+
+async def test_without_a_store_and_no_listener_the_start_says_nothing_of_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def emit(event: CallEvent) -> None:
+        raise AssertionError("nothing to tell")
+
+    service = CallLife(HistorySettings(), emit, listening=lambda: False)
+    service.start(tmp_path)
+    assert "no [history] cel store" not in caplog.text
+
+
 async def test_bad_events_never_reach_the_engine(caplog: pytest.LogCaptureFixture) -> None:
     told: list[CallEvent] = []
     service = life(told)
