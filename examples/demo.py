@@ -138,6 +138,9 @@ class Demo:
             )
             if self.quick:  # the router stops while 1C is down: no wait for it then
                 onec += "drain_timeout = 0\n"
+            # Asterisk's CEL store: calls made while the router is stopped still
+            # reach 1C's call history, replayed when it starts (docs/history.md).
+            onec += f'[history]\ncel = "sqlite://{self.pbx.cel_store}"\n'
         path = self.workdir / "router.toml"
         path.write_text(
             f'[asterisk]\nurl = "{self.pbx.tcp_url if self.transport == "tcp" else self.pbx.url}"\n'
