@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import stat
 import struct
@@ -705,7 +706,10 @@ def _switch(
     present = [n for n in _names(state_dir, sfd) if n not in ours]
     moving: list[str] = []
     for name in present:
-        info = os.lstat(name, dir_fd=sfd)
+        try:
+            info = os.lstat(name, dir_fd=sfd)
+        except FileNotFoundError:
+            continue  # gone since the listing (an sqlite3 shell's -wal at its close)
         if stat.S_ISDIR(info.st_mode) and name not in temps:
             report.folders_kept.append(name)
         else:
@@ -713,38 +717,65 @@ def _switch(
     moved: list[str] = []
     put: list[str] = []
     aside_fd: int | None = None
-    try:
-        if moving:
-            aside = _make_aside(state_dir, sfd, owner, clock, set(temps))
-            report.aside = state_dir / aside
-            aside_fd = os.open(aside, _DIR_FLAGS, dir_fd=sfd)
-            for name in moving:
-                os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=aside_fd)
-                moved.append(name)
-                (report.replaced if name in temps else report.moved_aside).append(name)
-        for name, temp in temps.items():
-            os.rename(temp, name, src_dir_fd=sfd, dst_dir_fd=sfd)
-            put.append(name)
-        with contextlib.suppress(OSError):  # not every file system syncs a folder
-            os.fsync(sfd)
+    # The renames (and their undoing) run with the signals that end a command
+    # held back: a Ctrl-C, or the SIGHUP of an SSH session that dropped, ended
+    # the restore between two renames, the state folder neither what it was
+    # nor the backup, and the copies not yet renamed were deleted (issue 16).
+    with _signals_held():
+        try:
+            if moving:
+                aside = _make_aside(state_dir, sfd, owner, clock, set(temps))
+                report.aside = state_dir / aside
+                aside_fd = os.open(aside, _DIR_FLAGS, dir_fd=sfd)
+                for name in moving:
+                    os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=aside_fd)
+                    moved.append(name)
+                    (report.replaced if name in temps else report.moved_aside).append(name)
+            for name, temp in temps.items():
+                os.rename(temp, name, src_dir_fd=sfd, dst_dir_fd=sfd)
+                put.append(name)
+            with contextlib.suppress(OSError):  # not every file system syncs a folder
+                os.fsync(sfd)
+                if aside_fd is not None:
+                    os.fsync(aside_fd)
+        except BaseException as exc:
+            # Not only an OSError: whatever ends the switch half way (a signal
+            # handler's exception, a KeyboardInterrupt where signals cannot be
+            # held) undoes it, or says what is where.
+            undone = _undo(sfd, aside_fd, moved, put, temps)
+            if undone and report.aside is not None:
+                with contextlib.suppress(OSError):  # empty again: not left behind
+                    os.rmdir(report.aside.name, dir_fd=sfd)
+            if undone and not isinstance(exc, OSError):
+                raise
+            raise StateRestoreError(
+                f"{state_dir}: the files could not be put in place: {exc or type(exc).__name__}; "
+                + (
+                    "the state folder is as it was"
+                    if undone
+                    else f"the state folder is part restored: what was there is in {report.aside}"
+                )
+            ) from None
+        finally:
             if aside_fd is not None:
-                os.fsync(aside_fd)
-    except OSError as exc:
-        undone = _undo(sfd, aside_fd, moved, put, temps)
-        if undone and report.aside is not None:
-            with contextlib.suppress(OSError):  # empty again: not left behind
-                os.rmdir(report.aside.name, dir_fd=sfd)
-        raise StateRestoreError(
-            f"{state_dir}: the files could not be put in place: {exc}; "
-            + (
-                "the state folder is as it was"
-                if undone
-                else f"the state folder is part restored: what was there is in {report.aside}"
-            )
-        ) from None
+                os.close(aside_fd)
+
+
+#: The signals that end a command in a terminal or an SSH session (their
+#: default action, or Python's KeyboardInterrupt).
+_ENDING_SIGNALS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block :data:`_ENDING_SIGNALS` in this thread while the body runs: one
+    sent meanwhile is delivered once it has ended (``callrouter state
+    restore`` runs in its main thread, which Python's handlers run in)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
+    try:
+        yield
     finally:
-        if aside_fd is not None:
-            os.close(aside_fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _make_aside(

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -586,6 +587,74 @@ def test_a_failed_switch_puts_the_state_folder_back(
         restore_state(backup, state, clock=clock)
     monkeypatch.undo()
     assert snapshot(state) == before
+
+
+def test_an_interrupt_during_the_switch_puts_the_state_folder_back(
+    backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt (or a signal handler's exception) between two
+    renames is undone as an OSError is: the state folder was left half
+    switched, the copies not yet renamed deleted, and the command exited
+    130 saying nothing (issue 16)."""
+    state, backup = backed_up
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    before = snapshot(state)
+    real = os.rename
+    done: list[str] = []
+
+    def rename(src: str, dst: str, **kwargs: int) -> None:
+        if ".restore-" in src and done:
+            raise KeyboardInterrupt
+        if ".restore-" in src:
+            done.append(src)
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        restore_state(backup, state, clock=clock)
+    monkeypatch.undo()
+    assert done
+    assert snapshot(state) == before
+
+
+def test_a_hangup_during_the_switch_waits_for_its_end(backed_up: tuple[Path, Path]) -> None:
+    """SIGHUP (an SSH session dropped), SIGINT and SIGTERM are held back while
+    the files are renamed: one that comes then ends the command once the
+    state folder is the backup's, not between two renames."""
+    state, backup = backed_up
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    wanted = sorted(p.name for p in backup.iterdir() if p.name != MANIFEST)
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from router.staterestore import restore_state\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+        "signal.pthread_sigmask(signal.SIG_SETMASK, ())\n"
+        "real = os.rename\n"
+        "def rename(src, dst, **kwargs):\n"
+        "    if '.restore-' in src:\n"
+        "        os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    real(src, dst, **kwargs)\n"
+        "os.rename = rename\n"
+        "restore_state(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "print('not ended by the SIGHUP')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, str(backup), str(state)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == -signal.SIGHUP, (ran.returncode, ran.stdout, ran.stderr)
+    names = sorted(p.name for p in state.iterdir())
+    asides = [n for n in names if n.startswith(ASIDE_PREFIX)]
+    assert len(asides) == 1, names
+    assert sorted(set(names) - set(asides)) == wanted
+    for name in wanted:
+        assert (state / name).read_bytes() == (backup / name).read_bytes(), name
+    assert (state / asides[0] / MARK_FILE).read_text("utf-8") == "{}\n"
 
 
 # -- the command ---------------------------------------------------------------------
