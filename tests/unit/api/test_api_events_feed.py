@@ -815,7 +815,7 @@ async def test_a_disk_that_takes_no_writes_does_not_grow_the_queue_without_bound
     clock = Clock()
     feed = EventFeed.open(tmp_path, clock=clock, max_events=5)
     first = feed.publish("ringing", "101", {})
-    await asyncio.sleep(0.2)  # written
+    await flushed(feed)  # written
     with contextlib.closing(sqlite3.connect(tmp_path / FILENAME, isolation_level=None)) as lock:
         lock.execute("BEGIN IMMEDIATE")
         published = []
@@ -1571,6 +1571,14 @@ async def test_a_reader_that_keeps_up_asks_no_extensions_record_at_each_page() -
     assert asked <= 50 * 4, asked
 
 
+async def flushed(feed: EventFeed) -> None:
+    """Wait until the feed's writer has flushed what was published so far (its
+    one worker thread runs the flushes in turn), not for a wall-clock time."""
+    store = feed._store
+    assert store is not None
+    await asyncio.wrap_future(store._pool.submit(lambda: None))
+
+
 async def test_a_batch_the_file_refuses_is_recorded_as_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1593,12 +1601,12 @@ async def test_a_batch_the_file_refuses_is_recorded_as_dropped(
     clock = Clock()
     feed = EventFeed.open(tmp_path, clock=clock)
     before = feed.publish("ringing", "103", {})
-    await asyncio.sleep(0.2)  # written
+    await flushed(feed)  # written, in a batch of its own
     clock.now += 0.001
     lost = feed.publish("ringing", "101", {})
     clock.now += 0.001
     feed.publish("ringing", "102", {})
-    await asyncio.sleep(0.2)
+    await flushed(feed)
     assert refused
     # This run's readers still get it from the ring.
     assert lost in [e.cursor for e in feed.read(before, only("101")).events]
