@@ -103,10 +103,11 @@ def _state_dir(args: argparse.Namespace, command: str) -> Path:
 
 
 def _shown(name: str) -> str:
-    """A file name as printed: not ours to trust (an ESC, a newline written as
-    its escape), and a name that is not UTF-8 with its bytes as ``\\xNN``:
-    Python holds them as lone surrogates, which a UTF-8 terminal's strict
-    stdout refused with a traceback (hattack45)."""
+    """A file name or path as printed: not ours to trust (an ESC, a newline
+    written as its escape), and a name that is not UTF-8 with its bytes as
+    ``\\xNN``: Python holds them as lone surrogates, which a UTF-8 terminal's
+    strict stdout refused with a traceback (hattack45), after the backup or
+    the restore was done when the path was the folder's (issue 16)."""
     try:
         raw = os.fsencode(name)
     except UnicodeEncodeError:  # a surrogate no file name's byte stands for
@@ -135,16 +136,18 @@ def run_backup(args: argparse.Namespace) -> int:
             print(f"{name}: {result.size} bytes ({how})")
         else:
             print(f"{name}: left out: {result.why}")
-    print(f"{counted(copied, 'file')} of {source} backed up in {args.target}")
+    target = _shown(str(args.target))
+    print(f"{counted(copied, 'file')} of {_shown(str(source))} backed up in {target}")
     return 0
 
 
 def run_restore(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args, "state restore")
     report = restore_state(args.backup, state_dir)
+    backup, folder = _shown(str(args.backup)), _shown(str(state_dir))
     if report.made_by is None:
         print(
-            f"{args.backup}: no manifest (a backup made before callrouter 0.2.0): its files "
+            f"{backup}: no manifest (a backup made before callrouter 0.2.0): its files "
             "are restored as they are, SQLite files checked with quick_check"
         )
     for restored in report.restored:
@@ -159,7 +162,7 @@ def run_restore(args: argparse.Namespace) -> int:
     for name in report.folders_kept:
         print(f"{_shown(name)}: a folder, left where it is (a backup holds none)")
     made = f" (made by {escape_controls(report.made_by)})" if report.made_by else ""
-    print(f"{counted(len(report.restored), 'file')} of {args.backup}{made} restored in {state_dir}")
+    print(f"{counted(len(report.restored), 'file')} of {backup}{made} restored in {folder}")
     if report.aside is not None:
-        print(f"what {state_dir} held before is in {report.aside}")
+        print(f"what {folder} held before is in {_shown(str(report.aside))}")
     return 0

@@ -782,3 +782,37 @@ def test_a_file_name_that_is_not_utf8_is_backed_up_and_restored(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "\\xffplugin.json: 3 bytes restored" in done.stdout, done.stdout
     assert (again / name).read_text("utf-8") == "{}\n"
+
+
+def test_folders_whose_names_are_not_utf8_are_printed_escaped(tmp_path: Path) -> None:
+    """The closing lines name the folders: a backup folder (or state folder)
+    whose name is not UTF-8 ended the backup, and the restore once it was
+    done, in a UnicodeEncodeError's traceback and exit 1 on a UTF-8 terminal
+    (a strict stdout): read as a restore that failed (issue 16)."""
+    state = tmp_path / os.fsdecode(b"state\xfe")
+    backup = tmp_path / os.fsdecode(b"backup\xff")
+    state.mkdir(mode=0o700)
+    (state / FORWARDING).write_text("{}\n", "utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+
+    def callrouter(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "router.cli", "state", *argv],
+            capture_output=True,
+            text=True,
+            errors="backslashreplace",
+            env=env,
+            cwd=REPO,
+            check=False,
+        )
+
+    made = callrouter("backup", "--state-dir", str(state), str(backup))
+    assert made.returncode == 0, made.stderr
+    assert f"1 file of {tmp_path}/state\\xfe backed up in {tmp_path}/backup\\xff" in made.stdout
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    done = callrouter("restore", "--state-dir", str(state), str(backup))
+    assert done.returncode == 0, done.stderr
+    assert f"of {tmp_path}/backup\\xff (made by callrouter " in done.stdout, done.stdout
+    assert f"restored in {tmp_path}/state\\xfe\n" in done.stdout, done.stdout
+    assert f"held before is in {tmp_path}/state\\xfe/{ASIDE_PREFIX}" in done.stdout
+    assert not (state / MARK_FILE).exists()
