@@ -753,7 +753,12 @@ def _switch(
                 + (
                     "the state folder is as it was"
                     if undone
-                    else f"the state folder is part restored: what was there is in {report.aside}"
+                    else "the state folder is part restored: "
+                    + (
+                        f"what was there is in {report.aside}"
+                        if report.aside is not None
+                        else "it held no file before"
+                    )
                 )
             ) from None
         finally:

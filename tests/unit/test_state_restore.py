@@ -589,6 +589,32 @@ def test_a_failed_switch_puts_the_state_folder_back(
     assert snapshot(state) == before
 
 
+def test_a_switch_that_cannot_be_undone_into_an_empty_folder_says_so(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state folder that held nothing has no aside folder: a switch failed
+    and not undone said "what was there is in None"."""
+    _, backup = backed_up
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    real = os.rename
+    done: list[str] = []
+
+    def rename(src: str, dst: str, **kwargs: int) -> None:
+        if done:  # the second copy's rename, and the undoing of the first
+            raise OSError(30, "Read-only file system")
+        done.append(src)
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StateRestoreError) as caught:
+        restore_state(backup, empty, clock=clock)
+    monkeypatch.undo()
+    said = str(caught.value)
+    assert said.endswith("the state folder is part restored: it held no file before"), said
+    assert "None" not in said
+
+
 def test_an_interrupt_during_the_switch_puts_the_state_folder_back(
     backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
