@@ -20,7 +20,7 @@ from typing import Any
 
 from router.callerid import cut
 from router.errors import ConfigError
-from router.logsafe import escape_controls
+from router.logsafe import escape_controls, escape_json_line
 from router.plugins import PluginNames, Plugins
 from router.rules.registry import Registry
 
@@ -104,7 +104,12 @@ def _verbose(args: argparse.Namespace) -> int:
         if "callrouter_register:" not in problem:
             print(f"callrouter plugins: warning: {escape_controls(problem)}", file=sys.stderr)
     if args.json:
-        print(json.dumps([_as_json(p, registry) for p in listed], indent=2, ensure_ascii=False))
+        # A plugin's names and docs are its own: a bidi override or a C1 control
+        # (U+009B, a CSI to some terminals) in them, which json leaves raw with
+        # ensure_ascii off, written as its \uXXXX escape, as every JSON
+        # line a command prints (issue 16).
+        body = json.dumps([_as_json(p, registry) for p in listed], indent=2, ensure_ascii=False)
+        print(escape_json_line(body))
         return 0
     for number, plugin in enumerate(listed):
         if number:

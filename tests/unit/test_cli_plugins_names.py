@@ -213,3 +213,29 @@ def test_a_plugin_that_registered_nothing_without_its_table_says_so(
         "  hooks: configure, register",
         "  functions: quiet_on()",
     ]
+
+
+class Sly:
+    """A plugin whose doc holds a bidi override and a C1 CSI (U+009B)."""
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_function("sly_vip", lambda number: False, doc="VIP \u202egnp.\x9b2J")
+
+
+def test_json_writes_a_plugins_control_characters_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--json kept what json leaves raw with ensure_ascii off (a bidi override,
+    a C1 control that some terminals take for CSI) as it was on the terminal:
+    written as its \\uXXXX escape, the same value to a JSON reader."""
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points", lambda group: [FakeEntryPoint("sly", Sly())]
+    )
+    assert main(["plugins", "--json", "--config", str(settings(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "\u202e" not in out
+    assert "\x9b" not in out
+    assert "\\u202e" in out
+    data = {p["name"]: p for p in json.loads(out)}
+    assert data["sly"]["functions"][0]["doc"] == "VIP \u202egnp.\x9b2J"
