@@ -111,7 +111,7 @@ from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
-from router.staterestore import lock_folder
+from router.staterestore import lock_state_folder
 from router.supervise import Throttle, log_task_failure, logged
 from router.textfiles import read_bounded
 from router.wording import counted
@@ -326,6 +326,7 @@ class Engine:
             watch=self.watch,
             decision=self.decision,
             connected=self._connected,
+            hold_state_folder=self.hold_state_folder,
         )
         #: Listeners told every event and gap (``EngineAPI.watch``).
         self._listeners: list[EventListener] = []
@@ -433,6 +434,10 @@ class Engine:
         self._config_read: str | None = self._config_digest()
         #: The state folder's descriptor holding its lock (EngineOptions.lock_state_dir).
         self._state_lock: int | None = None
+        #: Plugins' own state folders' descriptors holding their locks
+        #: (:meth:`hold_state_folder`), and the first one refused.
+        self._plugin_locks: list[int] = []
+        self._hold_refused: ConfigError | None = None
         #: A stop was asked for (SIGTERM, request_stop), not merely run:
         #: stop() after a failed start sets _stopping too.
         self._stop_asked = False
@@ -592,48 +597,33 @@ class Engine:
         the service, would write the same SQLite queues and call life mark."""
         if self._state_lock is not None:
             return
-        try:
-            # A folder its user may write in but not list (0300) passed the
-            # write probe: its open failed with a traceback (issue 16).
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise ConfigError(
-                f"{where}: [router] state_dir: cannot open {path} to lock it: "
-                f"{exc.strerror or exc}; give the service's user a folder it may read "
-                f"and write (chmod 700)"
-            ) from None
-        try:
-            # Who holds it: a `callrouter state restore` takes this lock too,
-            # and an administrator looking for a second `callrouter run`
-            # would find none (hnewuser45's trial).
-            held, holder = lock_folder(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise ConfigError(
-                f"{where}: [router] state_dir: cannot lock {path}: {exc.strerror or exc}"
-            ) from None
-        if not held:
-            self._state_lock = fd
+        self._state_lock = lock_state_folder(path, key="[router] state_dir", where=where)
+
+    def hold_state_folder(self, path: Path, key: tuple[str, ...]) -> None:
+        """``EngineAPI.hold_state_folder``: a plugin's own state folder locked
+        as [router] state_dir is, for this run; nothing when this engine
+        locks no state folder (EngineOptions.lock_state_dir) or ``path`` is
+        a folder it holds already. A refusal is also kept for :meth:`start`,
+        which raises it once the plugins have started: a plugin's exception
+        in ``callrouter_startup`` is only logged."""
+        if self._state_lock is None:
             return
-        os.close(fd)
-        if holder is not None and holder.restoring:
-            # Started while a restore puts the files back (hattack45: it
-            # was said as "another callrouter run", which is not there).
-            raise ConfigError(
-                f"{where}: [router] state_dir: {path} is being restored by "
-                f"{holder.describe()}; start callrouter once it has ended"
-            )
-        by = f"; {holder.describe()} holds its lock" if holder is not None else ""
-        raise ConfigError(
-            f"{where}: [router] state_dir: {path} is in use by another "
-            f"`callrouter run` (the service, or one started by hand with this "
-            f"state folder) or a `callrouter state restore`{by}; two would "
-            f"write the same state files: stop the other one first (a restore: "
-            f"let it end), or give this one a state_dir of its own "
-            f"(docs/operations.md, Two instances on one Asterisk)"
-        )
+        seen = os.stat(path)
+        for fd in (self._state_lock, *self._plugin_locks):
+            if os.path.samestat(seen, os.fstat(fd)):
+                return
+        shown = f"[{'.'.join(key[:-1])}] {key[-1]}" if len(key) > 1 else key[0]
+        try:
+            fd = lock_state_folder(path, key=shown, where=self._config.where(*key))
+        except ConfigError as exc:
+            self._hold_refused = self._hold_refused or exc
+            raise
+        self._plugin_locks.append(fd)
 
     def _unlock_state_dir(self) -> None:
+        locks, self._plugin_locks = self._plugin_locks, []
+        for fd in locks:
+            os.close(fd)
         if self._state_lock is not None:
             os.close(self._state_lock)  # closing the descriptor drops the lock
             self._state_lock = None
@@ -847,7 +837,12 @@ class Engine:
                 coalesce=True,
                 max_instances=1,
             )
+        self._hold_refused = None
         await self.plugins.startup(self.api)
+        if self._hold_refused is not None:
+            # A plugin's own state folder another router holds: its queue
+            # would be written by both (EngineAPI.hold_state_folder).
+            raise self._hold_refused
         self.calllife.start(self.state_dir)
         self._scheduler.add_job(
             logged("call life mark", self.calllife.save_mark, logger=log),

@@ -53,6 +53,7 @@ class EngineView:
         "_config",
         "_connected",
         "_decision",
+        "_hold_state_folder",
         "_may_ask",
         "_schedule",
         "_shadow",
@@ -73,6 +74,7 @@ class EngineView:
         watch: Callable[[EventListener], Callable[[], None]],
         decision: Callable[[str], Mapping[str, Any] | None],
         connected: Callable[[], bool] = lambda: True,
+        hold_state_folder: Callable[[Path, tuple[str, ...]], None] = lambda _path, _key: None,
     ) -> None:
         self._ami = ami
         self._calls = calls
@@ -84,6 +86,7 @@ class EngineView:
         self._watch = watch
         self._decision = decision
         self._connected = connected
+        self._hold_state_folder = hold_state_folder
 
     @property
     def ami(self) -> AMI:
@@ -122,6 +125,9 @@ class EngineView:
 
     def decision(self, linkedid: str) -> Mapping[str, Any] | None:
         return self._decision(linkedid)
+
+    def hold_state_folder(self, path: Path, key: tuple[str, ...]) -> None:
+        self._hold_state_folder(path, key)
 
     def __repr__(self) -> str:
         return f"EngineView(shadow={self.shadow})"

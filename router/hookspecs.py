@@ -176,6 +176,22 @@ class EngineAPI(Protocol):
         """
         ...
 
+    def hold_state_folder(self, path: Path, key: tuple[str, ...]) -> None:
+        """Lock ``path``, a folder of the plugin's own for its state files, as
+        ``callrouter run`` locks ``[router] state_dir``, until the engine stops.
+
+        ``key`` is the setting naming the folder (``("plugins", "onec",
+        "state_dir")``). Under ``callrouter run``, a second router whose
+        plugin keeps its files in the same folder raises ``ConfigError``
+        naming ``key``'s line, the folder and the process holding it, and
+        refuses to start (the two would write the same files); ``callrouter
+        state restore`` into the folder is refused while it is held. Does
+        nothing where the engine locks no state folder (the offline commands
+        that start plugins beside the service, tests) and when ``path`` is
+        a folder the engine holds already (``[router] state_dir`` itself).
+        """
+        ...
+
     def decision(self, linkedid: str) -> Mapping[str, Any] | None:
         """The latest routing decision taken for the call ``linkedid``, as logged.
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-from router.errors import StateRestoreError
+from router.errors import ConfigError, StateRestoreError
 from router.logsafe import escape_controls
 from router.private_dir import private_dir_problem, private_group
 from router.statebackup import (
@@ -74,6 +74,7 @@ __all__ = [
     "folder_lock_holder",
     "lock_folder",
     "lock_holder",
+    "lock_state_folder",
     "restore_state",
 ]
 
@@ -510,6 +511,53 @@ def lock_folder(fd: int) -> tuple[bool, Holder | None]:
     except BlockingIOError:
         return True, folder_lock_holder(fd)
     return False, None
+
+
+def lock_state_folder(path: Path, *, key: str, where: str) -> int:
+    """Lock ``path``, a state folder, as ``callrouter run`` does for its whole
+    run (:func:`lock_folder`): the descriptor holding the lock, which closing
+    drops. ``key`` is the setting that names the folder (``[router]
+    state_dir``, a plugin's own ``[plugins.onec] state_dir``) and ``where``
+    its file and line. Raises ``ConfigError`` naming them, the folder and
+    the process that holds it when another one does: a second router would
+    write the same state files."""
+    try:
+        # A folder its user may write in but not list (0300) passed the
+        # write probe: its open failed with a traceback (issue 16).
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: {key}: cannot open {path} to lock it: "
+            f"{exc.strerror or exc}; give the service's user a folder it may read "
+            f"and write (chmod 700)"
+        ) from None
+    try:
+        # Who holds it: a `callrouter state restore` takes this lock too,
+        # and an administrator looking for a second `callrouter run`
+        # would find none (hnewuser45's trial).
+        held, holder = lock_folder(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(f"{where}: {key}: cannot lock {path}: {exc.strerror or exc}") from None
+    if not held:
+        return fd
+    os.close(fd)
+    if holder is not None and holder.restoring:
+        # Started while a restore puts the files back (hattack45: it
+        # was said as "another callrouter run", which is not there).
+        raise ConfigError(
+            f"{where}: {key}: {path} is being restored by "
+            f"{holder.describe()}; start callrouter once it has ended"
+        )
+    by = f"; {holder.describe()} holds its lock" if holder is not None else ""
+    raise ConfigError(
+        f"{where}: {key}: {path} is in use by another "
+        f"`callrouter run` (the service, or one started by hand with this "
+        f"state folder) or a `callrouter state restore`{by}; two would "
+        f"write the same state files: stop the other one first (a restore: "
+        f"let it end), or give this one a state_dir of its own "
+        f"(docs/operations.md, Two instances on one Asterisk)"
+    )
 
 
 #: ``/proc/locks`` is read no further than this (one line a lock on the host).

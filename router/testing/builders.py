@@ -252,6 +252,8 @@ class StubEngine:
     jobs: dict[str, ScheduledRun] = field(default_factory=dict)
     listeners: list[EventListener] = field(default_factory=list)
     decisions: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The folders a plugin asked to hold (``hold_state_folder``), with their keys.
+    held: list[tuple[Path, tuple[str, ...]]] = field(default_factory=list)
     _client: AJAMClient | None = field(default=None, init=False, repr=False)
     _ami: AMI | None = field(default=None, init=False, repr=False)
 
@@ -303,6 +305,11 @@ class StubEngine:
         """Record the listener in :attr:`listeners`; the test tells it events."""
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    def hold_state_folder(self, path: Path, key: tuple[str, ...]) -> None:
+        """Record the folder and its key in :attr:`held`; no lock is taken (the
+        engine locks none outside ``callrouter run``)."""
+        self.held.append((path, key))
 
     def decision(self, linkedid: str) -> Mapping[str, Any] | None:
         """The record in :attr:`decisions` for ``linkedid``, if the test put one."""

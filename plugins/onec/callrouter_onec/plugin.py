@@ -834,6 +834,12 @@ class OneCPlugin:
                 config.state_dir,
                 engine.config.where("plugins", "onec", "state_dir"),
             )
+            # Locked as callrouter run locks [router] state_dir: two routers
+            # with folders of their own but this one in common would both
+            # write its queue (a restore into it is refused meanwhile).
+            await asyncio.to_thread(
+                engine.hold_state_folder, config.state_dir, ("plugins", "onec", "state_dir")
+            )
         self.client = OneCClient(config.client)
         self.cache = ResponsibleCache(
             self.client,

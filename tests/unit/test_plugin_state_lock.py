@@ -1,0 +1,95 @@
+"""A plugin's own state folder (``[plugins.onec] state_dir``) is locked as
+``callrouter run`` locks ``[router] state_dir`` (``EngineAPI.hold_state_folder``):
+two routers with state folders of their own but this one in common both wrote
+the 1C plugin's queue of events (issue 16)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.history import FILENAME
+
+from router import ConfigError
+from router.engine import EngineOptions
+from router.errors import StateRestoreError
+from router.statebackup import backup_state
+from router.staterestore import restore_state
+from router.testing import Engines, ReplayAsterisk
+
+PASSWORD = "secret"
+
+#: As ``callrouter run`` makes its engine (the lock), on the fake Asterisk.
+RUN = EngineOptions(lock_state_dir=True, watch_interval=0, live_heartbeat=0, check_privileges=False)
+
+
+@pytest.fixture
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+async def engine_factory(tmp_path: Path) -> AsyncIterator[Engines]:
+    engines = Engines(ReplayAsterisk(), tmp_path / "routers")
+    try:
+        yield engines
+    finally:
+        await engines.close()
+
+
+def onec(double: OneCDouble, own: Path) -> dict[str, object]:
+    return {
+        "url": double.url,
+        "username": DEFAULT_USER,
+        "password": PASSWORD,
+        "ping_interval": 0,
+        "state_dir": str(own),
+    }
+
+
+async def test_a_second_router_on_the_same_plugin_state_dir_refuses_to_start(
+    double: OneCDouble, engine_factory: Engines, tmp_path: Path
+) -> None:
+    """Two routers, each its own [router] state_dir, one [plugins.onec]
+    state_dir: the second refuses to start (a real start in this process),
+    naming the key, the folder and who holds it; a restore into it is refused
+    while the first runs, and it is free once the first has stopped."""
+    own = tmp_path / "onec"
+    first = await engine_factory(
+        [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+    )
+    assert (own / FILENAME).exists()
+    with pytest.raises(ConfigError) as refused:
+        await engine_factory(
+            [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+        )
+    said = str(refused.value)
+    assert "[plugins.onec] state_dir: " in said, said
+    assert f"{own} is in use by another `callrouter run`" in said, said
+    assert f"pid {os.getpid()} (" in said, said
+    assert first.state_dir != own
+    # Its own [router] state_dir, held already, is no second lock (one
+    # flock per folder: a second one in this process would be refused).
+    first.api.hold_state_folder(first.state_dir, ("router", "state_dir"))
+    first.api.hold_state_folder(own, ("plugins", "onec", "state_dir"))
+
+    # `callrouter state restore --state-dir` into it is refused meanwhile.
+    backup = tmp_path / "backup"
+    list(backup_state(own, backup))
+    with pytest.raises(StateRestoreError) as restoring:
+        restore_state(backup, own)
+    assert f"{own}: in use by a running `callrouter run` (pid {os.getpid()} (" in str(
+        restoring.value
+    )
+
+    # Stopped, the folder is free for the next router.
+    first.request_stop()
+    await engine_factory.close()
+    third = await engine_factory(
+        [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+    )
+    assert third.state_dir != first.state_dir
