@@ -27,6 +27,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from router.errors import StateFileDenied
 
@@ -34,7 +35,9 @@ __all__ = [
     "SQLITE_DENIED",
     "SQLITE_NOT_DENIED",
     "SQLITE_SIDECARS",
+    "cantopen_db_error",
     "check_db_writable",
+    "db_cantopen",
     "db_denied",
     "db_moved",
     "denied_db_file",
@@ -213,6 +216,32 @@ SQLITE_DENIED = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AU
 #: to make the journal in its folder): :func:`denied_db_file` names that one.
 SQLITE_NOT_DENIED = ("SQLITE_READONLY_DBMOVED",)
 
+#: ``SQLITE_CANTOPEN_*`` codes no permission explains either, each said as what
+#: it is (https://www.sqlite.org/rescode.html): they were counted as "denied",
+#: and the start advised a chown that changes nothing (issue 16). Neither is
+#: the file damaged: it is never set aside (:func:`cantopen_db_error`).
+_CANTOPEN_WHAT: Final = {
+    "SQLITE_CANTOPEN_ISDIR": (
+        "a folder is at the database's name, not a file: move it away, callrouter makes the file"
+    ),
+    "SQLITE_CANTOPEN_NOTEMPDIR": (
+        "SQLite found no folder for its temporary files: set SQLITE_TMPDIR or TMPDIR to "
+        "a folder callrouter's user may write in"
+    ),
+    "SQLITE_CANTOPEN_FULLPATH": (
+        "SQLite could not make the file's full path (the working folder was deleted, or "
+        "the path is too long): give state_dir as an absolute path to a folder that exists"
+    ),
+    "SQLITE_CANTOPEN_CONVPATH": (
+        "the path could not be converted to the operating system's form (Cygwin): give "
+        "state_dir as a path of this system"
+    ),
+    "SQLITE_CANTOPEN_SYMLINK": (
+        "a symbolic link is at the database's name, and SQLite opens none: put the file "
+        "itself there"
+    ),
+}
+
 #: What the permission codes of :data:`SQLITE_DENIED` mean, for the message
 #: that refuses the start: which file the user must be given.
 _DENIED_WHAT = {
@@ -236,7 +265,26 @@ def db_denied(exc: BaseException) -> bool:
     written (:data:`SQLITE_DENIED`), for its owner or mode (or its folder's,
     its ``-shm``'s); not :data:`SQLITE_NOT_DENIED`."""
     name = str(getattr(exc, "sqlite_errorname", ""))
-    return name.startswith(SQLITE_DENIED) and name not in SQLITE_NOT_DENIED
+    return (
+        name.startswith(SQLITE_DENIED)
+        and name not in SQLITE_NOT_DENIED
+        and name not in _CANTOPEN_WHAT
+    )
+
+
+def db_cantopen(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the ``SQLITE_CANTOPEN_*`` codes that say why
+    the file cannot be opened, no permission among them (a folder or a link
+    at its name, a path SQLite cannot make full): :func:`cantopen_db_error`."""
+    return getattr(exc, "sqlite_errorname", None) in _CANTOPEN_WHAT
+
+
+def cantopen_db_error(path: Path, exc: sqlite3.Error) -> sqlite3.OperationalError:
+    """``exc`` (:func:`db_cantopen`) raised opening the state file ``path``, as
+    an error that says what stands in the way, its code named: the file (if
+    any) is left as it is, neither damaged nor another user's."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return sqlite3.OperationalError(f"{path}: {exc} ({name}: {_CANTOPEN_WHAT[name]})")
 
 
 def db_moved(exc: BaseException) -> bool:
@@ -286,7 +334,7 @@ def check_db_writable(db: sqlite3.Connection) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if db_denied(exc) or db_moved(exc):
+        if db_denied(exc) or db_moved(exc) or db_cantopen(exc):
             raise
         return  # SQLITE_BUSY: another process is writing it
     try:
@@ -305,4 +353,6 @@ def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
         return denied_db_file(path, exc)
     if db_moved(exc):
         return moved_db_error(path, exc)
+    if db_cantopen(exc):
+        return cantopen_db_error(path, exc)
     return named_db_error(path, exc)

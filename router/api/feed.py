@@ -71,6 +71,8 @@ from typing import Any
 
 from router import jsonsafe
 from router.aside import (
+    cantopen_db_error,
+    db_cantopen,
     db_denied,
     db_moved,
     denied_db_file,
@@ -839,7 +841,7 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     try:
         store.reserve_now(ceiling)
     except sqlite3.OperationalError as exc:
-        if db_denied(exc) or db_moved(exc):
+        if db_denied(exc) or db_moved(exc) or db_cantopen(exc):
             # Not a passing lock: a file of another user (or mode) that SQLite
             # opened read-only, or one moved away since it was opened, whose
             # every write fails alike; the feed would publish for good and
@@ -1020,6 +1022,10 @@ class EventFeed:
                 # Moved or deleted while it was opened (a restore, a person):
                 # no damage, and what is at the name now is not the file read.
                 raise moved_db_error(path, exc) from exc
+            if db_cantopen(exc):
+                # A folder or a link at its name, a path SQLite cannot make
+                # whole: nothing there is damaged, nor another user's.
+                raise cantopen_db_error(path, exc) from exc
             aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
             for suffix in ("-wal", "-shm"):

@@ -33,6 +33,7 @@ from router.api.feed import FILENAME as FEED_NAME
 from router.api.feed import EventFeed
 from router.aside import (
     check_db_writable,
+    db_cantopen,
     db_denied,
     named_db_error,
     set_aside_odd_db_files,
@@ -331,6 +332,58 @@ def test_sqlites_permission_codes_refuse_the_start_saying_which_file(
         assert said.format(path=path, folder=tmp_path) in message
     else:
         assert "SQLite: attempt to write a readonly database: the user" in message
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        ("SQLITE_CANTOPEN_ISDIR", "a folder is at the database's name, not a file"),
+        ("SQLITE_CANTOPEN_NOTEMPDIR", "SQLite found no folder for its temporary files"),
+        ("SQLITE_CANTOPEN_FULLPATH", "SQLite could not make the file's full path"),
+        ("SQLITE_CANTOPEN_CONVPATH", "the path could not be converted"),
+        ("SQLITE_CANTOPEN_SYMLINK", "a symbolic link is at the database's name"),
+    ],
+)
+def test_sqlites_cantopen_codes_that_are_no_permission_are_said_as_what_they_are(
+    tmp_path: Path, code: str, said: str
+) -> None:
+    """https://www.sqlite.org/rescode.html: these SQLITE_CANTOPEN_* codes say
+    why the file cannot be opened, and none is a permission: they were all
+    "denied", and the start advised a chown that changed nothing (issue 16)."""
+    path = tmp_path / "x.sqlite3"
+    exc = _sqlite_error(code)
+    assert not db_denied(exc)
+    assert db_cantopen(exc)
+    error = state_db_error(path, exc)
+    assert not isinstance(error, StateFileDenied)
+    assert isinstance(error, sqlite3.OperationalError)
+    assert str(error).startswith(f"{path}: attempt to write a readonly database ({code}: {said}")
+    assert "chown" not in str(error)
+    assert not list(tmp_path.iterdir())  # nothing set aside, nothing made
+
+
+def test_plain_cantopen_is_still_a_permission(tmp_path: Path) -> None:
+    """SQLITE_CANTOPEN with no detail is what a folder callrouter may not
+    enter gives: said as a permission, as before."""
+    assert db_denied(_sqlite_error("SQLITE_CANTOPEN"))
+    assert not db_cantopen(_sqlite_error("SQLITE_CANTOPEN"))
+    assert isinstance(
+        state_db_error(tmp_path / "x.sqlite3", _sqlite_error("SQLITE_CANTOPEN")),
+        StateFileDenied,
+    )
+
+
+def test_the_write_check_raises_a_cantopen_code_it_meets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_db_writable took every code but a permission's for another
+    process's lock and let the file pass."""
+
+    class Refusing:
+        def execute(self, sql: str) -> None:
+            raise _sqlite_error("SQLITE_CANTOPEN_ISDIR")
+
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        check_db_writable(Refusing())  # type: ignore[arg-type]
+    assert caught.value.sqlite_errorname == "SQLITE_CANTOPEN_ISDIR"
 
 
 def test_a_database_moved_while_open_is_said_as_such_not_as_another_users(

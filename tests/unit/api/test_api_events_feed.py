@@ -402,6 +402,38 @@ async def test_a_file_moved_while_the_start_opened_it_is_neither_set_aside_nor_d
     await again.aclose()
 
 
+async def test_a_cantopen_code_at_start_is_said_as_what_it_is_and_nothing_set_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLITE_CANTOPEN_SYMLINK (https://www.sqlite.org/rescode.html) is no
+    permission, nor a damaged file: it was said as another user's file
+    ("chown ..."); the start is refused naming the code, the file kept."""
+    import sqlite3
+
+    feed = EventFeed.open(tmp_path)
+    cursor = feed.publish("ringing", "101", {})
+    await feed.aclose()
+
+    def linked(self: FeedStore, ceiling: int) -> None:
+        exc = sqlite3.OperationalError("unable to open database file")
+        exc.sqlite_errorname = "SQLITE_CANTOPEN_SYMLINK"
+        raise exc
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FeedStore, "reserve_now", linked)
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            EventFeed.open(tmp_path)
+    assert str(raised.value).startswith(
+        f"{tmp_path / FILENAME}: unable to open database file (SQLITE_CANTOPEN_SYMLINK: "
+        "a symbolic link is at the database's name"
+    )
+    assert "chown" not in str(raised.value)
+    assert _set_aside(tmp_path) == {}
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
 @ROOT_ONLY
 async def test_a_file_callrouter_may_read_but_not_write_is_kept_and_the_start_refused() -> None:
     """Issue 16: the feed's file of another user (root's, 0644) opens read-only
