@@ -1687,3 +1687,91 @@ def test_a_file_that_refuses_every_batch_is_not_retried_in_a_loop(
     feed = EventFeed.open(tmp_path, clock=clock)
     assert feed.read(base, only("x2")).gap  # the record written at last, at stop
     asyncio.run(feed.aclose())
+
+
+def _run_with_a_refused_pruning(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, refuse: bool, more: int
+) -> tuple[list[int], int, list[tuple[str, int]]]:
+    """Publish 101's calls into a feed of 4 places (the ring drops), one 102
+    event riding each pruning (every 5 publications); with ``refuse`` the
+    file refuses the batch of the first pruning (a bind error, no lock).
+    Then ``more`` publications, a stop, a restart: 101's cursors published,
+    the first 102 cursor, and (extension, cursor) of every row in the file."""
+    write = FeedStore._write
+    refused: list[int] = []
+
+    def refusing(self: FeedStore, batch: list[FeedEvent], prune: Any, *args: Any) -> bool:
+        if refuse and prune is not None and not refused:
+            refused.append(len(batch))
+            raise sqlite3.InterfaceError("Error binding parameter 1: type 'X' is not supported")
+        return write(self, batch, prune, *args)
+
+    monkeypatch.setattr("router.api.feed._PRUNE_EVERY", 5)
+    with monkeypatch.context() as patched:
+        patched.setattr(FeedStore, "_write", refusing)
+        clock = Clock()
+        feed = EventFeed.open(folder, max_events=4, clock=clock)
+        store = feed._store
+        assert store is not None
+        calls: list[int] = []
+        first_102 = 0
+        for n in range(4 + more):
+            clock.now += 0.001
+            if n == 4:  # the fifth publication carries the pruning
+                first_102 = feed.publish("ringing", "102", {"n": n})
+            else:
+                calls.append(feed.publish("ringing", "101", {"n": n}, call_id=f"1.{n}"))
+            store._pool.submit(lambda: None).result()  # each its own batch
+        assert bool(refused) is refuse
+        asyncio.run(feed.aclose())
+    db = sqlite3.connect(folder / FILENAME)
+    try:
+        rows = db.execute("SELECT extension, cursor FROM events ORDER BY cursor").fetchall()
+    finally:
+        db.close()
+    return calls, first_102, rows
+
+
+def test_a_pruning_the_file_refused_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pruning that rides on a batch the file refuses is not kept (issue 16,
+    checked): the rows it would delete stay in the file, read back at a
+    restart before the next pruning, and that one says all it said. Nothing
+    is lost, none is served twice, and no gap is told for events the file
+    still holds; the refused batch's own event is told as a gap to its
+    extension's readers only."""
+    seen = {}
+    for refuse in (False, True):
+        for more in (3, 11):
+            folder = tmp_path / f"{refuse}-{more}"
+            folder.mkdir()
+            calls, first_102, rows = _run_with_a_refused_pruning(
+                folder, monkeypatch, refuse=refuse, more=more
+            )
+            feed = EventFeed.open(folder, max_events=100, clock=Clock())
+            page = feed.read(calls[0] - 1, only("101"), limit=1_000)
+            other = feed.read(first_102 - 1, only("102"), limit=1_000)
+            seen[refuse, more] = (
+                calls,
+                [e.cursor for e in page.events],
+                page.gap,
+                [e.cursor for e in other.events],
+                other.gap,
+                rows,
+                first_102,
+            )
+            asyncio.run(feed.aclose())
+    # Restarted before the next pruning: the first call, which the refused
+    # pruning would have deleted (the ring had dropped it), is read back, no gap.
+    calls, got, gap, got_102, gap_102, _rows, _first = seen[True, 3]
+    assert got == calls
+    assert not gap
+    assert (got_102, gap_102) == ([], True)
+    calls, got, gap, got_102, gap_102, _rows, first_102 = seen[False, 3]
+    assert (got, gap) == (calls[1:], True)
+    assert (got_102, gap_102) == ([first_102], False)
+    # The next pruning came: the file and a reader of 101 are as with no refusal.
+    assert seen[True, 11][:3] == seen[False, 11][:3]
+    assert seen[True, 11][5] == seen[False, 11][5]
+    assert len(set(seen[True, 11][1])) == len(seen[True, 11][1])
