@@ -39,6 +39,7 @@ to the working directory.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -245,6 +246,11 @@ class Config:
     flags: Mapping[tuple[str, str], str] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
+    #: The SHA-256 of the very bytes of :attr:`path` these settings were parsed
+    #: from, None when no file was read: a SIGHUP compares the file with it
+    #: (router.toml changed, needs a restart). A digest taken later, when the
+    #: engine is made, missed a save made between the read and it (issue 16).
+    digest: str | None = field(default=None, repr=False, compare=False)
 
     def where(self, *path: str) -> str:
         """Where the key or table ``path`` (``"plugins", "enabled"``) is written,
@@ -894,11 +900,13 @@ def _plugins(reader: SettingsReader) -> PluginSettings:
 MAX_CONFIG_BYTES = 8_000_000
 
 
-def _read_file(path: Path) -> tuple[dict[str, object], str] | None:
-    """The file's tables and its text (for the lines of errors); None: no file."""
+def _read_file(path: Path) -> tuple[dict[str, object], str, str] | None:
+    """The file's tables, its text (for the lines of errors) and the SHA-256 of
+    the bytes they were parsed from (:attr:`Config.digest`); None: no file."""
     try:
-        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
-        return tomllib.loads(text), text
+        raw = read_bounded(path, MAX_CONFIG_BYTES)
+        text = raw.decode("utf-8")
+        return tomllib.loads(text), text, hashlib.sha256(raw).hexdigest()
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -1017,6 +1025,7 @@ def load_config(
             if key and origin == COMMAND_LINE
         ),
         flags=MappingProxyType(given_flags),
+        digest=read[2] if read is not None else None,
     )
 
 

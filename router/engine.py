@@ -429,9 +429,10 @@ class Engine:
         #: router.toml's digest as read at start, and the last one a SIGHUP said
         #: was not applied (:meth:`_config_changed`).
         self._config_said: str | None = None
-        # Read now, next to the load (callrouter run makes the engine right
-        # after it): a change saved while the start goes on is one too.
-        self._config_read: str | None = self._config_digest()
+        # The digest of the very bytes the settings were parsed from: one
+        # taken now missed a save between that read and this engine (issue
+        # 16). A Config made without reading a file (tests): the file now.
+        self._config_read: str | None = config.digest or self._config_digest()
         #: The state folder's descriptor holding its lock (EngineOptions.lock_state_dir).
         self._state_lock: int | None = None
         #: Plugins' own state folders' descriptors holding their locks

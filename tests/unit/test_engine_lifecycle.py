@@ -309,6 +309,32 @@ async def test_a_reload_says_router_toml_changed_since_start_is_not_applied(
         await engine.stop()
 
 
+async def test_a_save_between_the_read_and_the_engine_is_said_at_the_next_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """router.toml's digest was taken when the engine was made, not from the
+    bytes the settings were parsed from: a save in between (an edit while
+    the service starts) was taken for the file in use, and a SIGHUP never
+    said it needs a restart (issue 16)."""
+    from router.config import load_config
+
+    config = write_run_config(tmp_path, tmp_path / "state")
+    loaded = load_config(config, environ={"CR_SECRET": "s"})
+    original = config.read_text(encoding="utf-8")
+    config.write_text(original.replace("[router]\n", "[router]\nshadow = true\n"))
+    engine = Engine(loaded)
+    await engine.setup()
+    said = f"{config} changed since callrouter started: a reload reads the rule files only"
+    try:
+        await engine.reload_in_thread()
+        assert sum(r.getMessage().startswith(said) for r in caplog.records) == 1
+        config.write_text(original, encoding="utf-8")  # the file read: nothing to say
+        await engine.reload_in_thread()
+        assert sum(r.getMessage().startswith(said) for r in caplog.records) == 1
+    finally:
+        await engine.stop()
+
+
 class SlowLookup:
     """A lookup that takes ``seconds`` (0.4 s): SIGTERM arrives while the
     decision waits for it; ``finished`` tells whether it came to its end."""
