@@ -108,17 +108,26 @@ def instances_dir(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "instances"
 
 
-def _pid_runs(pid: int, marker: str) -> bool:
-    """True if ``pid`` is alive and its command line mentions ``marker``.
+#: Where processes are looked up (tests put a folder of fake ones here).
+_PROC = Path("/proc")
 
-    The marker (the instance folder) guards against a recycled pid; a zombie
-    has an empty command line and so counts as gone.
+
+def _pid_runs(pid: int, marker: str, started: int | None = None) -> bool:
+    """True if ``pid`` is alive, its command line mentions ``marker`` and,
+    when ``started`` is given, it started then (:func:`_proc_start`).
+
+    The marker (the instance folder) guards against a recycled pid; the
+    start time against one recycled by a process whose command line names
+    the folder too (another sandbox tool's, an editor's on a file there).
+    A zombie has an empty command line and so counts as gone.
     """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
     except OSError:
         return False
-    return marker.encode() in cmdline
+    if marker.encode() not in cmdline:
+        return False
+    return started is None or _proc_start(pid) == started
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -126,7 +135,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     ``)``): the state first, then the parent's pid, ...; None without such a
     process."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
@@ -473,16 +482,18 @@ def stop_phone_orphans(pbx: Sandbox) -> int:
     The sandbox calls this when it stops (it lives here, not in :mod:`router.sandbox.phones`, so the
     sandbox never imports the phones), so a test that never stopped its
     phones leaves no baresip behind. A pid counts only while its command line
-    still names the instance folder (a recycled pid is left alone).
+    still names the instance folder and it started when the file says (a
+    recycled pid is left alone).
     """
     folder = pbx.inst / "phones"
     killed = 0
     for pid_file in folder.glob("*/pid") if folder.is_dir() else ():
         with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text(encoding="utf-8").strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if pbx.inst_in_root.encode() in cmdline:
-                os.killpg(pid, signal.SIGKILL)
+            # "PID START": the start time too (a file of an older version: none).
+            pid, *start = pid_file.read_text(encoding="utf-8").split()
+            started = int(start[0]) if start else None
+            if _pid_runs(int(pid), pbx.inst_in_root, started):
+                os.killpg(int(pid), signal.SIGKILL)
                 killed += 1
         pid_file.unlink(missing_ok=True)
     return killed
@@ -539,6 +550,10 @@ class Sandbox:
     #: Asterisk's pid; kept apart from ``process`` so that an instance started by
     #: another process (``python -m router.sandbox start``) can be attached to.
     pid: int | None = None
+    #: When :attr:`pid` started (``/proc/PID/stat`` field 22, clock ticks after
+    #: boot): a recycled pid whose command line names the instance folder too
+    #: is not taken for Asterisk. None for a state file of an older version.
+    pid_started: int | None = None
     #: manager.conf sections added with :meth:`add_manager_user`, kept across
     #: rewrites of the configs.
     extra_users: dict[str, str] = field(default_factory=dict)
@@ -651,6 +666,8 @@ class Sandbox:
                     http_port=0,
                     ami_port=0,
                     pid=found.asterisk[0] if found.asterisk else None,
+                    # Found now by its command line: its start time now.
+                    pid_started=_proc_start(found.asterisk[0]) if found.asterisk else None,
                 )
                 return box
         raise SandboxError(f"no instance folder named {name!r} without a state file")
@@ -677,6 +694,9 @@ class Sandbox:
                 httptimeout=int(state.get("httptimeout", 60)),
                 sip_port=int(state.get("sip_port", 0)),
                 pid=int(state["pid"]) if state.get("pid") is not None else None,
+                pid_started=(
+                    int(state["pid_started"]) if state.get("pid_started") is not None else None
+                ),
             )
         except FileNotFoundError as exc:
             raise SandboxError(f"no sandbox named {name!r}: {path} does not exist") from exc
@@ -742,6 +762,7 @@ class Sandbox:
         return {
             "name": self.name,
             "pid": self.pid,
+            "pid_started": self.pid_started,
             "url": self.url,
             "http_port": self.http_port,
             "ami_port": self.ami_port,
@@ -975,6 +996,8 @@ class Sandbox:
             console.close()
         # chroot execs asterisk, so this pid is Asterisk's own.
         self.pid = self.process.pid
+        # Kept through chroot's exec: the fork's time, Asterisk's own.
+        self.pid_started = _proc_start(self.pid)
         if self.state_path.exists():
             # A detached instance (``start``, or one attached and restarted):
             # ``stop NAME`` and ``status`` read the pid from its state.
@@ -1036,7 +1059,7 @@ class Sandbox:
     def running(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return self.pid is not None and _pid_runs(self.pid, self.inst_in_root)
+        return self.pid is not None and _pid_runs(self.pid, self.inst_in_root, self.pid_started)
 
     def _wait_gone(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for Asterisk to exit; True if it did."""

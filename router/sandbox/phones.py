@@ -107,7 +107,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, get_args
 
 from router.errors import SandboxError
-from router.sandbox import crash
+from router.sandbox import _proc_start, crash
 from router.sandbox import stop_phone_orphans as stop_orphans
 
 if TYPE_CHECKING:
@@ -637,7 +637,12 @@ audio_path {self.folder_in_root}/sounds
             log.close()
         # chroot and sh exec baresip: this pid is baresip's, and the sandbox kills it by
         # this file if the Phones object never gets to (router.sandbox.Sandbox.stop).
-        self.pid_path.write_text(f"{self.process.pid}\n", encoding="utf-8")
+        # With its start time: a recycled pid is never taken for it.
+        started = _proc_start(self.process.pid)
+        self.pid_path.write_text(
+            f"{self.process.pid} {started}\n" if started is not None else f"{self.process.pid}\n",
+            encoding="utf-8",
+        )
         deadline = time.monotonic() + STEP_TIMEOUT
         while True:
             if self.process.poll() is not None:
