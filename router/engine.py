@@ -609,10 +609,11 @@ class Engine:
         in ``callrouter_startup`` is only logged."""
         if self._state_lock is None:
             return
-        seen = os.stat(path)
-        for fd in (self._state_lock, *self._plugin_locks):
-            if os.path.samestat(seen, os.fstat(fd)):
-                return
+        with contextlib.suppress(OSError):  # else the lock's open says why
+            seen = os.stat(path)
+            for fd in (self._state_lock, *self._plugin_locks):
+                if os.path.samestat(seen, os.fstat(fd)):
+                    return
         shown = f"[{'.'.join(key[:-1])}] {key[-1]}" if len(key) > 1 else key[0]
         try:
             fd = lock_state_folder(path, key=shown, where=self._config.where(*key))

@@ -19,6 +19,7 @@ from router.errors import StateRestoreError
 from router.statebackup import backup_state
 from router.staterestore import restore_state
 from router.testing import Engines, ReplayAsterisk
+from tests.unit.state_lock import locking_engine
 
 PASSWORD = "secret"
 
@@ -93,3 +94,22 @@ async def test_a_second_router_on_the_same_plugin_state_dir_refuses_to_start(
         [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
     )
     assert third.state_dir != first.state_dir
+
+
+def test_a_plugin_folder_that_cannot_be_opened_is_a_config_error_naming_its_key(
+    tmp_path: Path,
+) -> None:
+    """No traceback from a folder gone (or not listable): the start's error,
+    naming the plugin's key."""
+    engine = locking_engine(tmp_path, tmp_path / "state")
+    engine._check_state_dir()
+    try:
+        with pytest.raises(ConfigError) as refused:
+            engine.api.hold_state_folder(tmp_path / "gone", ("plugins", "onec", "state_dir"))
+    finally:
+        engine._unlock_state_dir()
+    assert str(refused.value) == (
+        f"{tmp_path / 'router.toml'}: [plugins.onec] state_dir: cannot open "
+        f"{tmp_path / 'gone'} to lock it: No such file or directory; give the service's "
+        "user a folder it may read and write (chmod 700)"
+    )
