@@ -153,6 +153,7 @@ async def _dialplan(
     read: dict[str, str | None] = {}
     findings.extend(await _globals(client, listing.items, read, stand_ins))
     findings.extend(await _wait_global(client, listing.items, read))
+    findings.extend(await _default_global(client, listing.items, read))
     return findings, False
 
 
@@ -390,6 +391,83 @@ async def _wait_global(
             '`asterisk -rx "dialplan reload"`',
         )
     ]
+
+
+#: The global naming the default route's context, and the snippet's own
+#: fallback when it is empty.
+_DEFAULT = "CALLROUTER_DEFAULT"
+_SHIPPED_DEFAULT = "callrouter-default"
+#: The characters of a dialled number the snippet keeps (``CALLROUTER_DID``).
+_DID_CHARACTERS = frozenset("0123456789*#+")
+
+
+async def _default_global(
+    client: DialplanAMI, items: Sequence[Item], read: dict[str, str | None]
+) -> list[Finding]:
+    """A failure when the context the inbound context falls back to (the
+    global ``CALLROUTER_DEFAULT``; ``callrouter-default`` when it is empty and
+    the context defaults it itself, as the snippet does) is not in Asterisk's
+    dialplan, or surely has no extension a dialled number can match (an IVR
+    context with ``s`` alone). Measured on Asterisk 22.10: the snippet's
+    ``Goto(my-ivx,${CALLROUTER_DID},1)`` logs ``sent to invalid extension but
+    no invalid handler`` and hangs the call up, so every call callrouter does
+    not route in time (callrouter down, slow, no rule matching) is lost, while
+    the rest of the check said OK (issue 16)."""
+    own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
+    if not any(f"${{{_DEFAULT}}}" in (item.get("AppData") or "") for item in own):
+        return []  # the context does not read it: a default route of its own
+    value = await _getvar(client, _DEFAULT, read)
+    if value is None:
+        return []  # not readable: the inbound verdict stands as it is
+    context = value.strip()
+    if not context:
+        if _read_unset(own, _DEFAULT):
+            return []  # no default of its own: _globals says so
+        context = _SHIPPED_DEFAULT
+    # Asterisk takes a context name up to the first comma, as Goto splits it.
+    context = context.split(",")[0].strip()
+    if context == INBOUND_CONTEXT:
+        return []  # a loop, which _globals' own check names for an older copy
+    listed = await _listed(client, context)
+    named = (
+        f"the global {_DEFAULT} is {shown(value)}"
+        if value.strip()
+        else f"{_DEFAULT} is empty, so [{INBOUND_CONTEXT}] falls back to [{_SHIPPED_DEFAULT}]"
+    )
+    fix = (
+        f"set {_DEFAULT} in [globals] to the context of your default route (your queue, "
+        "ring group or IVR)"
+    )
+    reload = ', then `asterisk -rx "dialplan reload"`'
+
+    if listed is False:
+        return [
+            Finding(
+                "fail",
+                f"{named}, a context Asterisk's dialplan does not have: every call "
+                "callrouter does not route in time (callrouter down or slow, no rule "
+                "matching, --shadow) takes its default route there and Asterisk hangs it "
+                "up (sent to invalid extension); "
+                + fix
+                + ", or add that context to extensions.conf"
+                + reload,
+            )
+        ]
+    if isinstance(listed, ListedContext) and listed.closed and not listed.patterns:
+        numbers = [name for name in listed.plain if name and set(name) <= _DID_CHARACTERS]
+        if not numbers:
+            return [
+                Finding(
+                    "fail",
+                    f"{named}, a context with no extension a dialled number can match "
+                    f"(it has {', '.join(sorted(shown(n) for n in listed.plain))}): the "
+                    f"default route is Goto({shown(context)},${{CALLROUTER_DID}},1), so "
+                    "every call callrouter does not route in time is hung up (or sent to "
+                    "the context's i extension); give the context a _X. extension that "
+                    "goes on to its s (exten => _X.,1,Goto(s,1)), or " + fix + reload,
+                )
+            ]
+    return []
 
 
 def _guards_wait(own: Sequence[Item]) -> bool:

@@ -88,13 +88,13 @@ def steps_answer(sent: SentAction, items: list[dict[str, str]]) -> bytes:
 
 
 def dialplan_with(extensions: dict[str, set[str]] | None) -> Callable[[SentAction], object]:
-    """``ShowDialPlan`` as Asterisk answers it: the shipped inbound context, and
-    ``extensions`` (context -> extension names; None: any context has any
-    extension); "Did not find ..." for the rest."""
+    """``ShowDialPlan`` as Asterisk answers it: the shipped inbound context and
+    the default route it falls back to, and ``extensions`` (context -> extension
+    names; None: any context has any extension); "Did not find ..." for the rest."""
 
     def answer(sent: SentAction) -> object:
         context, exten = sent.get("Context") or "", sent.get("Extension")
-        if context == "callrouter-inbound":
+        if context in ("callrouter-inbound", "callrouter-default"):
             return dialplan_answer(sent)
         known = None if extensions is None else extensions.get(context)
         if extensions is not None and known is None:
@@ -609,7 +609,12 @@ async def test_a_thousand_targets_in_one_context_cost_one_listing(
     assert len(fails) == 1
     assert fails[0].startswith("rules/v.yaml:3: rule 'vip' redirects to extension 'vip'")
     asked = [(a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")]
-    assert asked == [("callrouter-inbound", None), ("queues", None), ("queues", "vip")]
+    assert asked == [
+        ("callrouter-inbound", None),
+        ("callrouter-default", None),  # the default route's context (CALLROUTER_DEFAULT)
+        ("queues", None),
+        ("queues", "vip"),
+    ]
 
 
 async def test_a_dialplan_that_cannot_be_read_is_minus_one_not_a_problem(
@@ -997,14 +1002,16 @@ async def test_the_shipped_inbound_context_defaults_its_globals_itself(
 ) -> None:
     """The context as shipped now sets CALLROUTER_WAIT (4) and CALLROUTER_DEFAULT
     (callrouter-default) when Asterisk has none: pasted alone it fails open, so
-    check passes it and asks Asterisk for neither."""
+    check passes it and never asks Asterisk whether either is set."""
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     ajam_replay.globals.clear()
     assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
-    # Not whether either is set; CALLROUTER_WAIT's value alone, whether it is
-    # a number (test_a_global_wait_that_is_no_number_is_named).
+    # Not whether either is set; CALLROUTER_WAIT's value, whether it is a
+    # number (test_a_global_wait_that_is_no_number_is_named), and
+    # CALLROUTER_DEFAULT's, whether Asterisk has that context
+    # (test_a_default_route_to_a_context_asterisk_lacks_fails).
     asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
-    assert asked == ["CALLROUTER_WAIT"]
+    assert asked == ["CALLROUTER_WAIT", "CALLROUTER_DEFAULT"]
 
 
 async def test_globals_the_inbound_context_sets_itself_are_not_asked(
@@ -1101,6 +1108,88 @@ async def test_a_global_wait_that_is_a_number_passes(
     for answer in (dialplan_answer, len_default_answer, older_answer):
         ajam_replay.on("ShowDialPlan", answer)
         assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+def default_route_dialplan(contexts: dict[str, list[str]]) -> Callable[[SentAction], object]:
+    """``ShowDialPlan``: the shipped inbound context, and ``contexts`` (context
+    -> its extensions, one NoOp step each); "Did not find context" for the rest."""
+
+    def answer(sent: SentAction) -> object:
+        context = sent.get("Context") or ""
+        if context == "callrouter-inbound":
+            return dialplan_answer(sent)
+        if context not in contexts:
+            return error(f"Did not find context {context}")
+        items = [
+            {
+                "Event": "ListDialplan",
+                "Context": context,
+                "Extension": exten,
+                "Priority": "1",
+                "Application": "NoOp",
+                "AppData": "",
+                "Registrar": "pbx_config",
+            }
+            for exten in contexts[context]
+        ]
+        return steps_answer(sent, items)
+
+    return answer
+
+
+async def test_a_default_route_to_a_context_asterisk_lacks_fails(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """hast46's trial: `CALLROUTER_DEFAULT=my-ivx` (a typo of my-ivr) in
+    [globals] passed the whole check, and every call not routed in time was
+    hung up (`Goto(my-ivx,...)`: "sent to invalid extension but no invalid
+    handler", measured on Asterisk 22.10)."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT="my-ivx")
+    ajam_replay.on("ShowDialPlan", default_route_dialplan({"my-ivr": ["_X."]}))
+    found = await run(ajam_replay)
+    [fail] = [f.text for f in found if f.level != "ok"]
+    assert fail.startswith(
+        "the global CALLROUTER_DEFAULT is 'my-ivx', a context Asterisk's dialplan does not "
+        "have: every call callrouter does not route in time"
+    ), fail
+    assert "set CALLROUTER_DEFAULT in [globals] to the context of your default route" in fail
+    assert fail.endswith('then `asterisk -rx "dialplan reload"`')
+    ajam_replay.globals.update(CALLROUTER_DEFAULT="my-ivr")
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+    # Empty: the shipped context falls back to [callrouter-default], missing here.
+    ajam_replay.globals.update(CALLROUTER_DEFAULT="")
+    [fail] = [f.text for f in await run(ajam_replay) if f.level != "ok"]
+    assert fail.startswith(
+        "CALLROUTER_DEFAULT is empty, so [callrouter-inbound] falls back to "
+        "[callrouter-default], a context Asterisk's dialplan does not have"
+    ), fail
+
+
+@pytest.mark.parametrize(
+    ("extensions", "fails"),
+    [
+        (["s", "i"], True),  # an IVR context: no DID reaches its s
+        (["s", "_X."], False),
+        (["s", "74951234567"], False),  # a DID of its own
+    ],
+)
+async def test_a_default_route_no_dialled_number_can_match_fails(
+    ajam_replay: ReplayAsterisk, extensions: list[str], fails: bool
+) -> None:
+    """The default route is Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1): an
+    IVR context with only s (and i) takes no call there."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT="ivr-main")
+    ajam_replay.on("ShowDialPlan", default_route_dialplan({"ivr-main": extensions}))
+    found = [f.text for f in await run(ajam_replay) if f.level != "ok"]
+    if not fails:
+        assert found == []
+        return
+    [fail] = found
+    assert fail.startswith(
+        "the global CALLROUTER_DEFAULT is 'ivr-main', a context with no extension a dialled "
+        "number can match (it has 'i', 's')"
+    ), fail
+    assert "exten => _X.,1,Goto(s,1)" in fail
 
 
 #: The globals `run` sets for :func:`older_inbound` in an Asterisk with none.
