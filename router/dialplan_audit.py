@@ -373,7 +373,7 @@ async def _wait_global(
         return [
             Finding(
                 "advice",
-                f"the global {_WAIT} is {shown_value}, not a number of seconds: "
+                f"the global {_WAIT} is {shown_value}, not a positive number of seconds: "
                 f"[{INBOUND_CONTEXT}] waits its default 4 s instead; set {_WAIT} in "
                 "[globals] to the seconds you meant (digits, a dot for a fraction: 4, "
                 '2.5; no unit), then `asterisk -rx "dialplan reload"`',
@@ -382,7 +382,7 @@ async def _wait_global(
     return [
         Finding(
             "fail",
-            f"the global {_WAIT} is {shown_value}, not a number of seconds: "
+            f"the global {_WAIT} is {shown_value}, not a positive number of seconds: "
             f"[{INBOUND_CONTEXT}] (a copy older than the snippet's check of it) uses it "
             "as it is: its Wait() may not wait at all and the call's deadline is wrong; "
             f"set {_WAIT} in [globals] to the seconds you meant (digits, a dot for a "

@@ -196,7 +196,7 @@ def test_check_names_a_global_wait_that_is_no_number(
     out = capsys.readouterr().out
     assert "asterisk: FAIL" not in out
     assert (
-        "the global CALLROUTER_WAIT is 'four', not a number of seconds: "
+        "the global CALLROUTER_WAIT is 'four', not a positive number of seconds: "
         "[callrouter-inbound] waits its default 4 s instead"
     ) in out, out
 

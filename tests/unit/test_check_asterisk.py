@@ -1076,13 +1076,15 @@ async def test_a_global_wait_that_is_no_number_is_named(
     and the deadline unchecked (`Wait(four)` does not wait, measured on
     Asterisk 22.10) while check said OK. The shipped context now waits its
     default 4 s for such a value: advice, naming it. A copy older than that
-    check uses it as it is: a failure, saying to paste the contexts again."""
+    check uses it as it is: a failure, saying to paste the contexts again.
+    `0` is a number, just not a positive one: "not a number of seconds" read
+    wrong for it (hast46's trial), so the finding says "positive"."""
     ajam_replay.globals.update(CALLROUTER_WAIT=value, CALLROUTER_DEFAULT="callrouter-default")
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     found = await run(ajam_replay)
     [advice] = [f.text for f in found if f.level != "ok"]
     assert advice.startswith(
-        f"the global CALLROUTER_WAIT is {value!r}, not a number of seconds: "
+        f"the global CALLROUTER_WAIT is {value!r}, not a positive number of seconds: "
         "[callrouter-inbound] waits its default 4 s instead;"
     ), advice
     assert "\x1b" not in advice
@@ -1093,7 +1095,7 @@ async def test_a_global_wait_that_is_no_number_is_named(
         fails = [f.text for f in found if f.level == "fail"]
         assert len(fails) == 1, found
         assert fails[0].startswith(
-            f"the global CALLROUTER_WAIT is {value!r}, not a number of seconds: "
+            f"the global CALLROUTER_WAIT is {value!r}, not a positive number of seconds: "
             "[callrouter-inbound] (a copy older than the snippet's check of it) uses it as "
             "it is: its Wait() may not wait at all"
         ), fails[0]
