@@ -129,8 +129,23 @@ def login_refused_hint(username: str, secret_source: str, message: str | None) -
     failed``: it says so alike for a user manager.conf lacks, a wrong secret
     and a host the user's ``deny``/``permit`` refuses, and the bare answer
     named none of them, nor where the secret was read from
-    (``secret_source``: ``ClientSettings.secret_source``)."""
-    if (message or "").strip().lower() != "authentication failed":
+    (``secret_source``: ``ClientSettings.secret_source``).
+
+    ``Login Already In Use`` is Asterisk's answer to a user with
+    ``allowmultiplelogin = no`` that has a session already (a running
+    callrouter, ``callrouter events``): the bare answer named neither the
+    setting nor the other session (hast46's trial, Asterisk 22.10)."""
+    said = (message or "").strip().lower()
+    if said == "login already in use":
+        return (
+            f" (manager.conf [{username}] has allowmultiplelogin = no and '{username}' is "
+            "logged in already: a running callrouter, or callrouter events, ami or check "
+            "(over AJAM also one that ended less than manager.conf httptimeout ago); "
+            f"remove that line from manager.conf [{username}] (yes is the default), run "
+            "asterisk -rx 'manager reload', or give the other tool a manager user of its "
+            "own; docs/asterisk-ajam.md)"
+        )
+    if said != "authentication failed":
         return ""
     source = secret_source
     if source.startswith("env:"):

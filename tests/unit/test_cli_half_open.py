@@ -238,6 +238,21 @@ def _refusing(handler: socketserver.StreamRequestHandler) -> None:
     handler.rfile.read()
 
 
+def _in_use(handler: socketserver.StreamRequestHandler) -> None:
+    """Native AMI that refuses the Login as Asterisk does a user with
+    allowmultiplelogin = no that is logged in already."""
+    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+    lines = []
+    while (line := handler.rfile.readline()) not in (b"\r\n", b""):
+        lines.append(line.decode().strip())
+    head = dict(item.split(": ", 1) for item in lines if ": " in item)
+    handler.wfile.write(
+        f"Response: Error\r\nActionID: {head.get('ActionID', '')}\r\n"
+        "Message: Login Already In Use\r\n\r\n".encode()
+    )
+    handler.rfile.read()
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -287,8 +302,26 @@ def _closed_port() -> int:
             "so for a user manager.conf lacks, a wrong secret and a host the user's deny/permit "
             "refuses alike",
         ),
+        (
+            # hast46's trial: the bare answer named neither the setting nor the session.
+            _in_use,
+            "tcp",
+            "Asterisk refused login for 'router' at {url}: Login Already In Use (manager.conf "
+            "[router] has allowmultiplelogin = no and 'router' is logged in already: a running "
+            "callrouter, or callrouter events, ami or check (over AJAM also one that ended "
+            "less than manager.conf httptimeout ago); remove that line from manager.conf "
+            "[router] (yes is the default), run asterisk -rx 'manager reload'",
+        ),
     ],
-    ids=["tcp-closed", "http-closed", "tcp-silent", "tcp-banner-only", "http-silent", "refused"],
+    ids=[
+        "tcp-closed",
+        "http-closed",
+        "tcp-silent",
+        "tcp-banner-only",
+        "http-silent",
+        "refused",
+        "in-use",
+    ],
 )
 @pytest.mark.parametrize("command", ["check", "ami", "events"])
 def test_each_command_says_a_failed_login_once_naming_url_and_user(
