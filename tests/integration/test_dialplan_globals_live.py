@@ -328,3 +328,40 @@ async def test_run_started_again_keeps_saying_the_globals_an_earlier_run_set(
                 break
             await asyncio.sleep(0.1)
     assert "callrouter set the globals CALLROUTER_WAIT=4" in caplog.text, caplog.text
+
+
+def with_global_default(value: str) -> str:
+    """The whole shipped snippet with ``CALLROUTER_DEFAULT=value`` in its [globals]."""
+    text = shipped_dialplan()
+    line = next(line for line in text.splitlines() if line.startswith("CALLROUTER_DEFAULT="))
+    return text.replace(line, f"CALLROUTER_DEFAULT={value}", 1)
+
+
+async def test_a_default_route_to_a_context_asterisk_lacks_hangs_the_call_up(
+    queue_box: Sandbox, queue_placer: CallPlacer
+) -> None:
+    """hast46's trial: `CALLROUTER_DEFAULT=my-ivx` (a typo of the PBX's own
+    IVR context) in [globals]: with callrouter down, the call waits, then
+    Asterisk hangs it up at the default route's Goto ("sent to invalid
+    extension"), while `check --asterisk` said OK (below)."""
+    await asyncio.to_thread(queue_box.set_dialplan, with_global_default("my-ivx") + TEST_QUEUE)
+    call = await queue_placer.place("74950000035", "79160000035")
+    await queue_placer.wait_all([call], timeout=10)
+    assert call.destination == "hangup", call.destination
+
+
+def test_check_fails_a_default_route_to_a_context_asterisk_lacks(
+    queue_box: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sales_router_toml(queue_box, tmp_path)
+    queue_box.set_dialplan(with_global_default("my-ivx") + TEST_QUEUE)
+    assert main(["check", "--config", str(config), "--asterisk"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "asterisk: FAIL   the global CALLROUTER_DEFAULT is 'my-ivx', a context Asterisk's "
+        "dialplan does not have: every call callrouter does not route in time"
+    ) in out, out
+    queue_box.set_dialplan(with_global_default("test-queue") + TEST_QUEUE)
+    assert main(["check", "--config", str(config), "--asterisk"]) == 0
+    out = capsys.readouterr().out
+    assert "CALLROUTER_DEFAULT" not in out, out
