@@ -42,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from router.errors import SandboxError
+from router.sandbox.ports import listen_port, rtp_ports
 
 __all__ = [
     "InstanceFolder",
@@ -52,6 +53,7 @@ __all__ = [
     "ensure_rootfs",
     "instances_dir",
     "leftovers",
+    "listen_port",
     "tmp_on_tmpfs",
 ]
 
@@ -500,19 +502,16 @@ def stop_phone_orphans(pbx: Sandbox) -> int:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port nobody listens on right now, outside the kernel's
+    ephemeral range (:func:`router.sandbox.ports.listen_port`): still free
+    after a restart of whatever listens on it."""
+    return listen_port(socket.SOCK_STREAM)
 
 
 def free_udp_port() -> int:
-    """A loopback UDP port nobody has bound right now (SIP's transport)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback UDP port nobody has bound right now (SIP's transport),
+    outside the ephemeral range like :func:`free_port`."""
+    return listen_port(socket.SOCK_DGRAM)
 
 
 def asterisk_version(root: Path) -> str:
@@ -880,6 +879,7 @@ class Sandbox:
     def write_configs(self) -> None:
         if not self.sip_port:
             self.sip_port = free_udp_port()
+        rtp_start, rtp_end = rtp_ports()
         values = {
             "{inst}": self.inst_in_root,
             "{http_port}": str(self.http_port),
@@ -889,6 +889,8 @@ class Sandbox:
             "{secret}": self.secret,
             "{tls}": self._tls_lines(),
             "{ami_tls}": self._ami_tls_lines(),
+            "{rtp_start}": str(rtp_start),
+            "{rtp_end}": str(rtp_end),
         }
         for sub in ("etc", "lib", "log", "run", "spool", "cache"):
             (self.inst / sub).mkdir(parents=True, exist_ok=True)

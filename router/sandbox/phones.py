@@ -109,6 +109,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from router.errors import SandboxError
 from router.sandbox import _proc_start, crash
 from router.sandbox import stop_phone_orphans as stop_orphans
+from router.sandbox.ports import listen_port, rtp_ports
 
 if TYPE_CHECKING:
     from router.sandbox import Sandbox
@@ -214,27 +215,15 @@ def tone_share(path: Path, hz: float = TONE_HZ) -> float:
 
 
 def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return listen_port(kind)
 
 
 def _free_sip_port() -> int:
     """A UDP port P with TCP P and P+1 free too: baresip 1.1.0 always listens on
-    UDP and TCP at P and TLS at P+1, and fails to start if any is taken."""
-    for _ in range(50):
-        port = _free_port(socket.SOCK_DGRAM)
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as tcp, socket.socket() as tls:
-                tcp.bind(("127.0.0.1", port))
-                tls.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise SandboxError("found no free loopback port for a SIP phone in 50 tries")
+    UDP and TCP at P and TLS at P+1, and fails to start if any is taken. Below
+    the ephemeral range, like every port the sandbox listens on
+    (:mod:`router.sandbox.ports`)."""
+    return listen_port(socket.SOCK_DGRAM, also=((0, socket.SOCK_STREAM), (1, socket.SOCK_STREAM)))
 
 
 def escape_user(number: str) -> str:
@@ -490,6 +479,7 @@ class Phone:
     def write_config(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "sounds").mkdir(exist_ok=True)
+        rtp_start, rtp_end = rtp_ports()
         config = f"""\
 # baresip for sandbox phone {self.name} (router/sandbox/phones.py)
 poll_method epoll
@@ -511,7 +501,7 @@ ausrc_srate 48000
 ausrc_channels 1
 audio_alert aubridge,alert
 snd_path {self.folder_in_root}
-rtp_ports 30000-59999
+rtp_ports {rtp_start}-{rtp_end}
 module_path /usr/lib/baresip/modules
 module g711.so
 module aufile.so
