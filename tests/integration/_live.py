@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from router.config import Config, load_config
 from router.dialplan import INBOUND_CONTEXT
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
-from router.sandbox import Sandbox
+from router.sandbox import Sandbox, listen_port
 from router.sandbox.calls import CallPlacer
 
 REPO = Path(__file__).parents[2]
@@ -83,10 +82,10 @@ def example_dialplan_dialing(context: str) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the
+    kernel's ephemeral range (:func:`router.sandbox.listen_port`): a router
+    stopped and started again finds it free still."""
+    return listen_port()
 
 
 @contextlib.asynccontextmanager

@@ -38,7 +38,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -50,7 +49,7 @@ import httpx
 import pytest
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.sandbox import Sandbox
+from router.sandbox import Sandbox, listen_port
 from router.sandbox.phones import Mode, Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
 from tests.integration._live import run_process, set_globals, stop_process
@@ -132,9 +131,9 @@ class Router:
         self.folder = folder
         rules = folder / "rules.yaml"
         rules.write_text(RULES, encoding="utf-8")
-        with socket.socket() as probe:  # a free port for the HTTP API
-            probe.bind(("127.0.0.1", 0))
-            self.api_port = probe.getsockname()[1]
+        # Outside the ephemeral range: kill() and start() listen on it again,
+        # after calls whose outgoing connections take ports from that range.
+        self.api_port = listen_port()
         self.config = folder / "router.toml"
         cel = pbx.inst / "log" / "cel.db"
         self.config.write_text(

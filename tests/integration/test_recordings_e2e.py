@@ -31,6 +31,7 @@ from callrouter_onec.recording_box import StoredRecording
 from router.config import Config, load_config
 from router.recordings.store import Recording as StoredFile
 from router.recordings.store import RecordingStore
+from router.sandbox import listen_port
 from router.sandbox.phones import PhoneCall, Phones, tone_wav
 from tests.integration._live import cli, start_engine, stop_engine, until
 
@@ -650,17 +651,13 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
     agent's token: its stop is 409 naming the rule as the origin, and Asterisk goes on
     writing the file. The agent on the call (101) reads the recording; a token of an
     extension that was never on it (102) does not."""
-    import socket
-
     import httpx
 
     from router.api.auth import hash_token
 
     state = tmp_path / "state"
     make_config(phones, double, state)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = listen_port()
     toml = state.parent / "router.toml"
     toml.write_text(
         toml.read_text(encoding="utf-8")
@@ -723,17 +720,13 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
     agent's stop was 409 for both; now it stops the API's MixMonitor by the id Asterisk
     answered, says the rule's still records, and on Asterisk 22 the API's file stops
     growing and closes while the rule's grows on and stays recording until the end."""
-    import socket
-
     import httpx
 
     from router.api.auth import hash_token
 
     state = tmp_path / "state"
     make_config(phones, double, state)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = listen_port()
     toml = state.parent / "router.toml"
     # The API's MixMonitor is write class system: the engine logs in as admin.
     toml.write_text(
@@ -907,8 +900,6 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
     stops it by the ended call's id (StopMixMonitor on 102's channel, by the
     MixMonitor's id) and the file closes; 102's token and a supervisor's for 10*
     (no "*") get 404, as for no call."""
-    import socket
-
     import httpx
 
     from router.api.auth import hash_token
@@ -918,9 +909,7 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
     box.set_dialplan(shipped + IN_APP)
     state = tmp_path / "state"
     make_config(phones, double, state, legs="")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = listen_port()
     toml = state.parent / "router.toml"
     # The API's MixMonitor is write class system: the engine logs in as admin.
     toml.write_text(
