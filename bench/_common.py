@@ -52,6 +52,22 @@ def sigterm_cleans_up() -> None:
 # ----------------------------------------------------------------------------- output
 
 
+def free_port() -> int:
+    """A loopback TCP port to listen on, outside the kernel's ephemeral range
+    (:func:`router.sandbox.ports.listen_port`): a listener stopped and started
+    again finds it free still. A ``--baseline`` tree older than that helper gets
+    a port from the kernel, as before."""
+    try:
+        from router.sandbox.ports import listen_port
+    except ImportError:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    return listen_port()
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; numbers right-aligned."""
 

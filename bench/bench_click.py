@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,15 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, md_table, pct, scratch_dir, sigterm_cleans_up
+from _common import RESULTS, free_port, md_table, pct, scratch_dir, sigterm_cleans_up
 
 TOKEN = "bench-click-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def config_file(dest: Path, url: str, secret: str, port: int) -> Path:

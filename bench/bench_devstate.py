@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BenchOneC, engine_config, make_rules_dir, md_table, scratch_dir
+from _common import BenchOneC, engine_config, free_port, make_rules_dir, md_table, scratch_dir
 
 CONSUMERS = ("none", "api", "api+life", "cache")
 DEVICES = 200
@@ -198,14 +198,6 @@ def peer_main(port_q: Any, rate: int, seconds: float, mix: str, honour_filters: 
 # ================================================================================ the router
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LifeListener:
     """A ``callrouter_call_event`` plugin: the call life folds CEL for it."""
 
@@ -254,7 +246,7 @@ async def _run_in(
         path = engine_config(tmp, f"tcp://127.0.0.1:{port}", "x", rules)
         text = path.read_text().replace("waitevent_timeout = 20\n", "")
         if consumers.startswith("api"):
-            text += f'[api]\nlisten = "127.0.0.1:{_free_port()}"\n'
+            text += f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
         if consumers == "cache":
             text += "[plugins.extension_state]\ncache = true\n"
         path.write_text(text)

@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from _common import (
     RESULTS,
     BenchOneC,
     engine_config,
+    free_port,
     make_rules_dir,
     md_table,
     pct,
@@ -61,12 +61,6 @@ exten => _X.,1,Dial(Local/${EXTEN}@bench-phone,5)
 exten => _X.,1,Wait(1)
  same => n,Hangup()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -63,7 +63,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,7 +80,7 @@ sys.path.insert(0, str(REPO / "plugins" / "onec"))
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble  # noqa: E402
 
-from router.sandbox import Sandbox  # noqa: E402
+from router.sandbox import Sandbox, listen_port  # noqa: E402
 from router.sandbox.phones import Phones  # noqa: E402
 from router.testing import shipped_dialplan  # noqa: E402
 
@@ -332,9 +331,7 @@ class Office:
         shutil.copytree(REPO / "rules", rules_dir)
         self.rules_file = rules_dir / "soak.yaml"
         self.rules_file.write_text(SOAK_RULES, encoding="utf-8")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = listen_port()
         self.api = Api(port)
         monitor = "spool/monitor/callrouter"
         cel = self.pbx.inst / "log" / "cel.db"
