@@ -59,12 +59,14 @@ def ephemeral_range(path: Path | None = None) -> tuple[int, int]:
 
 def listen_candidates(ephemeral: tuple[int, int]) -> list[range]:
     """The port ranges :func:`listen_port` chooses from: below the ephemeral
-    range (from :data:`LOWEST`, or from 1025 when the range starts lower) and
-    above it; empty ranges left out."""
+    range, from :data:`LOWEST` (from 1025 when the range starts lower); above
+    it only when nothing is left below; empty ranges left out."""
     low, high = ephemeral
     floor = LOWEST if low > LOWEST else 1025
-    spans = [range(floor, low), range(high + 1, 65536)]
-    return [span for span in spans if len(span)]
+    for span in (range(floor, low), range(high + 1, 65536)):
+        if len(span) > 1:
+            return [span]
+    return []
 
 
 def rtp_ports(ephemeral: tuple[int, int] | None = None) -> tuple[int, int]:
