@@ -184,6 +184,52 @@ class _LongLines:
 LONG_LINES = _LongLines()
 
 
+class _NotAMessage(AMIProtocolError):
+    """A block that is no AMI answer nor event (:func:`_block_to_message`)."""
+
+
+class _Strays:
+    """Blocks of a stream or body that are no AMI message, skipped among the
+    messages around them: counted, and said at most once a minute (never
+    their text).
+
+    Asterisk 22 writes a channel's ``CallerIDNum`` (and a dialplan's
+    ``AppData`` and ``UserEvent`` values) as they are, line breaks and all,
+    and a caller chooses the number: a SIP ``From`` user ``1%0D%0A%0D%0Ax``
+    puts a blank line and a line ``x`` into every event of the call. Such a
+    block once failed the whole read, and over TCP dropped the session: any
+    caller could cut callrouter off Asterisk, again at each step of the
+    call (issue 16). A body holding nothing else is still an error.
+    """
+
+    __slots__ = ("_quiet", "_told", "count")
+
+    def __init__(self) -> None:
+        #: Blocks skipped in this process.
+        self.count = 0
+        self._told: float | None = None
+        self._quiet = 0
+
+    def note(self, count: int) -> None:
+        self.count += count
+        now = time.monotonic()
+        if self._told is not None and now - self._told < _LONG_LINES_EVERY:
+            self._quiet += count
+            return
+        quiet, self._quiet, self._told = self._quiet, 0, now
+        log.warning(
+            "%d block(s) of the AMI stream that are no AMI answer nor event were "
+            "skipped: a value holding a blank line (a caller number with CR LF, "
+            "which Asterisk writes as it is; docs/asterisk.md) or a broken AMI peer%s",
+            count,
+            f"; {quiet} more since the last warning" if quiet else "",
+        )
+
+
+#: The process's count of blocks skipped as no AMI message (:class:`_Strays`).
+STRAYS = _Strays()
+
+
 def _event_head(head: bytes | str) -> str | None:
     """The first line of a block that begins ``head`` when it is an event's
     (``Event: ...``, in any case, after blank lines), else None."""
@@ -421,7 +467,7 @@ def _block_to_message(lines: Sequence[str]) -> Message:
             continue
         append((key, value[1:] if value[:1] == " " else value))
     if not pairs:
-        raise AMIProtocolError(f"block without any 'Key: Value' line: {''.join(opaque[:1])[:80]!r}")
+        raise _NotAMessage(f"block without any 'Key: Value' line: {''.join(opaque[:1])[:80]!r}")
     first = pairs[0][0].lower()
     cls: type[Message]
     if first == "event":
@@ -429,7 +475,7 @@ def _block_to_message(lines: Sequence[str]) -> Message:
     elif first == "response":
         cls = Response
     else:
-        raise AMIProtocolError(
+        raise _NotAMessage(
             f"block starts with {pairs[0][0][:80]!r}, expected 'Response' or 'Event'"
         )
     if opaque:
@@ -470,6 +516,8 @@ class RawmanParser:
         self.ours: Callable[[str], bool] | None = None
         #: Events dropped by :attr:`wanted` or :attr:`narrow`, for status pages and tests.
         self.skipped = 0
+        #: Blocks skipped as no AMI message (:class:`_Strays`): not a sign of life.
+        self.strays = 0
         #: Events are being dropped (the TCP client fell behind a flood): the
         #: events that would be returned are counted in :attr:`dropped`
         #: instead of parsed; answers are parsed as ever (``_drop_blocks``).
@@ -503,8 +551,9 @@ class RawmanParser:
             self._crlf = True
             if self.dropping:
                 return self._drop(data)
-            out, skipped = _parse_blocks(data, self.wanted, self.narrow, self.ours)
+            out, skipped, stray = _parse_blocks(data, self.wanted, self.narrow, self.ours)
             self.skipped += skipped
+            self.strays += stray
             return out
         # Where the search for a message's end starts: nothing before it
         # ended one in an earlier read (a long message arriving in small
@@ -549,8 +598,9 @@ class RawmanParser:
         if self.dropping:
             out = self._drop(chunk)
         else:
-            out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
+            out, skipped, stray = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
             self.skipped += skipped
+            self.strays += stray
         return out if cut is None else [cut, *out]
 
     def _take_cut(self, head: str, chunk: bytes) -> tuple[Message | None, bytes]:
@@ -570,9 +620,10 @@ class RawmanParser:
 
     def _drop(self, data: bytes) -> list[Message]:
         """Whole blocks while :attr:`dropping`: only the answers among them."""
-        out, skipped, dropped = _drop_blocks(data, self.wanted, self.narrow, self.ours)
+        out, skipped, dropped, stray = _drop_blocks(data, self.wanted, self.narrow, self.ours)
         self.skipped += skipped
         self.dropped += dropped
+        self.strays += stray
         return out
 
     def _read_banner(self) -> bool:
@@ -680,7 +731,7 @@ def parse_rawman(
     # hold too many, and the count (two C scans) is skipped.
     if len(body) > 2 * limit:
         _check_count(body.count(b"\n\r\n") + body.count(b"\n\n"), limit, max_size)
-    messages, _ = _parse_blocks(body, wanted, narrow, ours)
+    messages, _, _ = _parse_blocks(body, wanted, narrow, ours)
     if not messages:
         raise AMIProtocolError("empty body: no AMI message")
     return messages
@@ -764,8 +815,9 @@ def _parse_blocks(
     wanted: frozenset[str] | None,
     narrow: Mapping[str, Narrower] | None = None,
     ours: Callable[[str], bool] | None = None,
-) -> tuple[list[Message], int]:
-    """Whole blocks -> messages, and how many events ``wanted`` and ``narrow`` dropped unparsed.
+) -> tuple[list[Message], int, int]:
+    """Whole blocks -> messages, how many events ``wanted`` and ``narrow``
+    dropped unparsed, and how many blocks were no AMI message (:class:`_Strays`).
 
     An event outside ``wanted`` is recognised by its first line and skipped
     without being split into lines, unless it carries an ``ActionID`` (an
@@ -777,7 +829,7 @@ def _parse_blocks(
     blocks, exact = _blocks(data)
     check_lines = len(data) > MAX_LINE_BYTES
     messages: list[Message] = []
-    skipped = 0
+    skipped = stray = 0
     screen = wanted is not None or bool(narrow)
     for block in blocks:
         whole = next(exact) if exact is not None else None
@@ -786,10 +838,16 @@ def _parse_blocks(
         if screen and block.startswith("Event: ") and _screened_out(block, wanted, narrow, ours):
             skipped += 1
             continue
-        message = _message(block, whole, check_lines)
+        try:
+            message = _message(block, whole, check_lines)
+        except _NotAMessage:
+            stray += 1  # a body of nothing else fails (parse_rawman), a stream goes on
+            continue
         if message is not None:
             messages.append(message)
-    return messages, skipped
+    if stray:
+        STRAYS.note(stray)
+    return messages, skipped, stray
 
 
 def _screened_out(
@@ -841,11 +899,11 @@ def _drop_blocks(
     wanted: frozenset[str] | None,
     narrow: Mapping[str, Narrower] | None = None,
     ours: Callable[[str], bool] | None = None,
-) -> tuple[list[Message], int, int]:
+) -> tuple[list[Message], int, int, int]:
     """:func:`_parse_blocks` while events are being dropped (the TCP client fell
     behind a flood, router/ami/tcp.py): the messages that must still be parsed,
     how many events ``wanted`` and ``narrow`` skipped, and how many events were
-    counted instead of parsed.
+    counted instead of parsed, and how many blocks were no AMI message.
 
     The counts are the ones a parse would give (every event it would return
     is one the client would drop), but a dropped event costs no split into
@@ -869,7 +927,7 @@ def _drop_blocks(
         names.append(first)
         if len(names) == data.count(b"\r\n\r\n") and b"\n" not in first and b"\r" not in first:
             if wanted is None and not narrow:
-                return [], 0, len(names)
+                return [], 0, len(names), 0
             skipped = 0
             for raw, count in Counter(names).items():
                 name = _decode(raw)
@@ -877,11 +935,11 @@ def _drop_blocks(
                     skipped += count
                 elif narrow and (keep := narrow.get(name)) is not None:
                     skipped += _narrowed_out(data, raw, raw == first, keep)
-            return [], skipped, len(names) - skipped
+            return [], skipped, len(names) - skipped, 0
     blocks, exact = _blocks(data)
     check_lines = len(data) > MAX_LINE_BYTES
     messages: list[Message] = []
-    skipped = dropped = 0
+    skipped = dropped = stray = 0
     screen = wanted is not None or bool(narrow)
     for block in blocks:
         whole = next(exact) if exact is not None else None
@@ -904,10 +962,16 @@ def _drop_blocks(
             ):
                 dropped += 1
                 continue
-        message = _message(block, whole, check_lines)
+        try:
+            message = _message(block, whole, check_lines)
+        except _NotAMessage:
+            stray += 1
+            continue
         if message is not None:
             messages.append(message)
-    return messages, skipped, dropped
+    if stray:
+        STRAYS.note(stray)
+    return messages, skipped, dropped, stray
 
 
 def _narrowed_out(data: bytes, name: bytes, at_start: bool, keep: Narrower) -> int:

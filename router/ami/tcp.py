@@ -233,6 +233,7 @@ class _Connection(asyncio.Protocol):
     def _take(self, data: bytes) -> None:
         parser = self._parser
         counted = 0
+        strays = parser.strays
         try:
             if self._owner._dropping is None:
                 messages = parser.feed(data)
@@ -251,10 +252,11 @@ class _Connection(asyncio.Protocol):
         except AMIProtocolError as exc:
             self.drop(f"bad data from Asterisk: {exc}")
             return
-        if messages or counted or not parser.pending:
+        if messages or counted or not (parser.pending or parser.strays != strays):
             # Alive is a message read whole (the keepalive's Ping answer at
             # least), not a byte: a peer trickling one message forever, or a
-            # byte now and then, is as dead as a silent one.
+            # byte now and then, is as dead as a silent one; so is one
+            # sending blocks that are no AMI message (skipped, protocol.py).
             self.last_rx = self.clock()
         if not self.banner.done() and parser.banner is not None:
             self.banner.set_result(parser.banner)

@@ -107,9 +107,10 @@ def _same_counts(
     """What the client keeps, skips and drops is the same counted as parsed:
     each answer parsed, each other event dropped, counted or (an odd block,
     parsed as ever) by the client."""
-    parsed, skipped = _parse_blocks(data, wanted, narrow, ours)
-    kept, skipped_too, dropped = _drop_blocks(data, wanted, narrow, ours)
+    parsed, skipped, stray = _parse_blocks(data, wanted, narrow, ours)
+    kept, skipped_too, dropped, stray_too = _drop_blocks(data, wanted, narrow, ours)
     assert skipped_too == skipped
+    assert stray_too == stray
     assert [m for m in parsed if m in kept] == kept
 
     def answer(m: Message) -> bool:

@@ -234,6 +234,47 @@ async def test_a_listing_item_with_a_line_too_long_costs_neither_the_list_nor_th
     assert fake.logins == 1
 
 
+#: What Asterisk 22 wrote for a SIP call whose From user was
+#: ``1%0D%0A%0D%0Agarbage`` (the sandbox, issue 16): ``CallerIDNum`` as it is,
+#: a blank line and all, cutting the ``Newchannel`` in two.
+_CUT_BY_CALLER = (
+    b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/pstn-00000001\r\n"
+    b"ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: 1\r\n\r\n"
+    b"garbage\r\nCallerIDName: <unknown>\r\nContext: callrouter-inbound\r\n"
+    b"Exten: 74951234567\r\nPriority: 1\r\nUniqueid: callrouter-sandbox-1796654972.5\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_caller_number_holding_a_blank_line_costs_not_the_session(
+    fake: FakeAMI, split: bool
+) -> None:
+    """Issue 16 (hattack46): Asterisk writes a channel's ``CallerIDNum`` as the
+    caller sent it, and a SIP caller can send CR LF CR LF in it: the rest of
+    each event of the call is then a block that starts with no ``Event`` nor
+    ``Response``. That was bad data from Asterisk, and the session was dropped
+    at each event of the call: any caller cut callrouter off every call. The
+    block is skipped, the events around it are read, the session stays; the
+    same when the block comes in a read of its own."""
+    after = b"Event: Newexten\r\nChannel: PJSIP/pstn-00000001\r\nApplication: Wait\r\n\r\n"
+    async with TCPClient(settings(fake)) as client:
+        if split:
+            head, _, tail = _CUT_BY_CALLER.partition(b"\r\n\r\n")
+            fake.push_raw(head + b"\r\n\r\n")
+            assert [e.name for e in await client.wait_event(2)] == ["Newchannel"]
+            fake.push_raw(tail)
+            fake.push_raw(after)
+            names = [e.name for e in await client.wait_event(2)]
+        else:
+            fake.push_raw(_CUT_BY_CALLER + after)
+            names = [e.name for e in await client.wait_event(2)]
+        assert names == (["Newexten"] if split else ["Newchannel", "Newexten"])
+        result = await client.send("Ping", validate=False)
+        assert result.response.get("Ping") == "Pong"
+        assert client.session_generation == 1
+    assert fake.logins == 1
+
+
 async def test_a_listing_whose_closing_event_has_a_line_too_long_still_ends(
     fake: FakeAMI,
 ) -> None:
