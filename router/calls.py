@@ -25,6 +25,7 @@ from typing import NamedTuple
 from router.ami.message import Event, normalize_key, sent_by_channel
 from router.ami.numbers import ascii_int
 from router.callerid import cut_number, cut_text
+from router.logsafe import escape_controls
 
 __all__ = [
     "ANSWERED_STATE",
@@ -42,6 +43,7 @@ __all__ = [
     "TimelineEntry",
     "dialplan_half",
     "oversized",
+    "smuggled",
 ]
 
 log = logging.getLogger("router.calls")
@@ -300,6 +302,55 @@ def _oversized_spelled(event: Event) -> tuple[str, int] | None:
                 return bad
         elif len(value) > limit:
             return key, len(value)
+    return None
+
+
+#: Keys Asterisk writes once in an event, each with any prefix (``Dest``,
+#: ``LocalOne``...): a channel snapshot's, a step's, a dialplan UserEvent's
+#: name and the shipped request's keys. Asterisk 22 writes ``CallerIDNum``
+#: (and a step's ``AppData``, a UserEvent's values) as they are, line breaks
+#: and all, and a SIP caller chooses the number: ``1%0D%0AExten: 900`` in
+#: the From user puts an ``Exten: 900`` line before the snapshot's own
+#: ``Context``, ``Exten``, ``Priority``, ``Uniqueid`` and ``Linkedid``, and
+#: the first of a key is the one read (:func:`smuggled`, issue 16).
+_ONCE_SUFFIXES: tuple[str, ...] = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+    "Extension",
+    "Application",
+    "UserEvent",
+    "DID",
+    "Caller",
+)
+
+
+def smuggled(event: Event) -> str | None:
+    """A key ``event`` holds twice that Asterisk writes once (:data:`_ONCE_SUFFIXES`,
+    as spelled): a line some value brought in (a caller number holding CR
+    LF), which reads first and may name another extension, context or
+    priority than the channel's. None for an event without one.
+
+    Cheap for the usual event: its keys as a dict are as many as its fields."""
+    fields = event.fields
+    if len(event.spelled()) == len(fields):
+        return None  # no key repeats
+    seen: set[str] = set()
+    for key, _ in fields:
+        if key in seen and key.endswith(_ONCE_SUFFIXES):
+            return key
+        seen.add(key)
     return None
 
 
@@ -581,16 +632,28 @@ class CallTracker:
         said at most once a minute, naming the field and its length (never
         its value: the peer's bytes)."""
         problem = oversized(event)
-        if problem is None:
+        twice = smuggled(event) if problem is None else None
+        if problem is None and twice is None:
             return False
         self.refused += 1
-        key, length = problem
         name = event.name
         now = self._clock()
         if self._refused_told is not None and now - self._refused_told < _REFUSED_EVERY:
             self._refused_quiet += 1
             return True
         quiet, self._refused_quiet, self._refused_told = self._refused_quiet, 0, now
+        more = f"; {quiet} more since the last warning" if quiet else ""
+        if problem is None:
+            log.warning(
+                "an event %s with two %s lines is not tracked: Asterisk writes one, and a "
+                "value brought the other in (a caller number holding CR LF, which "
+                "Asterisk writes as it is; docs/asterisk.md)%s",
+                name[:64],
+                escape_controls(str(twice)[:64]),
+                more,
+            )
+            return True
+        key, length = problem
         log.warning(
             "an event %s with a %s of %d characters is not tracked: no Asterisk sends "
             "one longer than %s (a broken or hostile AMI peer?)%s",
@@ -598,7 +661,7 @@ class CallTracker:
             key,
             length,
             "an integer" if key == "Priority" else f"{IDENTITY_LIMITS[key]} characters",
-            f"; {quiet} more since the last warning" if quiet else "",
+            more,
         )
         return True
 

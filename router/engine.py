@@ -64,7 +64,7 @@ from router.builtin.timefuncs import rules_timezone
 from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker, dialplan_half, oversized
+from router.calls import Call, CallTracker, dialplan_half, oversized, smuggled
 from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
 from router.config import MAX_CONFIG_BYTES, Config
 from router.dialplan import (
@@ -1548,6 +1548,7 @@ class Engine:
             or type(event) is not Event
             or not self._is_request(event)
             or oversized(event) is not None  # refused (and said) in order
+            or smuggled(event) is not None  # as is a key a caller's number brought in
         ):
             return
         channel = event.get("Channel") or ""

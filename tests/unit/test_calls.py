@@ -22,6 +22,7 @@ from router.calls import (
     CallTracker,
     Fed,
     oversized,
+    smuggled,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
@@ -693,3 +694,28 @@ def test_an_event_with_context_and_exten_but_no_channel() -> None:
     channel = next(iter(call.channels))
     fed = tracker.feed(Event((*status, ("CHANNEL", channel))))
     assert fed.call is call
+
+
+def test_a_key_asterisk_writes_once_read_twice_is_smuggled() -> None:
+    """Issue 16 (hattack46): a caller number holding CR LF brings lines into
+    every event of the call (Asterisk 22 writes ``CallerIDNum`` as it is), and
+    the first of a key is the one read. Keys Asterisk writes once, with any
+    prefix, found twice name the event as such; keys that repeat by design
+    (``ChanVariable``) and a prefixed twin (``DestChannel``) do not."""
+    plain = Event(
+        (
+            ("Event", "DialBegin"),
+            ("Channel", "PJSIP/a-1"),
+            ("ChanVariable", "A=1"),
+            ("ChanVariable", "B=2"),
+            ("DestChannel", "PJSIP/b-2"),
+            ("Exten", "100"),
+            ("DestExten", "100"),
+        )
+    )
+    assert smuggled(plain) is None
+    for key in ("Exten", "Context", "Priority", "Uniqueid", "DestChannel", "UserEvent", "DID"):
+        fields = [("Event", "UserEvent"), ("Channel", "PJSIP/a-1"), ("CallerIDNum", "1")]
+        forged = Event((*fields, (key, "x"), ("CallerIDName", "n"), (key, "y")))
+        assert smuggled(forged) == key
+        assert CallTracker().refuses(forged)

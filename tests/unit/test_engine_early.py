@@ -301,3 +301,40 @@ async def test_a_request_with_an_oversized_field_is_not_routed_early(tmp_path: P
         assert call is not None
         assert call.routed
         assert call.linkedid == "1.1"
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_a_request_whose_caller_number_brought_an_exten_in_is_not_routed(
+    tmp_path: Path, early: bool
+) -> None:
+    """Issue 16 (hattack46): Asterisk 22 writes ``CallerIDNum`` as the caller
+    sent it, line breaks and all (the sandbox: a SIP From user
+    ``7916%0D%0AContext:%20injected`` made the lines ``CallerIDNum: 7916`` and
+    ``Context: injected`` in every event of the call, before the snapshot's
+    own ``Context``). An ``Exten: 900`` so brought in read first, and the call
+    was routed as a call to 900: the caller chose the number it dialled,
+    past the dialplan's FILTER. A request holding a key twice that Asterisk
+    writes once is refused, early and in order, and fails open (the call's
+    wait ends and it takes the default route); a real request is routed."""
+    plugin = Decisions()
+    forged = REQUEST.replace(
+        "CallerIDNum: 79161234567\r\n", "CallerIDNum: 79161234567\r\nExten: 900\r\n"
+    )
+    assert forged != REQUEST
+    read = (UNWANTED if early else b"") + forged.encode() + UNWANTED
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
+        fake.push_raw(read)
+        await asyncio.sleep(0.3)
+        assert dropped == []
+        assert engine.records == []
+        assert not engine.router.tasks
+        assert engine.tracker.by_channel(CHANNEL) is None
+        assert engine.tracker.refused == 1
+
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        (record,) = engine.records
+        assert record.outcome == "executed"
+        call = engine.tracker.by_channel(CHANNEL)
+        assert call is not None
+        assert call.did == "74950000001"
