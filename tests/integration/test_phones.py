@@ -579,3 +579,31 @@ def test_the_phones_hints_show_their_real_state(phones: Phones) -> None:
     assert eventually(lambda: state("101") == "InUse")
     call.hangup()
     assert eventually(lambda: state("101") == "Idle")
+
+
+@pytest.mark.parametrize(
+    "injected",
+    ["79161234567\r\nExten: 74950000009", "79161234567\r\n\r\nEvent: Junk\r\n\r\ngarbage"],
+)
+async def test_a_caller_number_with_line_breaks_is_not_routed_and_cuts_nothing(
+    phones: Phones, router: Engine, injected: str
+) -> None:
+    """Issue 16 (hattack46): Asterisk 22 writes ``CallerIDNum`` into AMI as the
+    SIP ``From`` user carried it, decoded: ``%0D%0A`` is a line break in every
+    event of the call. An ``Exten`` so brought in came before the channel's own
+    and the call was routed (the owner rule read the number's first line);
+    a blank line cut every event in two, and the part after it failed the
+    read. Now the request is refused (the call waits and takes the default
+    route), and the next caller is routed as ever."""
+    before = len(router.records)
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=injected)
+    await asyncio.sleep(5.5)  # the snippet's 4 s wait, and the fall-through
+    assert len(router.records) == before
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(call.wait_ended)
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+    await asyncio.to_thread(call.wait_answered, 20)
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(call.wait_ended)
+    record = router.records[-1]
+    assert (record.caller, record.rules) == ("79161234567", ("owner",))
