@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
 
-from router.ami.message import Event
+from router.ami.message import Event, sent_by_channel
 from router.ami.protocol import raw_header
 from router.dialplan import PARK_APPLICATIONS
 
@@ -148,7 +148,7 @@ class Parking:
         the event itself is parsed as ever."""
         if raw_header(block, "UserEvent") == self.request_event:
             channel = raw_header(block, "Channel")
-            if channel:
+            if channel and _raw_from_channel(block):
                 self._spot(
                     channel,
                     raw_header(block, "Context"),
@@ -238,7 +238,11 @@ class Parking:
             if name == "Newexten":
                 if watching:
                     self.stepped(item)
-            elif name == "UserEvent" and item.get("UserEvent") == self.request_event:
+            elif (
+                name == "UserEvent"
+                and item.get("UserEvent") == self.request_event
+                and sent_by_channel(item)
+            ):
                 self.requested(item)
                 watching = True
 
@@ -305,6 +309,17 @@ class Parking:
                 delay * 1000,
             )
         return "missed"
+
+
+def _raw_from_channel(block: str) -> bool:
+    """:func:`~router.ami.message.sent_by_channel` on a narrower's raw text: a
+    channel's dialplan sent the ``UserEvent`` (its ``Channel`` line comes
+    first). The AMI action ``UserEvent`` writes its key first and then any
+    ``Channel`` its sender chose: taken as a request, it replaced the named
+    channel's (another call's) and ended that call's wait for its ``Wait``
+    step, so its Redirect went out in the window Asterisk can lose it in."""
+    channel = block.find("\nChannel: ")
+    return 0 <= channel < block.find("\nUserEvent: ")
 
 
 def _settle(waiter: asyncio.Future[bool]) -> None:

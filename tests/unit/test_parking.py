@@ -27,9 +27,15 @@ T = TypeVar("T")
 REQUEST = "CallRouterRequest"
 
 
-def ask(channel: str = "PJSIP/a-1", priority: str = "6") -> Event:
-    fields = {"Event": "UserEvent", "UserEvent": REQUEST, "Channel": channel}
+def ask(channel: str = "PJSIP/a-1", priority: str = "6", *, by_ami: bool = False) -> Event:
+    """A request as a channel's dialplan sends it: the snapshot (``Channel``
+    first), then the ``UserEvent`` key; ``by_ami``: as the AMI action
+    ``UserEvent`` does, its key first and then the sender's ``Channel``."""
+    fields = {"Event": "UserEvent", "Channel": channel}
     fields |= {"Context": "callrouter-inbound", "Exten": "74950000001", "Priority": priority}
+    fields |= {"UserEvent": REQUEST}
+    if by_ami:
+        fields = {"Event": "UserEvent", "UserEvent": REQUEST} | fields
     return Event(tuple(fields.items()))
 
 
@@ -286,3 +292,24 @@ def test_watching_only_while_a_channel_is_not_yet_seen_in_wait() -> None:
     for n in range(5000 - 4096, 5000):
         parking.stepped(step(f"PJSIP/c-{n}"))
     assert not parking.watching
+
+
+async def test_a_request_sent_through_ami_ends_no_other_calls_wait() -> None:
+    """Issue 16 (hattack46): the AMI action ``UserEvent`` (a manager user or an
+    API token with it) naming another call's channel was taken, raw and
+    looked ahead, as that channel's new request: it replaced the real one
+    and ended the call's wait for its ``Wait`` step, so the Redirect went out
+    at once, in the window Asterisk can lose it in. The engine ignores such
+    a request (router.ami.message ``sent_by_channel``); so does the parking."""
+    parking = Parking(REQUEST)
+    parking.requested(ask())
+    waiting = asyncio.ensure_future(parking.reached("PJSIP/a-1", later()))
+    await asyncio.sleep(0)
+    forged = ask(priority="2", by_ami=True)
+    assert parking.note_raw(raw(forged)) is True  # kept: the engine says it is ignored
+    parking.peek_raw(raw(forged), raw(step(priority="3")))
+    parking.scan([forged, step(priority="3")])
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    parking.stepped(step())
+    assert await waiting == "waited"
