@@ -336,21 +336,39 @@ _ONCE_SUFFIXES: tuple[str, ...] = (
 )
 
 
+#: Keys a snapshot writes after its numbers and before its ``Context``: one
+#: between the two of a repeated key says the first came in with a number.
+_AFTER_NUMBERS: tuple[str, ...] = (
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+)
+
+
 def smuggled(event: Event) -> str | None:
     """A key ``event`` holds twice that Asterisk writes once (:data:`_ONCE_SUFFIXES`,
-    as spelled): a line some value brought in (a caller number holding CR
-    LF), which reads first and may name another extension, context or
-    priority than the channel's. None for an event without one.
+    as spelled), the first brought in with a number: a snapshot's key
+    (:data:`_AFTER_NUMBERS`) comes between the two. That first one reads
+    first, and may name another extension, context or priority than the
+    channel's. A key a dialplan's ``UserEvent`` repeats after the snapshot
+    (``UserEvent(Mine,Exten: 5)``) is not one: the snapshot's reads first.
+    None for an event without one.
 
     Cheap for the usual event: its keys as a dict are as many as its fields."""
     fields = event.fields
     if len(event.spelled()) == len(fields):
         return None  # no key repeats
-    seen: set[str] = set()
-    for key, _ in fields:
-        if key in seen and key.endswith(_ONCE_SUFFIXES):
+    first: dict[str, int] = {}
+    for at, (key, _) in enumerate(fields):
+        was = first.get(key)
+        if was is None:
+            first[key] = at
+        elif key.endswith(_ONCE_SUFFIXES) and any(
+            name.endswith(_AFTER_NUMBERS) for name, _ in fields[was + 1 : at]
+        ):
             return key
-        seen.add(key)
     return None
 
 

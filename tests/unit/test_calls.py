@@ -701,7 +701,8 @@ def test_a_key_asterisk_writes_once_read_twice_is_smuggled() -> None:
     every event of the call (Asterisk 22 writes ``CallerIDNum`` as it is), and
     the first of a key is the one read. Keys Asterisk writes once, with any
     prefix, found twice name the event as such; keys that repeat by design
-    (``ChanVariable``) and a prefixed twin (``DestChannel``) do not."""
+    (``ChanVariable``), a prefixed twin (``DestChannel``) and a key a
+    dialplan's UserEvent repeats after the snapshot do not."""
     plain = Event(
         (
             ("Event", "DialBegin"),
@@ -714,6 +715,21 @@ def test_a_key_asterisk_writes_once_read_twice_is_smuggled() -> None:
         )
     )
     assert smuggled(plain) is None
+    # A dialplan's own UserEvent repeating a snapshot key after the snapshot.
+    mine = Event(
+        (
+            ("Event", "UserEvent"),
+            ("Channel", "PJSIP/a-1"),
+            ("CallerIDNum", "1"),
+            ("CallerIDName", "n"),
+            ("Exten", "100"),
+            ("Linkedid", "l.1"),
+            ("UserEvent", "Mine"),
+            ("Exten", "5"),
+        )
+    )
+    assert smuggled(mine) is None
+    assert not CallTracker().refuses(mine)
     for key in ("Exten", "Context", "Priority", "Uniqueid", "DestChannel", "UserEvent", "DID"):
         fields = [("Event", "UserEvent"), ("Channel", "PJSIP/a-1"), ("CallerIDNum", "1")]
         forged = Event((*fields, (key, "x"), ("CallerIDName", "n"), (key, "y")))
