@@ -88,6 +88,48 @@ async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+async def patient_client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    """:func:`client` with an ``ami_timeout`` no loaded machine reaches: for the
+    tests that hold an Originate until the requests racing it wait, where 1 s
+    of a starved loop answered the first 503 (the call "may still be placed")."""
+    app = build_app(ApiContext(engine=engine.api, settings=settings(ami_timeout=30)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        yield client
+
+
+class TakenKeys:
+    """Counts the requests that found their Idempotency-Key taken: each such
+    request then waits for the send holding the key or answers with its call
+    (``create`` does not await between the look and either), so a test holds an
+    Originate until the requests racing it are there, without a wall-clock sleep."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.found = 0
+        self._waits: dict[int, asyncio.Event] = {}
+        real = IdempotencyKeys.lookup
+
+        def lookup(keys: IdempotencyKeys, token: str, key: str, fingerprint: str) -> str | None:
+            known = real(keys, token, key, fingerprint)
+            if known is not None:
+                self.found += 1
+                for times, event in self._waits.items():
+                    if self.found >= times:
+                        event.set()
+            return known
+
+        monkeypatch.setattr(IdempotencyKeys, "lookup", lookup)
+
+    async def reached(self, times: int) -> None:
+        """Once the key was found taken ``times`` times (a hang guard of 30 s)."""
+        event = self._waits.setdefault(times, asyncio.Event())
+        if self.found >= times:
+            event.set()
+        await asyncio.wait_for(event.wait(), 30)
+
+
 CallEvents = Callable[..., None]
 
 
@@ -563,14 +605,22 @@ def test_a_call_given_up_on_and_then_refused_by_asterisk_keeps_asterisk_s_reason
 
 
 async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
-    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+    patient_client: httpx.AsyncClient,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Before: a retry (1C's client timing out first) that came while the first
     request's Originate was out was answered 200 with that call at once; Asterisk
     then refused it, so the retry's 200 named a call never placed (its GET 404)."""
+    client = patient_client
+    out, taken = asyncio.Event(), TakenKeys(monkeypatch)
+    # The first Originate is refused once the retry found its key taken; the
+    # retry's own at once.
+    held = iter([1])
 
     async def refused(sent: SentAction) -> list[tuple[str, str]]:
-        await asyncio.sleep(0.2)
+        out.set()
+        await taken.reached(next(held, 0))
         return [("Response", "Error"), ("Message", "Extension does not exist.")]
 
     ajam_replay.on("Originate", refused)
@@ -579,9 +629,10 @@ async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     first = asyncio.ensure_future(
         client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
     )
-    await asyncio.sleep(0.05)  # the first Originate is out
+    await asyncio.wait_for(out.wait(), 30)  # the first Originate is out
     retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
-    assert (await first).status_code == 409
+    answered = await first
+    assert answered.status_code == 409, answered.text
     # The retry waited for the first's answer: refused, the key was free, so it
     # tried for itself (and was refused too), never told of a call that is not.
     assert retried.status_code == 409, retried.text
@@ -589,15 +640,24 @@ async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
 
 
 async def test_two_retries_racing_a_refused_originate_are_not_told_the_call_was_made(
-    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+    patient_client: httpx.AsyncClient,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """hreview35: two retries waited for the first request's answer; refused, the
     first woken placed the call again, and the second, finding the key taken by
     that try, was answered 200 with it at once: refused as well, a call never
     placed. Each retry waits for whichever send holds the key."""
+    client = patient_client
+    out, taken = asyncio.Event(), TakenKeys(monkeypatch)
+    # Each Originate is refused once the race it stages is on: the first's once
+    # both retries found the key taken, the first woken's try once the other
+    # found the key taken by it, the last at once.
+    held = iter([2, 3])
 
     async def refused(sent: SentAction) -> list[tuple[str, str]]:
-        await asyncio.sleep(0.2)
+        out.set()
+        await taken.reached(next(held, 0))
         return [("Response", "Error"), ("Message", "Extension does not exist.")]
 
     ajam_replay.on("Originate", refused)
@@ -610,9 +670,10 @@ async def test_two_retries_racing_a_refused_originate_are_not_told_the_call_was_
         )
 
     first = post()
-    await asyncio.sleep(0.05)  # the first Originate is out
+    await asyncio.wait_for(out.wait(), 30)  # the first Originate is out
     retries = [post(), post()]
-    assert (await first).status_code == 409
+    answered = await first
+    assert answered.status_code == 409, answered.text
     answers = [await retry for retry in retries]
     assert [answer.status_code for answer in answers] == [409, 409], [a.text for a in answers]
     assert ajam_replay.count("Originate") == 3
@@ -649,10 +710,16 @@ async def test_a_request_that_fails_before_its_originate_leaves_no_retry_waiting
 
 
 async def test_a_retry_racing_the_originate_gets_the_call_once_asterisk_queued_it(
-    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+    patient_client: httpx.AsyncClient,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    client = patient_client
+    out, taken = asyncio.Event(), TakenKeys(monkeypatch)
+
     async def slow(sent: SentAction) -> None:
-        await asyncio.sleep(0.2)
+        out.set()
+        await taken.reached(1)  # queued once the retry found the key taken
 
     ajam_replay.on("Originate", slow)
     body = {"from": "101", "to": "89161234567"}
@@ -660,7 +727,7 @@ async def test_a_retry_racing_the_originate_gets_the_call_once_asterisk_queued_i
     first = asyncio.ensure_future(
         client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
     )
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(out.wait(), 30)  # the first Originate is out
     retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
     placed = await first
     assert (placed.status_code, retried.status_code) == (201, 200)
