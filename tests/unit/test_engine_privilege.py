@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.unit.ami_answers import denied, error
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk, SentAction
@@ -89,7 +90,7 @@ async def test_a_user_that_may_not_list_channels_gets_one_warning_not_an_error(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     ajam_replay.expire_session()  # a stream gap: its reconcile is refused too
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     assert engine.metrics.stream_gaps.labels("session")._value.get() == 1
@@ -149,7 +150,7 @@ async def test_redirect_is_asked_for_again_after_a_new_login(
     refused["now"] = False  # manager.conf fixed, manager reload: a new login has it
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     assert ajam_replay.count("Redirect", probes=True) == 2
@@ -214,7 +215,7 @@ async def test_a_hung_probe_after_a_new_login_holds_up_neither_the_reconcile_nor
         ajam_replay.clear()
         ajam_replay.expire_session()
         ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-        await asyncio.sleep(0.05)
+        await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
         ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
         await asyncio.wait_for(hung.wait(), 5)
         began = time.monotonic()
@@ -411,7 +412,7 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
     # refusal is not a WARNING of its own.
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     for _ in range(100):

@@ -27,6 +27,7 @@ from router.hookspecs import RouteOutcome, hookimpl
 from router.plugins import Plugins
 from router.rules.decision import Action, Decision, Trace
 from router.rules.registry import ActionSpec, ParamSpec, Registry
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -410,7 +411,7 @@ async def test_hook_callrouter_stream_gap(
     channel = ajam_replay.inbound_call(
         caller="+79161234567", did=ROUTED_DID, announce=False, wait=10
     )
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     [gap] = recorder.seen("stream_gap")

@@ -24,6 +24,7 @@ from router.hookspecs import hookimpl
 from router.metrics import OTHER, BoundedLabel, Metrics, QueueGauge, exposition
 from router.rules.registry import ActionSpec, ParamSpec, Registry
 from tests.unit.client_stub import Told
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router import Action, Call, EngineAPI
@@ -149,7 +150,7 @@ async def test_gap_and_reconcile_are_counted(
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
     ajam_replay.inbound_call(caller="+79161234567", did=ROUTED, announce=False, wait=10)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     await engine.wait_idle()

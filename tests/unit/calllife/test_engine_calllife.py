@@ -3,7 +3,6 @@ calls of the gap replayed from the CEL store (router/engine.py, issue 14)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +56,7 @@ async def test_a_gap_is_replayed_from_the_store_and_told_once(
     assert [e.kind for e in told.events] == ["ringing", "answered", "hangup"]
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     await eventually(lambda: len(told.events) >= 6, "the replay's events")

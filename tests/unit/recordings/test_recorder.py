@@ -2050,7 +2050,7 @@ async def test_an_engine_rebuilds_the_bridges_after_a_gap_from_its_reconcile(
     listings = ajam_replay.count("CoreShowChannels")
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
     rebuilding = getattr(recorder_of(engine), "_rebuilding", None)
