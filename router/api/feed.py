@@ -43,6 +43,28 @@ forged one, or one from a run whose file was lost after the clock was set
 back) is a gap too, answered at once with the clock's cursor: echoed back,
 it was a cursor no event would ever come after.
 
+The feed also tells the stretches in which the router itself saw nothing,
+so had nothing to keep: while callrouter was stopped (a restart, an upgrade,
+a crash) and while its AMI event stream was lost (:meth:`EventFeed.blind`,
+on a :class:`~router.ami.stream.StreamGap`). Calls rang and ended meanwhile,
+and a reader that trusted the feed across such a stretch kept a stale view.
+Each stretch is a mark, a cursor at its end: new events go above it, and a
+reader whose cursor is below it is told ``gap: true`` once, on the page that
+passes it (a page that stops short of it, at ``limit``, tells nothing yet:
+told early, a reader would refresh, then apply older events over it). The
+end alone says who is told: a cursor from before the stretch or from within
+it (a position handed out while the stream was lost) is below it; one after
+it is not. The stretch is everyone's, so it is told whatever a token's
+scope: it is no extension's event, and the mark is the clock at the
+stretch's end or, when the clock is behind a cursor handed out, the next
+multiple of ``_RESERVE_STEP`` above them (as the reservation, it says
+nothing of any event); a scoped reader learns only that callrouter was
+away, which every reader learns alike. At start the mark is above what the
+file says the last run may have handed out: the position written at a clean
+stop, else (a crash) the reservation synced before any cursor past it went
+out; so it needs nothing more written, and a reader of any earlier run,
+whatever the last run's own marks, is below it.
+
 SQLite never runs on the event loop (as the 1C plugin's history queue): a
 publication is handed to one worker thread that writes in batches, so a slow
 disk or a backup tool's lock delays the file, never a waiting client.
@@ -119,6 +141,10 @@ _MAX_DROPPED = 10_000
 #: lost since its last look, instead of every extension's in ``_dropped`` (up to
 #: :data:`_MAX_DROPPED`): more drops than this between two looks, and it reads them all.
 _DROP_LOG = 4096
+#: Blind stretches remembered apart (:meth:`EventFeed.blind`): past it the two
+#: oldest marks fold into the later one, whose readers are then told at it, late
+#: (after events they applied, so a refresh still ends right), never early.
+_MAX_BLIND = 256
 #: Cursors are wall-clock microseconds (about 1.8e15 in 2027); a value in the
 #: file above this (year 2255) or not a number was not written by the feed:
 #: it is left out with a warning, not let push every cursor past SQLite's range.
@@ -173,7 +199,9 @@ class Page:
     #: the read saw all there is, the later of that and the clock; never an
     #: event the reader may not see (its value would tell when that was).
     cursor: int
-    #: Events the reader may see were dropped (retention) after its cursor.
+    #: Events the reader may see were dropped (retention) after its cursor, or
+    #: the page passes a stretch in which the router saw nothing (a restart,
+    #: the AMI stream lost: :meth:`EventFeed.blind`).
     gap: bool = False
 
 
@@ -828,6 +856,17 @@ def _ceiling(needed: int) -> int:
     return (needed // _RESERVE_STEP + 2) * _RESERVE_STEP
 
 
+def _mark(now: int, top: int) -> int:
+    """Where a blind stretch ending now is marked: the clock ``now``, above
+    ``top`` (every cursor handed out); past it (the clock behind them, as just
+    after a crash, or set back) the next multiple of the reservation's step,
+    never ``top`` plus one, which would tell a scoped reader when another's
+    event was."""
+    if now > top:
+        return now
+    return (top // _RESERVE_STEP + 1) * _RESERVE_STEP
+
+
 def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     """Write ``ceiling`` before serving; the ceiling the feed starts with.
 
@@ -913,6 +952,7 @@ class EventFeed:
         dropped: Mapping[str | None, int] | None = None,
         issued: int = 0,
         reserved: int = 0,
+        blind: int = 0,
     ) -> None:
         if retention <= 0 or max_events <= 0:
             raise ValueError("retention and max_events must be positive")
@@ -958,7 +998,10 @@ class EventFeed:
         self._drop_log: deque[tuple[str | None, int]] = deque(maxlen=_DROP_LOG)
         self._drops = 0
         #: The highest position handed out (:meth:`position`): new events go above it.
-        self._issued = issued
+        self._issued = max(issued, blind)
+        #: The ends of the stretches the router saw nothing in (:meth:`blind`),
+        #: in order: a reader below one is told a gap on the page that passes it.
+        self._blind: list[int] = [blind] if blind > 0 else []
         #: No cursor above this is handed out: the file's reservation (``reserved``,
         #: written by :meth:`open`), raised by the worker thread once a higher
         #: one is written. A cursor above ``_ask_at`` asks for the next.
@@ -997,7 +1040,13 @@ class EventFeed:
             )
             issued = store.issued()
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
-            reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)
+            now = int(clock() * 1_000_000)
+            reserved = _reserve_at_start(store, _ceiling(max(top, now)), top)
+            # callrouter was away from the last run's end to now: a blind stretch,
+            # marked the microsecond before the start (a cursor of this run is
+            # the clock again, not one past it), or past every cursor the last
+            # run may have handed out.
+            blind = _mark(now - 1, top)
         except sqlite3.DatabaseError as exc:
             if first is not None:
                 first.abandon()  # before its file is set aside, or the start refused
@@ -1035,6 +1084,7 @@ class EventFeed:
             events, lost, dropped = [], int(clock() * 1_000_000), {}
             issued = 0
             reserved = _reserve_at_start(store, _ceiling(lost), 0)
+            blind = lost
         return cls(
             retention=retention,
             max_events=max_events,
@@ -1045,7 +1095,43 @@ class EventFeed:
             dropped=dropped,
             issued=issued,
             reserved=reserved,
+            blind=blind,
         )
+
+    def blind(self) -> int:
+        """The router saw nothing until now (its AMI event stream was lost: a
+        :class:`~router.ami.stream.StreamGap`): every reader whose cursor is
+        below now is told ``gap: true`` once, on the page that passes now
+        (waiting readers are woken for it), whatever its scope; new events go
+        above it. The mark, returned: the clock, or past cursors handed out
+        ahead of it the next multiple of the reservation's step (the module's
+        docstring says why neither tells anything of an event)."""
+        mark = _mark(int(self._clock() * 1_000_000), max(self._last, self._lost, self._issued))
+        if mark > self._ask_at:
+            self._reserve(mark)
+        self._issued = max(self._issued, mark)
+        marks = self._blind
+        marks.append(mark)  # above every mark before it: new ones only grow
+        if len(marks) > _MAX_BLIND:
+            del marks[0]  # folded into the next: told there, later, not earlier
+        self._wake()
+        return mark
+
+    def _blind_past(self, after: int, upto: int) -> bool:
+        """A blind stretch ends in ``(after, upto]``: a page from ``after`` to
+        ``upto`` passes it, and its reader is told of it."""
+        marks = self._blind
+        if not marks or marks[-1] <= after:
+            return False
+        index = bisect.bisect_right(marks, after)
+        return index < len(marks) and marks[index] <= upto
+
+    def _blind_ahead(self, after: int) -> int:
+        """The first blind stretch's end past ``after``, 0 for none."""
+        marks = self._blind
+        if not marks or marks[-1] <= after:
+            return 0
+        return marks[bisect.bisect_right(marks, after)]
 
     def position(self) -> int:
         """A cursor for "from now on" that tells nothing of any event: the clock.
@@ -1387,9 +1473,16 @@ class EventFeed:
             # too, even when nothing is kept after it: it is told once (once
             # the file's ceiling is past it: a stalled disk may tell it twice).
             cursor = max(lost, self.position())
+            # Past a blind stretch the scan passed (the clock may be behind its
+            # mark, just after a crash): it is told once.
+            blind = self._blind_ahead(after)
+            if blind > cursor:
+                cursor = blind
             if cursor > reserved:
                 cursor = reserved
             cursor = max(after, cursor, found[-1].cursor if found else 0)
+        if not gap and self._blind_past(after, cursor):
+            gap = True
         return Page(tuple(found), cursor, gap)
 
     def read(self, after: int, visible: Visible = _everything, limit: int = 100) -> Page:
@@ -1421,8 +1514,10 @@ class EventFeed:
         seen = self._drops
         gap = after < lost or ahead is not None
         scan = self._scan(after, visible, limit)
-        if self._ending or ahead is not None:
-            timeout = 0.0  # callrouter is stopping (end_waits), or the cursor was not ours
+        if self._ending or ahead is not None or self._blind_told(after):
+            # callrouter is stopping (end_waits), the cursor was not ours, or the
+            # reader is behind a blind stretch: told at once, not at its timeout.
+            timeout = 0.0
         if scan[0] or timeout <= 0:
             return self._page(after, lost, scan, gap)
         loop = asyncio.get_running_loop()
@@ -1446,7 +1541,15 @@ class EventFeed:
             lost, seen = self._lost_since(visible, lost, seen)
             gap = gap or scan[1] < lost
             scan = self._scan(scan[1], visible, limit)
+            if self._blind_told(after):
+                break  # a blind stretch ended (:meth:`blind`): told now
         return self._page(after, lost, scan, gap)
+
+    def _blind_told(self, after: int) -> bool:
+        """A page from ``after`` now would pass a blind stretch's end (one not
+        held back by the file's ceiling, which would only answer empty)."""
+        blind = self._blind_ahead(after)
+        return 0 < blind <= self._reserved
 
     async def put_back(self) -> str | None:
         """The file deleted or replaced while the feed runs: written again from

@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
     from router.ami.message import Event
+    from router.ami.stream import StreamGap
     from router.api.settings import ApiSettings
     from router.calls import Call
     from router.plugins import Plugins
@@ -262,6 +263,13 @@ class FeedIntake:
         if decision is not None:
             state.rules = decision.rules
         self._release(call.linkedid, state)
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: StreamGap) -> None:
+        """Asterisk's events between ``gap.since`` and now never came: the feed
+        tells every reader behind now of a gap (:meth:`EventFeed.blind`), so a
+        panel reads the calls again rather than trust the feed for that stretch."""
+        self.feed.blind()
 
     @hookimpl
     def callrouter_wanted_events(self) -> tuple[str, ...]:

@@ -69,7 +69,11 @@ async def test_a_deleted_feed_file_is_written_again_with_its_events(tmp_path: Pa
     again = EventFeed.open(tmp_path)
     page = again.read(0)
     assert [e.cursor for e in page.events] == cursors
-    assert not page.gap
+    # Nothing written was lost (no cursor was dropped), but callrouter saw
+    # nothing while it was stopped: the restart is a gap, told once.
+    assert again._lost_after(0, lambda _: True) == 0
+    assert page.gap
+    assert not again.read(page.cursor).gap
     await again.aclose()
 
 

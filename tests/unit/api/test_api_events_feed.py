@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from router.api.feed import FILENAME, EventFeed, FeedEvent, FeedStore
+from router.api.feed import (
+    _RESERVE_STEP,
+    FILENAME,
+    EventFeed,
+    FeedEvent,
+    FeedStore,
+    Visible,
+    _everything,
+)
 from router.errors import StateFileDenied
 from tests.unit.stranger import ROOT_ONLY, STRANGER, as_stranger, folder_in_tmp
 
@@ -32,6 +40,13 @@ class Clock:
 
 def only(*extensions: str | None):  # type: ignore[no-untyped-def]
     return lambda extension: extension in extensions
+
+
+def lost_gap(feed: EventFeed, after: int, visible: Visible) -> bool:
+    """The gap a reader at ``after`` is told for events dropped (retention, the
+    bound, a file that took no writes), apart from a blind stretch's (a restart,
+    the AMI stream lost), which every reader behind it is told whatever its scope."""
+    return feed._lost_after(after, visible) > after
 
 
 def test_cursors_grow_even_when_the_clock_stands_still_or_goes_back() -> None:
@@ -246,9 +261,14 @@ async def test_resume_across_a_restart_loses_nothing_and_repeats_nothing(tmp_pat
     assert [e.cursor for e in page.events] == cursors[2:]
     assert [e.data["n"] for e in page.events] == [2, 3, 4]
     assert page.events[0].call_id == "c1"
-    assert not page.gap
+    # Nothing the feed had was lost, but callrouter saw nothing while it was
+    # stopped: a gap, told on the page that passes the restart, once.
+    assert not lost_gap(again, seen.cursor, _everything)
+    assert page.gap
+    assert not again.read(page.cursor).gap
     later = again.publish("answered", "101", {})
     assert later > cursors[-1]  # cursors stay monotonic across the restart
+    assert [e.cursor for e in again.read(page.cursor).events] == [later]
     await again.aclose()
 
 
@@ -610,7 +630,8 @@ async def test_what_each_extension_lost_is_kept_across_restarts(
     again = EventFeed.open(tmp_path, max_events=3, clock=clock)
     assert again.read(before, only("101")).gap
     assert again.read(before, only("102")).gap
-    assert not again.read(before, only("103")).gap
+    assert not lost_gap(again, before, only("103"))  # nothing of 103's was dropped
+    assert again.read(before, only("103")).gap  # but the restart is everyone's
     assert again.read(before).gap
     await again.aclose()
 
@@ -754,6 +775,8 @@ async def test_a_file_that_cannot_be_written_at_start_is_kept_and_answers_wait_f
         assert not [name for name in os.listdir(tmp_path) if "unreadable" in name]
         page = again.read(0)
         assert [e.cursor for e in page.events] == [kept]
+        # The restart is told once the answer may pass its mark: the mark is
+        # above what the file holds, held back with the rest.
         assert not page.gap
         # Nothing above what the file holds is handed out while it is locked.
         start = again.position()
@@ -765,6 +788,8 @@ async def test_a_file_that_cannot_be_written_at_start_is_kept_and_answers_wait_f
         lock.execute("ROLLBACK")
     page = await asyncio.wait_for(waiting, 5)
     assert [e.cursor for e in page.events] == [held]
+    assert page.gap  # the restart, told with the first answer past it
+    assert not again.read(page.cursor).gap
     assert ceiling_in(tmp_path) > held
     await again.aclose()
 
@@ -832,7 +857,8 @@ async def test_a_file_from_before_per_extension_gaps_tells_a_scoped_reader_behin
     behind = feed.read(base + 1, only("102"))
     assert behind.gap
     assert not feed.read(behind.cursor, only("102")).gap
-    assert not feed.read(base + 5, only("102")).gap
+    assert not lost_gap(feed, base + 5, only("102"))
+    assert feed.read(base + 5, only("102")).gap  # the restart: everyone's
     assert [e.cursor for e in feed.read(base + 5).events] == [base + 6]
     await feed.aclose()
 
@@ -1031,7 +1057,10 @@ async def test_a_position_far_past_the_clock_and_every_event_is_left_out(
         and "bad issued value" in r.getMessage()
     ]
     if trusted:
-        assert cursor == value + 1
+        # Above it, past the restart's mark: the step's next multiple, not
+        # value + 1 (the last run's exact top, which could be another's event).
+        assert cursor == (value // _RESERVE_STEP + 1) * _RESERVE_STEP + 1
+        assert cursor > value
         assert warned == []
     else:
         # Above the events and what this run handed out (the read's position).
@@ -1368,9 +1397,12 @@ async def test_a_superseded_state_expired_by_age_is_no_gap_after_a_restart(
     again = EventFeed.open(tmp_path, retention=60.0, clock=clock)
     try:
         page = again.read(before, only("101"))
-        assert not page.gap
+        assert not lost_gap(again, before, only("101"))
+        assert page.gap  # the restart, everyone's
         assert [e.cursor for e in page.events] == [newer]
+        assert lost_gap(again, before, only("102"))
         assert again.read(before, only("102")).gap
+        assert lost_gap(again, before, only("103"))
         assert again.read(before, only("103")).gap
     finally:
         await again.aclose()
@@ -1406,11 +1438,14 @@ async def test_a_restart_reads_back_the_feed_as_it_was_after_superseded_drops(
     again = EventFeed.open(tmp_path, max_events=30, clock=clock)
     reread = again.read(before, limit=1_000)
     assert reread.events == memory.events
-    assert not reread.gap
+    assert not lost_gap(again, before, _everything)
+    assert reread.gap  # the restart
     # The index is rebuilt: the next state drops the oldest superseded one again.
     _device(again, "101", "after")
     after = again.read(before, limit=1_000)
-    assert not after.gap
+    assert not lost_gap(again, before, _everything)
+    assert after.gap  # the restart
+    assert not again.read(reread.cursor, limit=1_000).gap
     assert [e.kind for e in after.events][:2] == ["ringing", "answered"]
     await again.aclose()
 
@@ -1486,7 +1521,8 @@ def test_unwritten_events_of_ever_new_extensions_are_recorded_within_a_bound(
     assert feed.read(base, only("x196")).gap  # recorded apart, or folded
     page = feed.read(base + 198, only("x199"))
     assert [e.extension for e in page.events] == ["x199"]
-    assert not page.gap
+    assert not lost_gap(feed, base + 198, only("x199"))
+    assert page.gap  # the restart: told to every reader behind it
     asyncio.run(feed.aclose())
 
 
@@ -1650,8 +1686,10 @@ async def test_a_batch_the_file_refuses_is_recorded_as_dropped(
     assert page.gap
     assert lost not in [e.cursor for e in page.events]
     assert after in [e.cursor for e in page.events]
-    assert not again.read(lost, only("101")).gap
-    assert not again.read(before, only("103")).gap  # 101's loss is not 103's
+    assert not lost_gap(again, lost, only("101"))
+    assert again.read(lost, only("101")).gap  # the restart
+    assert not lost_gap(again, before, only("103"))  # 101's loss is not 103's
+    assert again.read(before, only("103")).gap  # the restart is everyone's
     await again.aclose()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
@@ -1752,12 +1790,16 @@ def test_a_pruning_the_file_refused_loses_nothing_and_counts_nothing_twice(
             feed = EventFeed.open(folder, max_events=100, clock=Clock())
             page = feed.read(calls[0] - 1, only("101"), limit=1_000)
             other = feed.read(first_102 - 1, only("102"), limit=1_000)
+            # The restart itself is a blind stretch every reader behind it is
+            # told; the gaps below are those of events dropped (lost_gap).
+            assert page.gap
+            assert other.gap
             seen[refuse, more] = (
                 calls,
                 [e.cursor for e in page.events],
-                page.gap,
+                lost_gap(feed, calls[0] - 1, only("101")),
                 [e.cursor for e in other.events],
-                other.gap,
+                lost_gap(feed, first_102 - 1, only("102")),
                 rows,
                 first_102,
             )
@@ -1775,3 +1817,182 @@ def test_a_pruning_the_file_refused_loses_nothing_and_counts_nothing_twice(
     assert seen[True, 11][:3] == seen[False, 11][:3]
     assert seen[True, 11][5] == seen[False, 11][5]
     assert len(set(seen[True, 11][1])) == len(seen[True, 11][1])
+
+
+# -- stretches the router saw nothing in (issue 16) -----------------------------------------
+#
+# A 1C developer's trial: a telephony panel resumed its cursor after a callrouter
+# restart, got the new run's events with gap false, and kept showing 101 on a call
+# that had ended while callrouter was stopped. The feed tells those stretches.
+
+
+def drain(feed: EventFeed, after: int, visible: Visible = _everything, limit: int = 2):  # type: ignore[no-untyped-def]
+    """Every page from ``after`` until one comes back empty: the events' cursors,
+    the gap flag of each page, and the cursor to go on from."""
+    got: list[int] = []
+    gaps: list[bool] = []
+    while True:
+        page = feed.read(after, visible, limit=limit)
+        got += [e.cursor for e in page.events]
+        gaps.append(page.gap)
+        after = page.cursor
+        if not page.events:
+            return got, gaps, after
+
+
+async def test_a_reader_from_before_a_restart_is_told_the_gap_once_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    behind = feed.position()  # a reader caught up at the old run's end: still behind it
+    clock.now += 1
+    old = [feed.publish("ringing", "101", {"n": n}) for n in range(5)]
+    caught_up = feed.read(old[-1]).cursor
+    await feed.aclose()
+    clock.now += 30  # stopped: calls rang and ended meanwhile
+    again = EventFeed.open(tmp_path, clock=clock)
+    clock.now += 1
+    new = [again.publish("hangup", "101", {"n": n}) for n in range(3)]
+    got, gaps, _ = drain(again, behind)
+    assert got == old + new  # each once, in order
+    # Told on the page that passes the restart (old[4] with new[0]), not before
+    # it (a refresh then would be overwritten by old events after it), once.
+    assert gaps == [False, False, True, False, False]
+    assert again.read(caught_up).gap
+    assert [e.cursor for e in again.read(caught_up).events] == new
+    assert not lost_gap(again, behind, _everything)  # nothing the feed had was dropped
+    await again.aclose()
+
+
+async def test_a_reader_after_the_restart_is_told_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    feed.publish("ringing", "101", {})
+    await feed.aclose()
+    clock.now += 30
+    again = EventFeed.open(tmp_path, clock=clock)
+    clock.now += 1
+    start = again.position()  # a reader that came in this run (no cursor: from now)
+    event = again.publish("answered", "101", {})
+    page = again.read(start)
+    assert ([e.cursor for e in page.events], page.gap) == ([event], False)
+    assert not again.read(page.cursor).gap
+    await again.aclose()
+
+
+async def test_the_restart_is_told_to_every_scope_and_tells_none_anything_else(
+    tmp_path: Path,
+) -> None:
+    """The stretch is everyone's: a token scoped to 103, which saw nothing of the
+    101 events around it, is told it too; the cursor it gets is the clock (or the
+    restart's mark, which is the clock at the start), never 101's event."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    behind = feed.position()
+    clock.now += 1
+    feed.publish("ringing", "101", {})
+    await feed.aclose()
+    clock.now += 30
+    again = EventFeed.open(tmp_path, clock=clock)
+    restart = int(clock.now * 1_000_000) - 1
+    clock.now += 1
+    theirs = again.publish("hangup", "101", {})
+    clock.now += 1
+    page = again.read(behind, only("103"))
+    assert (page.events, page.gap) == ((), True)
+    assert page.cursor == int(clock.now * 1_000_000) != theirs
+    assert not again.read(page.cursor, only("103")).gap
+    assert again.read(restart - 1, only("103")).gap
+    assert not again.read(restart, only("103")).gap  # the mark itself is past it
+    await again.aclose()
+
+
+async def test_a_crash_without_a_clean_stop_is_a_gap_too(tmp_path: Path) -> None:
+    """No stop written (a kill -9): the start's mark is above the reservation the
+    crashed run synced, so every cursor it handed out is behind it, even with
+    the clock set back meanwhile."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    clock.now += 1
+    written = [feed.publish("ringing", "101", {}) for _ in range(3)]
+    await flushed(feed)
+    handed = feed.position()
+    assert feed._store is not None
+    feed._store.abandon()  # nothing more written: as a crash leaves it
+    clock.now -= 5  # and the clock set back before the next start
+    again = EventFeed.open(tmp_path, clock=clock)
+    page = again.read(handed)
+    assert page.gap
+    assert not again.read(page.cursor).gap
+    got, gaps, _ = drain(again, written[0] - 1, limit=10)
+    assert got == written
+    assert gaps == [True, False]
+    later = again.publish("hangup", "101", {})
+    assert later > page.cursor > handed
+    await again.aclose()
+
+
+async def test_a_lost_ami_stream_is_a_gap_for_every_reader_behind_its_end() -> None:
+    clock = Clock()
+    feed = EventFeed(clock=clock)
+    before = feed.position()
+    clock.now += 1
+    first = feed.publish("ringing", "101", {})
+    clock.now += 1
+    during = feed.position()  # handed out while the stream was lost
+    clock.now += 5
+    mark = feed.blind()
+    assert mark == int(clock.now * 1_000_000)
+    after = feed.position()
+    clock.now += 1
+    second = feed.publish("answered", "101", {})
+    assert second > mark
+    for cursor, scope in ((before, _everything), (during, _everything), (before, only("103"))):
+        page = feed.read(cursor, scope)
+        assert page.gap
+        assert not feed.read(page.cursor, scope).gap  # once
+    got, gaps, _ = drain(feed, before, limit=1)
+    assert got == [first, second]
+    assert gaps == [False, True, False]  # on the page that passes the end
+    page = feed.read(after)
+    assert ([e.cursor for e in page.events], page.gap) == ([second], False)
+
+
+async def test_a_waiting_reader_is_woken_by_a_lost_stream() -> None:
+    """A long poll behind it answers when the stream comes back, whatever its
+    scope, not at its timeout: the panel refreshes at once."""
+    feed = EventFeed()
+    start = feed.position()
+    waiting = asyncio.create_task(feed.wait(start, only("103"), timeout=30))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    feed.blind()
+    page = await asyncio.wait_for(waiting, 5)
+    assert (page.events, page.gap) == ((), True)
+    # Behind it, a poll answers at once; past it, it waits as usual.
+    assert (await asyncio.wait_for(feed.wait(start, timeout=30), 5)).gap
+    assert not (await feed.wait(page.cursor, timeout=0.01)).gap
+
+
+def test_marks_past_the_bound_fold_into_the_later_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flapping Asterisk: marks are bounded; a reader behind a folded one is
+    told at the next, later (never earlier than the stretch ended)."""
+    monkeypatch.setattr("router.api.feed._MAX_BLIND", 2)
+    clock = Clock()
+    feed = EventFeed(clock=clock)
+    before = feed.position()
+    marks = []
+    for _ in range(4):
+        clock.now += 1
+        feed.publish("ringing", "101", {})
+        clock.now += 1
+        marks.append(feed.blind())
+    assert len(feed._blind) == 2
+    got, gaps, _ = drain(feed, before, limit=1)
+    assert len(got) == 4
+    # The first two folded: told at the third (the page of the fourth event)
+    # rather than at their own ends; the fourth at its own.
+    assert gaps == [False, False, False, True, True]
+    page = feed.read(marks[-1])
+    assert not page.gap

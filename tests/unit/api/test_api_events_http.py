@@ -685,3 +685,41 @@ async def test_an_extension_the_document_does_not_allow_is_400(
     assert pattern == {"type": "string", "pattern": "^[0-9A-Za-z#+_.-]{1,40}$"}
     fine = await client.get(f"{path}?timeout=0&extension=1-x.2", headers=auth("all"))
     assert fine.status_code == 200
+
+
+async def test_a_reader_from_before_a_restart_is_told_the_gap_by_poll_and_by_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a 1C panel resumed its cursor after callrouter restarted and got
+    the new run's events with gap false, though calls had ended meanwhile. Now a
+    cursor from the last run is told the gap once, whatever the token's scope."""
+    old = EventFeed.open(tmp_path)
+    behind = old.position()
+    mine = old.publish("ringing", "101", {})
+    await old.aclose()
+    feed = EventFeed.open(tmp_path)
+    new = feed.publish("hangup", "101", {})
+    app = make_app(tmp_path, feed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        body = (
+            await client.get(f"/api/v1/events?cursor={behind}&timeout=0", headers=auth("t101"))
+        ).json()
+        assert [e["cursor"] for e in body["events"]] == [mine, new]
+        assert body["gap"] is True
+        again = (
+            await client.get(
+                f"/api/v1/events?cursor={body['cursor']}&timeout=0", headers=auth("t101")
+            )
+        ).json()
+        assert again["gap"] is False
+        assert again["events"] == []
+    monkeypatch.setattr(events_module, "HEARTBEAT", 0.02)
+    sse = SSEClient(app, "/api/v1/events/stream", {**auth("t101"), "Last-Event-ID": str(mine)})
+    await sse.until("event: gap")
+    await sse.until("event: hangup")
+    await sse.until(": heartbeat")  # a page after it: no second gap
+    await sse.close()
+    assert [f.get("event") for f in sse.frames()].count("gap") == 1
+    assert [f["id"] for f in sse.frames() if f.get("event") == "hangup"] == [str(new)]
+    await feed.aclose()

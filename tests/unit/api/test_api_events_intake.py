@@ -10,6 +10,7 @@ from functools import partial
 import pytest
 
 from router.ami.message import Event
+from router.ami.stream import StreamGap
 from router.api.feed import EventFeed
 from router.api.intake import (
     _PENDING_MAX,
@@ -450,6 +451,31 @@ async def test_the_intake_registers_as_a_plugin_and_gets_events_through_the_faca
     call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
     await plugins.event(dial("DialBegin"), call)
     assert kinds(feed) == [("ringing", "101")]
+
+
+async def test_a_lost_event_stream_tells_every_feed_reader_behind_it_of_a_gap() -> None:
+    """Issue 16: what Asterisk emitted while the AMI stream was lost never reaches
+    the feed; a panel resuming from before it got the events after it with gap
+    false and kept a stale state. The engine's stream gap reaches the intake
+    through the plugin facade, and every reader behind it (any scope) is told."""
+    feed = EventFeed()
+    plugins = Plugins.load(entry_points=False, extra=[FeedIntake(feed)])
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    before = feed.position()
+    await plugins.event(dial("DialBegin"), call)
+    ringing = feed.read(before, lambda extension: extension == "101")
+    assert not ringing.gap
+    await plugins.stream_gap(StreamGap(since=1.0, resumed=2.0, reason="reconnect"))
+    after = feed.position()
+    for cursor, scope in (
+        (before, lambda extension: extension == "101"),
+        (ringing.cursor, lambda extension: extension == "101"),
+        (ringing.cursor, lambda extension: extension == "103"),
+    ):
+        page = feed.read(cursor, scope)
+        assert page.gap
+        assert not feed.read(page.cursor, scope).gap
+    assert not feed.read(after).gap
 
 
 async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_call() -> None:
