@@ -10,7 +10,9 @@ no extension only with ``"*"``); ``extension=`` narrows that further, and
 nothing it gets (a cursor, when an answer comes) tells of other events
 (:mod:`router.api.feed`). A client
 behind the retention window gets what is left with ``gap: true`` (SSE: an
-event ``gap``) rather than a 410: it keeps its loop, and knows to refresh.
+event ``gap``) rather than a 410: it keeps its loop, and knows to refresh;
+so does one from before a stretch callrouter saw nothing in (a restart, the
+AMI stream lost), whatever its scope.
 
 Bounds: ``timeout`` at most :data:`MAX_TIMEOUT`, ``limit`` at most
 :data:`MAX_LIMIT`, and ``[api] events_waiters`` open reads per token (429
@@ -523,7 +525,9 @@ OPENAPI: dict[str, Any] = {
                     "gap": {
                         "type": "boolean",
                         "description": "events after your cursor were dropped (retention), "
-                        "or your cursor is ahead of the feed: refresh, go on from cursor",
+                        "callrouter saw nothing for a while after it (a restart, the AMI "
+                        "stream lost), or your cursor is ahead of the feed: refresh, go on "
+                        "from cursor",
                     },
                 },
             },
