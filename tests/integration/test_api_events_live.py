@@ -299,7 +299,9 @@ async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     """The feed is kept in state_dir: a second router on the same state_dir
-    answers a client's old cursor with exactly the events it had not read."""
+    answers a client's old cursor with exactly the events it had not read, and
+    with gap true (once): what happened while no router ran is not in the feed
+    (issue 16: a 1C panel kept a call that had ended meanwhile)."""
     port = free_port()
     config = make_config(events_sandbox, double, tmp_path / "state", port)
     first = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
@@ -333,11 +335,16 @@ async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             resumed = await poll(http, "t101", read_cursor, timeout=0)
             everything = await poll(http, "all", start, timeout=0)
+            again = await poll(http, "t101", resumed["cursor"], timeout=0)
     finally:
         second.request_stop()
         await asyncio.wait_for(task, 30)
         await second.stop()
-    assert not resumed["gap"]
+    assert resumed["gap"]  # the restart: told on the answer that passes it
+    assert everything["gap"]
+    assert not again["gap"]  # once
+    twice = {e["cursor"] for e in again["events"]} & {e["cursor"] for e in resumed["events"]}
+    assert not twice
     kept = [e["cursor"] for e in everything["events"]]
     assert kept[: len(before)] == before  # nothing lost in the restart
     mine = [e["cursor"] for e in everything["events"] if e["extension"] == "101"]
