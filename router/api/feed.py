@@ -15,8 +15,9 @@ its event happened. Clients treat them as opaque integers.
 A token scoped to some extensions learns nothing of the others' events, not
 even when or how many: a wait wakes it only for an event it may see (else at
 its timeout), and a cursor it gets is an event it sees, one of its own lost
-(below), or the clock at that moment (:meth:`EventFeed.position`), never
-another extension's event. A position handed out is remembered, so a later
+(below), the clock at that moment (:meth:`EventFeed.position`), or the
+mark of a stretch the router saw nothing in (below), never another
+extension's event. A position handed out is remembered, so a later
 event's cursor is above it and resuming from it loses nothing; an event it
 may not see between its cursor and the clock is scanned again next time, so
 for nothing.
