@@ -347,27 +347,67 @@ _AFTER_NUMBERS: tuple[str, ...] = (
 )
 
 
+#: Keys of a channel snapshot, each with any prefix: Asterisk 22's
+#: ``ast_manager_build_channel_state_string_prefix``.
+_SNAPSHOT_SUFFIXES: tuple[str, ...] = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+)
+
+
 def smuggled(event: Event) -> str | None:
     """A key ``event`` holds twice that Asterisk writes once (:data:`_ONCE_SUFFIXES`,
     as spelled), the first brought in with a number: a snapshot's key
     (:data:`_AFTER_NUMBERS`) comes between the two. That first one reads
     first, and may name another extension, context or priority than the
     channel's. A key a dialplan's ``UserEvent`` repeats after the snapshot
-    (``UserEvent(Mine,Exten: 5)``) is not one: the snapshot's reads first.
+    and its ``UserEvent`` key (``UserEvent(Mine,CallerIDName: x,Channel: y)``)
+    is not one: the snapshot's reads first.
     None for an event without one.
 
     Cheap for the usual event: its keys as a dict are as many as its fields."""
     fields = event.fields
     if len(event.spelled()) == len(fields):
         return None  # no key repeats
+    body = len(fields)
+    if event.name == "UserEvent":
+        # A dialplan's UserEvent writes its snapshot, its UserEvent key, then
+        # the administrator's own keys, which may repeat a snapshot's
+        # (``UserEvent(Mine,CallerIDName: x,Channel: y)``): a snapshot key
+        # lay between the two, and the event was refused, lost to plugins
+        # and event rules. A number's line comes before the last UserEvent.
+        ends = [at for at, (key, _) in enumerate(fields) if key == "UserEvent"]
+        if ends:
+            body = ends[-1]
     first: dict[str, int] = {}
     for at, (key, _) in enumerate(fields):
         was = first.get(key)
         if was is None:
             first[key] = at
-        elif key.endswith(_ONCE_SUFFIXES) and any(
-            name.endswith(_AFTER_NUMBERS) for name, _ in fields[was + 1 : at]
-        ):
+            continue
+        if not key.endswith(_ONCE_SUFFIXES):
+            continue
+        if at <= body:
+            between = fields[was + 1 : at]
+        elif was < body and not key.endswith(_SNAPSHOT_SUFFIXES):
+            # A key of the request's own (DID, Caller) a number brought into
+            # the snapshot, which writes no such key.
+            between = fields[was + 1 : body]
+        else:
+            continue  # the administrator's repeat of a snapshot's or own key
+        if any(name.endswith(_AFTER_NUMBERS) for name, _ in between):
             return key
     return None
 

@@ -735,3 +735,55 @@ def test_a_key_asterisk_writes_once_read_twice_is_smuggled() -> None:
         forged = Event((*fields, (key, "x"), ("CallerIDName", "n"), (key, "y")))
         assert smuggled(forged) == key
         assert CallTracker().refuses(forged)
+
+
+def test_a_dialplan_user_event_repeating_any_snapshot_key_is_not_refused() -> None:
+    """Issue 16: a dialplan's ``UserEvent(Report,CallerIDNum: ...,Channel: ...)``
+    (Asterisk 22: the snapshot, ``UserEvent: Report``, then the administrator's
+    keys) repeats snapshot keys with the snapshot's ``CallerIDName`` between the
+    two, or its own ``CallerIDName`` before a repeated ``AccountCode``: it was
+    refused, so no plugin nor event rule saw it. A request key a number brought
+    into the snapshot ahead of the body's own is still caught."""
+    snapshot = (
+        ("Event", "UserEvent"),
+        ("Privilege", "user,all"),
+        ("Channel", "PJSIP/a-1"),
+        ("ChannelState", "6"),
+        ("ChannelStateDesc", "Up"),
+        ("CallerIDNum", "101"),
+        ("CallerIDName", "n"),
+        ("ConnectedLineNum", "<unknown>"),
+        ("ConnectedLineName", "<unknown>"),
+        ("Language", "en"),
+        ("AccountCode", ""),
+        ("Context", "from-internal"),
+        ("Exten", "100"),
+        ("Priority", "2"),
+        ("Uniqueid", "1.1"),
+        ("Linkedid", "1.1"),
+    )
+    bodies = (
+        (("CallerIDNum", "101"),),
+        (("Channel", "PJSIP/a-1"), ("ChannelStateDesc", "Up")),
+        (("CallerIDName", "x"), ("AccountCode", "acc")),
+        (("Exten", "5"), ("Language", "ru"), ("Context", "c")),
+    )
+    for body in bodies:
+        mine = Event((*snapshot, ("UserEvent", "Report"), *body))
+        assert smuggled(mine) is None, body
+        assert not CallTracker().refuses(mine), body
+    # A number bringing in the request's DID ahead of the body's: still refused.
+    at = snapshot.index(("CallerIDNum", "101")) + 1
+    forged = Event(
+        (
+            *snapshot[:at],
+            ("DID", "900"),
+            *snapshot[at:],
+            ("UserEvent", "CallRouterRequest"),
+            ("DID", "200"),
+        )
+    )
+    assert smuggled(forged) == "DID"
+    # And a snapshot key a number brought in ahead of the snapshot's own.
+    forged = Event((*snapshot[:at], ("Exten", "900"), *snapshot[at:], ("UserEvent", "Report")))
+    assert smuggled(forged) == "Exten"
