@@ -456,14 +456,23 @@ async def _default_global(
     if isinstance(listed, ListedContext) and listed.closed and not listed.patterns:
         numbers = [name for name in listed.plain if name and set(name) <= _DID_CHARACTERS]
         if not numbers:
+            # With an i extension Asterisk sends the call there ("sent to
+            # invalid extension"), which an IVR's i often plays a prompt in
+            # and goes back to s: the calls are not lost, only routed oddly.
+            invalid = "i" in listed.plain
             return [
                 Finding(
-                    "fail",
+                    "advice" if invalid else "fail",
                     f"{named}, a context with no extension a dialled number can match "
                     f"(it has {', '.join(sorted(shown(n) for n in listed.plain))}): the "
                     f"default route is Goto({shown(context)},${{CALLROUTER_DID}},1), so "
-                    "every call callrouter does not route in time is hung up (or sent to "
-                    "the context's i extension); give the context a _X. extension that "
+                    "every call callrouter does not route in time "
+                    + (
+                        "goes to its i extension (an invalid-entry prompt?), not its s"
+                        if invalid
+                        else "is hung up (sent to invalid extension)"
+                    )
+                    + "; give the context a _X. extension that "
                     "goes on to its s (exten => _X.,1,Goto(s,1)), or " + fix + reload,
                 )
             ]

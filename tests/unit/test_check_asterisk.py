@@ -1168,30 +1168,37 @@ async def test_a_default_route_to_a_context_asterisk_lacks_fails(
 
 
 @pytest.mark.parametrize(
-    ("extensions", "fails"),
+    ("extensions", "level"),
     [
-        (["s", "i"], True),  # an IVR context: no DID reaches its s
-        (["s", "_X."], False),
-        (["s", "74951234567"], False),  # a DID of its own
+        (["s", "t"], "fail"),  # an IVR context: no DID reaches its s, nothing takes it
+        # Its i extension takes the call (Asterisk: "sent to invalid extension",
+        # set to i,1): not lost, only routed through the invalid-entry prompt.
+        (["s", "i"], "advice"),
+        (["s", "_X."], None),
+        (["s", "74951234567"], None),  # a DID of its own
     ],
 )
 async def test_a_default_route_no_dialled_number_can_match_fails(
-    ajam_replay: ReplayAsterisk, extensions: list[str], fails: bool
+    ajam_replay: ReplayAsterisk, extensions: list[str], level: str | None
 ) -> None:
     """The default route is Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1): an
-    IVR context with only s (and i) takes no call there."""
+    IVR context with only s takes no call there; with an i, its i takes them."""
     ajam_replay.globals.update(CALLROUTER_DEFAULT="ivr-main")
     ajam_replay.on("ShowDialPlan", default_route_dialplan({"ivr-main": extensions}))
-    found = [f.text for f in await run(ajam_replay) if f.level != "ok"]
-    if not fails:
+    found = [(f.level, f.text) for f in await run(ajam_replay) if f.level != "ok"]
+    if level is None:
         assert found == []
         return
-    [fail] = found
-    assert fail.startswith(
+    [(said, text)] = found
+    assert said == level, text
+    assert text.startswith(
         "the global CALLROUTER_DEFAULT is 'ivr-main', a context with no extension a dialled "
-        "number can match (it has 'i', 's')"
-    ), fail
-    assert "exten => _X.,1,Goto(s,1)" in fail
+        f"number can match (it has {', '.join(repr(e) for e in sorted(extensions))})"
+    ), text
+    assert "exten => _X.,1,Goto(s,1)" in text
+    lost = "is hung up (sent to invalid extension)" in text
+    assert lost == (level == "fail"), text
+    assert ("goes to its i extension" in text) == (level == "advice"), text
 
 
 #: The globals `run` sets for :func:`older_inbound` in an Asterisk with none.
