@@ -1077,6 +1077,7 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
         raise AMIProtocolError(f"mxml root is <{root.tag}>, expected <ajax-response>")
     _check_count(len(root), max_size // MIN_MESSAGE_BYTES, max_size)
     messages: list[Message] = []
+    stray = 0
     for response in root:
         if response.tag != "response":
             raise AMIProtocolError(f"unexpected <{response.tag}> in <ajax-response>")
@@ -1093,7 +1094,14 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
         elif first == "Response":
             messages.append(Response(pairs))
         else:
-            raise AMIProtocolError(f"block starts with {first[:80]!r}, expected response/event")
+            # Asterisk's mxml is its rawman text cut at blank lines, so a
+            # caller number with one makes the rest of that event an element
+            # of its own (an opaque-data one when its next line has no
+            # colon): skipped as the rawman parsers skip it (:class:`_Strays`),
+            # not the whole poll's events lost with the session (issue 16).
+            stray += 1
+    if stray:
+        STRAYS.note(stray)
     if not messages:
         raise AMIProtocolError("empty <ajax-response>: no AMI message")
     return messages

@@ -20,6 +20,7 @@ from router.ami.protocol import (
     MAX_EVENT_LINES,
     MAX_LINE_BYTES,
     MIN_MESSAGE_BYTES,
+    STRAYS,
     Action,
     LeftOutItem,
     ListCollector,
@@ -1116,3 +1117,41 @@ def test_any_event_list_ends_at_its_closing_event_with_a_line_too_long(dropping:
     ]
     assert parser.dropped == (2 if dropping else 0)
     assert not parser.pending
+
+
+def test_an_mxml_element_that_is_no_message_is_skipped_among_messages(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: Asterisk's mxml is its rawman text cut at blank lines
+    (manager.c xml_translate), so a caller number holding a blank line makes
+    the rest of the event an element of its own: ``opaque-data`` when its next
+    line has no colon, else its first key. It failed the whole poll (every
+    event in it lost, the AJAM session dropped), again at each step of the
+    call; now it is skipped and counted as the rawman parsers do."""
+    head = b"<response type='object' id='unknown'><generic "
+    body = (
+        b"<ajax-response>\n"
+        + head
+        + b"response='Success' actionid='1' message='Waiting for Event completed.' />"
+        b"</response>\n"
+        + head
+        + b"event='Newchannel' privilege='call,all' channel='PJSIP/trunk-1' "
+        b"channelstate='4' channelstatedesc='Ring' calleridnum='1' /></response>\n"
+        + head
+        + b"opaque-data='x\nCallerIDName: n\nExten: 100' /></response>\n"
+        + head
+        + b"calleridname='n' exten='100' uniqueid='1.1' /></response>\n"
+        + head
+        + b"event='WaitEventComplete' actionid='1' /></response>\n"
+        b"</ajax-response>\n"
+    )
+    before = STRAYS.count
+    with caplog.at_level(logging.WARNING, logger="router.ami"):
+        messages = parse_mxml(body)
+    assert [type(m).__name__ for m in messages] == ["Response", "Event", "Event"]
+    assert [m.get("Event") for m in messages[1:]] == ["Newchannel", "WaitEventComplete"]
+    assert messages[1]["Channel"] == "PJSIP/trunk-1"
+    assert STRAYS.count == before + 2
+    # A body of nothing else is still an error (test_garbage_mxml_raises_...).
+    with pytest.raises(AMIProtocolError, match="no AMI message"):
+        parse_mxml(b"<ajax-response>" + head + b"exten='100' /></response></ajax-response>")
