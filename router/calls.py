@@ -333,6 +333,11 @@ _ONCE_SUFFIXES: tuple[str, ...] = (
     "UserEvent",
     "DID",
     "Caller",
+    # A CEL record's own spellings (cel_manager.c): its number, then these.
+    "EventName",
+    "UniqueID",
+    "LinkedID",
+    "Peer",
 )
 
 
@@ -340,6 +345,10 @@ _ONCE_SUFFIXES: tuple[str, ...] = (
 #: between the two of a repeated key says the first came in with a number.
 _AFTER_NUMBERS: tuple[str, ...] = (
     "CallerIDName",
+    # A CEL record writes its CallerIDnum then CallerIDname: a key the number
+    # brought in (an Exten, Channel or LinkedID of another call) came before
+    # the record's own, and the call life read it (issue 16).
+    "CallerIDname",
     "ConnectedLineNum",
     "ConnectedLineName",
     "Language",

@@ -787,3 +787,26 @@ def test_a_dialplan_user_event_repeating_any_snapshot_key_is_not_refused() -> No
     # And a snapshot key a number brought in ahead of the snapshot's own.
     forged = Event((*snapshot[:at], ("Exten", "900"), *snapshot[at:], ("UserEvent", "Report")))
     assert smuggled(forged) == "Exten"
+
+
+def test_a_key_a_number_brings_into_a_cel_record_is_smuggled() -> None:
+    """Issue 16: a CEL record (cel_manager.c) writes ``CallerIDnum`` then
+    ``CallerIDname`` (lower-case n), then its ``Exten``, ``Channel``,
+    ``UniqueID`` and ``LinkedID``: a number's ``LinkedID: <another call's>``
+    line came first, and the call life took the record for that call, with
+    no key of a snapshot between to tell. No recorded CEL record is one."""
+    records = [
+        event
+        for path in sorted((FIXTURES.parent / "cel").glob("*.rawman"))
+        for event in parse_rawman(path.read_bytes())
+        if isinstance(event, Event) and event.name == "CEL"
+    ]
+    assert len(records) > 100
+    assert [smuggled(record) for record in records if smuggled(record)] == []
+    record = records[0]
+    fields = list(record.fields)
+    at = [key for key, _ in fields].index("CallerIDnum") + 1
+    for key in ("LinkedID", "UniqueID", "Channel", "Exten", "EventName", "Peer"):
+        forged = Event((*fields[:at], (key, "victim"), *fields[at:]))
+        assert smuggled(forged) == key
+        assert CallTracker().refuses(forged)
