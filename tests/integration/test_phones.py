@@ -8,6 +8,7 @@ over AJAM's ``WaitEvent``; the phones' side from what each user agent saw.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import socket
@@ -611,3 +612,57 @@ async def test_a_caller_number_with_line_breaks_is_not_routed_and_cuts_nothing(
     await asyncio.to_thread(call.wait_ended)
     record = router.records[-1]
     assert (record.caller, record.rules) == ("79161234567", ("owner",))
+
+
+async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
+    phones: Phones, double: OneCDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: Asterisk 22's mxml is its rawman text cut at blank lines
+    (manager.c xml_translate), so a number with one made the rest of each
+    event of the call an element that is no AMI message, and the whole poll
+    failed (its events lost, the session dropped), at each step of the call.
+    Measured on Asterisk 22: "event stream lost Asterisk: ... WaitEvent: block
+    starts with 'opaque_data'", and the gap's reconcile failed alike (its
+    CoreShowChannels lists the call). Now the element is skipped, the stream
+    stays, and the next caller is routed as ever."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(OWNER_RULES, encoding="utf-8")
+    state = tmp_path / "state"
+    state.mkdir()
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{phones.pbx.url}"\nusername = "router"\n'
+        f'secret = "{phones.pbx.secret}"\nformat = "mxml"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{ONEC_PASSWORD}"\ntimeout = 2.0\n',
+        encoding="utf-8",
+    )
+    router = Engine(
+        load_config(path), plugins=Plugins.load(), options=EngineOptions(watch_interval=0)
+    )
+    await router.start()
+    task = asyncio.ensure_future(router.serve())
+    try:
+        await asyncio.wait_for(router.ready.wait(), 15)
+        generation = router.ami.session_generation
+        call = await asyncio.to_thread(
+            phones.pstn.call, did=DID, caller="79161234567\r\n\r\nEvent: Junk\r\n\r\ngarbage"
+        )
+        await asyncio.sleep(3.0)  # hung up before its default route rings a phone
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended)
+        record = router.records[-1]
+        assert (record.caller, record.rules) == ("79161234567", ("owner",))
+        assert router.ami.session_generation == generation
+        lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [m for m in lost if "event stream lost" in m or "opaque_data" in m], lost
+        assert any("no AMI answer nor event were skipped" in m for m in lost), lost
+    finally:
+        router.request_stop()
+        await asyncio.wait_for(task, 30)
+        await router.stop()
