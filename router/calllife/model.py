@@ -26,6 +26,7 @@ __all__ = [
     "CelRecord",
     "Direction",
     "EndStatus",
+    "IncompleteRecord",
     "OversizedRecord",
     "Transfer",
     "skim",
@@ -69,6 +70,13 @@ class OversizedRecord(ValueError):
         )
         self.field = field
         self.length = length
+
+
+class IncompleteRecord(ValueError):
+    """A CEL record without a key every record has (its event name, UniqueID,
+    LinkedID): none of Asterisk's whole records. A caller number with
+    a blank line (Asterisk 22 writes it as it is) cuts each record of its call
+    in two, and the head read as a record of its own."""
 
 
 def _check_identity(event: str, *values: str) -> None:
@@ -294,7 +302,7 @@ def skim(fields: Mapping[str, str]) -> tuple[str, tuple[str, str, str], float]:
 
 def _check(event: str, at: float, uniqueid: str, linkedid: str) -> None:
     if not event or not uniqueid or not linkedid:
-        raise ValueError("a CEL record needs an event name, a UniqueID and a LinkedID")
+        raise IncompleteRecord("a CEL record needs an event name, a UniqueID and a LinkedID")
     if not math.isfinite(at):
         raise ValueError(f"CEL record {event} of {uniqueid}: time {at!r} is not finite")
 

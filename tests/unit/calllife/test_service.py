@@ -431,18 +431,66 @@ async def test_records_the_fold_does_not_read_count_for_their_call_as_built_ones
 async def test_a_bad_record_the_fold_does_not_read_is_a_logged_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The short way checks what building the record checked: no LinkedID, no
-    usable time (``nan``)."""
+    """The short way checks what building the record checked: no LinkedID (a
+    record cut in two, said as such: the next test), no usable time (``nan``)."""
     told: list[CallEvent] = []
     service = life(told)
     base = (("Event", "CEL"), ("EventName", "BRIDGE_ENTER"), ("UniqueID", "u.1"))
-    with caplog.at_level(logging.ERROR, logger="router.calllife"):
+    with caplog.at_level(logging.WARNING, logger="router.calllife"):
         await service.ingest("CEL", Event((*base, ("Timestamp", "1.5"))))
         await service.ingest("CEL", Event((*base, ("LinkedID", "l.1"), ("Timestamp", "nan"))))
-    assert service._failures == 2
-    assert "needs an event name, a UniqueID and a LinkedID" in caplog.text
-    assert "needs a Timestamp or an EventTime" in caplog.text
+    assert (service._failures, service.incomplete) == (1, 1)
+    [cut] = [r for r in caplog.records if "needs an event name" in r.getMessage()]
+    assert "needs an event name, a UniqueID and a LinkedID" in cut.getMessage()
+    assert (cut.levelno, cut.exc_info) == (logging.WARNING, None)
+    [bad] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert bad.exc_info is not None
+    assert "needs a Timestamp or an EventTime" in str(bad.exc_info[1])
     assert len(service.folder) == 0
+    assert told == []
+
+
+async def test_records_a_caller_number_cut_use_up_no_failure_report(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a caller number with a blank line (Asterisk 22 writes it as it
+    is) cuts each CEL record of its call in two, the head without its UniqueID
+    and LinkedID. Each was an ERROR with a traceback, and the first three used
+    up the process's tracebacks: a real failure after them was never said.
+    Now they are counted and said once a minute, without a traceback, and the
+    next real failure is the first one."""
+    told: list[CallEvent] = []
+    service = life(told)
+    head = (
+        ("Event", "CEL"),
+        ("Privilege", "call,all"),
+        ("Timestamp", "1796130037.638372"),
+        ("EventName", "CHAN_START"),
+        ("AccountCode", ""),
+        ("CallerIDnum", "79161234567"),
+    )
+    with caplog.at_level(logging.WARNING, logger="router.calllife"):
+        for _ in range(12):
+            await service.ingest("CEL", Event(head))
+    assert service.incomplete == 12
+    said = [r for r in caplog.records if r.name == "router.calllife"]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+    assert said[0].exc_info is None
+    message = said[0].getMessage()
+    assert "an event CEL was not folded: a CEL record needs an event name" in message
+    assert service._failures == 0
+
+    def broken(name: str, fields: Any) -> list[CallEvent]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "_fold", broken)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="router.calllife"):
+        await service.ingest("CEL", Event(head))
+    [failure] = caplog.records
+    assert failure.getMessage() == "call life: event CEL not folded (failure 1)"
+    assert failure.exc_info is not None
     assert told == []
 
 
