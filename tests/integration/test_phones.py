@@ -23,6 +23,7 @@ import httpx
 import pytest
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
+from router.ami.protocol import STRAYS
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
@@ -646,6 +647,7 @@ async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
     try:
         await asyncio.wait_for(router.ready.wait(), 15)
         generation = router.ami.session_generation
+        strays = STRAYS.count
         call = await asyncio.to_thread(
             phones.pstn.call, did=DID, caller="79161234567\r\n\r\nEvent: Junk\r\n\r\ngarbage"
         )
@@ -661,7 +663,7 @@ async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
         assert router.ami.session_generation == generation
         lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert not [m for m in lost if "event stream lost" in m or "opaque_data" in m], lost
-        assert any("no AMI answer nor event were skipped" in m for m in lost), lost
+        assert STRAYS.count > strays  # the cut events' tails, skipped
     finally:
         router.request_stop()
         await asyncio.wait_for(task, 30)
