@@ -810,3 +810,40 @@ def test_a_key_a_number_brings_into_a_cel_record_is_smuggled() -> None:
         forged = Event((*fields[:at], (key, "victim"), *fields[at:]))
         assert smuggled(forged) == key
         assert CallTracker().refuses(forged)
+
+
+def test_events_not_tracked_are_said_once_a_minute_counting_the_quiet_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A flood of events no Asterisk sends (an oversized Uniqueid, an Exten a
+    caller number brought in) is one WARNING a minute on the tracker's clock,
+    the next one counting those not said; each is counted in ``refused``."""
+    now = [1000.0]
+    tracker = CallTracker(clock=lambda: now[0])
+    huge = ev("Newchannel", Channel="PJSIP/a-1", Linkedid="l.1", Uniqueid="9" * 200)
+    twice = Event(
+        (
+            ("Event", "Newexten"),
+            ("Channel", "PJSIP/a-1"),
+            ("CallerIDNum", "1"),
+            ("Exten", "900"),
+            ("CallerIDName", "n"),
+            ("Exten", "100"),
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        assert tracker.refuses(huge)
+        now[0] += 59
+        assert tracker.refuses(twice)
+        assert tracker.refuses(huge)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1
+        assert said[0].startswith("an event Newchannel with a Uniqueid of 200 characters")
+        assert "more since the last warning" not in said[0]
+        now[0] += 1
+        assert tracker.refuses(twice)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert said[1].startswith("an event Newexten with two Exten lines is not tracked")
+    assert said[1].endswith("; 2 more since the last warning")
+    assert tracker.refused == 4

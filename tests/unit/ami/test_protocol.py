@@ -36,6 +36,7 @@ from router.ami.protocol import (
     split_waitevent,
 )
 from router.ami.protocol import _LongLines as LongLines
+from router.ami.protocol import _Strays as Strays
 from router.errors import AMIProtocolError, AMIValidationError
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
@@ -845,6 +846,29 @@ def test_events_skipped_for_a_long_line_are_said_once_a_minute(
     with caplog.at_level("WARNING", logger="router.ami"):
         parse_rawman(body)
     assert "; 2 more since the last warning" in caplog.records[-1].getMessage()
+
+
+def test_blocks_that_are_no_ami_message_are_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller number with a blank line at every step of a call: one WARNING
+    a minute, the next one counting the blocks not said (issue 16)."""
+    strays = Strays()
+    monkeypatch.setattr("router.ami.protocol.STRAYS", strays)
+    parser = RawmanParser(banner=False)
+    stray = b"Event: Newexten\r\nCallerIDNum: 1\r\n\r\nx\r\nExten: 100\r\n\r\n"
+    with caplog.at_level("WARNING", logger="router.ami"):
+        for _ in range(3):
+            parser.feed(stray)
+    said = [r.getMessage() for r in caplog.records if "were skipped" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith("1 block(s) of the AMI stream that are no AMI answer nor event")
+    assert strays.count == 3
+    monkeypatch.setattr(strays, "_told", time.monotonic() - 61)
+    with caplog.at_level("WARNING", logger="router.ami"):
+        parser.feed(stray)
+    assert caplog.records[-1].getMessage().endswith("; 2 more since the last warning")
+    assert strays.count == parser.strays == 4
 
 
 def test_a_closing_event_kept_without_its_long_line_is_said_so(
