@@ -25,7 +25,7 @@ from typing import NamedTuple
 from router.ami.message import Event, normalize_key, sent_by_channel
 from router.ami.numbers import ascii_int
 from router.callerid import cut_number, cut_text
-from router.logsafe import escape_controls
+from router.logsafe import ThrottledWarning, escape_controls
 
 __all__ = [
     "ANSWERED_STATE",
@@ -472,8 +472,7 @@ class CallTracker:
         self._clock = clock
         #: Events not tracked for an oversized field (:func:`oversized`).
         self.refused = 0
-        self._refused_told: float | None = None
-        self._refused_quiet = 0
+        self._refused_warning = ThrottledWarning(_REFUSED_EVERY, clock)
 
     @property
     def channels(self) -> int:
@@ -704,12 +703,9 @@ class CallTracker:
             return False
         self.refused += 1
         name = event.name
-        now = self._clock()
-        if self._refused_told is not None and now - self._refused_told < _REFUSED_EVERY:
-            self._refused_quiet += 1
+        more = self._refused_warning.due()
+        if more is None:
             return True
-        quiet, self._refused_quiet, self._refused_told = self._refused_quiet, 0, now
-        more = f"; {quiet} more since the last warning" if quiet else ""
         if problem is None:
             log.warning(
                 "an event %s with two %s lines is not tracked: Asterisk writes one, and a "

@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 from router.callerid import cut
@@ -35,6 +37,7 @@ __all__ = [
     "JsonFormatter",
     "RedactingFilter",
     "TextFormatter",
+    "ThrottledWarning",
     "escape_controls",
     "escape_json_line",
     "install_redaction",
@@ -158,6 +161,33 @@ _HTTP_LOGGERS = (
     "httpcore.proxy",
     "httpcore.socks",
 )
+
+
+class ThrottledWarning:
+    """When a warning that a flood of peer-made events may ask for was last
+    said, and how many occurrences were kept quiet since: said at most once
+    every ``every`` seconds, the next one counts the quiet ones. A hostile
+    peer's flood is then one line a minute, not one an event."""
+
+    __slots__ = ("_clock", "_every", "_quiet", "_told")
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._told: float | None = None
+        self._quiet = 0
+
+    def due(self, count: int = 1) -> str | None:
+        """``count`` more occurrences: None while the warning was said less
+        than ``every`` seconds ago (they are counted for the next one), else
+        the tail the warning says now: ``"; N more since the last warning"``
+        for the N kept quiet since, ``""`` when there were none."""
+        now = self._clock()
+        if self._told is not None and now - self._told < self._every:
+            self._quiet += count
+            return None
+        quiet, self._quiet, self._told = self._quiet, 0, now
+        return f"; {quiet} more since the last warning" if quiet else ""
 
 
 def register_secret(value: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from lxml import etree
 from router.ami.hazards import HAZARDOUS_ACTIONS, hazard
 from router.ami.message import Event, Message, Response, normalize_key
 from router.errors import AMIProtocolError, AMIValidationError
-from router.logsafe import peer_text
+from router.logsafe import ThrottledWarning, peer_text
 
 __all__ = [
     "KNOWN_KEYS",
@@ -135,7 +134,7 @@ log = logging.getLogger("router.ami")
 _LONG_LINES_EVERY = 60.0
 
 
-class _LongLines:
+class _LongLines(ThrottledWarning):
     """Events skipped for a line over :data:`MAX_LINE_BYTES`: counted, and said
     at most once a minute (the event's name, never its text).
 
@@ -152,23 +151,20 @@ class _LongLines:
     waited until it timed out (:func:`_long_line_event`).
     """
 
-    __slots__ = ("_quiet", "_told", "count")
+    __slots__ = ("count",)
 
     def __init__(self) -> None:
+        super().__init__(_LONG_LINES_EVERY)
         #: Events skipped in this process.
         self.count = 0
-        self._told: float | None = None
-        self._quiet = 0
 
     def note(self, head: str, *, ends_list: bool = False) -> None:
         """One event skipped; ``head`` is its first line (``Event: ...``).
         ``ends_list``: it ends an event list, kept without its long lines."""
         self.count += 1
-        now = time.monotonic()
-        if self._told is not None and now - self._told < _LONG_LINES_EVERY:
-            self._quiet += 1
+        more = self.due()
+        if more is None:
             return
-        quiet, self._quiet, self._told = self._quiet, 0, now
         name = head.partition(":")[2].strip()
         log.warning(
             "an AMI event %r with a line of over %d bytes was %s: no Asterisk sends "
@@ -176,7 +172,7 @@ class _LongLines:
             name[:64],
             MAX_LINE_BYTES,
             "kept without that line (it ends an event list)" if ends_list else "skipped",
-            f"; {quiet} more since the last warning" if quiet else "",
+            more,
         )
 
 
@@ -188,7 +184,7 @@ class _NotAMessage(AMIProtocolError):
     """A block that is no AMI answer nor event (:func:`_block_to_message`)."""
 
 
-class _Strays:
+class _Strays(ThrottledWarning):
     """Blocks of a stream or body that are no AMI message, skipped among the
     messages around them: counted, and said at most once a minute (never
     their text).
@@ -202,27 +198,24 @@ class _Strays:
     call (issue 16). A body holding nothing else is still an error.
     """
 
-    __slots__ = ("_quiet", "_told", "count")
+    __slots__ = ("count",)
 
     def __init__(self) -> None:
+        super().__init__(_LONG_LINES_EVERY)
         #: Blocks skipped in this process.
         self.count = 0
-        self._told: float | None = None
-        self._quiet = 0
 
     def note(self, count: int) -> None:
         self.count += count
-        now = time.monotonic()
-        if self._told is not None and now - self._told < _LONG_LINES_EVERY:
-            self._quiet += count
+        more = self.due(count)
+        if more is None:
             return
-        quiet, self._quiet, self._told = self._quiet, 0, now
         log.warning(
             "%d block(s) of the AMI stream that are no AMI answer nor event were "
             "skipped: a value holding a blank line (a caller number with CR LF, "
             "which Asterisk writes as it is; docs/asterisk.md) or a broken AMI peer%s",
             count,
-            f"; {quiet} more since the last warning" if quiet else "",
+            more,
         )
 
 
