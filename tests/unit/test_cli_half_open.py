@@ -224,33 +224,28 @@ def test_the_commands_bound_is_the_one_the_docs_give() -> None:
     assert f"ждут ответов на вход не больше {bound} с" in text("ru/reference/config.md")
 
 
-def _refusing(handler: socketserver.StreamRequestHandler) -> None:
-    """Native AMI that refuses the Login, as Asterisk does a wrong secret."""
-    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
-    lines = []
-    while (line := handler.rfile.readline()) not in (b"\r\n", b""):
-        lines.append(line.decode().strip())
-    head = dict(item.split(": ", 1) for item in lines if ": " in item)
-    handler.wfile.write(
-        f"Response: Error\r\nActionID: {head.get('ActionID', '')}\r\n"
-        "Message: Authentication failed\r\n\r\n".encode()
-    )
-    handler.rfile.read()
+def _refusing_login(message: str) -> Serve:
+    """Native AMI that refuses the Login with ``message``, as Asterisk does."""
+
+    def serve(handler: socketserver.StreamRequestHandler) -> None:
+        handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+        lines = []
+        while (line := handler.rfile.readline()) not in (b"\r\n", b""):
+            lines.append(line.decode().strip())
+        head = dict(item.split(": ", 1) for item in lines if ": " in item)
+        handler.wfile.write(
+            f"Response: Error\r\nActionID: {head.get('ActionID', '')}\r\n"
+            f"Message: {message}\r\n\r\n".encode()
+        )
+        handler.rfile.read()
+
+    return serve
 
 
-def _in_use(handler: socketserver.StreamRequestHandler) -> None:
-    """Native AMI that refuses the Login as Asterisk does a user with
-    allowmultiplelogin = no that is logged in already."""
-    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
-    lines = []
-    while (line := handler.rfile.readline()) not in (b"\r\n", b""):
-        lines.append(line.decode().strip())
-    head = dict(item.split(": ", 1) for item in lines if ": " in item)
-    handler.wfile.write(
-        f"Response: Error\r\nActionID: {head.get('ActionID', '')}\r\n"
-        "Message: Login Already In Use\r\n\r\n".encode()
-    )
-    handler.rfile.read()
+#: As Asterisk refuses a wrong secret.
+_refusing = _refusing_login("Authentication failed")
+#: As Asterisk refuses a user with allowmultiplelogin = no that is logged in already.
+_in_use = _refusing_login("Login Already In Use")
 
 
 def _closed_port() -> int:

@@ -776,6 +776,21 @@ def test_the_restore_s_help_says_a_running_router_is_refused_by_its_folder_lock(
     assert "a callrouter run started meanwhile refuses to start" in said
 
 
+def state_on_a_utf8_terminal(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``callrouter state ARGV...`` run as on a ru_RU.UTF-8 terminal: Python's
+    stdout is strict there (in the C locale, all this machine may have, it is
+    surrogateescape); what it prints is read with backslash escapes."""
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", "state", *argv],
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        cwd=REPO,
+        check=False,
+    )
+
+
 def test_a_file_name_that_is_not_utf8_is_backed_up_and_restored(tmp_path: Path) -> None:
     """hattack45: a plugin's file whose name is not UTF-8 ended the backup in
     a UnicodeEncodeError's traceback (the manifest, written as UTF-8, could
@@ -786,25 +801,10 @@ def test_a_file_name_that_is_not_utf8_is_backed_up_and_restored(tmp_path: Path) 
     again.mkdir(mode=0o700)
     name = os.fsdecode(b"\xffplugin.json")
     (state / name).write_text("{}\n", "utf-8")
-    # As on a ru_RU.UTF-8 terminal: Python's stdout is strict there (in the
-    # C locale, all this machine may have, it is surrogateescape).
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-
-    def callrouter(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "router.cli", "state", *argv],
-            capture_output=True,
-            text=True,
-            errors="backslashreplace",
-            env=env,
-            cwd=REPO,
-            check=False,
-        )
-
-    made = callrouter("backup", "--state-dir", str(state), str(backup))
+    made = state_on_a_utf8_terminal("backup", "--state-dir", str(state), str(backup))
     assert made.returncode == 0, made.stderr
     assert "\\xffplugin.json: 3 bytes (copied)" in made.stdout, made.stdout
-    done = callrouter("restore", "--state-dir", str(again), str(backup))
+    done = state_on_a_utf8_terminal("restore", "--state-dir", str(again), str(backup))
     assert done.returncode == 0, done.stderr
     assert "\\xffplugin.json: 3 bytes restored" in done.stdout, done.stdout
     assert (again / name).read_text("utf-8") == "{}\n"
@@ -819,24 +819,12 @@ def test_folders_whose_names_are_not_utf8_are_printed_escaped(tmp_path: Path) ->
     backup = tmp_path / os.fsdecode(b"backup\xff")
     state.mkdir(mode=0o700)
     (state / FORWARDING).write_text("{}\n", "utf-8")
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
 
-    def callrouter(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "router.cli", "state", *argv],
-            capture_output=True,
-            text=True,
-            errors="backslashreplace",
-            env=env,
-            cwd=REPO,
-            check=False,
-        )
-
-    made = callrouter("backup", "--state-dir", str(state), str(backup))
+    made = state_on_a_utf8_terminal("backup", "--state-dir", str(state), str(backup))
     assert made.returncode == 0, made.stderr
     assert f"1 file of {tmp_path}/state\\xfe backed up in {tmp_path}/backup\\xff" in made.stdout
     (state / MARK_FILE).write_text("{}\n", "utf-8")
-    done = callrouter("restore", "--state-dir", str(state), str(backup))
+    done = state_on_a_utf8_terminal("restore", "--state-dir", str(state), str(backup))
     assert done.returncode == 0, done.stderr
     assert f"of {tmp_path}/backup\\xff (made by callrouter " in done.stdout, done.stdout
     assert f"restored in {tmp_path}/state\\xfe\n" in done.stdout, done.stdout
