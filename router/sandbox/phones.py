@@ -214,10 +214,6 @@ def tone_share(path: Path, hz: float = TONE_HZ) -> float:
     return float(power / (len(samples) / 2 * energy))
 
 
-def _free_port(kind: socket.SocketKind) -> int:
-    return listen_port(kind)
-
-
 def _free_sip_port() -> int:
     """A UDP port P with TCP P and P+1 free too: baresip 1.1.0 always listens on
     UDP and TCP at P and TLS at P+1, and fails to start if any is taken. Below
@@ -437,7 +433,7 @@ class Phone:
         self.folder_in_root = f"{pbx.inst_in_root}/phones/{name}"
         self.folder = pbx.root / self.folder_in_root.lstrip("/")
         self.sip_port = _free_sip_port()
-        self.ctrl_port = _free_port(socket.SOCK_STREAM)
+        self.ctrl_port = listen_port(socket.SOCK_STREAM)
         self.registrar = f"127.0.0.1:{pbx.sip_port}"
         self.aor = f"sip:{self.sip_user}@{self.registrar}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -587,7 +583,7 @@ audio_path {self.folder_in_root}/sounds
         for attempt in range(3):
             if attempt:
                 self.sip_port = _free_sip_port()
-                self.ctrl_port = _free_port(socket.SOCK_STREAM)
+                self.ctrl_port = listen_port(socket.SOCK_STREAM)
             try:
                 self._launch_once()
                 return

@@ -29,7 +29,8 @@ from router.config import Config, load_config
 from router.dialplan import INBOUND_CONTEXT
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
-from router.sandbox import Sandbox, listen_port
+from router.sandbox import Sandbox
+from router.sandbox import free_port as free_port
 from router.sandbox.calls import CallPlacer
 
 REPO = Path(__file__).parents[2]
@@ -79,13 +80,6 @@ def example_dialplan_dialing(context: str) -> str:
     phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
     assert phone in shipped, "the shipped dial context changed: update this test's phone"
     return shipped.replace(phone, f"Dial(Local/${{CALLROUTER_TARGET}}@{context},20,t)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the
-    kernel's ephemeral range (:func:`router.sandbox.listen_port`): a router
-    stopped and started again finds it free still."""
-    return listen_port()
 
 
 @contextlib.asynccontextmanager
