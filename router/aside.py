@@ -39,9 +39,11 @@ __all__ = [
     "check_db_writable",
     "db_cantopen",
     "db_denied",
+    "db_kept",
     "db_moved",
     "denied_db_file",
     "denied_state_file",
+    "kept_db_error",
     "move_aside",
     "moved_db_error",
     "named_db_error",
@@ -334,7 +336,7 @@ def check_db_writable(db: sqlite3.Connection) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if db_denied(exc) or db_moved(exc) or db_cantopen(exc):
+        if db_kept(exc):
             raise
         return  # SQLITE_BUSY: another process is writing it
     try:
@@ -344,15 +346,34 @@ def check_db_writable(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
 
 
-def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
-    """``exc`` raised opening callrouter's (or a plugin's) SQLite state file
-    ``path``, for the start: :class:`router.errors.StateFileDenied` naming the
-    file when SQLite may not open or write it (:func:`db_denied`, its owner or
-    mode: kept as it is), else :func:`named_db_error` (issue 16)."""
+def db_kept(exc: BaseException) -> bool:
+    """Whether ``exc``'s code says the SQLite state file is sound and is to be
+    kept as it is (:func:`db_denied`, :func:`db_moved`, :func:`db_cantopen`):
+    the start is refused with :func:`kept_db_error`."""
+    return db_denied(exc) or db_moved(exc) or db_cantopen(exc)
+
+
+def kept_db_error(path: Path, exc: sqlite3.Error) -> Exception | None:
+    """``exc`` raised opening or writing the SQLite state file ``path``, as the
+    error that refuses the start when its code says the file is sound and is
+    to be kept as it is: not callrouter's to open or write (:func:`db_denied`,
+    its owner or mode), moved or deleted while it was opened (:func:`db_moved`:
+    what is at the name now is not the file read), a folder or a link at its
+    name, a path SQLite cannot make whole (:func:`db_cantopen`). None for any
+    other code: the file may be damaged."""
     if db_denied(exc):
         return denied_db_file(path, exc)
     if db_moved(exc):
         return moved_db_error(path, exc)
     if db_cantopen(exc):
         return cantopen_db_error(path, exc)
-    return named_db_error(path, exc)
+    return None
+
+
+def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """``exc`` raised opening callrouter's (or a plugin's) SQLite state file
+    ``path``, for the start: :func:`kept_db_error` when its code says the file
+    is sound (:class:`router.errors.StateFileDenied` naming the file when
+    SQLite may not open or write it), else :func:`named_db_error` (issue 16)."""
+    kept = kept_db_error(path, exc)
+    return kept if kept is not None else named_db_error(path, exc)

@@ -94,13 +94,9 @@ from typing import Any
 
 from router import jsonsafe
 from router.aside import (
-    cantopen_db_error,
-    db_cantopen,
-    db_denied,
-    db_moved,
-    denied_db_file,
+    db_kept,
+    kept_db_error,
     move_aside,
-    moved_db_error,
     set_aside_odd_db_files,
 )
 from router.callerid import cut_number, cut_text
@@ -881,12 +877,13 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     try:
         store.reserve_now(ceiling)
     except sqlite3.OperationalError as exc:
-        if db_denied(exc) or db_moved(exc) or db_cantopen(exc):
+        if db_kept(exc):
             # Not a passing lock: a file of another user (or mode) that SQLite
-            # opened read-only, or one moved away since it was opened, whose
-            # every write fails alike; the feed would publish for good and
-            # store nothing. EventFeed.open refuses the start naming it, the
-            # file kept (issue 16).
+            # opened read-only, one moved away since it was opened, or a link
+            # at its name (router.aside.db_kept), whose every write fails
+            # alike; the feed would publish for good and store nothing.
+            # EventFeed.open refuses the start naming it, the file kept
+            # (issue 16).
             raise
         log.warning(
             "api feed: the cursor reservation not written at start (%s); answers wait"
@@ -1063,19 +1060,14 @@ class EventFeed:
                     "(a second callrouter with this state_dir, an sqlite3 shell or a "
                     "copy in progress): end it and start again"
                 ) from exc
-            if db_denied(exc):
-                # The file (or its folder) is not callrouter's to open or write
-                # any more: its owner or mode changed. Its events are sound:
-                # set aside as unreadable, they were lost with it (issue 16).
-                raise denied_db_file(path, exc) from exc
-            if db_moved(exc):
-                # Moved or deleted while it was opened (a restore, a person):
-                # no damage, and what is at the name now is not the file read.
-                raise moved_db_error(path, exc) from exc
-            if db_cantopen(exc):
-                # A folder or a link at its name, a path SQLite cannot make
-                # whole: nothing there is damaged, nor another user's.
-                raise cantopen_db_error(path, exc) from exc
+            kept = kept_db_error(path, exc)
+            if kept is not None:
+                # The file is sound, and kept as it is: not callrouter's to open
+                # or write any more (its owner or mode changed), moved or deleted
+                # while it was opened (a restore, a person: what is at the name
+                # now is not the file read), a folder or a link at its name. The
+                # start is refused naming it (issue 16).
+                raise kept from exc
             aside = move_aside(path, path.with_name(f"{path.name}.unreadable-{int(clock())}"))
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
             for suffix in ("-wal", "-shm"):
