@@ -691,12 +691,13 @@ class CallTracker:
         return tuple(gone)
 
     def refuses(self, event: Event) -> bool:
-        """Whether ``event`` has a field no Asterisk sends (:func:`oversized`):
-        then it is not tracked, nor should anything else keep what it says.
-        Kept, a stream of them with fresh Linkedids would hold about what the
-        peer sent, up to the caps (issue 16). Counted in :attr:`refused` and
-        said at most once a minute, naming the field and its length (never
-        its value: the peer's bytes)."""
+        """Whether ``event`` has a field no Asterisk sends (:func:`oversized`)
+        or a key twice that Asterisk writes once (:func:`smuggled`): then it
+        is not tracked, nor should anything else keep what it says. Kept, a
+        stream of them with fresh Linkedids would hold about what the peer
+        sent, up to the caps (issue 16). Counted in :attr:`refused` and said
+        at most once a minute, naming the field and its length or the key
+        repeated (never its value: the peer's bytes)."""
         problem = oversized(event)
         twice = smuggled(event) if problem is None else None
         if problem is None and twice is None:

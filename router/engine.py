@@ -1733,7 +1733,8 @@ class Engine:
             return
         fed = self._tracker.feed(event)
         if fed.refused:
-            # A field longer than Asterisk sends (router.calls.oversized): no
+            # A field longer than Asterisk sends (router.calls.oversized), a
+            # key a caller's number brought in (router.calls.smuggled): no
             # Asterisk's event, so no plugin, rule or request keeps what it
             # says either. A request so refused fails open: the call takes
             # the dialplan's default route when its wait ends.
@@ -1805,7 +1806,7 @@ class Engine:
         prefetch), which no CEL record concerns, is not walked for them.
         """
         if self._tracker.refuses(event):
-            return  # a field longer than Asterisk sends (router.calls.oversized)
+            return  # no Asterisk's (router.calls.oversized, router.calls.smuggled)
         call = self._tracker.get(event.get("LinkedID") or "")
         if self.plugins.reads_event("CEL"):
             await self.plugins.event(event, call)
