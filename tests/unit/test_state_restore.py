@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -564,6 +565,26 @@ def test_a_backup_folder_others_can_write_in_is_refused(backed_up: tuple[Path, P
     refused(backup, state, f"{backup}: not a folder only root and this user can change")
 
 
+def renames_failing_after_the_first_copy(
+    monkeypatch: pytest.MonkeyPatch, error: Callable[[], BaseException]
+) -> list[str]:
+    """``os.rename`` raising a new ``error()`` at the restore's second copy
+    renamed into the state folder (a ``.restore-`` name), after the first one
+    was: the list the first copy's name is put in."""
+    real = os.rename
+    done: list[str] = []
+
+    def rename(src: str, dst: str, **kwargs: int) -> None:
+        if ".restore-" in src and done:
+            raise error()
+        if ".restore-" in src:
+            done.append(src)
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    return done
+
+
 def test_a_failed_switch_puts_the_state_folder_back(
     backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -572,17 +593,7 @@ def test_a_failed_switch_puts_the_state_folder_back(
     state, backup = backed_up
     (state / MARK_FILE).write_text("{}\n", "utf-8")
     before = snapshot(state)
-    real = os.rename
-    done: list[str] = []
-
-    def rename(src: str, dst: str, **kwargs: int) -> None:
-        if ".restore-" in src and done:
-            raise OSError(30, "Read-only file system")
-        if ".restore-" in src:
-            done.append(src)
-        real(src, dst, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
+    renames_failing_after_the_first_copy(monkeypatch, lambda: OSError(30, "Read-only file system"))
     with pytest.raises(StateRestoreError, match="the state folder is as it was"):
         restore_state(backup, state, clock=clock)
     monkeypatch.undo()
@@ -625,17 +636,7 @@ def test_an_interrupt_during_the_switch_puts_the_state_folder_back(
     state, backup = backed_up
     (state / MARK_FILE).write_text("{}\n", "utf-8")
     before = snapshot(state)
-    real = os.rename
-    done: list[str] = []
-
-    def rename(src: str, dst: str, **kwargs: int) -> None:
-        if ".restore-" in src and done:
-            raise KeyboardInterrupt
-        if ".restore-" in src:
-            done.append(src)
-        real(src, dst, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
+    done = renames_failing_after_the_first_copy(monkeypatch, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         restore_state(backup, state, clock=clock)
     monkeypatch.undo()
