@@ -46,9 +46,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Send
 
 from router.api.auth import Token, audit_of, authorize
 from router.api.calls import (
@@ -190,6 +192,26 @@ async def _file_chunks(
         )
         return
     await served()
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed recording whose file is closed when the client goes away.
+
+    Starlette cancels the streaming task on a disconnect and leaves the body's
+    generator suspended at its ``yield``: the recording stayed open until the
+    garbage collector finalized the generator, a descriptor per download cut
+    short (and a ResourceWarning where the loop had closed by then). Closed
+    here, shielded from that cancellation, so :func:`_file_chunks` runs its
+    ``finally`` at once."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 class _Recordings:
@@ -464,7 +486,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 rec.sha256,
                 "pull",
             )
-        return StreamingResponse(
+        return _ClosingStream(
             _file_chunks(
                 handle, start, end - start + 1, confirm, rec.sha256, f"{rec.call_id} {rec.part}"
             ),

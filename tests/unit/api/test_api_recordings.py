@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from router.api.errors import ApiError
 from router.api.recordings import _CHUNK, parse_range
 from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
+from router.recordings.files import open_recording
 from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin, Recording
@@ -483,12 +484,23 @@ async def test_pull_mode_does_not_confirm_a_file_replaced_since_it_was_catalogue
 
 
 async def test_pull_mode_does_not_confirm_a_download_the_client_cut_short(
-    stub: StubEngine, settings: RecordingSettings
+    stub: StubEngine, settings: RecordingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: the confirmation was a background task, which Starlette runs after a
     streamed answer even when the client disconnected mid-body: a link opened and
     dropped after its first bytes marked the file delivered, and retention
-    (after_delivery = "delete") then deleted a recording 1C never had."""
+    (after_delivery = "delete") then deleted a recording 1C never had. And the
+    recording is closed when the answer ends: Starlette left the body's generator
+    suspended, the file open until the garbage collector came (a ResourceWarning
+    at a test's teardown, once)."""
+    opened: list[BinaryIO] = []
+
+    def recording(folder: Path, path: Path) -> BinaryIO:
+        handle = open_recording(folder, path)
+        opened.append(handle)
+        return handle
+
+    monkeypatch.setattr("router.api.recordings.open_recording", recording)
     big = os.urandom(_CHUNK * 4)
     (name,) = file_names(CALL, "mix", "wav")
     settings.local_path(name).write_bytes(big)
@@ -532,6 +544,8 @@ async def test_pull_mode_does_not_confirm_a_download_the_client_cut_short(
     }
     await app(scope, receive, send)
     assert 0 < sum(map(len, bodies)) < len(big)
+    assert len(opened) == 1
+    assert opened[0].closed
     row = RecordingStore(stub.state_dir).get(CALL, "mix")
     assert row is not None
     assert row.state == "closed"
