@@ -225,9 +225,17 @@ async def test_memory_is_bounded() -> None:
 async def test_the_engine_sends_no_redirect_before_the_wait_step(tmp_path: Path) -> None:
     wire = Wire()
     routing = await engine_on(tmp_path, EVERYONE, wire)
+    # Only the step ends the wait: PARK_TIMEOUT (0.25 s) is within a loaded
+    # machine's pace between the request and the step (issue 16).
+    routing.parking.timeout = 3600.0
     for event in request():
         await routing.handle_event(event)
-    await asyncio.sleep(0.05)
+    await eventually(
+        lambda: (
+            (spot := routing.parking._spots.get(CHANNEL)) is not None and spot.waiter is not None
+        ),
+        "the routing waiting for the step",
+    )
     assert wire.sent == []  # decided, held: the channel may be between two steps
     await routing.handle_event(wait_step())
     await eventually(lambda: wire.sent, "the Redirect")
