@@ -455,7 +455,7 @@ async def test_hook_callrouter_channels_listed(
     # 104 hangs up while the stream is down: its Hangup is lost with the session.
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
+    await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.observe(Event((("Event", "Hangup"), ("Channel", other))))
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
