@@ -424,11 +424,6 @@ async def _default_global(
         if _read_unset(own, _DEFAULT):
             return []  # no default of its own: _globals says so
         context = _SHIPPED_DEFAULT
-    # Asterisk takes a context name up to the first comma, as Goto splits it.
-    context = context.split(",")[0].strip()
-    if context == INBOUND_CONTEXT:
-        return []  # a loop, which _globals' own check names for an older copy
-    listed = await _listed(client, context)
     named = (
         f"the global {_DEFAULT} is {shown(value)}"
         if value.strip()
@@ -439,6 +434,33 @@ async def _default_global(
         "ring group or IVR)"
     )
     reload = ', then `asterisk -rx "dialplan reload"`'
+    if "," in context:
+        # Measured on Asterisk 22.10: Goto(callrouter-default,s,${CALLROUTER_DID},1)
+        # takes s for the extension and the DID for the priority, "sent to
+        # invalid extension but no invalid handler", and hangs the call up.
+        return [
+            Finding(
+                "fail",
+                f"{named}, which holds a comma: the default route is "
+                f"Goto(${{{_DEFAULT}}},${{CALLROUTER_DID}},1), so Asterisk takes what "
+                "follows the comma for the extension and the dialled number for the "
+                "priority, and hangs up every call callrouter does not route in time "
+                f"(sent to invalid extension); {_DEFAULT} names a context alone: " + fix + reload,
+            )
+        ]
+    if context == INBOUND_CONTEXT:
+        # Measured on Asterisk 22.10: the call runs the context again, a
+        # request and a wait each time, until the caller hangs up.
+        return [
+            Finding(
+                "fail",
+                f"{named}, the context that sends the request itself: every call "
+                "callrouter does not route in time (callrouter down or slow, no rule "
+                "matching, --shadow) goes back to its top, a request and a wait again "
+                "and again, until the caller hangs up; " + fix + reload,
+            )
+        ]
+    listed = await _listed(client, context)
 
     if listed is False:
         return [

@@ -1168,6 +1168,35 @@ async def test_a_default_route_to_a_context_asterisk_lacks_fails(
 
 
 @pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        # Asterisk 22.10, hnewuser46's trial: the call ran the context again,
+        # a request every CALLROUTER_WAIT, until the caller hung up.
+        ("callrouter-inbound", "the context that sends the request itself"),
+        # Goto(callrouter-default,s,5551234,1): "sent to invalid extension but
+        # no invalid handler: context,exten,priority=callrouter-default,s,5551234".
+        ("callrouter-default,s", "which holds a comma"),
+        ("my-ivr,s,1", "which holds a comma"),
+    ],
+)
+async def test_a_default_route_asterisk_cannot_take_fails(
+    ajam_replay: ReplayAsterisk, value: str, said: str
+) -> None:
+    """hnewuser46's trial: a CALLROUTER_DEFAULT naming [callrouter-inbound] or
+    holding a comma passed the check (the comma's context, taken up to it,
+    exists), while every call not routed in time looped or was hung up."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT=value)
+    ajam_replay.on(
+        "ShowDialPlan",
+        default_route_dialplan({"my-ivr": ["_X."], "callrouter-default": ["_X."]}),
+    )
+    [fail] = [f for f in await run(ajam_replay) if f.level != "ok"]
+    assert fail.level == "fail", fail.text
+    assert fail.text.startswith(f"the global CALLROUTER_DEFAULT is {value!r}, {said}"), fail.text
+    assert "set CALLROUTER_DEFAULT in [globals] to the context of your default route" in fail.text
+
+
+@pytest.mark.parametrize(
     ("extensions", "level"),
     [
         (["s", "t"], "fail"),  # an IVR context: no DID reaches its s, nothing takes it
