@@ -86,6 +86,7 @@ from router.errors import (
     ConfigError,
     RulesRefused,
     RuleValidationError,
+    StartRefused,
 )
 from router.executor import Executor, PluginHooks
 from router.health import Health, readiness
@@ -618,8 +619,9 @@ class Engine:
         try:
             fd = lock_state_folder(path, key=shown, where=self._config.where(*key))
         except ConfigError as exc:
-            self._hold_refused = self._hold_refused or exc
-            raise
+            refused = StartRefused(str(exc))
+            self._hold_refused = self._hold_refused or refused
+            raise refused from exc
         self._plugin_locks.append(fd)
 
     def _unlock_state_dir(self) -> None:

@@ -95,6 +95,14 @@ class ConfigUnreadable(ConfigError):
     error, as a bad command-line value is: nothing in the file was checked."""
 
 
+class StartRefused(ConfigError):
+    """A refusal the engine keeps and raises itself once the plugins have
+    started (a plugin's own state folder another router holds:
+    ``EngineAPI.hold_state_folder``): the plugin manager does not log it
+    from the hook it came through, where it would stand as the plugin's
+    crash, with a traceback, above the start's own error."""
+
+
 class AMIError(CallRouterError):
     """Something went wrong talking to Asterisk."""
 

@@ -36,7 +36,7 @@ import pluggy
 
 from router import eager, hookspecs
 from router.callerid import cut, cut_text
-from router.errors import ConfigError, PluginError
+from router.errors import ConfigError, PluginError, StartRefused
 from router.logsafe import INVISIBLE
 from router.rules.suggest import did_you_mean
 from router.source_place import defined_at as _defined_at
@@ -451,6 +451,8 @@ class Plugins:
         # that fails on every event must not flood the log, and its bug in one
         # hook must not hide another in a hook that runs later in every call
         # (a callrouter_event failing first kept a callrouter_call_end's unsaid).
+        if isinstance(exc, StartRefused):
+            return  # the engine's start raises it, as the start's own error
         key = (impl.plugin_name, scope or "", hook)
         if key in self._failed:
             return

@@ -5,6 +5,7 @@ the 1C plugin's queue of events (issue 16)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -94,6 +95,30 @@ async def test_a_second_router_on_the_same_plugin_state_dir_refuses_to_start(
         [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
     )
     assert third.state_dir != first.state_dir
+
+
+async def test_the_refused_start_is_said_once_without_a_plugin_traceback(
+    double: OneCDouble,
+    engine_factory: Engines,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hnewuser46's trial: the second router's refusal was logged first as
+    the plugin's crash (`ERROR router.plugins: plugin 'onec' failed in
+    callrouter_startup: ConfigError(...)` and a traceback through the engine),
+    then said again as `callrouter run: error: ...`: a user's setting, not
+    the plugin's bug, said once, by the start."""
+    own = tmp_path / "onec"
+    await engine_factory([], entry_points=True, settings={"onec": onec(double, own)}, options=RUN)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError) as refused:
+        await engine_factory(
+            [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+        )
+    assert f"{own} is in use by another `callrouter run`" in str(refused.value)
+    told = [r for r in caplog.records if "is in use by another" in r.getMessage()]
+    assert told == [], [r.getMessage() for r in told]
+    assert [r for r in caplog.records if r.exc_info] == []
 
 
 def test_a_plugin_folder_that_cannot_be_opened_is_a_config_error_naming_its_key(
