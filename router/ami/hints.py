@@ -141,9 +141,10 @@ def login_refused_hint(username: str, secret_source: str, message: str | None) -
             f" (manager.conf [{username}] has allowmultiplelogin = no and '{username}' is "
             "logged in already: a running callrouter, or callrouter events, ami or check "
             "(over AJAM also one that ended less than manager.conf httptimeout ago); "
-            f"remove that line from manager.conf [{username}] (yes is the default), run "
-            "asterisk -rx 'manager reload', or give the other tool a manager user of its "
-            "own; docs/asterisk-ajam.md)"
+            f"set allowmultiplelogin = yes in manager.conf [{username}] and run "
+            "asterisk -rx 'manager reload' (a reload keeps the no of a line only removed, "
+            "until Asterisk restarts), or give the other tool a manager user of its own; "
+            "docs/asterisk-ajam.md)"
         )
     if said != "authentication failed":
         return ""

@@ -299,13 +299,16 @@ def _closed_port() -> int:
         ),
         (
             # hast46's trial: the bare answer named neither the setting nor the session.
+            # hnewuser46's: removing the line and a manager reload left Asterisk 22.10's
+            # `manager show user router` at allowmultiplelogin: no; writing yes took.
             _in_use,
             "tcp",
             "Asterisk refused login for 'router' at {url}: Login Already In Use (manager.conf "
             "[router] has allowmultiplelogin = no and 'router' is logged in already: a running "
             "callrouter, or callrouter events, ami or check (over AJAM also one that ended "
-            "less than manager.conf httptimeout ago); remove that line from manager.conf "
-            "[router] (yes is the default), run asterisk -rx 'manager reload'",
+            "less than manager.conf httptimeout ago); set allowmultiplelogin = yes in "
+            "manager.conf [router] and run asterisk -rx 'manager reload' (a reload keeps the "
+            "no of a line only removed, until Asterisk restarts)",
         ),
     ],
     ids=[
