@@ -365,3 +365,41 @@ def test_check_fails_a_default_route_to_a_context_asterisk_lacks(
     assert main(["check", "--config", str(config), "--asterisk"]) == 0
     out = capsys.readouterr().out
     assert "CALLROUTER_DEFAULT" not in out, out
+
+
+async def test_a_default_route_with_a_comma_hangs_the_call_up(
+    queue_box: Sandbox, queue_placer: CallPlacer
+) -> None:
+    """hnewuser46's trial: `CALLROUTER_DEFAULT=test-queue,s`: the context up to
+    the comma exists, but Goto(test-queue,s,${CALLROUTER_DID},1) takes the
+    dialled number for the priority and Asterisk hangs the call up."""
+    await asyncio.to_thread(
+        queue_box.set_dialplan, with_global_default("test-queue,s") + TEST_QUEUE
+    )
+    call = await queue_placer.place("74950000036", "79160000036")
+    await queue_placer.wait_all([call], timeout=10)
+    assert call.destination == "hangup", call.destination
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("callrouter-inbound", "the context that sends the request itself"),
+        ("test-queue,s", "which holds a comma"),
+    ],
+)
+def test_check_fails_a_default_route_that_loops_or_holds_a_comma(
+    queue_box: Sandbox,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+    said: str,
+) -> None:
+    """hnewuser46's trial: both passed `check --asterisk`; the first ran each
+    call not routed in time through [callrouter-inbound] again and again, a
+    request every wait, until the caller hung up."""
+    config = sales_router_toml(queue_box, tmp_path)
+    queue_box.set_dialplan(with_global_default(value) + TEST_QUEUE)
+    assert main(["check", "--config", str(config), "--asterisk"]) == 1
+    out = capsys.readouterr().out
+    assert f"asterisk: FAIL   the global CALLROUTER_DEFAULT is {value!r}, {said}" in out, out
