@@ -84,6 +84,7 @@ async def evaluate_rules(
     explain: bool = False,
     request: RequestInfo | Callable[[], RequestInfo] | None = None,
     dialplan: Mapping[str, KnownContext] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
@@ -98,6 +99,8 @@ async def evaluate_rules(
     extension one of them surely lacks is rejected, and the next rule decides
     (Asterisk would accept the Redirect and hang the call up). Nothing is
     asked of Asterisk here; the executor confirms before it refuses a decision.
+    ``clock`` is what ``deadline`` is measured on (a test's own clock: a loaded
+    machine's pause then does not eat a short deadline before the lookup).
     """
     listing = dialplan or _NO_LISTING
     started = time.perf_counter()
@@ -115,9 +118,9 @@ async def evaluate_rules(
     # bounded (router.rules.limits), and this bounds how long they go on past
     # the deadline. A late start still gets a moment, so rules written for a
     # failed lookup (``when: x is None``) can decide.
-    stop_at = None if deadline is None else max(deadline, time.monotonic() + LATE_START_GRACE)
+    stop_at = None if deadline is None else max(deadline, clock() + LATE_START_GRACE)
     for position, rule in enumerate(rules):
-        if stop_at is not None and not position % 32 and time.monotonic() > stop_at:
+        if stop_at is not None and not position % 32 and clock() > stop_at:
             trace.deadline_hit = True
             break
         # The ``if`` is tested inline: most rules stop here, and a coroutine per
@@ -132,7 +135,7 @@ async def evaluate_rules(
                 append(rule.false_if_trace)
                 continue
         entry = await _run_rule(
-            rule, evaluator, names, registry, lookups, deadline, memo, trace, asked, listing
+            rule, evaluator, names, registry, lookups, deadline, memo, trace, asked, listing, clock
         )
         append(entry)
         if entry.status != "matched":
@@ -271,6 +274,7 @@ async def _run_rule(
     trace: Trace,
     asked: _Asked,
     listing: Mapping[str, KnownContext],
+    clock: Callable[[], float],
 ) -> RuleTrace:
     """Everything after a true ``if``: lookups, ``when``, rendering."""
     entry = RuleTrace(rule.name, rule.location, "false")
@@ -280,7 +284,7 @@ async def _run_rule(
         if rule.lookups:
             evaluator.names = dict(names)
             failed = await _resolve(
-                rule, evaluator, registry, lookups, deadline, memo, entry, trace, asked
+                rule, evaluator, registry, lookups, deadline, memo, entry, trace, asked, clock
             )
         stage = "when"
         if rule.when is not None and not evaluator.evaluate(rule.when):
@@ -315,6 +319,7 @@ async def _resolve(
     entry: RuleTrace,
     trace: Trace,
     asked: _Asked,
+    clock: Callable[[], float],
 ) -> bool:
     """Resolves the rule's lookups in order; returns True if any failed."""
     failed = False
@@ -336,7 +341,7 @@ async def _resolve(
             record.reused = True
         else:
             record.value, record.error, hit_deadline = await _call_lookup(
-                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record, asked
+                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record, asked, clock
             )
             trace.deadline_hit = trace.deadline_hit or hit_deadline
             if key:
@@ -356,6 +361,7 @@ async def _call_lookup(
     deadline: float | None,
     record: LookupTrace,
     asked: _Asked,
+    clock: Callable[[], float],
 ) -> tuple[Any, str | None, bool]:
     """(value, error, deadline passed); the value is None whenever there is an error."""
     func = lookups.get(name) if lookups is not None and name in lookups else None
@@ -369,7 +375,7 @@ async def _call_lookup(
         return None, NOT_PROVIDED, False
     if takes_request:
         kwargs[REQUEST_PARAM] = asked.get()
-    remaining = None if deadline is None else deadline - time.monotonic()
+    remaining = None if deadline is None else deadline - clock()
     if remaining is not None and remaining <= 0:
         return None, "deadline passed before the lookup", True
     started = time.perf_counter()

@@ -15,6 +15,7 @@ import ast
 import fnmatch
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -214,9 +215,11 @@ class RuleSet:
         explain: bool = False,
         request: RequestInfo | Callable[[], RequestInfo] | None = None,
         dialplan: Mapping[str, KnownContext] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Outcome:
         """Evaluates one trigger firing; never raises for a rule's sake.
-        ``dialplan``: the contexts as the dialplan audit last read them
+        ``dialplan``: the contexts as the dialplan audit last read them;
+        ``clock``: what ``deadline`` is measured on
         (:func:`~router.rules.evaluate.evaluate_rules`)."""
         return await evaluate_rules(
             self.rules_for(context),
@@ -228,6 +231,7 @@ class RuleSet:
             explain=explain,
             request=request,
             dialplan=dialplan,
+            clock=clock,
         )
 
     def may_ask(
