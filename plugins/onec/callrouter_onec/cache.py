@@ -8,7 +8,8 @@ the circuit breaker stops asking 1C for ``open_seconds``, so a dead 1C costs
 callers nothing, then lets a single probe through (half-open).
 
 ``clock`` (injectable for tests) drives TTLs and the breaker. Deadlines are
-always absolute :func:`time.monotonic` values, shared with the engine.
+absolute :func:`time.monotonic` values, shared with the engine (``monotonic``
+is injectable for tests too).
 """
 
 from __future__ import annotations
@@ -231,8 +232,11 @@ class ResponsibleCache:
         clock: Callable[[], float] = time.monotonic,
         on_stale: Callable[[], object] | None = None,
         on_open: Callable[[], object] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
+        #: What a lookup's ``deadline`` is measured on.
+        self._monotonic = monotonic
         #: Told each time a stale answer is served (the plugin's metrics).
         self._on_stale = on_stale
         self.positive_ttl = positive_ttl
@@ -308,7 +312,7 @@ class ResponsibleCache:
                     self._on_stale()
                 return entry.value, age
             del self._entries[key]
-        remaining = None if deadline is None else deadline - time.monotonic()
+        remaining = None if deadline is None else deadline - self._monotonic()
         if remaining is not None and remaining <= 0:
             raise OneCCutOff("deadline passed before 1C could be asked")
         task = self._inflight.get(key) or self._start(key, did, call_id)
