@@ -305,42 +305,6 @@ def _oversized_spelled(event: Event) -> tuple[str, int] | None:
     return None
 
 
-#: Keys Asterisk writes once in an event, each with any prefix (``Dest``,
-#: ``LocalOne``...): a channel snapshot's, a step's, a dialplan UserEvent's
-#: name and the shipped request's keys. Asterisk 22 writes ``CallerIDNum``
-#: (and a step's ``AppData``, a UserEvent's values) as they are, line breaks
-#: and all, and a SIP caller chooses the number: ``1%0D%0AExten: 900`` in
-#: the From user puts an ``Exten: 900`` line before the snapshot's own
-#: ``Context``, ``Exten``, ``Priority``, ``Uniqueid`` and ``Linkedid``, and
-#: the first of a key is the one read (:func:`smuggled`, issue 16).
-_ONCE_SUFFIXES: tuple[str, ...] = (
-    "Channel",
-    "ChannelState",
-    "ChannelStateDesc",
-    "CallerIDNum",
-    "CallerIDName",
-    "ConnectedLineNum",
-    "ConnectedLineName",
-    "Language",
-    "AccountCode",
-    "Context",
-    "Exten",
-    "Priority",
-    "Uniqueid",
-    "Linkedid",
-    "Extension",
-    "Application",
-    "UserEvent",
-    "DID",
-    "Caller",
-    # A CEL record's own spellings (cel_manager.c): its number, then these.
-    "EventName",
-    "UniqueID",
-    "LinkedID",
-    "Peer",
-)
-
-
 #: Keys a snapshot writes after its numbers and before its ``Context``: one
 #: between the two of a repeated key says the first came in with a number.
 _AFTER_NUMBERS: tuple[str, ...] = (
@@ -373,6 +337,29 @@ _SNAPSHOT_SUFFIXES: tuple[str, ...] = (
     "Priority",
     "Uniqueid",
     "Linkedid",
+)
+
+
+#: Keys Asterisk writes once in an event, each with any prefix (``Dest``,
+#: ``LocalOne``...): a channel snapshot's, a step's, a dialplan UserEvent's
+#: name and the shipped request's keys. Asterisk 22 writes ``CallerIDNum``
+#: (and a step's ``AppData``, a UserEvent's values) as they are, line breaks
+#: and all, and a SIP caller chooses the number: ``1%0D%0AExten: 900`` in
+#: the From user puts an ``Exten: 900`` line before the snapshot's own
+#: ``Context``, ``Exten``, ``Priority``, ``Uniqueid`` and ``Linkedid``, and
+#: the first of a key is the one read (:func:`smuggled`, issue 16).
+_ONCE_SUFFIXES: tuple[str, ...] = (
+    *_SNAPSHOT_SUFFIXES,
+    "Extension",
+    "Application",
+    "UserEvent",
+    "DID",
+    "Caller",
+    # A CEL record's own spellings (cel_manager.c): its number, then these.
+    "EventName",
+    "UniqueID",
+    "LinkedID",
+    "Peer",
 )
 
 

@@ -8,6 +8,7 @@ over AJAM's ``WaitEvent``; the phones' side from what each user agent saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import signal
@@ -299,17 +300,20 @@ def double() -> Iterator[OneCDouble]:
         yield running
 
 
-@pytest.fixture
-async def router(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIterator[Engine]:
-    """callrouter with the 1C plugin on the phones' Asterisk, routing by the owner rule."""
-    rules = tmp_path / "rules.yaml"
+@contextlib.asynccontextmanager
+async def owner_router(
+    phones: Phones, double: OneCDouble, folder: Path, asterisk: str = ""
+) -> AsyncIterator[Engine]:
+    """callrouter with the 1C plugin on the phones' Asterisk, routing by the owner
+    rule, serving until the block ends; ``asterisk``: more ``[asterisk]`` lines."""
+    rules = folder / "rules.yaml"
     rules.write_text(OWNER_RULES, encoding="utf-8")
-    state = tmp_path / "state"
+    state = folder / "state"
     state.mkdir()
-    path = tmp_path / "router.toml"
+    path = folder / "router.toml"
     path.write_text(
         f'[asterisk]\nurl = "{phones.pbx.url}"\nusername = "router"\n'
-        f'secret = "{phones.pbx.secret}"\n'
+        f'secret = "{phones.pbx.secret}"\n{asterisk}'
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
         f'password = "{ONEC_PASSWORD}"\ntimeout = 2.0\n',
@@ -327,6 +331,13 @@ async def router(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIte
         engine.request_stop()
         await asyncio.wait_for(task, 30)
         await engine.stop()
+
+
+@pytest.fixture
+async def router(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIterator[Engine]:
+    """callrouter with the 1C plugin on the phones' Asterisk, routing by the owner rule."""
+    async with owner_router(phones, double, tmp_path) as engine:
+        yield engine
 
 
 @pytest.mark.parametrize("raw", ["8 (916) 123-45-67", "+7 916 123-45-67", "89161234567"])
@@ -626,26 +637,7 @@ async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
     starts with 'opaque_data'", and the gap's reconcile failed alike (its
     CoreShowChannels lists the call). Now the element is skipped, the stream
     stays, and the next caller is routed as ever."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(OWNER_RULES, encoding="utf-8")
-    state = tmp_path / "state"
-    state.mkdir()
-    path = tmp_path / "router.toml"
-    path.write_text(
-        f'[asterisk]\nurl = "{phones.pbx.url}"\nusername = "router"\n'
-        f'secret = "{phones.pbx.secret}"\nformat = "mxml"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
-        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{ONEC_PASSWORD}"\ntimeout = 2.0\n',
-        encoding="utf-8",
-    )
-    router = Engine(
-        load_config(path), plugins=Plugins.load(), options=EngineOptions(watch_interval=0)
-    )
-    await router.start()
-    task = asyncio.ensure_future(router.serve())
-    try:
-        await asyncio.wait_for(router.ready.wait(), 15)
+    async with owner_router(phones, double, tmp_path, 'format = "mxml"\n') as router:
         generation = router.ami.session_generation
         strays = STRAYS.count
         call = await asyncio.to_thread(
@@ -664,7 +656,3 @@ async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
         lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert not [m for m in lost if "event stream lost" in m or "opaque_data" in m], lost
         assert STRAYS.count > strays  # the cut events' tails, skipped
-    finally:
-        router.request_stop()
-        await asyncio.wait_for(task, 30)
-        await router.stop()
