@@ -609,15 +609,24 @@ async def test_a_caller_number_with_line_breaks_is_not_routed_and_cuts_nothing(
     read. Now the request is refused (the call waits and takes the default
     route), and the next caller is routed as ever."""
     before = len(router.records)
-    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=injected)
-    # Most of the snippet's 4 s wait (a decision takes milliseconds), hung up
-    # before it ends: its default route rings the sandbox's phones with that
-    # number, and a blank line in it crashes baresip 1.1 (signal 11), the
-    # sandbox's phones, not callrouter (hattack46).
-    await asyncio.sleep(3.0)
+    await call_within_its_wait(phones, injected)
     assert len(router.records) == before
+    await the_owner_routes_the_next_caller(phones, router)
+
+
+async def call_within_its_wait(phones: Phones, caller: str) -> None:
+    """A call from ``caller``, hung up after most of the snippet's 4 s wait (a
+    decision takes milliseconds), before it ends: its default route rings the
+    sandbox's phones with that number, and a blank line in it crashes baresip
+    1.1 (signal 11), the sandbox's phones, not callrouter (hattack46)."""
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=caller)
+    await asyncio.sleep(3.0)
     await asyncio.to_thread(call.hangup)
     await asyncio.to_thread(call.wait_ended)
+
+
+async def the_owner_routes_the_next_caller(phones: Phones, router: Engine) -> None:
+    """A customer's call answered, and routed by the owner rule."""
     call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
     await asyncio.to_thread(call.wait_answered, 20)
     await asyncio.to_thread(call.hangup)
@@ -640,18 +649,8 @@ async def test_over_mxml_a_caller_number_with_a_blank_line_costs_no_poll(
     async with owner_router(phones, double, tmp_path, 'format = "mxml"\n') as router:
         generation = router.ami.session_generation
         strays = STRAYS.count
-        call = await asyncio.to_thread(
-            phones.pstn.call, did=DID, caller="79161234567\r\n\r\nEvent: Junk\r\n\r\ngarbage"
-        )
-        await asyncio.sleep(3.0)  # hung up before its default route rings a phone
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended)
-        record = router.records[-1]
-        assert (record.caller, record.rules) == ("79161234567", ("owner",))
+        await call_within_its_wait(phones, "79161234567\r\n\r\nEvent: Junk\r\n\r\ngarbage")
+        await the_owner_routes_the_next_caller(phones, router)
         assert router.ami.session_generation == generation
         lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert not [m for m in lost if "event stream lost" in m or "opaque_data" in m], lost
