@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
     from router.config import Config, SettingsReader
     from router.dialplan import LocationPolicy, argument_problem, location_problem
-    from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
+    from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome, StateFolder
     from router.metrics import Metrics
     from router.private_dir import private_dir_problem
     from router.recordings import open_recordings, recording_signer
@@ -104,6 +104,7 @@ _LAZY = {
     "EngineAPI": "router.hookspecs",
     "LiveCalls": "router.hookspecs",
     "RouteOutcome": "router.hookspecs",
+    "StateFolder": "router.hookspecs",
     "AMI": "router.ami.facade",
     "StreamGap": "router.ami.stream",
     "ActionResult": "router.ami.protocol",
@@ -196,6 +197,7 @@ __all__ = [
     "RuleValidationError",
     "SandboxError",
     "SettingsReader",
+    "StateFolder",
     "StreamGap",
     "Supervised",
     "Trace",

@@ -605,9 +605,11 @@ class Engine:
         """``EngineAPI.hold_state_folder``: a plugin's own state folder locked
         as [router] state_dir is, for this run; nothing when this engine
         locks no state folder (EngineOptions.lock_state_dir) or ``path`` is
-        a folder it holds already. A refusal is also kept for :meth:`start`,
+        a folder it holds already. :meth:`start` calls it before the login
+        for each folder ``callrouter_state_folders`` names; from
+        ``callrouter_startup`` a refusal is also kept for :meth:`start`,
         which raises it once the plugins have started: a plugin's exception
-        in ``callrouter_startup`` is only logged."""
+        there is only logged."""
         if self._state_lock is None:
             return
         with contextlib.suppress(OSError):  # else the lock's open says why
@@ -778,6 +780,11 @@ class Engine:
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
         await asyncio.to_thread(self._check_state_dir)
+        # The plugins' own state folders, locked before the login: a second
+        # router on one of them refuses here, having opened no AMI session
+        # (with allowmultiplelogin = no, its login would end the first one's).
+        for path, key in await self.plugins.state_folders(shadow=self.shadow):
+            await asyncio.to_thread(self.hold_state_folder, path, key)
         self._waiting_for = f"logging in to Asterisk at {self._config.asterisk.url}"
         if self._config.api is not None:
             # Before the login, which may wait for Asterisk for long: /healthz

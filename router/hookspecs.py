@@ -18,6 +18,7 @@ Life cycle::
     callrouter_metrics       once, to add the plugin's metric families
     callrouter_register      once per (re)load, to add rule functions, lookups, actions
     callrouter_wanted_events once per (re)load, after register: the AMI events it reads
+    callrouter_state_folders once, before the login: the plugin's own state folders to lock
     callrouter_startup       once, when connected; schedule timed jobs here
       callrouter_event         every AMI event
       callrouter_call_start    a call (Linkedid) appears
@@ -59,6 +60,7 @@ __all__ = [
     "LiveCalls",
     "RouteOutcome",
     "ScheduledJob",
+    "StateFolder",
     "hookimpl",
     "hookspec",
 ]
@@ -77,6 +79,10 @@ RouteOutcome = Literal["executed", "fell-through", "late", "shadow", "failed", "
 
 #: A timed job: a function of no arguments, plain or ``async``.
 ScheduledJob = Callable[[], "Awaitable[object] | object"]
+
+#: A folder of a plugin's own for its state files and the setting naming it
+#: (``(path, ("plugins", "onec", "state_dir"))``): ``callrouter_state_folders``.
+StateFolder = tuple[Path, tuple[str, ...]]
 
 #: Told every event after the tracker folded it (with its call, or None), and
 #: every stream gap (with None): ``EngineAPI.watch``.
@@ -241,6 +247,32 @@ def callrouter_register(registry: Registry) -> None:
     ``registry.add_action(ActionSpec(...))``, ``registry.add_notify_target(name)``.
     Registering a name another plugin already registered is an error reported
     against this plugin. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_state_folders(shadow: bool) -> Iterable[StateFolder] | None:
+    """The folders of this plugin's own that hold its state files, to lock
+    before the engine logs in to Asterisk.
+
+    Runs once per start, after ``callrouter_configure`` and once ``[router]
+    state_dir`` is checked (and, under ``callrouter run``, locked), before any
+    connection to Asterisk; not from ``callrouter check``. ``shadow`` is True
+    when this engine decides but never acts (a plugin that writes nothing
+    then may return none). Return ``(path, key)`` pairs, ``key`` the setting
+    naming the folder (``("plugins", "onec", "state_dir")``): the engine
+    locks each as :meth:`EngineAPI.hold_state_folder` does, so a second
+    router whose plugin keeps its files in the same folder refuses to start
+    with that ``ConfigError`` before it opens a second AMI session (with
+    ``allowmultiplelogin = no`` in manager.conf that session would log the
+    first router's user out). Make the folder here if it may be missing (the
+    lock opens it), off the event loop for anything slow. Raise
+    :class:`router.ConfigError` naming the key to refuse the folder (not
+    writable, open to other users): the engine refuses to start with that
+    message. None or an empty iterable: no folder of its own. Any other
+    exception, or an answer that is not such pairs, is logged and the
+    plugin's folders are not locked before the login (a
+    ``hold_state_folder`` in ``callrouter_startup`` still locks them then).
     """
 
 

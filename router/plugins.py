@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calllife.model import CallEvent
     from router.calls import Call
     from router.config import Config
-    from router.hookspecs import EngineAPI, RouteOutcome
+    from router.hookspecs import EngineAPI, RouteOutcome, StateFolder
     from router.metrics import Metrics
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
@@ -764,6 +765,29 @@ class Plugins:
                         self._left_out_kinds[name] = kind
         return owners
 
+    async def state_folders(self, *, shadow: bool) -> list[StateFolder]:
+        """Every plugin's ``callrouter_state_folders``: the folders of their
+        own the engine locks before it logs in. A plugin refusing its folder
+        (ConfigError) stops the start with its message; one that crashes or
+        answers something else than ``(path, key)`` pairs is logged and
+        gives none (its ``callrouter_startup`` may still lock them)."""
+        folders: list[StateFolder] = []
+        kwargs = {"shadow": shadow}
+        for impl in self._impls("callrouter_state_folders"):
+            try:
+                value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+                if inspect.isawaitable(value):
+                    async with _CutOff(HOOK_TIMEOUT):
+                        value = await value
+                answer = [] if value is None else _state_folders(value)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                self._report("callrouter_state_folders", impl, exc, None)
+                continue
+            folders.extend(answer)
+        return folders
+
     async def startup(self, engine: EngineAPI) -> None:
         self._started = True
         await self._call_each("callrouter_startup", {"engine": engine}, timeout=30.0)
@@ -1062,6 +1086,26 @@ class Plugins:
         # that runs after the call ended, such as a late decision, must not log
         # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+
+
+def _state_folders(value: object) -> list[StateFolder]:
+    """A ``callrouter_state_folders`` answer checked: ``(path, key)`` pairs,
+    ``key`` a non-empty tuple of texts; TypeError naming what came instead."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"expected (path, key) pairs or None, got {value!r}")
+    folders: list[StateFolder] = []
+    for item in value:
+        if not (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], os.PathLike)
+            and isinstance(item[1], tuple)
+            and item[1]
+            and all(isinstance(part, str) for part in item[1])
+        ):
+            raise TypeError(f"expected (path, key) pairs or None, got the item {item!r}")
+        folders.append((Path(item[0]), item[1]))
+    return folders
 
 
 @functools.cache

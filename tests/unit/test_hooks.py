@@ -218,6 +218,79 @@ async def test_hook_callrouter_register(
     assert "'shout' is already registered" in problems[0]
 
 
+async def test_hook_callrouter_state_folders(
+    engine_factory: EngineFactory,
+    rules: Path,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asked before the login, with ``shadow``; under callrouter run (the
+    lock) each folder answered is locked then, so a second router on it
+    refuses with no AMI session opened. A ConfigError refuses the start
+    (before the login too); a crash or a junk answer is logged, and the
+    engine starts without that plugin's folders locked."""
+    from router.engine import EngineOptions
+
+    plain = rules.parent / "plain.yaml"  # no rule needs a plugin's name
+    plain.write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n"
+        '    do: [{redirect: {context: callrouter-dial, exten: "101"}}]\n',
+        encoding="utf-8",
+    )
+    run = EngineOptions(
+        lock_state_dir=True, watch_interval=0, live_heartbeat=0, check_privileges=False
+    )
+    own = tmp_path / "own"
+    own.mkdir()
+    key = ("plugins", "keeper", "state_dir")
+
+    class Keeper:
+        __name__ = "keeper"
+
+        def __init__(self, answer: object) -> None:
+            self.answer = answer
+            self.asked: list[tuple[bool, int]] = []
+
+        @hookimpl
+        def callrouter_state_folders(self, shadow: bool) -> object:
+            self.asked.append((shadow, ajam_replay.count("Login")))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    first = Keeper([(own, key)])
+    await engine_factory(plain, plugins=[first], options=run)
+    assert first.asked == [(False, 0)]  # asked before the engine logged in
+    logins = ajam_replay.count("Login")
+    second = Keeper([(own, key)])
+    with pytest.raises(ConfigError) as refused:
+        await engine_factory(plain, plugins=[second], options=run)
+    assert f"[plugins.keeper] state_dir: {own} is in use by another `callrouter run`" in str(
+        refused.value
+    )
+    assert ajam_replay.count("Login") == logins  # refused before any login
+
+    refuses = Keeper(ConfigError("[plugins.keeper] state_dir: open to every user"))
+    with pytest.raises(ConfigError, match="open to every user"):
+        await engine_factory(plain, plugins=[refuses])
+    assert ajam_replay.count("Login") == logins
+
+    shadow = Keeper(None)
+    await engine_factory(plain, plugins=[shadow], shadow=True)
+    assert shadow.asked == [(True, logins)]
+
+    caplog.clear()
+    broken = [Keeper("own"), Keeper([(str(own), key)]), Keeper(RuntimeError("boom"))]
+    for keeper in broken:
+        await engine_factory(plain, plugins=[keeper], options=run)
+    said = [r.getMessage() for r in caplog.records]
+    failed = [line for line in said if "failed in callrouter_state_folders" in line]
+    assert len(failed) == 3, failed
+    assert "expected (path, key) pairs or None" in failed[0]
+    assert "RuntimeError('boom')" in failed[2]
+
+
 async def test_hook_callrouter_startup(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:

@@ -97,6 +97,24 @@ async def test_a_second_router_on_the_same_plugin_state_dir_refuses_to_start(
     assert third.state_dir != first.state_dir
 
 
+async def test_the_second_router_refuses_before_it_logs_in_to_asterisk(
+    double: OneCDouble, engine_factory: Engines, tmp_path: Path
+) -> None:
+    """The plugin's folder is locked before the login (callrouter_state_folders),
+    not in callrouter_startup after it: the second router opened a second AMI
+    session before refusing, which with allowmultiplelogin = no logs the
+    first router's user out."""
+    own = tmp_path / "onec"
+    await engine_factory([], entry_points=True, settings={"onec": onec(double, own)}, options=RUN)
+    replay = engine_factory.replay
+    assert replay.count("Login") == 1
+    with pytest.raises(ConfigError, match="is in use by another `callrouter run`"):
+        await engine_factory(
+            [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+        )
+    assert replay.count("Login") == 1  # the second one's refused before its own
+
+
 async def test_the_refused_start_is_said_once_without_a_plugin_traceback(
     double: OneCDouble,
     engine_factory: Engines,

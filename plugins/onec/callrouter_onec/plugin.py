@@ -12,6 +12,8 @@ What each hook does, in life-cycle order:
   configured" in the trace (the rule then takes its fallback).
 * ``callrouter_register`` adds the lookup ``onec.responsible(number)`` and
   the notify target ``onec``.
+* ``callrouter_state_folders`` makes and checks ``[plugins.onec] state_dir``
+  and gives it to the engine to lock before it logs in to Asterisk.
 * ``callrouter_startup`` opens the HTTP client, the cache and the history
   queue (SQLite in the state directory), starts the history sender and
   schedules its jobs (``engine.schedule``): a ping (health, session-pool
@@ -100,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Registry,
         RequestInfo,
         RouteOutcome,
+        StateFolder,
         Trace,
     )
 
@@ -645,6 +648,10 @@ async def _say_undelivered(sender: HistorySender) -> None:
     )
 
 
+#: The setting naming the plugin's own state folder.
+_STATE_DIR_KEY: tuple[str, ...] = ("plugins", NAME, "state_dir")
+
+
 def _check_own_state_dir(path: Path, where: str) -> None:
     """``[plugins.onec] state_dir``, made 0700 when missing; ConfigError when
     a user other than root and callrouter's could change what it holds: the
@@ -663,6 +670,8 @@ class OneCPlugin:
 
     def __init__(self) -> None:
         self.config: OneCConfig | None = None
+        #: Where ``[plugins.onec] state_dir`` is written (``router.toml:17``).
+        self._state_dir_where = "router.toml"
         self.client: OneCClient | None = None
         self.cache: ResponsibleCache | None = None
         self.queue: HistoryQueue | None = None
@@ -692,6 +701,7 @@ class OneCPlugin:
         if NAME not in config.plugins.settings:
             self.config = None
             return
+        self._state_dir_where = config.where(*_STATE_DIR_KEY)
         path = config.path
         self.config = parse_settings(
             settings,
@@ -818,6 +828,18 @@ class OneCPlugin:
     # -- life cycle ------------------------------------------------------------------------
 
     @hookimpl
+    async def callrouter_state_folders(self, shadow: bool) -> list[StateFolder]:
+        """``[plugins.onec] state_dir``, made and checked, for the engine to lock
+        before it logs in: a second router on it refuses with no AMI session
+        opened. None of its own (the queues go to [router] state_dir, which
+        the engine holds), or shadow mode (it writes no queue): nothing."""
+        config = self.config
+        if config is None or config.state_dir is None or shadow:
+            return []
+        await asyncio.to_thread(_check_own_state_dir, config.state_dir, self._state_dir_where)
+        return [(config.state_dir, _STATE_DIR_KEY)]
+
+    @hookimpl
     async def callrouter_startup(self, engine: EngineAPI) -> None:
         """Open the client, cache and history queue; schedule ping and warm-up."""
         self._engine = engine
@@ -832,14 +854,14 @@ class OneCPlugin:
             await asyncio.to_thread(
                 _check_own_state_dir,
                 config.state_dir,
-                engine.config.where("plugins", "onec", "state_dir"),
+                engine.config.where(*_STATE_DIR_KEY),
             )
             # Locked as callrouter run locks [router] state_dir: two routers
             # with folders of their own but this one in common would both
-            # write its queue (a restore into it is refused meanwhile).
-            await asyncio.to_thread(
-                engine.hold_state_folder, config.state_dir, ("plugins", "onec", "state_dir")
-            )
+            # write its queue (a restore into it is refused meanwhile). The
+            # engine locked it already before its login (callrouter_state_folders):
+            # this is for one that did not ask (an embedder's, StubEngine).
+            await asyncio.to_thread(engine.hold_state_folder, config.state_dir, _STATE_DIR_KEY)
         self.client = OneCClient(config.client)
         self.cache = ResponsibleCache(
             self.client,
