@@ -117,10 +117,12 @@ async def evaluate_rules(
     # Conditions run synchronously, so asyncio.timeout cannot stop them: each is
     # bounded (router.rules.limits), and this bounds how long they go on past
     # the deadline. A late start still gets a moment, so rules written for a
-    # failed lookup (``when: x is None``) can decide.
+    # failed lookup (``when: x is None``) can decide, measured from one read of
+    # the clock: the first rule is not looked at again (a pause between two
+    # reads, a loaded machine's, ate the moment and no rule was evaluated).
     stop_at = None if deadline is None else max(deadline, clock() + LATE_START_GRACE)
     for position, rule in enumerate(rules):
-        if stop_at is not None and not position % 32 and clock() > stop_at:
+        if stop_at is not None and position and not position % 32 and clock() > stop_at:
             trace.deadline_hit = True
             break
         # The ``if`` is tested inline: most rules stop here, and a coroutine per

@@ -487,7 +487,10 @@ class RuleBook:
         explain: bool = False,
         request: RequestInfo | Callable[[], RequestInfo] | None = None,
         dialplan: Mapping[str, KnownContext] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Outcome:
+        """The current rules' :meth:`RuleSet.evaluate`; ``clock`` is what
+        ``deadline`` is measured on."""
         return await self.current.evaluate(
             context,
             deadline=deadline,
@@ -495,4 +498,5 @@ class RuleBook:
             explain=explain,
             request=request,
             dialplan=dialplan,
+            clock=clock,
         )

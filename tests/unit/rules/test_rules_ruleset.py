@@ -10,6 +10,7 @@ import pytest
 
 from router.errors import AMIValidationError
 from router.rules import Caller, Context, Registry, RuleBook, load_rules
+from router.rules.evaluate import LATE_START_GRACE
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 GOOD = """version: 1
@@ -334,3 +335,83 @@ rules:
         ("from-internal", None, "per-did", "rules.yaml:13"),
     ]
     assert built == 1
+
+
+class SteppingClock:
+    """A deadline clock that moves ``step`` seconds at every read: the pauses
+    of a loaded machine between two reads, with no sleep."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now = start - step
+        self.step = step
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        self.reads += 1
+        return self.now
+
+
+async def test_the_rule_book_measures_the_deadline_on_the_callers_clock(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """``RuleBook.evaluate(clock=...)`` reaches the evaluator: on a clock of the
+    caller's, a deadline 10 s ahead of it leaves the lookup its time, where on
+    ``time.monotonic`` the same number is long past."""
+    write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: o\n    on: call\n"
+        "    lookup: {x: directory(caller.number)}\n"
+        '    when: x == "found"\n    do: [hangup]\n',
+    )
+    book = RuleBook([tmp_path], registry)
+    assert book.reload().errors == ()
+    asked: list[str] = []
+
+    async def directory(number: str) -> str:
+        asked.append(number)
+        return "found"
+
+    clock = SteppingClock(0.0, 0.0)
+    outcome = await book.evaluate(
+        call(), deadline=10.0, lookups={"directory": directory}, clock=clock
+    )
+    assert asked == ["79161234567"]
+    assert outcome.decision.rules == ("o",)
+    assert not outcome.trace.deadline_hit
+    assert clock.reads > 0
+
+
+async def test_a_late_start_evaluates_its_first_rule_whatever_the_pause_after_the_clock_read(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Started past its deadline, an evaluation gets LATE_START_GRACE from one
+    read of the clock: a second read, after a pause longer than the grace (a
+    loaded machine), found the grace gone and no rule was evaluated."""
+    write(tmp_path, GOOD)
+    book = RuleBook([tmp_path], registry)
+    assert book.reload().errors == ()
+    clock = SteppingClock(100.0, LATE_START_GRACE * 1.2)
+    outcome = await book.evaluate(call(), deadline=99.0, clock=clock)
+    assert outcome.decision.rules == ("first",)
+    assert not outcome.trace.deadline_hit
+
+
+async def test_a_late_start_still_stops_once_its_grace_is_spent(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """The grace still ends: past it, the next look at the clock (every 32
+    rules) stops the evaluation, and the rules after it are not evaluated."""
+    text = "version: 1\nrules:\n" + "".join(
+        f"  - name: r{n}\n    on: call\n    if: len(did) == {n} + 100\n    do: [hangup]\n"
+        for n in range(40)
+    )
+    text += "  - name: last\n    on: call\n    do: [hangup]\n"
+    write(tmp_path, text)
+    book = RuleBook([tmp_path], registry)
+    assert book.reload().errors == ()
+    clock = SteppingClock(100.0, LATE_START_GRACE * 1.2)
+    outcome = await book.evaluate(call(), deadline=99.0, clock=clock)
+    assert outcome.trace.deadline_hit
+    assert outcome.decision.rules == ()
+    assert [r.rule for r in outcome.trace.rules] == [f"r{n}" for n in range(32)]
