@@ -363,10 +363,20 @@ _ONCE_SUFFIXES: tuple[str, ...] = (
 )
 
 
+#: The key lists above folded as mxml folds keys (:func:`normalize_key`):
+#: over ``/mxml`` a key Asterisk does not document arrives lower-cased (a
+#: request's ``DID`` as ``did``), and compared as spelled it was no key
+#: written once, so a ``DID`` a number brought in passed (issue 16).
+_AFTER_NUMBERS_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _AFTER_NUMBERS)
+_SNAPSHOT_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _SNAPSHOT_SUFFIXES)
+_ONCE_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _ONCE_SUFFIXES)
+
+
 def smuggled(event: Event) -> str | None:
     """A key ``event`` holds twice that Asterisk writes once (:data:`_ONCE_SUFFIXES`,
-    as spelled), the first brought in with a number: a snapshot's key
-    (:data:`_AFTER_NUMBERS`) comes between the two. That first one reads
+    in any spelling: mxml's lower-cased ``did`` is a ``DID``), the first
+    brought in with a number: a snapshot's key (:data:`_AFTER_NUMBERS`)
+    comes between the two. That first one reads
     first, and may name another extension, context or priority than the
     channel's. A key a dialplan's ``UserEvent`` repeats after the snapshot
     and its ``UserEvent`` key (``UserEvent(Mine,CallerIDName: x,Channel: y)``)
@@ -384,7 +394,7 @@ def smuggled(event: Event) -> str | None:
         # (``UserEvent(Mine,CallerIDName: x,Channel: y)``): a snapshot key
         # lay between the two, and the event was refused, lost to plugins
         # and event rules. A number's line comes before the last UserEvent.
-        ends = [at for at, (key, _) in enumerate(fields) if key == "UserEvent"]
+        ends = [at for at, (key, _) in enumerate(fields) if normalize_key(key) == "userevent"]
         if ends:
             body = ends[-1]
     first: dict[str, int] = {}
@@ -393,17 +403,18 @@ def smuggled(event: Event) -> str | None:
         if was is None:
             first[key] = at
             continue
-        if not key.endswith(_ONCE_SUFFIXES):
+        folded = normalize_key(key)  # in any spelling: mxml's "did" too
+        if not folded.endswith(_ONCE_FOLDED):
             continue
         if at <= body:
             between = fields[was + 1 : at]
-        elif was < body and not key.endswith(_SNAPSHOT_SUFFIXES):
+        elif was < body and not folded.endswith(_SNAPSHOT_FOLDED):
             # A key of the request's own (DID, Caller) a number brought into
             # the snapshot, which writes no such key.
             between = fields[was + 1 : body]
         else:
             continue  # the administrator's repeat of a snapshot's or own key
-        if any(name.endswith(_AFTER_NUMBERS) for name, _ in between):
+        if any(normalize_key(name).endswith(_AFTER_NUMBERS_FOLDED) for name, _ in between):
             return key
     return None
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from router.ami.message import Event, sent_by_channel
+from router.ami.message import Event, Message, normalize_key, sent_by_channel
 from router.ami.numbers import ascii_float
 from router.callerid import cut_number, cut_text
 
@@ -67,6 +67,7 @@ __all__ = [
     "LocationPolicy",
     "RoutingRequest",
     "argument_problem",
+    "dialplan_value",
     "location_problem",
     "missing_target",
     "next_location",
@@ -312,36 +313,67 @@ def next_location(context: str, exten: str, priority: str) -> str:
     return PART_SEPARATOR.join((context, exten, priority))
 
 
-class _Fields(Protocol):
-    def get(self, key: str, default: str | None = None) -> str | None: ...
+#: The ``UserEvent`` key, folded as :func:`normalize_key` folds it.
+_USEREVENT_KEY: Final = normalize_key("UserEvent")
 
 
-def request_did(event: _Fields) -> str:
+def dialplan_value(event: Message, key: str) -> str | None:
+    """The first value of ``key`` among the keys the dialplan passed: those after
+    the event's last ``UserEvent`` key, compared folded (mxml lower-cases keys).
+
+    Asterisk writes a dialplan's ``UserEvent`` as the channel's snapshot, then
+    ``UserEvent: <name>``, then the application's arguments; the caller's
+    number is written within the snapshot as it is, and a number holding
+    line breaks (``1\r\nDID: 900``) writes its own keys there, before that
+    ``UserEvent`` line. Read as the first of the key in the whole event, such
+    a line chose the DID of a dialplan that announces from ``s`` without a
+    ``DID:`` key, and over mxml, where a repeated ``DID`` arrives as two
+    ``did``, of one that passes it. None when the dialplan passed no such
+    key. An event without a ``UserEvent`` key (an older dialplan's, rebuilt
+    by hand) is read whole.
+    """
+    fields = event.fields
+    wanted = normalize_key(key)
+    start = 0
+    for at in range(len(fields) - 1, -1, -1):
+        if normalize_key(fields[at][0]) == _USEREVENT_KEY:
+            start = at + 1
+            break
+    for name, value in fields[start:]:
+        if normalize_key(name) == wanted:
+            return value
+    return None
+
+
+def request_did(event: Message) -> str:
     """The number dialled, from the channel snapshot's ``Exten``.
 
     ``Message.get`` returns the first occurrence of a key, and Asterisk writes
     the snapshot before the dialplan's keys, so an ``Exten`` smuggled in
-    through the caller ID cannot win. The ``DID`` key is used only when the
-    snapshot has no real extension (a dialplan that announces from ``s``);
-    such a dialplan must ``FILTER()`` what it passes (docs/asterisk.md).
+    through the caller ID cannot win (and is refused: router.calls.smuggled).
+    The ``DID`` key the dialplan passed (:func:`dialplan_value`, never one a
+    caller's number wrote) is used only when the snapshot has no real
+    extension (a dialplan that announces from ``s``); such a dialplan must
+    ``FILTER()`` what it passes (docs/asterisk.md).
     """
     exten = event.get("Exten") or ""
     if exten and exten != "s":
         return exten
-    return event.get("DID") or exten
+    return dialplan_value(event, "DID") or exten
 
 
-def request_caller(event: _Fields) -> str:
+def request_caller(event: Message) -> str:
     """The caller's number, from the channel snapshot's ``CallerIDNum``.
 
     The ``Caller`` key of the shipped dialplan is filtered to digits and
     ``+``, which would lose what people write after the number (``доб. 12``);
-    the snapshot keeps the number as the channel has it.
+    the snapshot keeps the number as the channel has it. Without one, the
+    ``Caller`` key the dialplan passed (:func:`dialplan_value`).
     """
     number = event.get("CallerIDNum") or ""
     if number and number != "<unknown>":
         return number
-    return event.get("Caller") or ""
+    return dialplan_value(event, "Caller") or ""
 
 
 def _float(text: str | None, default: float) -> float:
@@ -410,7 +442,7 @@ class Dialplan:
             caller_name=cut_text((event.get("CallerIDName") or "").replace("<unknown>", "")),
             context=event.get("Context") or "",
             exten=event.get("Exten") or "",
-            wait=_float(event.get("Wait"), self.default_wait),
+            wait=_float(dialplan_value(event, "Wait"), self.default_wait),
             timestamp=stamp or None,
             event=event,
         )

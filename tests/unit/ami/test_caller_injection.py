@@ -12,12 +12,17 @@ event's, and a request's identity with the channel's.
 
 from __future__ import annotations
 
+from xml.sax.saxutils import escape as xml_escape
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.ami.message import Event, sent_by_channel
-from router.ami.protocol import RawmanParser, raw_header
-from router.calls import oversized, smuggled
+from router.ami.protocol import RawmanParser, parse_mxml, raw_header
+from router.calls import CallTracker, oversized, smuggled
+from router.dialplan import Dialplan
+from router.errors import AMIProtocolError
 
 CHANNEL = "PJSIP/pstn-00000001"
 SNAPSHOT = (
@@ -111,3 +116,98 @@ def test_raw_verdicts_are_the_parsed_events_and_a_request_is_its_channels(
             assert event.get("Exten") == "74951234567"
             assert event.get("Priority") == "8"
             assert event.get("Uniqueid") == "sandbox-1.4"
+
+
+def request_text(number: str, *, exten: str = "74951234567", body: str = "") -> str:
+    """The request a dialplan sends from ``exten``, as Asterisk 22 writes it in
+    rawman: the snapshot (with the number as it is), then the request's name,
+    then the keys the dialplan passed (``body``)."""
+    snapshot = SNAPSHOT.format(privilege="user", number=number)
+    snapshot = snapshot.replace("Exten: 74951234567", f"Exten: {exten}")
+    return f"Event: UserEvent\r\n{snapshot}UserEvent: CallRouterRequest\r\n{body}\r\n"
+
+
+def asterisk_mxml(text: str) -> bytes:
+    """The /mxml body Asterisk 22 (manager.c ``xml_translate``) makes of the
+    rawman ``text``: an element a block, each key lower-cased with any other
+    character than a letter or digit as ``_``, and a key met again (as
+    spelled: ``strcmp``) given ``-2``, ``-3``..."""
+    elements = []
+    for block in text.split("\r\n\r\n"):
+        counts: dict[str, int] = {}
+        attributes = []
+        for line in block.split("\r\n"):
+            key, colon, value = line.partition(": ")
+            if not colon:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            name = "".join(c.lower() if c.isascii() and c.isalnum() else "_" for c in key)
+            if counts[key] > 1:
+                name += f"-{counts[key]}"
+            attributes.append(f"{name}='{xml_escape(value, {chr(39): '&apos;'})}'")
+        if attributes:
+            elements.append(
+                f"<response type='object' id='unknown'><generic {' '.join(attributes)} />"
+                "</response>"
+            )
+    return ("<ajax-response>\n" + "\n".join(elements) + "\n</ajax-response>\n").encode()
+
+
+def both_formats(text: str) -> list[Event]:
+    """The request ``text`` as callrouter reads it over rawman and over mxml."""
+    events = []
+    for messages in (RawmanParser().feed(text.encode()), parse_mxml(asterisk_mxml(text))):
+        [event] = [m for m in messages if isinstance(m, Event)]
+        events.append(event)
+    return events
+
+
+def test_a_number_cannot_choose_the_did_of_a_dialplan_announcing_from_s() -> None:
+    """Issue 16: a dialplan that sends its request from ``s`` without a ``DID:``
+    key had its DID read as the first ``DID`` of the event: the one a number
+    ``1\\r\\nDID: 74950000001`` writes into the snapshot, so a caller chose
+    whose rules routed the call (no key twice, so none refused it). Only the
+    keys the dialplan passed are read, over rawman and mxml: the DID stays
+    ``s``, and a passed ``DID`` is the one read. Nor does the number choose
+    the request's ``Wait``."""
+    dialplan = Dialplan()
+    forged = "1\r\nDID: 74950000001\r\nWait: 0.2"
+    for event in both_formats(request_text(forged, exten="s", body="Wait: 4\r\n")):
+        assert smuggled(event) is None  # one DID, one Wait: nothing twice
+        request = dialplan.request(event)
+        assert request is not None
+        assert (request.did, request.wait) == ("s", 4.0)
+    # The key in another case: over rawman the passed one is read. Over mxml
+    # Asterisk writes both as ``did`` (it counts repeats case-sensitively),
+    # which is no XML: the poll is refused whole (docs/asterisk.md, "A caller
+    # number can write whole events").
+    text = request_text("1\r\ndid: 74950000001", exten="s", body="DID: 74951234567\r\n")
+    [event] = [m for m in RawmanParser().feed(text.encode()) if isinstance(m, Event)]
+    request = dialplan.request(event)
+    assert request is not None
+    assert request.did == "74951234567"
+    with pytest.raises(AMIProtocolError, match="Attribute did redefined"):
+        parse_mxml(asterisk_mxml(text))
+
+
+def test_over_mxml_a_did_a_number_brought_in_is_smuggled_as_over_rawman() -> None:
+    """Issue 16: over mxml a request's ``DID`` arrives as ``did`` (mxml keeps
+    only the keys callrouter knows in Asterisk's spelling), twice when a
+    number brought one in: the check of keys Asterisk writes once compared
+    them as spelled and passed it, and the first, the caller's, was the
+    request's DID. Both formats now refuse the same requests, naming the key
+    as it arrived."""
+    body = "DID: 74951234567\r\nCaller: 79161234567\r\nWait: 4\r\n"
+    for number, key, as_mxml in (
+        ("1\r\nDID: 74950000001", "DID", "did"),
+        ("1\r\nCaller: 74950000001", "Caller", "caller"),
+        ("1\r\nExten: 900", "Exten", "Exten"),
+        ("79161234567", None, None),
+    ):
+        rawman, mxml = both_formats(request_text(number, exten="s", body=body))
+        assert smuggled(rawman) == key
+        assert smuggled(mxml) == as_mxml
+        assert CallTracker().refuses(mxml) is (key is not None)
+        request = Dialplan().request(mxml)
+        assert request is not None
+        assert request.did == ("900" if key == "Exten" else "74951234567")
