@@ -420,8 +420,18 @@ async def _default_global(
     if value is None:
         return []  # not readable: the inbound verdict stands as it is
     context = value.strip()
+    raw = _read_unset(own, _DEFAULT)  # an older copy: Goto() reads the global as it is
+    fix = (
+        f"set {_DEFAULT} in [globals] to the context of your default route (your queue, "
+        "ring group or IVR)"
+    )
+    reload = ', then `asterisk -rx "dialplan reload"`'
+    if context != value:
+        spaced = _spaced_default(value, context, raw=raw)
+        if spaced is not None:
+            return [Finding("fail", spaced + "; " + fix + reload)]
     if not context:
-        if _read_unset(own, _DEFAULT):
+        if raw:
             return []  # no default of its own: _globals says so
         context = _SHIPPED_DEFAULT
     named = (
@@ -429,11 +439,6 @@ async def _default_global(
         if value.strip()
         else f"{_DEFAULT} is empty, so [{INBOUND_CONTEXT}] falls back to [{_SHIPPED_DEFAULT}]"
     )
-    fix = (
-        f"set {_DEFAULT} in [globals] to the context of your default route (your queue, "
-        "ring group or IVR)"
-    )
-    reload = ', then `asterisk -rx "dialplan reload"`'
     if "," in context:
         # Measured on Asterisk 22.10: Goto(callrouter-default,s,${CALLROUTER_DID},1)
         # takes s for the extension and the DID for the priority, "sent to
@@ -477,6 +482,8 @@ async def _default_global(
         ]
     if isinstance(listed, ListedContext) and listed.closed and not listed.patterns:
         numbers = [name for name in listed.plain if name and set(name) <= _DID_CHARACTERS]
+        if numbers and all(len(name) <= _OPTION_LENGTH for name in numbers):
+            return [_options_only(named, context, listed, numbers, fix + reload)]
         if not numbers:
             # With an i extension Asterisk sends the call there ("sent to
             # invalid extension"), which an IVR's i often plays a prompt in
@@ -499,6 +506,70 @@ async def _default_global(
                 )
             ]
     return []
+
+
+#: An extension of a default route's context this short is an IVR's option
+#: (a key pressed: ``1``, ``2``, ``#``), not a dialled number that calls
+#: falling back carry (``Goto(ctx,${CALLROUTER_DID},1)``).
+_OPTION_LENGTH = 2
+
+
+def _options_only(
+    named: str, context: str, listed: ListedContext, numbers: Sequence[str], fix: str
+) -> Finding:
+    """Advice for a default route's context whose only extensions a dialled
+    number could match are an IVR's options (``1``, ``2``, with ``t``, ``i``
+    and no ``s`` perhaps): a call falling back carries its DID, which is none
+    of them, so it goes to the context's ``i`` or, with none, is hung up;
+    unless the DIDs are these very numbers, which callrouter cannot tell."""
+    invalid = "i" in listed.plain
+    return Finding(
+        "advice",
+        f"{named}, a context whose only extensions a dialled number can match are "
+        f"{', '.join(sorted(shown(n) for n in numbers))} (it has "
+        f"{', '.join(sorted(shown(n) for n in listed.plain))}): an IVR's options? The "
+        f"default route is Goto({shown(context)},${{CALLROUTER_DID}},1), so every call "
+        "callrouter does not route in time whose dialled number is none of them "
+        + (
+            "goes to its i extension (an invalid-entry prompt?), not its menu"
+            if invalid
+            else "is hung up (sent to invalid extension)"
+        )
+        + "; give the context a _X. extension that goes on to its menu "
+        "(exten => _X.,1,Goto(s,1)), or " + fix,
+    )
+
+
+def _spaced_default(value: str, context: str, *, raw: bool) -> str | None:
+    """What a ``CALLROUTER_DEFAULT`` with spaces around it (``value``; ``context``
+    without them) does to a call, or None when nothing goes wrong. The shipped
+    inbound context reads it through ``${IF(...)}``, which trims the spaces
+    (func_logic.c ``acf_if``): a value of spaces alone becomes no context, and
+    ``Goto(,${CALLROUTER_DID},1)`` stays in the call's own context, which
+    sends the request again. An older copy (``raw``) hands ``Goto()`` the value
+    as it is (pbx.c ``pbx_parseable_goto`` trims nothing): the spaces are part
+    of a context name Asterisk does not have, and the call is hung up (spaces
+    alone are no value to it: :func:`_globals` says so)."""
+    named = f"the global {_DEFAULT} is {shown(value)}"
+    if raw and not context:
+        return None  # as good as unset to an older copy: _globals says so
+    if raw:
+        return (
+            f"{named}, with spaces around the context's name: "
+            f"[{INBOUND_CONTEXT}] (a copy older than the snippet's default of it) hands "
+            f"Goto(${{{_DEFAULT}}},${{CALLROUTER_DID}},1) the value as it is, and Asterisk "
+            "takes the spaces for part of the context's name: every call callrouter does "
+            "not route in time is hung up (sent to invalid extension); "
+            f"paste the callrouter-* contexts of examples/asterisk/extensions.conf again"
+        )
+    if context:
+        return None  # the shipped context's ${IF(...)} trims them: the context is read
+    return (
+        f"{named}, spaces alone: [{INBOUND_CONTEXT}] trims them to nothing, and "
+        f"Goto(,${{CALLROUTER_DID}},1) with no context stays in [{INBOUND_CONTEXT}]: every "
+        "call callrouter does not route in time goes back to its top, a request and a "
+        "wait again and again, until the caller hangs up"
+    )
 
 
 def _guards_wait(own: Sequence[Item]) -> bool:

@@ -1112,14 +1112,17 @@ async def test_a_global_wait_that_is_a_number_passes(
         assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
 
 
-def default_route_dialplan(contexts: dict[str, list[str]]) -> Callable[[SentAction], object]:
-    """``ShowDialPlan``: the shipped inbound context, and ``contexts`` (context
-    -> its extensions, one NoOp step each); "Did not find context" for the rest."""
+def default_route_dialplan(
+    contexts: dict[str, list[str]], inbound: Callable[[SentAction], bytes] = dialplan_answer
+) -> Callable[[SentAction], object]:
+    """``ShowDialPlan``: the shipped inbound context (or ``inbound``'s), and
+    ``contexts`` (context -> its extensions, one NoOp step each); "Did not
+    find context" for the rest."""
 
     def answer(sent: SentAction) -> object:
         context = sent.get("Context") or ""
         if context == "callrouter-inbound":
-            return dialplan_answer(sent)
+            return inbound(sent)
         if context not in contexts:
             return error(f"Did not find context {context}")
         items = [
@@ -1228,6 +1231,81 @@ async def test_a_default_route_no_dialled_number_can_match_fails(
     lost = "is hung up (sent to invalid extension)" in text
     assert lost == (level == "fail"), text
     assert ("goes to its i extension" in text) == (level == "advice"), text
+
+
+@pytest.mark.parametrize(
+    ("extensions", "lost"),
+    [
+        (["1", "2", "t", "i"], False),  # its i takes the call: an invalid-entry prompt
+        (["1", "2", "t"], True),  # nothing takes it: hung up
+        (["s", "1", "2", "#", "i"], False),
+    ],
+)
+async def test_a_default_route_to_an_ivrs_options_is_advice(
+    ajam_replay: ReplayAsterisk, extensions: list[str], lost: bool
+) -> None:
+    """An IVR context whose only extensions a dialled number could match are
+    its options (`1`, `2`) passed: a call falling back carries its DID, none
+    of them, and goes to the context's i or is hung up. Advice, as for an IVR
+    with s and i: callrouter cannot tell the DIDs are not these numbers."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT="ivr-main")
+    ajam_replay.on("ShowDialPlan", default_route_dialplan({"ivr-main": extensions}))
+    found = [(f.level, f.text) for f in await run(ajam_replay) if f.level != "ok"]
+    [(level, text)] = found
+    assert level == "advice", text
+    numbers = sorted(e for e in extensions if e not in ("s", "t", "i"))
+    assert text.startswith(
+        "the global CALLROUTER_DEFAULT is 'ivr-main', a context whose only extensions a "
+        f"dialled number can match are {', '.join(repr(n) for n in numbers)} (it has "
+        f"{', '.join(repr(e) for e in sorted(extensions))}): an IVR's options?"
+    ), text
+    assert ("is hung up (sent to invalid extension)" in text) == lost, text
+    assert ("goes to its i extension" in text) == (not lost), text
+    assert "exten => _X.,1,Goto(s,1)" in text
+    # Longer numbers are DIDs of its own: nothing to say.
+    ajam_replay.on(
+        "ShowDialPlan", default_route_dialplan({"ivr-main": [*extensions, "74951234567"]})
+    )
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+@pytest.mark.parametrize(
+    ("value", "older", "said"),
+    [
+        # The shipped context's ${IF(...)} trims them to nothing: Goto(,DID,1)
+        # stays in [callrouter-inbound], a request each time round.
+        ("   ", False, "spaces alone: [callrouter-inbound] trims them to nothing"),
+        ("\t", False, "spaces alone: [callrouter-inbound] trims them to nothing"),
+        # An older copy hands Goto() the value as it is: no such context.
+        (" my-ivr", True, "with spaces around the context's name"),
+        ("my-ivr ", True, "with spaces around the context's name"),
+    ],
+)
+async def test_a_default_route_with_spaces_asterisk_misreads_fails(
+    ajam_replay: ReplayAsterisk, value: str, older: bool, said: str
+) -> None:
+    """A CALLROUTER_DEFAULT with spaces passed as the context without them (or,
+    spaces alone, as empty: the shipped fallback): Asterisk reads them
+    otherwise, and every call not routed in time looped or was hung up."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT=value, CALLROUTER_WAIT="4")
+    inbound = older_answer if older else dialplan_answer
+    contexts = {"my-ivr": ["_X."], "callrouter-default": ["_X."]}
+    ajam_replay.on("ShowDialPlan", default_route_dialplan(contexts, inbound))
+    fails = [f for f in await run(ajam_replay) if f.level == "fail"]
+    [fail] = [f for f in fails if "CALLROUTER_DEFAULT is" in f.text]
+    assert fail.text.startswith(f"the global CALLROUTER_DEFAULT is {value!r}, {said}"), fail.text
+    assert "set CALLROUTER_DEFAULT in [globals] to the context of your default route" in fail.text
+
+
+async def test_spaces_the_shipped_context_trims_pass(ajam_replay: ReplayAsterisk) -> None:
+    """The shipped context reads CALLROUTER_DEFAULT through ${IF(...)}, which
+    trims spaces around it: ' my-ivr ' is my-ivr, which is checked."""
+    ajam_replay.globals.update(CALLROUTER_DEFAULT=" my-ivr ")
+    ajam_replay.on("ShowDialPlan", default_route_dialplan({"my-ivr": ["_X."]}))
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+    ajam_replay.on("ShowDialPlan", default_route_dialplan({"my-ivr": ["s", "1", "i"]}))
+    [advice] = [f.text for f in await run(ajam_replay) if f.level != "ok"]
+    assert advice.startswith("the global CALLROUTER_DEFAULT is ' my-ivr ', a context whose only")
 
 
 #: The globals `run` sets for :func:`older_inbound` in an Asterisk with none.
