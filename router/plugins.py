@@ -777,7 +777,7 @@ class Plugins:
             try:
                 value = impl.function(**{name: kwargs[name] for name in impl.argnames})
                 if inspect.isawaitable(value):
-                    async with _CutOff(HOOK_TIMEOUT):
+                    async with _CutOff(CONFIGURE_TIMEOUT):  # at start, as configure
                         value = await value
                 answer = [] if value is None else _state_folders(value)
             except ConfigError:

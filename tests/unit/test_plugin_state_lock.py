@@ -115,6 +115,26 @@ async def test_the_second_router_refuses_before_it_logs_in_to_asterisk(
     assert replay.count("Login") == 1  # the second one's refused before its own
 
 
+async def test_a_plugin_folder_open_to_other_users_refuses_the_start_before_the_login(
+    double: OneCDouble, engine_factory: Engines, tmp_path: Path
+) -> None:
+    """The folder's own check runs where it is locked, before the login: a
+    `[plugins.onec] state_dir` other users can write in was only logged as
+    the plugin's crash in callrouter_startup, and the router routed on with
+    the 1C plugin unstarted. Now the start is refused, naming the key."""
+    own = tmp_path / "onec"
+    own.mkdir()
+    own.chmod(0o777)
+    with pytest.raises(ConfigError) as refused:
+        await engine_factory(
+            [], entry_points=True, settings={"onec": onec(double, own)}, options=RUN
+        )
+    assert "[plugins.onec] state_dir: " in str(refused.value)
+    assert "writable by its group and every user (mode 0777)" in str(refused.value)
+    assert engine_factory.replay.count("Login") == 0
+    assert list(own.iterdir()) == []
+
+
 async def test_the_refused_start_is_said_once_without_a_plugin_traceback(
     double: OneCDouble,
     engine_factory: Engines,
