@@ -380,13 +380,20 @@ def smuggled(event: Event) -> str | None:
     first, and may name another extension, context or priority than the
     channel's. A key a dialplan's ``UserEvent`` repeats after the snapshot
     and its ``UserEvent`` key (``UserEvent(Mine,CallerIDName: x,Channel: y)``)
-    is not one: the snapshot's reads first.
+    is not one: the snapshot's reads first. In a ``CEL`` record, which
+    writes every key once, any key twice is one.
     None for an event without one.
 
     Cheap for the usual event: its keys as a dict are as many as its fields."""
     fields = event.fields
     if len(event.spelled()) == len(fields):
         return None  # no key repeats
+    if event.name == "CEL":
+        # cel_manager.c writes each key of a record once, and every value as
+        # it is: a line CallerIDani, CallerIDdnid, Exten or AppData (a step's
+        # arguments) brought in comes before the record's own UniqueID and
+        # LinkedID with no snapshot key between to tell (issue 16).
+        return _repeated(fields)
     body = len(fields)
     if event.name == "UserEvent":
         # A dialplan's UserEvent writes its snapshot, its UserEvent key, then
@@ -416,6 +423,16 @@ def smuggled(event: Event) -> str | None:
             continue  # the administrator's repeat of a snapshot's or own key
         if any(normalize_key(name).endswith(_AFTER_NUMBERS_FOLDED) for name, _ in between):
             return key
+    return None
+
+
+def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
+    """The first key of ``fields`` seen a second time, None for none."""
+    seen: set[str] = set()
+    for key, _ in fields:
+        if key in seen:
+            return key
+        seen.add(key)
     return None
 
 

@@ -847,3 +847,32 @@ def test_events_not_tracked_are_said_once_a_minute_counting_the_quiet_ones(
     assert said[1].startswith("an event Newexten with two Exten lines is not tracked")
     assert said[1].endswith("; 2 more since the last warning")
     assert tracker.refused == 4
+
+
+def test_a_key_any_later_value_brings_into_a_cel_record_is_smuggled() -> None:
+    """Issue 16: cel_manager.c writes each key of a CEL record once, every value
+    as it is: not only ``CallerIDnum`` but ``CallerIDani`` (the number as the
+    channel got it, left so when a dialplan cleans ``CALLERID(num)``),
+    ``CallerIDdnid`` and ``Exten`` (the dialled number), ``AppData`` (a step's
+    arguments, ``${CALLERID(num)}`` expanded) and ``Userfield``. A line any of
+    them brings in comes before the record's own ``UniqueID`` and
+    ``LinkedID``, with no key of a snapshot between to tell, and was the one
+    read: the call life took the record for another call. Any key twice in a
+    CEL record is one a value brought in."""
+    records = [
+        event
+        for path in sorted((FIXTURES.parent / "cel").glob("*.rawman"))
+        for event in parse_rawman(path.read_bytes())
+        if isinstance(event, Event) and event.name == "CEL"
+    ]
+    assert [record for record in records if smuggled(record)] == []
+    fields = list(records[0].fields)
+    keys = [key for key, _ in fields]
+    for value in ("CallerIDani", "CallerIDdnid", "Exten", "AppData", "Userfield"):
+        at = keys.index(value) + 1
+        for key in ("LinkedID", "UniqueID", "Channel", "EventName", "Peer"):
+            if keys.index(key) < at:
+                continue  # written before the value: the record's own reads first
+            forged = Event((*fields[:at], (key, "victim"), *fields[at:]))
+            assert smuggled(forged) == key, (value, key)
+            assert CallTracker().refuses(forged), (value, key)
