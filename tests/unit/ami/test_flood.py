@@ -205,3 +205,24 @@ async def _drain(client: TCPClient) -> tuple[int, AMIEventsDropped]:
             got += len(await client.wait_event(2))
         except AMIEventsDropped as exc:
             return got, exc
+
+
+def test_a_block_a_caller_number_cut_off_is_skipped_while_dropping_too() -> None:
+    """Issue 16: a caller number holding a blank line (Asterisk 22 writes
+    ``CallerIDNum`` as it is) cuts each event of its call in two, and the
+    second half is no AMI message. Read while events are dropped (a flood),
+    it is skipped and counted in ``strays`` as a parse skips it, not the
+    session's end with an ``AMIProtocolError``; the answer after it is read."""
+    cut = (
+        b"Event: Newchannel\r\nChannel: PJSIP/pstn-00000001\r\nCallerIDNum: 1\r\n\r\n"
+        b"garbage\r\nCallerIDName: <unknown>\r\nUniqueid: 1.5\r\n\r\n"
+    )
+    answer = b"Response: Success\r\nActionID: cr-1\r\nPing: Pong\r\n\r\n"
+    parser = RawmanParser()
+    parser.dropping = True
+    assert parser.feed(_flood(3) + cut + answer) == [
+        Response((("Response", "Success"), ("ActionID", "cr-1"), ("Ping", "Pong")))
+    ]
+    assert parser.dropped == 4
+    assert parser.strays == 1
+    _same_counts(_flood(3) + cut + answer, None, None, None)

@@ -867,6 +867,30 @@ async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) 
         assert client.session_generation == 1
 
 
+async def test_blocks_that_are_no_ami_message_are_no_sign_of_life(fake: FakeAMI) -> None:
+    """Issue 16: a block that is no AMI message (a caller number's blank line
+    cut its event in two, or a broken peer) is skipped, the session kept;
+    but a peer sending nothing else is as dead as a silent one, so such a
+    read leaves ``last_rx`` where the last message read put it. On a clock
+    the test moves."""
+    clock = SteppedClock()
+    client = TCPClient(settings(fake, ping_interval=30.0), clock=clock.time, sleep=clock.sleep)
+    async with client:
+        conn = client._conn
+        assert conn is not None
+        await until(lambda: conn.last_rx == clock.now)  # the login's answer read
+        read_at = clock.now
+        clock.advance(5.0)
+        strays = conn._parser.strays
+        fake.push_raw(b"garbage\r\nCallerIDName: <unknown>\r\nUniqueid: 1.5\r\n\r\n")
+        await until(lambda: conn._parser.strays == strays + 1)
+        assert conn.last_rx == read_at
+        fake.push_raw(b"Event: Newexten\r\nChannel: PJSIP/pstn-00000001\r\n\r\n")
+        assert [e.name for e in await client.wait_event(2)] == ["Newexten"]
+        assert conn.last_rx == clock.now
+        assert client.session_generation == 1
+
+
 def test_stream_parser_takes_whole_blocks_and_ignores_blank_lines() -> None:
     parser = RawmanParser(banner=True)
     assert parser.feed(b"Asterisk Call Manager/11.0.0\r\n\r\n\nEvent: A\r\nX: 1") == []
