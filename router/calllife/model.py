@@ -357,6 +357,11 @@ def _live_time(timestamp: str | None, event_time: str | None) -> float:
     named = _event_seconds(event_time.strip()) if event_time else None
     if stamp is None:
         if named is None:
+            if not timestamp and not event_time:
+                # Neither written: the head of a record a caller's number cut
+                # in two (EventTime comes after AppData) on an Asterisk without
+                # timestampevents, not a time Asterisk wrote wrong (issue 16).
+                raise IncompleteRecord("a CEL record needs a Timestamp or an EventTime")
             raise ValueError("a CEL record needs a Timestamp or an EventTime")
         return named
     if named is None:

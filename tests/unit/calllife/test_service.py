@@ -494,6 +494,35 @@ async def test_records_a_caller_number_cut_use_up_no_failure_report(
     assert told == []
 
 
+async def test_a_cut_record_without_timestampevents_uses_up_no_failure_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: without ``timestampevents = yes`` (manager.conf's default is no)
+    a CEL record has no ``Timestamp``, and its ``EventTime`` comes after
+    ``AppData``: the head a caller number's blank line cut off has neither.
+    It was a failure with a traceback ("needs a Timestamp or an EventTime"),
+    three of which any caller used up; it is an incomplete record as the
+    head with a Timestamp is."""
+    told: list[CallEvent] = []
+    service = life(told)
+    head = (
+        ("Event", "CEL"),
+        ("Privilege", "call,all"),
+        ("EventName", "CHAN_START"),
+        ("AccountCode", ""),
+        ("CallerIDnum", "79161234567"),
+    )
+    skimmed = (("Event", "CEL"), ("Privilege", "call,all"), ("EventName", "CHAN_END"))
+    with caplog.at_level(logging.WARNING, logger="router.calllife"):
+        for _ in range(4):
+            await service.ingest("CEL", Event(head))
+            await service.ingest("CEL", Event(skimmed))
+    assert (service._failures, service.incomplete) == (0, 8)
+    said = [r for r in caplog.records if r.name == "router.calllife"]
+    assert [(r.levelno, r.exc_info) for r in said] == [(logging.WARNING, None)]
+    assert told == []
+
+
 async def test_the_mark_is_read_on_the_event_loop_and_only_written_in_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
