@@ -585,6 +585,27 @@ def renames_failing_after_the_first_copy(
     return done
 
 
+def test_a_file_gone_between_the_listing_and_the_switch_is_passed_over(
+    backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a name the state folder's listing gave that is gone when the
+    switch looks at it (an sqlite3 shell's -wal removed at its close) ended
+    the restore with a traceback; it is passed over, the rest restored."""
+    state, backup = backed_up
+    listed = staterestore._names
+
+    def with_a_ghost(path: Path, fd: int) -> list[str]:
+        names = listed(path, fd)
+        return sorted([*names, "gone.sqlite3-wal"]) if path == state else names
+
+    monkeypatch.setattr(staterestore, "_names", with_a_ghost)
+    report = restore_state(backup, state, clock=clock)
+    assert "gone.sqlite3-wal" not in report.moved_aside
+    assert sorted(r.name for r in report.restored) == sorted(
+        [RECORDINGS, FORWARDING, KEY_NAME, PLUGIN_DB]
+    )
+
+
 def test_a_failed_switch_puts_the_state_folder_back(
     backed_up: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
