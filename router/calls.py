@@ -320,6 +320,12 @@ _AFTER_NUMBERS: tuple[str, ...] = (
 )
 
 
+#: Keys a snapshot writes right after its ``Exten``, in this order: a caller
+#: chooses the dialled number too (a SIP request URI's user, which PJSIP
+#: decodes), and a line it brings in comes between the ``Exten`` and these.
+_AFTER_EXTEN: tuple[str, ...] = ("Priority", "Uniqueid", "Linkedid")
+
+
 #: Keys of a channel snapshot, each with any prefix: Asterisk 22's
 #: ``ast_manager_build_channel_state_string_prefix``.
 _SNAPSHOT_SUFFIXES: tuple[str, ...] = (
@@ -370,6 +376,7 @@ _ONCE_SUFFIXES: tuple[str, ...] = (
 _AFTER_NUMBERS_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _AFTER_NUMBERS)
 _SNAPSHOT_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _SNAPSHOT_SUFFIXES)
 _ONCE_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _ONCE_SUFFIXES)
+_AFTER_EXTEN_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _AFTER_EXTEN)
 
 
 def smuggled(event: Event) -> str | None:
@@ -380,20 +387,23 @@ def smuggled(event: Event) -> str | None:
     first, and may name another extension, context or priority than the
     channel's. A key a dialplan's ``UserEvent`` repeats after the snapshot
     and its ``UserEvent`` key (``UserEvent(Mine,CallerIDName: x,Channel: y)``)
-    is not one: the snapshot's reads first. In a ``CEL`` record, which
-    writes every key once, any key twice is one.
+    is not one: the snapshot's reads first. So is a snapshot's Priority,
+    Uniqueid or Linkedid seen twice after its Exten (:data:`_AFTER_EXTEN`:
+    the dialled number's line). In a ``CEL`` record, which writes every key
+    once, any key twice (in any spelling) is one.
     None for an event without one.
 
     Cheap for the usual event: its keys as a dict are as many as its fields."""
     fields = event.fields
-    if len(event.spelled()) == len(fields):
-        return None  # no key repeats
     if event.name == "CEL":
         # cel_manager.c writes each key of a record once, and every value as
         # it is: a line CallerIDani, CallerIDdnid, Exten or AppData (a step's
         # arguments) brought in comes before the record's own UniqueID and
-        # LinkedID with no snapshot key between to tell (issue 16).
+        # LinkedID with no snapshot key between to tell, in any spelling
+        # (issue 16).
         return _repeated(fields)
+    if len(event.spelled()) == len(fields):
+        return None  # no key repeats
     body = len(fields)
     if event.name == "UserEvent":
         # A dialplan's UserEvent writes its snapshot, its UserEvent key, then
@@ -414,25 +424,46 @@ def smuggled(event: Event) -> str | None:
         if not folded.endswith(_ONCE_FOLDED):
             continue
         if at <= body:
+            if _after_exten(fields, key, was):
+                return key
             between = fields[was + 1 : at]
+            after = _AFTER_NUMBERS_FOLDED
         elif was < body and not folded.endswith(_SNAPSHOT_FOLDED):
             # A key of the request's own (DID, Caller) a number brought into
-            # the snapshot, which writes no such key.
+            # the snapshot, which writes no such key: its numbers' keys, or
+            # the keys after its Exten (the dialled number's line), between.
             between = fields[was + 1 : body]
+            after = _AFTER_NUMBERS_FOLDED + _AFTER_EXTEN_FOLDED
         else:
             continue  # the administrator's repeat of a snapshot's or own key
-        if any(normalize_key(name).endswith(_AFTER_NUMBERS_FOLDED) for name, _ in between):
+        if any(normalize_key(name).endswith(after) for name, _ in between):
             return key
     return None
 
 
+def _after_exten(fields: tuple[tuple[str, str], ...], key: str, was: int) -> bool:
+    """Whether ``key``, one of the keys a snapshot writes after its ``Exten``
+    (:data:`_AFTER_EXTEN`, with its prefix), is seen at ``was`` after that
+    snapshot's ``Exten`` and again later: Asterisk writes it once there, and
+    a line the dialled number brought in is the first (issue 16)."""
+    folded = normalize_key(key)  # mxml's "uniqueid" too
+    for suffix in _AFTER_EXTEN_FOLDED:
+        if folded.endswith(suffix):
+            exten = folded[: -len(suffix)] + "exten"
+            return any(normalize_key(name) == exten for name, _ in fields[:was])
+    return False
+
+
 def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
-    """The first key of ``fields`` seen a second time, None for none."""
+    """The first key of ``fields`` seen a second time in any spelling (a
+    reader that asks ``uniqueid`` gets the first of ``UniqueID`` and
+    ``Uniqueid``), as spelled the second time; None for none."""
     seen: set[str] = set()
     for key, _ in fields:
-        if key in seen:
+        norm = normalize_key(key)
+        if norm in seen:
             return key
-        seen.add(key)
+        seen.add(norm)
     return None
 
 

@@ -876,3 +876,73 @@ def test_a_key_any_later_value_brings_into_a_cel_record_is_smuggled() -> None:
             forged = Event((*fields[:at], (key, "victim"), *fields[at:]))
             assert smuggled(forged) == key, (value, key)
             assert CallTracker().refuses(forged), (value, key)
+    # As the sandbox's Asterisk 22 wrote a dialled number's line: in a
+    # snapshot's spelling, which a reader asking ``uniqueid`` got first.
+    at = keys.index("Exten") + 1
+    forged = Event((*fields[:at], ("Uniqueid", "victim"), *fields[at:]))
+    assert forged.get("uniqueid") == "victim"
+    assert smuggled(forged) == "UniqueID"
+
+
+#: A channel snapshot as Asterisk 22 writes it (manager.c
+#: ``ast_manager_build_channel_state_string_prefix``), ``{exten}`` as it is.
+_SNAPSHOT = (
+    "Channel: PJSIP/pstn-00000000\r\nChannelState: 4\r\nChannelStateDesc: Ring\r\n"
+    "CallerIDNum: 79161234567\r\nCallerIDName: <unknown>\r\nConnectedLineNum: <unknown>\r\n"
+    "ConnectedLineName: <unknown>\r\nLanguage: en\r\nAccountCode: \r\n"
+    "Context: callrouter-inbound\r\nExten: {exten}\r\nPriority: 8\r\n"
+    "Uniqueid: callrouter-sandbox-1796665865.0\r\nLinkedid: callrouter-sandbox-1796665865.0\r\n"
+)
+
+
+def _written(exten: str) -> list[Event]:
+    """A request and its step into Wait, as Asterisk 22 writes them for a call
+    whose dialled number is ``exten``."""
+    data = (
+        "Event: UserEvent\r\nPrivilege: user,all\r\n"
+        + _SNAPSHOT.format(exten=exten)
+        + "UserEvent: CallRouterRequest\r\nDID: 74950000001\r\nWait: 4\r\n\r\n"
+        + "Event: Newexten\r\nPrivilege: dialplan,all\r\n"
+        + _SNAPSHOT.format(exten=exten)
+        + "Extension: 74950000001\r\nApplication: Wait\r\nAppData: 4\r\n\r\n"
+    )
+    return [m for m in parse_rawman(data.encode()) if isinstance(m, Event)]
+
+
+def test_a_key_the_dialled_number_brings_in_is_smuggled() -> None:
+    """Issue 16: the dialled number is the caller's too (a SIP request URI's
+    user, which PJSIP decodes: the sandbox's Asterisk 22 wrote
+    ``sip:74950000001%0D%0AUniqueid%3A%20victim@...`` as ``Exten: 74950000001``
+    then ``Uniqueid: victim`` in every event of the call, the shipped ``_X.``
+    matching it). A line it brings in comes after the snapshot's Exten and
+    before its own Priority, Uniqueid and Linkedid, with no key of the
+    snapshot's numbers between to tell, and was read first: the call was
+    tracked under a Uniqueid or Linkedid of the caller's choosing (another
+    call's)."""
+    assert [smuggled(event) for event in _written("74950000001")] == [None, None]
+    for line, key in (
+        ("Uniqueid: victim", "Uniqueid"),
+        ("Linkedid: victim", "Linkedid"),
+        ("Priority: 1", "Priority"),
+        ("X-Junk: 1\r\nLinkedid: victim\r\nMore: 2", "Linkedid"),
+        # The three a snapshot writes after its Exten, then its own three.
+        ("Priority: 1\r\nUniqueid: v.1\r\nLinkedid: v.1", "Priority"),
+        ("DID: 900", "DID"),
+    ):
+        for event in _written(f"74950000001\r\n{line}"):
+            if key == "DID" and event.name != "UserEvent":
+                continue  # a Newexten writes no DID of its own
+            assert smuggled(event) == key, (line, event.name)
+            assert CallTracker().refuses(event), (line, event.name)
+
+
+def test_no_recorded_event_is_smuggled() -> None:
+    """Every event of the captures from real Asterisk reads as Asterisk's own."""
+    events = [
+        message
+        for path in sorted(FIXTURES.parent.rglob("*.rawman"))
+        for message in parse_rawman(path.read_bytes())
+        if isinstance(message, Event)
+    ]
+    assert len(events) > 500
+    assert [(e.name, smuggled(e)) for e in events if smuggled(e)] == []
