@@ -1761,6 +1761,7 @@ class Engine:
             self.parking.stepped(event)
         elif name == "Hangup":
             self.parking.forget(event.get("Channel") or "")
+            self.router.hung_up(event.get("Channel") or "")
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         if self.plugins.reads_event(name):

@@ -197,6 +197,9 @@ class Router:
         #: request comes again in order: the events read before it, handled
         #: after its Redirect was sent, are not that Redirect's landing.
         self.early: dict[str, str] = {}
+        #: Channels whose decision is being taken -> whether their Hangup came
+        #: meanwhile (:meth:`hung_up`): such a caller never took the default route.
+        self._deciding: dict[str, bool] = {}
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -339,6 +342,7 @@ class Router:
             done=done,
         )
         set_request(info)  # the fallback for code that cannot take the argument
+        self._deciding[channel] = False
         try:
             try:
                 # No timeout around it: the evaluation bounds each lookup by the
@@ -352,18 +356,27 @@ class Router:
             except Exception:
                 log.exception("rule evaluation failed for %s", channel)
             evaluated = time.monotonic()
+            # The caller hung up while the rules were evaluated (a slow 1C): seen
+            # here, before the deadline, so the call never reached the default route.
+            hung_up = evaluated <= deadline and self._deciding.get(channel, False)
             results: list[ActionOutcome] = []
             status: RouteOutcome
             moved = False
             if outcome is None:
-                status = "late"
+                status = "caller-gone" if hung_up else "late"
             elif not outcome.decision.actions:
                 # Nothing matched because a lookup ran out of time: the call was late.
-                status = "late" if outcome.trace.deadline_hit else "fell-through"
+                # Either way, a caller who hung up first never took the default
+                # route: no fallthrough, nothing to mark (docs/operations.md, Metrics).
+                status = (
+                    "caller-gone"
+                    if hung_up
+                    else ("late" if outcome.trace.deadline_hit else "fell-through")
+                )
             elif evaluated > deadline or outcome.trace.deadline_hit:
                 # A lookup said the deadline came (router.LookupCutOff, a moment
                 # before it): a later rule's match is as late as after a cut-off.
-                status = "late"
+                status = "caller-gone" if hung_up else "late"
             elif self.shadow:
                 status = "shadow"
             elif (standby := await self._standby(deadline)) is not None:
@@ -464,9 +477,16 @@ class Router:
                     call, outcome.decision if outcome else None, trace, status
                 )
         finally:
+            self._deciding.pop(channel, None)
             # Over: its decision was told, or never will be (an untracked call).
             if not done.done():  # a plugin may have cancelled it
                 done.set_result(None)
+
+    def hung_up(self, channel: str) -> None:
+        """``channel``'s Hangup was handled: a decision in flight for it finds
+        the caller gone (the engine calls this for every Hangup)."""
+        if channel in self._deciding:
+            self._deciding[channel] = True
 
     def _moves(self, action: Action) -> bool:
         """Whether ``action`` takes the call away from its wait or ends it: its

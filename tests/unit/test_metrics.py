@@ -617,3 +617,49 @@ def test_two_engines_metrics_do_not_collide() -> None:
     second.counter("callrouter_x_things", "things")  # its own registry: no clash
     with pytest.raises(ValueError, match="Duplicated"):
         first.counter("callrouter_x_things", "things")
+
+
+class Stalled:
+    """A lookup that answers nothing until the test lets it (a 1C slow to answer)."""
+
+    __name__ = "stalled"
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def owner(number: str) -> str | None:
+            self.asked.set()
+            await self.answer.wait()
+            return None  # 1C knows no such client: no rule matches
+
+        registry.add_lookup("test.owner", owner)
+
+
+async def test_a_caller_who_hung_up_before_the_decision_is_no_fallthrough(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """A caller hung up while 1C was slow to answer; no rule matched then. The
+    call never took the default route, yet the trial of issue 16 counted it in
+    ``callrouter_fallthroughs_total{cause="no-rule"}`` and logged it
+    ``fell-through`` (a slow 1C makes callers hang up, so the alert on the
+    default route fired for calls nobody routed anywhere), and marked the gone
+    channel. It is ``caller-gone`` (docs/operations.md), counted once, as such."""
+    stalled = Stalled()
+    engine = await engine_factory(rules, plugins=[stalled])
+    channel = ajam_replay.inbound_call(caller="+79161234555", did=ROUTED)
+    await asyncio.wait_for(stalled.asked.wait(), 5)
+    ajam_replay.hangup(channel)
+    await ajam_replay.consumed(5)  # fetched, and handled before the next poll
+    await eventually(lambda: engine.tracker.by_channel(channel) is None, "the Hangup handled")
+    stalled.answer.set()
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["caller-gone"]
+    assert sample(engine, "callrouter_decisions_total", rule="-", outcome="caller-gone") == 1
+    assert sample(engine, "callrouter_decisions_total", rule="-", outcome="fell-through") == 0
+    for cause in ("no-rule", "late", "failed"):
+        assert sample(engine, "callrouter_fallthroughs_total", cause=cause) == 0
+    assert not [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
