@@ -16,10 +16,11 @@ Routes (none in the OpenAPI document: they serve a browser, not a client):
   leaves no error in the browser's console).
 * ``GET /ui/stream`` Server-Sent Events: ``hello`` (health, calls in
   progress, the recent decisions), then ``decision`` as each is taken,
-  ``calls`` when a call starts, changes or ends, ``health`` every few
-  seconds. It ends after :data:`STREAM_LIFETIME` with ``bye`` (and a short
+  ``calls`` when a call starts, changes or ends, ``health`` within
+  :data:`HEALTH_LOOK` of a change and every :data:`HEALTH_EVERY` seconds
+  otherwise. It ends after :data:`STREAM_LIFETIME` with ``bye`` (and a short
   ``retry``): the browser reconnects at once, the cookie checked and renewed.
-  It ends the same way within :data:`HEALTH_EVERY` seconds of its session's
+  It ends the same way within :data:`HEALTH_LOOK` seconds of its session's
   Sign out, and the reconnect is refused.
 * ``POST /ui/explain``: ``POST /api/v1/explain`` for the page's cookie.
 
@@ -77,6 +78,9 @@ SECURITY_HEADERS = {
 STREAM_LIFETIME = 300.0
 #: Seconds between health frames (they double as the stream's heartbeat).
 HEALTH_EVERY = 5.0
+#: Seconds between looks at the health: a change (Asterisk lost, back again)
+#: reaches the page within this, not at the next heartbeat.
+HEALTH_LOOK = 1.0
 #: Decisions a new page gets at once.
 RECENT = 50
 #: After a change, this long for its neighbours (a burst of events is one frame).
@@ -330,18 +334,19 @@ async def _frames(
 ) -> AsyncIterator[str]:
     """The page's stream: a snapshot, then every change, for ``lifetime`` seconds,
     or until ``ended()`` says its session was signed out (checked at least every
-    :data:`HEALTH_EVERY` seconds; the browser's reconnect is then refused)."""
+    :data:`HEALTH_LOOK` seconds; the browser's reconnect is then refused)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + lifetime
     version = ring.version
     recent = ring.decisions()[-RECENT:]
     sent = ring.last_id
+    shown = health(ctx)
     yield "retry: 3000\n\n" + _frame(
-        "hello", {"health": health(ctx), "calls": ring.calls(), "decisions": recent}
+        "hello", {"health": shown, "calls": ring.calls(), "decisions": recent}
     )
     health_at = loop.time()
     while (left := deadline - loop.time()) > 0:
-        now_version = await ring.wait(version, timeout=min(HEALTH_EVERY, left))
+        now_version = await ring.wait(version, timeout=min(HEALTH_LOOK, HEALTH_EVERY, left))
         if ring.ending:
             # callrouter is stopping: the browser comes back after the usual 3 s.
             return
@@ -355,9 +360,13 @@ async def _frames(
                 out.append(_frame("decision", entry))
                 sent = entry["id"]
             out.append(_frame("calls", ring.calls()))
-        if loop.time() - health_at >= HEALTH_EVERY:
-            out.append(_frame("health", health(ctx)))
-            health_at = loop.time()
+        # A change of the health goes at once (the page says "not ready" as the
+        # event stream is lost, "ready" as it is back); unchanged, every
+        # HEALTH_EVERY seconds as the stream's heartbeat.
+        current = health(ctx)
+        if current != shown or loop.time() - health_at >= HEALTH_EVERY:
+            out.append(_frame("health", current))
+            shown, health_at = current, loop.time()
         if out:
             yield "".join(out)
     # A planned end: the browser reconnects after 10 ms, not the 3 s it waits

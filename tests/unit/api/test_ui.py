@@ -1165,3 +1165,44 @@ def test_the_page_isolates_each_quoted_value_of_a_message() -> None:
         "action.detail, action.detail_parts",
     ):
         assert f"quotedMessage({use})" in script
+
+
+async def test_a_change_of_health_reaches_the_page_at_once_not_at_the_next_heartbeat(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asterisk restarted under a watching page: the page said "not ready" (and
+    "ready" again) only with the next health heartbeat, up to 5 s late (3.5 s in
+    the trial of issue 16). A change is sent at the stream's next look, which
+    the ring's wait (timed out, nothing new) stands for here; an unchanged
+    health waits for the heartbeat, set far away."""
+    from router.health import readiness
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.5)
+    monkeypatch.setattr("router.api.ui.HEALTH_EVERY", 3600.0)
+    up = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=2, serving=True)
+    down = readiness(logged_in=False, stream_current=False, rule_problems=0, rules=2, serving=True)
+    now = [up]
+    looks = 0
+    ring_wait = ring.wait
+
+    async def wait(version: int, timeout: float) -> int:
+        nonlocal looks
+        looks += 1
+        if looks == 1:  # Asterisk goes away while the page watches
+            now[0] = down
+            return version
+        return await ring_wait(version, timeout)
+
+    monkeypatch.setattr(ring, "wait", wait)
+    context = ApiContext(stub, settings(), live=ring, rules=lambda: ruleset, health=lambda: now[0])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(context)), base_url="http://api.test"
+    ) as http:
+        await sign_in(http)
+        sent = frames((await http.get("/ui/stream")).text)
+    assert sent[0][0] == "hello"
+    assert sent[0][1]["health"]["ready"] is True
+    healths = [data for kind, data in sent if kind == "health"]
+    assert len(healths) == 1, healths  # the change, once; no heartbeat meanwhile
+    assert healths[0]["ready"] is False
+    assert "not logged in to Asterisk" in healths[0]["reasons"][0]
