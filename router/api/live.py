@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,9 @@ KEEP = 200
 MAX_CALLS = 200
 #: Largest decision entry (JSON bytes); past it the trace's lookup values are left out.
 MAX_ENTRY = 64 * 1024
+#: Calls whose decision is remembered (their rule, for the calls list), newest
+#: kept: more than the calls ever listed, whatever falls out of :data:`KEEP`.
+KEEP_DECIDED = 4096
 #: Events that change what the calls list shows (state, who talks).
 _CALL_EVENTS = frozenset({"Newchannel", "Newstate", "DialBegin", "DialEnd", "BridgeEnter"})
 
@@ -73,6 +76,9 @@ class LiveRing:
         self.engine = engine
         self._clock = clock
         self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        #: Linkedid -> the rule that routed it (None: none), for every call
+        #: decided lately (:data:`KEEP_DECIDED`).
+        self._decided: OrderedDict[str, str | None] = OrderedDict()
         self._seq = 0
         #: Bumped on every change; a watcher compares it with what it last sent.
         self.version = 0
@@ -93,7 +99,7 @@ class LiveRing:
     def calls(self) -> list[dict[str, Any]]:
         """The calls in progress, newest first, each with its routing rule when one decided."""
         now = time.monotonic()
-        rules: dict[str, str | None] = {e["call"]: e["rule"] for e in self._entries}
+        rules = self._decided
         live = sorted(
             (call for call in self.engine.calls if call.ended is None),
             key=lambda call: call.started,
@@ -105,7 +111,7 @@ class LiveRing:
                 "caller": call.caller_number,
                 "caller_name": call.caller_name,
                 "did": shown_did(call.did),
-                "state": call.state,
+                "state": shown_state(call, decided=call.linkedid in rules),
                 "channels": len(call.active_channels),
                 "age_s": round(max(0.0, now - call.started), 1),
                 "rule": rules.get(call.linkedid),
@@ -174,6 +180,10 @@ class LiveRing:
                 # message without them as before, isolated whole.
                 _drop_parts(entry)
         self._entries.append(entry)
+        self._decided[call.linkedid] = entry["rule"]
+        self._decided.move_to_end(call.linkedid)
+        if len(self._decided) > KEEP_DECIDED:
+            self._decided.popitem(last=False)
         self._bump()
 
     @hookimpl
@@ -193,6 +203,24 @@ class LiveRing:
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         if call is not None and event.name in _CALL_EVENTS:
             self._bump()
+
+
+def shown_state(call: Call, *, decided: bool) -> str:
+    """What the calls list says a call is doing, as a supervisor sees it:
+    ``answered``; ``ringing`` while a phone it dialled rings (a Dial, a ring
+    group, a queue; also on the default route), or before its routing request;
+    ``deciding`` from the request until its decision is taken (a slow 1C
+    shows here); ``routed`` once decided, until a phone rings. Before, a call
+    said ``routed`` from its request on, with ``no rule`` while still
+    undecided, and never ``ringing`` while its manager's phone rang."""
+    state = call.state
+    if state in ("answered", "ended"):
+        return state
+    if any(leg.dialed_by and not leg.hung_up for leg in call.channels.values()):
+        return "ringing"
+    if state == "routed" and not decided:
+        return "deciding"
+    return state
 
 
 def _drop_parts(entry: dict[str, Any]) -> None:

@@ -1206,3 +1206,46 @@ async def test_a_change_of_health_reaches_the_page_at_once_not_at_the_next_heart
     assert len(healths) == 1, healths  # the change, once; no heartbeat meanwhile
     assert healths[0]["ready"] is False
     assert "not logged in to Asterisk" in healths[0]["reasons"][0]
+
+
+def test_the_calls_list_says_deciding_then_routed_then_ringing_as_the_phone_rings(
+    stub: StubEngine, ring: LiveRing
+) -> None:
+    """In the trial of issue 16 a call said ``routed`` with ``no rule`` while 1C
+    was still asked (then ``routed``, ``no rule`` again as it fell through), and
+    ``routed`` for the 8 s its manager's phone rang unanswered: the page never
+    said ``ringing`` of a ringing phone. Now: ``deciding`` until the decision,
+    ``routed``, ``ringing`` while a phone it dialled rings, ``answered``."""
+    from router.testing import make_event
+
+    call = stub.calls.inbound_call(linkedid="1714557600.9", caller="79161234567", did="74951234567")
+    [shown] = ring.calls()
+    assert (shown["state"], shown["rule"]) == ("deciding", None)
+    stub.decisions[call.linkedid] = {"rule": "owner", "rules": ["owner"]}
+    ring.callrouter_decision(call, make_decision(("redirect", {"exten": "102"})), None, "executed")
+    [shown] = ring.calls()
+    assert (shown["state"], shown["rule"]) == ("routed", "owner")
+    leg = {"Uniqueid": "1714557600.10", "Linkedid": call.linkedid}
+    caller = call.waiting_channel or ""
+    stub.calls.feed(
+        make_event("Newchannel", Channel="PJSIP/102-00000001", ChannelStateDesc="Down", **leg)
+    )
+    stub.calls.feed(
+        make_event("DialBegin", Channel=caller, DestChannel="PJSIP/102-00000001", **leg)
+    )
+    stub.calls.feed(
+        make_event("Newstate", Channel="PJSIP/102-00000001", ChannelStateDesc="Ringing", **leg)
+    )
+    [shown] = ring.calls()
+    assert (shown["state"], shown["rule"]) == ("ringing", "owner")
+    # Nobody answered (the caller went on waiting): no phone rings, routed again.
+    stub.calls.feed(make_event("Hangup", Channel="PJSIP/102-00000001", **leg))
+    [shown] = ring.calls()
+    assert shown["state"] == "routed"
+
+
+def test_every_call_state_the_page_may_show_has_its_words_in_both_languages() -> None:
+    strings = json.loads((STATIC / "strings.json").read_text(encoding="utf-8"))
+    for language in ("en", "ru"):
+        for state in ("ringing", "deciding", "routed", "answered", "ended"):
+            assert f"state_{state}" in strings[language], (language, state)
