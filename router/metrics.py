@@ -53,7 +53,9 @@ _LABEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 #: Seconds buckets for the request -> confirmed Redirect latency (a call waits 4 s).
 DECISION_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 #: Seconds buckets for rule evaluation and lookups (1C answers in tens of ms).
-LOOKUP_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: The last one is the shipped dialplan's wait: what was cut at a call's
+#: deadline (3.7 s) still counts in a finite bucket, not in +Inf only.
+LOOKUP_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 4.0)
 
 #: Why a call took the dialplan's default route (``callrouter_fallthroughs_total``).
 FALLTHROUGH_CAUSES: Final = ("no-rule", "late", "failed", "down")

@@ -663,3 +663,35 @@ async def test_a_caller_who_hung_up_before_the_decision_is_no_fallthrough(
     for cause in ("no-rule", "late", "failed"):
         assert sample(engine, "callrouter_fallthroughs_total", cause=cause) == 0
     assert not [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
+
+
+def test_an_evaluation_or_lookup_cut_at_the_calls_deadline_falls_in_a_finite_bucket() -> None:
+    """With the shipped dialplan a call waits 4 s and a decision is cut 0.3 s
+    before that; evaluations and lookups that ran up to that deadline (1C slow,
+    the very time the dashboard's p95 matters) fell past the top bucket (2.5 s)
+    into +Inf only, so histogram_quantile said 2.5 s of 3.7 s."""
+    from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
+
+    class Cut:
+        lookup = "onec.responsible"
+        ms = (DEFAULT_WAIT - SAFETY_MARGIN) * 1000
+        error = "no answer before the call's deadline"
+        reused = False
+
+    metrics = Metrics(event_names=())
+    metrics.decided(
+        [],
+        "late",
+        evaluate_seconds=DEFAULT_WAIT - SAFETY_MARGIN,
+        asterisk_seconds=None,
+        lookups=[Cut()],
+    )
+    text = exposition(metrics).decode()
+    for family in ("callrouter_evaluate_seconds", "callrouter_lookup_seconds"):
+        finite = [
+            s
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == f"{family}_bucket" and s.labels["le"] != "+Inf" and s.value == 1
+        ]
+        assert finite, f"{family}: counted in +Inf only"
