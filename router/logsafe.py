@@ -131,11 +131,15 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; decision lines are already JSON and pass through."""
+    """One JSON object per line; decision lines are already JSON and pass
+    through, with the time they were logged added as their last key, ``ts``
+    (as every other line has it): a file log (``2>>``) has no other."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.name == "router.decision" and message.startswith("{"):
+            if message.startswith('{"') and message.endswith("}"):
+                message = f'{message[:-1]}, "ts": {round(record.created, 3)}}}'
             return escape_json_line(message)
         data = {
             "ts": round(record.created, 3),

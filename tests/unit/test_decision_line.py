@@ -17,6 +17,7 @@ from router.ami.protocol import Action, ActionResult
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
+from router.logsafe import JsonFormatter
 from router.plugins import Plugins
 from router.rules.registry import Registry
 from tests.unit.test_engine_unit import FakeClient, request
@@ -246,7 +247,14 @@ def test_the_documented_json_line_has_every_key_the_line_has(page: str) -> None:
         31.4,
         3697.7,
     ).to_dict()
-    assert list(shown) == list(real)
+    # The line as `--log-format json` writes it: the record, then when.
+    logged = logging.LogRecord(
+        "router.decision", logging.INFO, __file__, 1, json.dumps(real), None, None
+    )
+    line = json.loads(JsonFormatter().format(logged))
+    assert list(line) == [*real, "ts"]
+    assert line["ts"] == round(logged.created, 3)
+    assert list(shown) == list(line)
     assert list(shown["actions"][0]) == list(real["actions"][0])
     assert list(shown["lookups"][0]) == list(real["lookups"][0])
 

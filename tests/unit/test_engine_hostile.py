@@ -467,7 +467,10 @@ def test_formatters_escape_controls_in_every_line() -> None:
     decision = logging.LogRecord(
         "router.decision", logging.INFO, __file__, 1, '{"caller": "\u2028\x9b"}', None, None
     )
-    assert json.loads(JsonFormatter().format(decision)) == {"caller": "\u2028\x9b"}
+    assert json.loads(JsonFormatter().format(decision)) == {
+        "caller": "\u2028\x9b",
+        "ts": round(decision.created, 3),
+    }
     assert "\u2028" not in JsonFormatter().format(decision)
 
 

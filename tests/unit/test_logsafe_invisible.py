@@ -80,7 +80,7 @@ def test_both_log_formats_show_them_escaped_and_json_still_decodes() -> None:
     out = JsonFormatter().format(decision)
     assert "\U000e0041" not in out
     assert "\u200b" not in out
-    assert json.loads(out) == {"caller": name}
+    assert json.loads(out) == {"caller": name, "ts": round(decision.created, 3)}
 
 
 @pytest.mark.parametrize("char", list(HIDDEN))
