@@ -367,7 +367,10 @@ class Executor:
             outcome = ActionOutcome(action.kind, "failed", str(exc))
         except AMIActionError as exc:
             text = exc.response.get("Message") or str(exc)
-            status = "channel-gone" if "does not exist" in text else "failed"
+            # Asterisk says a channel is gone as "Channel does not exist: X"
+            # (Redirect) or "No such channel" (Setvar, Hangup, Getvar).
+            gone = "does not exist" in text or text.startswith("No such channel")
+            status = "channel-gone" if gone else "failed"
             # Asterisk's own text, as it came: a peer's 64 KB line with ESC
             # and bidi overrides went into every decision line and trace.
             outcome = ActionOutcome(action.kind, status, peer_text(text))

@@ -415,3 +415,24 @@ async def test_asterisks_refusal_is_quoted_in_part_and_escaped() -> None:
     assert outcomes[0].detail.startswith("\\x1b[31mno\\x07\\u202eMMM")
     assert outcomes[0].detail.endswith("M…")
     assert len(outcomes[0].detail) < 300
+
+
+@pytest.mark.parametrize("action", ["Setvar", "Hangup"])
+async def test_asterisks_no_such_channel_is_a_caller_gone_too(action: str) -> None:
+    """Asterisk 22 answers a Redirect to a hung-up channel ``Channel does not
+    exist: ...``, but a Setvar or Hangup ``No such channel`` (manager.c). In the
+    trial of issue 16 a caller who hung up while 1C answered logged ``setvar
+    failed: No such channel`` (something broken, to whoever reads it), and the
+    Redirect was sent after it to the same gone channel."""
+    host = Host()
+    host.ami.fail[action] = "No such channel"
+    first = (
+        Action.make("setvar", {"A": "1"})
+        if action == "Setvar"
+        else Action.make("hangup", {"cause": "21"})
+    )
+    outcomes = await executor_for(host).run(
+        [first, Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2"
+    )
+    assert [(o.status, o.detail) for o in outcomes] == [("channel-gone", "No such channel")]
+    assert [name for name, _ in host.ami.sent] == [action]
