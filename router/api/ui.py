@@ -283,6 +283,17 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 f"([api] events_waiters = {limit})",
                 headers={"Retry-After": "5"},
             )
+        # Renewed on every (re)connect: the session lasts while the page is open.
+        value, renewed = sessions.issue(found.token, issued=found.issued, sid=found.sid)
+        headers = {"X-Accel-Buffering": "no", "Set-Cookie": sessions.cookie(value, renewed)}
+        if request.method == "HEAD":
+            # The stream's headers, and the end (as /api/v1/events/stream): a
+            # stream whose body goes nowhere held its page's place and the
+            # connection for STREAM_LIFETIME, so a few HEADs locked the token's
+            # live pages out for minutes.
+            head = Response(media_type="text/event-stream", headers=headers)
+            del head.headers["content-length"]  # the stream's length is not 0
+            return _secured(head)
         streams[name] = streams.get(name, 0) + 1
 
         def release() -> None:
@@ -292,13 +303,11 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             else:
                 streams.pop(name, None)
 
-        # Renewed on every (re)connect: the session lasts while the page is open.
-        value, renewed = sessions.issue(found.token, issued=found.issued, sid=found.sid)
         response = _Stream(
             _frames(ctx, ctx.live, STREAM_LIFETIME, ended=lambda: sessions.revoked(found)),
             release=release,
             media_type="text/event-stream",
-            headers={"X-Accel-Buffering": "no", "Set-Cookie": sessions.cookie(value, renewed)},
+            headers=headers,
         )
         return _secured(response)
 

@@ -752,6 +752,39 @@ async def test_open_pages_per_token_are_bounded(
         assert (await http.get("/ui/stream")).status_code == 200
 
 
+async def test_a_head_of_the_stream_answers_headers_and_keeps_no_page_place(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 (an attacker's trial): HEAD /ui/stream ran the stream with its
+    body going nowhere, holding one of the token's ``events_waiters`` places and
+    the connection for STREAM_LIFETIME (five minutes): a few HEADs locked the
+    live page out (429) as HEAD /api/v1/events/stream once did."""
+    import asyncio
+
+    app = build_app(ApiContext(stub, settings(events_waiters=1), live=ring, rules=lambda: ruleset))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        await sign_in(http)
+        for _ in range(2):
+            # (Not wait_for: the app runs in the request's task, and a stream
+            # cut by its cancel answers as if it had ended.) Far longer than
+            # any loaded machine takes to answer headers; the stream's own
+            # lifetime (300 s) is far longer still.
+            asked = asyncio.create_task(http.head("/ui/stream"))
+            done, _ = await asyncio.wait({asked}, timeout=30)
+            assert done, "the HEAD is still open"
+            head = asked.result()
+            assert head.status_code == 200
+            assert head.headers["content-type"].startswith("text/event-stream")
+            assert head.headers["content-security-policy"] == CSP
+            assert head.content == b""
+        # The one place is free for the page itself.
+        monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.2)
+        page = await http.get("/ui/stream")
+        assert page.status_code == 200
+        assert frames(page.text)[0][0] == "hello"
+
+
 def test_the_ring_keeps_the_last_decisions_and_cuts_huge_traces(stub: StubEngine) -> None:
     ring = LiveRing(stub, keep=3)
     call = stub.calls.inbound_call(linkedid="1714557600.9", caller="79161234567", did="7495")
