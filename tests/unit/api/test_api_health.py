@@ -5,10 +5,12 @@ In process over the test kit's StubEngine, like the rest of the API tests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ from router.errors import ConfigError
 from router.health import Health, readiness
 from router.metrics import LABEL_CAP, Metrics
 from router.testing import StubEngine, config_from_toml
+from tests.unit.waiting import DEADLINE, eventually
 
 SCRAPER = new_token()
 OTHER = new_token()
@@ -339,6 +342,55 @@ async def test_a_queue_gauges_reader_is_called_off_the_event_loop(stub: StubEngi
     assert values(scraped.text, "callrouter_queue_depth") == {(("queue", "onec_history"),): 3.0}
     assert called_on
     assert threading.get_ident() not in called_on
+
+
+async def test_scrapes_that_come_while_one_renders_share_its_rendering(
+    stub: StubEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 (an attacker's trial): every scrape rendered in a thread of its
+    own, so a client asking for /metrics (no token) over eight connections kept
+    six threads rendering and the loop that routes calls waited behind them for
+    the interpreter: calls routed 100-250 ms late, not ~10 ms. One renders at a
+    time; the scrapes that come meanwhile answer with its rendering."""
+    metrics = Metrics(event_names=())
+    rendered: list[int] = []
+    release = threading.Event()
+
+    def render(given: Metrics) -> bytes:
+        assert given is metrics
+        rendered.append(threading.get_ident())
+        release.wait(DEADLINE)
+        return b"# rendered %d\n" % len(rendered)
+
+    monkeypatch.setattr("router.api.metrics.exposition", render)
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), metrics=metrics)
+    app = build_app(ctx)
+    scopes: list[dict[str, Any]] = []
+
+    async def seen(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await app(scope, receive, send)
+
+    def in_handler() -> int:
+        audits = [scope.get("state", {}).get("audit") for scope in scopes]
+        return sum(1 for audit in audits if getattr(audit, "operation", "") == "metrics:read")
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=seen), base_url="http://api.test"
+    ) as http:
+        scrapes = [asyncio.create_task(http.get("/metrics")) for _ in range(5)]
+        # Every scrape has reached the handler (it names its operation, then
+        # waits for a rendering with no pause between) while the first renders.
+        await eventually(lambda: in_handler() == 5, "five scrapes in the handler")
+        await eventually(lambda: rendered, "a rendering")
+        release.set()
+        answers = await asyncio.gather(*scrapes)
+        assert len(rendered) == 1
+        assert {(a.status_code, a.text) for a in answers} == {(200, "# rendered 1\n")}
+        # The next scrape renders anew.
+        after = await http.get("/metrics")
+    assert after.text == "# rendered 2\n"
+    assert len(rendered) == 2
 
 
 async def test_made_up_ami_paths_cannot_fill_the_operation_label(stub: StubEngine) -> None:
