@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.responses import JSONResponse
 
-from router.api.app import build_app
+from router.api.app import build_app, openapi_document
 from router.api.auth import RateLimiter, Token, hash_token, new_token
 from router.api.context import MAX_BODY_BYTES, ApiContext
 from router.api.settings import ApiSettings, TokenSettings
@@ -510,6 +511,33 @@ async def test_openapi_document_describes_every_served_operation(stub: StubEngin
                 assert all("schema" in c for c in body["content"].values()), where
     assert "sendAmiAction" in operation_ids
     assert len(operation_ids) == len(set(operation_ids))
+
+
+async def test_the_openapi_document_is_encoded_once_not_per_request(
+    stub: StubEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 (an attacker's trial): every GET of the document (no token needed)
+    encoded its 40 KiB anew on the loop that routes calls, about 3 ms each: a
+    client asking for it over eight connections got 315 answers a second and
+    the sandbox's calls were routed 140-260 ms late. It is encoded when the app
+    is built; the answer is the same document."""
+    async with client_for(stub) as client:
+        encodings: list[object] = []
+        real = JSONResponse.render
+
+        def counted(self: JSONResponse, content: object) -> bytes:
+            if isinstance(content, dict) and "openapi" in content:
+                encodings.append(content)
+            return real(self, content)
+
+        monkeypatch.setattr(JSONResponse, "render", counted)
+        first = await client.get("/api/v1/openapi.json")
+        second = await client.get("/api/v1/openapi.json")
+    assert first.status_code == second.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.content == second.content
+    assert first.json() == openapi_document()
+    assert encodings == []
 
 
 async def test_json_values_become_headers_as_the_catalog_says(stub: StubEngine) -> None:
