@@ -289,6 +289,17 @@ async def read_json(request: Request, *, required: bool = False) -> dict[str, An
     ``required``. The size is checked before parsing, so a huge body costs
     nothing but the read; the parse itself is bounded by :func:`decode_json`.
     """
+    declared = request.headers.get("content-length", "")
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > MAX_BODY_BYTES)
+    ):
+        # Refused before a byte is read: a client that asked "Expect:
+        # 100-continue" was told to send it all (the first read says
+        # "100 Continue"), and one that declared gigabytes and sent nothing
+        # was left waiting for the request deadline, unanswered (issue 16).
+        raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
     body = b""
     async for chunk in request.stream():
         body += chunk

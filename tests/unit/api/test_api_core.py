@@ -572,6 +572,50 @@ async def test_a_body_over_the_bound_is_413(stub: StubEngine) -> None:
     assert not stub.replay.sent("Ping")
 
 
+@pytest.mark.parametrize("declared", [str(MAX_BODY_BYTES + 1), "99999999999", "9" * 5000])
+async def test_a_body_declared_over_the_bound_is_413_before_it_is_read(
+    stub: StubEngine, declared: str
+) -> None:
+    """Issue 16 (an attacker's trial): the bound was checked only as the body
+    came, so ``Content-Length: 99999999999`` with ``Expect: 100-continue`` was
+    answered "100 Continue" (uvicorn says it at the first read) and, the body
+    never coming, closed unanswered at the request deadline 10 s later."""
+    app = build_app(ApiContext(stub, settings(*DEFAULT_TOKENS)))
+    reads: list[object] = []
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        reads.append(True)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/ami/Ping",
+        "raw_path": b"/api/v1/ami/Ping",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"authorization", f"Bearer {FULL}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", declared.encode()),
+            (b"expect", b"100-continue"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+    }
+    await app(scope, receive, send)
+    assert reads == []
+    assert sent[0]["status"] == 413
+    assert not stub.replay.sent("Ping")
+
+
 async def test_an_ami_request_that_would_crash_asterisk_is_400_and_never_sent(
     stub: StubEngine,
 ) -> None:

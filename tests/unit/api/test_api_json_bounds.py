@@ -205,10 +205,12 @@ async def test_a_body_with_a_utf8_byte_order_mark_is_read(client: httpx.AsyncCli
 
 
 class _Body:
-    """A request whose body arrives as ``chunks`` (what :func:`read_json` reads)."""
+    """A request whose body arrives as ``chunks`` (what :func:`read_json` reads:
+    its headers, none here, for the ``Content-Length`` it declares, and the body)."""
 
     def __init__(self, *chunks: bytes) -> None:
         self._chunks = chunks
+        self.headers: dict[str, str] = {}
 
     async def stream(self) -> AsyncIterator[bytes]:
         for chunk in self._chunks:
