@@ -12,8 +12,10 @@ listener, before any token is asked for:
   never reads answers to grew the process by hundreds of MB. Past
   :data:`MAX_PIPELINED` queued requests the connection gets 400 and is closed.
 * **Number.** Every open connection is a file descriptor, and uvicorn takes
-  as many as the kernel hands it. Past ``[api] max_connections`` a new one
-  is answered 503 and closed at once; the open ones go on.
+  as many as the kernel hands it. Past ``[api] max_connections`` the open
+  connection that has owed its request longest (still arriving, or idle
+  between requests) is closed to make room; when every open one is being
+  answered, a new one is answered 503 and closed at once.
 * **Host.** uvicorn passes on every ``Host`` header and drops the authority
   of an absolute-form target (``GET http://evil.example/metrics``), so the
   Host check (:mod:`router.api.hosts`) read the first of two Host headers,
@@ -80,6 +82,11 @@ WRITE_DEADLINE = 10.0
 _HEAD_READS_BOUND = 4 * MAX_HEADER_BYTES + 64 * 1024
 #: Seconds between two warnings about refused connections.
 _WARN_EVERY = 60.0
+#: The warning about connections closed to make room for new ones.
+_EVICTED = (
+    "API: %d connection(s) that had sent no whole request closed to make room for new ones: "
+    "already %d open ([api] max_connections)"
+)
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -99,7 +106,12 @@ class _Refusals:
     said when the minute is up, all in one line (they were left waiting for
     a refusal a minute later, and a burst was said as its first one)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        message: str = "API: %d connection(s) refused: already %d open ([api] max_connections)",
+    ) -> None:
+        #: The line, given the count since the last and the cap.
+        self.message = message
         self.count = 0
         self._since_warning = 0
         self._warned_at = -_WARN_EVERY
@@ -133,11 +145,7 @@ class _Refusals:
             self._due = None
         if not self._since_warning:
             return
-        log.warning(
-            "API: %d connection(s) refused: already %d open ([api] max_connections)",
-            self._since_warning,
-            self._limit,
-        )
+        log.warning(self.message, self._since_warning, self._limit)
         self._warned_at = time.monotonic()
         self._since_warning = 0
 
@@ -152,6 +160,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     request_deadline: ClassVar[float] = REQUEST_DEADLINE
     write_deadline: ClassVar[float] = WRITE_DEADLINE
     refusals: ClassVar[_Refusals] = _Refusals()
+    evictions: ClassVar[_Refusals] = _Refusals(_EVICTED)
+    #: The connections that owe a request (their request timer runs), the one
+    #: owing longest first: the one closed to make room past the cap.
+    owing: ClassVar[dict[BoundedHttpToolsProtocol, None]] = {}
 
     def __init__(
         self,
@@ -176,7 +188,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections and not self._make_room():
             self.refusals.note(self.max_connections)
             transport.write(_BUSY)
             _let_go(transport)
@@ -188,6 +200,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # (1, not 0: the TLS transport pauses at >= high, so 0 pauses it empty.)
         transport.set_write_buffer_limits(high=1, low=0)
         self._start_request_timer()
+
+    def _make_room(self) -> bool:
+        """Close the open connection that has owed its request longest (one
+        whose request is still arriving, or idle between requests), so a new
+        one is served: True when there was one. Refusing the new one instead
+        let one client hold every place by sending a byte now and then (it
+        took each back within the request deadline): the API answered nobody
+        else. A client's real request arrives within milliseconds of its
+        connection, so it is the newest that owes one, the last to go; a
+        connection being answered (a long poll, a stream) is never closed."""
+        oldest = next(
+            (
+                other
+                for other in self.owing
+                if other is not self and not other.transport.is_closing()
+            ),
+            None,
+        )
+        if oldest is None:
+            return False
+        oldest._cancel_request_timer()
+        self.evictions.note(self.max_connections)
+        _let_go(oldest.transport)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_timer()
@@ -268,14 +304,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_request_timer()
         if not self.transport.is_closing():
             self._request_timer = self.loop.call_later(self.request_deadline, self._request_late)
+            self.owing[self] = None  # the newest owing
 
     def _cancel_request_timer(self) -> None:
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
+        self.owing.pop(self, None)
 
     def _request_late(self) -> None:
         self._request_timer = None
+        self.owing.pop(self, None)
         if self.transport.is_closing():
             return
         log.debug(
@@ -413,6 +452,8 @@ def bounded_protocol(
     Bounded.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
     Bounded.write_deadline = WRITE_DEADLINE if write_deadline is None else write_deadline
     Bounded.refusals = _Refusals()
+    Bounded.evictions = _Refusals(_EVICTED)
+    Bounded.owing = {}
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)

@@ -308,6 +308,7 @@ class ApiServer:
                 self._socket = None
             # The connections refused past the cap and not yet said (router/api/protocol.py).
             self._server.protocol_class.refusals.close()
+            self._server.protocol_class.evictions.close()
             # The 401s counted and not yet summed up (router/api/refusals.py).
             refusals = getattr(getattr(self._current.app, "state", None), "refusals", None)
             if isinstance(refusals, Refusals):
