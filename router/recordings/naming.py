@@ -29,8 +29,15 @@ __all__ = [
 ]
 
 #: An id a recording may be named after: letters, digits, ``_`` and ``-``
-#: (no dot, no slash), then optionally ``.`` and digits (a Linkedid's sequence).
-CALL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}(?:\.[0-9]{1,12})?")
+#: (no dot, no slash), then optionally ``.`` and digits (a Linkedid's sequence);
+#: or a Linkedid of an Asterisk whose ``systemname`` (asterisk.conf) is a host
+#: name with dots, ``pbx.example.com-1733050000.42``: that name (single dots
+#: between letters and digits, never ``..``), ``-``, digits, ``.``, digits. At most
+#: 64 characters either way (1C's module takes no longer ``call_id``).
+CALL_ID: Final = re.compile(
+    r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,47}(?:\.[0-9]{1,12})?"
+    r"|[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,37}-[0-9]{1,12}\.[0-9]{1,12})"
+)
 
 Leg = Literal["mix", "both", "in", "out"]
 Part = Literal["mix", "in", "out"]
@@ -64,7 +71,11 @@ def check_call_id(value: str) -> str:
     """``value`` if it may name a recording; ``ValueError`` naming it otherwise."""
     if not isinstance(value, str) or CALL_ID.fullmatch(value) is None:
         shown = repr(value[:60]) if isinstance(value, str) else type(value).__name__
-        raise ValueError(f"call id {shown} cannot name a recording (expected {CALL_ID.pattern})")
+        raise ValueError(
+            f"call id {shown} cannot name a recording (expected {CALL_ID.pattern}; "
+            "a Linkedid begins with Asterisk's systemname from asterisk.conf, which may "
+            "then hold only letters, digits, '_', '-' and single dots)"
+        )
     return value
 
 

@@ -148,3 +148,38 @@ def test_recording_key_problem_is_the_catalogs_shape_for_plugins() -> None:
         problem = router.recording_key_problem(call_id, part)
         assert problem is not None, (call_id, part)
         assert "cannot name a recording" in problem or "is not one of mix, in, out" in problem
+
+
+@pytest.mark.parametrize(
+    "call_id",
+    ["pbx.example.com-1796664974.0", "pbx-01.msk.example.ru-1733050000.42", "a.b-1.2"],
+)
+def test_a_linkedid_of_an_asterisk_named_by_host_name_names_files(call_id: str) -> None:
+    """Issue 16: an Asterisk whose asterisk.conf ``systemname`` is a host name
+    (``pbx.example.com``) prefixes every Linkedid with it; the dots made every
+    ``record`` of every call fail (measured on the sandbox: no call recorded)."""
+    names = file_names(call_id, "both", "wav")
+    assert [str(n) for n in names] == [f"{call_id}-{p}.wav" for p in ("mix", "in", "out")]
+    assert parse_file_name(f"{call_id}-in.wav") == FileName(call_id, "in", "wav")
+    signer = Signer(b"k" * 32)
+    url = signer.url("https://cr.example", call_id, "mix", 60, now=1000.0)
+    assert f"/api/v1/recordings/{call_id}/mix?expires=1060&" in url
+
+
+@pytest.mark.parametrize(
+    "call_id",
+    [
+        "pbx..example-1.2",  # never two dots in a row
+        "pbx.-1.2",
+        ".pbx-1.2",
+        "pbx.example-1.2.3",
+        "pbx.example-1",  # a systemname with dots only before -EPOCH.SEQ
+        "pbx.example",
+        "pbx example-1.2",  # a space: no file name
+        "АТС.пример-1.2",
+        "p" * 38 + "-1234567890.1234567890123",  # over 64 characters
+    ],
+)
+def test_a_dotted_id_names_no_file_unless_shaped_as_a_linkedid(call_id: str) -> None:
+    with pytest.raises(ValueError, match=r"systemname from asterisk\.conf"):
+        file_names(call_id, "mix", "wav")
