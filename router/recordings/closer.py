@@ -39,6 +39,7 @@ __all__ = [
     "Clock",
     "close_recording",
     "file_digest",
+    "full_disk",
     "wait_complete",
     "written_after",
 ]
@@ -58,6 +59,11 @@ STABLE_WAV = 0.5
 WRITE_BUFFER = 32768
 #: Bytes a second of each headerless format MixMonitor writes (8 kHz).
 _RATES = {"gsm": 1650, "ulaw": 8000}
+#: A recordings filesystem with fewer bytes free than this (for Asterisk's user,
+#: ``f_bavail``) is taken as full when a file closes or fails: MixMonitor's writes
+#: failed (``No space left on device`` in Asterisk's log), and a WAV closed then
+#: holds the call only up to that moment, its header still consistent.
+FULL_BELOW = 2 * WRITE_BUFFER
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,24 @@ def _no_file(path: Path, timeout: float) -> str:
             "[recordings] dir is as callrouter sees it?"
         )
     return said
+
+
+def full_disk(folder: Path) -> str | None:
+    """Why a recording in ``folder`` may be cut short, when the filesystem holding
+    it is full (fewer than :data:`FULL_BELOW` bytes free); None otherwise, or when
+    it cannot be asked (blocking)."""
+    try:
+        found = os.statvfs(folder)
+    except OSError:
+        return None
+    free = found.f_bavail * found.f_frsize
+    if free >= FULL_BELOW:
+        return None
+    return (
+        f"the filesystem of {folder} is full ({free} bytes free): Asterisk could not "
+        "write the recording's end (its log says 'No space left on device'); free space "
+        "there ([recordings] hard_cap_bytes bounds callrouter's files, docs/recordings.md)"
+    )
 
 
 def _size(path: Path) -> int | None:
@@ -282,9 +306,11 @@ async def close_recording(
                 file, content_type = target, CONTENT_TYPES[settings.transcode]
         size, sha256 = await asyncio.to_thread(file_digest, file)
     except (RecordingError, OSError) as exc:
-        log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, exc)
+        full = await asyncio.to_thread(full_disk, source.parent)
+        reason = f"{exc}; {full}" if full else str(exc)
+        log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, reason)
         left, left_size = await asyncio.to_thread(left_on_disk, source, target)
-        store.mark_failed(recording.id, str(exc), file=left, size=left_size)
+        store.mark_failed(recording.id, reason, file=left, size=left_size)
         return None
     store.mark_closed(
         recording.id,
@@ -294,12 +320,15 @@ async def close_recording(
         sha256=sha256,
         duration=duration,
     )
-    log.info(
-        "recording %s of call %s closed: %s, %d bytes%s",
+    full = await asyncio.to_thread(full_disk, source.parent)
+    log.log(
+        logging.WARNING if full else logging.INFO,
+        "recording %s of call %s closed: %s, %d bytes%s%s",
         recording.part,
         recording.call_id,
         file.name,
         size,
         f", {duration:.1f} s" if duration is not None else "",
+        f"; it may be cut short: {full}" if full else "",
     )
     return store.get(recording.call_id, recording.part)

@@ -240,3 +240,67 @@ async def test_no_file_names_the_folder_and_a_folder_that_is_not_there(tmp_path:
     )
     with pytest.raises(RecordingError, match=rf"^c2c-1-mix\.wav: no file in {tmp_path} after 0 s$"):
         await wait_complete(tmp_path / "c2c-1-mix.wav", "wav", 0.0)
+
+
+def _full_below(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``folder``'s filesystem reads full (no byte free); every other as it is."""
+    real = os.statvfs
+
+    def statvfs(path: object) -> os.statvfs_result:
+        found = real(path)  # type: ignore[arg-type]
+        if Path(str(path)) != folder:
+            return found
+        values = list(found)
+        values[4] = 0  # f_bavail
+        return os.statvfs_result(values)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+async def test_a_recording_closed_on_a_full_disk_is_said_to_be_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16, measured on the sandbox (a 100 KiB tmpfs as the recordings folder):
+    MixMonitor's writes failed part way (``No space left on device`` in Asterisk's
+    log) and still closed a consistent WAV of 6.4 s of a 10 s call, which was
+    catalogued and sent to 1C with an INFO line, nothing saying it lacked the end."""
+    settings, store, row = recording(tmp_path)
+    write_wav(row.local_path, 1.0)
+    _full_below(row.local_path.parent, monkeypatch)
+    caplog.set_level("INFO", logger="router.recordings")
+    closed = await close_recording(row, settings, store, clock=VirtualClock().clock)
+    assert closed is not None
+    assert closed.state == "closed"  # what Asterisk wrote is still the recording
+    (said,) = [r for r in caplog.records if "closed:" in r.getMessage()]
+    assert said.levelname == "WARNING"
+    assert f"it may be cut short: the filesystem of {row.local_path.parent} is full" in (
+        said.getMessage()
+    )
+
+
+async def test_a_recording_failed_on_a_full_disk_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the next call's file on that full disk stayed empty; it failed
+    ``incomplete after 30 s``, nothing naming the disk."""
+    settings, store, row = recording(tmp_path)
+    row.local_path.write_bytes(b"")
+    _full_below(row.local_path.parent, monkeypatch)
+    assert await close_recording(row, settings, store, clock=VirtualClock().clock) is None
+    failed = store.get(CALL, "mix")
+    assert failed is not None
+    assert failed.state == "failed"
+    assert failed.note.startswith(f"{CALL}-mix.wav: incomplete after 1 s; the filesystem of ")
+    assert "is full (0 bytes free)" in failed.note
+
+
+async def test_a_disk_with_room_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, store, row = recording(tmp_path)
+    write_wav(row.local_path, 1.0)
+    caplog.set_level("INFO", logger="router.recordings")
+    assert await close_recording(row, settings, store, clock=VirtualClock().clock) is not None
+    (said,) = [r for r in caplog.records if "closed:" in r.getMessage()]
+    assert said.levelname == "INFO"
+    assert "cut short" not in said.getMessage()
