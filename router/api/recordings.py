@@ -130,6 +130,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+def _same_file(if_range: str, rec: Recording) -> bool:
+    """Whether an ``If-Range`` names this file: its strong ETag exactly (a weak
+    one, ``W/"..."``, or a date never does: RFC 9110 13.1.5)."""
+    return rec.sha256 is not None and if_range.strip() == f'"{rec.sha256}"'
+
+
 def _unsatisfiable(size: int) -> ApiError:
     return ApiError(
         416,
@@ -456,7 +462,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ) -> Response:
         """The answer serving ``handle``; it owns ``handle`` once it returns a stream."""
         assert rec.file is not None
-        wanted = parse_range(single_header(request, "range", "Range"), size)
+        asked = single_header(request, "range", "Range")
+        if_range = single_header(request, "if-range", "If-Range")
+        if asked is not None and if_range is not None and not _same_file(if_range, rec):
+            # RFC 9110 13.1.5: a client resuming a download of another file (its
+            # ETag, a date: none is sent) gets the whole file, never a piece of
+            # this one to splice onto what it holds.
+            asked = None
+        wanted = parse_range(asked, size)
         headers = {
             "Accept-Ranges": "bytes",
             "Cache-Control": "private, no-store",
@@ -723,6 +736,7 @@ OPENAPI: dict[str, Any] = {
                     {"name": "expires", "in": "query", "schema": {"type": "string"}},
                     {"name": "sig", "in": "query", "schema": {"type": "string"}},
                     {"name": "Range", "in": "header", "schema": {"type": "string"}},
+                    {"name": "If-Range", "in": "header", "schema": {"type": "string"}},
                 ],
                 "responses": {
                     "200": {"description": "The whole file", **_AUDIO},

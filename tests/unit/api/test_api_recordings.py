@@ -186,6 +186,39 @@ async def test_byte_ranges(stub: StubEngine, settings: RecordingSettings) -> Non
     assert nonsense.content == AUDIO
 
 
+async def test_a_range_under_an_if_range_of_another_file_gets_the_whole_file(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Issue 16: an ``If-Range`` naming another ETag (a download of another file
+    resumed), a weak one or a date was answered 206 with a piece of this file, for
+    the client to splice onto bytes of another; RFC 9110 13.1.5 says the whole
+    file (200). The file's own ETag still gets the range."""
+    url = link(stub, settings)
+    async with client_for(stub) as client:
+        whole = await client.get(url)
+        etag = whole.headers["etag"]
+        same = await client.get(url, headers={"Range": "bytes=10-19", "If-Range": etag})
+        answers = [
+            await client.get(url, headers={"Range": "bytes=10-19", "If-Range": other})
+            for other in ('"0f00"', f"W/{etag}", "Mon, 07 Dec 2026 17:35:06 GMT")
+        ]
+        past = await client.get(
+            url, headers={"Range": f"bytes={len(AUDIO)}-", "If-Range": '"0f00"'}
+        )
+        twice = await client.get(
+            url, headers=[("Range", "bytes=0-9"), ("If-Range", etag), ("If-Range", etag)]
+        )
+    assert same.status_code == 206
+    assert same.content == AUDIO[10:20]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.content == AUDIO
+        assert "content-range" not in answer.headers
+    assert past.status_code == 200  # the Range is ignored before it could be 416
+    assert twice.status_code == 400
+    assert twice.json()["field"] == "If-Range"
+
+
 async def test_a_range_given_twice_is_400(stub: StubEngine, settings: RecordingSettings) -> None:
     """Read as the first of two, where a cache in front may serve the last."""
     url = link(stub, settings)
