@@ -165,7 +165,7 @@ def full_disk(folder: Path) -> str | None:
     if free >= FULL_BELOW:
         return None
     return (
-        f"the filesystem of {folder} is full ({free} bytes free): Asterisk could not "
+        f"the filesystem of {folder} was full ({free} bytes free): Asterisk could not "
         "write the recording's end (its log says 'No space left on device'); free space "
         "there ([recordings] hard_cap_bytes bounds callrouter's files, docs/recordings.md)"
     )
@@ -264,6 +264,9 @@ async def close_recording(
     # still written holds its size between Asterisk's writes: it must hold longer.
     quiet = quiet_after_stop(recording.format) if unsure else 0.0
     timeout = max(settings.close_timeout, 2 * quiet)
+    # Asked as the close begins (the call's end) and again when it ends: retention
+    # may free the disk meanwhile, well before a file begun full fails.
+    full = await asyncio.to_thread(full_disk, source.parent)
     try:
         began = await asyncio.to_thread(_size, source)
         try:
@@ -306,7 +309,7 @@ async def close_recording(
                 file, content_type = target, CONTENT_TYPES[settings.transcode]
         size, sha256 = await asyncio.to_thread(file_digest, file)
     except (RecordingError, OSError) as exc:
-        full = await asyncio.to_thread(full_disk, source.parent)
+        full = full or await asyncio.to_thread(full_disk, source.parent)
         reason = f"{exc}; {full}" if full else str(exc)
         log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, reason)
         left, left_size = await asyncio.to_thread(left_on_disk, source, target)
@@ -320,7 +323,7 @@ async def close_recording(
         sha256=sha256,
         duration=duration,
     )
-    full = await asyncio.to_thread(full_disk, source.parent)
+    full = full or await asyncio.to_thread(full_disk, source.parent)
     log.log(
         logging.WARNING if full else logging.INFO,
         "recording %s of call %s closed: %s, %d bytes%s%s",

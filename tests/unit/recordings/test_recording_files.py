@@ -242,13 +242,19 @@ async def test_no_file_names_the_folder_and_a_folder_that_is_not_there(tmp_path:
         await wait_complete(tmp_path / "c2c-1-mix.wav", "wav", 0.0)
 
 
-def _full_below(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``folder``'s filesystem reads full (no byte free); every other as it is."""
+def _full_below(folder: Path, monkeypatch: pytest.MonkeyPatch, *, times: int = -1) -> None:
+    """``folder``'s filesystem reads full (no byte free) the first ``times`` it is
+    asked (-1: always); every other as it is."""
     real = os.statvfs
+    asked = 0
 
     def statvfs(path: object) -> os.statvfs_result:
+        nonlocal asked
         found = real(path)  # type: ignore[arg-type]
         if Path(str(path)) != folder:
+            return found
+        asked += 1
+        if times >= 0 and asked > times:
             return found
         values = list(found)
         values[4] = 0  # f_bavail
@@ -273,7 +279,7 @@ async def test_a_recording_closed_on_a_full_disk_is_said_to_be_cut_short(
     assert closed.state == "closed"  # what Asterisk wrote is still the recording
     (said,) = [r for r in caplog.records if "closed:" in r.getMessage()]
     assert said.levelname == "WARNING"
-    assert f"it may be cut short: the filesystem of {row.local_path.parent} is full" in (
+    assert f"it may be cut short: the filesystem of {row.local_path.parent} was full" in (
         said.getMessage()
     )
 
@@ -291,7 +297,22 @@ async def test_a_recording_failed_on_a_full_disk_says_so(
     assert failed is not None
     assert failed.state == "failed"
     assert failed.note.startswith(f"{CALL}-mix.wav: incomplete after 1 s; the filesystem of ")
-    assert "is full (0 bytes free)" in failed.note
+    assert "was full (0 bytes free)" in failed.note
+
+
+async def test_a_disk_full_as_the_call_ended_is_named_though_freed_before_the_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, measured on the sandbox: the file begun on the full disk failed 30 s
+    later, by when retention had deleted a delivered file there; the disk had room
+    again and the reason said only ``incomplete after 30 s``."""
+    settings, store, row = recording(tmp_path)
+    row.local_path.write_bytes(b"")
+    _full_below(row.local_path.parent, monkeypatch, times=1)
+    assert await close_recording(row, settings, store, clock=VirtualClock().clock) is None
+    failed = store.get(CALL, "mix")
+    assert failed is not None
+    assert "was full (0 bytes free)" in failed.note, failed.note
 
 
 async def test_a_disk_with_room_changes_nothing(
