@@ -150,6 +150,15 @@ def _no_file(path: Path, timeout: float) -> str:
             f"{said}; that folder does not exist here: is [recordings] local_dir the folder "
             "[recordings] dir is as callrouter sees it?"
         )
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return (
+            f"{said}; that folder is on a read-only filesystem: Asterisk cannot create "
+            "recordings in it (its log says 'app_mixmonitor.c: Cannot open ...')"
+        )
     return said
 
 

@@ -325,3 +325,29 @@ async def test_a_disk_with_room_changes_nothing(
     (said,) = [r for r in caplog.records if "closed:" in r.getMessage()]
     assert said.levelname == "INFO"
     assert "cut short" not in said.getMessage()
+
+
+async def test_no_file_in_a_read_only_folder_says_it_is_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, measured on the sandbox (the recordings folder remounted read-only):
+    MixMonitor could not create the file (``Cannot open`` in Asterisk's log), the call
+    went on, and the failure said only ``no file in ... after 30 s``."""
+    real = os.statvfs
+
+    def statvfs(path: object) -> os.statvfs_result:
+        found = real(path)  # type: ignore[arg-type]
+        if Path(str(path)) != tmp_path:
+            return found
+        values = list(found)
+        values[8] = found.f_flag | os.ST_RDONLY
+        return os.statvfs_result(values)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    with pytest.raises(RecordingError) as raised:
+        await wait_complete(tmp_path / "c2c-1-mix.wav", "wav", 0.0)
+    assert str(raised.value) == (
+        f"c2c-1-mix.wav: no file in {tmp_path} after 0 s; that folder is on a read-only "
+        "filesystem: Asterisk cannot create recordings in it (its log says "
+        "'app_mixmonitor.c: Cannot open ...')"
+    )
