@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from router import EngineAPI, PluginError, RequestInfo, hookimpl
+from router import AMIValidationError, EngineAPI, PluginError, RequestInfo, hookimpl
 from router.plugins import Plugins
 from router.rules import Caller, Context, load_rules
 from router.rules.decision import LookupTrace, RuleTrace, Trace
@@ -103,6 +103,48 @@ async def test_plugins_get_a_narrow_view_of_the_engine(
     assert api.config is engine.config
     assert api.state_dir == engine.state_dir
     assert api.shadow is False
+
+
+async def test_the_engines_session_is_not_the_plugins_to_manage(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: ``engine.ami`` is the engine's own session. On the sandbox a
+    plugin's ``events(event_mask="off")`` went out and Asterisk stopped sending
+    it events: every call took its default route, and the engine blamed
+    manager.conf. Actions that manage the session they are sent on are refused
+    before anything is sent, whatever the method, as the HTTP API and rules
+    refuse them; everything else still goes out."""
+    seen: list[EngineAPI] = []
+
+    class Looks:
+        __name__ = "looks"
+
+        @hookimpl
+        def callrouter_startup(self, engine: EngineAPI) -> None:
+            seen.append(engine)
+
+    await engine_factory(write_rules(tmp_path, "  []\n"), plugins=[Looks()])
+    ami = seen[0].ami
+    before = len(ajam_replay.sent())
+    attempts = {
+        "Events": lambda: ami.events(event_mask="off"),
+        "Filter": lambda: ami.filter(operation="Add", filter="!Event: UserEvent"),
+        "Logoff": lambda: ami.ami_logoff(),
+        "WaitEvent": lambda: ami.ami_wait_event(timeout=1),
+        "Challenge": lambda: ami.ami_challenge(auth_type="MD5"),
+        "Login": lambda: ami.send("Login", {"Username": "x", "Secret": "y"}, validate=False),
+        "events": lambda: ami.send("events", {"EventMask": "off"}, validate=False, check=False),
+        "UserEvent": lambda: ami.user_event(user_event="CallRouterLive"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(AMIValidationError) as caught:
+            await attempt()
+        assert str(caught.value).startswith(name), str(caught.value)
+        assert str(caught.value).endswith("a plugin may not send it on the engine's session")
+    assert ajam_replay.sent()[before:] == []
+    assert (await ami.user_event(user_event="VipArrived")).ok
+    assert (await ami.send("Ping")).ok
+    assert [a.name for a in ajam_replay.sent()[before:]] == ["UserEvent", "Ping"]
 
 
 async def test_schedule_runs_jobs_by_name_and_logs_their_failures(
