@@ -144,6 +144,40 @@ def is_idempotent(action_name: str) -> bool:
     )
 
 
+#: Asterisk's true words (``ast_true``), for ``Async``.
+_TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
+#: Asterisk's own default ``Timeout`` of ``Originate``, in ms.
+ORIGINATE_TIMEOUT_MS = 30_000
+#: The longest a synchronous ``Originate`` is waited for beyond the request's
+#: own timeout: a larger ``Timeout`` is given up on after this.
+MAX_ORIGINATE_HOLD = 3600.0
+
+
+def originate_hold(action: Action) -> float | None:
+    """Seconds Asterisk may take to answer ``action`` when it is a synchronous
+    ``Originate`` (no true ``Async``), or None.
+
+    Asterisk answers one only once the call is answered or its ``Timeout``
+    (ms, 30 s by default) passed, and over native AMI it answers nothing
+    else on the session meanwhile, a ``Ping`` included: on the sandbox the
+    CLI gave it up after 10 s (AJAM) and the keepalive dropped the TCP
+    connection as dead after 5 s (issue 16).
+    """
+    if action.name.lower() != "originate":
+        return None
+    timeout = ORIGINATE_TIMEOUT_MS
+    for key, value in action.params:
+        folded = key.lower()
+        if folded == "async" and value.strip().lower() in _TRUE:
+            return None
+        if folded == "timeout":
+            try:
+                timeout = int(value.strip())
+            except ValueError:
+                timeout = 0  # Asterisk answers "Invalid timeout" at once
+    return min(max(timeout, 0) / 1000, MAX_ORIGINATE_HOLD)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
     """How to reach one Asterisk; :mod:`router.config` fills it from router.toml."""
@@ -710,6 +744,8 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIConnectionError("the AJAM client is closed")
         if action.action_id is None:
             action = action.with_action_id(self._next_id())
+        if timeout is None and (hold := originate_hold(action)) is not None:
+            timeout = self.settings.request_timeout + hold
         # An HTTP exchange runs under asyncio.timeout: in its own task
         # (router.eager). The native pool hands off itself, once the request
         # is written: a decision's Redirect then leaves in its request's turn.

@@ -76,6 +76,7 @@ from router.ami.client import (
     LoginListener,
     denied,
     is_idempotent,
+    originate_hold,
     privilege_error,
     tell_login,
     tls_context,
@@ -112,6 +113,7 @@ from router.errors import (
     AMIEventsDropped,
     AMIProtocolError,
     AMITimeoutError,
+    AMIValidationError,
     ConfigError,
 )
 from router.logsafe import install_redaction, peer_text, register_secret
@@ -167,6 +169,9 @@ class _Connection(asyncio.Protocol):
         #: When an action on it last went unanswered (a timeout): with nothing
         #: read since, the peer is not answering and a Logoff would only wait.
         self.unanswered_at: float | None = None
+        #: ActionID -> until when Asterisk may answer nothing on this session:
+        #: a synchronous Originate in flight (client.originate_hold).
+        self.holds: dict[str, float] = {}
         self.lost = False
         self.error: str | None = None
 
@@ -989,6 +994,14 @@ class TCPClient(AMIActions[ActionResult]):
             if conn is None or conn.lost:
                 return  # the next login starts a new watchdog
             now = clock()
+            held = max(conn.holds.values(), default=now)
+            if held > now:
+                # A synchronous Originate in flight: Asterisk answers nothing
+                # on the session, a Ping included, until it ends (its own wait
+                # is bounded); silence then is no sign of a dead connection.
+                wake_at = now + min(held - now, interval / 2)
+                await self._sleep(wake_at - now)
+                continue
             quiet = now - conn.last_rx
             if now - wake_at > interval / 2:
                 # We are the slow side (this process was stopped or starved
@@ -1020,6 +1033,8 @@ class TCPClient(AMIActions[ActionResult]):
     ) -> ActionResult:
         wait = self.settings.request_timeout if timeout is None else timeout
         future = conn.send(action)
+        if originate_hold(action) is not None:
+            conn.holds[action.action_id or ""] = conn.clock() + wait
         # A timer on the answer's own future: asyncio.wait_for would add a
         # waiter future and two callbacks to every action on the hot path.
         timer = asyncio.get_running_loop().call_later(wait, _expire, future)
@@ -1044,6 +1059,7 @@ class TCPClient(AMIActions[ActionResult]):
             raise AMIProtocolError(f"{action.name}: {exc}") from None
         finally:
             timer.cancel()
+            conn.holds.pop(action.action_id or "", None)
             if not future.done() or future.cancelled() or future.exception() is not None:
                 conn.forget(action.action_id or "")
 
@@ -1064,6 +1080,17 @@ class TCPClient(AMIActions[ActionResult]):
             raise AMIConnectionError("the AMI client is closed")
         if action.action_id is None:
             action = action.with_action_id(self._next_id())
+        if (hold := originate_hold(action)) is not None:
+            if self._polled:
+                raise AMIValidationError(
+                    f"{action.name}: a synchronous Originate (no Async: true) holds this "
+                    "native AMI session until the call is answered or its Timeout passes "
+                    f"({hold:g} s), and the session's events with it, those that route calls "
+                    "among them; send it with Async: true (its result comes as an "
+                    "OriginateResponse event with its ActionID)"
+                )
+            if timeout is None:
+                timeout = self.settings.request_timeout + hold
         for attempt in (1, 2):
             conn = await self._connected()
             try:

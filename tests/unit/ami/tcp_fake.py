@@ -70,6 +70,12 @@ class FakeAMI:
     long_answer_variable: str | None = None
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
+    #: Actions (lower case) answered only once :attr:`released` is set, with
+    #: nothing else answered on their session meanwhile, as Asterisk 22 holds
+    #: a synchronous Originate: its session's thread waits for the call and
+    #: reads no Ping (the sandbox, 2026-12-07); answered as it did then.
+    blocking: set[str] = field(default_factory=set)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeAMI:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -118,6 +124,14 @@ class FakeAMI:
                         key, value = line.split(": ", 1)
                         headers.setdefault(key.lower(), value)
                 self.received.append(headers)
+                if headers.get("action", "").lower() in self.blocking:
+                    await self.released.wait()
+                    writer.write(
+                        b"Response: Error\r\nActionID: "
+                        + headers.get("actionid", "").encode()
+                        + b"\r\nMessage: Originate failed\r\n\r\n"
+                    )
+                    continue
                 await self._answer(session, headers)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -311,6 +311,46 @@ class LateOriginate:
         await self.inner.aclose()
 
 
+class Timeouts:
+    """A transport over the fake that records each action's wait."""
+
+    def __init__(self, inner: ReplayAsterisk) -> None:
+        self.inner = inner
+        self.waits: list[tuple[bytes, float | None]] = []
+
+    async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
+        self.waits.append((request.body, timeout))
+        return await self.inner.exchange(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_synchronous_originate_is_waited_for_as_long_as_its_timeout(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: Asterisk answers a synchronous Originate once the call is
+    answered or its Timeout (30 s by default) passed; on the sandbox
+    `callrouter ami Originate` over AJAM gave it up after request_timeout
+    (10 s), and its answer was lost. Its wait is request_timeout plus its
+    Timeout; an Async one and other actions wait request_timeout."""
+    recorder = Timeouts(ajam_replay)
+    async with AJAMClient(ajam_replay.settings(), transport=recorder) as client:
+        base = client.settings.request_timeout
+        calls = {"Channel": "Local/1@sink", "Application": "Wait"}
+        for params, wait in (
+            ({}, base + 30),
+            ({"Timeout": "15000"}, base + 15),
+            ({"Async": "true", "Timeout": "15000"}, base),
+        ):
+            recorder.waits.clear()
+            await client.action("Originate", {**calls, **params}, check=False)
+            assert [w for body, w in recorder.waits if b"Action=Originate" in body] == [wait]
+        recorder.waits.clear()
+        await client.action("Ping")
+        assert [w for _, w in recorder.waits] == [base]
+
+
 async def test_a_new_unauthenticated_session_in_a_refusal_is_not_taken(
     ajam_replay: ReplayAsterisk,
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from router.ami.client import AJAMClient, ClientSettings
+from router.ami.client import AJAMClient, ClientSettings, originate_hold
 from router.ami.connect import open_client
 from router.ami.event_filter import EventSelection
 from router.ami.message import Event
@@ -28,6 +28,7 @@ from router.errors import (
     AMIPrivilegeError,
     AMIProtocolError,
     AMITimeoutError,
+    AMIValidationError,
     ConfigError,
 )
 from tests.unit import tls_files
@@ -889,6 +890,85 @@ async def test_blocks_that_are_no_ami_message_are_no_sign_of_life(fake: FakeAMI)
         assert [e.name for e in await client.wait_event(2)] == ["Newexten"]
         assert conn.last_rx == clock.now
         assert client.session_generation == 1
+
+
+async def test_a_synchronous_originate_is_waited_for_and_its_silence_is_no_dead_peer(
+    fake: FakeAMI,
+) -> None:
+    """Issue 16: Asterisk answers a synchronous Originate only once the call is
+    answered or its Timeout passed, and answers nothing else on the session
+    meanwhile, a Ping included. On the sandbox `callrouter ami Originate` over
+    tcp:// had its connection dropped as dead after ping_interval (5 s), and
+    over AJAM gave it up after request_timeout (10 s), before Asterisk's answer
+    (30 s by default). Its wait now covers its Timeout, and the keepalive takes
+    the silence meanwhile for what it is."""
+    fake.blocking.add("originate")
+    clock = SteppedClock()
+    client = TCPClient(
+        settings(fake, ping_interval=0.5, request_timeout=0.3), clock=clock.time, sleep=clock.sleep
+    )
+    async with client:
+        conn = client._conn
+        assert conn is not None
+        sent = asyncio.ensure_future(
+            client.action(
+                "Originate",
+                {"Channel": "Local/s@sink", "Application": "Wait", "Timeout": "60000"},
+                check=False,
+            )
+        )
+        await until(lambda: any(h["action"] == "Originate" for h in fake.received))
+        for _ in range(20):  # ten ping intervals of silence, on the keepalive's clock
+            clock.advance(0.25)
+            await asyncio.sleep(0)
+        await asyncio.sleep(1.0)  # past request_timeout, on the loop's own clock
+        assert not conn.lost
+        fake.released.set()
+        result = await sent
+        assert result.response.get("Message") == "Originate failed"
+        assert (await client.ping()).ok
+        assert client.session_generation == 1
+
+
+async def test_a_synchronous_originate_is_refused_on_a_session_whose_events_are_read(
+    fake: FakeAMI,
+) -> None:
+    """Issue 16: on the sandbox a plugin's synchronous Originate over tcp://
+    held the engine's own session 15 s: the routing request of a call placed
+    meanwhile came only after it, and the call fell through. Where an event
+    stream reads the session it is refused before it is sent; Async: true
+    goes out."""
+    fake.blocking.add("originate")
+    async with TCPClient(settings(fake)) as client:
+        assert await client.wait_event(0) == []
+        with pytest.raises(AMIValidationError, match="send it with Async: true") as caught:
+            await client.originate(channel="Local/s@sink", application="Wait", timeout=15000)
+        assert "its Timeout passes (15 s)" in str(caught.value)
+        assert not any(h["action"] == "Originate" for h in fake.received)
+        fake.blocking.clear()
+        await client.originate(channel="Local/s@sink", application="Wait", async_="true")
+        assert [h["action"] for h in fake.received][-1] == "Originate"
+
+
+@pytest.mark.parametrize(
+    ("params", "hold"),
+    [
+        ((), 30.0),
+        ((("Timeout", "15000"),), 15.0),
+        ((("timeout", " 2500 "),), 2.5),
+        ((("Timeout", "x"),), 0.0),
+        ((("Timeout", "-5"),), 0.0),
+        ((("Timeout", "99999999999"),), 3600.0),
+        ((("Async", "true"),), None),
+        ((("async", "Yes"), ("Timeout", "5000")), None),
+        ((("Async", "no"),), 30.0),
+    ],
+)
+def test_originate_hold_reads_async_and_timeout_as_asterisk_does(
+    params: tuple[tuple[str, str], ...], hold: float | None
+) -> None:
+    assert originate_hold(Action("Originate", params)) == hold
+    assert originate_hold(Action("Redirect", params)) is None
 
 
 def test_stream_parser_takes_whole_blocks_and_ignores_blank_lines() -> None:
