@@ -100,8 +100,10 @@ PEER_TEXT_MAX = 200
 
 def peer_text(text: str | None, default: str = "no reason given") -> str:
     """A peer's text, as an error or a log line quotes it: at most
-    :data:`PEER_TEXT_MAX` characters, control characters escaped."""
-    if not text:
+    :data:`PEER_TEXT_MAX` characters, control characters escaped, without
+    trailing white space (Asterisk 22 ends some messages with a line feed,
+    ``No Contacts found\\n``, which the line quoted as a trailing ``\\x0a``)."""
+    if not text or not (text := text.rstrip()):
         return default
     return escape_controls(cut(text, PEER_TEXT_MAX))
 

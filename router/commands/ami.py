@@ -142,8 +142,11 @@ async def _send(args: argparse.Namespace, action: Action) -> int:
         client.refusal_reported(action.name)  # the error line below says it, once
         result = await client.request(action, check=False)
     # Answers carry caller-chosen text (names, numbers): escaped for the terminal.
+    # The text ends with its last field's newline; the JSON document is ended
+    # with one, as a text file's last line is (issue 16: the shell's prompt
+    # followed it on the same line, and `wc -l` counted one line short).
     print(
-        escape_json_line(render_json(result))
+        escape_json_line(render_json(result)) + "\n"
         if args.json
         else escape_controls(render_text(result), keep_newlines=True),
         end="",

@@ -305,6 +305,41 @@ def test_a_refused_action_is_one_line_not_also_a_client_warning(
 
 
 @pytest.fixture
+def no_contacts_peer() -> Iterator[int]:
+    """A native AMI peer answering ``PJSIPShowContacts`` as Asterisk 22.10.1 did
+    on the sandbox with no contact registered (bytes as read, 2026-12-07): its
+    ``Message`` ends with a bare line feed."""
+
+    def reply(head: Mapping[str, str], send: Callable[[str], None], _: int) -> None:
+        aid = head.get("ActionID", "")
+        if head.get("Action") != "PJSIPShowContacts":
+            send(f"Response: Success\r\nActionID: {aid}\r\n\r\n")
+            return
+        send(f"Response: Error\r\nActionID: {aid}\r\nMessage: No Contacts found\n\r\n\r\n")
+
+    with native_peer(reply) as port:
+        yield port
+
+
+def test_an_error_message_ending_in_a_line_feed_is_quoted_without_it(
+    no_contacts_peer: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the error line ended `No Contacts found\\x0a`; the answer
+    above it is printed whole, the line quotes the message without it."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["ami", "PJSIPShowContacts", "--url", f"tcp://127.0.0.1:{no_contacts_peer}"]
+    assert main([*argv, "--username", "u", "--auth", "plain", "--config", "/none.toml"]) == 1
+    out, err = capsys.readouterr()
+    assert "Message: No Contacts found\n" in out
+    assert err.splitlines() == ["callrouter ami: error: PJSIPShowContacts: No Contacts found"]
+    response = Response((("Response", "Error"), ("Message", "No Contacts found\n")))
+    assert str(AMIActionError("PJSIPShowContacts", response)) == (
+        "PJSIPShowContacts: No Contacts found"
+    )
+    assert str(AMIActionError("X", Response((("Message", " \n"),)))) == "X: no message"
+
+
+@pytest.fixture
 def short_listing_peer() -> Iterator[int]:
     """A native AMI peer whose ``CoreShowChannels`` lists three channels and
     counts them (``ListItems: 3``), the second with a line over 64 KiB."""
@@ -348,6 +383,12 @@ def test_a_list_short_of_items_skipped_for_a_long_line_says_so_on_stderr(
     assert "PJSIP/2" not in out
     if json:
         assert loads(out)["unread_items"] == 1
+        # One document, ended by a newline as every text file's last line
+        # (issue 16: the shell's prompt followed it on the same line).
+        assert out.endswith("}\n")
+        assert not out.endswith("\n\n")
+    else:
+        assert out.endswith("ListItems: 3\n")
     assert err.splitlines()[-1] == (
         "callrouter ami: note: CoreShowChannels: the list above lacks 1 item of the 3 its "
         "closing event counts (ListItems), each skipped for a line over 65536 bytes (the "
