@@ -474,3 +474,27 @@ async def test_tls_and_md5_login_against_asterisk(tmp_path: Path) -> None:
         await client.aclose()
     finally:
         await asyncio.to_thread(box.remove)
+
+
+async def test_a_synchronous_originate_is_answered_after_pings_went_unanswered(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 16: Asterisk 22 answers nothing on a session, a Ping included,
+    while a synchronous Originate waits for its call; the keepalive (2 s here)
+    took that for a dead connection and dropped it, the Originate's answer with
+    it. The call is never answered ([sink] s waits), so Asterisk answers
+    `Originate failed` once its 5 s Timeout passed, on the same session."""
+    settings = ClientSettings(
+        url=sandbox.tcp_url, username="admin", secret=sandbox.secret, ping_interval=2
+    )
+    async with TCPClient(settings) as client:
+        started = time.monotonic()
+        result = await client.action(
+            "Originate",
+            {"Channel": "Local/s@sink", "Application": "Wait", "Data": "1", "Timeout": "5000"},
+            check=False,
+        )
+        assert result.response.get("Message") == "Originate failed"
+        assert time.monotonic() - started >= 5  # Asterisk's own wait, not ours
+        assert (await client.ping()).ok
+        assert client.session_generation == 1
