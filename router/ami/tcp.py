@@ -1081,7 +1081,7 @@ class TCPClient(AMIActions[ActionResult]):
         if action.action_id is None:
             action = action.with_action_id(self._next_id())
         if (hold := originate_hold(action)) is not None:
-            if self._polled:
+            if self._reads_events():
                 raise AMIValidationError(
                     f"{action.name}: a synchronous Originate (no Async: true) holds this "
                     "native AMI session until the call is answered or its Timeout passes "
@@ -1116,6 +1116,12 @@ class TCPClient(AMIActions[ActionResult]):
         if check and not result.response.ok:
             raise AMIActionError(action.name, result.response)
         return result
+
+    def _reads_events(self) -> bool:
+        """Whether something reads this session's events: a stream polls them
+        or takes them pushed, or chose the events it wants (the engine does,
+        before its plugins' startup hooks run and its stream starts)."""
+        return self._polled or self._push is not None or self.event_selection != EVERYTHING
 
     async def action(
         self,
