@@ -160,6 +160,10 @@ class _Connection(asyncio.Protocol):
         self._pending: dict[str, asyncio.Future[ActionResult]] = {}
         #: ActionIDs whose event list is being collected.
         self._lists: set[str] = set()
+        #: ActionIDs whose event list outgrew its bound: their action failed,
+        #: their items are dropped until the list's closing event (kept in
+        #: :attr:`_lists` meanwhile, so that none reaches the event stream).
+        self._discarding: set[str] = set()
         self._loop = asyncio.get_running_loop()
         #: The keepalive's seconds (:class:`TCPClient`'s ``clock``; the loop's time).
         self.clock: Callable[[], float] = owner._clock or self._loop.time
@@ -300,7 +304,7 @@ class _Connection(asyncio.Protocol):
 
     def _awaits(self, action_id: str) -> bool:
         """An action of this connection waits for messages with this ActionID."""
-        return action_id in self._pending
+        return action_id in self._pending or action_id in self._discarding
 
     def _route(self, messages: list[Message], size: int) -> None:
         events: list[Event] = []
@@ -325,12 +329,33 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, msg: Message) -> None:
         action_id = msg.action_id
+        if action_id is not None and action_id in self._discarding:
+            if (msg.event_list or "").lower() == "complete":
+                self._discarding.discard(action_id)
+                self._lists.discard(action_id)
+            return
         if action_id is None or action_id not in self._pending:
             return  # a keepalive Ping's answer, or one for an action given up on
         try:
             done = self._collector.feed(msg)
         except AMIProtocolError as exc:
-            self.drop(f"bad event list from Asterisk: {exc}")
+            if action_id not in self._lists:  # pragma: no cover - only a list's items raise
+                self.drop(f"bad event list from Asterisk: {exc}")
+                return
+            # A list over its bound (a DBGetTree of a large AstDB tree): only
+            # its action fails, as an AJAM answer over max_response_bytes does;
+            # the session, and the events that route calls on it, serve on
+            # (on the sandbox a 41 MB DBGetTree dropped the connection; issue 16).
+            self._collector.forget(action_id)
+            self._discarding.add(action_id)
+            future = self._pending.pop(action_id)
+            if not future.done():
+                future.set_exception(
+                    AMIProtocolError(
+                        f"its event list is too large: {exc} ([asterisk] max_response_bytes); "
+                        "the rest of it is skipped, the connection serves on"
+                    )
+                )
             return
         if done is None:
             if isinstance(msg, Response):
@@ -391,7 +416,8 @@ class _Connection(asyncio.Protocol):
     def forget(self, action_id: str) -> None:
         """An action given up on (timeout): its late answer is dropped."""
         self._pending.pop(action_id, None)
-        self._lists.discard(action_id)
+        if action_id not in self._discarding:  # its items still come: not events
+            self._lists.discard(action_id)
         self._collector.forget(action_id)
 
     def ping(self, action_id: str) -> None:

@@ -75,6 +75,9 @@ class FakeAMI:
     #: a synchronous Originate: its session's thread waits for the call and
     #: reads no Ping (the sandbox, 2026-12-07); answered as it did then.
     blocking: set[str] = field(default_factory=set)
+    #: How many ``DBGetTreeResponse`` items of about 1 KB a ``DBGetTree`` lists
+    #: (a large AstDB tree; 40,000 of them were 41 MB on the sandbox).
+    tree_items: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeAMI:
@@ -201,6 +204,26 @@ class FakeAMI:
                             (k, v + self.long_closing if k == key else v) for k, v in closing
                         ]
                 out += block(("Event", "CoreShowChannelsComplete"), *closing)
+        elif name == "dbgettree":
+            out = block(
+                ("Response", "Success"),
+                aid,
+                ("EventList", "start"),
+                ("Message", "Result will follow"),
+            )
+            for i in range(self.tree_items):
+                out += block(
+                    ("Event", "DBGetTreeResponse"),
+                    aid,
+                    ("Key", f"/big/k{i:06d}"),
+                    ("Val", "v" * 1000),
+                )
+            out += block(
+                ("Event", "DBGetTreeComplete"),
+                aid,
+                ("EventList", "Complete"),
+                ("ListItems", str(self.tree_items)),
+            )
         elif name == "userevent":
             # Asterisk copies the ActionID into the event, which may come first.
             out = block(("Event", "UserEvent"), ("UserEvent", h.get("userevent", "")), aid) + block(

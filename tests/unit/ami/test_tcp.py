@@ -957,6 +957,37 @@ async def test_a_synchronous_originate_is_refused_on_a_session_whose_events_are_
         assert [h["action"] for h in fake.received][-1] == "Originate"
 
 
+async def test_a_list_over_its_bound_fails_its_action_and_the_session_serves_on(
+    fake: FakeAMI,
+) -> None:
+    """Issue 16: on the sandbox a DBGetTree of 40,000 keys (41 MB) over tcp://
+    dropped the whole connection ("bad event list from Asterisk: event list
+    ... exceeds 33554432 bytes"), and with it the engine's event stream, where
+    AJAM fails only the action. Now only the action fails, naming the bound;
+    the rest of its list is skipped, never handed to the event stream, and
+    the session serves on."""
+    fake.tree_items = 800  # about 800 KB
+    async with TCPClient(settings(fake, max_response_bytes=524288)) as client:
+        with pytest.raises(AMIProtocolError) as caught:
+            await client.action("DBGetTree", {"Family": "big"})
+        message = str(caught.value)
+        assert message.startswith("DBGetTree: its event list is too large: event list for ")
+        assert "exceeds 524288 bytes ([asterisk] max_response_bytes)" in message
+        assert message.endswith("the rest of it is skipped, the connection serves on")
+        assert (await client.ping()).ok
+        fake.push(("Event", "Newchannel"), ("Channel", "Local/1@x-0001;1"))
+        events = await client.wait_event(5)
+        assert [e.name for e in events] == ["Newchannel"]
+        fake.tree_items = 3
+        assert len((await client.action("DBGetTree", {"Family": "big"})).items) == 3
+        assert client.session_generation == 1
+        conn = client._conn
+        assert conn is not None
+        assert not conn.lost
+        assert conn._discarding == set()
+        assert conn._lists == set()
+
+
 @pytest.mark.parametrize(
     ("params", "hold"),
     [
