@@ -306,10 +306,24 @@ async def test_a_long_poll_whose_client_left_gives_its_slot_back_at_once(serve: 
 
 
 async def test_a_stream_nobody_reads_is_cut_and_its_slot_freed(
-    serve: Serve, short_deadlines: float
+    serve: Serve, short_deadlines: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """events_waiters = 1 and a stream whose client never reads: its send waited
-    for ever (timeout=3 and all), and the token got 429 for every new stream."""
+    for ever (timeout=3 and all), and the token got 429 for every new stream.
+
+    Waited on what the server does, not on the clock: the stream is waiting
+    for events before they are published (a fixed 0.3 s let a loaded machine
+    publish them before the stream began, past its cursor), and the new
+    stream is asked for once the old one has given its slot back (60 tries
+    0.25 s apart were a time limit on the cut; issue 16)."""
+    freed = asyncio.Event()
+    leave = events_module._Waiters.leave
+
+    def leave_and_tell(self: Any, token: Any) -> None:
+        leave(self, token)
+        freed.set()
+
+    monkeypatch.setattr(events_module._Waiters, "leave", leave_and_tell)
     server, feed = await serve(events_waiters=1)
     deaf = socket.create_connection(("127.0.0.1", server.port))
     try:
@@ -317,30 +331,21 @@ async def test_a_stream_nobody_reads_is_cut_and_its_slot_freed(
         deaf.sendall(
             b"GET /api/v1/events/stream?timeout=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
         )
-        await asyncio.sleep(0.3)
+        await eventually(lambda: feed.waiting == 1, "the deaf stream waiting for events")
         for i in range(20_000):
             feed.publish("ringing", "101", {"caller_name": "x" * 400})
             if i % 100 == 0:
                 await asyncio.sleep(0)
-        # The stream's own end (3 s) plus the write deadline, and a margin.
-        # A connection a question: a kept-alive one idle past the 1 s request
-        # deadline (a loaded machine stretches the 0.25 s between questions)
-        # is closed by the server as the next question goes out: "Server
-        # disconnected without sending a response" (issue 16).
-        status = 429
-        fresh = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(timeout=10, limits=fresh) as client:
-            for _ in range(60):
-                await asyncio.sleep(0.25)
-                response = await client.get(
-                    f"http://127.0.0.1:{server.port}/api/v1/events/stream",
-                    params={"timeout": 0},
-                    headers={"Authorization": "Bearer cr_reader"},
-                )
-                status = response.status_code
-                if status == 200:
-                    break
-        assert status == 200, "the stalled stream still holds the token's only slot"
+        # The write deadline (1 s) cuts it; the stream's own send deadline
+        # (SEND_DEADLINE, 12 s) would too: either way its slot comes back.
+        await eventually(freed.is_set, "the stalled stream still holds the token's only slot")
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(
+                f"http://127.0.0.1:{server.port}/api/v1/events/stream",
+                params={"timeout": 0},
+                headers={"Authorization": "Bearer cr_reader"},
+            )
+        assert response.status_code == 200, "the stalled stream still holds the token's only slot"
     finally:
         deaf.close()
 
