@@ -83,11 +83,7 @@ PASSED = (
 
 
 async def redirected(dropped: list[int]) -> None:
-    for _ in range(300):
-        if dropped:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no Redirect")
+    await eventually(lambda: dropped, "no Redirect")
 
 
 async def settle(engine: Engine, fake: FakeAMI, dropped: list[int], context: str) -> None:
@@ -103,11 +99,7 @@ async def settle(engine: Engine, fake: FakeAMI, dropped: list[int], context: str
         ("Priority", "1"),
         ("Application", "NoOp"),
     )
-    for _ in range(300):
-        if engine.records and not engine.router.tasks:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no decision")
+    await eventually(lambda: engine.records and not engine.router.tasks, "no decision")
 
 
 async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
@@ -252,10 +244,7 @@ async def test_a_reload_that_brings_an_event_rule_keeps_the_order_from_then_on(
         other = "PJSIP/trunk-00000002"
         second = READ.replace(CHANNEL.encode(), other.encode()).replace(b": 1.1\r\n", b": 2.2\r\n")
         fake.push_raw(second)
-        for _ in range(300):
-            if len(dropped) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(dropped) == 2, "both Redirects written")
         # The first read's two unwanted events, and the second's ahead of its
         # request: that read was parsed, in order, before the Redirect.
         assert dropped == [0, 3]
@@ -264,10 +253,9 @@ async def test_a_reload_that_brings_an_event_rule_keeps_the_order_from_then_on(
             *(("Linkedid", "2.2"), ("Context", "callrouter-dial"), ("Exten", "101")),
             *(("Priority", "1"), ("Application", "NoOp")),
         )
-        for _ in range(300):
-            if len(engine.records) == 2 and not engine.router.tasks:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: len(engine.records) == 2 and not engine.router.tasks, "both decisions recorded"
+        )
         assert [r.outcome for r in engine.records] == ["executed", "executed"]
 
 

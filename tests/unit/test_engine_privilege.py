@@ -179,10 +179,7 @@ async def test_a_login_inside_an_action_is_probed_at_once(
     ajam_replay.expire_session()
     await engine._keepalive()  # Permission denied, a Ping on it too: logged in again
     assert ajam_replay.count("Login") == 2
-    for _ in range(100):
-        if engine.health().checks["privileges"]:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: engine.health().checks["privileges"], "the privileges check passing")
     assert engine.health().checks["privileges"] is True
     assert ajam_replay.count("Redirect", probes=True) == 2
     # The stream's poll is still out: no gap has been reported.
@@ -278,10 +275,9 @@ async def test_logins_during_a_probe_are_probed_after_it_one_probe_at_a_time(
     assert ajam_replay.count("Login") == 3
     assert ajam_replay.count("Redirect", probes=True) == 2  # the start's, the hung one
     release.set()
-    for _ in range(100):
-        if ajam_replay.count("Redirect", probes=True) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: ajam_replay.count("Redirect", probes=True) == 3, "the third probe Redirect"
+    )
     assert ajam_replay.count("Redirect", probes=True) == 3
     assert out["most"] == 1
 
@@ -344,10 +340,9 @@ async def test_a_probe_that_fails_unexpectedly_does_not_stop_the_start_and_is_as
 
     ajam_replay.on("Redirect", redirect)
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
-    for _ in range(100):  # the background probe asks again at once
-        if engine.health().checks["privileges"] is False:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: engine.health().checks["privileges"] is False, "the privileges check failing"
+    )  # the background probe asks again at once
     assert ajam_replay.count("Redirect", probes=True) == 2
     assert engine.health().checks["privileges"] is False  # the second probe's answer
     failed = [r for r in caplog.records if "not checked; asked again later" in r.getMessage()]
@@ -418,10 +413,12 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
     await eventually(lambda: ajam_replay.logged_in, "the engine's login again")
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
-    for _ in range(100):
-        if ajam_replay.count("CoreStatus", probes=True) == 2 and engine.privileges.prober is None:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: (
+            ajam_replay.count("CoreStatus", probes=True) == 2 and engine.privileges.prober is None
+        ),
+        "both CoreStatus probes answered, the prober done",
+    )
     assert ajam_replay.count("CoreShowChannels") == 2  # the start's, the gap's: both refused
     assert warned() == [text, text]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -430,10 +427,7 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
     allowed["now"] = True
     ajam_replay.expire_session()
     await engine._keepalive()
-    for _ in range(100):
-        if not engine.health().warnings:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not engine.health().warnings, "the warnings cleared")
     assert engine.health().warnings == ()
     assert "warnings" not in engine.health().to_dict()
     assert engine.health().status_line() == "routing calls (1 rule)"
