@@ -25,6 +25,7 @@ from router.errors import AMITimeoutError
 from router.plugins import Plugins
 from router.testing.builders import make_config
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
+from tests.unit.waiting import eventually
 
 
 class Clock:
@@ -239,7 +240,9 @@ async def test_a_hung_ping_holds_the_jobs_dated_again_for_a_moment_only(
     engine._scheduler.start(paused=True)
     try:
         stepped = asyncio.ensure_future(engine._clock_stepped(-10800.0))
-        await asyncio.sleep(0.5)
+        # Dated once _MEASURE_FIRST (0.1 s) is up, the Ping still hanging:
+        # waited for, not slept on (0.5 s was a time limit on a loaded loop).
+        await eventually(lambda: dated, "the jobs waited for the hung Ping")
         assert dated == [True], "the jobs waited for the hung Ping"
         assert not stepped.done()  # the measurement goes on
         client.release.set()
