@@ -255,7 +255,8 @@ class ResponseParser:
         if self._length is None:
             if len(self._buffer) > self._max_body:
                 raise HTTPProtocolError(
-                    f"response body is too large: over {self._max_body} bytes (read until close)"
+                    f"response body is too large: over {self._max_body} bytes (read until close; "
+                    "[asterisk] max_response_bytes)"
                 )
             return None  # read to EOF: finish() completes it
         if len(self._buffer) >= self._length:
@@ -363,7 +364,8 @@ class ResponseParser:
                 raise HTTPProtocolError(f"bad Content-Length {text[:40]!r}")
             if length > self._max_body:
                 raise HTTPProtocolError(
-                    f"response body of {length} bytes is too large (limit {self._max_body})"
+                    f"response body of {length} bytes is too large "
+                    f"(limit {self._max_body}, [asterisk] max_response_bytes)"
                 )
             self._length = length
 
@@ -388,7 +390,8 @@ class ResponseParser:
                 raise HTTPProtocolError(f"bad chunk size {size_text[:20]!r}")
             if len(self._body) + size > self._max_body:
                 raise HTTPProtocolError(
-                    f"chunked response body is too large: over {self._max_body} bytes"
+                    f"chunked response body is too large: over {self._max_body} bytes "
+                    "([asterisk] max_response_bytes)"
                 )
             if size == 0:
                 self._take_framing(end + 2)
