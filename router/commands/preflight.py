@@ -42,6 +42,7 @@ from router.liveguard import (
 )
 from router.logsafe import escape_controls
 from router.privileges import DIALPLAN, FILTER, REDIRECT, REPORTING, Probe, refused
+from router.recordings.naming import check_call_id
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -99,9 +100,12 @@ async def check_asterisk(
     # A peer that stops answering after the login ends the check at its first
     # unanswered question, instead of one wait (and a login again) per step.
     asking = _Answering(client)
-    findings = [Finding("ok", f"logged in to {where}{await _version(asking)}")]
-    if asking.stopped():  # _version keeps its errors to itself: said here
+    core = await _core_settings(asking)
+    findings = [Finding("ok", f"logged in to {where}{_version(core)}")]
+    if asking.stopped():  # _core_settings keeps its errors to itself: said here
         return [*findings, _stopped(where, f"{asking.silence}; ")]
+    if recording and (named := _systemname_problem(core)) is not None:
+        findings.append(named)
     advice = _plain_transport(
         client.settings.url, client.settings.auth, verify=client.settings.verify
     )
@@ -222,13 +226,39 @@ def _stopped(where: str, why: str = "") -> Finding:
     )
 
 
-async def _version(client: _Answering) -> str:
+async def _core_settings(client: _Answering) -> Mapping[str, str]:
+    """``CoreSettings``'s answer, or nothing: what it tells (the version, the
+    system name) is a courtesy, and the user may lack reporting."""
     try:
         settings = await client.action("CoreSettings", check=False)
     except AMIError:
-        return ""  # the version is a courtesy; the user may lack reporting
-    version = settings.response.get("AsteriskVersion") or ""
+        return {}
+    return {key: settings.response.get(key) or "" for key in ("AsteriskVersion", "SystemName")}
+
+
+def _version(core: Mapping[str, str]) -> str:
+    version = core.get("AsteriskVersion") or ""
     return f" (Asterisk {shown(version)[1:-1]})" if version else ""
+
+
+def _systemname_problem(core: Mapping[str, str]) -> Finding | None:
+    """A FAIL when Asterisk's ``systemname`` (asterisk.conf) makes Linkedids
+    no recording can be named after (router/recordings/naming.py): with a
+    space or a letter outside ASCII in it, every call's recording failed, one
+    error per call, and nothing before said why (issue 16)."""
+    name = core.get("SystemName") or ""
+    if not name:
+        return None
+    try:
+        check_call_id(f"{name}-1733050000.42")
+    except ValueError:
+        return Finding(
+            "fail",
+            f"Asterisk's systemname {shown(name)} (asterisk.conf [options]) begins every "
+            "Linkedid, and no recording can be named after such a Linkedid: no call would be "
+            "recorded; use letters, digits, '_', '-' and single dots (docs/recordings.md)",
+        )
+    return None
 
 
 def _took(user: str) -> str:

@@ -676,6 +676,28 @@ async def test_with_recordings_a_missing_record_context_fails(ajam_replay: Repla
     assert fail.level == "fail"
 
 
+async def test_with_recordings_a_systemname_no_recording_can_be_named_after_fails(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: Asterisk's systemname begins every Linkedid, and a recording is
+    named after its call's Linkedid: with a space or a Cyrillic letter in it no
+    call was recorded, one error per call, and the check said nothing. A host
+    name with dots is one a recording can be named after; without
+    [recordings] the name is not judged."""
+    ajam_replay.on("ShowDialPlan", record_context(with_id=True))
+    for name in ("АТС офис", "pbx office", "pbx..example"):
+        ajam_replay.on("CoreSettings", lambda sent, name=name: {"SystemName": name})
+        found = await run(ajam_replay, recording=True)
+        (fail,) = [f for f in found if "systemname" in f.text]
+        assert fail.level == "fail", name
+        assert "asterisk.conf" in fail.text
+        assert "no call would be recorded" in fail.text
+        assert not [f for f in await run(ajam_replay) if "systemname" in f.text]
+    for name in ("pbx.example.com", "pbx-1", ""):
+        ajam_replay.on("CoreSettings", lambda sent, name=name: {"SystemName": name})
+        assert not [f for f in await run(ajam_replay, recording=True) if "systemname" in f.text]
+
+
 def dial_context(text: str) -> Callable[[SentAction], object]:
     """``ShowDialPlan``: the shipped inbound context and ``[callrouter-dial]`` of ``text``."""
     return context_answer("callrouter-dial", dialplan_steps(text, "callrouter-dial"))
