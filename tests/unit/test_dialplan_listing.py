@@ -19,10 +19,13 @@ DIAL = ListedContext(frozenset({"100"}), (), closed=True)
 async def test_questions_in_flight_are_bounded() -> None:
     asked: list[tuple[str, str]] = []
     release = asyncio.Event()
+    all_asking = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
     async def ask(context: str, exten: str) -> bool | None:
         asked.append((context, exten))
+        if len(asked) == MAX_IN_FLIGHT:
+            all_asking.set()
         await release.wait()
         return False
 
@@ -31,13 +34,17 @@ async def test_questions_in_flight_are_bounded() -> None:
 
     listing = DialplanListing({"dial": DIAL}, ask=ask, spawn=spawn)
     assert all(listing["dial"].lacks(f"x{n}") for n in range(MAX_IN_FLIGHT * 3))
-    await asyncio.sleep(0.1)
+    # Only a spawned question asks: the MAX_IN_FLIGHT spawned are all in ask()
+    # (waited for, not slept past RECHECK_DELAY), and no more were spawned.
+    await asyncio.wait_for(all_asking.wait(), 5)
+    assert len(tasks) == MAX_IN_FLIGHT
     assert len(asked) == MAX_IN_FLIGHT
     release.set()
     await asyncio.gather(*tasks)
     assert listing["dial"].lacks("another")  # room again: asked
-    await asyncio.sleep(0.1)
-    assert len(asked) == MAX_IN_FLIGHT + 1
+    assert len(tasks) == MAX_IN_FLIGHT + 1
+    await asyncio.gather(*tasks)
+    assert asked[MAX_IN_FLIGHT:] == [("dial", "another")]
 
 
 async def test_extensions_learnt_present_are_bounded() -> None:

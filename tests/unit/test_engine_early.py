@@ -12,7 +12,7 @@ handled in order first, as before.
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,30 @@ PASSED = (
 )
 
 
+#: Marker channels' numbers (:func:`handled`).
+_MARKS = itertools.count(1)
+
+
+async def handled(engine: Engine, fake: FakeAMI) -> None:
+    """Every event pushed so far has been handled: a marker channel's
+    Newchannel, pushed after them, is tracked (the engine handles events in
+    Asterisk's order, and a request handled has spawned its routing by then),
+    instead of a sleep that "nothing happened" within."""
+    n = next(_MARKS)
+    mark = f"Local/mark-{n:08d};1"
+    fake.push(
+        ("Event", "Newchannel"),
+        ("Channel", mark),
+        ("Uniqueid", f"9.{n}"),
+        ("Linkedid", f"9.{n}"),
+        ("ChannelStateDesc", "Down"),
+        ("Context", "default"),
+        ("Exten", "s"),
+        ("Priority", "1"),
+    )
+    await eventually(lambda: engine.tracker.by_channel(mark) is not None, "the marker tracked")
+
+
 async def redirected(dropped: list[int]) -> None:
     await eventually(lambda: dropped, "no Redirect")
 
@@ -138,7 +162,9 @@ async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
         ]
         # The request's second coming routes nothing again.
         fake.push_raw(REQUEST.encode())
-        await asyncio.sleep(0.1)
+        await handled(engine, fake)
+        assert dropped == [0]
+        assert not engine.router.tasks
         assert len(engine.records) == 1
 
 
@@ -216,7 +242,7 @@ async def test_a_marker_smuggled_into_another_event_routes_nothing(tmp_path: Pat
     )
     async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
         fake.push_raw(UNWANTED + (NEWCHANNEL + ENTRY + smuggled).encode() + WAIT_STEP.encode())
-        await asyncio.sleep(0.3)
+        await handled(engine, fake)
         assert dropped == []
         assert engine.records == []
         call = engine.tracker.by_channel(CHANNEL)
@@ -270,8 +296,10 @@ async def test_a_request_with_an_oversized_field_is_not_routed_early(tmp_path: P
     forged = REQUEST.replace("Uniqueid: 1.1\r\n", f"Uniqueid: {huge}\r\n")
     assert huge in forged
     async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
+        # The start's dialplan audit over: a task after the read is the read's.
+        await eventually(lambda: not engine.router.tasks, "the start's tasks done")
         fake.push_raw(UNWANTED + forged.encode() + UNWANTED)
-        await asyncio.sleep(0.3)
+        await handled(engine, fake)
         assert dropped == []
         assert engine.records == []
         assert not engine.router.tasks
@@ -311,8 +339,10 @@ async def test_a_request_whose_caller_number_brought_an_exten_in_is_not_routed(
     assert forged != REQUEST
     read = (UNWANTED if early else b"") + forged.encode() + UNWANTED
     async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
+        # The start's dialplan audit over: a task after the read is the read's.
+        await eventually(lambda: not engine.router.tasks, "the start's tasks done")
         fake.push_raw(read)
-        await asyncio.sleep(0.3)
+        await handled(engine, fake)
         assert dropped == []
         assert engine.records == []
         assert not engine.router.tasks
