@@ -95,6 +95,72 @@ def test_documented_command_works(
     assert code == 0, f"{where}: `{line}` exited {code}:\n{out}"
 
 
+#: A console block's offline ``check`` and the lines it shows printed.
+_CONSOLE = re.compile(r"^ *```console\n(.*?)^ *```", re.M | re.S)
+
+
+def shown_checks() -> list[tuple[str, str, list[str]]]:
+    """(where, command, the lines shown under it) for each ``$ callrouter
+    check`` of a console block that needs no Asterisk and shows a clean run
+    (rules.md's typo is its own test: tests/unit/rules/test_rules_docs.py)."""
+    found: list[tuple[str, str, list[str]]] = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        for block in _CONSOLE.findall(path.read_text(encoding="utf-8")):
+            lines = [line.strip() for line in block.splitlines()]
+            for i, line in enumerate(lines):
+                if not line.startswith("$ callrouter check") or "--asterisk" in line:
+                    continue
+                command = re.split(r"\s+#\s", line[2:])[0].strip()
+                shown: list[str] = []
+                for out in lines[i + 1 :]:
+                    if out.startswith("$ "):
+                        break
+                    if out and out != "...":
+                        shown.append(out)
+                if shown and not any("error" in out for out in shown):
+                    found.append((str(path.relative_to(REPO)), command, shown))
+    return found
+
+
+SHOWN = shown_checks()
+
+
+def test_the_shown_checks_are_found() -> None:
+    where = {(where, command) for where, command, _ in SHOWN}
+    for page in ("docs/reference/config.md", "docs/ru/reference/config.md"):
+        assert (page, "callrouter check --config /etc/callrouter/router.toml") in where
+
+
+@pytest.mark.parametrize(("where", "line", "shown"), SHOWN, ids=[f"{w}: {c}" for w, c, _ in SHOWN])
+def test_a_shown_check_prints_what_the_page_shows(
+    where: str,
+    line: str,
+    shown: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """reference/config.md (+ru) showed `11 rules OK` for router.toml and the
+    shipped rules/ in /etc/callrouter, which are 10 (issue 16): each line a
+    page shows under an offline `callrouter check` is what it prints, in
+    order, with /etc/callrouter/ a copy of examples/router.toml and rules/."""
+    etc = tmp_path / "etc" / "callrouter"
+    etc.mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "router.toml", etc / "router.toml")
+    shutil.copytree(REPO / "rules", etc / "rules")
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    monkeypatch.chdir(REPO / "examples" if "--config router.toml" in line else REPO)
+    code = main(shlex.split(line.replace("/etc/callrouter/", f"{etc}/"))[1:])
+    printed = [
+        out.strip().replace(f"{etc}/", "/etc/callrouter/").replace(str(etc), "/etc/callrouter")
+        for out in capsys.readouterr().out.splitlines()
+    ]
+    assert code == 0, f"{where}: `{line}` exited {code}"
+    rest = iter(printed)
+    missing = [out for out in shown if out not in rest]
+    assert not missing, f"{where}: `{line}` printed {printed}, not {missing}"
+
+
 def test_the_quick_start_pastes_the_dialplan_with_the_globals_it_reads() -> None:
     """README's step 6 said to paste the `[callrouter-inbound]` context; pasted
     alone on the sandbox Asterisk, a call did not wait and its default route
