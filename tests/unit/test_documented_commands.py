@@ -335,3 +335,26 @@ def test_every_option_is_documented(language: str) -> None:
         if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text)
     ]
     assert not missing, f"no {language} page names {missing}"
+
+
+def test_the_error_contributing_quotes_is_the_one_check_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CONTRIBUTING.md gave "error messages are part of the interface" an
+    example from before tcp:// and tls:// (`expected http:// or https://`) and
+    without its line (issue 16): the quote is what `callrouter check` prints
+    for that file."""
+    text = " ".join((REPO / "CONTRIBUTING.md").read_text(encoding="utf-8").split())
+    quoted = re.search(r"tests assert their text \(`([^`]+)`\)", text)
+    assert quoted is not None
+    place, message = quoted.group(1).split(" ", 1)
+    name, line = place.rstrip(":").split(":")
+    assert name == "router.toml"
+    url = re.search(r"got '([^']+)'", message)
+    assert url is not None
+    monkeypatch.chdir(tmp_path)
+    lines = ["[asterisk]", 'username = "router"']
+    lines.insert(int(line) - 1, f'url = "{url.group(1)}"')
+    (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["check", "--config", name]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == quoted.group(1)
