@@ -141,9 +141,12 @@ def run(args: argparse.Namespace) -> int:
     ruleset = load_rules(paths, offline.registry, named_by="" if args.paths else named_by(offline))
     for problem in offline.problems:
         print(f"callrouter: {problem}")
+    state = _state_dir_problem(offline)
+    if state is not None:
+        print(state)
     for error in ruleset.errors:
         print(error)
-    count = len(ruleset.errors) + len(offline.problems)
+    count = len(ruleset.errors) + len(offline.problems) + (state is not None)
     shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
         print(f"{shown}: {counted(count, 'error')}, {counted(len(ruleset.rules), 'valid rule')}")
@@ -169,6 +172,30 @@ def run(args: argparse.Namespace) -> int:
         else True
     )
     return 0 if not count and asterisk_ok else 1
+
+
+def _state_dir_problem(offline: Offline) -> str | None:
+    """What makes `callrouter run` refuse the state folder at start, when the
+    folder exists: another local user can change what it holds (a mode such as
+    0777, a folder on the way others may write in). Judged for the folder's
+    owner, the user the service runs as (a root shell checking the systemd
+    unit's /var/lib/callrouter trusts its DynamicUser as `run` does), as
+    Engine._check_state_dir judges it (router/private_dir.py)."""
+    from router.private_dir import private_dir_problem
+
+    config = offline.config
+    path = config.router.state_dir
+    try:
+        owner = path.stat().st_uid
+        if not path.is_dir():
+            return None  # run says it cannot write there: not this check's
+        problem = private_dir_problem(path, me=owner)
+    except OSError:
+        return None  # missing (run makes it 0700) or unreadable here
+    if problem is None:
+        return None
+    where = config.where("router", "state_dir")
+    return f"{where}: [router] state_dir: {problem} (docs/security.md, Local users and files)"
 
 
 def _suggested_flags(args: argparse.Namespace) -> str:

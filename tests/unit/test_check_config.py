@@ -1011,3 +1011,41 @@ def test_check_says_a_plugins_misspelt_event_once(
     err = capsys.readouterr().err
     said = [line for line in err.splitlines() if "names 'Hangupp'" in line]
     assert len(said) == 1, err
+
+
+def test_check_fails_a_state_folder_run_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hdocs48's trial: operations.md says `check` reads router.toml as `run`
+    does and validates every [router] key, and a deploy script runs it before a
+    restart; a state_dir others may write in (0777) passed `check` with
+    `10 rules OK`, and `run` then refused to start on it (issue 16). `check`
+    says what `run` says, with its line, and exits 1; once fixed, it passes."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, f'state_dir = "{state}"\n')
+    assert main(["check", "--config", "router.toml"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"router.toml:7: [router] state_dir: {state} is writable by its group and every "
+        "user (mode 0777): another user can put a symbolic link where callrouter's state "
+        "files go and have callrouter write wherever it points; run: chmod 700 "
+        f"{state} (docs/security.md, Local users and files)",
+        "router.toml (rules): 1 error, 3 valid rules",
+    ]
+    state.chmod(0o700)
+    assert main(["check", "--config", "router.toml"]) == 0
+    assert capsys.readouterr().out == "router.toml (rules): 3 rules OK\n"
+
+
+def test_check_leaves_a_missing_state_folder_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state_dir not made yet is no error: `run` makes it 0700."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, f'state_dir = "{tmp_path / "not-yet"}"\n')
+    assert main(["check", "--config", "router.toml"]) == 0
+    assert capsys.readouterr().out == "router.toml (rules): 3 rules OK\n"
+    assert not (tmp_path / "not-yet").exists()
