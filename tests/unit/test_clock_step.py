@@ -215,10 +215,14 @@ async def test_calls_are_routed_and_the_heartbeat_goes_on_after_a_step(
     await asyncio.sleep(1.2)  # past the live-instance settle time
     assert await _routed(engine, ajam_replay) == "executed"
     _shift_router_clock(monkeypatch, step)
-    await asyncio.sleep(1.5)  # the watch looks every second
+    # The watch looks every second; wait for it to have said so rather than a
+    # fixed sleep, then for a beat sent after it (a job still dated on the old
+    # clock would hold the heartbeat for 3 hours: far past any deadline here).
+    await eventually(lambda: "clock was stepped" in caplog.text, "the step noticed")
     beats = ajam_replay.count("UserEvent", probes=True)
-    await asyncio.sleep(4.5)  # more than two heartbeat intervals
-    assert ajam_replay.count("UserEvent", probes=True) > beats, "no heartbeat after the step"
+    await eventually(
+        lambda: ajam_replay.count("UserEvent", probes=True) > beats, "a heartbeat after the step"
+    )
     assert await _routed(engine, ajam_replay) == "executed"
     said = [r.getMessage() for r in caplog.records if "clock was stepped" in r.getMessage()]
     assert len(said) == 1, said
