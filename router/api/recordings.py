@@ -82,6 +82,7 @@ from router.recordings.ownership import (
     shares,
     stale_marks,
 )
+from router.recordings.retention import note_missing
 from router.recordings.store import ORIGINS, Origin, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +96,8 @@ __all__ = ["OPENAPI", "parse_range", "routes"]
 
 _CHUNK: Final = 64 * 1024
 _RANGE: Final = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
-_SERVABLE: Final = ("closed", "delivered")
+#: ``empty``: a file of no sound, never sent to 1C, is still the call's file.
+_SERVABLE: Final = ("closed", "delivered", "empty")
 _RECORD_KEYS: Final = ("legs", "format")
 
 
@@ -265,7 +267,8 @@ class _Recordings:
             "duration": rec.duration,
             "sha256": rec.sha256,
             "origin": rec.origin.kind,
-            "url": self.link(rec) if rec.state in _SERVABLE else None,
+            "url": self.link(rec) if rec.state in _SERVABLE and rec.file is not None else None,
+            "note": rec.note,
         }
 
 
@@ -448,6 +451,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             # Not the recording: a catalog row naming a file elsewhere, or a link
             # someone with write access to the recordings folder put on the way.
             log.warning("api: recording %s/%s not served: %s", call_id, part, exc.strerror)
+            raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
+        except FileNotFoundError:
+            # Deleted by hand: the catalog says so from now on (one WARNING). Not
+            # when its folder is gone too (a mount gone: the file may come back).
+            if await asyncio.to_thread(rec.file.parent.is_dir):
+                await asyncio.to_thread(
+                    note_missing, recordings.store, rec, "found by a download", time.time()
+                )
             raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
         except OSError:
             raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
@@ -687,6 +698,10 @@ _FILE: Final = {
             "description": "Who started it; the API's stop ends only 'api' ones",
         },
         "url": {"type": ["string", "null"], "description": "A signed link, short-lived"},
+        "note": {
+            "type": "string",
+            "description": "Why the file is in its state (empty, missing, failed, removed)",
+        },
     },
 }
 _FILES: Final = {

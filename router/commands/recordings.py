@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, sort_keys=True))
         return 1 if worrying else 0
     counts = report["counts"]
-    states = ("recording", "closed", "delivered", "removed", "failed")
+    states = ("recording", "closed", "delivered", "empty", "removed", "missing", "failed")
     print("files: " + ", ".join(f"{s} {counts.get(s, 0)}" for s in states))
     bound = f" of {_size(settings.max_bytes)} (max_bytes)" if settings.max_bytes else ""
     print(f"on disk: {_size(report['bytes_on_disk'])}{bound}")

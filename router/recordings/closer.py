@@ -296,7 +296,11 @@ async def close_recording(
                 return None
             raise
         file, content_type = source, CONTENT_TYPES[recording.format]
-        if settings.transcode != "off" and recording.format == "wav":
+        # A WAV of its header alone (nobody answered: ringback is no sound on the
+        # channel) is no recording for 1C: kept as ``empty``, never sent, and not
+        # transcoded (an encoder makes a file of nothing, or refuses it).
+        empty = recording.format == "wav" and duration == 0.0
+        if settings.transcode != "off" and recording.format == "wav" and not empty:
             target = source.with_suffix("." + settings.transcode)
             try:
                 await transcode(settings.transcode, source, target, settings.transcode_timeout)
@@ -324,6 +328,7 @@ async def close_recording(
         left, left_size = await asyncio.to_thread(left_on_disk, source, target)
         store.mark_failed(recording.id, reason, file=left, size=left_size)
         return None
+    full = full or await asyncio.to_thread(full_disk, source.parent)
     store.mark_closed(
         recording.id,
         file=file,
@@ -331,16 +336,18 @@ async def close_recording(
         size=size,
         sha256=sha256,
         duration=duration,
+        empty=empty,
+        note=f"no sound (0 s): not sent; {full}" if empty and full else "",
     )
-    full = full or await asyncio.to_thread(full_disk, source.parent)
     log.log(
         logging.WARNING if full else logging.INFO,
-        "recording %s of call %s closed: %s, %d bytes%s%s",
+        "recording %s of call %s closed: %s, %d bytes%s%s%s",
         recording.part,
         recording.call_id,
         file.name,
         size,
         f", {duration:.1f} s" if duration is not None else "",
+        " (no sound: kept as empty, not sent)" if empty else "",
         f"; it may be cut short: {full}" if full else "",
     )
     return store.get(recording.call_id, recording.part)

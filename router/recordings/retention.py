@@ -13,10 +13,18 @@ Run by the recorder every minute (and by hand through
    undelivered ones, oldest first, each logged as an error: the disk filling
    up would stop every recording, which is worse than losing the oldest
    undelivered one;
-5. catalog rows ``removed`` more than :data:`KEEP_REMOVED_DAYS` days ago are
+5. catalog rows ``removed`` (or ``missing``, or ``empty`` ones whose file went)
+   more than :data:`KEEP_REMOVED_DAYS` days ago are
    forgotten, at most :data:`PRUNE_BATCH` a pass (a backlog goes over a few
    passes and never holds one up): until then the API's list of a call's
    recordings says what became of each file.
+
+An ``empty`` file (no sound: nobody answered) goes as a delivered one does
+in 1-3 (deleted, also under ``after_delivery = "move"``: no archive wants a
+header), its row staying ``empty``. Before all that, a closed, delivered or
+empty file no longer in its folder (deleted by hand) is marked ``missing``,
+with one WARNING naming it: it no longer counts on disk, and nothing serves
+or sends it.
 
 A file still being written is never touched, and nothing outside the
 catalog is: retention deletes only paths callrouter itself named. That holds
@@ -40,7 +48,7 @@ from typing import Final
 
 from router.recordings.files import NotARegularFile, move_into
 from router.recordings.settings import RecordingSettings
-from router.recordings.store import Recording, RecordingStore
+from router.recordings.store import KEPT_STATES, Recording, RecordingStore
 
 __all__ = [
     "KEEP_REMOVED_DAYS",
@@ -48,6 +56,7 @@ __all__ = [
     "STILL_WRITTEN",
     "RetentionReport",
     "apply_retention",
+    "note_missing",
 ]
 
 log = logging.getLogger("router.recordings")
@@ -118,8 +127,96 @@ def _delete(
         except OSError as exc:
             report.could_not("delete", rec.file, exc)
             return False
-    store.mark_removed(rec.id, note, now)
+    if rec.state == "empty":  # still listed as what it was: a call with no sound
+        store.empty_file_removed(rec.id, f"no sound (0 s): not sent; its file: {note}", now)
+    else:
+        store.mark_removed(rec.id, note, now)
     return True
+
+
+def _names_in(folders: set[Path]) -> dict[Path, set[str] | None]:
+    """The names in each of ``folders`` (one listing each: a ``stat`` per file would
+    cost a round trip each on an NFS mount); None for a folder that cannot be listed
+    (then none of its files is taken for gone)."""
+    found: dict[Path, set[str] | None] = {}
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                found[folder] = {entry.name for entry in entries}
+        except OSError as exc:  # a folder gone altogether: a mount gone, not files
+            log.debug("retention: cannot list %s: %s", folder, exc)
+            found[folder] = None
+    return found
+
+
+def note_missing(store: RecordingStore, rec: Recording, how: str, now: float) -> bool:
+    """``rec``'s file is gone from disk (deleted by hand): the row is ``missing``, and
+    one WARNING names the file (only the call that changed the row logs it). True
+    when it did."""
+    assert rec.file is not None
+    note = f"the file {rec.file} is gone ({how}); it was {rec.state}"
+    if not store.mark_missing(rec.id, note, now):
+        return False
+    log.warning(
+        "recording %s of call %s: %s is gone (deleted outside callrouter, %s); it was %s, "
+        "now missing",
+        rec.part,
+        rec.call_id,
+        rec.file,
+        how,
+        rec.state,
+    )
+    return True
+
+
+#: Folders none of whose several catalogued files was there at the last pass (said once).
+_VANISHED: set[Path] = set()
+
+
+def _missing(store: RecordingStore, files: list[Recording], now: float) -> list[Recording]:
+    """``files`` but those whose complete file is no longer in its folder, which are
+    marked ``missing`` (:func:`note_missing`).
+
+    A folder where none of two or more catalogued files is left is more likely a
+    mount gone (an NFS share not mounted leaves its empty mount point) than files
+    deleted one by one: nothing there is marked, and one WARNING says so until
+    one of them is seen again."""
+    kept_rows = [r for r in files if r.state in KEPT_STATES and r.file is not None]
+    listed = _names_in({r.file.parent for r in kept_rows if r.file is not None})
+    expected: dict[Path, int] = {}
+    present: dict[Path, int] = {}
+    for rec in kept_rows:
+        assert rec.file is not None
+        folder = rec.file.parent
+        expected[folder] = expected.get(folder, 0) + 1
+        names = listed.get(folder)
+        if names is not None and rec.file.name in names:
+            present[folder] = present.get(folder, 0) + 1
+    for folder, count in expected.items():
+        if listed.get(folder) is None or count < 2 or present.get(folder):
+            _VANISHED.discard(folder)
+            continue
+        if folder not in _VANISHED:
+            _VANISHED.add(folder)
+            log.warning(
+                "retention: none of the %d recordings catalogued in %s is there: is it "
+                "mounted? Not marked missing (each is when a download or an upload finds "
+                "it gone)",
+                count,
+                folder,
+            )
+        listed[folder] = None
+    gone: set[int] = set()
+    for rec in kept_rows:
+        assert rec.file is not None
+        names = listed.get(rec.file.parent)
+        if names is None or rec.file.name in names:
+            continue
+        if os.path.lexists(rec.file):  # written since the listing (a race): not gone
+            continue
+        note_missing(store, rec, "found by retention", now)
+        gone.add(rec.id)
+    return [r for r in files if r.id not in gone]
 
 
 def apply_retention(
@@ -128,7 +225,7 @@ def apply_retention(
     """One pass of the rules above; what it did."""
     now = time.time() if now is None else now
     report = RetentionReport()
-    files = store.on_disk()
+    files = _missing(store, store.on_disk(), now)
     kept: list[Recording] = []
     sizes: dict[int, int] = {}
     #: Failed recordings' files still being written: counted, never deleted.
@@ -157,7 +254,11 @@ def apply_retention(
                 continue
             kept.append(rec)
             continue
-        if rec.state == "delivered" and settings.after_delivery == "delete":
+        if rec.state == "empty" and settings.after_delivery != "keep":
+            if _delete(store, rec, "deleted (after_delivery)", now, report):
+                report.deleted.append(name)
+                continue
+        elif rec.state == "delivered" and settings.after_delivery == "delete":
             if _delete(store, rec, "deleted after delivery", now, report):
                 report.deleted.append(name)
                 continue
@@ -183,7 +284,7 @@ def apply_retention(
             report.moved.append(name)
             continue
         if (
-            rec.state == "delivered"
+            rec.state in ("delivered", "empty")
             and settings.max_age_days
             and rec.closed_at is not None
             and now - rec.closed_at > settings.max_age_days * _DAY
@@ -193,7 +294,7 @@ def apply_retention(
         kept.append(rec)
     total = sum(sizes.get(r.id, r.size or 0) for r in kept)
     if settings.max_bytes and total > settings.max_bytes:
-        for rec in [r for r in kept if r.state == "delivered"]:
+        for rec in [r for r in kept if r.state in ("delivered", "empty")]:
             if total <= settings.max_bytes:
                 break
             if _delete(store, rec, f"over max_bytes {settings.max_bytes}", now, report):

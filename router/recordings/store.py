@@ -3,19 +3,24 @@
 Every recording callrouter started is a row per file (``call_id``, ``part``)
 that moves ``recording`` -> ``closed`` (the file is complete, hashed, maybe
 transcoded) -> ``delivered`` (a receiver such as the 1C plugin confirmed it
-has exactly these bytes) -> ``removed`` (retention deleted or moved it), or
--> ``failed`` (the file never became complete; what Asterisk left of it, if
+has exactly these bytes) -> ``removed`` (retention deleted or moved it), or ->
+``failed`` (the file never became complete; what Asterisk left of it, if
 anything, stays in ``file`` and ``size`` for retention to count and, after
-``max_age_days``, delete). Each row says who started it (:class:`Origin`: a
-rule, the API with its token, a plugin): the API stops only what the API
-started, so a recording an administrator's rule requires is out of an
-agent's reach. ``extensions`` are the phones whose leg was on the call while
-it was recorded (the recorder adds them as legs come and go): whose tokens
-may fetch it. It is the outbox between the
-core and whoever delivers: a plugin polls :meth:`RecordingStore.closed` and
-answers with :meth:`RecordingStore.confirm`, so a recording closed while the
-receiver or 1C was down is still there after a restart, and retention never
-deletes what nobody confirmed (below the hard cap).
+``max_age_days``, delete). A complete file with no sound (a WAV of its header
+alone: the call nobody answered) is ``empty`` instead of ``closed``: listed,
+never handed to a receiver; once retention deletes it, its row stays ``empty``
+with no ``file`` until forgotten. A closed, delivered or empty file found gone
+from disk (deleted by hand) is ``missing``
+(:meth:`RecordingStore.mark_missing`). Each row says who started it
+(:class:`Origin`: a rule, the API with its token, a plugin): the API stops
+only what the API started, so a recording an administrator's rule requires is
+out of an agent's reach. ``extensions`` are the phones whose leg was on the
+call while it was recorded (the recorder adds them as legs come and go): whose
+tokens may fetch it. It is the outbox between the core and whoever delivers: a
+plugin polls :meth:`RecordingStore.closed` and answers with
+:meth:`RecordingStore.confirm`, so a recording closed while the receiver or 1C
+was down is still there after a restart, and retention never deletes what
+nobody confirmed (below the hard cap).
 
 The store is opened by the recorder, the API and the receiving plugin, each
 with its own connection: WAL and a busy timeout make that safe, and every
@@ -44,6 +49,7 @@ from router.recordings.naming import FileName, check_call_id, check_part
 
 __all__ = [
     "DB_NAME",
+    "KEPT_STATES",
     "ORIGINS",
     "FileOutOfSight",
     "Origin",
@@ -105,8 +111,20 @@ _ADDED: Final = (
 )
 #: What started a recording (``Origin.kind``).
 ORIGINS: Final = ("rule", "api", "plugin", "unknown")
-#: The rows whose file is on disk: closed, delivered, and failed ones that left a file.
-_ON_DISK: Final = "(state IN ('closed', 'delivered') OR (state = 'failed' AND file IS NOT NULL))"
+#: The rows whose file is on disk: closed, delivered, and failed or empty ones that
+#: (still) have a file.
+_ON_DISK: Final = (
+    "(state IN ('closed', 'delivered') OR (state IN ('failed', 'empty') AND file IS NOT NULL))"
+)
+#: The rows whose file callrouter believes is on disk, complete: a file gone from
+#: there is ``missing`` (:meth:`RecordingStore.mark_missing`).
+KEPT_STATES: Final = ("closed", "delivered", "empty")
+#: Rows whose file is gone, forgotten :data:`~router.recordings.retention.KEEP_REMOVED_DAYS`
+#: days after it went (``removed_at``).
+_GONE: Final = "(state IN ('removed', 'missing') OR (state = 'empty' AND file IS NULL))"
+#: A closed WAV of no sound: made ``empty`` at every start (a catalog written by a
+#: callrouter before that state, whose such rows are still waiting for delivery).
+_EMPTY_WAV: Final = "state = 'closed' AND format = 'wav' AND duration = 0"
 #: Closed files the receiver gave up sending.
 _GAVE_UP: Final = "(state = 'closed' AND upload_error != '')"
 _COLUMNS: Final = (
@@ -620,6 +638,13 @@ class RecordingStore:
             for name, definition in _ADDED:
                 if name not in have:
                     db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {definition}")
+            # Files of no sound an older callrouter closed and did not deliver yet:
+            # never sent now (a 1C developer wants no empty recording). Idempotent,
+            # and the ``state`` index finds none at once when there are none.
+            db.execute(
+                f"UPDATE recordings SET state = 'empty', note = 'no sound (0 s): not sent' "
+                f"WHERE {_EMPTY_WAV}"
+            )
 
     def close(self) -> None:
         key = _key(self.path)
@@ -864,20 +889,27 @@ class RecordingStore:
         size: int,
         sha256: str,
         duration: float | None,
+        empty: bool = False,
+        note: str = "",
         now: float | None = None,
     ) -> None:
+        """The file is complete: ``closed``, for a receiver to take; ``empty`` when it
+        holds no sound (``empty``: a WAV of its header alone), which no receiver gets,
+        with ``note`` (default: ``no sound (0 s): not sent``)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE recordings SET state = 'closed', closed_at = ?, file = ?, "
-                "content_type = ?, size = ?, sha256 = ?, duration = ? "
+                "UPDATE recordings SET state = ?, closed_at = ?, file = ?, "
+                "content_type = ?, size = ?, sha256 = ?, duration = ?, note = ? "
                 "WHERE id = ? AND state = 'recording'",
                 (
+                    "empty" if empty else "closed",
                     time.time() if now is None else now,
                     str(file),
                     content_type,
                     size,
                     sha256,
                     duration,
+                    (note or "no sound (0 s): not sent")[:500] if empty else note[:500],
                     recording_id,
                 ),
             )
@@ -1003,10 +1035,34 @@ class RecordingStore:
         with self._tx() as db:
             cursor = db.execute(
                 "DELETE FROM recordings WHERE id IN (SELECT id FROM recordings "
-                "WHERE state = 'removed' AND removed_at < ? ORDER BY id LIMIT ?)",
+                f"WHERE {_GONE} AND removed_at < ? ORDER BY id LIMIT ?)",
                 (removed_before, max(1, limit)),
             )
             return cursor.rowcount
+
+    def mark_missing(self, recording_id: int, note: str, now: float | None = None) -> bool:
+        """The file of a closed, delivered or empty row is gone from disk, deleted by
+        someone else than retention: ``missing`` (never served nor sent, no longer
+        counted on disk), with ``note`` saying how it was found. True when the row
+        changed (the caller logs that once); False: it was not in such a state."""
+        marks = ", ".join("?" * len(KEPT_STATES))
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE recordings SET state = 'missing', removed_at = ?, note = ? "
+                f"WHERE id = ? AND state IN ({marks}) AND file IS NOT NULL",
+                (time.time() if now is None else now, note[:500], recording_id, *KEPT_STATES),
+            )
+            return cursor.rowcount == 1
+
+    def empty_file_removed(self, recording_id: int, note: str, now: float | None = None) -> None:
+        """Retention deleted an empty row's file: the row stays ``empty``, with no
+        ``file``, and is forgotten as a removed one is."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE recordings SET file = NULL, removed_at = ?, note = ? "
+                "WHERE id = ? AND state = 'empty'",
+                (time.time() if now is None else now, note[:500], recording_id),
+            )
 
     def mark_removed(self, recording_id: int, note: str, now: float | None = None) -> None:
         with self._tx() as db:

@@ -117,6 +117,8 @@ PRUNE_BATCH: Final = 1000
 PRUNE_EVERY: Final = 60.0
 #: Seconds between two looks at the queue's file (deleted or replaced: written back).
 FILE_CHECK_EVERY: Final = 5.0
+#: Catalog states whose file a pull-mode link in the call's ``hangup`` may name.
+_LINKABLE: Final = ("recording", "closed", "delivered")
 #: Unforeseen upload failures remembered as logged with their traceback.
 UNEXPECTED_KEPT: Final = 1000
 _SCHEMA: Final = """
@@ -852,6 +854,39 @@ class RecordingUploader:
             return False
         return rec is not None and rec.state == "closed" and rec.sha256 == sha256
 
+    def _unwanted(self, upload: Upload) -> str | None:
+        """Why the catalog no longer wants this upload sent (its file is ``empty``:
+        no sound), or None (blocking)."""
+        try:
+            rec = self.store.get(upload.call_id, upload.part)
+        except ValueError:
+            return None
+        if rec is not None and rec.state == "empty" and rec.sha256 == upload.sha256:
+            return rec.note or "no sound (0 s)"
+        return None
+
+    def _gone(self, upload: Upload) -> None:
+        """The file is gone from disk: the catalog's row is ``missing`` (blocking).
+        Not when its folder is gone too (a mount gone: the file may come back)."""
+        try:
+            rec = self.store.get(upload.call_id, upload.part)
+        except ValueError:
+            return
+        if rec is None or rec.file is None or rec.sha256 != upload.sha256:
+            return
+        if not rec.file.parent.is_dir():
+            return
+        note = f"the file {rec.file} is gone (found by the 1C upload); it was {rec.state}"
+        if self.store.mark_missing(rec.id, note):
+            log.warning(
+                "recording %s of call %s: %s is gone (deleted outside callrouter, found by "
+                "the 1C upload); it was %s, now missing",
+                rec.part,
+                rec.call_id,
+                rec.file,
+                rec.state,
+            )
+
     def _give_up(self, upload: Upload, reason: str) -> None:
         """The upload is ``failed`` in the queue, never sent again unless ``callrouter
         recordings retry`` asks; the catalog keeps the reason for ``recordings status``
@@ -946,9 +981,17 @@ class RecordingUploader:
     async def deliver(self, upload: Upload) -> bool:
         """One attempt; True when 1C holds the file (or the link, in pull mode)."""
         try:
+            unwanted = await asyncio.to_thread(self._unwanted, upload)
+            if unwanted is not None:
+                # Queued before the catalog called it empty (an upgrade's catalog):
+                # 1C wants no recording of no sound.
+                await asyncio.to_thread(self.queue.fail, upload, unwanted)
+                log.info("onec: recording %s not sent: %s", upload.event_id, unwanted)
+                return False
             if not await asyncio.to_thread(upload.file.exists):
                 await asyncio.to_thread(self._give_up, upload, "the file is gone")
                 log.error("onec: recording %s: the file %s is gone", upload.event_id, upload.file)
+                await asyncio.to_thread(self._gone, upload)
                 return False
             linked: float | None = None
             if self.settings.mode == "pull" and self._link is not None:
@@ -1021,7 +1064,9 @@ class RecordingUploader:
         if self.settings.mode != "pull" or self._link is None:
             return None
         try:
-            parts = {r.part for r in self.store.for_call(call_id) if r.state != "failed"}
+            # A file still being written (the hang-up comes before its close) will be
+            # served once closed; one of no sound, failed, gone or removed never is.
+            parts = {r.part for r in self.store.for_call(call_id) if r.state in _LINKABLE}
         except ValueError:  # an id that cannot name a recording was never recorded
             return None
         for part in ("mix", "in", "out"):

@@ -408,6 +408,54 @@ async def test_a_vanished_file_is_failed_not_retried_for_ever(
         await close_uploads(up)
 
 
+async def test_a_vanished_file_is_missing_in_the_catalog_with_one_warning(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: the catalog kept a file deleted by hand ``closed``, as if it were
+    still there (its bytes counted on disk, the API listing a link to nothing)."""
+    store = closed_recording(tmp_path)
+    (tmp_path / f"{CALL}-mix.wav").unlink()
+    up = uploader(tmp_path, store, settings)
+    caplog.set_level("WARNING")
+    try:
+        assert await up.step() == 0
+        assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    row = delivered(RecordingStore(tmp_path / "state"))
+    assert row.state == "missing"
+    assert row.note == (
+        f"the file {tmp_path / f'{CALL}-mix.wav'} is gone (found by the 1C upload); it was closed"
+    )
+    said = [r for r in caplog.records if "now missing" in r.getMessage()]
+    assert len(said) == 1
+    assert double.recordings.stored == []
+
+
+async def test_an_upload_queued_before_its_file_was_found_empty_is_not_sent(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Issue 16: a 1C developer wants no recording of no sound. A file an older
+    callrouter queued (closed, 0 s) and the catalog now calls ``empty`` (at the
+    upgrade's start) is not sent, and stays ``empty``."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    try:
+        fresh = store.closed()
+        assert up.queue.add(fresh[0])  # queued by the older callrouter
+        store._db.execute(
+            "UPDATE recordings SET state = 'empty', note = 'no sound (0 s): not sent'"
+        )
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    assert double.recordings.stored == []
+    assert double.requests("/recordings/mix", "PUT") == []
+    row = delivered(RecordingStore(tmp_path / "state"))
+    assert (row.state, row.upload_error) == ("empty", "")
+
+
 async def test_bytes_appended_after_the_file_was_catalogued_are_not_sent(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:
@@ -543,6 +591,21 @@ async def test_only_pull_mode_links_and_only_to_recorded_calls(
     finally:
         await close_uploads(pull)
         await close_uploads(push)
+
+
+@pytest.mark.parametrize("state", ["empty", "missing", "removed", "failed"])
+async def test_pull_modes_hangup_links_no_file_that_will_never_be_served(
+    tmp_path: Path, settings: OneCSettings, state: str
+) -> None:
+    """Issue 16: the hang-up's ``recording_url`` named an empty call's file (which 1C
+    does not want) and a file gone or removed (whose link answers 404)."""
+    store = closed_recording(tmp_path)
+    store._db.execute("UPDATE recordings SET state = ?", (state,))
+    pull = uploader(tmp_path, store, settings, "pull")
+    try:
+        assert pull.link_for(CALL) is None
+    finally:
+        await close_uploads(pull)
 
 
 def test_the_doubles_control_endpoints_cut_uploads_and_list_what_is_stored(
@@ -997,7 +1060,7 @@ async def test_a_failed_uploads_row_is_forgotten_30_days_after_it_failed(
     try:
         assert await up.step() == 0
         assert up.queue.counts() == {"failed": 2}
-        (vanished,) = [r for r in gone.on_disk() if r.call_id == CALL]
+        (vanished,) = gone.for_call(CALL)  # missing now: the upload found it gone
         gone.mark_removed(vanished.id, "deleted over hard_cap_bytes")
         up.prune(now=time.time() + 29 * 86400)
         assert up.queue.counts() == {"failed": 2}  # kept 30 days

@@ -1532,3 +1532,59 @@ async def test_without_public_url_the_listing_has_no_link(
         text = (Path(__file__).parents[3] / "docs" / page).read_text(encoding="utf-8")
         after_link = text[text.index("`[recordings] url_ttl`") :]
         assert "`[recordings] public_url`" in after_link[:300], page
+
+
+async def test_a_file_deleted_by_hand_is_404_and_listed_missing_with_one_warning(
+    stub: StubEngine, settings: RecordingSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a recording deleted by hand stayed ``closed`` (or ``delivered``) in
+    the listing, with a link that answered 404, and nothing said why."""
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).unlink()
+    caplog.set_level("WARNING", logger="router.recordings")
+    path = f"/api/v1/recordings/{CALL}/mix"
+    async with client_for(stub) as client:
+        first = await client.get(path, headers=bearer(DESK101))
+        again = await client.get(path, headers=bearer(DESK101))
+        listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+    assert (first.status_code, again.status_code) == (404, 404)
+    (entry,) = listing.json()["files"]
+    assert entry["state"] == "missing"
+    assert entry["url"] is None
+    assert entry["note"] == (
+        f"the file {settings.local_path(name)} is gone (found by a download); it was closed"
+    )
+    warned = [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
+    assert len(warned) == 1
+    assert f"{settings.local_path(name)} is gone (deleted outside callrouter" in warned[0]
+
+
+async def test_a_file_whose_folder_is_gone_is_404_and_not_marked_missing(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """A folder gone altogether is a mount gone, not a file deleted: it may come back."""
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).unlink()
+    settings.local_dir.rmdir()
+    async with client_for(stub) as client:
+        fetched = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(DESK101))
+        listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+    assert fetched.status_code == 404
+    assert listing.json()["files"][0]["state"] == "closed"
+
+
+async def test_an_empty_recording_is_listed_with_its_state_and_served(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Issue 16: a call nobody answered has a WAV of no sound, ``empty``: never sent
+    to 1C, still the call's file for a token that may read it."""
+    store = RecordingStore(stub.state_dir)
+    store._db.execute("UPDATE recordings SET state = 'empty', note = 'no sound (0 s): not sent'")
+    store.close()
+    async with client_for(stub) as client:
+        listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+        fetched = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(DESK101))
+    (entry,) = listing.json()["files"]
+    assert (entry["state"], entry["note"]) == ("empty", "no sound (0 s): not sent")
+    assert entry["url"] is not None
+    assert fetched.status_code == 200

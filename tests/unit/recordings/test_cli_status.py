@@ -53,7 +53,9 @@ def test_status_prints_states_bytes_and_warns_near_the_hard_cap(
     assert store.confirm("1.1", "mix", f"{1:064x}", "onec")
     assert main(["recordings", "status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "files: recording 0, closed 1, delivered 1, removed 0, failed 0" in out
+    assert (
+        "files: recording 0, closed 1, delivered 1, empty 0, removed 0, missing 0, failed 0" in out
+    )
     assert "on disk: 700 B of 1000 B (max_bytes)" in out
     assert "not confirmed by 1C: 400 B, the oldest for " in out
     # Over half the hard cap undelivered: exit 1 and say so.
