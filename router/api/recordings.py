@@ -98,6 +98,8 @@ _CHUNK: Final = 64 * 1024
 _RANGE: Final = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 #: ``empty``: a file of no sound, never sent to 1C, is still the call's file.
 _SERVABLE: Final = ("closed", "delivered", "empty")
+#: The files a signed link serves.
+_LINKED: Final = ("closed", "delivered")
 _RECORD_KEYS: Final = ("legs", "format")
 
 
@@ -267,7 +269,8 @@ class _Recordings:
             "duration": rec.duration,
             "sha256": rec.sha256,
             "origin": rec.origin.kind,
-            "url": self.link(rec) if rec.state in _SERVABLE and rec.file is not None else None,
+            # A signed link serves no empty file (1C's, above): fetched with the token.
+            "url": self.link(rec) if rec.state in _LINKED and rec.file is not None else None,
             "note": rec.note,
         }
 
@@ -445,6 +448,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 rec = None
         if rec is None or rec.state not in _SERVABLE or rec.file is None:
             raise _not_found(call_id)
+        if signed and rec.state == "empty":
+            # The signed link is 1C's (pull mode: the call's hang-up carries one while
+            # the file is still being written); 1C wants no recording of no sound.
+            raise ApiError(404, f"recording {call_id!r} has no sound (empty): not sent to 1C")
         try:
             handle, size = await asyncio.to_thread(_open, recordings.settings.local_dir, rec.file)
         except NotTheRecording as exc:

@@ -1586,5 +1586,22 @@ async def test_an_empty_recording_is_listed_with_its_state_and_served(
         fetched = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(DESK101))
     (entry,) = listing.json()["files"]
     assert (entry["state"], entry["note"]) == ("empty", "no sound (0 s): not sent")
-    assert entry["url"] is not None
+    assert entry["url"] is None  # a signed link is 1C's, and 1C wants no empty file
     assert fetched.status_code == 200
+    assert fetched.content == AUDIO
+
+
+async def test_a_signed_link_to_an_empty_recording_is_404_saying_so(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Issue 16: pull mode hands 1C a link in the call's hang-up, while the file is
+    still being written; once it proves a WAV of no sound (a missed call's), that
+    link served 1C the empty recording it does not want."""
+    url = link(stub, settings)
+    store = RecordingStore(stub.state_dir)
+    store._db.execute("UPDATE recordings SET state = 'empty', note = 'no sound (0 s): not sent'")
+    store.close()
+    async with client_for(stub) as client:
+        response = await client.get(url)
+    assert response.status_code == 404
+    assert response.json()["detail"] == (f"recording {CALL!r} has no sound (empty): not sent to 1C")
