@@ -49,12 +49,15 @@ def row_of(config: Config, call_id: str) -> Recording | None:
     return found[0] if found else None
 
 
-async def settled(config: Config, call_id: str) -> Recording:
-    """The call's mix file once it is no longer being written (and, if closed, sent)."""
+async def settled(
+    config: Config, call_id: str, *, waiting: tuple[str, ...] = ("closed",)
+) -> Recording:
+    """The call's mix file once it is no longer being written (nor, push mode, waiting
+    to be sent: in pull mode a closed file stays closed until 1C fetches it)."""
 
     def done() -> Recording | None:
         row = row_of(config, call_id)
-        return row if row is not None and row.state not in ("recording", "closed") else None
+        return row if row is not None and row.state not in ("recording", *waiting) else None
 
     found = await until(done, 40, f"call {call_id}'s recording to settle")
     assert isinstance(found, Recording)
@@ -244,3 +247,111 @@ async def test_trial_retention_and_a_file_deleted_by_hand(
         print(store.usage())
     finally:
         store.close()
+
+
+async def test_trial_pull_mode_what_the_api_and_1c_get_while_recording_and_after(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """A call still being recorded: the API lists it ``recording`` with no link and
+    serves no file; 1C gets nothing of it but the hang-up's link, which serves the
+    file once closed. A missed call: its link serves 1C nothing (empty)."""
+    import httpx
+
+    from router.api.auth import hash_token
+    from router.config import load_config
+    from router.sandbox import listen_port
+
+    state = tmp_path / "state"
+    make_config(phones, double, state)
+    port = listen_port()
+    toml = state.parent / "router.toml"
+    text = toml.read_text(encoding="utf-8").replace(
+        "close_timeout = 20\n",
+        f'close_timeout = 20\nmode = "pull"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    toml.write_text(
+        text
+        + f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        + f'[api.tokens.t101]\nhash = "{hash_token("secret-101")}"\n'
+        + 'allow = ["recordings:read"]\nextensions = ["101"]\n',
+        encoding="utf-8",
+    )
+    config = load_config(toml)
+    engine, task = await start_engine(config, ready_timeout=20)
+    auth = {"Authorization": "Bearer secret-101"}
+    seen: dict[str, object] = {}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            phones.pstn.play(tone)
+            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await asyncio.sleep(1.5)
+            (live,) = list(engine.tracker)
+            talking = live.linkedid
+            listing = await http.get(f"/api/v1/recordings/{talking}", headers=auth)
+            download = await http.get(f"/api/v1/recordings/{talking}/mix", headers=auth)
+            seen["while recording"] = (
+                listing.status_code,
+                [(f["state"], f["url"]) for f in listing.json()["files"]],
+                download.status_code,
+                download.text[:200],
+                [r.path for r in double.log if "/recordings/" in r.path],
+            )
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+            await settled(config, talking, waiting=())
+
+            def hangup_url() -> str | None:
+                for event in double.story(talking):
+                    if event.get("event") == "hangup":
+                        return str(event.get("recording_url") or "") or None
+                return None
+
+            url = await until(hangup_url, 20, "the hang-up at 1C")
+            assert isinstance(url, str)
+            fetched = await http.get(url.removeprefix(f"http://127.0.0.1:{port}"))
+            seen["hangup link"] = (fetched.status_code, len(fetched.content))
+            # Served whole through the signed link, the file is 1C's (``delivered``):
+            # the recording's own message may or may not have gone before.
+            await settled(config, talking)
+            seen["after the fetch"] = [
+                r.method for r in double.requests(f"/calls/{talking}/recordings/mix")
+            ]
+            phones.reset()
+            missed_id = await missed_call(phones, ring=1.0)
+            del missed_id
+            missed = call_ids(engine.records)[-1]
+            empty = await settled(config, missed, waiting=())
+
+            def missed_url() -> str | None:
+                for event in double.story(missed):
+                    if event.get("event") == "missed":
+                        return str(event.get("recording_url") or "-")
+                return None
+
+            link = await until(missed_url, 20, "the missed call at 1C")
+            assert isinstance(link, str)
+            got = (
+                await http.get(link.removeprefix(f"http://127.0.0.1:{port}"))
+                if link != "-"
+                else None
+            )
+            await asyncio.sleep(2)  # the uploader's polls: nothing is sent for it
+            seen["missed"] = (
+                empty.state,
+                link != "-",
+                None if got is None else (got.status_code, got.text[:300]),
+                [r.method for r in double.requests(f"/calls/{missed}/recordings/mix")],
+            )
+    finally:
+        await stop_engine(engine, task)
+    print(seen)
+    status, files, served, _, uploads = seen["while recording"]  # type: ignore[misc]
+    assert (status, files, uploads) == (200, [("recording", None)], []), seen
+    assert served in (404, 409), seen
+    assert seen["hangup link"][0] == 200, seen  # type: ignore[index]
+    state, _, answer, asked = seen["missed"]  # type: ignore[misc]
+    assert state == "empty", seen
+    assert answer is None or answer == (404, answer[1]), seen
+    assert answer is None or "has no sound (empty): not sent to 1C" in answer[1], seen
+    assert asked == [], seen
