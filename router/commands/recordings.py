@@ -288,6 +288,10 @@ def _why_not(rec: Recording) -> str:
         return "still being recorded"
     if rec.state == "failed":
         return f"the recording itself failed ({rec.note[:200]}): no complete file to send"
+    if rec.state == "empty":
+        return f"it has no sound, never sent to 1C ({rec.note[:200]})"
+    if rec.state == "missing":
+        return f"its file was deleted outside callrouter ({rec.note[:200]})"
     return f"its file was removed ({rec.note[:200]})"
 
 

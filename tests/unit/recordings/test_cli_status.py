@@ -348,3 +348,29 @@ def test_a_catalog_sqlite_cannot_read_is_the_commands_error(
         " (damaged, or another file put at its name): stop the service, move it away"
         " (a new one is made at start) or put back a backup, and start again\n"
     )
+
+
+def test_retry_of_an_empty_or_missing_file_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: both were said to be removed by retention, which neither was."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML + ONEC, encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    empty = _closed(store, tmp_path, "6.1", b"e" * 44)
+    gone = _closed(store, tmp_path, "6.2", b"g" * 50)
+    store._db.execute(
+        "UPDATE recordings SET state = 'empty', note = 'no sound (0 s): not sent' WHERE id = ?",
+        (empty.id,),
+    )
+    assert store.mark_missing(gone.id, "the file is gone (found by retention); it was closed")
+    assert main(["recordings", "retry", "6.1", "6.2", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "6.1/mix: not sent again: it has no sound, never sent to 1C (no sound (0 s): not sent)"
+        in err
+    )
+    assert (
+        "6.2/mix: not sent again: its file was deleted outside callrouter (the file is gone "
+        "(found by retention); it was closed)" in err
+    )
