@@ -105,7 +105,13 @@ def _look(path: Path) -> tuple[int, bytes] | None:
 
 
 async def wait_complete(
-    path: Path, fmt: str, timeout: float, *, quiet: float = 0.0, clock: Clock = REAL_CLOCK
+    path: Path,
+    fmt: str,
+    timeout: float,
+    *,
+    quiet: float = 0.0,
+    empty_ok: bool = False,
+    clock: Clock = REAL_CLOCK,
 ) -> float | None:
     """Wait until ``path`` is complete; its duration for a WAV (None otherwise).
 
@@ -113,7 +119,12 @@ async def wait_complete(
     (:func:`quiet_after_stop`), not :data:`STABLE`. RecordingError past
     ``timeout`` (no file, or one that never completed); an ``OSError`` at once
     when a symbolic link, a FIFO or another non-file holds the name
-    (:func:`~router.recordings.files.open_regular`).
+    (:func:`~router.recordings.files.open_regular`). ``empty_ok``: a headerless
+    file still of 0 bytes at ``timeout`` (no ``quiet``: the call ended, or
+    callrouter stopped it) is complete and empty, not failed: MixMonitor writes
+    nothing while phones only ring (a missed call's GSM or ulaw file, measured
+    on the sandbox), and a file that had sound gets it at its close, so only the
+    whole ``timeout`` tells the two apart.
     """
     stable = max(STABLE, quiet)
     deadline = clock.monotonic() + timeout
@@ -133,6 +144,8 @@ async def wait_complete(
             elif size > 0 and held >= stable:
                 return None
         if now >= deadline:
+            if seen is not None and seen[0] == 0 and fmt != "wav" and empty_ok and not quiet:
+                return None
             if seen is not None:
                 raise RecordingError(f"{path.name}: incomplete after {timeout:g} s")
             raise RecordingError(f"{path.name}: {await asyncio.to_thread(_no_file, path, timeout)}")
@@ -280,7 +293,14 @@ async def close_recording(
         began = await asyncio.to_thread(_size, source)
         try:
             duration = await wait_complete(
-                source, recording.format, timeout, quiet=quiet, clock=clock
+                source,
+                recording.format,
+                timeout,
+                quiet=quiet,
+                # Not on a full disk: there a file of 0 bytes is one Asterisk could
+                # not write, which fails saying so, as before.
+                empty_ok=full is None,
+                clock=clock,
             )
         except RecordingError:
             if (still_recording is None or still_recording()) and await _growing(
@@ -299,7 +319,11 @@ async def close_recording(
         # A WAV of its header alone (nobody answered: ringback is no sound on the
         # channel) is no recording for 1C: kept as ``empty``, never sent, and not
         # transcoded (an encoder makes a file of nothing, or refuses it).
-        empty = recording.format == "wav" and duration == 0.0
+        empty = (
+            duration == 0.0
+            if recording.format == "wav"
+            else await asyncio.to_thread(_size, source) == 0
+        )
         if settings.transcode != "off" and recording.format == "wav" and not empty:
             target = source.with_suffix("." + settings.transcode)
             try:

@@ -355,3 +355,24 @@ async def test_trial_pull_mode_what_the_api_and_1c_get_while_recording_and_after
     assert answer is None or answer == (404, answer[1]), seen
     assert answer is None or "has no sound (empty): not sent to 1C" in answer[1], seen
     assert asked == [], seen
+
+
+@pytest.mark.parametrize("fmt", ["gsm", "ulaw"])
+async def test_trial_a_missed_call_recorded_headerless_is_empty(
+    phones: Phones, double: OneCDouble, tmp_path: Path, fmt: str
+) -> None:
+    """Measured: MixMonitor writes a missed call's GSM or ulaw file as 0 bytes; it was
+    ``failed`` after close_timeout, with a WARNING per missed call."""
+    config = make_config(
+        phones, double, tmp_path / "state", legs=f"mix, format: {fmt}", close_timeout=3
+    )
+    engine, task = await start_engine(config, ready_timeout=20)
+    try:
+        await missed_call(phones, ring=1.0)
+        (call_id,) = call_ids(engine.records)
+        row = await settled(config, call_id)
+        await asyncio.sleep(2)  # the uploader's polls: nothing is sent for it
+    finally:
+        await stop_engine(engine, task)
+    assert (row.state, row.size) == ("empty", 0), row
+    assert not double.requests(f"/calls/{call_id}/recordings/mix"), double.log

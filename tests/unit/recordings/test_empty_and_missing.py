@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from router.recordings import closer
 from router.recordings.closer import close_recording
 from router.recordings.naming import file_names
 from router.recordings.retention import KEEP_REMOVED_DAYS, apply_retention
@@ -23,13 +24,13 @@ PBX = "/var/spool/asterisk/monitor"
 
 
 def started(
-    tmp_path: Path, call_id: str = CALL
+    tmp_path: Path, call_id: str = CALL, fmt: str = "wav"
 ) -> tuple[RecordingSettings, RecordingStore, Recording]:
     monitor = tmp_path / "monitor"
     monitor.mkdir(exist_ok=True)
     settings = RecordingSettings(dir=PBX, local_dir=monitor, close_timeout=1.0)
     store = RecordingStore(tmp_path / "state")
-    (name,) = file_names(call_id, "mix", "wav")
+    (name,) = file_names(call_id, "mix", fmt)
     (row,) = store.start(
         [name],
         pbx_paths=[settings.pbx_path(name)],
@@ -57,6 +58,51 @@ async def test_a_wav_of_its_header_alone_is_empty_and_never_offered_to_a_receive
     assert "(no sound: kept as empty, not sent)" in caplog.text
     assert store.usage().counts == {"empty": 1}
     assert store.usage().bytes_on_disk == 44
+
+
+@pytest.mark.parametrize("fmt", ["gsm", "ulaw"])
+async def test_a_headerless_file_of_no_bytes_at_close_timeout_is_empty_not_failed(
+    tmp_path: Path, fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Measured on the sandbox: a missed call recorded as GSM or ulaw is a file of 0
+    bytes; it was ``failed`` (``incomplete after 30 s``), a WARNING for every missed
+    call."""
+    settings, store, row = started(tmp_path, fmt=fmt)
+    row.local_path.write_bytes(b"")
+    caplog.set_level("INFO", logger="router.recordings")
+    closed = await close_recording(row, settings, store, clock=VirtualClock().clock)
+    assert closed is not None
+    assert (closed.state, closed.size, closed.note) == ("empty", 0, "no sound (0 s): not sent")
+    assert "failed" not in caplog.text
+
+
+async def test_a_headerless_file_of_no_bytes_after_anothers_stop_is_not_taken_for_empty(
+    tmp_path: Path,
+) -> None:
+    """After a ``MixMonitorStop`` that may be another MixMonitor's (``unsure``), the
+    call may still ring: its file of 0 bytes is not finished."""
+    settings, store, row = started(tmp_path, fmt="gsm")
+    row.local_path.write_bytes(b"")
+    closed = await close_recording(
+        row, settings, store, unsure=True, still_recording=lambda: False, clock=VirtualClock().clock
+    )
+    assert closed is None
+    found = store.get(CALL, "mix")
+    assert found is not None
+    assert found.state == "failed"
+
+
+async def test_a_headerless_file_of_no_bytes_on_a_full_disk_fails_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store, row = started(tmp_path, fmt="gsm")
+    row.local_path.write_bytes(b"")
+    monkeypatch.setattr(closer, "full_disk", lambda folder: "the filesystem was full")
+    assert await close_recording(row, settings, store, clock=VirtualClock().clock) is None
+    found = store.get(CALL, "mix")
+    assert found is not None
+    assert found.state == "failed"
+    assert found.note.endswith("; the filesystem was full")
 
 
 async def test_a_wav_with_sound_is_closed_as_before(tmp_path: Path) -> None:
