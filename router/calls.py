@@ -389,7 +389,10 @@ def smuggled(event: Event) -> str | None:
     and its ``UserEvent`` key (``UserEvent(Mine,CallerIDName: x,Channel: y)``)
     is not one: the snapshot's reads first. So is a snapshot's Priority,
     Uniqueid or Linkedid seen twice after its Exten (:data:`_AFTER_EXTEN`:
-    the dialled number's line). In a ``CEL`` record, which writes every key
+    the dialled number's line), and any key written once whose first
+    comes before a snapshot's Priority, Uniqueid or Linkedid and its
+    second after them (a Newexten's ``Application``, a request's
+    ``UserEvent``: the dialled number's line too). In a ``CEL`` record, which writes every key
     once, any key twice (in any spelling) is one.
     None for an event without one.
 
@@ -426,8 +429,12 @@ def smuggled(event: Event) -> str | None:
         if at <= body:
             if _after_exten(fields, key, was):
                 return key
+            # The first brought in with a number (its numbers' keys between)
+            # or with the dialled number (the keys after its Exten between:
+            # an Application, Extension or UserEvent line the sandbox's
+            # Asterisk 22 wrote from ``sip:...%0D%0AApplication%3A%20Wait@``).
             between = fields[was + 1 : at]
-            after = _AFTER_NUMBERS_FOLDED
+            after = _AFTER_NUMBERS_FOLDED + _AFTER_EXTEN_FOLDED
         elif was < body and not folded.endswith(_SNAPSHOT_FOLDED):
             # A key of the request's own (DID, Caller) a number brought into
             # the snapshot, which writes no such key: its numbers' keys, or
@@ -756,7 +763,7 @@ class CallTracker:
         if problem is None:
             log.warning(
                 "an event %s with two %s lines is not tracked: Asterisk writes one, and a "
-                "value brought the other in (a caller number holding CR LF, which "
+                "value brought the other in (a caller or dialled number holding CR LF, which "
                 "Asterisk writes as it is; docs/asterisk.md)%s",
                 name[:64],
                 escape_controls(str(twice)[:64]),

@@ -1724,9 +1724,17 @@ class Engine:
     async def handle_event(self, event: Event) -> None:
         """One event through the tracker, plugins and, if it asks, routing."""
         name = event.name
-        if name == "UserEvent" and event.get("UserEvent") in (LIVE_EVENT, CHECK_EVENT):
+        if (
+            name == "UserEvent"
+            and event.get("UserEvent") in (LIVE_EVENT, CHECK_EVENT)
+            and smuggled(event) is None
+        ):
             # Routers' heartbeats are for the guard only, and check --asterisk's
-            # probe for the check's session: neither for rules or plugins.
+            # probe for the check's session: neither for rules or plugins. A
+            # call's request whose caller's or dialled number brought in a
+            # ``UserEvent: CallRouterLive`` line (read first) is no heartbeat:
+            # the tracker refuses it and says why, not the guard blaming a
+            # forged heartbeat (hreview48).
             if event.get("UserEvent") == LIVE_EVENT:
                 self.live_instance.observe(event)
             return

@@ -928,10 +928,18 @@ def test_a_key_the_dialled_number_brings_in_is_smuggled() -> None:
         # The three a snapshot writes after its Exten, then its own three.
         ("Priority: 1\r\nUniqueid: v.1\r\nLinkedid: v.1", "Priority"),
         ("DID: 900", "DID"),
+        # Keys the event writes after the snapshot (hreview48, measured on
+        # the sandbox's Asterisk 22 from sip:...%0D%0AApplication%3A%20Wait@):
+        # the request's name, a step's application or extension, read first.
+        ("UserEvent: Other", "UserEvent"),
+        ("Application: Wait", "Application"),
+        ("Extension: 900", "Extension"),
     ):
         for event in _written(f"74950000001\r\n{line}"):
-            if key == "DID" and event.name != "UserEvent":
-                continue  # a Newexten writes no DID of its own
+            if key in ("DID", "UserEvent") and event.name != "UserEvent":
+                continue  # a Newexten writes no DID nor UserEvent of its own
+            if key in ("Application", "Extension") and event.name != "Newexten":
+                continue  # nor a request an Application or Extension
             assert smuggled(event) == key, (line, event.name)
             assert CallTracker().refuses(event), (line, event.name)
 

@@ -593,3 +593,36 @@ async def test_a_stop_cancelled_during_the_drain_cancels_the_decisions_and_close
     said = [r.getMessage() for r in caplog.records if "in flight was cancelled" in r.getMessage()]
     assert said, caplog.text
     assert said[0].startswith("stop: the stop was cancelled: 1 decision in flight was cancelled")
+
+
+@pytest.mark.parametrize("field", ["CallerIDNum", "Exten"])
+async def test_a_request_whose_number_brought_a_heartbeat_name_in_is_refused_as_such(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    rules: Path,
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+) -> None:
+    """hreview48, measured on the sandbox's Asterisk 22: a call to
+    ``sip:74951234567%0D%0AUserEvent%3A%20CallRouterLive@...`` made its request
+    read as a router's heartbeat (the first ``UserEvent`` line is the dialled
+    number's): the guard took it and warned of a heartbeat "forged by a
+    manager user, an API token or a rule", and the tracker never saw the key
+    twice. A caller's line is the tracker's to refuse, naming it."""
+    engine = await engine_factory(rules)
+    number = {"CallerIDNum": "79161234567", "Exten": "74950000001"}
+    number[field] += "\r\nUserEvent: CallRouterLive"
+    ajam_replay.queue_rawman(
+        "Event: UserEvent\r\nPrivilege: user,all\r\nChannel: PJSIP/pstn-00000000\r\n"
+        f"ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: {number['CallerIDNum']}\r\n"
+        "CallerIDName: <unknown>\r\nConnectedLineNum: <unknown>\r\n"
+        "ConnectedLineName: <unknown>\r\nLanguage: en\r\nAccountCode: \r\n"
+        f"Context: callrouter-inbound\r\nExten: {number['Exten']}\r\nPriority: 8\r\n"
+        "Uniqueid: sandbox-1796665865.0\r\nLinkedid: sandbox-1796665865.0\r\n"
+        "UserEvent: CallRouterRequest\r\nDID: 74950000001\r\nWait: 4\r\n\r\n".encode()
+    )
+    await ajam_replay.settle(engine)
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "CallRouterLive heartbeat" in m], said
+    assert engine.tracker.refused == 1
+    assert any("with two UserEvent lines is not tracked" in m for m in said), said
