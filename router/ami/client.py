@@ -165,17 +165,35 @@ def originate_hold(action: Action) -> float | None:
     """
     if action.name.lower() != "originate":
         return None
-    timeout = ORIGINATE_TIMEOUT_MS
+    # manager.c reads the first of each key (astman_get_header), its leading
+    # blanks skipped: ast_true(Async), and a Timeout left empty is its 30 s.
+    first: dict[str, str] = {}
     for key, value in action.params:
-        folded = key.lower()
-        if folded == "async" and value.strip().lower() in _TRUE:
-            return None
-        if folded == "timeout":
-            try:
-                timeout = int(value.strip())
-            except ValueError:
-                timeout = 0  # Asterisk answers "Invalid timeout" at once
+        first.setdefault(key.lower(), _skip_blanks(value))
+    if first.get("async", "").lower() in _TRUE:
+        return None
+    text = first.get("timeout", "")
+    timeout = ORIGINATE_TIMEOUT_MS
+    if text:
+        # sscanf("%30d"): its leading digits, "8000ms" as 8000 (hreview48: int()
+        # took it, and an empty Timeout, for 0 s, and the request was given up
+        # on after request_timeout while Asterisk still held it).
+        number = _LEADING_INT.match(text[:30])
+        timeout = int(number.group()) if number else 0  # else "Invalid timeout" at once
     return min(max(timeout, 0) / 1000, MAX_ORIGINATE_HOLD)
+
+
+#: What ``sscanf("%d")`` reads at the start of a text: a sign, ASCII digits.
+_LEADING_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _skip_blanks(text: str) -> str:
+    """``text`` without its leading characters below 33, as Asterisk's
+    ``ast_skip_blanks`` leaves a header's value."""
+    at = 0
+    while at < len(text) and ord(text[at]) < 33:
+        at += 1
+    return text[at:]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1000,6 +1000,17 @@ async def test_a_list_over_its_bound_fails_its_action_and_the_session_serves_on(
         ((("Async", "true"),), None),
         ((("async", "Yes"), ("Timeout", "5000")), None),
         ((("Async", "no"),), 30.0),
+        # hreview48, on the sandbox's Asterisk 22 over AJAM: an empty Timeout
+        # is its 30 s default, and "8000ms" reads as 8000 (sscanf's %d); both
+        # were given up on after --timeout 2 while Asterisk held them.
+        ((("Timeout", ""),), 30.0),
+        ((("Timeout", "  "),), 30.0),
+        ((("Timeout", "8000ms"),), 8.0),
+        ((("Timeout", "\t+4000"),), 4.0),
+        ((("Timeout", "3_000"),), 0.003),  # int() read 3000
+        # The first of a key is the one manager.c reads.
+        ((("Timeout", "5000"), ("Timeout", "9000")), 5.0),
+        ((("Async", "no"), ("Async", "yes")), 30.0),
     ],
 )
 def test_originate_hold_reads_async_and_timeout_as_asterisk_does(
