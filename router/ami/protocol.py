@@ -1211,6 +1211,14 @@ class Action:
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every header in send order: Action, ActionID, then the parameters."""
+        if not self.name or _BAD_NAME.search(self.name) is not None:
+            # Asterisk skips a header value's leading blanks: " Events" or
+            # "\tWaitEvent" is Events or WaitEvent there, past every check
+            # here that compares the name (the engine's own session's, the
+            # hazards', a synchronous Originate's; hreview48, Asterisk 22).
+            raise AMIValidationError(
+                f"invalid action name {self.name[:64]!r}: no blank or control character"
+            )
         out = [("Action", self.name)]
         if self.action_id is not None:
             out.append(("ActionID", self.action_id))
@@ -1244,6 +1252,8 @@ class Action:
 #: What no header name may hold: it would end the name early, or the line
 #: (or, in AJAM's form encoding, the field).
 _BAD_KEY = re.compile("[:\r\n\0 =&]")
+#: What an action's name may not hold: a blank or a control character.
+_BAD_NAME = re.compile("[\x00-\x20\x7f]")
 #: What ``quote(..., safe="")`` leaves as it is: such a text needs no call
 #: (most keys and values of an action; AJAM encodes a poll per batch).
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")

@@ -134,6 +134,13 @@ async def test_the_engines_session_is_not_the_plugins_to_manage(
         assert str(caught.value).startswith(name), str(caught.value)
         assert str(caught.value).endswith("a plugin may not send it on the engine's session")
     assert ajam_replay.sent()[before:] == []
+    # Asterisk 22 skips a header value's leading blanks: " Events" is Events
+    # there (hreview48, on the sandbox: " Ping" answered Pong), past a check
+    # that compares the name as spelled.
+    for name in (" Events", "\tWaitEvent", "\x0bLogoff"):
+        with pytest.raises(AMIValidationError, match="invalid action name"):
+            await ami.send(name, {"EventMask": "off"}, validate=False, check=False)
+    assert ajam_replay.sent()[before:] == []
     assert (await ami.user_event(user_event="VipArrived")).ok
     assert (await ami.send("Ping")).ok
     assert [a.name for a in ajam_replay.sent()[before:]] == ["UserEvent", "Ping"]

@@ -375,3 +375,14 @@ def test_a_filter_whose_criteria_crash_asterisk_is_refused(criteria: str, valida
 def test_a_filter_asterisk_takes_or_refuses_goes_out(criteria: str) -> None:
     encoded = encode_action("Filter", {"Operation": "Add", "MatchCriteria": criteria, "Filter": ""})
     Action(encoded.name, encoded.params).pairs()
+
+
+@pytest.mark.parametrize("name", [" Getvar", "\tStatus", "\x0cGetvar", "Getvar "])
+def test_an_action_name_with_a_blank_is_refused_before_it_passes_the_hazards(name: str) -> None:
+    """hreview48: Asterisk 22 skips a header value's leading blanks, so
+    ``Action:  Getvar`` is Getvar there (on the sandbox ``--raw " Getvar"
+    Variable=MIXMONITOR(...)`` was answered as a Getvar), while the hazards
+    compared the name as spelled and let it go out."""
+    key = "Variables" if "Status" in name else "Variable"
+    with pytest.raises(AMIValidationError, match="invalid action name"):
+        Action.build(name, {key: CRASHERS[0]}).pairs()
