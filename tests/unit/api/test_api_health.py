@@ -617,3 +617,34 @@ async def test_readyz_gives_a_privilege_warning_ready_and_only_with_details(
     assert told.json()["warnings"] == [warning]
     plain = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=3, serving=True)
     assert "warnings" not in plain.to_dict()
+
+
+async def test_a_scrape_whose_client_left_leaves_the_shared_rendering_to_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hreview48: the scrapes waiting for one rendering share its future. The
+    first scrape's client leaving (its task cancelled, as uvicorn cancels a
+    request whose connection closed) must not cancel that rendering under
+    the scrapes still waiting for it: they answer with it."""
+    from router.api.metrics import _Rendering
+
+    metrics = Metrics(event_names=())
+    started = threading.Event()
+    release = threading.Event()
+
+    def render(given: Metrics) -> bytes:
+        started.set()
+        release.wait(DEADLINE)
+        return b"# rendered\n"
+
+    monkeypatch.setattr("router.api.metrics.exposition", render)
+    rendering = _Rendering(metrics)
+    gone = asyncio.create_task(rendering.latest())
+    await asyncio.to_thread(started.wait, DEADLINE)
+    staying = asyncio.create_task(rendering.latest())
+    await asyncio.sleep(0)  # the second is waiting on the same rendering
+    gone.cancel()
+    release.set()
+    assert await staying == b"# rendered\n"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
