@@ -42,7 +42,7 @@ from router.liveguard import (
 )
 from router.logsafe import escape_controls
 from router.privileges import DIALPLAN, FILTER, REDIRECT, REPORTING, Probe, refused
-from router.recordings.naming import check_call_id
+from router.recordings.naming import SYSTEMNAME_MAX, check_call_id
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -252,11 +252,15 @@ def _systemname_problem(core: Mapping[str, str]) -> Finding | None:
     try:
         check_call_id(f"{name}-1733050000.42")
     except ValueError:
+        longer = (
+            f"{len(name)} characters, over {SYSTEMNAME_MAX}; " if len(name) > SYSTEMNAME_MAX else ""
+        )
         return Finding(
             "fail",
             f"Asterisk's systemname {shown(name)} (asterisk.conf [options]) begins every "
             "Linkedid, and no recording can be named after such a Linkedid: no call would be "
-            "recorded; use letters, digits, '_', '-' and single dots (docs/recordings.md)",
+            f"recorded ({longer}use at most {SYSTEMNAME_MAX} letters, digits, '_', '-' and "
+            "single dots; docs/recordings.md)",
         )
     return None
 

@@ -20,6 +20,7 @@ __all__ = [
     "FORMATS",
     "LEGS",
     "PARTS",
+    "SYSTEMNAME_MAX",
     "FileName",
     "check_call_id",
     "check_part",
@@ -38,6 +39,13 @@ CALL_ID: Final = re.compile(
     r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,47}(?:\.[0-9]{1,12})?"
     r"|[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,37}-[0-9]{1,12}\.[0-9]{1,12})"
 )
+#: The longest ``systemname`` a Linkedid :data:`CALL_ID` takes begins with
+#: (its ``{0,37}`` and first character): with ``-``, twelve digits, ``.`` and
+#: twelve more, 64 characters. ``check --asterisk`` names it, for a longer one
+#: is a host name of the right characters all the same (hreview48: the
+#: sandbox's ``asterisk-production-node-01.msk.example.com`` was told to use
+#: the very characters it had).
+SYSTEMNAME_MAX: Final = 38
 
 Leg = Literal["mix", "both", "in", "out"]
 Part = Literal["mix", "in", "out"]

@@ -696,6 +696,16 @@ async def test_with_recordings_a_systemname_no_recording_can_be_named_after_fail
     for name in ("pbx.example.com", "pbx-1", ""):
         ajam_replay.on("CoreSettings", lambda sent, name=name: {"SystemName": name})
         assert not [f for f in await run(ajam_replay, recording=True) if "systemname" in f.text]
+    # hreview48, on the sandbox's Asterisk 22: a host name of the right
+    # characters, only longer than a Linkedid leaves room for, was told to
+    # "use letters, digits, '_', '-' and single dots", the very ones it had.
+    long_name = "asterisk-production-node-01.msk.example.com"
+    ajam_replay.on("CoreSettings", lambda sent: {"SystemName": long_name})
+    (fail,) = [f for f in await run(ajam_replay, recording=True) if "systemname" in f.text]
+    assert fail.level == "fail"
+    assert "43 characters, over 38" in fail.text
+    ajam_replay.on("CoreSettings", lambda sent: {"SystemName": long_name[:38]})
+    assert not [f for f in await run(ajam_replay, recording=True) if "systemname" in f.text]
 
 
 def dial_context(text: str) -> Callable[[SentAction], object]:
