@@ -197,9 +197,10 @@ class Router:
         #: request comes again in order: the events read before it, handled
         #: after its Redirect was sent, are not that Redirect's landing.
         self.early: dict[str, str] = {}
-        #: Channels whose decision is being taken -> whether their Hangup came
-        #: meanwhile (:meth:`hung_up`): such a caller never took the default route.
-        self._deciding: dict[str, bool] = {}
+        #: Channels whose decision is being taken -> when their Hangup came
+        #: meanwhile (:meth:`hung_up`; monotonic), or None: a caller gone
+        #: before the deadline never took the default route.
+        self._deciding: dict[str, float | None] = {}
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -342,7 +343,7 @@ class Router:
             done=done,
         )
         set_request(info)  # the fallback for code that cannot take the argument
-        self._deciding[channel] = False
+        self._deciding[channel] = None
         try:
             try:
                 # No timeout around it: the evaluation bounds each lookup by the
@@ -356,9 +357,12 @@ class Router:
             except Exception:
                 log.exception("rule evaluation failed for %s", channel)
             evaluated = time.monotonic()
-            # The caller hung up while the rules were evaluated (a slow 1C): seen
-            # here, before the deadline, so the call never reached the default route.
-            hung_up = evaluated <= deadline and self._deciding.get(channel, False)
+            # The caller hung up while the rules were evaluated (a slow 1C), before
+            # the deadline, so the call never reached the default route. When the
+            # Hangup came tells, not when the evaluation ended: a lookup 1C never
+            # answers is cut at the deadline, so it ends at or past it (hreview48).
+            gone_at = self._deciding.get(channel)
+            hung_up = gone_at is not None and gone_at <= deadline
             results: list[ActionOutcome] = []
             status: RouteOutcome
             moved = False
@@ -485,8 +489,8 @@ class Router:
     def hung_up(self, channel: str) -> None:
         """``channel``'s Hangup was handled: a decision in flight for it finds
         the caller gone (the engine calls this for every Hangup)."""
-        if channel in self._deciding:
-            self._deciding[channel] = True
+        if channel in self._deciding and self._deciding[channel] is None:
+            self._deciding[channel] = time.monotonic()
 
     def _moves(self, action: Action) -> bool:
         """Whether ``action`` takes the call away from its wait or ends it: its
