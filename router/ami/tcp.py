@@ -535,6 +535,9 @@ class TCPClient(AMIActions[ActionResult]):
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
+        #: Whether someone chose this session's events (:meth:`set_events`, the
+        #: engine before its plugins' startup hooks), EVERYTHING too.
+        self._events_chosen = False
         self._narrow: dict[str, Narrower] = {}
         #: The live session's class mask and include filters (``plan_filters``).
         self._session_mask = "on"
@@ -795,6 +798,7 @@ class TCPClient(AMIActions[ActionResult]):
         added; names no longer needed arrive until the next login.
         """
         self.event_selection = selection
+        self._events_chosen = True
         conn = self._conn
         if conn is not None:
             conn.want(selection.names, self._narrow)
@@ -1147,7 +1151,10 @@ class TCPClient(AMIActions[ActionResult]):
         """Whether something reads this session's events: a stream polls them
         or takes them pushed, or chose the events it wants (the engine does,
         before its plugins' startup hooks run and its stream starts)."""
-        return self._polled or self._push is not None or self.event_selection != EVERYTHING
+        # Chosen, not only narrowed: with [asterisk] events = "all" (or a
+        # plugin wanting every event) the engine's choice is EVERYTHING, and a
+        # plugin's startup hook held the session it reads (hreview48).
+        return self._polled or self._push is not None or self._events_chosen
 
     async def action(
         self,
