@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -697,26 +698,37 @@ def test_an_evaluation_or_lookup_cut_at_the_calls_deadline_falls_in_a_finite_buc
         assert finite, f"{family}: counted in +Inf only"
 
 
-async def test_a_caller_who_hung_up_while_a_lookup_ran_to_the_deadline_is_no_fallthrough(
-    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+async def test_a_caller_who_hung_up_before_a_decision_that_ended_past_the_deadline_is_gone(
+    engine_factory: EngineFactory,
+    rules: Path,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """hreview48: 1C answering nothing at all (the usual slow 1C), the caller
     hangs up a moment into the wait; the lookup is cut at the call's deadline,
-    so the evaluation ends at or after it, and the hang-up seen well before it
+    so the evaluation ends at or past it, and the hang-up seen well before it
     counted as ``late``: a fallthrough in callrouter_fallthroughs_total for a
     call that never took the default route. When the Hangup came is what
-    tells, not when the evaluation ended."""
+    tells, not when the evaluation ended: here the router's clock is moved
+    past the deadline once the Hangup is handled, before the lookup answers."""
+    shift = [0.0]
+    clock = types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() + shift[0],
+        time=time.time,
+        perf_counter=time.perf_counter,
+    )
+    monkeypatch.setattr("router.routing.time", clock)
     stalled = Stalled()
     engine = await engine_factory(rules, plugins=[stalled])
-    channel = ajam_replay.inbound_call(caller="+79161234555", did=ROUTED, wait=1.0)
+    channel = ajam_replay.inbound_call(caller="+79161234555", did=ROUTED)
     await asyncio.wait_for(stalled.asked.wait(), 5)
     ajam_replay.hangup(channel)
     await ajam_replay.consumed(5)
     await eventually(lambda: engine.tracker.by_channel(channel) is None, "the Hangup handled")
-    # The lookup never answers: the call's deadline cuts it.
-    await eventually(lambda: bool(engine.records), "the decision cut at the deadline")
+    shift[0] = 3600.0  # the evaluation ends an hour past the call's deadline
+    stalled.answer.set()
+    await ajam_replay.settle(engine)
     await engine.wait_idle()
     assert [r.outcome for r in engine.records] == ["caller-gone"]
     for cause in ("no-rule", "late", "failed"):
         assert sample(engine, "callrouter_fallthroughs_total", cause=cause) == 0
-    stalled.answer.set()
