@@ -614,6 +614,29 @@ async def test_a_caller_number_with_line_breaks_is_not_routed_and_cuts_nothing(
     await the_owner_routes_the_next_caller(phones, router)
 
 
+async def test_a_dialled_number_whose_line_renames_the_request_is_refused_as_such(
+    phones: Phones, router: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hreview48: PJSIP decodes the request URI's user too, and the shipped
+    ``_X.`` takes ``74951234567%0D%0AUserEvent%3A%20Other``: Asterisk 22 wrote
+    ``UserEvent: Other`` after the snapshot's ``Exten`` in every event of the
+    call, read first, so the request was silently no request (and one named
+    CallRouterLive was taken for a forged heartbeat). Each such event is
+    refused by the tracker, saying so; the next caller is routed as ever."""
+    caplog.set_level(logging.WARNING, logger="router.calls")
+    before, refused = len(router.records), router.tracker.refused
+    uri = f"sip:{DID}%0D%0AUserEvent%3A%20Other@{phones.pstn.registrar}"
+    call = await asyncio.to_thread(phones.pstn.dial, uri)
+    await asyncio.sleep(3.0)  # most of the snippet's 4 s wait, as call_within_its_wait
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(call.wait_ended)
+    assert len(router.records) == before
+    assert router.tracker.refused > refused
+    said = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert any("with two UserEvent lines is not tracked" in m for m in said), said
+    await the_owner_routes_the_next_caller(phones, router)
+
+
 async def call_within_its_wait(phones: Phones, caller: str) -> None:
     """A call from ``caller``, hung up after most of the snippet's 4 s wait (a
     decision takes milliseconds), before it ends: its default route rings the
