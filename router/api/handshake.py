@@ -8,10 +8,15 @@ Fifty such clients against a cap of four were all still open after 15 s.
 
 So the listener takes plain TCP and this protocol upgrades each connection
 itself (``loop.start_tls``): it counts the connection from the moment it is
-accepted, refuses it at once past the cap (open and handshaking ones
-together), and gives the handshake :data:`HANDSHAKE_DEADLINE` seconds. Once
-the handshake is done, the HTTP protocol is handed the TLS transport as if
-asyncio had made it.
+accepted (open and handshaking ones together against the cap), and gives the
+handshake :data:`HANDSHAKE_DEADLINE` seconds. Past the cap the connection
+that has waited longest without a request, a handshake still under way or an
+open one owing its request (:mod:`router.api.protocol`), is closed to make
+room, as over plain HTTP: refusing the new one instead let one client that
+kept the cap's worth of handshakes unfinished (each dropped after 10 s, then
+opened again) shut everyone else out. Only when none waits is the new one
+closed. Once the handshake is done, the HTTP protocol is handed the TLS
+transport as if asyncio had made it.
 """
 
 from __future__ import annotations
@@ -24,12 +29,20 @@ from collections.abc import Callable, Sized
 
 from router.tasks import cancel_and_wait
 
-__all__ = ["HANDSHAKE_DEADLINE", "Handshakes"]
+__all__ = ["HANDSHAKE_DEADLINE", "Handshakes", "Waiting"]
 
 log = logging.getLogger("router.api")
 
 #: Seconds a client has to finish the TLS handshake (asyncio's default is 60).
 HANDSHAKE_DEADLINE = 10.0
+
+#: An open connection that owes its request: since when (the loop's clock),
+#: and what closes it.
+Waiting = tuple[float, Callable[[], None]]
+
+
+def _none_waiting() -> Waiting | None:
+    return None
 
 
 class Handshakes:
@@ -45,6 +58,8 @@ class Handshakes:
         limit: int,
         refused: Callable[[int], None],
         deadline: float = HANDSHAKE_DEADLINE,
+        owing: Callable[[], Waiting | None] = _none_waiting,
+        evicted: Callable[[int], None] | None = None,
     ) -> None:
         self._inner = inner
         self._context = context
@@ -53,6 +68,12 @@ class Handshakes:
         self._refused = refused
         self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The handshakes under way and since when (the loop's clock), the
+        #: oldest first: counted against the cap, the oldest closed past it.
+        self._pending: dict[asyncio.Task[None], tuple[float, asyncio.Transport]] = {}
+        #: The open connection that has owed its request longest, if any.
+        self._owing = owing
+        self._evicted = evicted or refused
         #: Set by :meth:`close`: a connection accepted after it is not upgraded.
         self._closed = False
 
@@ -65,16 +86,42 @@ class Handshakes:
             # uvicorn shut its connections down, and be served by a stopped server.
             transport.abort()
             return
-        if len(self._open) + len(self._tasks) >= self._limit:
+        if len(self._open) + len(self._pending) >= self._limit and not self._make_room():
             # No TLS yet, so no 503 the client could read: closed at once.
             self._refused(self._limit)
             transport.abort()
             return
         # Nothing is read until start_tls has put its own protocol in place.
         transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._upgrade(transport))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending[task] = (loop.time(), transport)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._pending.pop(task, None)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest without a request: the
+        oldest handshake under way or the open connection owing its request
+        longest, whichever began to wait first. True when there was one."""
+        handshake = next(iter(self._pending.items()), None)
+        owing = self._owing()
+        if handshake is None and owing is None:
+            return False
+        if handshake is not None and (owing is None or handshake[1][0] <= owing[0]):
+            self._evicted(self._limit)
+            task, (_since, transport) = handshake
+            del self._pending[task]  # no longer counted: closed now
+            # Aborted here too: a task cancelled before it ran never would.
+            transport.abort()
+            task.cancel()
+        else:
+            assert owing is not None
+            owing[1]()  # counted and said by the HTTP protocol
+        return True
 
     async def _upgrade(self, transport: asyncio.Transport) -> None:
         if transport.is_closing():  # the client left before its turn came
@@ -106,6 +153,10 @@ class Handshakes:
         self._closed = True
         with contextlib.suppress(Exception):
             await cancel_and_wait(*self._tasks)
+
+    def __len__(self) -> int:
+        """The handshakes under way (counted against the cap)."""
+        return len(self._pending)
 
 
 class _Accepted(asyncio.Protocol):

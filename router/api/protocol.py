@@ -42,14 +42,20 @@ clients answered at once, took 2-3 times as long (bench/bench_feed.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
+from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from router.api.addresses import AddressLimiter
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -86,6 +92,12 @@ _WARN_EVERY = 60.0
 _EVICTED = (
     "API: %d connection(s) that had sent no whole request closed to make room for new ones: "
     "already %d open ([api] max_connections)"
+)
+
+#: The warning about requests refused over [api] anonymous_rate.
+_OVER_RATE = (
+    "API: %d request(s) without a valid token answered 429: over [api] anonymous_rate "
+    "of %d a second from one client address"
 )
 
 _BUSY = (
@@ -161,6 +173,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     write_deadline: ClassVar[float] = WRITE_DEADLINE
     refusals: ClassVar[_Refusals] = _Refusals()
     evictions: ClassVar[_Refusals] = _Refusals(_EVICTED)
+    #: The rate per client address of requests without a valid token
+    #: (``[api] anonymous_rate``; :mod:`router.api.addresses`), None: none.
+    addresses: ClassVar[AddressLimiter | None] = None
+    over_rate: ClassVar[_Refusals] = _Refusals(_OVER_RATE)
     #: The connections that owe a request (their request timer runs), the one
     #: owing longest first: the one closed to make room past the cap.
     owing: ClassVar[dict[BoundedHttpToolsProtocol, None]] = {}
@@ -183,6 +199,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._arriving = False
         #: What was left unwritten when the write deadline last started.
         self._unwritten = 0
+        #: The request's head is complete: what comes now as a header is a
+        #: chunked body's trailer.
+        self._head_done = False
+        #: When the connection began to owe its request (see :attr:`owing`).
+        self.owing_since = 0.0
+        #: Seconds to read nothing once the response under way is sent (a
+        #: request over its address's rate: its Retry-After), and the timer
+        #: that reads on.
+        self._throttle = 0
+        self._unthrottle_timer: asyncio.TimerHandle | None = None
 
     # -- connections -----------------------------------------------------------
 
@@ -210,24 +236,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else. A client's real request arrives within milliseconds of its
         connection, so it is the newest that owes one, the last to go; a
         connection being answered (a long poll, a stream) is never closed."""
+        oldest = self.oldest_owing(but=self)
+        if oldest is None:
+            return False
+        oldest[1]()
+        return True
+
+    @classmethod
+    def oldest_owing(
+        cls, but: BoundedHttpToolsProtocol | None = None
+    ) -> tuple[float, Callable[[], None]] | None:
+        """The open connection that has owed its request longest (other than
+        ``but``): since when (the loop's clock) and what closes it, counting
+        it evicted; None when none owes one. The TLS handshakes
+        (:mod:`router.api.handshake`) weigh it against their oldest."""
         oldest = next(
-            (
-                other
-                for other in self.owing
-                if other is not self and not other.transport.is_closing()
-            ),
+            (other for other in cls.owing if other is not but and not other.transport.is_closing()),
             None,
         )
         if oldest is None:
-            return False
-        oldest._cancel_request_timer()
+            return None
+        return oldest.owing_since, oldest._evict
+
+    def _evict(self) -> None:
+        self._cancel_request_timer()
         self.evictions.note(self.max_connections)
-        _let_go(oldest.transport)
-        return True
+        _let_go(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_timer()
         self._cancel_write_timer()
+        if self._unthrottle_timer is not None:
+            self._unthrottle_timer.cancel()
+            self._unthrottle_timer = None
         super().connection_lost(exc)
 
     # -- the head bound --------------------------------------------------------
@@ -258,6 +299,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._head_bytes = 0
         self._arriving = True
+        self._head_done = False
 
     def on_url(self, url: bytes) -> None:
         self._count_head(len(url) + 12)
@@ -267,6 +309,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # A head that came whole in one read: its parts are counted as parsed
         # (an exception here is httptools' parse error: uvicorn answers 400).
         self._count_head(len(name) + len(value) + 4)
+        if self._head_done:
+            # A chunked body's trailer: uvicorn appended it to the request's
+            # headers (the very list its scope holds), after the Host check and
+            # while the app ran, so a trailer "Host" or "Authorization" became
+            # a second one the app could read. Discarded (RFC 9110 6.5.1).
+            return
         super().on_header(name, value)
 
     def _count_head(self, size: int) -> None:
@@ -276,9 +324,44 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._head_done = True
+        version = self.parser.get_http_version()
         # (An exception here is httptools' parse error: uvicorn answers 400.)
-        target_host(self.headers, self.url, http_version=self.parser.get_http_version())
-        super().on_headers_complete()
+        refusal = refused_framing(self.headers, version)
+        if refusal is None:
+            target_host(self.headers, self.url, http_version=version)
+            refusal = self._over_rate()
+        if refusal is None:
+            super().on_headers_complete()
+            return
+        # Answered by a bare app instead of ours, in its turn (after the
+        # requests pipelined before it), as uvicorn answers its own 503.
+        app = self.app
+        self.app = refusal
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def _over_rate(self) -> _Refusal | None:
+        """The 429 for a request over its address's rate, or None."""
+        limiter = self.addresses
+        if limiter is None:
+            return None
+        authorization = next((v for n, v in self.headers if n == b"authorization"), None)
+        wait = limiter.wait(self.client[0] if self.client else None, authorization)
+        if not wait:
+            return None
+        seconds = limiter.retry_after(wait)
+        self.over_rate.note(math.ceil(limiter.rate))
+        self._throttle = seconds
+        return _Refusal(
+            429,
+            f"more than {limiter.rate:g} requests/s without a token from this address "
+            f"([api] anonymous_rate); retry in {seconds} s",
+            retry_after=seconds,
+            close=False,
+        )
 
     # -- the request deadline --------------------------------------------------
 
@@ -299,12 +382,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # one; not a pipelined request that came whole and is being served.
         if self._arriving or self.cycle is None or self.cycle.response_complete:
             self._start_request_timer()
+        if self._throttle and not self.transport.is_closing():
+            # Over its address's rate: nothing more is read from this
+            # connection until its Retry-After is up. Answering each request
+            # 429 still cost the loop most of what serving it did (a 1,200/s
+            # flood took 20 % of a core either way); a client that waits as
+            # told loses nothing, one that does not is held by TCP instead.
+            self.transport.pause_reading()
+            if self._unthrottle_timer is not None:
+                self._unthrottle_timer.cancel()
+            self._unthrottle_timer = self.loop.call_later(self._throttle, self._unthrottle)
+            self._throttle = 0
+
+    def _unthrottle(self) -> None:
+        self._unthrottle_timer = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _start_request_timer(self) -> None:
         self._cancel_request_timer()
         if not self.transport.is_closing():
             self._request_timer = self.loop.call_later(self.request_deadline, self._request_late)
             self.owing[self] = None  # the newest owing
+            self.owing_since = self.loop.time()
 
     def _cancel_request_timer(self) -> None:
         if self._request_timer is not None:
@@ -389,6 +489,89 @@ def target_host(
     headers.append((b"host", authority))
 
 
+#: The transfer coding the API takes (RFC 9112 7): anything else before it
+#: is 501, and a body not ending in it has no length we could tell.
+_CHUNKED = b"chunked"
+
+
+def refused_framing(headers: list[tuple[bytes, bytes]], http_version: str) -> _Refusal | None:
+    """The answer for a request whose version or framing is not served, or None.
+
+    httptools serves ``HTTP/2.0`` (and ``HTTP/0.9``) request lines as HTTP/1.1
+    and reads ``Transfer-Encoding: gzip, chunked`` as plain chunked, handing
+    the app compressed bytes for a body. So (RFC 9110 15.6.6, RFC 9112 6.1):
+
+    * a major version other than 1: ``505``;
+    * ``Transfer-Encoding`` in an HTTP/1.0 request: ``400`` (its framing is
+      faulty, whatever the value);
+    * ``chunked`` applied more than once, or not last: ``400`` (raised: the
+      body's length is unknown; httptools refuses most such already);
+    * any other coding besides ``chunked`` (``gzip``, ``deflate``): ``501``.
+
+    Each closes the connection: what follows the head cannot be trusted to
+    be where the next request begins."""
+    if not http_version.startswith("1."):
+        return _Refusal(
+            505,
+            f"HTTP/{http_version[:8]} is not supported: this API speaks HTTP/1.1 (and 1.0)",
+        )
+    codings: list[bytes] = []
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in value.split(b","))
+    if not codings:
+        return None
+    if http_version == "1.0":
+        raise ValueError("Transfer-Encoding in an HTTP/1.0 request")
+    if codings[-1] != _CHUNKED or codings.count(_CHUNKED) != 1:
+        raise ValueError("a Transfer-Encoding not ending in one chunked")
+    if len(codings) == 1:
+        return None  # chunked alone
+    others = sorted({c.decode("latin-1")[:40] for c in codings[:-1]})
+    return _Refusal(
+        501,
+        f"transfer coding {', '.join(others)} is not supported: send the body as is, "
+        "with Content-Length or Transfer-Encoding: chunked alone",
+    )
+
+
+class _Refusal:
+    """A bare ASGI app answering one status as problem details (RFC 9457),
+    without our app and its middleware: cheap, for a flood of them."""
+
+    _TITLES: ClassVar[dict[int, str]] = {
+        429: "Too Many Requests",
+        501: "Not Implemented",
+        505: "HTTP Version Not Supported",
+    }
+
+    def __init__(
+        self, status: int, detail: str, *, retry_after: int | None = None, close: bool = True
+    ) -> None:
+        self.status = status
+        body = {
+            "type": "about:blank",
+            "title": self._TITLES.get(status, "Error"),
+            "status": status,
+            "detail": detail,
+        }
+        self.body = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        if close:
+            headers.append((b"connection", b"close"))
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def _let_go(transport: asyncio.Transport) -> None:
     """Close ``transport`` now: gently when all is written, else cut (close
     would wait for a client that does not read, which is to say for ever)."""
@@ -441,9 +624,11 @@ def bounded_protocol(
     max_connections: int,
     request_deadline: float | None = None,
     write_deadline: float | None = None,
+    addresses: AddressLimiter | None = None,
 ) -> type[BoundedHttpToolsProtocol]:
     """The protocol class for one server: its own bounds, its own refusal count
-    (the deadlines default to :data:`REQUEST_DEADLINE` and :data:`WRITE_DEADLINE`)."""
+    (the deadlines default to :data:`REQUEST_DEADLINE` and :data:`WRITE_DEADLINE`),
+    its own rate per address (``addresses``; None: none)."""
 
     class Bounded(BoundedHttpToolsProtocol):
         pass
@@ -454,6 +639,8 @@ def bounded_protocol(
     Bounded.refusals = _Refusals()
     Bounded.evictions = _Refusals(_EVICTED)
     Bounded.owing = {}
+    Bounded.addresses = addresses
+    Bounded.over_rate = _Refusals(_OVER_RATE)
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)

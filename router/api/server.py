@@ -38,6 +38,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import handshake
+from router.api.addresses import AddressLimiter
 from router.api.handshake import Handshakes
 from router.api.hosts import TrustedHosts, trusted_hosts
 from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
@@ -46,7 +47,7 @@ from router.api.settings import ApiSettings
 from router.errors import ConfigError
 from router.tasks import cancel_and_wait
 
-__all__ = ["FILES_KEPT", "ApiServer", "connections_within"]
+__all__ = ["FILES_KEPT", "ApiServer", "address_limiter", "connections_within"]
 
 log = logging.getLogger("router.api")
 
@@ -93,6 +94,20 @@ def connections_within(wanted: int, open_files: int | None = None) -> int:
         wanted,
     )
     return allowed
+
+
+def address_limiter(settings: ApiSettings) -> AddressLimiter | None:
+    """``[api] anonymous_rate`` and its keys as the protocol applies them
+    (:mod:`router.api.addresses`); None when the rate is 0 (no limit)."""
+    if settings.anonymous_rate <= 0:
+        return None
+    return AddressLimiter(
+        rate=settings.anonymous_rate,
+        burst=settings.anonymous_burst,
+        addresses=settings.anonymous_addresses,
+        loopback=settings.anonymous_loopback,
+        digests=(token.digest for token in settings.tokens.values()),
+    )
 
 
 class _AcceptStorm(logging.Filter):
@@ -163,6 +178,8 @@ class _Server(uvicorn.Server):
             limit=protocol_class.max_connections,
             refused=protocol_class.refusals.note,
             deadline=handshake.HANDSHAKE_DEADLINE,
+            owing=protocol_class.oldest_owing,
+            evicted=protocol_class.evictions.note,
         )
         loop = asyncio.get_running_loop()
         self.servers = [
@@ -207,7 +224,9 @@ class ApiServer:
             served = TrustedHosts(served, allowed)
         #: ``[api] max_connections``, or fewer under a low open-files limit.
         self.max_connections = connections_within(settings.max_connections)
-        protocol_class = bounded_protocol(max_connections=self.max_connections)
+        protocol_class = bounded_protocol(
+            max_connections=self.max_connections, addresses=address_limiter(settings)
+        )
         asyncio_log = logging.getLogger("asyncio")
         if _ACCEPT_STORM not in asyncio_log.filters:
             asyncio_log.addFilter(_ACCEPT_STORM)
@@ -309,6 +328,7 @@ class ApiServer:
             # The connections refused past the cap and not yet said (router/api/protocol.py).
             self._server.protocol_class.refusals.close()
             self._server.protocol_class.evictions.close()
+            self._server.protocol_class.over_rate.close()
             # The 401s counted and not yet summed up (router/api/refusals.py).
             refusals = getattr(getattr(self._current.app, "state", None), "refusals", None)
             if isinstance(refusals, Refusals):

@@ -29,9 +29,15 @@ from router.api import handshake, protocol
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
-from router.api.server import FILES_KEPT, ApiServer, connections_within
-from router.api.settings import ApiSettings, TokenSettings
-from router.testing import StubEngine
+from router.api.server import FILES_KEPT, ApiServer, address_limiter, connections_within
+from router.api.settings import (
+    DEFAULT_ANONYMOUS_ADDRESSES,
+    DEFAULT_ANONYMOUS_RATE,
+    ApiSettings,
+    TokenSettings,
+)
+from router.errors import ConfigError
+from router.testing import StubEngine, config_from_toml
 from tests.unit.tls_files import self_signed
 from tests.unit.waiting import eventually
 
@@ -547,30 +553,84 @@ async def test_a_tls_handshake_that_does_not_finish_in_time_is_closed(
     assert await tls_healthz(server.port, tls_files["cert"]) == 200
 
 
-async def test_tls_handshakes_count_against_the_cap(
+async def test_tls_handshakes_count_against_the_cap_and_the_oldest_makes_room(
     serve: Serve, tls_files: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A connection is counted from its accept, not from the end of its
-    handshake: clients that connect and never say hello cannot hold more than
-    max_connections sockets."""
+    handshake, and past the cap the handshake that has waited longest is
+    closed to make room, as an HTTP connection owing its request is: clients
+    that connect and never say hello held every place for 10 s each, and a
+    new client was refused all the while (issue 16)."""
     server, _ = await serve(max_connections=3, **tls_files)
+    handshakes = server._server.handshakes
+    assert handshakes is not None
     async with contextlib.AsyncExitStack() as stack:
-        for _ in range(3):
-            await stack.enter_async_context(connection(server.port))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        async with connection(server.port) as (reader, _):
-            assert await closed_within(reader, 5) == b""
-        # At once, not at the 10 s handshake deadline: far below it, whatever
-        # the load (1.5 s measured the host; issue 16).
-        assert time.monotonic() - started < 5
-        with pytest.raises(httpx.TransportError):
-            await tls_healthz(server.port, tls_files["cert"])
-    assert "connection(s) refused: already 3 open" in caplog.text
-    # Closed ones free their places, and a finished handshake is an ordinary
-    # connection of the cap.
-    await asyncio.sleep(0.2)
-    assert await tls_healthz(server.port, tls_files["cert"]) == 200
+        silent = [await stack.enter_async_context(connection(server.port)) for _ in range(3)]
+        await eventually(lambda: len(handshakes) == 3, "three handshakes under way")
+        # Served, at once: the oldest silent handshake went to make room.
+        assert await tls_healthz(server.port, tls_files["cert"]) == 200
+        assert await closed_within(silent[0][0], 5) == b""
+        # The other two were younger than the first: still under way.
+        await eventually(lambda: len(handshakes) == 2, "the other two still under way")
+    assert "closed to make room for new ones: already 3 open" in caplog.text
+
+
+async def test_past_the_cap_an_older_idle_tls_connection_goes_before_a_handshake(
+    serve: Serve, tls_files: dict[str, Path]
+) -> None:
+    """Handshakes and open connections owing their request are weighed by
+    age: an idle keep-alive connection older than every handshake under way
+    is the one closed."""
+    server, _ = await serve(max_connections=2, **tls_files)
+    handshakes = server._server.handshakes
+    assert handshakes is not None
+    trusted = ssl.create_default_context(cafile=str(tls_files["cert"]))
+    idle_reader, idle_writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=trusted, server_hostname="127.0.0.1"
+    )
+    try:
+        await eventually(lambda: len(server._server.server_state.connections) == 1, "idle open")
+        async with connection(server.port) as (silent, _):
+            await eventually(lambda: len(handshakes) == 1, "a handshake under way")
+            assert await tls_healthz(server.port, tls_files["cert"]) == 200
+            assert await closed_within(idle_reader, 5) == b""
+            assert len(handshakes) == 1  # the younger handshake is still there
+            assert not silent.at_eof()
+    finally:
+        idle_writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await idle_writer.wait_closed()
+
+
+def test_a_handshake_cancelled_before_it_began_leaves_no_socket() -> None:
+    """A handshake closed to make room before its task ran: the task's cancel
+    alone would never close its socket (the coroutine never starts)."""
+
+    async def main() -> None:
+        closed: list[bool] = []
+
+        class Transport(asyncio.Transport):
+            def pause_reading(self) -> None:
+                pass
+
+            def abort(self) -> None:
+                closed.append(True)
+
+            def is_closing(self) -> bool:
+                return bool(closed)
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        handshakes = handshake.Handshakes(
+            asyncio.Protocol, context, open_connections=set(), limit=1, refused=lambda _: None
+        )
+        first, second = Transport(), Transport()
+        handshakes.accept(first)
+        handshakes.accept(second)  # before the first's task ran: it makes room
+        assert closed == [True]
+        assert len(handshakes) == 1
+        await handshakes.close()
+
+    asyncio.run(main())
 
 
 async def test_a_stop_cuts_the_handshakes_under_way(
@@ -696,3 +756,146 @@ async def test_the_stop_closes_the_connection_refusals(serve: Serve) -> None:
     await server.stop()
     assert due.cancelled()
     assert refusals._due is None
+
+
+# -- the rate per address of requests without a token ----------------------------------
+
+
+async def answers(port: int, request: bytes, count: int) -> list[bytes]:
+    """``count`` answers' heads to ``request`` sent ``count`` times, pipelined
+    on one connection (each answer's body read by its Content-Length)."""
+    async with connection(port, request * count) as (reader, _):
+        return [await answer_head(reader) for _ in range(count)]
+
+
+async def answer_head(reader: asyncio.StreamReader) -> bytes:
+    """One answer's head, its body (by its Content-Length) read past."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head
+
+
+async def test_requests_without_a_token_past_an_address_rate_are_answered_429(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,200 tokenless requests a second from one address pushed routing from
+    2-3 ms to 40-180 ms: past ``[api] anonymous_rate`` (here 1 in 1,000 s,
+    3 at once) the rest are answered 429 before the app, and the connection
+    serves on; a request with a valid token is not counted (issue 16)."""
+    server, _ = await serve(anonymous_rate=0.001, anonymous_burst=3, anonymous_loopback=True)
+    heads = await answers(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 6)
+    assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 3 + [b"429"] * 3
+    refused = heads[-1].lower()
+    assert b"retry-after: 1000\r\n" in refused
+    assert b"content-type: application/problem+json\r\n" in refused
+    assert b"connection: close" not in refused
+    # Another path, a wrong token: the same address's bucket.
+    for request in (
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer cr_nope\r\n\r\n",
+    ):
+        assert (await answers(server.port, request, 1))[0].startswith(b"HTTP/1.1 429 ")
+    # A valid token: its own rate, not the address's.
+    with_token = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
+    heads = await answers(server.port, with_token, 5)
+    assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 5
+    assert "429: over [api] anonymous_rate of 1 a second from one client address" in caplog.text
+
+
+async def test_a_connection_over_its_address_rate_is_not_read_until_its_retry_after(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answering every request of a flood 429 still cost the loop most of
+    what serving it did: after a 429 nothing more is read from that
+    connection until its Retry-After is up (here 1,000 s: the request
+    deadline closes it first, its next request unread)."""
+    monkeypatch.setattr(protocol, "REQUEST_DEADLINE", 1.0)
+    server, _ = await serve(anonymous_rate=0.001, anonymous_burst=1, anonymous_loopback=True)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    async with connection(server.port, request) as (reader, writer):
+        assert (await answer_head(reader)).startswith(b"HTTP/1.1 200 ")
+        writer.write(request)
+        assert (await answer_head(reader)).startswith(b"HTTP/1.1 429 ")
+        writer.write(request)
+        assert await closed_within(reader, 8) == b""
+
+
+async def test_loopback_clients_are_not_limited_by_default(serve: Serve) -> None:
+    """The host's own monitoring, and a reverse proxy on loopback (every
+    client behind it comes from 127.0.0.1), are never refused so."""
+    server, _ = await serve(anonymous_rate=0.001, anonymous_burst=1)
+    heads = await answers(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 10)
+    assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 10
+
+
+def test_the_anonymous_keys_are_read_from_router_toml(tmp_path: Path) -> None:
+    default = config_from_toml(tmp_path, "[api]\n").api
+    assert default is not None
+    assert (default.anonymous_rate, default.anonymous_burst) == (DEFAULT_ANONYMOUS_RATE, 40)
+    assert default.anonymous_addresses == DEFAULT_ANONYMOUS_ADDRESSES
+    assert default.anonymous_loopback is False
+    made = address_limiter(default)
+    assert made is not None
+    assert (made.rate, made.burst, made.loopback) == (20.0, 40, False)
+    read = config_from_toml(
+        tmp_path,
+        "[api]\nanonymous_rate = 5\nanonymous_addresses = 100\nanonymous_loopback = true\n",
+    ).api
+    assert read is not None
+    assert (read.anonymous_rate, read.anonymous_burst, read.anonymous_addresses) == (5, 10, 100)
+    assert read.anonymous_loopback is True
+    off = config_from_toml(tmp_path, "[api]\nanonymous_rate = 0\n").api
+    assert off is not None
+    assert address_limiter(off) is None
+    with pytest.raises(ConfigError, match=r"\[api\] anonymous_burst"):
+        config_from_toml(tmp_path, "[api]\nanonymous_burst = 0\n")
+    with pytest.raises(ConfigError, match=r"\[api\] anonymous_rate"):
+        config_from_toml(tmp_path, "[api]\nanonymous_rate = -1\n")
+
+
+# -- versions and transfer codings httptools would take ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        pytest.param(b"GET /healthz HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n", b"505", id="http2"),
+        pytest.param(b"GET /healthz HTTP/0.9\r\nHost: 127.0.0.1\r\n\r\n", b"505", id="http09"),
+        pytest.param(
+            b"POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"501",
+            id="gzip-chunked",
+        ),
+        pytest.param(
+            b"POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"501",
+            id="gzip-then-chunked-headers",
+        ),
+        pytest.param(
+            b"POST /api/v1/calls HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"400",
+            id="chunked-in-http10",
+        ),
+    ],
+)
+async def test_a_version_or_transfer_coding_not_served_is_refused_and_the_connection_closed(
+    serve: Serve, request_: bytes, status: bytes
+) -> None:
+    """httptools served ``HTTP/2.0`` as 1.1 and read ``gzip, chunked`` as
+    chunked (the app got compressed bytes for a body); RFC 9110 15.6.6 and RFC
+    9112 6.1 say 505, 501, and 400 for chunked in HTTP/1.0 (issue 16)."""
+    server, _ = await serve()
+    follow = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    async with connection(server.port, request_ + follow) as (reader, _):
+        answer = await closed_within(reader, 5)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+    assert b"HTTP/1.1 200 " not in answer, answer  # the pipelined one not served
+    assert await healthz(server.port) == 200

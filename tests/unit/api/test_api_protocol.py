@@ -201,3 +201,29 @@ async def test_the_line_still_due_is_said_at_close_and_its_timer_cancelled(
     ]
     refusals.close()  # nothing owed: no line
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2
+
+
+async def test_a_chunked_bodys_trailer_never_becomes_a_request_header(served: Any) -> None:
+    """uvicorn appended a trailer to the request's headers (the list its scope
+    holds) after the Host check, while the app ran: a trailer ``Host`` or
+    ``Authorization`` became a second one the app read after the body. A
+    trailer is discarded (RFC 9110 6.5.1; issue 16)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        names = b",".join(name for name, _ in scope["headers"])
+        await _ok(send, names)
+
+    port = await served(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nHost: evil.example\r\nAuthorization: Bearer stolen\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    body = await reader.readexactly(length)
+    writer.close()
+    assert body == b"host,transfer-encoding"

@@ -1,0 +1,90 @@
+"""The rate per client address of requests without a valid token
+(:mod:`router.api.addresses`): its buckets, its keys, its bound."""
+
+from __future__ import annotations
+
+import hashlib
+
+from router.api.addresses import AddressLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limiter(clock: Clock, **changes: object) -> AddressLimiter:
+    settings: dict[str, object] = {"rate": 2.0, "burst": 3, "addresses": 8, "clock": clock}
+    settings.update(changes)
+    return AddressLimiter(**settings)  # type: ignore[arg-type]
+
+
+def test_an_address_gets_its_burst_then_its_rate() -> None:
+    clock = Clock()
+    limits = limiter(clock)
+    assert [limits.wait("192.0.2.7", None) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limits.wait("192.0.2.7", None) == 0.5  # one in 1/rate s
+    assert limits.retry_after(0.5) == 1
+    assert limits.wait("192.0.2.8", None) == 0.0  # another address: its own bucket
+    clock.now += 0.5
+    assert limits.wait("192.0.2.7", None) == 0.0
+    assert limits.wait("192.0.2.7", None) > 0
+    assert limits.refused == 2
+
+
+def test_loopback_is_not_limited_unless_asked() -> None:
+    clock = Clock()
+    free = limiter(clock, burst=1)
+    for address in ("127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"):
+        assert [free.wait(address, None) for _ in range(100)] == [0.0] * 100, address
+    assert len(free) == 0
+    limited = limiter(clock, burst=1, loopback=True)
+    assert limited.wait("127.0.0.1", None) == 0.0
+    assert limited.wait("127.0.0.1", None) > 0
+
+
+def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() -> None:
+    clock = Clock()
+    limits = limiter(clock, burst=2)
+    assert limits.wait("2001:db8:1:2::1", None) == 0.0
+    assert limits.wait("2001:db8:1:2:ffff::99", None) == 0.0  # the same /64
+    assert limits.wait("2001:db8:1:2::5%eth0", None) > 0
+    assert limits.wait("2001:db8:1:3::1", None) == 0.0  # another /64
+    assert limits.wait("::ffff:192.0.2.1", None) == 0.0
+    assert limits.wait("192.0.2.1", None) == 0.0
+    assert limits.wait("192.0.2.1", None) > 0
+
+
+def test_a_request_bearing_a_configured_token_is_not_counted() -> None:
+    clock = Clock()
+    limits = limiter(clock, burst=1, digests=[hashlib.sha256(b"cr_good").digest()])
+    assert limits.wait("192.0.2.7", None) == 0.0
+    assert limits.wait("192.0.2.7", b"Bearer cr_good") == 0.0
+    assert limits.wait("192.0.2.7", b"bearer  cr_good ") == 0.0
+    # A wrong token, another scheme, the token in another header's place: counted.
+    for header in (b"Bearer cr_bad", b"Basic cr_good", b"cr_good", b"Bearer "):
+        assert limits.wait("192.0.2.7", header) > 0, header
+
+
+def test_the_table_is_bounded_and_the_address_used_longest_ago_goes() -> None:
+    clock = Clock()
+    limits = limiter(clock, burst=1, addresses=4)
+    for n in range(1000):
+        limits.wait(f"10.0.{n // 256}.{n % 256}", None)
+    assert len(limits) == 4
+    limits = limiter(clock, burst=1, addresses=2)
+    limits.wait("192.0.2.1", None)
+    limits.wait("192.0.2.2", None)
+    assert limits.wait("192.0.2.1", None) > 0  # used again: now the newest
+    limits.wait("192.0.2.3", None)  # the table full: 192.0.2.2 goes
+    assert limits.wait("192.0.2.1", None) > 0
+    assert limits.wait("192.0.2.2", None) == 0.0  # forgotten: a new bucket
+
+
+def test_a_rate_of_zero_limits_nothing() -> None:
+    limits = limiter(Clock(), rate=0.0, burst=1)
+    assert [limits.wait("192.0.2.7", None) for _ in range(10)] == [0.0] * 10
+    assert len(limits) == 0
