@@ -518,7 +518,9 @@ def refused_framing(headers: list[tuple[bytes, bytes]], http_version: str) -> _R
     codings: list[bytes] = []
     for name, value in headers:
         if name == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in value.split(b","))
+            # Empty list elements are no codings (RFC 9110 5.6.1): llhttp takes
+            # ", chunked" for chunked, and so must this.
+            codings.extend(c for c in (c.strip().lower() for c in value.split(b",")) if c)
     if not codings:
         return None
     if http_version == "1.0":

@@ -899,3 +899,20 @@ async def test_a_version_or_transfer_coding_not_served_is_refused_and_the_connec
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
     assert b"HTTP/1.1 200 " not in answer, answer  # the pipelined one not served
     assert await healthz(server.port) == 200
+
+
+async def test_chunked_alone_is_served_whatever_empty_elements_its_list_holds(
+    serve: Serve,
+) -> None:
+    """Empty list elements are no codings (RFC 9110 5.6.1): llhttp reads
+    ``, chunked`` as chunked, so the check must not take it for a coding it
+    does not know (501)."""
+    server, _ = await serve()
+    for value in (b"chunked", b"Chunked", b", chunked", b" ,chunked"):
+        request = (
+            b"POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: "
+            + value
+            + b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        )
+        [head] = await answers(server.port, request, 1)
+        assert head.startswith(b"HTTP/1.1 401 "), (value, head)  # served: no token
