@@ -211,6 +211,11 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "the click-to-call Asterisk did not answer within ami_timeout "
             "(503): it may still be placed",
         },
+        "state": {
+            "type": "string",
+            "description": "recording: the file asked for is still being recorded (409); "
+            "it is served once the call ends or its recording stops",
+        },
         "stopped_files": {
             "type": "array",
             "items": {"type": "string"},

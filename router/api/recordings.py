@@ -152,6 +152,16 @@ def _not_found(call_id: str) -> ApiError:
     return ApiError(404, f"no recording {call_id[:60]!r} that this request may fetch")
 
 
+def _still_recording(call_id: str, part: str) -> ApiError:
+    return ApiError(
+        409,
+        f"recording {call_id!r} ({part}) is still being recorded: it can be fetched once "
+        f"the call ends or its recording stops (GET /api/v1/recordings/{call_id} tells "
+        "each file's state)",
+        state="recording",
+    )
+
+
 def _open(folder: Path, path: Path) -> tuple[BinaryIO, int]:
     """The recording open and its size: a regular file below ``folder`` (``[recordings]
     local_dir``), reached without following a link on the way (:func:`open_recording`)."""
@@ -446,6 +456,11 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             rec = recordings.store.get(call_id, part)
             if rec is not None and not _visible(token, rec):
                 rec = None
+        if rec is not None and rec.state == "recording":
+            # Asterisk still writes it: what would be served is a file cut short
+            # (a WAV whose header says it is empty), and a 404 read as "no such
+            # recording". Told only to a link or token that may read it.
+            raise _still_recording(call_id, part)
         if rec is None or rec.state not in _SERVABLE or rec.file is None:
             raise _not_found(call_id)
         if signed and rec.state == "empty":
@@ -747,6 +762,8 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getRecording",
                 "summary": "One recording file, by a signed link or a token (recordings:read)",
+                "description": "409 (the problem's state 'recording') while Asterisk still "
+                "writes the file: it is served once the call ends or its recording stops.",
                 "parameters": [
                     _CALL_ID,
                     {
@@ -763,7 +780,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "The whole file", **_AUDIO},
                     "206": {"description": "The byte range asked for", **_AUDIO},
-                    **_errors(400, 401, 403, 404, 416, 429),
+                    **_errors(400, 401, 403, 404, 409, 416, 429),
                 },
             }
         },

@@ -1605,3 +1605,27 @@ async def test_a_signed_link_to_an_empty_recording_is_404_saying_so(
         response = await client.get(url)
     assert response.status_code == 404
     assert response.json()["detail"] == (f"recording {CALL!r} has no sound (empty): not sent to 1C")
+
+
+async def test_a_file_still_being_recorded_is_409_saying_so_not_404(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """A session's trial of issue 16: a recording still being written downloaded as
+    404, read as "no such recording". It is 409, the problem naming its state,
+    for a token or a link that may read it; one that may not still gets the 404."""
+    live = "1714557800.5"
+    catalog(stub, settings, live, Origin("rule", "compliance"))
+    signed = recording_signer(settings, stub.state_dir).url("http://t", live, "mix", 300)
+    async with client_for(stub) as client:
+        own = await client.get(f"/api/v1/recordings/{live}/mix", headers=bearer(DESK101))
+        by_link = await client.get(signed.removeprefix("http://t"))
+        other = await client.get(f"/api/v1/recordings/{live}/mix", headers=bearer(DESK102))
+        listing = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK101))
+    for answer in (own, by_link):
+        assert answer.status_code == 409, answer.text
+        problem = answer.json()
+        assert problem["state"] == "recording"
+        assert "still being recorded" in problem["detail"]
+    assert other.status_code == 404
+    (entry,) = listing.json()["files"]
+    assert (entry["state"], entry["url"]) == ("recording", None)
