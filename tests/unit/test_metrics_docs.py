@@ -8,6 +8,7 @@ the example) adds through ``callrouter_metrics``.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -204,3 +205,104 @@ def test_the_lookup_time_help_says_what_is_left_out() -> None:
     metrics = Metrics()
     assert "earlier rule" in metrics.lookup_seconds._documentation
     assert "prefetch" not in metrics.lookup_seconds._documentation
+
+
+#: The lead of the list of ``operation`` values under each reference's table.
+_OPERATION_LISTS = {
+    REPO / "docs" / "operations.md": "The `operation` label of `callrouter_api_requests_total` is",
+    REPO / "docs" / "ru" / "operations.md": "Метка `operation` в `callrouter_api_requests_total`",
+}
+
+
+def _operation_values(node: ast.expr, constants: dict[str, str]) -> set[str]:
+    """The labels an expression given as an operation can be (an f-string is
+    ``ami:<Action>``, the only one the code builds: the catalog's spelling)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.JoinedStr):
+        head = node.values[0]
+        assert isinstance(head, ast.Constant) and head.value == "ami:", ast.unparse(node)
+        return {"ami:<Action>"}
+    if isinstance(node, ast.IfExp):
+        return _operation_values(node.body, constants) | _operation_values(node.orelse, constants)
+    if isinstance(node, ast.Name) and node.id in constants:
+        return {constants[node.id]}
+    raise AssertionError(f"an operation the test cannot read: {ast.unparse(node)}")
+
+
+def operation_labels_in_code() -> dict[str, str]:
+    """Every ``operation`` label router/api can count: value -> where.
+
+    What an endpoint names through ``authorize(request, OPERATION)`` or the live
+    page's ``require(request, OPERATION)``, or sets as ``audit.operation``; the
+    audit's default (``-``: a request no endpoint took) and the label's cap
+    (``other``) besides."""
+    from router.api.auth import Audit
+    from router.metrics import OTHER
+
+    found = {Audit().operation: "router/api/auth.py", OTHER: "router/metrics.py"}
+    for path in sorted((REPO / "router" / "api").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        given: list[ast.expr] = []
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("authorize", "require")
+                and len(node.args) >= 2
+            ):
+                given.append(node.args[1])
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Attribute) and target.attr == "operation":
+                        given.append(node.value)
+                    elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                        given.extend(
+                            value
+                            for element, value in zip(target.elts, node.value.elts, strict=True)
+                            if isinstance(element, ast.Attribute) and element.attr == "operation"
+                        )
+        for expression in given:
+            if isinstance(expression, ast.Name) and expression.id not in constants:
+                continue  # a parameter passed on (ui.py's require): its callers are read
+            for value in _operation_values(expression, constants):
+                found.setdefault(value, f"{path.relative_to(REPO)}:{expression.lineno}")
+    return found
+
+
+def documented_operation_labels(page: Path) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    lead = _OPERATION_LISTS[page]
+    assert lead in text, f"{page.name}: no list of the operation label's values"
+    # The lead's paragraph, then the list: one item per line, its values before ": ".
+    block = text.split(lead, 1)[1].split("\n\n", 2)[1]
+    return [
+        value
+        for line in block.splitlines()
+        if line.startswith("- ")
+        for value in re.findall(r"`([^`]+)`", line.split(": ", 1)[0])
+    ]
+
+
+@pytest.mark.parametrize("page", list(_OPERATION_LISTS), ids=lambda p: p.parent.name)
+def test_every_api_operation_label_the_code_can_count_is_documented(page: Path) -> None:
+    """A session's trial of issue 16 scraped ``operation="starting"`` (every path
+    but the health ones while callrouter waits for Asterisk), which the reference
+    named nowhere; its examples ended with "...". The reference lists every value
+    the code can count, and a value added to the code fails here until listed."""
+    code = operation_labels_in_code()
+    assert {"starting", "calls:create", "ami:<Action>", "ami:unknown", "-"} <= code.keys()
+    listed = documented_operation_labels(page)
+    assert len(listed) == len(set(listed)), f"{page.name}: a value listed twice"
+    missing = {value: where for value, where in code.items() if value not in listed}
+    assert missing == {}, f"{page.name}: operation labels the code counts, not listed"
+    assert set(listed) <= code.keys(), f"{page.name}: listed, never counted"
