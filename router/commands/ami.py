@@ -88,10 +88,15 @@ def render_text(result: ActionResult) -> str:
 
 
 def render_json(result: ActionResult) -> str:
+    """The answer as :func:`render_text` prints it: the response, the list's
+    items and its closing event (``closing``; null for no list, or one whose
+    closing event never came), which holds what no item says (``ListItems``,
+    a ``...Complete`` event's totals)."""
     return json.dumps(
         {
             "response": result.response.to_dict(),
             "items": [i.to_dict() for i in result.items],
+            "closing": None if result.closing is None else result.closing.to_dict(),
             "complete": result.complete,
             "unread_items": result.unread_items,
         },

@@ -394,3 +394,31 @@ def test_a_list_short_of_items_skipped_for_a_long_line_says_so_on_stderr(
         "closing event counts (ListItems), each skipped for a line over 65536 bytes (the "
         "parser's line bound)"
     )
+
+
+def test_json_holds_the_lists_closing_event_as_the_text_does(
+    short_listing_peer: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's trial of issue 16: `callrouter ami --json` left out an event
+    list's closing event (`CoreShowChannelsComplete`, with its `ListItems`), which
+    the text prints last. Both print the same blocks now; no list, no closing."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["--url", f"tcp://127.0.0.1:{short_listing_peer}", "--username", "u"]
+    argv += ["--auth", "plain", "--config", "/nonexistent.toml"]
+    assert main(["ami", "CoreShowChannels", *argv]) == 0
+    text = capsys.readouterr().out
+    assert main(["ami", "CoreShowChannels", "--json", *argv]) == 0
+    answer = loads(capsys.readouterr().out)
+    closing = answer["closing"]
+    assert closing["Event"] == "CoreShowChannelsComplete"
+    assert (closing["EventList"], closing["ListItems"]) == ("Complete", "3")
+    assert answer["complete"] is True
+    blocks = [answer["response"], *answer["items"], closing]
+    # The same blocks, field by field (each run has its own ActionID).
+    shown = [
+        [line.partition(": ")[0] for line in block.splitlines()] for block in text.split("\n\n")
+    ]
+    assert shown == [list(block) for block in blocks]
+    assert "ListItems: 3\n" in text
+    assert main(["ami", "Ping", "--json", *argv]) == 0
+    assert loads(capsys.readouterr().out)["closing"] is None
