@@ -221,7 +221,8 @@ def _operation_values(node: ast.expr, constants: dict[str, str]) -> set[str]:
         return {node.value}
     if isinstance(node, ast.JoinedStr):
         head = node.values[0]
-        assert isinstance(head, ast.Constant) and head.value == "ami:", ast.unparse(node)
+        assert isinstance(head, ast.Constant), ast.unparse(node)
+        assert head.value == "ami:", ast.unparse(node)
         return {"ami:<Action>"}
     if isinstance(node, ast.IfExp):
         return _operation_values(node.body, constants) | _operation_values(node.orelse, constants)
