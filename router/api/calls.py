@@ -835,6 +835,16 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     dialing = Dialing(ctx.engine.config, settings.dial_prefix)
     originations = Originations(ctx.feed)
     ctx.engine.watch(originations.observe)
+
+    def ended_call(call_id: str) -> set[str] | None:
+        origination = originations.get(call_id)
+        if origination is None or origination.state not in ("ended", "failed"):
+            return None  # unknown, or not yet begun (no channel): not ended
+        if ctx.engine.calls.get(call_id) is not None:
+            return None
+        return call_extensions(None, origination)
+
+    ctx.ended_call = ended_call
     waits = _BridgeWaits()
     ctx.engine.watch(waits.observe)
     keys = IdempotencyKeys(settings.idempotency_ttl)

@@ -88,6 +88,11 @@ class ApiContext:
     #: of an older call bridged in before the recording began among them). None:
     #: the live legs alone.
     present: Callable[[Call], Awaitable[set[str]]] | None = None
+    #: The extensions of a call the engine let go of that the API still shows
+    #: (a click-to-call that ended: GET /calls/{id} answers it), by id; None for
+    #: a call it does not know. router.api.calls sets it; the recording endpoints
+    #: read it, so they answer such a call as ended, not as one never seen.
+    ended_call: Callable[[str], set[str] | None] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

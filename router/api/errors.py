@@ -214,7 +214,9 @@ PROBLEM_SCHEMA: dict[str, object] = {
         "state": {
             "type": "string",
             "description": "recording: the file asked for is still being recorded (409); "
-            "it is served once the call ends or its recording stops",
+            "it is served once the call ends or its recording stops. ended: the call "
+            "(an ended click-to-call GET /calls/{id} still shows) has ended, so there is "
+            "nothing to start or stop recording (409)",
         },
         "stopped_files": {
             "type": "array",

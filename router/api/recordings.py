@@ -162,6 +162,32 @@ def _still_recording(call_id: str, part: str) -> ApiError:
     )
 
 
+def _ended(ctx: ApiContext, token: Token, call_id: str) -> bool:
+    """Whether ``call_id`` is a call that ended which GET /calls/{id} still shows
+    ``token`` (a click-to-call it placed): answered as ended, not as unknown."""
+    known = ctx.ended_call(call_id) if ctx.ended_call is not None else None
+    return known is not None and any(token.sees(e) for e in known)
+
+
+def _has_ended(call_id: str, what: str) -> ApiError:
+    return ApiError(409, f"call {call_id!r} has ended: {what}", state="ended")
+
+
+def _none_for(ctx: ApiContext, token: Token, call_id: str) -> ApiError:
+    """The 404 of no recording ``token`` may read: why, for a call it sees (live,
+    or ended and still shown by GET /calls/{id}); the same as for no call else."""
+    call = ctx.engine.calls.get(call_id)
+    if (call is not None and any(token.sees(e) for e in call_extensions(call, None))) or _ended(
+        ctx, token, call_id
+    ):
+        return ApiError(
+            404,
+            f"call {call_id!r} has no recording this token may read: none was made "
+            "while one of its extensions was on the call",
+        )
+    return _not_found(call_id)
+
+
 def _open(folder: Path, path: Path) -> tuple[BinaryIO, int]:
     """The recording open and its size: a regular file below ``folder`` (``[recordings]
     local_dir``), reached without following a link on the way (:func:`open_recording`)."""
@@ -456,6 +482,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             rec = recordings.store.get(call_id, part)
             if rec is not None and not _visible(token, rec):
                 rec = None
+            if rec is None and not any(
+                _visible(token, r) for r in recordings.store.for_call(call_id)
+            ):
+                raise _none_for(ctx, token, call_id)
         if rec is not None and rec.state == "recording":
             # Asterisk still writes it: what would be served is a file cut short
             # (a WAV whose header says it is empty), and a 404 read as "no such
@@ -547,13 +577,15 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         audit_of(request).target = call_id
         rows = [r for r in recordings.store.for_call(call_id) if _visible(token, r)]
         if not rows:
-            raise _not_found(call_id)
+            raise _none_for(ctx, token, call_id)
         return JSONResponse({"call_id": call_id, "files": [recordings.view(r) for r in rows]})
 
     async def start(request: Request) -> JSONResponse:
         call_id = str(request.path_params["id"])
         token = await authorize(request, "calls:record")
         call = ctx.engine.calls.get(call_id)
+        if call is None and _ended(ctx, token, call_id):
+            raise _has_ended(call_id, "there is nothing left to record")
         if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         body = await read_json(request)
@@ -617,6 +649,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         # being on the call any more.
         own = _started_by(token, rows) if call is None else None
         if call is None and not own:
+            if _ended(ctx, token, call_id):
+                raise _has_ended(call_id, "its recordings stopped with it")
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         if call is not None:
             if not any(token.sees(e) for e in call_extensions(call, None)):

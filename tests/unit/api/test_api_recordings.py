@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
@@ -22,6 +23,7 @@ from router.api.app import build_app
 from router.api.auth import hash_token, new_token
 from router.api.calls import live_extensions
 from router.api.context import ApiContext
+from router.api.dial_settings import DialSettings
 from router.api.errors import ApiError
 from router.api.recordings import _CHUNK, parse_range
 from router.api.settings import ApiSettings, TokenSettings
@@ -1629,3 +1631,98 @@ async def test_a_file_still_being_recorded_is_409_saying_so_not_404(
     assert other.status_code == 404
     (entry,) = listing.json()["files"]
     assert (entry["state"], entry["url"]) == ("recording", None)
+
+
+DIALING = DialSettings(
+    originate_channel="PJSIP/{extension}",
+    outbound_context="outbound",
+    dial_prefix="9",
+    caller_id="Call {number} <{extension}>",
+    originate_timeout=25,
+    variables=MappingProxyType({}),
+)
+#: Tokens that place, read and record calls and read recordings, for 101 and for 102.
+PHONE101, PHONE102 = new_token(), new_token()
+_PHONES = ("calls:create", "calls:read", "calls:record", "recordings:read")
+
+
+async def test_an_ended_click_to_call_is_answered_as_ended_not_as_no_call(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """A session's trial of issue 16: once a click-to-call ended, GET /calls/{id}
+    showed it ``ended`` while its recording endpoints answered 404 "no call ...
+    that this token may see". Now the start and the stop are 409 with
+    ``"state": "ended"``, the listing and the download a 404 saying the call has
+    no recording this token may read; a recording made of it is listed and served;
+    a token that does not see the call gets the 404 of no call, as before."""
+    phones = (
+        token("phone101", PHONE101, _PHONES, ("101",)),
+        token("phone102", PHONE102, _PHONES, ("102",)),
+    )
+    api = ApiSettings(tokens={t.name: t for t in phones}, dialing=DIALING)
+    stub.replay.on("Originate", lambda action: {})
+    app = build_app(ApiContext(stub, api))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        placed = await client.post(
+            "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=bearer(PHONE101)
+        )
+        call_id = placed.json()["id"]
+        leg = {"Channel": "PJSIP/101-00000001", "Uniqueid": call_id, "Linkedid": call_id}
+        for event in (
+            make_event("Newchannel", ChannelStateDesc="Up", Context="outbound", **leg),
+            make_event("Hangup", Cause="16", **leg),
+        ):
+            call = stub.calls.feed(event)
+            for listener in stub.listeners:
+                listener(event, call)
+        shown = await client.get(f"/api/v1/calls/{call_id}", headers=bearer(PHONE101))
+        start = await client.post(f"/api/v1/calls/{call_id}/recording", headers=bearer(PHONE101))
+        stop = await client.delete(f"/api/v1/calls/{call_id}/recording", headers=bearer(PHONE101))
+        listing = await client.get(f"/api/v1/recordings/{call_id}", headers=bearer(PHONE101))
+        fetch = await client.get(f"/api/v1/recordings/{call_id}/mix", headers=bearer(PHONE101))
+        other = [
+            await client.request(method, path, headers=bearer(PHONE102))
+            for method, path in (
+                ("POST", f"/api/v1/calls/{call_id}/recording"),
+                ("DELETE", f"/api/v1/calls/{call_id}/recording"),
+                ("GET", f"/api/v1/recordings/{call_id}"),
+            )
+        ]
+        # Recorded while it lasted (101 on it): listed and served after its end.
+        store = RecordingStore(stub.state_dir)
+        (name,) = file_names(call_id, "mix", "wav")
+        path = settings.local_path(name)
+        path.write_bytes(AUDIO)
+        (row,) = store.start(
+            [name],
+            pbx_paths=[settings.pbx_path(name)],
+            local_paths=[path],
+            channel="PJSIP/101-00000001",
+            extensions=["101"],
+        )
+        store.mark_closed(
+            row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256=SHA, duration=1
+        )
+        store.close()
+        recorded = await client.get(f"/api/v1/recordings/{call_id}", headers=bearer(PHONE101))
+        served = await client.get(f"/api/v1/recordings/{call_id}/mix", headers=bearer(PHONE101))
+    assert placed.status_code == 201, placed.text
+    assert shown.json()["state"] == "ended"
+    for answer in (start, stop):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["state"] == "ended"
+        assert f"call {call_id!r} has ended" in answer.json()["detail"]
+    for answer in (listing, fetch):
+        assert answer.status_code == 404
+        assert answer.json()["detail"].startswith(
+            f"call {call_id!r} has no recording this token may read"
+        )
+    assert [answer.status_code for answer in other] == [404, 404, 404]
+    assert "no call" in other[0].json()["detail"]
+    assert "no call" in other[1].json()["detail"]
+    assert other[2].json()["detail"] == f"no recording {call_id!r} that this request may fetch"
+    assert recorded.status_code == 200
+    assert [f["part"] for f in recorded.json()["files"]] == ["mix"]
+    assert served.content == AUDIO
