@@ -12,12 +12,51 @@
   let calls = [];
   let callsAt = 0;
   let health = null;
+  // What the badge says while it has no health to show: "connecting" (before the
+  // stream's first message), "live" (the health shown), "lost" (the stream broke,
+  // callrouter unreachable), "signed-out" (the sign-in form is shown: a restart
+  // of callrouter ended the session, or the user signed out).
+  let link = "connecting";
+  // The last sign-in refusal ({status, data}), told again in a new language.
+  let refused = null;
   let decisions = [];
   let lastExplain = null;
   const opened = new Set();
+  // Whether strings.json may be older than the server: set as the stream
+  // (re)connects, since the callrouter behind it may be a newer one (an
+  // upgrade while the page was open); cleared by the one fetch it allows.
+  let stringsStale = false;
+
+  // The words for a key neither language has: a newer callrouter sent a value
+  // this page's strings.json never knew (a call state, an outcome). The page
+  // fetches the server's strings.json once and shows them; until then, and if
+  // even those lack it, the value itself in words ("fell-through": "fell
+  // through"), never the key ("state_deciding").
+  const VALUE_KEY = /^(?:state|outcome|status|action|check)_(.+)$/;
+
+  function unknownKey(key) {
+    if (stringsStale) {
+      stringsStale = false;
+      fetch("/ui/static/strings.json", { cache: "no-store" })
+        .then((response) => (response.ok ? response.json() : null))
+        .then((fresh) => {
+          if (fresh && fresh.en && fresh.ru) {
+            strings = fresh;
+            applyLanguage();
+          }
+        })
+        .catch(() => {});
+    }
+    const named = VALUE_KEY.exec(key);
+    return (named ? named[1] : key).replace(/[_-]+/g, " ").trim();
+  }
+
+  function words(key) {
+    return (strings[lang] || {})[key] ?? strings.en[key] ?? unknownKey(key);
+  }
 
   function t(key, params) {
-    let text = (strings[lang] || {})[key] ?? strings.en[key] ?? key;
+    let text = words(key);
     for (const [name, value] of Object.entries(params || {})) {
       text = text.split(`{${name}}`).join(String(value));
     }
@@ -26,7 +65,7 @@
 
   // t() with parts: each {name} of the text becomes its part (value() nodes).
   function tParts(key, parts) {
-    const text = (strings[lang] || {})[key] ?? strings.en[key] ?? key;
+    const text = words(key);
     return text.split(/(\{\w+\})/).map((piece) => {
       const name = /^\{(\w+)\}$/.exec(piece);
       return name && name[1] in parts ? parts[name[1]] : piece;
@@ -144,6 +183,7 @@
       $(`lang-${code}`).classList.toggle("active", code === lang);
     }
     renderHealth();
+    renderRefusal();
     renderCalls();
     renderDecisions();
     if (lastExplain) renderExplain(lastExplain);
@@ -157,9 +197,20 @@
 
   // -- health -----------------------------------------------------------------
 
+  const BADGE = {
+    connecting: ["unknown", "health_unknown"],
+    lost: ["not-ready", "health_lost"],
+    "signed-out": ["signed-out", "health_signed_out"],
+  };
+
   function renderHealth() {
     const badge = $("health");
-    if (!health) return;
+    if (link !== "live" || !health) {
+      const [cls, key] = BADGE[link] || BADGE.connecting;
+      badge.className = `badge ${cls}`;
+      $("health-state").textContent = t(key);
+      return;
+    }
     // Warnings (a manager user without write = reporting) leave it ready:
     // told beside the reasons, never as not ready.
     const warnings = health.warnings || [];
@@ -185,8 +236,8 @@
   }
 
   function connectionLost() {
-    $("health").className = "badge not-ready";
-    $("health-state").textContent = t("health_lost");
+    link = "lost";
+    renderHealth();
   }
 
   // -- calls ------------------------------------------------------------------
@@ -354,6 +405,8 @@
     source = new EventSource("/ui/stream");
     source.addEventListener("hello", (message) => {
       const data = JSON.parse(message.data);
+      stringsStale = true;
+      link = "live";
       health = data.health;
       renderHealth();
       // A reconnect of the same callrouter: add only what is new, so an open
@@ -374,31 +427,46 @@
       health = JSON.parse(message.data);
       renderHealth();
     });
-    source.addEventListener("error", async () => {
+    source.addEventListener("error", () => {
       connectionLost();
       if (source && source.readyState === EventSource.CLOSED) {
         source = null;
-        const state = await session();
-        if (!state.signed_in) showLogin();
-        else setTimeout(openStream, 3000);
+        reconnect();
       }
     });
   }
 
+  // The stream was refused (a restart of callrouter ended the session, or it is
+  // still starting and answers 503): the sign-in form only when callrouter says
+  // the session is over; "lost" and again in 3 s while it cannot say.
+  async function reconnect() {
+    const state = await session();
+    if (link === "signed-out" || source) return; // signed out meanwhile, or back
+    if (state === null) setTimeout(reconnect, 3000);
+    else if (!state.signed_in) showLogin();
+    else setTimeout(openStream, 3000);
+  }
+
   // -- sign-in ----------------------------------------------------------------
 
+  // {signed_in: ...} as callrouter says it; null when it cannot say (unreachable,
+  // starting: 503), which is no sign-out.
   async function session() {
     try {
       const response = await fetch("/ui/session", { credentials: "same-origin" });
-      return await response.json();
+      if (!response.ok) return null;
+      const state = await response.json();
+      return state && typeof state.signed_in === "boolean" ? state : null;
     } catch (_) {
-      return { signed_in: false };
+      return null;
     }
   }
 
   function showLogin() {
     if (source) source.close();
     source = null;
+    link = "signed-out";
+    renderHealth();
     $("login").hidden = false;
     $("live").hidden = true;
     $("logout").hidden = true;
@@ -406,39 +474,68 @@
   }
 
   function showLive() {
+    link = "connecting";
+    refused = null;
+    renderHealth();
     $("login").hidden = true;
     $("live").hidden = false;
     $("logout").hidden = false;
     openStream();
   }
 
+  // {ok, status, data}; status 0 when callrouter could not be reached.
   async function post(path, body) {
-    const response = await fetch(path, {
+    let response;
+    try {
+      response = await fetch(path, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-Callrouter-UI": "1" },
       body: JSON.stringify(body),
-    });
+      });
+    } catch (_) {
+      return { ok: false, status: 0, data: {} };
+    }
     let data = {};
     try {
       data = await response.json();
     } catch (_) {
       data = {};
     }
-    return { ok: response.ok, data };
+    return { ok: response.ok, status: response.status, data: data || {} };
+  }
+
+  // Why the sign-in was refused, in the page's language: the server's detail is
+  // English, and quoted inside a Russian sentence it read half and half.
+  function refusalParts(status, data) {
+    if (status === 401) return [t("login_refused_token")];
+    if (status === 403 && typeof data.missing_permission === "string") {
+      return tParts("login_refused_permission", { permission: value(data.missing_permission) });
+    }
+    if (status === 403) return [t("login_refused_extensions")];
+    if (status === 429) return [t("login_refused_rate")];
+    if (status === 400) return [t("login_refused_input")];
+    if (status === 0) return [t("login_unreachable")];
+    return [t("login_refused_status", { status })];
+  }
+
+  function renderRefusal() {
+    const box = $("login-error");
+    if (!refused) {
+      box.textContent = "";
+      return;
+    }
+    box.replaceChildren(line("span", null, `${t("login_failed")}: `, refusalParts(refused.status, refused.data)));
   }
 
   async function login(event) {
     event.preventDefault();
     const field = $("token");
-    const { ok, data } = await post("/ui/login", { token: field.value });
+    const { ok, status, data } = await post("/ui/login", { token: field.value });
     field.value = "";
-    if (ok) {
-      $("login-error").textContent = "";
-      showLive();
-    } else {
-      $("login-error").replaceChildren(visible(`${t("login_failed")}: `), value(data.detail || ""));
-    }
+    refused = ok ? null : { status, data };
+    renderRefusal();
+    if (ok) showLive();
   }
 
   async function logout() {

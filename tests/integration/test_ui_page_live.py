@@ -1,0 +1,242 @@
+"""The live page in a real browser against the API alone: no Asterisk, no engine.
+
+What the page does across a restart or an upgrade of callrouter, which
+tests/integration/test_ui_live.py (the whole engine on the sandbox) cannot
+stage: the API app over a test kit's :class:`StubEngine`, served by
+:class:`ApiServer` on a port of its own, stopped and started again as
+callrouter is, with Debian's chromium driven by Playwright as there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from router.api.app import build_app
+from router.api.context import ApiContext
+from router.api.live import LiveRing
+from router.api.server import ApiServer
+from router.api.settings import ApiSettings, TokenSettings
+from router.api.ui import STATIC
+from router.sandbox import free_port
+from router.testing import StubEngine
+from tests.integration.test_ui_live import FLAGS, ensure_chromium
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="function")]
+
+TOKEN = "cr_page-test-token"
+NARROW = "cr_page-test-narrow"
+STRINGS = json.loads((STATIC / "strings.json").read_text(encoding="utf-8"))
+
+
+def _token(name: str, text: str, allow: tuple[str, ...], extensions: tuple[str, ...]) -> Any:
+    return TokenSettings(
+        name=name,
+        digest=hashlib.sha256(text.encode()).digest(),
+        allow=allow,
+        extensions=extensions,
+        rate=1000,
+        burst=1000,
+    )
+
+
+SETTINGS = ApiSettings(
+    tokens=MappingProxyType(
+        {
+            "wallboard": _token("wallboard", TOKEN, ("ui:read",), ("*",)),
+            "desk": _token("desk", NARROW, ("ui:read",), ("101",)),
+        }
+    )
+)
+
+
+class Callrouter:
+    """The API on one port, stopped and started again as a restart does: each
+    start is a new process's app, whose sessions know no cookie of the last."""
+
+    def __init__(self, state: Path) -> None:
+        self.port = free_port()
+        self.stub = StubEngine(state_dir=state)
+        self.ring: LiveRing | None = None
+        self.server: ApiServer | None = None
+
+    async def start(self) -> None:
+        self.ring = LiveRing(self.stub)
+        settings = ApiSettings(port=self.port, host="127.0.0.1", tokens=SETTINGS.tokens)
+        self.server = ApiServer(
+            build_app(ApiContext(self.stub, settings, live=self.ring)), settings
+        )
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            assert self.ring is not None
+            self.ring.end_waits()  # as the engine does: the page's stream ends at once
+            await self.server.stop()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ui/"
+
+
+@pytest_asyncio.fixture
+async def callrouter() -> AsyncIterator[Callrouter]:
+    with tempfile.TemporaryDirectory(prefix="callrouter-page-") as state:
+        running = Callrouter(Path(state))
+        await running.start()
+        try:
+            yield running
+        finally:
+            await running.stop()
+            await running.stub.aclose()
+
+
+@pytest_asyncio.fixture
+async def page() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    executable = ensure_chromium()
+    with tempfile.TemporaryDirectory(prefix="callrouter-chromium-") as profile:
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(executable),
+                headless=True,
+                args=FLAGS,
+                locale="en-US",
+            )
+            try:
+                yield context.pages[0] if context.pages else await context.new_page()
+            finally:
+                await context.close()
+
+
+async def sign_in(page: Any, text: str = TOKEN) -> None:
+    await page.fill("#token", text)
+    await page.click("#login-form button[type=submit]")
+
+
+async def badge(page: Any, text: str) -> None:
+    """Wait until the badge says ``text``, exactly ("ready" is not "not ready")."""
+    exact = re.compile(f"^{re.escape(text)}$")
+    await page.locator("#health-state", has_text=exact).wait_for(timeout=10_000)
+
+
+async def test_after_a_restart_the_badge_says_sign_in_not_connection_lost(
+    callrouter: Callrouter, page: Any
+) -> None:
+    """A session's trial of issue 16: callrouter restarted under an open page; the
+    page showed its sign-in form (the new process knows no session) with the
+    badge still saying "connection lost, reconnecting…", which was no longer
+    true. The badge says what is: lost while callrouter cannot be reached (the
+    form not shown then), sign-in needed with the form, ready once signed in."""
+    en = STRINGS["en"]
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await badge(page, en["health_signed_out"])  # not "connecting…" for ever
+    await sign_in(page)
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    await badge(page, en["health_ready"])
+
+    await callrouter.stop()
+    await badge(page, en["health_lost"])
+    # Unreachable is no sign-out: the form waits for callrouter's word.
+    assert await page.locator("#login").is_hidden()
+
+    await callrouter.start()
+    await page.locator("#login").wait_for(state="visible", timeout=15_000)
+    await badge(page, en["health_signed_out"])
+    assert en["health_lost"] not in (await page.text_content("#health") or "")
+    await page.click("#lang-ru")
+    await badge(page, STRINGS["ru"]["health_signed_out"])
+    await page.click("#lang-en")
+    await sign_in(page)
+    await badge(page, en["health_ready"])
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("cr_no-such-token", "login_refused_token"),
+        (NARROW, "login_refused_extensions"),
+    ],
+    ids=["unknown", "narrowed"],
+)
+async def test_a_refused_sign_in_is_told_in_the_pages_language_only(
+    callrouter: Callrouter, page: Any, token: str, reason: str
+) -> None:
+    """A session's trial of issue 16: on the Russian page a refused sign-in read
+    "Вход отклонён: unknown token", the server's English detail inside the
+    page's Russian. The reason is the page's own words, in its language, and
+    follows a switch of language."""
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.click("#lang-ru")
+    await sign_in(page, token)
+    ru = STRINGS["ru"]
+    error = page.locator("#login-error")
+    await page.wait_for_function("document.getElementById('login-error').textContent !== ''")
+    told = await error.text_content()
+    assert told == f"{ru['login_failed']}: {ru[reason]}"
+    assert "token" not in (told or "").replace("extensions", "")  # no server English
+    await page.click("#lang-en")
+    en = STRINGS["en"]
+    assert await error.text_content() == f"{en['login_failed']}: {en[reason]}"
+
+
+async def test_a_call_state_the_pages_strings_lack_reads_as_words_never_as_a_key(
+    callrouter: Callrouter, page: Any
+) -> None:
+    """A session's trial of issue 16: a page open across an upgrade showed
+    ``state_deciding`` for a call, a state its strings.json (loaded with the
+    page, from the older callrouter) did not know, until reloaded. The page
+    fetches the server's strings again and shows their words; while it cannot,
+    the state's own name ("deciding"), never the key."""
+    old = {
+        lang: {k: v for k, v in words.items() if k != "state_deciding"}
+        for lang, words in STRINGS.items()
+    }
+    served: list[str] = []
+
+    async def older_strings(route: Any) -> None:
+        # The first fetch is the page's start (the older callrouter's file);
+        # with ``always`` every fetch is, as a server that lacks the word too.
+        served.append(route.request.url)
+        if len(served) == 1 or always:
+            await route.fulfill(status=200, content_type="application/json", body=json.dumps(old))
+        else:
+            await route.continue_()
+
+    always = True
+    await page.route("**/ui/static/strings.json", older_strings)
+    callrouter.stub.calls.inbound_call(linkedid="1714557600.9")
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.click("#lang-ru")
+    await sign_in(page)
+    state = page.locator("#calls li .state")
+    await state.first.wait_for(timeout=10_000)
+    assert await state.first.text_content() == "deciding"
+    # Fetched again once since the stream's hello, not at every render.
+    assert len(served) == 2
+
+    # The newer callrouter's strings.json has the word: the page shows it.
+    always = False
+    served.clear()
+    await page.reload()
+    await page.locator("#calls li .state").first.wait_for(timeout=10_000)
+    await page.locator("#calls li .state", has_text=STRINGS["ru"]["state_deciding"]).wait_for(
+        timeout=10_000
+    )
+    assert "state_" not in (await page.text_content("#calls") or "")
+    assert len(served) == 2  # the page's start (the older file), then the server's
