@@ -444,6 +444,7 @@
     if (link === "signed-out" || source) return; // signed out meanwhile, or back
     if (state === null) setTimeout(reconnect, 3000);
     else if (!state.signed_in) showLogin();
+    else if ($("live").hidden) showLive();
     else setTimeout(openStream, 3000);
   }
 
@@ -488,10 +489,10 @@
     let response;
     try {
       response = await fetch(path, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Callrouter-UI": "1" },
-      body: JSON.stringify(body),
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-Callrouter-UI": "1" },
+        body: JSON.stringify(body),
       });
     } catch (_) {
       return { ok: false, status: 0, data: {} };
@@ -525,7 +526,8 @@
       box.textContent = "";
       return;
     }
-    box.replaceChildren(line("span", null, `${t("login_failed")}: `, refusalParts(refused.status, refused.data)));
+    const reason = refusalParts(refused.status, refused.data);
+    box.replaceChildren(line("span", null, `${t("login_failed")}: `, reason));
   }
 
   async function login(event) {
@@ -603,7 +605,11 @@
     applyLanguage();
     setInterval(renderCalls, 1000);
     const state = await session();
-    if (state.signed_in) showLive();
+    if (state === null) {
+      // Unreachable or starting: no sign-in form for a session that may be good.
+      connectionLost();
+      setTimeout(reconnect, 3000);
+    } else if (state.signed_in) showLive();
     else showLogin();
   }
 
