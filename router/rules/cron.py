@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import tzinfo
 from typing import TYPE_CHECKING
 
+from router.rules.suggest import did_you_mean
+
 if TYPE_CHECKING:  # pragma: no cover
     from apscheduler.triggers.base import BaseTrigger
 
@@ -23,6 +25,17 @@ __all__ = ["CRON_FIELDS", "check_cron", "cron_trigger"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+#: Cron's nicknames (Vixie cron), which APScheduler's fields do not read, as
+#: the five fields they stand for.
+_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 #: (field name, lowest, highest, names for lowest.. in order)
 CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
@@ -39,6 +52,13 @@ def _value(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -
     if word in names:
         return names.index(word) + low
     if not (word.isascii() and word.isdigit()):
+        if names and word.isalpha():
+            # A misspelled name ("mon-fry", "jan-fev") names the one meant,
+            # as a day in workhours() does.
+            hint = did_you_mean(word, names) or f" ({', '.join(names)} or {low}-{high})"
+            raise ValueError(f"{field}: unknown name {text!r}{hint}")
+        if word == "?":
+            raise ValueError(f"{field}: {text!r} is Quartz's, not classic cron: write '*'")
         raise ValueError(f"{field}: {text!r} is not a number")
     number = int(word)
     if not low <= number <= high:
@@ -109,7 +129,11 @@ def cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
 
     fields = expression.split()
     if len(fields) != len(CRON_FIELDS):
-        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+        nickname = _NICKNAMES.get(expression.strip().lower())
+        hint = f" ({expression.strip()!r} is {nickname!r})" if nickname else ""
+        raise ValueError(
+            f"expected 5 fields (minute hour day month weekday), got {len(fields)}{hint}"
+        )
     for text, (field, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
         _expand(text, field, low, high, names)
     minute, hour, day, month, weekday = (text.lower() for text in fields)

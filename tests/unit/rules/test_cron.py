@@ -98,7 +98,10 @@ def test_months_and_steps_of_the_other_fields() -> None:
     [
         ("0 25 * * mon-fri", "hour 25 out of range 0-23"),
         ("* * * * 8", "day of week 8 out of range 0-7"),
-        ("* * * * funday", "day of week: 'funday' is not a number"),
+        (
+            "* * * * funday",
+            "day of week: unknown name 'funday' (sun, mon, tue, wed, thu, fri, sat or 0-7)",
+        ),
         ("* * * * fri-mon", "day of week: range 'fri-mon' runs backwards"),
         ("*/0 * * * *", "minute: bad step '0'"),
         ("* * 0 * *", "day of month 0 out of range 1-31"),
@@ -126,6 +129,30 @@ def test_bad_values_are_errors(expression: str, message: str) -> None:
 )
 def test_a_date_no_month_has_is_an_error(expression: str, message: str) -> None:
     # "0 9 30 2 *" loaded, and the rule never ran: cron takes it as it is.
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        check_cron(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # hsched48's trial: "mon-fry" said only "'fry' is not a number", where
+        # workhours("mon-fry 09:00-18:00") names the day meant.
+        ("0 19 * * mon-fry", "day of week: unknown name 'fry' (did you mean 'fri'?)"),
+        ("0 19 * * MON-FRX", "day of week: unknown name 'FRX' (did you mean 'fri'?)"),
+        ("0 9 * jan-fev *", "month: unknown name 'fev' (did you mean 'feb'?)"),
+        ("0 9 ? * mon", "day of month: '?' is Quartz's, not classic cron: write '*'"),
+        (
+            "@daily",
+            "expected 5 fields (minute hour day month weekday), got 1 ('@daily' is '0 0 * * *')",
+        ),
+        (
+            "@hourly",
+            "expected 5 fields (minute hour day month weekday), got 1 ('@hourly' is '0 * * * *')",
+        ),
+    ],
+)
+def test_a_misspelled_name_or_other_cron_says_what_to_write(expression: str, message: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         check_cron(expression)
 
