@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
         number_digits,
         parse_number,
     )
-    from router.builtin.timefuncs import rules_timezone
+    from router.builtin.timefuncs import rules_timezone, time_zone
     from router.callerid import cut
     from router.calllife.model import CallEvent, Transfer
     from router.calls import Call
@@ -92,6 +92,8 @@ _LAZY = {
     "check_cron": "router.rules.cron",
     "cron_trigger": "router.rules.cron",
     "rules_timezone": "router.builtin.timefuncs",
+    # An IANA zone by name, its ValueError saying what to write ('MSK', 'UTC+3').
+    "time_zone": "router.builtin.timefuncs",
     # A text cut to a length, ending in "…", as callrouter cuts a caller's texts.
     "cut": "router.callerid",
     "Config": "router.config",
@@ -225,5 +227,6 @@ __all__ = [
     "seen_identity",
     "set_aside_odd_db_files",
     "state_db_error",
+    "time_zone",
     "write_back",
 ]

@@ -12,6 +12,7 @@ without time ranges covers the whole day; ``22:00-06:00`` runs past midnight.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import datetime, time, tzinfo
 from functools import lru_cache
@@ -23,7 +24,15 @@ from router.rules.context import Context
 from router.rules.registry import Registry
 from router.rules.suggest import did_you_mean
 
-__all__ = ["DEFAULT_TIMEZONE", "SETTINGS", "parse_hours", "register", "rules_timezone", "zone"]
+__all__ = [
+    "DEFAULT_TIMEZONE",
+    "SETTINGS",
+    "parse_hours",
+    "register",
+    "rules_timezone",
+    "time_zone",
+    "zone",
+]
 
 #: Until router.toml says otherwise (``[plugins.timefuncs] timezone``), most
 #: users are in Moscow.
@@ -37,15 +46,80 @@ _Range = tuple[time, time | None]  # end None means midnight (24:00)
 _Clause = tuple[frozenset[int], tuple[_Range, ...]]
 
 
+#: Russia's zone abbreviations, which administrators write for the zone: the
+#: nearest zone *name* was a wrong hint ('MSK': did you mean 'MST', UTC-7).
+_ABBREVIATIONS = {
+    "MSK": "Europe/Moscow",
+    "KALT": "Europe/Kaliningrad",
+    "SAMT": "Europe/Samara",
+    "YEKT": "Asia/Yekaterinburg",
+    "OMST": "Asia/Omsk",
+    "NOVT": "Asia/Novosibirsk",
+    "KRAT": "Asia/Krasnoyarsk",
+    "IRKT": "Asia/Irkutsk",
+    "YAKT": "Asia/Yakutsk",
+    "VLAT": "Asia/Vladivostok",
+    "MAGT": "Asia/Magadan",
+    "SAKT": "Asia/Sakhalin",
+    "PETT": "Asia/Kamchatka",
+}
+#: Russia's zones by their offset from UTC, for a hint.
+_BY_OFFSET = {
+    2: "Europe/Kaliningrad",
+    3: "Europe/Moscow",
+    4: "Europe/Samara",
+    5: "Asia/Yekaterinburg",
+    6: "Asia/Omsk",
+    7: "Asia/Novosibirsk",
+    8: "Asia/Irkutsk",
+    9: "Asia/Yakutsk",
+    10: "Asia/Vladivostok",
+    11: "Asia/Magadan",
+    12: "Asia/Kamchatka",
+}
+#: "UTC+3", "GMT-5", "+03:00", "UTC+05": an offset, which no IANA name is.
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?", re.IGNORECASE)
+
+
+def _zone_hint(name: str) -> str:
+    """What to write instead of an unknown zone name."""
+    text = name.strip()
+    if text.upper() in _ABBREVIATIONS:
+        return f" (did you mean {_ABBREVIATIONS[text.upper()]!r}? {text!r} is an abbreviation)"
+    offset = _OFFSET.fullmatch(text)
+    if offset:
+        sign, hours, minutes = offset.groups()
+        east = int(hours) if sign == "+" else -int(hours)
+        whole = minutes in (None, "00")
+        if east == 0 and whole:
+            return " (an offset, not a zone: write 'UTC', or a city's zone such as 'Europe/London')"
+        city = _BY_OFFSET.get(east) if whole else None
+        named = f"a city's zone such as {city!r}" if city else "a city's zone (Area/City)"
+        # Etc/GMT-14 (UTC+14) to Etc/GMT+12 (UTC-12) exist.
+        exists = whole and -12 <= east <= 14
+        fixed = f", or 'Etc/GMT{-east:+d}', where the sign is reversed" if exists else ""
+        return f" (an offset, not a zone: {named}{fixed})"
+    if text.isascii() and text.isalpha() and text.isupper():
+        # Another abbreviation: the closest name is as likely another zone's.
+        return " (an abbreviation, not a zone: a city's zone such as 'Europe/Moscow')"
+    # Only on the error path: the zone names are read from disk.
+    return did_you_mean(name, available_timezones()) or _IANA
+
+
 @lru_cache(maxsize=128)
 def zone(name: str) -> tzinfo:
     """A cached ZoneInfo with a readable error for a misspelled zone."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        # Only on the error path: the zone names are read from disk.
-        hint = did_you_mean(name, available_timezones()) or _IANA
-        raise ValueError(f"unknown time zone {name!r}{hint}") from None
+        raise ValueError(f"unknown time zone {name!r}{_zone_hint(name)}") from None
+
+
+def time_zone(name: str) -> tzinfo:
+    """An IANA zone by name, as the rules' zone is read (the public API's name of
+    :func:`zone`); ValueError says what to write (a misspelled name, an
+    abbreviation such as 'MSK', an offset such as 'UTC+3')."""
+    return zone(name)
 
 
 def _days(text: str, spec: str) -> frozenset[int]:

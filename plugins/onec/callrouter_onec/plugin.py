@@ -56,7 +56,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callrouter_onec.cache import ResponsibleCache
 from callrouter_onec.client import MAX_BODY, OneCClient, OneCSettings
@@ -348,12 +347,14 @@ def _zone(reader: SettingsReader) -> tzinfo | None:
     if not reader.has("timezone"):
         return None
     name = reader.string("timezone")
+    from router import time_zone
+
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise reader.error(
-            "timezone", f"unknown time zone {name!r} (an IANA name such as 'Europe/Moscow')"
-        ) from None
+        # As [plugins.timefuncs] timezone: a misspelled name, an abbreviation
+        # ('MSK') or an offset ('UTC+3') says what to write.
+        return time_zone(name)
+    except ValueError as exc:
+        raise reader.error("timezone", str(exc)) from None
 
 
 def _cron(reader: SettingsReader) -> str:

@@ -183,6 +183,17 @@ def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
             "timezone: unknown time zone 'Mars/Base'",
         ),
         (
+            # hsched48: the 1C server's zone said no more than "an IANA name",
+            # where [plugins.timefuncs] timezone named the zone meant.
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimezone = "Europe/Moskow"\n',
+            "timezone: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimezone = "MSK"\n',
+            "timezone: unknown time zone 'MSK'"
+            " (did you mean 'Europe/Moscow'? 'MSK' is an abbreviation)",
+        ),
+        (
             'url = "http://1c/x"\nusername = "u"\npassword = "p"\nwarmup = "every morning"\n',
             "[plugins.onec] warmup: not a crontab line",
         ),
