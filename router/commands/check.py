@@ -15,17 +15,20 @@ import argparse
 import re
 import shlex
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router.builtin.timefuncs import rules_timezone
 from router.commands._connect import add_asterisk_flags, asterisk_flags, asterisk_overrides
 from router.commands._offline import Offline, load_offline
-from router.commands._values import a_path, a_pattern, a_time_zone
+from router.commands._values import a_moment, a_path, a_pattern, a_time_zone
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan_lint import Finding
 from router.errors import ConfigError, ConfigUnreadable
 from router.logsafe import escape_controls
 from router.rules import load_rules
+from router.rules.cron import next_runs
 from router.rules.ruleset import RuleSet
 from router.wording import counted
 
@@ -84,6 +87,16 @@ def register(subparsers: Any) -> None:
     add_asterisk_flags(connection)
     parser.add_argument(
         "--tz", type=a_time_zone, help="instead of router.toml's [plugins.timefuncs] timezone"
+    )
+    parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="when clean, also print each schedule: rule's next runs, in the rules' zone",
+    )
+    parser.add_argument(
+        "--at",
+        type=a_moment,
+        help='--schedules from this time, "YYYY-MM-DD HH:MM" in the rules\' zone (default: now)',
     )
     parser.add_argument(
         "--location-pattern",
@@ -152,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{shown}: {counted(count, 'error')}, {counted(len(ruleset.rules), 'valid rule')}")
     else:
         print(f"{shown}: {counted(len(ruleset.rules), 'rule')} OK")
+        if args.schedules or args.at is not None:
+            _print_schedules(offline, ruleset, args.at)
         if args.manager_conf:
             _print_manager_conf(offline)
         if args.manager_conf_file is not None:
@@ -196,6 +211,30 @@ def _state_dir_problem(offline: Offline) -> str | None:
         return None
     where = config.where("router", "state_dir")
     return f"{where}: [router] state_dir: {problem} (docs/security.md, Local users and files)"
+
+
+#: Runs shown for each schedule: rule.
+_RUNS_SHOWN = 3
+
+
+def _print_schedules(offline: Offline, ruleset: RuleSet, at: str | None) -> None:
+    """Each ``schedule:`` rule's next runs in the rules' zone, as ``run`` fires
+    them (the same trigger): "when does night-mode run, and in which zone?"
+    answered before the service is restarted, ``--at`` for any day."""
+    if not ruleset.schedules:
+        print("schedules: none (no rule has schedule:)")
+        return
+    # The zone the engine schedules in (with --tz, that one), timefuncs loaded or not.
+    zone = rules_timezone(offline.config)
+    given = datetime.fromisoformat(at.strip()) if at is not None else None  # checked by the parser
+    start = datetime.now(zone) if given is None else given
+    start = start if start.tzinfo else start.replace(tzinfo=zone)
+    where = {rule.name: rule.location for rule in ruleset.rules}
+    for name, cron in ruleset.schedules:
+        runs = ", ".join(
+            when.strftime("%a %Y-%m-%d %H:%M") for when in next_runs(cron, zone, start, _RUNS_SHOWN)
+        )
+        print(f"schedule {name} [{where.get(name, '?')}] {cron!r}: next {runs} ({zone})")
 
 
 def _suggested_flags(args: argparse.Namespace) -> str:

@@ -13,7 +13,7 @@ then agree on when a schedule fires.
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from router.rules.suggest import did_you_mean
@@ -21,7 +21,7 @@ from router.rules.suggest import did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["CRON_FIELDS", "check_cron", "cron_trigger"]
+__all__ = ["CRON_FIELDS", "check_cron", "cron_trigger", "next_runs"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -162,3 +162,19 @@ def cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
         return trigger(day, weekday_names)
     except ValueError as exc:  # pragma: no cover - the checks above come first
         raise ValueError(str(exc)) from None
+
+
+def next_runs(expression: str, timezone: tzinfo, start: datetime, count: int = 3) -> list[datetime]:
+    """The first ``count`` times at or after ``start`` the schedule fires, in
+    ``timezone``: what ``callrouter check`` shows, from the trigger ``run`` uses."""
+    trigger = cron_trigger(expression, timezone)
+    runs: list[datetime] = []
+    previous: datetime | None = None
+    now = start
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None:  # pragma: no cover - check refuses a cron that never fires
+            break
+        runs.append(fire)
+        previous, now = fire, fire
+    return runs

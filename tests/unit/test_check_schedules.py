@@ -1,0 +1,92 @@
+"""``callrouter check --schedules [--at TIME]``: when each ``schedule:`` rule runs.
+
+hsched48's trial: an administrator could ask ``explain --at`` what a call at
+13:05 on 31 December gets, but not when ``night-mode`` would run around then,
+nor in which zone, short of restarting the service and reading its log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from tests.unit.cli_code import exit_code
+
+pytestmark = pytest.mark.usefixtures("only_shipped_plugins")
+
+RULES = """version: 1
+rules:
+  - name: day
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+  - name: night-mode
+    schedule: "0 19 * * mon-fri"
+    do:
+      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}
+  - name: first-or-monday
+    schedule: "0 9 1 * 1"
+    do:
+      - ami: {action: Setvar, variable: REPORT, value: "1"}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(RULES)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "s"\n[router]\nrules = ["rules"]\n'
+        '[plugins.timefuncs]\ntimezone = "Asia/Yekaterinburg"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_next_runs_from_a_given_time_in_the_rules_zone(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--schedules", "--at", "2026-12-31 13:05"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "router.toml (rules): 3 rules OK",
+        "schedule night-mode [rules/inbound.yaml:7] '0 19 * * mon-fri': next "
+        "Thu 2026-12-31 19:00, Fri 2027-01-01 19:00, Mon 2027-01-04 19:00 (Asia/Yekaterinburg)",
+        # Either day field, as cron has it: the 1st (a Friday), then Mondays.
+        "schedule first-or-monday [rules/inbound.yaml:11] '0 9 1 * 1': next "
+        "Fri 2027-01-01 09:00, Mon 2027-01-04 09:00, Mon 2027-01-11 09:00 (Asia/Yekaterinburg)",
+    ]
+
+
+def test_at_alone_asks_for_them_and_tz_moves_them(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--tz", "Europe/Moscow", "--at", "2026-12-31 19:00"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # A run at the very minute given is counted.
+    assert out[1].endswith(
+        "next Thu 2026-12-31 19:00, Fri 2027-01-01 19:00, Mon 2027-01-04 19:00 (Europe/Moscow)"
+    )
+
+
+def test_without_the_flag_check_prints_what_it_did(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check"]) == 0
+    assert capsys.readouterr().out == "router.toml (rules): 3 rules OK\n"
+
+
+def test_no_schedule_rules_says_so(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "rules" / "inbound.yaml").write_text(RULES.split("  - name: night-mode")[0])
+    assert main(["check", "--schedules"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "schedules: none (no rule has schedule:)"
+
+
+def test_a_bad_at_is_a_wrong_command_line(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["check", "--at", "31.12.2026 13:05"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "callrouter check: error: argument --at: "
+        "expected \"YYYY-MM-DD HH:MM\", got '31.12.2026 13:05'"
+    )
