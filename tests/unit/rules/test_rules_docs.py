@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from router.cli import main
 from router.rules import Registry, load_rules
 
 # The built-in plugins and the 1C plugin, not whatever else is installed
@@ -21,6 +23,7 @@ lists:
   blacklist: ["1"]
   vip: ["2"]
   holidays: {items: ["01-01"], type: dates}
+  shortdays: {items: ["2026-12-30"], type: dates}
 rules:
 """
 
@@ -135,8 +138,6 @@ def test_guide_opening_check_is_what_the_shipped_rules_give_with_the_typo(
     """hnew31's trial: `workhour` for `workhours` in the shipped rules/ is
     reported on line 31 in rule 'closed', not on line 14 in rule 'owner'
     (where the shipped file has no workhours at all) as the guide showed."""
-    from router.cli import main
-
     text = guide.read_text(encoding="utf-8")
     block = re.search(r"```console\n\$ (callrouter check rules/)\n(.*?)```", text, re.S)
     assert block is not None
@@ -147,3 +148,40 @@ def test_guide_opening_check_is_what_the_shipped_rules_give_with_the_typo(
     monkeypatch.chdir(tmp_path)
     assert main(block.group(1).split()[1:]) == 1
     assert capsys.readouterr().out == block.group(2)
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+@pytest.mark.parametrize(
+    ("at", "rule"),
+    [
+        ("2026-12-29 13:05", "closed"),  # lunch
+        ("2026-12-29 18:30", None),  # an ordinary evening: open until 19:00
+        ("2026-12-30 17:30", None),  # the short day, still open
+        ("2026-12-30 18:30", "closed-short-day"),  # ... closed an hour early
+        ("2026-12-31 13:05", "closed"),  # the holiday
+    ],
+)
+def test_guide_short_day_recipe_routes_as_it_says(
+    guide: Path,
+    at: str,
+    rule: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """hsched48's trial: lunch breaks and pre-holiday short days, asked of
+    ``explain --at`` as the guide's recipe says (rules' zone: Europe/Moscow)."""
+    (block,) = [b for b in snippets(guide) if "closed-short-day" in b]
+    monkeypatch.chdir(tmp_path)
+    Path("rules.yaml").write_text(
+        'version: 1\nlists:\n  holidays: {items: ["2026-12-31"], type: dates}\n'
+        '  shortdays: {items: ["2026-12-30"], type: dates}\nrules:\n'
+        + block
+        + "  - name: open\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: sales}\n",
+        encoding="utf-8",
+    )
+    command = ["explain", "--rules", "rules.yaml", "--caller", "89161234567", "--did", "1"]
+    assert main([*command, "--at", at, "--json"]) == 0
+    decided = json.loads(capsys.readouterr().out)["decision"]["rules"]
+    assert decided == [rule or "open"]
