@@ -89,6 +89,31 @@ def _date(entry: str) -> str:
     return date.fromisoformat(entry).isoformat()
 
 
+#: Dates as people write them: 31.12.2026 and 31.12 (day first, as in Russia),
+#: 2026/12/31, 2026.12.31 and 2026-1-5.
+_DAY_FIRST = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})(?:\.([0-9]{4}))?")
+_YEAR_FIRST = re.compile(r"([0-9]{4})[-/.]([0-9]{1,2})[-/.]([0-9]{1,2})")
+
+
+def _date_hint(entry: str) -> str:
+    """`` (did you mean '2026-12-31'?)`` for a date written another way, or ``""``."""
+    day_first = _DAY_FIRST.fullmatch(entry)
+    year_first = _YEAR_FIRST.fullmatch(entry)
+    if day_first:
+        day, month, year = day_first.groups()
+        meant = f"{month:0>2}-{day:0>2}" if year is None else f"{year}-{month:0>2}-{day:0>2}"
+    elif year_first:
+        year, month, day = year_first.groups()
+        meant = f"{year}-{month:0>2}-{day:0>2}"
+    else:
+        return ""
+    try:
+        _date(meant)
+    except ValueError:
+        return ""
+    return f" (did you mean {meant!r}?)"
+
+
 def _number(entry: str, normalize: Callable[[str], str]) -> str:
     """A numbers list's entry: digits and the marks numbers are written with.
 
@@ -121,8 +146,9 @@ def load_list(spec: ListSpec, normalize: Callable[[str], str]) -> frozenset[str]
                 if spec.type == "numbers"
                 else "a date (YYYY-MM-DD or MM-DD)"
             )
+            hint = _date_hint(entry) if spec.type == "dates" else ""
             raise RuleValidationError(
-                f"list {spec.name!r}: not {what}: {shown(entry)}", file=file, line=line
+                f"list {spec.name!r}: not {what}: {shown(entry)}{hint}", file=file, line=line
             ) from None
         items.add(value)
         if len(items) > MAX_LIST_ITEMS:

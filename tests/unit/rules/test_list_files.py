@@ -47,3 +47,24 @@ def test_a_bad_entry_is_quoted_short_and_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in error
     assert "y" * 50 not in error
     assert error.endswith(f"... ({len(entry)} characters)"), error
+
+
+def test_a_date_written_another_way_says_the_one_meant(tmp_path: Path) -> None:
+    """hsched48's trial: 31.12.2026, as dates are written in Russia, said only
+    "not a date (YYYY-MM-DD or MM-DD)"; the hint spells it out."""
+    (tmp_path / "lists").mkdir()
+    said: dict[str, str] = {}
+    for entry in ("31.12.2026", "31.12", "2026/12/31", "2026-1-5", "30.02.2026", "2026-13-01"):
+        (tmp_path / "lists" / "holidays.txt").write_text(f"01-01\n{entry}\n", encoding="utf-8")
+        (error,) = errors_of(tmp_path, "  holidays: {file: lists/holidays.txt, type: dates}\n")
+        said[entry] = error.split("holidays.txt:2: ", 1)[1]
+    bad = "list 'holidays': not a date (YYYY-MM-DD or MM-DD): "
+    assert said == {
+        "31.12.2026": bad + "'31.12.2026' (did you mean '2026-12-31'?)",
+        "31.12": bad + "'31.12' (did you mean '12-31'?)",
+        "2026/12/31": bad + "'2026/12/31' (did you mean '2026-12-31'?)",
+        "2026-1-5": bad + "'2026-1-5' (did you mean '2026-01-05'?)",
+        # No such day: no hint to take.
+        "30.02.2026": bad + "'30.02.2026'",
+        "2026-13-01": bad + "'2026-13-01'",
+    }
