@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,3 +214,40 @@ async def test_a_plugins_every_job_first_runs_one_interval_after_it_is_scheduled
     assert job is not None
     assert before + timedelta(seconds=600) <= job.next_run_time
     assert job.next_run_time <= after + timedelta(seconds=600)
+
+
+async def test_a_run_too_late_to_make_up_is_said_naming_the_rule(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hsched48's trial (this host's clock stepped forward 13 h 30 min, over a
+    `schedule: "*/2 * * * mon-fri"` rule's runs): the run skipped was said only
+    in apscheduler's words, `Run time of job "Engine._run_schedule (trigger:
+    cron[month='*', ...])" was missed by 0:01:42`, naming no rule."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
+        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
+    )
+    engine = await engine_factory(
+        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
+    )
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    # Due 90 s ago: past the 60 s grace, as after a forward step over it.
+    job.modify(next_run_time=datetime.now(UTC) - timedelta(seconds=90))
+    caplog.set_level(logging.WARNING)
+    await eventually(
+        lambda: any(
+            "schedule night-mode: the run due at" in r.getMessage() for r in caplog.records
+        ),
+        "the skipped run said",
+    )
+    (said,) = [r.getMessage() for r in caplog.records if "schedule night-mode" in r.getMessage()]
+    assert said.endswith(" MSK")  # the next run, in the rules' zone
+    assert re.search(
+        r" MSK was skipped, 1 min 3\d s late \(a run more than 60 s late is not made up", said
+    ), said
+    assert not [r for r in caplog.records if "was missed" in r.getMessage()]
+    assert ajam_replay.count("Setvar") == 0
