@@ -45,6 +45,8 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.combining import BaseCombiningTrigger
+from apscheduler.triggers.cron import CronTrigger
 
 from router import eager
 from router.ami.client import ClientSettings
@@ -1682,16 +1684,18 @@ class Engine:
         stepped forward past it) is not made up: said naming the rule or job,
         the time it was due and the next one. apscheduler's own WARNING named
         ``Engine._run_schedule (trigger: cron[...])``, not which rule."""
-        job_id = str(event.job_id)
+        self._say_skipped(str(event.job_id), event.scheduled_run_time, datetime.now(UTC))
+
+    def _say_skipped(self, job_id: str, due: datetime, now: datetime) -> None:
+        """The WARNING of a run not made up, in the rules' zone."""
         what = f"schedule {job_id[5:]}" if job_id.startswith("rule:") else f"job {job_id}"
         zone = rules_timezone(self._config)
-        due = event.scheduled_run_time
-        late = (datetime.now(UTC) - due).total_seconds()
+        late = (now - due).total_seconds()
         job = self._scheduler.get_job(job_id)
         upcoming = job.next_run_time if job is not None else None
         log.warning(
-            "%s: the run due at %s was skipped, %s late (a run more than %d s late is "
-            "not made up: the process was stopped, or this host's clock stepped forward)%s",
+            "%s: the run due at %s was skipped, %s late (not made up: the process "
+            "stopped for more than %d s, or this host's clock stepped forward over it)%s",
             what,
             due.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
             describe_step(late).removeprefix("forward by "),
@@ -2064,6 +2068,17 @@ class Engine:
         measuring = asyncio.ensure_future(self._measure_clock())
         try:
             await asyncio.wait({measuring}, timeout=_MEASURE_FIRST)
+            # Cron runs a step forward jumped over: dated again, they are not
+            # made up, and were said nowhere (hsched48's trial).
+            now = datetime.now(UTC)
+            jumped = [
+                (job.id, job.next_run_time)
+                for job in self._scheduler.get_jobs()
+                if seconds > 0
+                and isinstance(job.trigger, CronTrigger | BaseCombiningTrigger)
+                and job.next_run_time is not None
+                and job.next_run_time <= now
+            ]
             jobs = reschedule_from_now(self._scheduler, seconds) if self._scheduler.running else 0
             log.warning(
                 "this host's clock was stepped %s: %s dated again from now, and "
@@ -2071,6 +2086,8 @@ class Engine:
                 describe_step(seconds),
                 counted(jobs, "timed job"),
             )
+            for job_id, due in jumped:
+                self._say_skipped(str(job_id), due, now)
             try:
                 await measuring
             except Exception:  # the next gap measures it again

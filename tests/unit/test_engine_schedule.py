@@ -247,7 +247,38 @@ async def test_a_run_too_late_to_make_up_is_said_naming_the_rule(
     (said,) = [r.getMessage() for r in caplog.records if "schedule night-mode" in r.getMessage()]
     assert said.endswith(" MSK")  # the next run, in the rules' zone
     assert re.search(
-        r" MSK was skipped, 1 min 3\d s late \(a run more than 60 s late is not made up", said
+        r" MSK was skipped, 1 min 3\d s late \(not made up: the process stopped for more than 60 s",
+        said,
     ), said
     assert not [r for r in caplog.records if "was missed" in r.getMessage()]
+    assert ajam_replay.count("Setvar") == 0
+
+
+async def test_a_run_a_clock_step_jumped_over_is_said_naming_the_rule(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hsched48's trial (the host's clock stepped forward 1 h over a
+    `*/2 * * * mon-fri` rule and the 1C warm-up): the step watch dated the
+    jobs again from the new time, and the runs jumped over were said nowhere."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
+        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
+    )
+    engine = await engine_factory(
+        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
+    )
+    engine.scheduler.pause()  # the step is noticed before apscheduler wakes
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    # The wall clock jumped 2 h forward over the run due 1 h ago.
+    job.modify(next_run_time=datetime.now(UTC) - timedelta(hours=1))
+    caplog.set_level(logging.WARNING)
+    await engine._clock_stepped(7200.0)
+    said = [r.getMessage() for r in caplog.records if "schedule night-mode" in r.getMessage()]
+    assert len(said) == 1, said
+    assert re.search(r" MSK was skipped, 1 h 0 min \d+ s late \(not made up", said[0]), said
+    assert re.search(r"; next run \d{4}-\d\d-\d\d 19:00:00 MSK$", said[0]), said
     assert ajam_replay.count("Setvar") == 0
