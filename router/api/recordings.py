@@ -82,7 +82,7 @@ from router.recordings.ownership import (
     shares,
     stale_marks,
 )
-from router.recordings.retention import note_missing
+from router.recordings.retention import folder_holds_files, note_missing
 from router.recordings.store import ORIGINS, Origin, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -506,8 +506,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
         except FileNotFoundError:
             # Deleted by hand: the catalog says so from now on (one WARNING). Not
-            # when its folder is gone too (a mount gone: the file may come back).
-            if await asyncio.to_thread(rec.file.parent.is_dir):
+            # when its folder is gone or empty (a mount gone, its empty mount point
+            # left: the file comes back with it; retention decides about those).
+            if await asyncio.to_thread(folder_holds_files, rec.file.parent):
                 await asyncio.to_thread(
                     note_missing, recordings.store, rec, "found by a download", time.time()
                 )

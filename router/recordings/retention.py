@@ -56,6 +56,7 @@ __all__ = [
     "STILL_WRITTEN",
     "RetentionReport",
     "apply_retention",
+    "folder_holds_files",
     "note_missing",
 ]
 
@@ -147,6 +148,19 @@ def _names_in(folders: set[Path]) -> dict[Path, set[str] | None]:
             log.debug("retention: cannot list %s: %s", folder, exc)
             found[folder] = None
     return found
+
+
+def folder_holds_files(folder: Path) -> bool:
+    """Whether ``folder`` is there and holds anything (blocking): a file found gone
+    from it by a download or an upload is then taken for deleted (``missing``).
+    Not from a folder gone or empty: an NFS share not mounted leaves its empty mount
+    point, the very folder the recordings sit in, and its files come back once it
+    is mounted; retention, which sees the whole folder, decides about those."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 def note_missing(store: RecordingStore, rec: Recording, how: str, now: float) -> bool:

@@ -630,6 +630,15 @@ class OneCRecordings:
             raise _off_contract(response.status_code, f"the link of {upload.path}")
 
 
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` is there and holds anything (blocking)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
 class RecordingUploader:
     """Moves closed recordings from callrouter's catalog into 1C, for ever, politely."""
 
@@ -867,14 +876,16 @@ class RecordingUploader:
 
     def _gone(self, upload: Upload) -> None:
         """The file is gone from disk: the catalog's row is ``missing`` (blocking).
-        Not when its folder is gone too (a mount gone: the file may come back)."""
+        Not when its folder is gone or empty (a mount gone: an NFS share not mounted
+        leaves its empty mount point, and the file comes back with it); callrouter's
+        retention, which sees the whole folder, decides about those."""
         try:
             rec = self.store.get(upload.call_id, upload.part)
         except ValueError:
             return
         if rec is None or rec.file is None or rec.sha256 != upload.sha256:
             return
-        if not rec.file.parent.is_dir():
+        if not _holds_files(rec.file.parent):
             return
         note = f"the file {rec.file} is gone (found by the 1C upload); it was {rec.state}"
         if self.store.mark_missing(rec.id, note):

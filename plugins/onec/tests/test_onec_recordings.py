@@ -432,6 +432,38 @@ async def test_a_vanished_file_is_missing_in_the_catalog_with_one_warning(
     assert double.recordings.stored == []
 
 
+async def test_a_file_of_a_folder_left_empty_is_not_marked_missing(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hreview48b: an NFS share not mounted leaves its mount point, the recordings'
+    folder, there and empty; the upload marked the file ``missing`` for good, though
+    it comes back with the share. Callrouter's retention decides about those."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    store = RecordingStore(tmp_path / "state")
+    path = mount / f"{CALL}-mix.wav"
+    path.write_bytes(AUDIO)
+    name = SimpleNamespace(call_id=CALL, part="mix", format="wav")
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
+    store.mark_closed(
+        row.id,
+        file=path,
+        content_type="audio/wav",
+        size=len(AUDIO),
+        sha256=hashlib.sha256(AUDIO).hexdigest(),
+        duration=12.5,
+    )
+    path.unlink()
+    up = uploader(tmp_path, store, settings)
+    caplog.set_level("WARNING")
+    try:
+        assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
+    assert "now missing" not in caplog.text
+
+
 async def test_an_upload_queued_before_its_file_was_found_empty_is_not_sent(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:

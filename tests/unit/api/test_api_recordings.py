@@ -1543,6 +1543,7 @@ async def test_a_file_deleted_by_hand_is_404_and_listed_missing_with_one_warning
     the listing, with a link that answered 404, and nothing said why."""
     (name,) = file_names(CALL, "mix", "wav")
     settings.local_path(name).unlink()
+    (settings.local_dir / "1714557601.7-mix.wav").write_bytes(b"x")  # another call's, still there
     caplog.set_level("WARNING", logger="router.recordings")
     path = f"/api/v1/recordings/{CALL}/mix"
     async with client_for(stub) as client:
@@ -1559,6 +1560,24 @@ async def test_a_file_deleted_by_hand_is_404_and_listed_missing_with_one_warning
     warned = [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
     assert len(warned) == 1
     assert f"{settings.local_path(name)} is gone (deleted outside callrouter" in warned[0]
+
+
+async def test_a_file_of_a_folder_left_empty_is_404_and_not_marked_missing(
+    stub: StubEngine, settings: RecordingSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hreview48b: an NFS share not mounted leaves its mount point, the recordings'
+    folder, there and empty. A download then marked each file it asked for
+    ``missing`` for good: never served nor sent once the share was mounted again.
+    Retention, which sees the whole folder, decides about those."""
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).unlink()
+    caplog.set_level("WARNING", logger="router.recordings")
+    async with client_for(stub) as client:
+        fetched = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(DESK101))
+        listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+    assert fetched.status_code == 404
+    assert listing.json()["files"][0]["state"] == "closed"
+    assert "is gone" not in caplog.text
 
 
 async def test_a_file_whose_folder_is_gone_is_404_and_not_marked_missing(
