@@ -3,13 +3,14 @@ never handed to 1C; a complete file deleted by hand is ``missing`` (docs/recordi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from router.recordings import closer
+from router.recordings import closer, retention
 from router.recordings.closer import close_recording
 from router.recordings.naming import file_names
 from router.recordings.retention import KEEP_REMOVED_DAYS, apply_retention
@@ -263,3 +264,89 @@ def test_mark_missing_changes_a_row_once(tmp_path: Path) -> None:
     found = store.get("1.1", "mix")
     assert found is not None
     assert (found.state, found.note) == ("missing", "gone")
+
+
+async def test_a_wav_of_no_sound_is_not_transcoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoder makes a file of nothing of it, or refuses it: the WAV stays as it is."""
+    settings, store, row = started(tmp_path)
+    settings = dataclasses.replace(settings, transcode="mp3")
+    row.local_path.write_bytes(wav_bytes(b""))
+    asked: list[Path] = []
+
+    async def encoder(kind: str, src: Path, dst: Path, timeout: float) -> None:
+        asked.append(src)
+
+    monkeypatch.setattr(closer, "transcode", encoder)
+    closed = await close_recording(row, settings, store, clock=VirtualClock().clock)
+    assert closed is not None
+    assert (closed.state, closed.file, closed.content_type) == (
+        "empty",
+        row.local_path,
+        "audio/wav",
+    )
+    assert asked == []
+
+
+def test_retention_deletes_an_empty_file_past_max_age_days_under_keep(tmp_path: Path) -> None:
+    """``after_delivery = "keep"`` keeps an empty file as a delivered one: until
+    ``max_age_days``."""
+    store = RecordingStore(tmp_path / "state")
+    local = tmp_path / "monitor"
+    local.mkdir()
+    row = _empty_row(store, local, "1.1", 1000)
+    settings = RecordingSettings(dir=PBX, local_dir=local, max_age_days=1)
+    assert apply_retention(store, settings, now=1000 + 86400 - 1).deleted == []
+    assert apply_retention(store, settings, now=1000 + 86400 + 1).deleted == ["1.1-mix.wav"]
+    assert row.file is not None
+    assert not row.file.exists()
+    kept = store.get("1.1", "mix")
+    assert kept is not None
+    assert (kept.state, kept.file) == ("empty", None)
+
+
+def test_retention_deletes_empty_files_over_max_bytes_before_undelivered_ones(
+    tmp_path: Path,
+) -> None:
+    store = RecordingStore(tmp_path / "state")
+    local = tmp_path / "monitor"
+    local.mkdir()
+    empty = _empty_row(store, local, "1.1", 1000)
+    undelivered = closed_file(store, local, "1.2", 100, 1001)
+    settings = RecordingSettings(dir=PBX, local_dir=local, max_bytes=120)
+    report = apply_retention(store, settings, now=2000)
+    assert report.deleted == ["1.1-mix.wav"]
+    assert empty.file is not None and not empty.file.exists()
+    assert undelivered.file is not None and undelivered.file.exists()
+    assert store.usage().bytes_on_disk == 100
+
+
+def test_a_file_written_after_retentions_listing_is_not_taken_for_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is listed once; a file there by the time it is marked (a listing
+    that raced its rename into place) is not missing."""
+    store = RecordingStore(tmp_path / "state")
+    local = tmp_path / "monitor"
+    local.mkdir()
+    closed_file(store, local, "1.1", 100, 1000)
+    monkeypatch.setattr(
+        retention, "_names_in", lambda folders: {folder: set() for folder in folders}
+    )
+    apply_retention(store, RecordingSettings(dir=PBX, local_dir=local), now=2000)
+    found = store.get("1.1", "mix")
+    assert found is not None
+    assert found.state == "closed"
+
+
+def test_mark_missing_leaves_an_empty_row_whose_file_retention_deleted(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "state")
+    local = tmp_path / "monitor"
+    local.mkdir()
+    row = _empty_row(store, local, "1.1", 1000)
+    store.empty_file_removed(row.id, "no sound (0 s): not sent; its file: deleted", now=2000)
+    assert not store.mark_missing(row.id, "gone", now=2001)
+    found = store.get("1.1", "mix")
+    assert found is not None
+    assert found.state == "empty"
