@@ -317,8 +317,10 @@ def test_retention_deletes_empty_files_over_max_bytes_before_undelivered_ones(
     settings = RecordingSettings(dir=PBX, local_dir=local, max_bytes=120)
     report = apply_retention(store, settings, now=2000)
     assert report.deleted == ["1.1-mix.wav"]
-    assert empty.file is not None and not empty.file.exists()
-    assert undelivered.file is not None and undelivered.file.exists()
+    assert empty.file is not None
+    assert not empty.file.exists()
+    assert undelivered.file is not None
+    assert undelivered.file.exists()
     assert store.usage().bytes_on_disk == 100
 
 
