@@ -28,6 +28,7 @@ def test_an_address_gets_its_burst_then_its_rate() -> None:
     assert [limits.wait("192.0.2.7", None) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limits.wait("192.0.2.7", None) == 0.5  # one in 1/rate s
     assert limits.retry_after(0.5) == 1
+    assert limits.retry_after(1.2) == 2  # whole seconds, never sooner than the wait
     assert limits.wait("192.0.2.8", None) == 0.0  # another address: its own bucket
     clock.now += 0.5
     assert limits.wait("192.0.2.7", None) == 0.0

@@ -884,6 +884,19 @@ def test_the_anonymous_keys_are_read_from_router_toml(tmp_path: Path) -> None:
             b"400",
             id="chunked-in-http10",
         ),
+        pytest.param(
+            b"POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Transfer-Encoding: chunked, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"400",
+            id="chunked-twice",
+        ),
+        pytest.param(
+            b"POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            b"400",
+            id="chunked-twice-in-two-lines",
+        ),
     ],
 )
 async def test_a_version_or_transfer_coding_not_served_is_refused_and_the_connection_closed(

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from router.api import protocol
-from router.api.protocol import bounded_protocol
+from router.api.protocol import bounded_protocol, refused_framing
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -227,3 +227,20 @@ async def test_a_chunked_bodys_trailer_never_becomes_a_request_header(served: An
     body = await reader.readexactly(length)
     writer.close()
     assert body == b"host,transfer-encoding"
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [(b"transfer-encoding", b"chunked, chunked")],
+        [(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")],
+        [(b"transfer-encoding", b"chunked, gzip")],
+    ],
+)
+def test_chunked_twice_or_not_last_is_a_framing_error_not_a_coding_refused(
+    codings: list[tuple[bytes, bytes]],
+) -> None:
+    """httptools refuses these itself today; the check must not rely on it and
+    answer them 501 as a coding it does not know (the body's length is unknown)."""
+    with pytest.raises(ValueError, match="not ending in one chunked"):
+        refused_framing(codings, "1.1")
