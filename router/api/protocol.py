@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -109,7 +108,7 @@ _EVICTED = (
 #: The warning about requests refused over [api] anonymous_rate.
 _OVER_RATE = (
     "API: %d request(s) without a valid token answered 429: over [api] anonymous_rate "
-    "of %d a second from one client address"
+    "of %g a second from one client address"
 )
 
 _BUSY = (
@@ -139,11 +138,11 @@ class _Refusals:
         self.count = 0
         self._since_warning = 0
         self._warned_at = -_WARN_EVERY
-        self._limit = 0
+        self._limit: float = 0
         #: The line due when the minute is up, for refusals since the last.
         self._due: asyncio.TimerHandle | None = None
 
-    def note(self, limit: int) -> None:
+    def note(self, limit: float) -> None:
         self.count += 1
         self._since_warning += 1
         self._limit = limit
@@ -365,7 +364,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not wait:
             return None
         seconds = limiter.retry_after(wait)
-        self.over_rate.note(math.ceil(limiter.rate))
+        self.over_rate.note(limiter.rate)
         self._throttle = seconds
         return _Refusal(
             429,
