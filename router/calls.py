@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, KeysView
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -379,6 +379,97 @@ _ONCE_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _ONCE_SUFFIXES)
 _AFTER_EXTEN_FOLDED: tuple[str, ...] = tuple(normalize_key(k) for k in _AFTER_EXTEN)
 
 
+#: The prefixes of the channel snapshots Asterisk 22 writes into events
+#: (``ast_manager_build_channel_state_string_prefix``), as router/ami/catalog.json
+#: lists their ``CallerIDNum`` keys.
+_SNAPSHOT_PREFIXES: tuple[str, ...] = (
+    "",
+    "Dest",
+    "LocalOne",
+    "LocalTwo",
+    "M",
+    "OrigTransferer",
+    "Parkee",
+    "Parker",
+    "Retriever",
+    "SecondTransferer",
+    "Source",
+    "Spyee",
+    "Spyer",
+    "Target",
+    "TransferTarget",
+    "Transferee",
+    "Transferer",
+)
+#: A snapshot's ``CallerIDNum`` (as Asterisk spells it, with its prefix) and
+#: the ``Linkedid`` that closes it, :data:`_SNAPSHOT_SPAN` keys later when
+#: nothing came in between: every key from the caller's numbers to the
+#: dialled number's ``Exten`` and the three after it.
+_SNAPSHOT_ENDS: dict[str, str] = {f"{p}CallerIDNum": f"{p}Linkedid" for p in _SNAPSHOT_PREFIXES}
+_SNAPSHOT_NUMBERS: frozenset[str] = frozenset(_SNAPSHOT_ENDS)
+_PREFIXED_NUMBERS: frozenset[str] = _SNAPSHOT_NUMBERS - {"CallerIDNum"}
+_SNAPSHOT_SPAN = _SNAPSHOT_SUFFIXES.index("Linkedid") - _SNAPSHOT_SUFFIXES.index("CallerIDNum")
+#: The events whose snapshots Asterisk writes with a prefix (a ``DialBegin``'s
+#: ``Dest``...), as router/ami/catalog.json lists them: only theirs are looked
+#: for, so the usual event pays no set operation.
+_PREFIXED_EVENTS: frozenset[str] = frozenset(
+    (
+        "AgentCalled",
+        "AgentComplete",
+        "AgentConnect",
+        "AgentDump",
+        "AgentRingNoAnswer",
+        "AttendedTransfer",
+        "BlindTransfer",
+        "ChanSpyStart",
+        "ChanSpyStop",
+        "DialBegin",
+        "DialEnd",
+        "DialState",
+        "LocalBridge",
+        "LocalOptimizationBegin",
+        "LocalOptimizationEnd",
+        "MCID",
+        "ParkedCall",
+        "ParkedCallGiveUp",
+        "ParkedCallSwap",
+        "ParkedCallTimeOut",
+        "Pickup",
+        "UnParkedCall",
+    )
+)
+#: Where an event's own snapshot writes its ``CallerIDNum``: after ``Event``,
+#: ``Privilege``, ``Timestamp``, ``SystemName``, ``Channel``, ``ChannelState``
+#: and ``ChannelStateDesc`` (looked for at once, else searched).
+_NUMBER_AT = 7
+
+
+def _reshaped(name: str, fields: tuple[tuple[str, str], ...], spelled: Mapping[str, str]) -> bool:
+    """Whether a channel snapshot of the event holds a line Asterisk did not
+    write there: its ``Linkedid`` is not :data:`_SNAPSHOT_SPAN` keys after
+    its ``CallerIDNum``. The caller chooses the values in between (the
+    numbers and names, the dialled number's ``Exten``), Asterisk writes them
+    as they are, and a line they bring in may spell a key otherwise
+    (``uniqueid: x``): a reader asking ``uniqueid`` got it first (issue 16).
+    A few dict and index look-ups an event: no key is folded."""
+    number = spelled.get("CallerIDNum")
+    if number is not None:
+        at = _NUMBER_AT
+        if at >= len(fields) or fields[at][0] != "CallerIDNum":
+            at = fields.index(("CallerIDNum", number))  # the first: the snapshot's
+        at += _SNAPSHOT_SPAN
+        if at >= len(fields) or fields[at][0] != "Linkedid":
+            return True
+    if name not in _PREFIXED_EVENTS:
+        return False
+    ends = _SNAPSHOT_ENDS
+    for key in _PREFIXED_NUMBERS.intersection(spelled):
+        at = fields.index((key, spelled[key])) + _SNAPSHOT_SPAN
+        if at >= len(fields) or fields[at][0] != ends[key]:
+            return True
+    return False
+
+
 def smuggled(event: Event) -> str | None:
     """A key ``event`` holds twice that Asterisk writes once (:data:`_ONCE_SUFFIXES`,
     in any spelling: mxml's lower-cased ``did`` is a ``DID``), the first
@@ -396,7 +487,12 @@ def smuggled(event: Event) -> str | None:
     once, any key twice (in any spelling) is one.
     None for an event without one.
 
-    Cheap for the usual event: its keys as a dict are as many as its fields."""
+    A snapshot a line came into (:func:`_reshaped`) is read with its keys
+    folded: a ``uniqueid`` before the snapshot's ``Uniqueid`` is the key
+    twice, as a rule asking ``uniqueid`` reads it.
+
+    Cheap for the usual event: its keys as a dict are as many as its fields,
+    and its snapshot has its ``Linkedid`` where Asterisk writes it."""
     fields = event.fields
     if event.name == "CEL":
         # cel_manager.c writes each key of a record once, and every value as
@@ -405,7 +501,13 @@ def smuggled(event: Event) -> str | None:
         # LinkedID with no snapshot key between to tell, in any spelling
         # (issue 16).
         return _repeated(fields)
-    if len(event.spelled()) == len(fields):
+    spelled = event.spelled()
+    # A snapshot a value brought lines into is read with its keys folded: a
+    # key repeated in another spelling (``uniqueid`` before the snapshot's
+    # ``Uniqueid``) is a repeat too. Asterisk's own events are read as
+    # spelled, with no key folded (issue 16).
+    reshaped = _reshaped(event.name, fields, spelled)
+    if not reshaped and len(spelled) == len(fields):
         return None  # no key repeats
     body = len(fields)
     if event.name == "UserEvent":
@@ -419,9 +521,10 @@ def smuggled(event: Event) -> str | None:
             body = ends[-1]
     first: dict[str, int] = {}
     for at, (key, _) in enumerate(fields):
-        was = first.get(key)
+        mark = normalize_key(key) if reshaped else key
+        was = first.get(mark)
         if was is None:
-            first[key] = at
+            first[mark] = at
             continue
         folded = normalize_key(key)  # in any spelling: mxml's "did" too
         if not folded.endswith(_ONCE_FOLDED):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import router.calls
 
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman, split_waitevent
@@ -954,3 +958,59 @@ def test_no_recorded_event_is_smuggled() -> None:
     ]
     assert len(events) > 500
     assert [(e.name, smuggled(e)) for e in events if smuggled(e)] == []
+
+
+def test_a_key_a_value_brings_in_spelled_otherwise_is_smuggled() -> None:
+    """Issue 16 (hcase48): a line a caller's value brings into a snapshot may
+    spell its key otherwise (``uniqueid: victim``, PJSIP decoding
+    ``sip:74950000001%0D%0Auniqueid%3A%20victim@``): the engine's own reads,
+    in Asterisk's spelling, got the snapshot's, but a rule or plugin asking
+    ``uniqueid`` got the caller's, and it was not refused (only keys spelled
+    alike counted as twice). Brought in by the dialled number or the caller's
+    number or name, in any case, it is now."""
+    clean = _written("74950000001")
+    for line, key in (
+        ("uniqueid: victim", "Uniqueid"),
+        ("LINKEDID: victim", "Linkedid"),
+        ("priority: 1", "Priority"),
+        ("X-Junk: 1\r\nlinkedId: victim", "Linkedid"),
+    ):
+        for event, was in zip(_written(f"74950000001\r\n{line}"), clean, strict=True):
+            assert smuggled(event) == key, (line, event.name)
+            assert CallTracker().refuses(event), (line, event.name)
+            assert smuggled(was) is None
+    # Brought in by the caller's number or name, ahead of the snapshot's own.
+    for number, name in (("79161234567", "n\r\nuniqueid: victim"), ("1\r\nexten: 900", "n")):
+        data = (
+            "Event: Newchannel\r\nPrivilege: call,all\r\n"
+            + _SNAPSHOT.format(exten="74950000001")
+            .replace("CallerIDNum: 79161234567", f"CallerIDNum: {number}")
+            .replace("CallerIDName: <unknown>", f"CallerIDName: {name}")
+            + "\r\n"
+        )
+        (event,) = [m for m in parse_rawman(data.encode()) if isinstance(m, Event)]
+        if "uniqueid" in name:
+            assert event.get("uniqueid") == "victim"  # what a rule asking so read
+        assert smuggled(event) in ("Uniqueid", "Exten"), (number, name)
+        assert CallTracker().refuses(event)
+    # Lines that spell no key of Asterisk's are no repeat, as before.
+    assert [smuggled(e) for e in _written("74950000001\r\nX-Junk: 1")] == [None, None]
+
+
+def test_every_snapshot_prefix_of_the_catalog_is_checked() -> None:
+    """Each channel snapshot's prefix the catalog lists (``Dest``,
+    ``LocalOne``...) is one whose snapshot :func:`smuggled` checks for lines
+    brought in (a snapshot of another prefix falls back to spelled keys)."""
+    catalog = json.loads(
+        (Path(router.calls.__file__).parent / "ami" / "catalog.json").read_text("utf-8")
+    )
+    numbers = set(re.findall(r'"([A-Za-z]*CallerIDNum)"', json.dumps(catalog)))
+    assert "DestCallerIDNum" in numbers
+    assert numbers <= router.calls._SNAPSHOT_NUMBERS
+    prefixed = {
+        name
+        for name, spec in catalog["events"].items()
+        if set(re.findall(r'"([A-Za-z]+CallerIDNum)"', json.dumps(spec))) - {"CallerIDNum"}
+    }
+    assert "DialBegin" in prefixed
+    assert prefixed <= router.calls._PREFIXED_EVENTS
