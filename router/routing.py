@@ -147,6 +147,16 @@ async def _act_now(deadline: float) -> str | None:
     return None
 
 
+class _HangUpMark:
+    """One decision's word of its channel's Hangup: when it came (monotonic),
+    or None while the channel is up (:meth:`Router.hung_up`)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
 class Router:
     """Routing requests to decisions: deadline, rules, actions, record, log, hook.
 
@@ -197,10 +207,13 @@ class Router:
         #: request comes again in order: the events read before it, handled
         #: after its Redirect was sent, are not that Redirect's landing.
         self.early: dict[str, str] = {}
-        #: Channels whose decision is being taken -> when their Hangup came
-        #: meanwhile (:meth:`hung_up`; monotonic), or None: a caller gone
-        #: before the deadline never took the default route.
-        self._deciding: dict[str, float | None] = {}
+        #: Channels whose decision is being taken -> a mark per decision in
+        #: flight: when the channel's Hangup came meanwhile (:meth:`hung_up`;
+        #: monotonic), or None. A caller gone before the deadline never took
+        #: the default route. One mark each: two decisions of one channel
+        #: (a second request of it read while the first is decided) used to
+        #: share one, and the first to finish cleared the other's (issue 16).
+        self._deciding: dict[str, list[_HangUpMark]] = {}
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -343,7 +356,8 @@ class Router:
             done=done,
         )
         set_request(info)  # the fallback for code that cannot take the argument
-        self._deciding[channel] = None
+        mark = _HangUpMark()
+        self._deciding.setdefault(channel, []).append(mark)
         try:
             try:
                 # No timeout around it: the evaluation bounds each lookup by the
@@ -361,7 +375,7 @@ class Router:
             # the deadline, so the call never reached the default route. When the
             # Hangup came tells, not when the evaluation ended: a lookup 1C never
             # answers is cut at the deadline, so it ends at or past it (hreview48).
-            gone_at = self._deciding.get(channel)
+            gone_at = mark.at
             hung_up = gone_at is not None and gone_at <= deadline
             results: list[ActionOutcome] = []
             status: RouteOutcome
@@ -481,7 +495,12 @@ class Router:
                     call, outcome.decision if outcome else None, trace, status
                 )
         finally:
-            self._deciding.pop(channel, None)
+            marks = self._deciding.get(channel)
+            if marks is not None:
+                # This decision's own mark, by identity: another's stays.
+                marks[:] = [m for m in marks if m is not mark]
+                if not marks:
+                    del self._deciding[channel]
             # Over: its decision was told, or never will be (an untracked call).
             if not done.done():  # a plugin may have cancelled it
                 done.set_result(None)
@@ -489,8 +508,12 @@ class Router:
     def hung_up(self, channel: str) -> None:
         """``channel``'s Hangup was handled: a decision in flight for it finds
         the caller gone (the engine calls this for every Hangup)."""
-        if channel in self._deciding and self._deciding[channel] is None:
-            self._deciding[channel] = time.monotonic()
+        marks = self._deciding.get(channel)
+        if marks:
+            now = time.monotonic()
+            for mark in marks:
+                if mark.at is None:
+                    mark.at = now
 
     def _moves(self, action: Action) -> bool:
         """Whether ``action`` takes the call away from its wait or ends it: its

@@ -732,3 +732,49 @@ async def test_a_caller_who_hung_up_before_a_decision_that_ended_past_the_deadli
     assert [r.outcome for r in engine.records] == ["caller-gone"]
     for cause in ("no-rule", "late", "failed"):
         assert sample(engine, "callrouter_fallthroughs_total", cause=cause) == 0
+
+
+class StalledEach:
+    """A lookup that answers nothing until the test lets each asking go, in turn."""
+
+    __name__ = "stalled-each"
+
+    def __init__(self) -> None:
+        self.asked: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def owner(number: str) -> str | None:
+            answer = asyncio.Event()
+            self.asked.put_nowait(answer)
+            await answer.wait()
+            return None  # no rule matches
+
+        registry.add_lookup("test.owner", owner)
+
+
+async def test_two_decisions_of_one_channel_each_keep_the_hang_up(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16 (hcase48): two decisions of one channel in flight (a second
+    request read while the first is decided, under another Uniqueid) shared
+    one hang-up mark, and the first to finish cleared it: the caller hung up
+    during both, the first said ``caller-gone``, the second ``fell-through``
+    (a fallthrough counted, the gone channel marked). Each keeps its own."""
+    stalled = StalledEach()
+    engine = await engine_factory(rules, plugins=[stalled])
+    channel = ajam_replay.inbound_call(caller="+79161234555", did=ROUTED)
+    first = await asyncio.wait_for(stalled.asked.get(), 5)
+    ajam_replay.inbound_call(caller="+79161234555", did=ROUTED, channel=channel)
+    second = await asyncio.wait_for(stalled.asked.get(), 5)
+    ajam_replay.hangup(channel)
+    await ajam_replay.consumed(5)  # fetched, and handled before the next poll
+    await eventually(lambda: engine.tracker.by_channel(channel) is None, "the Hangup handled")
+    first.set()
+    await eventually(lambda: len(engine.records) == 1, "the first decided")
+    second.set()
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["caller-gone", "caller-gone"]
+    assert sample(engine, "callrouter_decisions_total", rule="-", outcome="fell-through") == 0
+    assert not [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
