@@ -158,7 +158,7 @@ def originate_hold(action: Action) -> float | None:
     ``Originate`` (no true ``Async``), or None.
 
     Asterisk answers one only once the call is answered or its ``Timeout``
-    (ms, 30 s by default) passed, and over native AMI it answers nothing
+    (ms, 30 s by default; none at all for 0 or less) passed, and over native AMI it answers nothing
     else on the session meanwhile, a ``Ping`` included: on the sandbox the
     CLI gave it up after 10 s (AJAM) and the keepalive dropped the TCP
     connection as dead after 5 s (issue 16).
@@ -179,8 +179,18 @@ def originate_hold(action: Action) -> float | None:
         # took it, and an empty Timeout, for 0 s, and the request was given up
         # on after request_timeout while Asterisk still held it).
         number = _LEADING_INT.match(text[:30])
-        timeout = int(number.group()) if number else 0  # else "Invalid timeout" at once
-    return min(max(timeout, 0) / 1000, MAX_ORIGINATE_HOLD)
+        if number is None:
+            return 0.0  # "Invalid timeout", answered at once
+        timeout = int(number.group())
+        if timeout <= 0:
+            # Asterisk 22 dials with no timeout at all then (main/dial.c:
+            # ast_dial_set_global_timeout keeps only one above 0, and
+            # monitor_dial waits with -1): the answer comes when the call is
+            # answered or fails, however long it rings. Read as 0 s, a
+            # ``Timeout: -1`` was given up on after request_timeout while
+            # Asterisk still held it (issue 16).
+            return MAX_ORIGINATE_HOLD
+    return min(timeout / 1000, MAX_ORIGINATE_HOLD)
 
 
 #: What ``sscanf("%d")`` reads at the start of a text: a sign, ASCII digits.
