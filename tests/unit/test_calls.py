@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import router.calls
-
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman, split_waitevent
 from router.calls import (
