@@ -440,8 +440,24 @@ _PREFIXED_EVENTS: frozenset[str] = frozenset(
 )
 #: Where an event's own snapshot writes its ``CallerIDNum``: after ``Event``,
 #: ``Privilege``, ``Timestamp``, ``SystemName``, ``Channel``, ``ChannelState``
-#: and ``ChannelStateDesc`` (looked for at once, else searched).
+#: and ``ChannelStateDesc`` (looked for at once, else searched), and its
+#: ``Linkedid``.
 _NUMBER_AT = 7
+_LINKEDID_AT = _NUMBER_AT + _SNAPSHOT_SPAN
+
+
+def _in_place(fields: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``fields`` has its ``CallerIDNum`` right after its
+    ``ChannelStateDesc`` at :data:`_NUMBER_AT`, as Asterisk writes an event's
+    own snapshot with ``Timestamp`` and ``SystemName``. Then it is the
+    snapshot's, or a number's line with a ``ChannelStateDesc`` one before it
+    (the snapshot's own at 5, no ``Timestamp``): two lines, both read after
+    the snapshot's own, and the snapshot's ``Linkedid`` 10 keys on."""
+    return (
+        len(fields) > _LINKEDID_AT
+        and fields[_NUMBER_AT][0] == "CallerIDNum"
+        and fields[_NUMBER_AT - 1][0] == "ChannelStateDesc"
+    )
 
 
 def _reshaped(name: str, fields: tuple[tuple[str, str], ...], spelled: Mapping[str, str]) -> bool:
@@ -455,7 +471,7 @@ def _reshaped(name: str, fields: tuple[tuple[str, str], ...], spelled: Mapping[s
     number = spelled.get("CallerIDNum")
     if number is not None:
         at = _NUMBER_AT
-        if at >= len(fields) or fields[at][0] != "CallerIDNum":
+        if not _in_place(fields):
             at = fields.index(("CallerIDNum", number))  # the first: the snapshot's
         at += _SNAPSHOT_SPAN
         if at >= len(fields) or fields[at][0] != "Linkedid":
@@ -494,7 +510,8 @@ def smuggled(event: Event) -> str | None:
     Cheap for the usual event: its keys as a dict are as many as its fields,
     and its snapshot has its ``Linkedid`` where Asterisk writes it."""
     fields = event.fields
-    if event.name == "CEL":
+    name = event.name
+    if name == "CEL":
         # cel_manager.c writes each key of a record once, and every value as
         # it is: a line CallerIDani, CallerIDdnid, Exten or AppData (a step's
         # arguments) brought in comes before the record's own UniqueID and
@@ -506,11 +523,19 @@ def smuggled(event: Event) -> str | None:
     # key repeated in another spelling (``uniqueid`` before the snapshot's
     # ``Uniqueid``) is a repeat too. Asterisk's own events are read as
     # spelled, with no key folded (issue 16).
-    reshaped = _reshaped(event.name, fields, spelled)
+    # The usual event (one snapshot, where Asterisk writes it) checked in
+    # place: no call, no search (:func:`_in_place`).
+    reshaped = (
+        len(fields) <= _LINKEDID_AT
+        or fields[_LINKEDID_AT][0] != "Linkedid"
+        or fields[_NUMBER_AT][0] != "CallerIDNum"
+        or fields[_NUMBER_AT - 1][0] != "ChannelStateDesc"
+        or name in _PREFIXED_EVENTS
+    ) and _reshaped(name, fields, spelled)
     if not reshaped and len(spelled) == len(fields):
         return None  # no key repeats
     body = len(fields)
-    if event.name == "UserEvent":
+    if name == "UserEvent":
         # A dialplan's UserEvent writes its snapshot, its UserEvent key, then
         # the administrator's own keys, which may repeat a snapshot's
         # (``UserEvent(Mine,CallerIDName: x,Channel: y)``): a snapshot key

@@ -994,6 +994,19 @@ def test_a_key_a_value_brings_in_spelled_otherwise_is_smuggled() -> None:
         assert CallTracker().refuses(event)
     # Lines that spell no key of Asterisk's are no repeat, as before.
     assert [smuggled(e) for e in _written("74950000001\r\nX-Junk: 1")] == [None, None]
+    # With Timestamp and SystemName, as the sandbox writes them: the snapshot
+    # checked in place, and a line brought in found as without them.
+    stamped = "Timestamp: 1796665865.1\r\nSystemName: callrouter-sandbox\r\n"
+    for exten, key in (("74950000001", None), ("74950000001\r\nuniqueid: victim", "Uniqueid")):
+        data = (
+            "Event: Newexten\r\nPrivilege: dialplan,all\r\n"
+            + stamped
+            + _SNAPSHOT.format(exten=exten)
+            + "Extension: 74950000001\r\nApplication: Wait\r\nAppData: 4\r\n\r\n"
+        )
+        (event,) = [m for m in parse_rawman(data.encode()) if isinstance(m, Event)]
+        assert event.fields[7][0] == "CallerIDNum"
+        assert smuggled(event) == key
 
 
 def test_every_snapshot_prefix_of_the_catalog_is_checked() -> None:
