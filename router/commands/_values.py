@@ -67,14 +67,26 @@ def a_pattern(text: str) -> str:
     return text
 
 
+#: The years ``--at`` takes: the ones cron's trigger counts (from 1970), and
+#: none whose moment moved to another zone leaves the calendar (0001 with
+#: ``+05:00``, 9999-12-31 with ``-05:00`` were an OverflowError's traceback).
+_YEARS = (1970, 9998)
+
+
 def a_moment(text: str) -> str:
-    """``explain --at``: ``YYYY-MM-DD HH:MM`` (or ISO 8601); its zone is applied later."""
+    """``explain --at``, ``check --at``: ``YYYY-MM-DD HH:MM`` (or ISO 8601) in
+    the years :data:`_YEARS`; its zone is applied later."""
     try:
-        datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f'expected "YYYY-MM-DD HH:MM", got {text[:40]!r}'
         ) from None
+    low, high = _YEARS
+    if not low <= moment.year <= high:
+        raise argparse.ArgumentTypeError(
+            f"expected a year from {low} to {high}, got {text[:40]!r}"
+        )
     return text
 
 

@@ -234,6 +234,8 @@ def _print_schedules(offline: Offline, ruleset: RuleSet, at: str | None) -> None
         runs = ", ".join(
             when.strftime("%a %Y-%m-%d %H:%M") for when in next_runs(cron, zone, start, _RUNS_SHOWN)
         )
+        # None left in the calendar cron counts (to 9999): "0 0 29 2 *" from 9997.
+        runs = runs or "none before the year 10000"
         print(f"schedule {name} [{where.get(name, '?')}] {cron!r}: next {runs} ({zone})")
 
 

@@ -90,3 +90,45 @@ def test_a_bad_at_is_a_wrong_command_line(folder: Path, capsys: pytest.CaptureFi
         "callrouter check: error: argument --at: "
         "expected \"YYYY-MM-DD HH:MM\", got '31.12.2026 13:05'"
     )
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        # Moved to UTC, past the first day of the calendar: an OverflowError's traceback.
+        "0001-01-01T00:00+05:00",
+        # Before 1970, which cron's trigger does not count: runs shown in 1970.
+        "1960-05-05 10:00",
+        "9999-12-31T23:59-05:00",
+    ],
+)
+def test_an_at_outside_the_years_cron_counts_is_a_wrong_command_line(
+    folder: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    assert exit_code(["check", "--at", at]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"callrouter check: error: argument --at: expected a year from 1970 to 9998, got {at!r}"
+    )
+
+
+def test_explain_at_outside_those_years_is_a_wrong_command_line_too(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["explain", "--caller", "123", "--did", "456", "--at", "0001-01-01T00:00+05:00"]
+    assert exit_code(argv) == 2
+    assert "expected a year from 1970 to 9998" in capsys.readouterr().err
+
+
+def test_a_schedule_with_no_run_left_in_cron_s_calendar_says_so(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "rules" / "inbound.yaml").write_text(
+        RULES.replace("0 19 * * mon-fri", "0 0 29 2 *")
+    )
+    # 9996 is the last leap year before 10000, which cron does not count.
+    assert main(["check", "--at", "9997-01-01 00:00"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "schedule night-mode [rules/inbound.yaml:7] '0 0 29 2 *': next "
+        "none before the year 10000 (Asia/Yekaterinburg)"
+    )
