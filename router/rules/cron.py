@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
+from router.dialplan import shown
 from router.rules.suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,10 +57,10 @@ def _value(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -
             # A misspelled name ("mon-fry", "jan-fev") names the one meant,
             # as a day in workhours() does.
             hint = did_you_mean(word, names) or f" ({', '.join(names)} or {low}-{high})"
-            raise ValueError(f"{field}: unknown name {text!r}{hint}")
+            raise ValueError(f"{field}: unknown name {shown(text)}{hint}")
         if word == "?":
             raise ValueError(f"{field}: {text!r} is Quartz's, not classic cron: write '*'")
-        raise ValueError(f"{field}: {text!r} is not a number")
+        raise ValueError(f"{field}: {shown(text)} is not a number")
     number = int(word)
     if not low <= number <= high:
         raise ValueError(f"{field} {number} out of range {low}-{high}")
@@ -76,17 +77,20 @@ def _expand(text: str, field: str, low: int, high: int, names: tuple[str, ...]) 
         step = 1
         if slash:
             if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
-                raise ValueError(f"{field}: bad step {step_text!r}")
+                raise ValueError(f"{field}: bad step {shown(step_text)}")
             step = int(step_text)
         if base == "*":
             start, end = low, high
         else:
             first, dash, last = base.partition("-")
+            if dash and not (first and last):
+                # "-1", "5-": '' is not a number named no part written.
+                raise ValueError(f"{field}: {shown(base)} is not a number or a range (a-b)")
             start = _value(first, field, low, high, names)
             # "5/10" is "5-max/10", as in Vixie cron.
             end = _value(last, field, low, high, names) if dash else (high if slash else start)
             if end < start:
-                raise ValueError(f"{field}: range {base!r} runs backwards")
+                raise ValueError(f"{field}: range {shown(base)} runs backwards")
         values.update(range(start, end + 1, step))
     return values
 

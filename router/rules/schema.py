@@ -359,7 +359,7 @@ def _trigger(
         try:
             check_cron(schedule.value)
         except ValueError as exc:
-            out.add(f"invalid schedule {schedule.value!r}: {exc}", schedule.line)
+            out.add(f"invalid schedule {shown(schedule.value)}: {exc}", schedule.line)
             return None
         return TriggerSpec("schedule", schedule.value)
     if on is None:

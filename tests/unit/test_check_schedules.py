@@ -132,3 +132,19 @@ def test_a_schedule_with_no_run_left_in_cron_s_calendar_says_so(
         "schedule night-mode [rules/inbound.yaml:7] '0 0 29 2 *': next "
         "none before the year 10000 (Asia/Yekaterinburg)"
     )
+
+
+def test_a_long_bad_schedule_is_told_cut(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "rules" / "inbound.yaml").write_text(
+        RULES.replace("0 19 * * mon-fri", "0 19 * * " + "x" * 3000)
+    )
+    assert main(["check"]) == 1
+    captured = capsys.readouterr()
+    error = (captured.out + captured.err).splitlines()[0]
+    assert error == (
+        "rules/inbound.yaml:8: rule 'night-mode': invalid schedule "
+        + repr("0 19 * * " + "x" * 31)
+        + "... (3009 characters): day of week: unknown name "
+        + repr("x" * 40)
+        + "... (3000 characters) (sun, mon, tue, wed, thu, fri, sat or 0-7)"
+    )

@@ -109,6 +109,15 @@ def test_months_and_steps_of_the_other_fields() -> None:
         ("* * * *", "expected 5 fields (minute hour day month weekday), got 4"),
         ("* * * * 1,", "day of week: '' is not a number"),
         ("* * * * ١", "day of week: '١' is not a number"),
+        # A part with no start or no end was "'' is not a number", naming nothing written.
+        ("* * * * -1", "day of week: '-1' is not a number or a range (a-b)"),
+        ("* * 5- * *", "day of month: '5-' is not a number or a range (a-b)"),
+        # A rule file's text, cut: it was repeated whole, twice with the rule's message.
+        (
+            "* * * * " + "x" * 3000,
+            "day of week: unknown name " + repr("x" * 40) + "... (3000 characters) "
+            "(sun, mon, tue, wed, thu, fri, sat or 0-7)",
+        ),
     ],
 )
 def test_bad_values_are_errors(expression: str, message: str) -> None:
