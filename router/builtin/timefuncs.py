@@ -19,6 +19,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from router.config import Config, SettingsReader
+from router.dialplan import shown
 from router.hookspecs import hookimpl
 from router.rules.context import Context
 from router.rules.registry import Registry
@@ -112,7 +113,8 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}{_zone_hint(name)}") from None
+        # A rule file's or router.toml's text: cut, as their other values are.
+        raise ValueError(f"unknown time zone {shown(name)}{_zone_hint(name)}") from None
 
 
 def time_zone(name: str) -> tzinfo:

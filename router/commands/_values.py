@@ -84,9 +84,7 @@ def a_moment(text: str) -> str:
         ) from None
     low, high = _YEARS
     if not low <= moment.year <= high:
-        raise argparse.ArgumentTypeError(
-            f"expected a year from {low} to {high}, got {text[:40]!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a year from {low} to {high}, got {text[:40]!r}")
     return text
 
 

@@ -122,9 +122,7 @@ def test_explain_at_outside_those_years_is_a_wrong_command_line_too(
 def test_a_schedule_with_no_run_left_in_cron_s_calendar_says_so(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (folder / "rules" / "inbound.yaml").write_text(
-        RULES.replace("0 19 * * mon-fri", "0 0 29 2 *")
-    )
+    (folder / "rules" / "inbound.yaml").write_text(RULES.replace("0 19 * * mon-fri", "0 0 29 2 *"))
     # 9996 is the last leap year before 10000, which cron does not count.
     assert main(["check", "--at", "9997-01-01 00:00"]) == 0
     out = capsys.readouterr().out.splitlines()

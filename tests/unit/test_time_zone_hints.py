@@ -83,3 +83,13 @@ def test_router_toml_names_the_zone_meant(tmp_path: Path) -> None:
         "router.toml:6: [plugins.timefuncs] timezone: unknown time zone 'MSK'"
         " (did you mean 'Europe/Moscow'? 'MSK' is an abbreviation)"
     )
+
+
+def test_a_long_name_is_told_cut() -> None:
+    # A rule file's workhours(tz=...) or router.toml's text was repeated whole.
+    with pytest.raises(ValueError, match=r"^unknown time zone ") as caught:
+        time_zone("Europe/" + "x" * 3000)
+    assert str(caught.value) == (
+        "unknown time zone " + repr("Europe/" + "x" * 33) + "... (3007 characters)"
+        " (an IANA name such as 'Europe/Moscow')"
+    )
