@@ -72,7 +72,12 @@ from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker, dialplan_half, oversized, smuggled
-from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
+from router.clock_step import (
+    ClockStepWatch,
+    describe_step,
+    due_within_grace,
+    reschedule_from_now,
+)
 from router.config import MAX_CONFIG_BYTES, Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -2078,6 +2083,8 @@ class Engine:
                 and isinstance(job.trigger, CronTrigger | BaseCombiningTrigger)
                 and job.next_run_time is not None
                 and job.next_run_time <= now
+                # One late by less than the grace runs now (reschedule_from_now).
+                and not due_within_grace(job, now)
             ]
             jobs = reschedule_from_now(self._scheduler, seconds) if self._scheduler.running else 0
             log.warning(

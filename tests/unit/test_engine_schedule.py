@@ -282,3 +282,30 @@ async def test_a_run_a_clock_step_jumped_over_is_said_naming_the_rule(
     assert re.search(r" MSK was skipped, 1 h 0 min \d+ s late \(not made up", said[0]), said
     assert re.search(r"; next run \d{4}-\d\d-\d\d 19:00:00 MSK$", said[0]), said
     assert ajam_replay.count("Setvar") == 0
+
+
+async def test_a_run_a_small_step_forward_passed_runs_now(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A step of a few seconds (NTP after a VM resumed: 18:59:59 to 19:00:02)
+    over a run: dated again from the new time, the day's 19:00 run was skipped,
+    where apscheduler runs one as late (within the 60 s grace) without a step."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
+        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
+    )
+    engine = await engine_factory(
+        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
+    )
+    engine.scheduler.pause()  # the step is noticed before apscheduler wakes
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    job.modify(next_run_time=datetime.now(UTC) - timedelta(seconds=2))
+    caplog.set_level(logging.WARNING)
+    await engine._clock_stepped(3.0)
+    engine.scheduler.resume()
+    await eventually(lambda: ajam_replay.count("Setvar") == 1, "the run passed over, run now")
+    assert not [r for r in caplog.records if "was skipped" in r.getMessage()]
