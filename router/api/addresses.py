@@ -9,7 +9,12 @@ requests a second from one address pushed routing latency from 2-3 ms to
 requests that carry no valid token; past it the request is answered ``429``
 with ``Retry-After`` before the app sees it (:mod:`router.api.protocol`), for
 a fraction of what the app's answer costs. A request bearing a valid token is
-never counted here: its token has its own rate (:mod:`router.api.auth`).
+never counted here: its token has its own rate (:mod:`router.api.auth`). Nor is
+one for a recording by a signed link whose signature is valid and unexpired
+(:func:`router.api.recordings.signed_link`, one HMAC for any target): 1C in
+pull mode fetches every recording so, with no token, and after an outage it
+fetches them all at once from one address. A link with a bad or expired
+signature is counted as any request without a token.
 
 Loopback addresses are not limited unless ``anonymous_loopback`` says so: a
 reverse proxy on the same host (the setup docs/api.md recommends) brings every
@@ -53,22 +58,38 @@ class AddressLimiter:
         self._clock = clock
         #: key -> (tokens left, when last counted); the least recently used first.
         self._buckets: dict[str, tuple[float, float]] = {}
+        #: Whether a request (its method and raw target) asks for a recording
+        #: by a link with a valid, unexpired signature: not counted, as a token
+        #: is not (the API's own, :func:`router.api.recordings.signed_link`,
+        #: set once its app is served). None: no request is such a link.
+        self.links: Callable[[bytes, bytes], bool] | None = None
         #: Requests refused since the start (``callrouter_api_requests_total`` counts them too).
         self.refused = 0
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def wait(self, address: str | None, authorization: bytes | None) -> float:
+    def wait(
+        self,
+        address: str | None,
+        authorization: bytes | None,
+        method: bytes = b"",
+        target: bytes = b"",
+    ) -> float:
         """Spend one request of ``address``'s bucket: 0 when it may be served,
         else the seconds until one would be. A request bearing a configured
-        token (``authorization``, the header's value) is not counted."""
+        token (``authorization``, the header's value) is not counted, nor one
+        whose ``method`` and ``target`` (the request line's) are a recording's
+        validly signed link (:attr:`links`)."""
         if address is None or self.rate <= 0:
             return 0.0
         key = _key(address, self.loopback)
         if key is None:
             return 0.0
         if authorization is not None and self._valid(authorization):
+            return 0.0
+        links = self.links
+        if links is not None and target and links(method, target):
             return 0.0
         now = self._clock()
         buckets = self._buckets

@@ -93,6 +93,11 @@ class ApiContext:
     #: a call it does not know. router.api.calls sets it; the recording endpoints
     #: read it, so they answer such a call as ended, not as one never seen.
     ended_call: Callable[[str], set[str] | None] | None = None
+    #: Whether a request's method and raw target ask for a recording by a link
+    #: with a valid, unexpired signature (router.api.recordings sets it): the
+    #: listener does not count such a request against its address's
+    #: ``[api] anonymous_rate`` (router.api.addresses). None: no request is.
+    recording_link: Callable[[bytes, bytes], bool] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

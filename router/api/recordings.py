@@ -10,7 +10,10 @@ looked up in the catalog, so no parameter can reach another file. A value
 that cannot be a call id or a part is 404 (as for a recording that does not
 exist); a malformed ``expires`` or ``sig`` is 400, a well-formed signature
 that does not verify (tampered, or expired) is 403. Single byte ranges are
-honoured (206, or 416 past the end), so a player can seek.
+honoured (206, or 416 past the end), so a player can seek. A request by a
+link whose signature is valid and unexpired is not counted against its
+address's ``[api] anonymous_rate`` (:func:`signed_link`): 1C fetches every
+recording so, all at once after an outage.
 
 ``GET /api/v1/recordings/{call_id}`` lists a call's files with a fresh
 signed link each (when ``[recordings] public_url`` is set).
@@ -92,7 +95,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("router.api")
 
-__all__ = ["OPENAPI", "parse_range", "routes"]
+__all__ = ["OPENAPI", "parse_range", "routes", "signed_link"]
 
 _CHUNK: Final = 64 * 1024
 _RANGE: Final = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
@@ -101,6 +104,51 @@ _SERVABLE: Final = ("closed", "delivered", "empty")
 #: The files a signed link serves.
 _LINKED: Final = ("closed", "delivered")
 _RECORD_KEYS: Final = ("legs", "format")
+#: A signed link's path, as :meth:`~router.recordings.signing.Signer.url` makes it.
+_LINK_PATH: Final = b"/api/v1/recordings/"
+#: The longest target :func:`signed_link` looks at: a link's is at most 19 + 64
+#: + 1 + 3 of path and 9 + 12 + 5 + 64 of query, 177 bytes.
+_LINK_MAX: Final = 256
+_LINK_QUERY: Final = ("expires", "sig")
+
+
+def signed_link(method: bytes, target: bytes, verify: Callable[[str, str, str, str], bool]) -> bool:
+    """Whether a request (its method and raw target, as the request line has
+    them) asks for a recording by a link :meth:`Signer.url
+    <router.recordings.signing.Signer.url>` made, with a signature ``verify``
+    (:meth:`Signer.verify <router.recordings.signing.Signer.verify>`) takes:
+    untampered and unexpired. Only what :func:`routes`' ``fetch`` serves by
+    such a link: ``GET`` or ``HEAD``, the origin-form path with a call id and a
+    part, ``expires`` and ``sig`` once each and nothing else. Bounded work for
+    any target: a longer one than a link's is no link, and one HMAC at most.
+
+    The listener asks before the app sees the request
+    (:mod:`router.api.addresses`): such a request is not counted against its
+    address's ``[api] anonymous_rate``, as one bearing a valid token is not."""
+    if method not in (b"GET", b"HEAD") or len(target) > _LINK_MAX:
+        return False
+    if not target.startswith(_LINK_PATH):
+        return False
+    try:
+        text = target[len(_LINK_PATH) :].decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    path, mark, query = text.partition("?")
+    names = path.split("/")
+    if not mark or len(names) != 2:
+        return False
+    call_id, part = names
+    if part not in PARTS or CALL_ID.fullmatch(call_id) is None:
+        return False
+    fields: dict[str, str] = {}
+    for item in query.split("&"):
+        name, equals, value = item.partition("=")
+        if not equals or name not in _LINK_QUERY or name in fields:
+            return False
+        fields[name] = value
+    if len(fields) != len(_LINK_QUERY):
+        return False
+    return verify(call_id, part, fields["expires"], fields["sig"])
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -289,6 +337,26 @@ class _Recordings:
             self._signer = recording_signer(self.settings, self.ctx.engine.state_dir)
         return self._signer
 
+    def load_signer(self) -> None:
+        """The signer read now, when recordings are on, so the listener can check
+        links (:meth:`verified`); a key that cannot be read is said by the
+        request that needs it, as before."""
+        if self.ctx.engine.config.recordings is None:
+            return
+        try:
+            self.signer  # noqa: B018 - loads it
+        except (OSError, ValueError) as exc:
+            log.debug("api: the recordings key is not read yet: %s", exc)
+
+    def verified(self, call_id: str, part: str, expires: str, sig: str) -> bool:
+        """Whether a link verifies, by the signer already read (never a file read
+        here: the listener asks for every request, before any rate), and while
+        recordings are on."""
+        signer = self._signer
+        if signer is None or self.ctx.engine.config.recordings is None:
+            return False
+        return signer.verify(call_id, part, expires, sig)
+
     def link(self, rec: Recording) -> str | None:
         base = self.settings.public_url
         if base is None:
@@ -457,6 +525,8 @@ def _unrenew(
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     recordings = _Recordings(ctx)
+    recordings.load_signer()
+    ctx.recording_link = partial(signed_link, verify=recordings.verified)
 
     async def fetch(request: Request) -> Response:
         call_id, part = _ids(request)

@@ -224,8 +224,10 @@ class ApiServer:
             served = TrustedHosts(served, allowed)
         #: ``[api] max_connections``, or fewer under a low open-files limit.
         self.max_connections = connections_within(settings.max_connections)
+        self._addresses = address_limiter(settings)
+        self._link_check(app)
         protocol_class = bounded_protocol(
-            max_connections=self.max_connections, addresses=address_limiter(settings)
+            max_connections=self.max_connections, addresses=self._addresses
         )
         asyncio_log = logging.getLogger("asyncio")
         if _ACCEPT_STORM not in asyncio_log.filters:
@@ -304,7 +306,16 @@ class ApiServer:
 
     def serve(self, app: ASGIApp) -> None:
         """Answer every request from now on with ``app``, on the same listener."""
+        self._link_check(app)
         self._current.app = app
+
+    def _link_check(self, app: ASGIApp) -> None:
+        """The rate per address (:mod:`router.api.addresses`) counts no request
+        for a recording by a validly signed link ``app`` serves (its context's
+        ``recording_link``; the starting app serves none)."""
+        if self._addresses is not None:
+            ctx = getattr(getattr(app, "state", None), "ctx", None)
+            self._addresses.links = getattr(ctx, "recording_link", None)
 
     async def stop(self) -> None:
         """Stop taking requests; open ones get a bounded moment, then are cut."""

@@ -89,3 +89,25 @@ def test_a_rate_of_zero_limits_nothing() -> None:
     limits = limiter(Clock(), rate=0.0, burst=1)
     assert [limits.wait("192.0.2.7", None) for _ in range(10)] == [0.0] * 10
     assert len(limits) == 0
+
+
+def test_a_validly_signed_recording_link_is_not_counted_a_bogus_one_is() -> None:
+    """1C fetches every recording by its signed link, with no token: after an
+    outage, more than the burst at once from one address. A link the check
+    takes (router.api.recordings.signed_link) is not counted, as a token is
+    not; every other target, a bogus link's, is (issue 16)."""
+    clock = Clock()
+    limits = limiter(clock, burst=1)
+    asked: list[tuple[bytes, bytes]] = []
+
+    def links(method: bytes, target: bytes) -> bool:
+        asked.append((method, target))
+        return target == b"/good"
+
+    limits.links = links
+    assert [limits.wait("192.0.2.7", None, b"GET", b"/good") for _ in range(100)] == [0.0] * 100
+    assert len(limits) == 0
+    assert limits.wait("192.0.2.7", None, b"GET", b"/bad") == 0.0
+    assert limits.wait("192.0.2.7", None, b"GET", b"/bad") > 0
+    assert limits.wait("192.0.2.7", None) > 0  # no target: no link
+    assert asked[-1] == (b"GET", b"/bad")

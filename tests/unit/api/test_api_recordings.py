@@ -25,7 +25,8 @@ from router.api.calls import live_extensions
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
 from router.api.errors import ApiError
-from router.api.recordings import _CHUNK, parse_range
+from router.api.recordings import _CHUNK, parse_range, signed_link
+from router.api.server import ApiServer
 from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.files import open_recording
@@ -1745,3 +1746,103 @@ async def test_an_ended_click_to_call_is_answered_as_ended_not_as_no_call(
     assert recorded.status_code == 200
     assert [f["part"] for f in recorded.json()["files"]] == ["mix"]
     assert served.content == AUDIO
+
+
+# -- signed links and the rate per client address ------------------------------------
+
+
+def test_the_listener_takes_a_signed_link_only_in_the_form_fetch_serves_it(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """router.api.recordings.signed_link: what the listener checks before the
+    rate per address (issue 16). A valid, unexpired link's GET or HEAD, and
+    nothing else: the signature is the signer's own check."""
+    signer = recording_signer(settings, stub.state_dir)
+    good = link(stub, settings).encode()
+    assert signed_link(b"GET", good, signer.verify)
+    assert signed_link(b"HEAD", good, signer.verify)
+    path, _, query = good.partition(b"?")
+    expires, sig = (item.split(b"=")[1] for item in query.split(b"&"))
+    tampered = sig[:-1] + (b"0" if sig[-1:] != b"0" else b"1")
+    expired = link(stub, settings, ttl=60, now=time.time() - 3600).encode()
+    other_part = path.removesuffix(b"mix") + b"in?" + query
+    for method, target in (
+        (b"POST", good),
+        (b"DELETE", good),
+        (b"GET", path + b"?expires=" + expires + b"&sig=" + tampered),
+        (b"GET", path + b"?expires=" + expires + b"&sig=" + sig.upper()),
+        (b"GET", path + b"?expires=0" + expires + b"&sig=" + sig),
+        (b"GET", expired),
+        (b"GET", other_part),
+        (b"GET", path),
+        (b"GET", path + b"?sig=" + sig),
+        (b"GET", good + b"&x=1"),
+        (b"GET", good + b"&sig=" + sig),
+        (b"GET", good + b"#"),
+        (b"GET", path.replace(b"1714557600.42", b"1714557600%2E42") + b"?" + query),
+        (b"GET", path + b"/?" + query),
+        (b"GET", b"/api/v1/recordings/../recordings/" + path.rsplit(b"/", 2)[1] + b"/mix?" + query),
+        (b"GET", b"http://t" + good),
+        (b"GET", good + b"&" + b"x" * 5000),
+        (b"GET", good.replace(b"mix", "mіx".encode())),
+        (b"GET", b"/healthz"),
+        (b"GET", b""),
+    ):
+        assert not signed_link(method, target, signer.verify), (method, target)
+
+
+async def test_signed_links_from_one_address_are_not_counted_against_its_rate(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """1C in pull mode fetches each recording by its signed link, with no token:
+    after an outage, a hundred at once from one address. Counted against
+    ``[api] anonymous_rate`` they got 429 past the burst (here 3); now each
+    valid link is served, while a hundred links with a bogus signature are
+    still limited: the burst's 403s, then 429 (issue 16)."""
+    api = dataclasses.replace(
+        API, port=0, anonymous_rate=0.001, anonymous_burst=3, anonymous_loopback=True
+    )
+    server = ApiServer(build_app(ApiContext(stub, api)), api)
+    await server.start()
+    try:
+        good = link(stub, settings)
+        request = f"GET {good} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            statuses = []
+            for _ in range(100):
+                writer.write(request)
+                head, body = await _answer_of(reader)
+                statuses.append(head.split(b" ", 2)[1])
+                if statuses[-1] != b"200":
+                    break  # a 429: nothing more is read from this connection
+                assert body == AUDIO
+        finally:
+            writer.close()
+        assert statuses == [b"200"] * 100
+        bogus = good[: -len("0")] + ("1" if good[-1] == "0" else "0")
+        request = f"GET {bogus} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        statuses = []
+        for _ in range(100):
+            # Each on its own connection: one answered 429 is not read until
+            # its Retry-After (router.api.protocol).
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(request)
+                statuses.append((await _answer_of(reader))[0].split(b" ", 2)[1])
+            finally:
+                writer.close()
+        assert statuses == [b"403"] * 3 + [b"429"] * 97
+    finally:
+        await server.stop()
+
+
+async def _answer_of(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One answer's head and body (by its Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    return head, await reader.readexactly(length)
