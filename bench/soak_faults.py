@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -43,21 +40,11 @@ from callrouter_onec.faults import FaultRule, parse_faults
 from callrouter_onec.phone import digits_only
 from soak_office import (
     CALLERS,
-    DEFAULT_USER,
-    PASSWORD,
-    REPO,
-    SETTLE,
     SOAK_RULES,
     TOKEN,
-    Api,
     Office,
-    OneCDouble,
-    Phones,
     Sandbox,
-    Watcher,
-    listen_port,
     log,
-    shipped_dialplan,
 )
 
 SINK = """
@@ -313,82 +300,34 @@ class UiStream(threading.Thread):
 
 
 class FaultOffice(Office):
-    def start(self) -> None:  # soak_office's, with the sink, the UI token and 30 s census
-        log("starting the sandbox Asterisk and phones")
-        self.pbx = Sandbox.start(name=self.sandbox_name, extra_dialplan=shipped_dialplan() + SINK)
-        self.phones = Phones.start(self.pbx, extensions=("101", "102", "103", "104", "105"))
-        self.phones["103"].mode = "noanswer"
-        self.phones["104"].mode = "busy"
-        self.double = OneCDouble(password=PASSWORD).start()
+    """soak_office's office with the sink, the UI token, a timed census and slow 1C callers."""
+
+    token_allow = (*Office.token_allow, "ui:read")
+    census_source = CENSUS
+    sandbox_label = ""
+    census_every = 30.0
+
+    def sandbox_name(self) -> str:
+        return self.sandbox_label or super().sandbox_name()
+
+    def extra_dialplan(self) -> str:
+        return super().extra_dialplan() + SINK
+
+    def prepare_double(self) -> None:
         for caller in (LATE_CALLER, GONE_CALLER):
             rule = PrefixRule(faults=parse_faults("latency=3"), count=None, phone=caller[:7])
             self.double.faults.rules.append(rule)
-        self.state = self.folder / "state"
-        rules_dir = self.folder / "rules"
-        shutil.copytree(REPO / "rules", rules_dir)
+
+    def rules_text(self, rules_dir: Path) -> str:
         (rules_dir / "inbound.yaml").unlink()  # the Local "norule" calls must match nothing
-        self.rules_file = rules_dir / "soak.yaml"
-        self.rules_file.write_text(RULES, encoding="utf-8")
-        port = listen_port()
-        self.api_port = port
-        self.api = Api(port)
-        monitor = "spool/monitor/callrouter"
-        cel = self.pbx.inst / "log" / "cel.db"
-        self.cel = cel
-        self.config = self.folder / "router.toml"
-        self.config.write_text(
-            f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
-            f'[router]\nrules = ["{rules_dir}"]\nstate_dir = "{self.state}"\n'
-            'log_format = "json"\n'
-            f'[history]\ncel = "sqlite://{cel}"\nsettle_delay = {SETTLE}\n'
-            f'[recordings]\ndir = "{self.pbx.inst_in_root}/{monitor}"\n'
-            f'local_dir = "{self.pbx.inst / monitor}"\nafter_delivery = "delete"\n'
-            f'[api]\nlisten = "127.0.0.1:{port}"\noutbound_context = "sandbox-phones"\n'
-            f'[api.tokens.soak]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
-            'allow = ["calls:create", "calls:read", "calls:transfer", "events:read", "ui:read"]\n'
-            'extensions = ["*"]\n'
-            f'[plugins.onec]\nurl = "{self.double.url}"\nusername = "{DEFAULT_USER}"\n'
-            f'password = "{PASSWORD}"\n'
-            "[plugins.onec.missed_owner]\n'*' = \"105\"\n",
-            encoding="utf-8",
-        )
-        self.config.chmod(0o600)
-        self.log_path = self.folder / "router.log"
-        self.census_path = self.folder / "census.jsonl"
-        env = {**os.environ, "CR_SECRET": self.pbx.secret, "PYTHONPATH": str(REPO)}
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    CENSUS,
-                    str(self.census_path),
-                    str(self.census_every),
-                    "run",
-                    "--config",
-                    str(self.config),
-                ],
-                stdout=out,
-                stderr=out,
-                env=env,
-                cwd=REPO,
-            )
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            with contextlib.suppress(OSError):
-                status, _ = self.api.request("GET", "/readyz", timeout=2)
-                if status == 200:
-                    break
-            if self.proc.poll() is not None:
-                raise SystemExit(f"callrouter run exited:\n{self.tail()}")
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"callrouter run never became ready:\n{self.tail()}")
-        self.watcher = Watcher(self.api)
-        self.watcher.start()
-        self.ui = UiStream(port)
+        return RULES
+
+    def census_args(self) -> list[str]:
+        return [*super().census_args(), str(self.census_every)]
+
+    def started(self) -> None:
+        self.ui = UiStream(self.api_port)
         self.ui.start()
-        log(f"router pid {self.proc.pid} ready; folder {self.folder}")
 
     # -- faults ----------------------------------------------------------------------
     def reload(self, broken: bool = False) -> None:
@@ -605,7 +544,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     office = FaultOffice(args.out, args.rate)
     office.local_rate = args.local_rate
-    office.sandbox_name = args.name
+    office.sandbox_label = args.name
     office.reload_every = args.reload_every
     office.census_every = args.census_every
     office.no_faults = args.no_faults

@@ -319,22 +319,32 @@ class Office:
 
     # -- set-up --------------------------------------------------------------------------
 
+    #: What the soak's API token may do; the census program run around ``callrouter run``.
+    token_allow: tuple[str, ...] = ("calls:create", "calls:read", "calls:transfer", "events:read")
+    census_source = CENSUS
+
     def start(self) -> None:
+        """The sandbox, phones, 1C double and ``callrouter run``, in steps a soak
+        that does more (``soak_faults.py``) overrides one by one."""
         log("starting the sandbox Asterisk and phones")
-        self.pbx = Sandbox.start(name=f"soak-{os.getpid()}", extra_dialplan=shipped_dialplan())
+        self.pbx = Sandbox.start(name=self.sandbox_name(), extra_dialplan=self.extra_dialplan())
         self.phones = Phones.start(self.pbx, extensions=("101", "102", "103", "104", "105"))
         self.phones["103"].mode = "noanswer"
         self.phones["104"].mode = "busy"
         self.double = OneCDouble(password=PASSWORD).start()
+        self.prepare_double()
         self.state = self.folder / "state"
         rules_dir = self.folder / "rules"
         shutil.copytree(REPO / "rules", rules_dir)
         self.rules_file = rules_dir / "soak.yaml"
-        self.rules_file.write_text(SOAK_RULES, encoding="utf-8")
+        self.rules_file.write_text(self.rules_text(rules_dir), encoding="utf-8")
         port = listen_port()
+        self.api_port = port
         self.api = Api(port)
         monitor = "spool/monitor/callrouter"
         cel = self.pbx.inst / "log" / "cel.db"
+        self.cel = cel
+        allow = ", ".join(f'"{scope}"' for scope in self.token_allow)
         self.config = self.folder / "router.toml"
         self.config.write_text(
             f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
@@ -345,7 +355,7 @@ class Office:
             f'local_dir = "{self.pbx.inst / monitor}"\nafter_delivery = "delete"\n'
             f'[api]\nlisten = "127.0.0.1:{port}"\noutbound_context = "sandbox-phones"\n'
             f'[api.tokens.soak]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
-            'allow = ["calls:create", "calls:read", "calls:transfer", "events:read"]\n'
+            f"allow = [{allow}]\n"
             'extensions = ["*"]\n'
             f'[plugins.onec]\nurl = "{self.double.url}"\nusername = "{DEFAULT_USER}"\n'
             f'password = "{PASSWORD}"\n'
@@ -361,8 +371,8 @@ class Office:
                 [
                     sys.executable,
                     "-c",
-                    CENSUS,
-                    str(self.census_path),
+                    self.census_source,
+                    *self.census_args(),
                     "run",
                     "--config",
                     str(self.config),
@@ -385,7 +395,27 @@ class Office:
             raise SystemExit(f"callrouter run never became ready:\n{self.tail()}")
         self.watcher = Watcher(self.api)
         self.watcher.start()
+        self.started()
         log(f"router pid {self.proc.pid} ready; folder {self.folder}")
+
+    def sandbox_name(self) -> str:
+        return f"soak-{os.getpid()}"
+
+    def extra_dialplan(self) -> str:
+        return shipped_dialplan()
+
+    def prepare_double(self) -> None:
+        """Faults given to the 1C double before the router starts (none here)."""
+
+    def rules_text(self, rules_dir: Path) -> str:
+        """The soak's own rules file, written beside the shipped rules in ``rules_dir``."""
+        return SOAK_RULES
+
+    def census_args(self) -> list[str]:
+        return [str(self.census_path)]
+
+    def started(self) -> None:
+        """Once the router is ready and the watcher reads its feed (nothing more here)."""
 
     def tail(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
