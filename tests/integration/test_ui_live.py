@@ -19,6 +19,7 @@ this module, as root, when it is missing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -160,8 +161,10 @@ async def placer(ui_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
         yield p
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def chromium(**options: Any) -> AsyncIterator[Any]:
+    """Debian's chromium under Playwright, headless, in a throwaway profile, in
+    English; ``options`` go to the context (a viewport, for one)."""
     from playwright.async_api import async_playwright
 
     executable = ensure_chromium()
@@ -172,13 +175,19 @@ async def browser() -> AsyncIterator[Any]:
                 executable_path=str(executable),
                 headless=True,
                 args=FLAGS,
-                viewport={"width": 1280, "height": 900},
                 locale="en-US",
+                **options,
             )
             try:
                 yield context
             finally:
                 await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    async with chromium(viewport={"width": 1280, "height": 900}) as context:
+        yield context
 
 
 async def test_the_live_page_shows_a_call_its_trace_and_explains(

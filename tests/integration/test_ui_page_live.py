@@ -29,7 +29,7 @@ from router.api.settings import ApiSettings, TokenSettings
 from router.api.ui import STATIC
 from router.sandbox import free_port
 from router.testing import StubEngine
-from tests.integration.test_ui_live import FLAGS, ensure_chromium
+from tests.integration.test_ui_live import chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="function")]
 
@@ -103,22 +103,8 @@ async def callrouter() -> AsyncIterator[Callrouter]:
 
 @pytest_asyncio.fixture
 async def page() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    executable = ensure_chromium()
-    with tempfile.TemporaryDirectory(prefix="callrouter-chromium-") as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(executable),
-                headless=True,
-                args=FLAGS,
-                locale="en-US",
-            )
-            try:
-                yield context.pages[0] if context.pages else await context.new_page()
-            finally:
-                await context.close()
+    async with chromium() as context:
+        yield context.pages[0] if context.pages else await context.new_page()
 
 
 async def sign_in(page: Any, text: str = TOKEN) -> None:

@@ -21,6 +21,8 @@ from tests.unit.test_engine_unit import FakeClient
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
+    from apscheduler.job import Job
+
     from router.testing import EngineFactory, ReplayAsterisk
 
 pytest_plugins = ["router.testing"]
@@ -254,6 +256,22 @@ async def test_a_run_too_late_to_make_up_is_said_naming_the_rule(
     assert ajam_replay.count("Setvar") == 0
 
 
+async def _paused_night_mode(engine_factory: EngineFactory, tmp_path: Path) -> tuple[Engine, Job]:
+    """An engine whose one rule sets night mode at 19:00, its scheduler paused so
+    that a step is noticed before apscheduler wakes; the engine and the rule's job."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
+        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
+    )
+    engine = await engine_factory(
+        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
+    )
+    engine.scheduler.pause()
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    return engine, job
+
+
 async def test_a_run_a_clock_step_jumped_over_is_said_naming_the_rule(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,
@@ -263,16 +281,7 @@ async def test_a_run_a_clock_step_jumped_over_is_said_naming_the_rule(
     """hsched48's trial (the host's clock stepped forward 1 h over a
     `*/2 * * * mon-fri` rule and the 1C warm-up): the step watch dated the
     jobs again from the new time, and the runs jumped over were said nowhere."""
-    (tmp_path / "rules.yaml").write_text(
-        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
-        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
-    )
-    engine = await engine_factory(
-        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
-    )
-    engine.scheduler.pause()  # the step is noticed before apscheduler wakes
-    job = engine.scheduler.get_job("rule:night-mode")
-    assert job is not None
+    engine, job = await _paused_night_mode(engine_factory, tmp_path)
     # The wall clock jumped 2 h forward over the run due 1 h ago.
     job.modify(next_run_time=datetime.now(UTC) - timedelta(hours=1))
     caplog.set_level(logging.WARNING)
@@ -293,16 +302,7 @@ async def test_a_run_a_small_step_forward_passed_runs_now(
     """A step of a few seconds (NTP after a VM resumed: 18:59:59 to 19:00:02)
     over a run: dated again from the new time, the day's 19:00 run was skipped,
     where apscheduler runs one as late (within the 60 s grace) without a step."""
-    (tmp_path / "rules.yaml").write_text(
-        "version: 1\nrules:\n  - name: night-mode\n    schedule: '0 19 * * *'\n    do:\n"
-        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
-    )
-    engine = await engine_factory(
-        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
-    )
-    engine.scheduler.pause()  # the step is noticed before apscheduler wakes
-    job = engine.scheduler.get_job("rule:night-mode")
-    assert job is not None
+    engine, job = await _paused_night_mode(engine_factory, tmp_path)
     job.modify(next_run_time=datetime.now(UTC) - timedelta(seconds=2))
     caplog.set_level(logging.WARNING)
     await engine._clock_stepped(3.0)

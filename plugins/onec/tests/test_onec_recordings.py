@@ -47,9 +47,12 @@ AUDIO = os.urandom(300_000)
 CHUNK = 64 * 1024
 
 
-def closed_recording(tmp_path: Path, data: bytes = AUDIO, call_id: str = CALL) -> RecordingStore:
+def closed_recording(
+    tmp_path: Path, data: bytes = AUDIO, call_id: str = CALL, folder: Path | None = None
+) -> RecordingStore:
+    """A catalog in ``tmp_path / "state"`` with one closed file, in ``folder`` (or ``tmp_path``)."""
     store = RecordingStore(tmp_path / "state")
-    path = tmp_path / f"{call_id}-mix.wav"
+    path = (folder or tmp_path) / f"{call_id}-mix.wav"
     path.write_bytes(data)
     name = SimpleNamespace(call_id=call_id, part="mix", format="wav")
     (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
@@ -440,19 +443,8 @@ async def test_a_file_of_a_folder_left_empty_is_not_marked_missing(
     it comes back with the share. Callrouter's retention decides about those."""
     mount = tmp_path / "mnt"
     mount.mkdir()
-    store = RecordingStore(tmp_path / "state")
+    store = closed_recording(tmp_path, folder=mount)
     path = mount / f"{CALL}-mix.wav"
-    path.write_bytes(AUDIO)
-    name = SimpleNamespace(call_id=CALL, part="mix", format="wav")
-    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
-    store.mark_closed(
-        row.id,
-        file=path,
-        content_type="audio/wav",
-        size=len(AUDIO),
-        sha256=hashlib.sha256(AUDIO).hexdigest(),
-        duration=12.5,
-    )
     path.unlink()
     up = uploader(tmp_path, store, settings)
     caplog.set_level("WARNING")

@@ -90,26 +90,31 @@ def settings(tmp_path: Path) -> RecordingSettings:
     )
 
 
-@pytest.fixture
-async def stub(tmp_path: Path, settings: RecordingSettings) -> AsyncIterator[StubEngine]:
-    state = tmp_path / "state"
-    config = dataclasses.replace(make_config(state_dir=state), recordings=settings)
-    engine = StubEngine(state_dir=state, config=config)
+def closed_file(state: Path, settings: RecordingSettings, call_id: str, channel: str) -> None:
+    """The catalog in ``state`` holds ``call_id``'s mix file, closed, of 101's call."""
     store = RecordingStore(state)
-    (name,) = file_names(CALL, "mix", "wav")
+    (name,) = file_names(call_id, "mix", "wav")
     path = settings.local_path(name)
     path.write_bytes(AUDIO)
     (row,) = store.start(
         [name],
         pbx_paths=[settings.pbx_path(name)],
         local_paths=[path],
-        channel="PJSIP/trunk-00000001",
+        channel=channel,
         extensions=["101"],
     )
     store.mark_closed(
         row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256=SHA, duration=1
     )
     store.close()
+
+
+@pytest.fixture
+async def stub(tmp_path: Path, settings: RecordingSettings) -> AsyncIterator[StubEngine]:
+    state = tmp_path / "state"
+    config = dataclasses.replace(make_config(state_dir=state), recordings=settings)
+    engine = StubEngine(state_dir=state, config=config)
+    closed_file(state, settings, CALL, "PJSIP/trunk-00000001")
     yield engine
     await engine.aclose()
 
@@ -1711,21 +1716,7 @@ async def test_an_ended_click_to_call_is_answered_as_ended_not_as_no_call(
             )
         ]
         # Recorded while it lasted (101 on it): listed and served after its end.
-        store = RecordingStore(stub.state_dir)
-        (name,) = file_names(call_id, "mix", "wav")
-        path = settings.local_path(name)
-        path.write_bytes(AUDIO)
-        (row,) = store.start(
-            [name],
-            pbx_paths=[settings.pbx_path(name)],
-            local_paths=[path],
-            channel="PJSIP/101-00000001",
-            extensions=["101"],
-        )
-        store.mark_closed(
-            row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256=SHA, duration=1
-        )
-        store.close()
+        closed_file(stub.state_dir, settings, call_id, "PJSIP/101-00000001")
         recorded = await client.get(f"/api/v1/recordings/{call_id}", headers=bearer(PHONE101))
         served = await client.get(f"/api/v1/recordings/{call_id}/mix", headers=bearer(PHONE101))
     assert placed.status_code == 201, placed.text
