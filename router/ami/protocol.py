@@ -783,10 +783,10 @@ def _blocks(data: bytes) -> tuple[list[str], Iterator[list[str]] | None]:
     text = _decode(data)
     exact: Iterator[list[str]] | None = None
     if "\r" not in text:
-        blocks = text.split("\n\n")  # input without CR (see RawmanParser.feed)
+        blocks = _split_blocks(text)  # input without CR (see RawmanParser.feed)
     elif (flat := text.replace("\r\n", "\n")).count("\n") == len(text) - len(flat):
         # Every LF ended a CR LF (the usual case): one replace, one count, one split.
-        blocks = flat.split("\n\n")
+        blocks = _split_blocks(flat)
     else:
         # A value holds a bare LF: blocks and lines are cut at CR LF only and
         # the value keeps its LF; the screens below (the first line, the
@@ -801,6 +801,18 @@ def _blocks(data: bytes) -> tuple[list[str], Iterator[list[str]] | None]:
         blocks = ["\n".join(line.replace("\n", " ") for line in lines) for lines in cut]
         exact = iter(cut)
     return blocks, exact
+
+
+def _split_blocks(flat: str) -> list[str]:
+    """``flat`` (lines ended by LF) cut at blank lines, each block without the
+    blank lines before it: a read that began or ended inside the blank lines
+    between messages (a caller's number holding CR LF writes more of them) left
+    a block starting with LF, which the screens by first line did not know for
+    an event (narrowed or not depending on where the reads were cut)."""
+    blocks = flat.split("\n\n")
+    if flat[:1] == "\n" or "\n\n\n" in flat:
+        blocks = [block.lstrip("\n") for block in blocks]
+    return blocks
 
 
 def _parse_blocks(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape as xml_escape
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from router.ami.message import Event, sent_by_channel
@@ -71,6 +71,9 @@ def asterisk_writes(number: str) -> bytes:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(number=NUMBERS, chunk=st.sampled_from([5, 64, 4096]))
+# Found by the CI run of 2026-12-07 22:40: a read cut inside the blank lines a
+# number wrote left a block starting with LF, parsed without its narrower.
+@example(number="\r\n\r\n\r\n\r\nEvent: UserEvent", chunk=5)
 def test_raw_verdicts_are_the_parsed_events_and_a_request_is_its_channels(
     number: str, chunk: int
 ) -> None:
