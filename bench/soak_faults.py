@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,73 +76,6 @@ LOCAL_RULES = f"""
       - redirect: {{context: soak-sink, exten: "200"}}
 """
 RULES = SOAK_RULES + LOCAL_RULES
-BROKEN = "version: 1\nrules:\n  - name: soak-answered\n    priority: [oops\n"
-
-CENSUS = r"""
-import asyncio, collections, gc, json, os, sys, threading, time, tracemalloc
-out = sys.argv.pop(1)
-every = float(sys.argv.pop(1))
-def census():
-    snap0 = None
-    while True:
-        time.sleep(every)
-        try:
-            sizes = collections.Counter()
-            types = collections.Counter()
-            gc.unfreeze()
-            if os.environ.get("SOAK_COLLECT"):
-                gc.collect()  # count only what a full collection leaves: leaks, not garbage
-            for obj in gc.get_objects():
-                t = type(obj)
-                mod = getattr(t, "__module__", None)
-                types[f"{mod}.{getattr(t, '__qualname__', t.__name__)}"] += 1
-                if not isinstance(mod, str) or not mod.startswith(("router", "callrouter_onec")):
-                    continue
-                try:
-                    attrs = list(vars(obj).items())
-                except Exception:
-                    slots = [s for k in t.__mro__ for s in getattr(k, "__slots__", ())]
-                    attrs = [(s, getattr(obj, s, None)) for s in slots if isinstance(s, str)]
-                for name, value in attrs:
-                    if isinstance(value, (dict, list, set, collections.deque, frozenset, tuple)):
-                        try:
-                            sizes[t.__qualname__ + "." + name] += len(value)
-                        except Exception:
-                            pass
-            # Only len(): holding the tasks from this thread, even for a moment
-            # (list(), a copy), kept finished tasks alive for good in CPython
-            # 3.11, and the census counted a leak of its own making.
-            # SOAK_TASK_NAMES=1 names the live ones all the same (then not a leak test).
-            live = len(asyncio.tasks._all_tasks)
-            names = collections.Counter()
-            if os.environ.get("SOAK_TASK_NAMES"):
-                for task in list(asyncio.tasks._all_tasks):
-                    if not task.done():
-                        names[getattr(task.get_coro(), "__qualname__", "?")[:80]] += 1
-            row = {"t": time.time(), "tasks": live, "task_names": names,
-                   "sizes": sizes, "types": dict(types.most_common(60)),
-                   "gc": gc.get_count()}
-            if os.path.exists(out + ".tm") and not tracemalloc.is_tracing():
-                tracemalloc.start(12)
-                snap0 = tracemalloc.take_snapshot()
-            elif tracemalloc.is_tracing():
-                snap = tracemalloc.take_snapshot()
-                top = snap.compare_to(snap0, "traceback")[:8]
-                row["tracemalloc"] = [
-                    {"size_diff": s.size_diff, "count_diff": s.count_diff,
-                     "tb": [f"{f.filename}:{f.lineno}" for f in s.traceback][-12:]}
-                    for s in top
-                ]
-            with open(out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-        except Exception as exc:
-            with open(out, "a") as fh:
-                fh.write(json.dumps({"t": time.time(), "tasks": None, "error": repr(exc)}) + "\n")
-threading.Thread(target=census, daemon=True, name="census").start()
-sys.argv[0] = "callrouter"
-from router.cli import main
-sys.exit(main())
-"""
 
 
 class PrefixRule(FaultRule):
@@ -303,9 +237,13 @@ class FaultOffice(Office):
     """soak_office's office with the sink, the UI token, a timed census and slow 1C callers."""
 
     token_allow = (*Office.token_allow, "ui:read")
-    census_source = CENSUS
     sandbox_label = ""
     census_every = 30.0
+    census_types = True
+    #: ``--local-rate``, ``--reload-every``, ``--no-faults`` (main sets them).
+    local_rate = 2.5
+    reload_every = 240
+    no_faults = False
 
     def sandbox_name(self) -> str:
         return self.sandbox_label or super().sandbox_name()
@@ -322,9 +260,6 @@ class FaultOffice(Office):
         (rules_dir / "inbound.yaml").unlink()  # the Local "norule" calls must match nothing
         return RULES
 
-    def census_args(self) -> list[str]:
-        return [*super().census_args(), str(self.census_every)]
-
     def started(self) -> None:
         self.ui = UiStream(self.api_port)
         self.ui.start()
@@ -334,7 +269,7 @@ class FaultOffice(Office):
         self.reloads = getattr(self, "reloads", 0) + 1
         if broken:
             log("fault: broken rules + SIGHUP, then good + SIGHUP")
-            self.rules_file.write_text(BROKEN, encoding="utf-8")
+            self.rules_file.write_text(so.BROKEN_RULES, encoding="utf-8")
             self.proc.send_signal(signal.SIGHUP)
             time.sleep(5)
         else:
@@ -342,19 +277,19 @@ class FaultOffice(Office):
         self.rules_file.write_text(RULES + f"# reload {self.reloads}\n", encoding="utf-8")
         self.proc.send_signal(signal.SIGHUP)
 
-    def onec_slow(self) -> None:
-        log("fault: 1C slow (latency=0.8) for 90 s")
-        self.double.faults.set_global("latency=0.8")
-        time.sleep(90)
+    def onec_fault(self, fault: str, seconds: int, what: str, after: str) -> None:
+        """The 1C double answers every request with ``fault`` for ``seconds``, then well."""
+        log(f"fault: 1C {what} for {seconds} s")
+        self.double.faults.set_global(fault)
+        time.sleep(seconds)
         self.double.faults.set_global("")
-        log("1C fast again")
+        log(after)
+
+    def onec_slow(self) -> None:
+        self.onec_fault("latency=0.8", 90, "slow (latency=0.8)", "1C fast again")
 
     def onec_failing(self) -> None:
-        log("fault: 1C answers 500 for 60 s")
-        self.double.faults.set_global("500")
-        time.sleep(60)
-        self.double.faults.set_global("")
-        log("1C healthy again")
+        self.onec_fault("500", 60, "answers 500", "1C healthy again")
 
     def onec_restart(self) -> None:
         log("fault: 1C down for 30 s (stop/start)")
@@ -402,73 +337,46 @@ class FaultOffice(Office):
             row["gc_objects_top"] = dict(list(census.get("types", {}).items())[:5])
         return row, lines
 
-    def run(self, minutes: float, workers: int) -> list[dict[str, Any]]:  # type: ignore[override]
-        self.workers = workers
-        samples: list[dict[str, Any]] = []
-        start = time.monotonic()
-        row, lines = self.sample(0, 0)
-        samples.append(row)
-        self.emit(row)
-        threads = [
-            threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(workers)
-        ]
-        for t in threads:
-            t.start()
-        self.local = LocalCalls(self.pbx, self.local_rate)
-        self.local.start()
-        total = minutes * 60
-        plan: list[tuple[float, Any]] = []
+    sample_every = 30.0
+
+    def plan(self, total: float) -> list[tuple[float, Callable[[], None]]]:
+        """Rules reloads (the third broken), feed and UI stream drops, and (unless
+        ``--no-faults``) 1C and Asterisk faults spread over a ``total`` seconds' run."""
+        plan: list[tuple[float, Callable[[], None]]] = []
         every = self.reload_every
         for i, at in enumerate(range(every, int(total) - 60, every)):
             plan.append((at, (lambda b: lambda: self.reload(b))(i == 2)))
-        for at in range(360, int(total) - 120, 360):
-            plan.append((at, self.feed_drop))
+        if not self.no_faults:
+            for at in range(360, int(total) - 120, 360):
+                plan.append((at, self.feed_drop))
         for at in range(180, int(total) - 60, 180):
             plan.append((at + 20, self.ui_drop))
-        f = total / 2700
         if self.no_faults:
-            plan = [p for p in plan if p[1] != self.feed_drop]
-        plan += (
-            []
-            if self.no_faults
-            else [
-                (8 * 60 * f, self.onec_slow),
-                (12 * 60 * f, self.asterisk_restart),
-                (16 * 60 * f, self.onec_failing),
-                (21 * 60 * f, self.onec_restart),
-                (27 * 60 * f, self.asterisk_restart),
-                (34 * 60 * f, self.onec_slow),
-            ]
-        )
-        plan.sort(key=lambda p: p[0])
-        next_sample = 30.0
-        while time.monotonic() - start < total:
-            elapsed = time.monotonic() - start
-            while plan and elapsed >= plan[0][0]:
-                _, action = plan.pop(0)
-                threading.Thread(target=action, daemon=True).start()
-            if elapsed >= next_sample:
-                row, lines = self.sample(elapsed / 60, lines)
-                samples.append(row)
-                self.emit(row)
-                next_sample += 30
-            if self.proc.poll() is not None:
-                raise SystemExit(f"callrouter run exited {self.proc.returncode}:\n{self.tail()}")
-            time.sleep(1)
+            return plan
+        f = total / 2700
+        plan += [
+            (8 * 60 * f, self.onec_slow),
+            (12 * 60 * f, self.asterisk_restart),
+            (16 * 60 * f, self.onec_failing),
+            (21 * 60 * f, self.onec_restart),
+            (27 * 60 * f, self.asterisk_restart),
+            (34 * 60 * f, self.onec_slow),
+        ]
+        return plan
+
+    def traffic_started(self) -> None:
+        self.local = LocalCalls(self.pbx, self.local_rate)
+        self.local.start()
+
+    def traffic_stopping(self) -> None:
         self.local.stopping.set()
-        self.stopping.set()
-        for t in threads:
-            t.join(60)
-        log("traffic stopped; waiting for 1C to settle")
-        self.settle()
+
+    def settle(self, calm: float = 10.0, timeout: float = 120.0) -> None:
+        super().settle(calm, timeout)
         time.sleep(20)
-        row, lines = self.sample((time.monotonic() - start) / 60, lines)
-        samples.append(row)
-        self.emit(row)
-        return samples
 
     def emit(self, row: dict[str, Any]) -> None:
-        log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
+        super().emit(row)
         with open(self.folder / "samples.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
 

@@ -71,6 +71,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -147,36 +148,81 @@ rules:
 BROKEN_RULES = "version: 1\nrules:\n  - name: soak-answered\n    priority: [oops\n"
 
 
-#: Runs ``callrouter run`` with a thread that writes, each minute, a line of
-#: ``census.jsonl``: the asyncio tasks alive, and the length of every container
+#: Runs ``callrouter run`` with a thread that writes, every ``every`` seconds, a line
+#: of ``census.jsonl``: the asyncio tasks alive, and the length of every container
 #: attribute of every router / 1C plugin object, summed per ``Class.attr``. A
-#: ``Class.attr`` that only grows is where to look for a leak.
+#: ``Class.attr`` that only grows is where to look for a leak. Its arguments, before
+#: callrouter's own: the census file, the seconds between rows, and ``types`` (or
+#: ``-``): each row also counts every object by type (the 60 most common) and gives
+#: ``gc.get_count()``. Opt-ins for a hunt, none of them a leak test's default:
+#: ``SOAK_COLLECT=1`` a full collection before each count (leaks, not garbage),
+#: ``SOAK_TASK_NAMES=1`` the live tasks by name, a file ``<census file>.tm``
+#: tracemalloc's top growth since that file appeared. A row that failed is
+#: ``{"tasks": null, "error": ...}``, and the census goes on.
 CENSUS = r"""
-import asyncio, collections, gc, json, sys, threading, time
+import asyncio, collections, gc, json, os, sys, threading, time, tracemalloc
 out = sys.argv.pop(1)
+every = float(sys.argv.pop(1))
+by_type = sys.argv.pop(1) == "types"
 def census():
+    snap0 = None
     while True:
-        time.sleep(60)
-        sizes = collections.Counter()
-        gc.unfreeze()  # the engine freezes what it loaded (gc.freeze): count that too
-        for obj in gc.get_objects():
-            mod = getattr(type(obj), "__module__", None)
-            if not isinstance(mod, str) or not mod.startswith(("router", "callrouter_onec")):
-                continue
-            try:
-                attrs = list(vars(obj).items())
-            except Exception:
-                slots = [s for k in type(obj).__mro__ for s in getattr(k, "__slots__", ())]
-                attrs = [(s, getattr(obj, s, None)) for s in slots if isinstance(s, str)]
-            for name, value in attrs:
-                if isinstance(value, (dict, list, set, collections.deque, frozenset, tuple)):
-                    try:
-                        sizes[type(obj).__qualname__ + "." + name] += len(value)
-                    except Exception:
-                        pass
-        tasks = len(asyncio.tasks._all_tasks)
-        with open(out, "a") as fh:
-            fh.write(json.dumps({"t": time.time(), "tasks": tasks, "sizes": sizes}) + "\n")
+        time.sleep(every)
+        try:
+            sizes = collections.Counter()
+            types = collections.Counter()
+            gc.unfreeze()  # the engine freezes what it loaded (gc.freeze): count that too
+            if os.environ.get("SOAK_COLLECT"):
+                gc.collect()  # count only what a full collection leaves: leaks, not garbage
+            for obj in gc.get_objects():
+                t = type(obj)
+                mod = getattr(t, "__module__", None)
+                if by_type:
+                    types[f"{mod}.{getattr(t, '__qualname__', t.__name__)}"] += 1
+                if not isinstance(mod, str) or not mod.startswith(("router", "callrouter_onec")):
+                    continue
+                try:
+                    attrs = list(vars(obj).items())
+                except Exception:
+                    slots = [s for k in t.__mro__ for s in getattr(k, "__slots__", ())]
+                    attrs = [(s, getattr(obj, s, None)) for s in slots if isinstance(s, str)]
+                for name, value in attrs:
+                    if isinstance(value, (dict, list, set, collections.deque, frozenset, tuple)):
+                        try:
+                            sizes[t.__qualname__ + "." + name] += len(value)
+                        except Exception:
+                            pass
+            # Only len(): holding the tasks from this thread, even for a moment
+            # (list(), a copy), kept finished tasks alive for good in CPython
+            # 3.11, and the census counted a leak of its own making.
+            # SOAK_TASK_NAMES=1 names the live ones all the same (then not a leak test).
+            live = len(asyncio.tasks._all_tasks)
+            row = {"t": time.time(), "tasks": live, "sizes": sizes}
+            if os.environ.get("SOAK_TASK_NAMES"):
+                names = collections.Counter()
+                for task in list(asyncio.tasks._all_tasks):
+                    if not task.done():
+                        names[getattr(task.get_coro(), "__qualname__", "?")[:80]] += 1
+                row["task_names"] = names
+            if by_type:
+                row["types"] = dict(types.most_common(60))
+                row["gc"] = gc.get_count()
+            if os.path.exists(out + ".tm") and not tracemalloc.is_tracing():
+                tracemalloc.start(12)
+                snap0 = tracemalloc.take_snapshot()
+            elif tracemalloc.is_tracing():
+                snap = tracemalloc.take_snapshot()
+                top = snap.compare_to(snap0, "traceback")[:8]
+                row["tracemalloc"] = [
+                    {"size_diff": s.size_diff, "count_diff": s.count_diff,
+                     "tb": [f"{f.filename}:{f.lineno}" for f in s.traceback][-12:]}
+                    for s in top
+                ]
+            with open(out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except Exception as exc:
+            with open(out, "a") as fh:
+                fh.write(json.dumps({"t": time.time(), "tasks": None, "error": repr(exc)}) + "\n")
 threading.Thread(target=census, daemon=True, name="census").start()
 sys.argv[0] = "callrouter"
 from router.cli import main
@@ -322,6 +368,9 @@ class Office:
     #: What the soak's API token may do; the census program run around ``callrouter run``.
     token_allow: tuple[str, ...] = ("calls:create", "calls:read", "calls:transfer", "events:read")
     census_source = CENSUS
+    #: The census's arguments (``CENSUS``): seconds between rows, objects by type too.
+    census_every = 60.0
+    census_types = False
 
     def start(self) -> None:
         """The sandbox, phones, 1C double and ``callrouter run``, in steps a soak
@@ -412,7 +461,11 @@ class Office:
         return SOAK_RULES
 
     def census_args(self) -> list[str]:
-        return [str(self.census_path)]
+        return [
+            str(self.census_path),
+            f"{self.census_every:g}",
+            "types" if self.census_types else "-",
+        ]
 
     def started(self) -> None:
         """Once the router is ready and the watcher reads its feed (nothing more here)."""
@@ -720,39 +773,42 @@ class Office:
 
     # -- the run -----------------------------------------------------------------------
 
+    #: Seconds between samples while the soak runs.
+    sample_every = 60.0
+
     def run(self, minutes: float, workers: int) -> list[dict[str, Any]]:
+        """The workers' calls for ``minutes``, the disturbances of :meth:`plan` along
+        the way, a sample each :attr:`sample_every` seconds; then 1C settled and a last
+        sample. Steps a soak that does more (``soak_faults.py``) adds to."""
         self.workers = workers
         samples: list[dict[str, Any]] = []
         start = time.monotonic()
         row, lines = self.sample(0, 0)
         samples.append(row)
-        log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
+        self.emit(row)
         threads = [
             threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(workers)
         ]
         for t in threads:
             t.start()
+        self.traffic_started()
         total = minutes * 60
-        plan = [
-            (0.20, self.bad_reload),
-            (0.35, self.onec_outage),
-            (0.50, self.manager_reload),
-            (0.65, self.watcher_drop),
-        ]
-        next_sample = 60.0
+        plan = sorted(self.plan(total), key=lambda p: p[0])
+        next_sample = self.sample_every
         while time.monotonic() - start < total:
             elapsed = time.monotonic() - start
-            if plan and elapsed >= plan[0][0] * total:
+            while plan and elapsed >= plan[0][0]:
                 _, action = plan.pop(0)
                 threading.Thread(target=action, daemon=True).start()
             if elapsed >= next_sample:
                 row, lines = self.sample(elapsed / 60, lines)
                 samples.append(row)
-                log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
-                next_sample += 60
+                self.emit(row)
+                next_sample += self.sample_every
             if self.proc.poll() is not None:
                 raise SystemExit(f"callrouter run exited {self.proc.returncode}:\n{self.tail()}")
             time.sleep(1)
+        self.traffic_stopping()
         self.stopping.set()
         for t in threads:
             t.join(60)
@@ -760,7 +816,27 @@ class Office:
         self.settle()
         row, lines = self.sample((time.monotonic() - start) / 60, lines)
         samples.append(row)
+        self.emit(row)
         return samples
+
+    def plan(self, total: float) -> list[tuple[float, Callable[[], None]]]:
+        """The disturbances of a ``total`` seconds' run: (seconds in, what)."""
+        return [
+            (0.20 * total, self.bad_reload),
+            (0.35 * total, self.onec_outage),
+            (0.50 * total, self.manager_reload),
+            (0.65 * total, self.watcher_drop),
+        ]
+
+    def traffic_started(self) -> None:
+        """Once the workers call (nothing more here)."""
+
+    def traffic_stopping(self) -> None:
+        """Before the workers are told to stop (nothing more here)."""
+
+    def emit(self, row: dict[str, Any]) -> None:
+        """A sample as it is taken: logged (without the state files)."""
+        log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
 
     def settle(self, calm: float = 10.0, timeout: float = 120.0) -> None:
         end = time.monotonic() + timeout
