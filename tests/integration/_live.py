@@ -40,6 +40,12 @@ ENGINE_FIXTURES = REPO / "tests" / "fixtures" / "engine"
 #: The 1C plugin's rules: a caller's responsible manager, from 1C.
 ONEC_RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
 
+#: The password of the in-process 1C double that conftest's ``double`` starts.
+ONEC_PASSWORD = "пароль"
+#: The frequency (Hz) of conftest's ``tone``: what the PSTN phone plays once a call
+#: is up, for a Goertzel filter to find in a recording (test_recordings_e2e.py).
+TONE_HZ = 1000
+
 #: One rule: every call goes to the queue ``sales`` of :data:`TEST_QUEUE`.
 SALES_RULES = """version: 1
 rules:

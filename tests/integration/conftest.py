@@ -15,6 +15,12 @@
     set or changed are set back after it (Asterisk 22 removes none at runtime,
     so one that was not there comes back empty, which every read takes as unset).
 
+``double``
+    the in-process 1C double (``callrouter_onec.double``), password
+    ``_live.ONEC_PASSWORD``; a module whose double differs defines its own.
+``tone``
+    a 30 s WAV of ``_live.TONE_HZ``, for the PSTN phone to play once a call is up.
+
 ``ami_transport``
     ``"ajam"`` unless a test or module parametrizes it with
     :data:`AMI_TRANSPORTS` (``indirect=True``, or its own fixture of that
@@ -46,18 +52,27 @@ import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from _pytest.runner import runtestprotocol
+from callrouter_onec.double import OneCDouble
 
 from router.errors import SandboxError
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
-from router.sandbox.phones import Phones
+from router.sandbox.phones import Phones, tone_wav
 from router.testing import shipped_dialplan
-from tests.integration._live import TEST_QUEUE, admin_placer, dialplan_globals, set_globals
+from tests.integration._live import (
+    ONEC_PASSWORD,
+    TEST_QUEUE,
+    TONE_HZ,
+    admin_placer,
+    dialplan_globals,
+    set_globals,
+)
 
 #: The section title of a phone's crash in a failed test's report.
 PHONE_CRASH = "baresip of phone "
@@ -152,6 +167,19 @@ def sandbox_globals_kept(sandbox: Sandbox) -> Iterator[None]:
     changed = {n: before.get(n, "") for n, v in after.items() if before.get(n, "") != v}
     if changed:
         set_globals(sandbox, changed)
+
+
+@pytest.fixture
+def double() -> Iterator[OneCDouble]:
+    """The in-process 1C double, password ``ONEC_PASSWORD`` (module doc)."""
+    with OneCDouble(password=ONEC_PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+def tone(tmp_path: Path) -> Path:
+    """A 30 s WAV of ``TONE_HZ`` for the PSTN phone to play (module doc)."""
+    return tone_wav(tmp_path / "tone.wav", hz=TONE_HZ, seconds=30)
 
 
 @pytest.hookimpl(wrapper=True)

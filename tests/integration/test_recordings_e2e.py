@@ -20,7 +20,7 @@ import math
 import sqlite3
 import struct
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +32,14 @@ from router.config import Config, load_config
 from router.recordings.store import Recording as StoredFile
 from router.recordings.store import RecordingStore
 from router.sandbox import listen_port
-from router.sandbox.phones import PhoneCall, Phones, tone_wav
-from tests.integration._live import cli, start_engine, stop_engine, until
+from router.sandbox.phones import PhoneCall, Phones
+from tests.integration._live import ONEC_PASSWORD, TONE_HZ, cli, start_engine, stop_engine, until
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "пароль"
 DID = "74951234567"
-TONE_HZ = 1000
+#: The PSTN caller of :func:`answered`.
+CALLER = "79161234567"
 RULES = """version: 1
 rules:
   - name: record and ring 101
@@ -92,21 +92,10 @@ def make_config(
         f'[recordings]\ndir = "{box.inst_in_root}/{monitor}"\nlocal_dir = "{box.inst / monitor}"\n'
         f"close_timeout = {close_timeout:g}\n"
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\nevents_retry_min = 0.2\nevents_retry_max = 1\n',
+        f'password = "{ONEC_PASSWORD}"\nevents_retry_min = 0.2\nevents_retry_max = 1\n',
         encoding="utf-8",
     )
     return load_config(path)
-
-
-@pytest.fixture
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
-
-
-@pytest.fixture
-def tone(tmp_path: Path) -> Path:
-    return tone_wav(tmp_path / "tone.wav", hz=TONE_HZ, seconds=30)
 
 
 @pytest_asyncio.fixture
@@ -114,26 +103,32 @@ async def config(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIte
     yield make_config(phones, double, tmp_path / "state")
 
 
-async def talk(phones: Phones, tone: Path, seconds: float) -> PhoneCall:
+async def talk(
+    phones: Phones, tone: Path, seconds: float, caller: str = "8 (916) 123-45-67"
+) -> PhoneCall:
     """The PSTN caller calls the DID, 101 answers, they talk ``seconds``, the caller hangs up."""
-    phones.pstn.play(tone)
-    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="8 (916) 123-45-67")
-    await asyncio.to_thread(call.wait_answered, 20)
-    await asyncio.sleep(seconds)
-    await asyncio.to_thread(call.hangup)
-    await asyncio.to_thread(call.wait_ended, 20)
+    call = await answered(phones, tone, seconds, caller=caller)
+    await hang_up(call)
     return call
 
 
-async def answered(phones: Phones, tone: Path, seconds: float = 0.0) -> PhoneCall:
-    """The PSTN caller (79161234567) calls the DID playing ``tone``; 101 answers;
-    ``seconds`` of talk later, the call still going."""
+async def answered(
+    phones: Phones, tone: Path, seconds: float = 0.0, caller: str = CALLER
+) -> PhoneCall:
+    """The PSTN ``caller`` calls the DID playing ``tone``; 101 answers; ``seconds``
+    of talk later, the call still going."""
     phones.pstn.play(tone)
-    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=caller)
     await asyncio.to_thread(call.wait_answered, 20)
     if seconds:
         await asyncio.sleep(seconds)
     return call
+
+
+async def hang_up(call: PhoneCall) -> None:
+    """The PSTN caller hangs ``call`` up; until it has ended."""
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(call.wait_ended, 20)
 
 
 def made_older_than_max_duration(config: Config) -> None:
@@ -357,8 +352,7 @@ async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_t
         await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
         await asyncio.sleep(2.0)
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended, 20)
+        await hang_up(call)
     finally:
         await stop_engine(engine, task)
     (stored,) = double.recordings.stored
@@ -409,8 +403,7 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
             assert not call.ended  # the call goes on
             before = pbx_file.stat().st_size
             await grown(pbx_file, before + 8000, "the PBX's still records")
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
         finally:
             await stop_engine(engine, task)
     finally:
@@ -476,8 +469,7 @@ async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_ow
         # callrouter's must not grow at all while the PBX's does.
         await grown(pbx_file, pbx_size + 8000, "the PBX's records on")
         assert ours.local_path.stat().st_size == ours_size  # callrouter's stopped
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended, 20)
+        await hang_up(call)
     finally:
         await stop_engine(engine, task)
         await admin.aclose()
@@ -529,8 +521,7 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
             before = ours.stat().st_size, pbx_file.stat().st_size
             await grown(ours, before[0] + 8000, "callrouter's records on")
             await grown(pbx_file, before[1] + 8000, "the PBX's too")
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
             await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         finally:
             await stop_engine(engine, task)
@@ -575,8 +566,7 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
         (stopped,) = await recorder.stop_overlong()
         await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended, 20)
+        await hang_up(call)
     finally:
         await stop_engine(engine, task)
     (stored,) = double.recordings.stored
@@ -630,8 +620,7 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
             # past close_timeout the close looks at the file: still written, left open
             now = await close_gave_up(caplog, recorder.store, row.call_id)
             assert now.state == "recording", now.note
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
             await until(lambda: bool(double.recordings.stored), 40, "1C got the recording")
         finally:
             await stop_engine(engine, task)
@@ -687,8 +676,7 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
             assert refused.json()["origin"] == "rule"
             size = row.local_path.stat().st_size
             await grown(row.local_path, size, "the rule's file written on after the 409")
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
             await until(
                 lambda: (store.get(linkedid, "mix") or row).state != "recording",
                 30,
@@ -770,8 +758,7 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
             assert api.local_path.stat().st_size == sizes[0]  # the API's stopped
             assert rule.local_path.stat().st_size > sizes[1]  # the rule's writes on
             assert (store.get(linkedid, "mix") or rule).state == "recording"
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended, 20)
+        await hang_up(call)
         await until(
             lambda: (store.get(linkedid, "mix") or rule).state != "recording",
             30,
@@ -882,8 +869,7 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             assert row.local_path.stat().st_size == closed  # stopped for good
             assert row.mixmonitor_id not in await cli(box, f"mixmonitor list {transferee}")
             assert not call.ended  # 102 waits in the application
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
         finally:
             await stop_engine(engine, task)
     finally:
@@ -967,8 +953,7 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
             )
             assert row.mixmonitor_id not in await cli(box, f"mixmonitor list {transferee}")
         assert not call.ended  # 102 waits in the application
-        await asyncio.to_thread(call.hangup)
-        await asyncio.to_thread(call.wait_ended, 20)
+        await hang_up(call)
     finally:
         store.close()
         await stop_engine(engine, task)

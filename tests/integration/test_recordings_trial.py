@@ -20,24 +20,22 @@ import pytest
 from callrouter_onec.double import OneCDouble
 
 from router.config import Config
+from router.engine import Engine
 from router.recordings.retention import apply_retention
 from router.recordings.store import Recording, RecordingStore
-from router.sandbox.phones import Phones, tone_wav
+from router.sandbox.phones import Phones
 from tests.integration._live import start_engine, stop_engine, until
-from tests.integration.test_recordings_e2e import DID, PASSWORD, TONE_HZ, make_config, pcm
+from tests.integration.test_recordings_e2e import (
+    CALLER,
+    DID,
+    answered,
+    hang_up,
+    make_config,
+    pcm,
+    talk,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
-
-
-@pytest.fixture
-def tone(tmp_path: Path) -> Path:
-    return tone_wav(tmp_path / "tone.wav", hz=TONE_HZ, seconds=30)
 
 
 def row_of(config: Config, call_id: str) -> Recording | None:
@@ -67,16 +65,21 @@ async def settled(
 async def missed_call(phones: Phones, ring: float = 2.0) -> str:
     """The PSTN side calls, 101 rings and nobody answers; the caller gives up."""
     phones["101"].mode = "noanswer"
-    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=CALLER)
     await until(lambda: bool(phones["101"].calls), 20, "101 to ring")
     await asyncio.sleep(ring)
-    await asyncio.to_thread(call.hangup)
-    await asyncio.to_thread(call.wait_ended, 20)
+    await hang_up(call)
     return call.id
 
 
 def call_ids(engine_records: list[object]) -> list[str]:
     return [str(getattr(r, "linkedid", "")) for r in engine_records]
+
+
+async def routed_recording(engine: Engine, config: Config, n: int) -> Recording:
+    """The recording of the ``n``-th call the engine routes (waited for), once settled."""
+    await until(lambda: len(engine.records) == n, 20, f"call {n} routed")
+    return await settled(config, call_ids(engine.records)[n - 1])
 
 
 async def test_trial_missed_answered_first_second_and_transferred(
@@ -91,31 +94,20 @@ async def test_trial_missed_answered_first_second_and_transferred(
         missed = await settled(config, missed_id)
         phones.reset()
         # 2. Answered and hung up by the caller within its first second.
-        phones.pstn.play(tone)
-        quick = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(quick.wait_answered, 20)
-        await asyncio.sleep(0.3)
-        await asyncio.to_thread(quick.hangup)
-        await asyncio.to_thread(quick.wait_ended, 20)
-        await until(lambda: len(engine.records) == 2, 20, "the second call routed")
-        quick_id = call_ids(engine.records)[1]
-        short = await settled(config, quick_id)
+        await talk(phones, tone, 0.3, caller=CALLER)
+        short = await routed_recording(engine, config, 2)
+        quick_id = short.call_id
         phones.reset()
         # 3. Answered by 101, blind-transferred to 102, who answers; then the caller
         # hangs up.
-        phones.pstn.play(tone)
-        moved = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(moved.wait_answered, 20)
-        await asyncio.sleep(2)
+        moved = await answered(phones, tone, 2)
         await asyncio.to_thread(phones["101"].blind_transfer, "102")
         await until(lambda: bool(phones["102"].calls), 20, "102 to ring")
         await asyncio.to_thread(phones["102"].current, 20)
         await asyncio.sleep(2)
-        await asyncio.to_thread(moved.hangup)
-        await asyncio.to_thread(moved.wait_ended, 20)
-        await until(lambda: len(engine.records) == 3, 20, "the third call routed")
-        moved_id = call_ids(engine.records)[2]
-        transferred = await settled(config, moved_id)
+        await hang_up(moved)
+        transferred = await routed_recording(engine, config, 3)
+        moved_id = transferred.call_id
         # What the 1C double has once the last file is delivered: one poll more of
         # the uploader after it (1 s) would show a file it still meant to send.
         await asyncio.sleep(2)
@@ -167,17 +159,9 @@ async def test_trial_a_nearly_full_disk(
         engine, task = await start_engine(config, ready_timeout=20)
         try:
             results = []
-            for _ in range(2):
-                phones.pstn.play(tone)
-                call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-                await asyncio.to_thread(call.wait_answered, 20)
-                await asyncio.sleep(5)
-                await asyncio.to_thread(call.hangup)
-                await asyncio.to_thread(call.wait_ended, 20)
-                routed = len(results) + 1
-                await until(lambda n=routed: len(engine.records) == n, 20, "routed")
-                call_id = call_ids(engine.records)[-1]
-                results.append(await settled(config, call_id))
+            for n in (1, 2):
+                await talk(phones, tone, 5, caller=CALLER)
+                results.append(await routed_recording(engine, config, n))
                 phones.reset()
             await asyncio.sleep(2)
         finally:
@@ -204,14 +188,8 @@ async def test_trial_retention_and_a_file_deleted_by_hand(
         await settled(config, empty_id)
         phones.reset()
         for n in (2, 3):
-            phones.pstn.play(tone)
-            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-            await asyncio.to_thread(call.wait_answered, 20)
-            await asyncio.sleep(1.5)
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
-            await until(lambda n=n: len(engine.records) == n, 20, "routed")
-            await settled(config, call_ids(engine.records)[-1])
+            await talk(phones, tone, 1.5, caller=CALLER)
+            await routed_recording(engine, config, n)
             phones.reset()
     finally:
         await stop_engine(engine, task)
@@ -282,10 +260,7 @@ async def test_trial_pull_mode_what_the_api_and_1c_get_while_recording_and_after
     seen: dict[str, object] = {}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            phones.pstn.play(tone)
-            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-            await asyncio.to_thread(call.wait_answered, 20)
-            await asyncio.sleep(1.5)
+            call = await answered(phones, tone, 1.5)
             (live,) = list(engine.tracker)
             talking = live.linkedid
             listing = await http.get(f"/api/v1/recordings/{talking}", headers=auth)
@@ -297,8 +272,7 @@ async def test_trial_pull_mode_what_the_api_and_1c_get_while_recording_and_after
                 download.text[:200],
                 [r.path for r in double.log if "/recordings/" in r.path],
             )
-            await asyncio.to_thread(call.hangup)
-            await asyncio.to_thread(call.wait_ended, 20)
+            await hang_up(call)
             await settled(config, talking, waiting=())
 
             def hangup_url() -> str | None:
