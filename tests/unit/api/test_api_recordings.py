@@ -23,7 +23,6 @@ from router.api.app import build_app
 from router.api.auth import hash_token, new_token
 from router.api.calls import live_extensions
 from router.api.context import ApiContext
-from router.api.dial_settings import DialSettings
 from router.api.errors import ApiError
 from router.api.recordings import _CHUNK, parse_range, signed_link
 from router.api.server import ApiServer
@@ -35,6 +34,7 @@ from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin, Recording
 from router.testing import StubEngine
 from router.testing.builders import make_config, make_event
+from tests.unit.api.test_api_calls import DIALING as CALLS_DIALING
 
 if TYPE_CHECKING:
     from router.calls import Call
@@ -1658,14 +1658,8 @@ async def test_a_file_still_being_recorded_is_409_saying_so_not_404(
     assert (entry["state"], entry["url"]) == ("recording", None)
 
 
-DIALING = DialSettings(
-    originate_channel="PJSIP/{extension}",
-    outbound_context="outbound",
-    dial_prefix="9",
-    caller_id="Call {number} <{extension}>",
-    originate_timeout=25,
-    variables=MappingProxyType({}),
-)
+#: test_api_calls.py's click-to-call dialing, without its channel variable.
+DIALING = dataclasses.replace(CALLS_DIALING, variables=MappingProxyType({}))
 #: Tokens that place, read and record calls and read recordings, for 101 and for 102.
 PHONE101, PHONE102 = new_token(), new_token()
 _PHONES = ("calls:create", "calls:read", "calls:record", "recordings:read")
