@@ -669,6 +669,11 @@ def _check_own_state_dir(path: Path, where: str) -> None:
 class OneCPlugin:
     """All of the plugin's state and hooks; one instance per engine process."""
 
+    #: The plugin's name when registered as an object (a plugin author's test:
+    #: ``engine_factory(rules, plugins=[make_plugin()], settings={"onec": ...})``),
+    #: the entry point's, so its settings come from ``[plugins.onec]`` either way.
+    __name__ = NAME
+
     def __init__(self) -> None:
         self.config: OneCConfig | None = None
         #: Where ``[plugins.onec] state_dir`` is written (``router.toml:17``).

@@ -1184,3 +1184,19 @@ async def test_an_own_state_dir_others_can_write_in_is_refused_before_a_queue_op
         assert onec.queue.path.parent == own
     finally:
         await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+async def test_the_plugin_registered_as_an_object_reads_its_own_table() -> None:
+    """A plugin author testing beside the 1C plugin registers it as an object
+    (``engine_factory(rules, plugins=[make_plugin(), ...], settings={"onec": ...})``,
+    docs/plugins.md): it was named after its class, ``OneCPlugin``, so it was
+    given no settings and refused the start with ``[plugins.onec] url: required``
+    whatever ``settings`` said. It is named ``onec``, as its entry point is."""
+    from router.testing import make_config
+
+    onec = plugin_module.make_plugin()
+    plugins = load_plugins(onec, defaults=())
+    table = {"url": "http://127.0.0.1:9/demo/hs/telephony", "username": "u", "password": "p"}
+    await plugins.configure(make_config({"onec": table}))
+    assert onec.config is not None
+    assert onec.config.client.username == "u"
