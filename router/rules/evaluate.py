@@ -131,7 +131,8 @@ async def evaluate_rules(
             try:
                 passed = evaluator.evaluate(rule.condition)
             except Exception as exc:  # fail open: a broken rule is skipped, never fatal
-                append(RuleTrace(rule.name, rule.location, "error", "if", _failure(exc, registry)))
+                detail = _failure(exc, registry, asked)
+                append(RuleTrace(rule.name, rule.location, "error", "if", detail))
                 continue
             if not passed:
                 append(rule.false_if_trace)
@@ -198,12 +199,13 @@ def may_ask(
     return False
 
 
-def _failure(exc: Exception, registry: Registry) -> str:
+def _failure(exc: Exception, registry: Registry, asked: _Asked) -> str:
     """A rule's run-time error as the trace says it: ``is_vip() raised
     RuntimeError: ...`` for a function's, ``action 'crm_act': plugin 'crm'
     failed in its filled: RuntimeError(...)`` for an action's check,
     ``ZeroDivisionError: ...`` else."""
     if isinstance(exc, FunctionFailed):
+        _function_failed(exc, registry, asked)
         return str(exc)
     if isinstance(exc, _ActionFailed):
         return registry.action_failed(exc.action, exc.what, exc.exc)
@@ -305,7 +307,7 @@ async def _run_rule(
     except Exception as exc:  # fail open: a broken rule is skipped, never fatal
         entry.status = "error"
         entry.stage = stage
-        entry.detail = _failure(exc, registry)
+        entry.detail = _failure(exc, registry, asked)
     finally:
         evaluator.names = names
     return entry
@@ -434,6 +436,44 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
         call = ""
     where = f" (call {call})" if call else ""
     _plugin_log.error("%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc)
+
+
+#: (plugin, function, call) whose failure was logged: once per call, bounded.
+_function_failures: dict[tuple[str, str, str], None] = {}
+_FUNCTION_FAILURE_MEMORY = 10_000
+
+
+def _function_failed(exc: FunctionFailed, registry: Registry, asked: _Asked) -> None:
+    """A plugin's rule function raised: a bug of its plugin, said as a failed
+    lookup is, naming the plugin and the function, with the traceback. The
+    trace alone kept ``is_vip() raised KeyError: 'x'``, in the decision line of
+    each call: no ERROR, nothing naming the plugin, nothing showing where in it
+    it raised. Once per function and call (a function in several rules, or in a
+    rule of every event of a call, is one line; without a call, each time); the core's own functions,
+    owned by no plugin, are the rules' business and stay in the trace."""
+    owner = registry.owners.get(exc.function)
+    if owner is None:
+        return
+    try:
+        call = asked.get().linkedid
+    except Exception:  # the request is only for the message: never fail on it
+        call = ""
+    if call:  # a schedule rule, explain: no call to say it once for
+        key = (owner, exc.function, call)
+        if key in _function_failures:
+            return
+        if len(_function_failures) >= _FUNCTION_FAILURE_MEMORY:
+            _function_failures.pop(next(iter(_function_failures)))
+        _function_failures[key] = None
+    where = f" (call {call})" if call else ""
+    _plugin_log.error(
+        "plugin %r failed in its rule function %s%s: %r",
+        owner,
+        exc.function,
+        where,
+        exc.error,
+        exc_info=exc.error,
+    )
 
 
 #: Lookups already said to have held the event loop (bounded).

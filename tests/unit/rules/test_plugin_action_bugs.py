@@ -21,7 +21,7 @@ import pytest
 
 from router.plugin_registry import plugin_registry
 from router.rules import Context, load_rules
-from router.rules.context import Caller
+from router.rules.context import Caller, CallInfo
 from router.rules.registry import ActionSpec, ParamSpec
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -295,3 +295,46 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
     # function's file and line, as a hook's registration problem does.
     line = blocks.__code__.co_firstlineno
     assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
+
+
+def test_a_plugin_rule_function_that_raises_is_logged_naming_plugin_and_function(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plugin's rule function raising (its bug) was only ``is_vip() raised
+    KeyError: ...`` in the trace: no ERROR naming the plugin, no traceback,
+    while a lookup's bug is said so. It is said as a lookup's is, once per
+    function and call however many rules use it; the next rule still decides."""
+
+    def is_vip(number: str) -> bool:
+        return {}[number]  # type: ignore[no-any-return]
+
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_function("is_vip", is_vip)
+    registry.registering = None
+    path = tmp_path / "vip.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        "  - name: a\n    priority: 20\n    on: call\n    if: is_vip(caller.number)\n"
+        "    do:\n      - redirect: {context: queues, exten: a}\n"
+        "  - name: b\n    priority: 10\n    on: call\n    if: not is_vip(caller.number)\n"
+        "    do:\n      - redirect: {context: queues, exten: b}\n"
+        "  - name: fine\n    on: call\n    do:\n      - redirect: {context: queues, exten: c}\n",
+        encoding="utf-8",
+    )
+    ruleset = load_rules([path], registry)
+    assert ruleset.errors == ()
+    call = CallInfo(channel="PJSIP/trunk-1", uniqueid="1795460784.7", linkedid="1795460784.7")
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW, call=call)
+    with caplog.at_level("ERROR", logger="router.plugins"):
+        outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    assert outcome.trace.rules[0].detail == "is_vip() raised KeyError: '79161234567'"
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]  # two rules, one line
+    assert record.levelname == "ERROR"
+    assert record.getMessage() == (
+        f"plugin 'shop' failed in its rule function is_vip (call {call.linkedid}): "
+        "KeyError('79161234567')"
+    )
+    assert record.exc_info is not None
+    assert record.exc_info[2] is not None  # the traceback shows where in the plugin
