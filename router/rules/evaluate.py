@@ -449,8 +449,9 @@ def _function_failed(exc: FunctionFailed, registry: Registry, asked: _Asked) -> 
     trace alone kept ``is_vip() raised KeyError: 'x'``, in the decision line of
     each call: no ERROR, nothing naming the plugin, nothing showing where in it
     it raised. Once per function and call (a function in several rules, or in a
-    rule of every event of a call, is one line; without a call, each time); the core's own functions,
-    owned by no plugin, are the rules' business and stay in the trace."""
+    rule of every event of a call, is one line; without a call, each time); the
+    core's own functions, owned by no plugin, are the rules' business and stay in
+    the trace."""
     owner = registry.owners.get(exc.function)
     if owner is None:
         return
