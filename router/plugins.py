@@ -170,6 +170,11 @@ class Plugins:
         #: or ``callrouter_metrics`` that failed raised, and what ``run`` then
         #: does without its answer: ``check`` counts each as an error.
         self.answer_failures: list[str] = []
+        #: True when the caller prints ``configure_failures`` and
+        #: ``answer_failures`` itself (``check``, ``plugins --config``): those
+        #: failures are then not logged too, which said each one twice, once in
+        #: the caller's words and once as the log's ``failed in`` line.
+        self.failures_printed = False
         #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
         self._failed_names: dict[str, str] = {}
         #: The ``[plugins.NAME]`` tables router.toml has, once configured
@@ -575,7 +580,8 @@ class Plugins:
             except ConfigError:
                 raise
             except Exception as exc:
-                self._report("callrouter_configure", impl, exc, None)
+                if not self.failures_printed:
+                    self._report("callrouter_configure", impl, exc, None)
                 self.configure_failures.append(
                     f"plugin {impl.plugin_name!r}: callrouter_configure raised {exc!r}, "
                     "so callrouter run would start it without its settings"
@@ -596,7 +602,8 @@ class Plugins:
                 if value is not None and not isinstance(value, bool):
                     raise TypeError(f"expected True, False or None, got {value!r}")
             except Exception as exc:
-                self._report("callrouter_wants_call_events", impl, exc, None)
+                if not self.failures_printed:
+                    self._report("callrouter_wants_call_events", impl, exc, None)
                 self._answer_failed(
                     "callrouter_wants_call_events", impl, exc, "would tell it call events"
                 )
@@ -887,7 +894,8 @@ class Plugins:
                     if not all(isinstance(name, str) for name in names):
                         raise TypeError(f"expected event names or None, got {names!r}")
             except Exception as exc:
-                self._report("callrouter_wanted_events", impl, exc, None)
+                if not self.failures_printed:
+                    self._report("callrouter_wanted_events", impl, exc, None)
                 self._answer_failed(
                     "callrouter_wanted_events", impl, exc, "would give it every event"
                 )
@@ -1002,7 +1010,8 @@ class Plugins:
                     async with _CutOff(HOOK_TIMEOUT):
                         await value
             except Exception as exc:
-                self._report(hook, impl, exc, None)
+                if not self.failures_printed:
+                    self._report(hook, impl, exc, None)
                 self._answer_failed(hook, impl, exc, "would serve /metrics without its families")
 
     def _answer_failed(

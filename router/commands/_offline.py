@@ -276,10 +276,14 @@ def load_offline(
     *,
     overrides: Mapping[str, object] | None = None,
     flags: Mapping[str, str] | None = None,
+    failures_printed: bool = False,
 ) -> Offline:
     """Read router.toml (``path``; None: ``./router.toml`` if there is one) and
     configure every plugin it selects; raises ConfigError like ``run`` would
-    (naming the flag of ``flags`` that gave a value: ``load_config``)."""
+    (naming the flag of ``flags`` that gave a value: ``load_config``).
+
+    ``failures_printed``: the caller prints ``Offline.problems``, so a plugin
+    hook's failure there is not logged too (``Plugins.failures_printed``)."""
     warnings: list[str] = []
     given = dict(overrides or {})
     if path is None:
@@ -323,6 +327,7 @@ def load_offline(
         config = load_config(path, overrides=given, flags=flags or {}, environ=environ)
         _load_tls_files(config)
         plugins = Plugins.for_config(config)
+        plugins.failures_printed = failures_printed
         asyncio.run(plugins.configure(config))
     # The table of a plugin [plugins] leaves out (disabled, or not in
     # enabled) is read by nothing: callrouter run starts no such plugin, so

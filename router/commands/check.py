@@ -120,19 +120,25 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def plugin_registry(args: argparse.Namespace) -> Offline:
-    """The engine's registry as router.toml configures it (raises ConfigError)."""
+def plugin_registry(args: argparse.Namespace, *, failures_printed: bool = False) -> Offline:
+    """The engine's registry as router.toml configures it (raises ConfigError);
+    ``failures_printed``: the caller prints its problems (load_offline)."""
     flags = {"router.location_pattern": "--location-pattern"}
     if hasattr(args, "url"):
         flags.update(asterisk_flags(args))
-    return load_offline(args.config, overrides=config_overrides(args), flags=flags)
+    return load_offline(
+        args.config,
+        overrides=config_overrides(args),
+        flags=flags,
+        failures_printed=failures_printed,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     # A flag's value is checked as the parser reads it (router/commands/_values.py:
     # its usage, exit 2), before router.toml or the rules are read.
     try:
-        offline = plugin_registry(args)
+        offline = plugin_registry(args, failures_printed=True)
     except ConfigError as exc:
         # A connection flag's value (--url ftp://x, --ca-file NOT-A-PEM), or a
         # settings file that could not be read at all (--config /nonexistent,

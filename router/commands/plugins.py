@@ -86,7 +86,7 @@ def _verbose(args: argparse.Namespace) -> int:
     from router.commands._offline import load_offline
 
     try:
-        offline = load_offline(args.config)
+        offline = load_offline(args.config, failures_printed=True)
     except ConfigError as exc:
         print(f"callrouter plugins: error: {escape_controls(str(exc))}", file=sys.stderr)
         return 1

@@ -847,6 +847,34 @@ def test_check_fails_when_a_plugin_crashes_on_its_settings(
     assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
 
 
+@pytest.mark.parametrize("command", ["check", "plugins"])
+def test_a_plugin_s_crash_on_its_settings_is_said_once(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """check (and plugins --config) printed the failure in its own words and
+    then again as the log's ERROR line on stderr (``callrouter check: error:
+    plugin 'crm' failed in callrouter_configure: KeyError('url')``): one
+    problem said twice, in two wordings. It is said once, in check's words."""
+
+    class Entry:
+        name, value = "crm", "callrouter_crm"
+        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+        def load(self) -> object:
+            return _CrashesOnSettings()
+
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
+    main([command, "--config", str(path)])
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    assert both.count("KeyError('url')") == 1, both
+    assert "callrouter_configure raised KeyError('url'), so callrouter run would start" in both
+
+
 class _WrongAnswers:
     """An installed plugin whose hooks asked once at start answer wrongly."""
 
@@ -901,6 +929,7 @@ class _WrongAnswers:
 def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     hook: str,
     said: str,
@@ -922,10 +951,23 @@ def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
     captured = capsys.readouterr()
     out = captured.out
     assert said in out, out
-    if hook != "metrics":  # the run's ERROR line too: its error is callrouter's own
+    # Said once: not again as run's ERROR line on stderr.
+    assert f"callrouter_{hook}" not in captured.err, captured.err
+    if hook != "metrics":  # run's ERROR line names where the hook is written
+        import asyncio
+
+        from router.plugins import Plugins
+        from router.testing import make_config
+
+        plugins = Plugins.load(defaults=(), entry_points=False, extra=[_WrongAnswers(hook)])
+        with caplog.at_level("ERROR", logger="router.plugins"):
+            asyncio.run(plugins.configure(make_config({})))
+            asyncio.run(plugins.wanted_events())
         line = getattr(_WrongAnswers, f"callrouter_{hook}").__code__.co_firstlineno
-        [error] = [text for text in captured.err.splitlines() if f"callrouter_{hook}:" in text]
-        assert error.endswith(f"test_check_config.py:{line}"), captured.err
+        [error] = [
+            r.getMessage() for r in caplog.records if f"callrouter_{hook}:" in r.getMessage()
+        ]
+        assert error.endswith(f"test_check_config.py:{line}"), error
     # ... and where the hook is written, as for a hook's registration problem:
     # the answer was checked by callrouter, so no traceback pointed there.
     line = getattr(_WrongAnswers, f"callrouter_{hook}").__code__.co_firstlineno
