@@ -343,3 +343,29 @@ def test_the_settings_reader_the_guide_lists_is_the_one_shipped(tmp_path: Path) 
     ):
         eval(example.group(1), {"owners": owners})
     assert SettingsReader.for_plugin("vip", {}).table("owners").values == {}
+
+
+def test_the_settings_reader_bounds_are_as_the_guide_says() -> None:
+    """The guide listed ``integer`` and ``number`` with bounds and no word of which
+    are included: a plugin author's ``number("delay", 0.0, 0.0, 10.0)`` refused
+    the absent key's own default, ``expected more than 0``. It says so now, and
+    the keywords that admit the low bound or 0; this holds the reader to it."""
+    from router import ConfigError, SettingsReader
+
+    text = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    assert '`number("delay", 0.0, 0.0, 10.0)` refuses 0, the default too' in text
+    assert "`low_included=True` admits low" in text
+    assert "`allow_zero=True` admits 0 besides" in text
+    assert "(low to high, both included)" in text
+    absent = SettingsReader.for_plugin("vip", {})
+    with pytest.raises(ConfigError, match="expected more than 0 and at most 10"):
+        absent.number("delay", 0.0, 0.0, 10.0)
+    assert absent.number("delay", 0.0, 0.0, 10.0, low_included=True) == 0.0
+    assert (
+        SettingsReader.for_plugin("vip", {"delay": 0}).number(
+            "delay", 1.0, 0.5, 10.0, allow_zero=True
+        )
+        == 0.0
+    )
+    assert absent.integer("tries", 0, 0, 5) == 0
+    assert absent.integer("tries", 5, 0, 5) == 5
