@@ -180,6 +180,9 @@ class Plugins:
         #: The ``[plugins.NAME]`` tables router.toml has, once configured
         #: (None before): :meth:`why_missing` names a loaded plugin without one.
         self._tables: frozenset[str] | None = None
+        #: The configuration :meth:`configure` was given: a left-out plugin is
+        #: configured with its own table before it is asked for its names.
+        self._config: Config | None = None
         self._config_name = "router.toml"
         #: The plugins that registered at least one name at the last registration.
         self._registered_any: frozenset[str] = frozenset()
@@ -565,6 +568,7 @@ class Plugins:
         message; a plugin that crashes here is logged and kept, like a crash in
         any other hook: its other hooks may still work, and the engine must start."""
         self._tables = frozenset(k for k, v in config.plugins.settings.items() if v)
+        self._config = config
         self._config_name = config.path.name if config.path is not None else "router.toml"
         for impl in self._impls("callrouter_configure"):
             kwargs = {
@@ -756,6 +760,13 @@ class Plugins:
             except Exception as exc:  # its import fails: named by prefix only
                 log.debug("left-out plugin %r not loaded to name its names: %r", plugin, exc)
                 continue
+            # With its own table first: a plugin inert without its settings (as
+            # docs/plugins.md, Packaging, asks) registered nothing here, so a
+            # rule naming its ``vip_tag`` was not told the plugin was left out,
+            # and ``plugins --config`` said it "would register no names".
+            for impl in scratch._impls("callrouter_configure"):
+                with contextlib.suppress(Exception):
+                    _configure_one(impl, self._config, plugin)
             for impl in scratch._impls("callrouter_register"):
                 # What it registers before a failure still counts.
                 with contextlib.suppress(Exception):
@@ -1260,6 +1271,18 @@ def _register_one(impl: pluggy.HookImpl, registry: Registry) -> None:
         if inspect.iscoroutine(value):
             value.close()  # never run: no "never awaited" warning later
         raise TypeError("callrouter_register must not be async")
+
+
+def _configure_one(impl: pluggy.HookImpl, config: Config | None, plugin: str) -> None:
+    """A left-out plugin's ``callrouter_configure`` with its own table, to ask
+    what it would register; only a plain one (an async one is not run here:
+    its names are then those it registers unconfigured)."""
+    if config is None:
+        return
+    kwargs = {"config": config, "settings": config.plugins.settings.get(plugin, {})}
+    value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+    if inspect.iscoroutine(value):
+        value.close()  # never run: no "never awaited" warning later
 
 
 def _owns(plugin: str, name: str) -> bool:

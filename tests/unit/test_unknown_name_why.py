@@ -343,3 +343,49 @@ def test_the_builtins_and_the_onec_plugin_carry_out_what_they_register() -> None
     plugins = Plugins.load(entry_points=True)
     plugins.register_into(Fresh())
     assert plugins.registration_warnings == []
+
+
+class InertCrm:
+    """An installed plugin inert without its table, as docs/plugins.md
+    (Packaging) asks: it registers its names only once configured."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+
+    @hookimpl
+    def callrouter_configure(self, settings: Any) -> None:
+        self.enabled = bool(settings)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        if self.enabled:
+            registry.add_function("is_vip", lambda number: False)
+            registry.add_lookup("crm.owner", self.owner)
+            registry.add_notify_target("crm", "the CRM's call log")
+
+    async def owner(self, number: str) -> str:
+        return "101"
+
+    @hookimpl
+    def callrouter_notify(self, target: str) -> None:
+        return None
+
+
+def test_a_left_out_plugin_inert_without_its_table_is_asked_with_its_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plugin disabled with its ``[plugins.crm]`` table written was asked for
+    its names unconfigured, so it registered none: ``is_vip`` (no ``crm.``
+    prefix) was an unknown function with no word of the plugin, and
+    ``plugins --config`` said it "would register no names for rules". It is
+    configured with its table first, as run would."""
+    install(monkeypatch, FakeEntryPoint("crm", InertCrm()))
+    path = write(tmp_path, 'disabled = ["crm"]\n[plugins.crm]\nurl = "http://crm"\n')
+    rules = tmp_path / "rules" / "inbound.yaml"
+    because = f"(plugin 'crm' is installed but disabled in {path}:8 [plugins] disabled)"
+    out = check(path, capsys)
+    assert out[0] == f"{rules}:5: rule 'vip': unknown function 'is_vip' {because}", out
+    assert main(["plugins", "--config", str(path)]) == 0
+    listed = capsys.readouterr().out
+    assert "  functions (would register): is_vip\n" in listed, listed
+    assert "  lookups (would register): crm.owner\n" in listed, listed
