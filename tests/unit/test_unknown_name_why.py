@@ -345,32 +345,6 @@ def test_the_builtins_and_the_onec_plugin_carry_out_what_they_register() -> None
     assert plugins.registration_warnings == []
 
 
-class InertCrm:
-    """An installed plugin inert without its table, as docs/plugins.md
-    (Packaging) asks: it registers its names only once configured."""
-
-    def __init__(self) -> None:
-        self.enabled = False
-
-    @hookimpl
-    def callrouter_configure(self, settings: Any) -> None:
-        self.enabled = bool(settings)
-
-    @hookimpl
-    def callrouter_register(self, registry: Registry) -> None:
-        if self.enabled:
-            registry.add_function("is_vip", lambda number: False)
-            registry.add_lookup("crm.owner", self.owner)
-            registry.add_notify_target("crm", "the CRM's call log")
-
-    async def owner(self, number: str) -> str:
-        return "101"
-
-    @hookimpl
-    def callrouter_notify(self, target: str) -> None:
-        return None
-
-
 def test_a_left_out_plugin_inert_without_its_table_is_asked_with_its_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
