@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ast
 import io
+import logging
 import operator
+import time
 import tokenize
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -47,6 +49,7 @@ from router.rules.limits import (
     size,
 )
 from router.rules.registry import FunctionSpec
+from router.source_place import defined_at
 
 __all__ = [
     "MAX_EXPRESSION",
@@ -651,6 +654,7 @@ def _call(
     kwargs: dict[str, Any],
 ) -> Any:
     spec = functions[name]
+    started = time.perf_counter()
     try:
         if spec.pass_context:
             value = spec.func(context, *args, **kwargs)
@@ -658,7 +662,42 @@ def _call(
             value = spec.func(*args, **kwargs)
     except Exception as exc:
         raise FunctionFailed(name, exc) from exc
+    finally:
+        held = time.perf_counter() - started
+        if held >= BLOCKING_WARN:
+            _function_held(spec, held)
     return _bounded(value)
+
+
+#: Seconds a rule function may hold the event loop before it is said at WARNING
+#: (as a plain hook or lookup: router.plugins.BLOCKING_WARN).
+BLOCKING_WARN = 0.5
+#: (plugin, function) already said to have held the event loop (bounded).
+_held_said: set[tuple[str | None, str]] = set()
+_plugin_log = logging.getLogger("router.plugins")
+
+
+def _function_held(spec: FunctionSpec, held: float) -> None:
+    """A rule function that held the event loop (``time.sleep``, ``requests``,
+    a file on a slow mount): said once per function at WARNING, naming the
+    plugin, as a plain lookup or hook is. Rule functions are synchronous, so
+    nothing else ran meanwhile and no deadline could cut it off; it was said
+    nowhere, the decision line's time alone growing."""
+    key = (spec.owner, spec.name)
+    if key in _held_said or len(_held_said) >= 1000:
+        return
+    _held_said.add(key)
+    who = f"plugin {spec.owner!r}" if spec.owner is not None else "a plugin"
+    _plugin_log.warning(
+        "%s: its rule function %s held the event loop for %.1f s, and no call was "
+        "routed and no event read meanwhile; a rule function must answer from memory "
+        "(fill a cache in a timed job or a lookup, or make it a lookup) "
+        "(docs/plugins.md, Async hooks; said once per function)%s",
+        who,
+        spec.name,
+        held,
+        defined_at(spec.func),
+    )
 
 
 _HELPERS: dict[str, Any] = {

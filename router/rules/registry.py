@@ -89,6 +89,8 @@ class FunctionSpec:
     doc: str
     pass_context: bool = False
     check: ArgCheck | None = None
+    #: The plugin that registered it (None: the core's own), for the log.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +294,7 @@ class Registry:
             _first_line(doc or func.__doc__),
             pass_context,
             check,
+            self.registering,
         )
 
     def add_lookup(

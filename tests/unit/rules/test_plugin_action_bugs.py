@@ -338,3 +338,45 @@ def test_a_plugin_rule_function_that_raises_is_logged_naming_plugin_and_function
     )
     assert record.exc_info is not None
     assert record.exc_info[2] is not None  # the traceback shows where in the plugin
+
+
+def test_a_rule_function_that_holds_the_loop_is_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's rule function that waited (``time.sleep``, a file on a slow
+    mount) held every call and event as a plain lookup does, and was said
+    nowhere: the decision line's time alone grew. Said at WARNING naming the
+    plugin, the function and where it is written, once per function (every
+    call counts as holding here: the bound is 0)."""
+    from router.rules import expr
+
+    monkeypatch.setattr(expr, "BLOCKING_WARN", 0.0)
+    monkeypatch.setattr(expr, "_held_said", set())
+
+    def is_vip(number: str) -> bool:
+        return False
+
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_function("is_vip", is_vip)
+    registry.registering = None
+    path = tmp_path / "vip.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        "  - name: a\n    priority: 20\n    on: call\n    if: is_vip(caller.number)\n"
+        "    do:\n      - redirect: {context: queues, exten: a}\n"
+        "  - name: fine\n    on: call\n    do:\n      - redirect: {context: queues, exten: c}\n",
+        encoding="utf-8",
+    )
+    ruleset = load_rules([path], registry)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for _ in range(2):
+            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.getMessage().startswith(
+        "plugin 'shop': its rule function is_vip held the event loop for "
+    )
+    line = is_vip.__code__.co_firstlineno
+    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
