@@ -63,6 +63,10 @@ class _Checker:
         self.unnormalized: Mapping[str, tuple[str, str]] = {}
 
     def error(self, message: str, line: int) -> None:
+        # A name used twice in one expression (``t.tier == "a" or t.tier == "b"``
+        # with ``t`` a lookup, in 'if') is one mistake: said once, not a line each.
+        if any(e.detail == message and e.line == line for e in self.errors):
+            return
         self.errors.append(RuleValidationError(message, file=self.file, line=line, rule=self.rule))
 
     def scope(
