@@ -13,8 +13,10 @@ manage the AMI session they are sent on (``WaitEvent``, ``Logoff``,
 own and are refused for every token (:mod:`router.ami.own_session`).
 
 List actions (``CoreShowChannels``, ``Status``...) come back with their
-items: the AJAM client collects the event list before answering; an item
-skipped for a line over the parser's bound is counted in ``unread_items``.
+items and their closing event (``closing``, the ``...Complete`` event with
+``ListItems`` and any totals): the AJAM client collects the event list before
+answering; an item skipped for a line over the parser's bound is counted in
+``unread_items``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 "action": spec.name,
                 "response": _fields(result.response),
                 "items": [_fields(item) for item in result.items],
+                # The list's closing event (``...Complete``, its ``ListItems``
+                # and totals no item says), as ``callrouter ami --json`` holds
+                # it: null for no list, or one whose closing event never came.
+                "closing": None if result.closing is None else _fields(result.closing),
                 "complete": result.complete,
                 # Items its closing event counts that are not in "items":
                 # skipped for a line over the parser's bound (issue 16).
@@ -158,7 +164,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Send any AMI action the catalog knows",
                 "description": "Parameters as a JSON object, validated against the AMI "
                 "catalog before anything is sent. Needs `ami:<Action>` or `ami:*`. "
-                "List actions answer with their items.",
+                "List actions answer with their items and their closing event (`closing`).",
                 "tags": ["ami"],
                 "security": [{"bearer": []}],
                 "parameters": [
@@ -207,13 +213,21 @@ OPENAPI: dict[str, Any] = {
             "AmiFields": _FIELDS,
             "AmiResult": {
                 "type": "object",
-                "required": ["action", "response", "items", "complete", "unread_items"],
+                "required": ["action", "response", "items", "closing", "complete", "unread_items"],
                 "properties": {
                     "action": {"type": "string"},
                     "response": {"$ref": "#/components/schemas/AmiFields"},
                     "items": {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/AmiFields"},
+                    },
+                    "closing": {
+                        "description": "The event list's closing event (`...Complete`: its "
+                        "`ListItems` and any totals), as Asterisk sent it; null for an action "
+                        "with no list, or a list whose closing event never came (`complete` "
+                        "false)",
+                        **_FIELDS,
+                        "type": ["object", "null"],
                     },
                     "complete": {"type": "boolean"},
                     "unread_items": {

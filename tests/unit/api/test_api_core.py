@@ -313,6 +313,24 @@ async def test_list_action_answers_with_its_items(stub: StubEngine) -> None:
     assert body["unread_items"] == 0
 
 
+async def test_a_list_action_answers_with_its_closing_event(stub: StubEngine) -> None:
+    """Issue 16: the answer left out the list's closing event
+    (``CoreShowChannelsComplete``, its ``ListItems``), which ``callrouter ami
+    --json`` holds as ``closing``: the API holds it the same way; an action
+    with no list has ``closing`` null."""
+    stub.replay.inbound_call(caller="+79161234567", did="74950000001")
+    async with client_for(stub) as client:
+        listed = await client.post("/api/v1/ami/CoreShowChannels", headers=bearer(SCOPED))
+        ping = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+    assert listed.status_code == 200, listed.text
+    closing = listed.json()["closing"]
+    assert closing["Event"] == "CoreShowChannelsComplete"
+    assert (closing["EventList"], closing["ListItems"]) == ("Complete", "1")
+    assert ping.status_code == 200, ping.text
+    assert ping.json()["closing"] is None
+    assert ping.json()["items"] == []
+
+
 async def test_a_list_short_of_items_skipped_for_a_long_line_says_how_many(
     stub: StubEngine,
 ) -> None:
