@@ -20,9 +20,21 @@ Loopback addresses are not limited unless ``anonymous_loopback`` says so: a
 reverse proxy on the same host (the setup docs/api.md recommends) brings every
 client from 127.0.0.1, and the monitoring on the host itself must never be
 refused. IPv6 clients are counted by their /64, which one host usually holds
-whole. The table holds at most ``anonymous_addresses`` addresses; past that,
-the one used longest ago goes (a bucket left alone for ``burst / rate``
-seconds is full again, as a new one).
+whole, and by their /48 as well: an ISP delegates a /56 or a /48 to one
+customer (256 or 65,536 /64s), so a bucket per /64 alone let one delegation
+multiply its share by as many. Each /48 has a bucket of its own,
+``anonymous_48_factor`` times the rate and burst of one /64 (8 by default),
+that every request of its /64s also spends from: hosts in different /64s of
+one /48 (a site's subnets, neighbours behind one provider's /48) each get
+their whole rate until the /48's is spent, and the /48 as a whole never more
+than its own. A request refused by the /48's bucket makes no /64 bucket. An
+IPv4 address mapped into IPv6 (``::ffff:192.0.2.1``) counts as the IPv4
+address itself.
+
+The table holds at most ``anonymous_addresses`` buckets (a /48's counts as
+one); past that, the one used longest ago goes (a bucket left alone for
+``burst / rate`` seconds is full again, as a new one). A /48's bucket is used
+by each request of its /64s, so their own churn never pushes it out.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ class AddressLimiter:
         burst: int,
         addresses: int,
         loopback: bool = False,
+        factor: int = 8,
         digests: Iterable[bytes] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -54,6 +67,8 @@ class AddressLimiter:
         self.burst = burst
         self.addresses = addresses
         self.loopback = loopback
+        #: An IPv6 /48's rate and burst as a multiple of one /64's (``[api] anonymous_48_factor``).
+        self.factor = factor
         self._digests = tuple(digests)
         self._clock = clock
         #: key -> (tokens left, when last counted); the least recently used first.
@@ -83,8 +98,8 @@ class AddressLimiter:
         validly signed link (:attr:`links`)."""
         if address is None or self.rate <= 0:
             return 0.0
-        key = _key(address, self.loopback)
-        if key is None:
+        keys = _keys(address, self.loopback)
+        if keys is None:
             return 0.0
         if authorization is not None and self._valid(authorization):
             return 0.0
@@ -92,20 +107,44 @@ class AddressLimiter:
         if links is not None and target and links(method, target):
             return 0.0
         now = self._clock()
-        buckets = self._buckets
-        found = buckets.pop(key, None)
+        key, wider = keys
+        if wider is not None:
+            # The /48 first: refused there, no bucket is made for the /64 (a
+            # delegation's 65,536 /64s would fill the table with full ones).
+            rate, burst = self.rate * self.factor, self.burst * self.factor
+            tokens = self._tokens(wider, rate, burst, now)
+            if tokens < 1.0:
+                return self._refuse(wider, tokens, now, rate)
+        own = self._tokens(key, self.rate, self.burst, now)
+        if own < 1.0:
+            if wider is not None:
+                self._keep(wider, tokens, now)  # nothing spent: still the newest used
+            return self._refuse(key, own, now, self.rate)
+        self._keep(key, own - 1.0, now)
+        if wider is not None:
+            self._keep(wider, tokens - 1.0, now)  # after its /64: newer than any of them
+        return 0.0
+
+    def _tokens(self, key: str, rate: float, burst: int, now: float) -> float:
+        """What ``key``'s bucket holds at ``now`` (a full one when it has none)."""
+        found = self._buckets.get(key)
         if found is None:
-            tokens = float(self.burst)
-            if len(buckets) >= self.addresses:
-                del buckets[next(iter(buckets))]  # the one used longest ago
-        else:
-            tokens = min(float(self.burst), found[0] + (now - found[1]) * self.rate)
-        if tokens >= 1.0:
-            buckets[key] = (tokens - 1.0, now)
-            return 0.0
+            return float(burst)
+        return min(float(burst), found[0] + (now - found[1]) * rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        """``key``'s bucket holds ``tokens`` at ``now``, the newest used; a new
+        one past the table's bound pushes out the one used longest ago."""
+        buckets = self._buckets
+        if buckets.pop(key, None) is None:
+            while buckets and len(buckets) >= self.addresses:
+                del buckets[next(iter(buckets))]
         buckets[key] = (tokens, now)
+
+    def _refuse(self, key: str, tokens: float, now: float, rate: float) -> float:
+        self._keep(key, tokens, now)
         self.refused += 1
-        return (1.0 - tokens) / self.rate
+        return (1.0 - tokens) / rate
 
     def retry_after(self, wait: float) -> int:
         """``Retry-After``'s whole seconds for a wait of ``wait`` seconds."""
@@ -124,17 +163,22 @@ class AddressLimiter:
         return found
 
 
-def _key(address: str, loopback: bool) -> str | None:
-    """The bucket an address counts in (an IPv6 one by its /64, an IPv4 one
-    mapped into IPv6 as itself), or None when it is not limited (loopback)."""
+def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:
+    """The buckets an address counts in: its own (an IPv6 one's /64, an IPv4
+    one mapped into IPv6 as itself) and, for IPv6, its /48's; None when it is
+    not limited (loopback)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return address[:64]  # not an IP (a Unix socket's path): counted as is
+        return address[:64], None  # not an IP (a Unix socket's path): counted as is
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_loopback and not loopback:
         return None
     if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
+        bits = int(ip)
+        return (
+            str(ipaddress.IPv6Network((bits >> 64 << 64, 64))),
+            str(ipaddress.IPv6Network((bits >> 80 << 80, 48))),
+        )
+    return str(ip), None

@@ -106,6 +106,7 @@ def address_limiter(settings: ApiSettings) -> AddressLimiter | None:
         burst=settings.anonymous_burst,
         addresses=settings.anonymous_addresses,
         loopback=settings.anonymous_loopback,
+        factor=settings.anonymous_48_factor,
         digests=(token.digest for token in settings.tokens.values()),
     )
 

@@ -43,6 +43,7 @@ from router.errors import AMIValidationError
 from router.suggest import closest
 
 __all__ = [
+    "DEFAULT_ANONYMOUS_48_FACTOR",
     "DEFAULT_ANONYMOUS_ADDRESSES",
     "DEFAULT_ANONYMOUS_RATE",
     "DEFAULT_LISTEN",
@@ -76,6 +77,11 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_ANONYMOUS_RATE = 20.0
 #: Client addresses whose rate is followed at once (``anonymous_addresses``).
 DEFAULT_ANONYMOUS_ADDRESSES = 4096
+#: ``[api] anonymous_48_factor``: an IPv6 /48's rate and burst, in /64s'. An ISP
+#: delegates a /56 or a /48 to one customer (256 or 65,536 /64s, a bucket each):
+#: the /48's own bucket bounds them all, and 8 hosts in different /64s of one
+#: /48 still each get their whole rate at once.
+DEFAULT_ANONYMOUS_48_FACTOR = 8
 
 #: Every operation a token may be allowed, besides ``ami:<Action>`` and ``ami:*``.
 OPERATIONS = (
@@ -119,6 +125,7 @@ _KEYS = (
     "anonymous_burst",
     "anonymous_addresses",
     "anonymous_loopback",
+    "anonymous_48_factor",
     "allowed_hosts",
     "health_details",
     "tokens",
@@ -183,6 +190,8 @@ class ApiSettings:
     anonymous_addresses: int = DEFAULT_ANONYMOUS_ADDRESSES
     #: Whether loopback clients are limited too (a proxy, the host's monitoring).
     anonymous_loopback: bool = False
+    #: An IPv6 /48's rate and burst together, as a multiple of one /64's.
+    anonymous_48_factor: int = DEFAULT_ANONYMOUS_48_FACTOR
     #: Host header names taken besides the loopback ones (lowercase, no port):
     #: see :mod:`router.api.hosts`.
     allowed_hosts: tuple[str, ...] = ()
@@ -420,6 +429,9 @@ def read_api(reader: Reader) -> ApiSettings:
             "anonymous_addresses", DEFAULT_ANONYMOUS_ADDRESSES, 1, 1_000_000
         ),
         anonymous_loopback=reader.boolean("anonymous_loopback", False),
+        anonymous_48_factor=reader.integer(
+            "anonymous_48_factor", DEFAULT_ANONYMOUS_48_FACTOR, 1, 65_536
+        ),
         allowed_hosts=_allowed_hosts(reader),
         dialing=read_dialing(reader),
         health_details=_health_details(reader),

@@ -59,6 +59,71 @@ def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() -> No
     assert limits.wait("192.0.2.1", None) > 0
 
 
+def test_a_delegated_prefix_cannot_multiply_its_share_by_its_64s() -> None:
+    """An ISP delegates a /56 or a /48 to one customer: with a bucket per /64
+    alone, one client cycling through its /64s had 256 or 65,536 times the
+    rate. Each /48 has a bucket of its own (``factor`` times a /64's) that
+    each of its /64s spends from too (issue 16)."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=2, factor=4, addresses=1000)
+    served = [limits.wait(f"2001:db8:7:{n:x}::1", None) == 0.0 for n in range(256)]
+    assert served.count(True) == 8  # the /48's burst: 4 times 2, not 256 times 2
+    # Refused by the /48 before the /64: no bucket made for each /64 tried.
+    assert len(limits) == 1 + 8  # the /48 and the 8 /64s served
+    # Its rate too: 4 a second in all however many /64s ask, not 1 each.
+    clock.now += 1.0
+    served = [limits.wait(f"2001:db8:7:{n:x}::1", None) == 0.0 for n in range(256, 512)]
+    assert served.count(True) == 4
+    # Another /48: its own buckets, whole.
+    assert [limits.wait("2001:db8:8::1", None) for _ in range(2)] == [0.0, 0.0]
+
+
+def test_hosts_in_different_64s_of_one_48_each_get_their_whole_rate() -> None:
+    """Different users' /64s on one /48 (a site's subnets, neighbours behind
+    one provider's /48) each get a /64's burst and rate, up to the /48's."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=2, factor=4, addresses=1000)
+    for host in ("2001:db8:9:1::1", "2001:db8:9:2::1"):
+        assert [limits.wait(host, None) for _ in range(2)] == [0.0, 0.0], host
+        assert limits.wait(host, None) == 1.0  # its own /64's rate, not the /48's
+    # A /64 refused by its own bucket spent nothing of the /48's: two more
+    # /64s still get theirs whole.
+    for host in ("2001:db8:9:3::1", "2001:db8:9:4::1"):
+        assert [limits.wait(host, None) for _ in range(2)] == [0.0, 0.0], host
+    assert limits.wait("2001:db8:9:5::1", None) == 0.25  # the /48's: 1 in 1/(4 x 1) s
+    clock.now += 1.0
+    assert limits.wait("2001:db8:9:1::1", None) == 0.0
+
+
+def test_a_48_is_not_pushed_out_of_the_table_by_its_own_64s() -> None:
+    """The table's bound holds /48s and /64s alike; a /48's bucket is used by
+    every request of its /64s, so cycling them never pushes it out (which
+    would hand the /48 a full bucket again)."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=1, factor=2, addresses=3)
+    served = [limits.wait(f"2001:db8:a:{n:x}::1", None) == 0.0 for n in range(1000)]
+    assert served.count(True) == 2
+    assert len(limits) <= 3
+    limits = limiter(clock, rate=1.0, burst=1, factor=2, addresses=1)
+    for n in range(10):
+        limits.wait(f"2001:db8:b:{n:x}::1", None)
+        assert len(limits) == 1
+
+
+def test_an_ipv4_address_mapped_into_ipv6_shares_the_ipv4_ones_bucket() -> None:
+    """``::ffff:192.0.2.1`` (a dual-stack listener's view of an IPv4 client)
+    is the IPv4 address itself, in either spelling: no /64 or /48 of ::ffff:0:0/96
+    that all IPv4 clients would share."""
+    clock = Clock()
+    limits = limiter(clock, burst=3)
+    assert limits.wait("::ffff:192.0.2.1", None) == 0.0
+    assert limits.wait("::ffff:c000:201", None) == 0.0
+    assert limits.wait("192.0.2.1", None) == 0.0
+    assert limits.wait("::ffff:192.0.2.1", None) > 0
+    assert limits.wait("::ffff:192.0.2.2", None) == 0.0  # another IPv4 client: its own
+    assert len(limits) == 2
+
+
 def test_a_request_bearing_a_configured_token_is_not_counted() -> None:
     clock = Clock()
     limits = limiter(clock, burst=1, digests=[hashlib.sha256(b"cr_good").digest()])

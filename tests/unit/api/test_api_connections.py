@@ -31,6 +31,7 @@ from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.server import FILES_KEPT, ApiServer, address_limiter, connections_within
 from router.api.settings import (
+    DEFAULT_ANONYMOUS_48_FACTOR,
     DEFAULT_ANONYMOUS_ADDRESSES,
     DEFAULT_ANONYMOUS_RATE,
     ApiSettings,
@@ -845,13 +846,21 @@ def test_the_anonymous_keys_are_read_from_router_toml(tmp_path: Path) -> None:
     made = address_limiter(default)
     assert made is not None
     assert (made.rate, made.burst, made.loopback) == (20.0, 40, False)
+    assert made.factor == default.anonymous_48_factor == DEFAULT_ANONYMOUS_48_FACTOR
     read = config_from_toml(
         tmp_path,
-        "[api]\nanonymous_rate = 5\nanonymous_addresses = 100\nanonymous_loopback = true\n",
+        "[api]\nanonymous_rate = 5\nanonymous_addresses = 100\nanonymous_loopback = true\n"
+        "anonymous_48_factor = 64\n",
     ).api
     assert read is not None
     assert (read.anonymous_rate, read.anonymous_burst, read.anonymous_addresses) == (5, 10, 100)
     assert read.anonymous_loopback is True
+    assert read.anonymous_48_factor == 64
+    made = address_limiter(read)
+    assert made is not None
+    assert made.factor == 64
+    with pytest.raises(ConfigError, match=r"\[api\] anonymous_48_factor"):
+        config_from_toml(tmp_path, "[api]\nanonymous_48_factor = 0\n")
     off = config_from_toml(tmp_path, "[api]\nanonymous_rate = 0\n").api
     assert off is not None
     assert address_limiter(off) is None
