@@ -554,6 +554,71 @@ async def test_a_tls_handshake_that_does_not_finish_in_time_is_closed(
     assert await tls_healthz(server.port, tls_files["cert"]) == 200
 
 
+async def test_past_the_cap_a_connection_already_closing_is_not_the_one_closed(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection uvicorn is closing (here its 400 for a malformed request,
+    written to a client that reads slowly) still owes a request until it is
+    gone, and is on its way out already: past the cap the open connection
+    owing longest that is not closing makes room. Closing the closing one
+    instead made no room a client was denied (it goes anyway), cut the answer
+    it was still writing (an abort drops the unsent bytes) and was counted as
+    an eviction (issue 16)."""
+    server, _ = await serve(max_connections=2)
+    caplog.set_level(logging.WARNING, logger="router.api")
+    connections = server._server.server_state.connections
+    owing = server._server.protocol_class.owing
+    loop = asyncio.get_running_loop()
+    # A: a client with a small receive window that does not read its answer
+    # (the OpenAPI document, 40 KiB), so the server keeps some of it unsent...
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.setblocking(False)
+    try:
+        await loop.sock_connect(slow, ("127.0.0.1", server.port))
+        await eventually(lambda: len(connections) == 1, "A open")
+        (closing,) = connections
+        closing.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        await loop.sock_sendall(
+            slow, b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        await eventually(
+            lambda: closing in owing and closing.transport.get_write_buffer_size() > 0,
+            "A answered, owing its next request, its answer partly unsent",
+        )
+        # ... then sends a malformed request: uvicorn answers 400 and closes it,
+        # the 400 queued behind the unsent answer.
+        await loop.sock_sendall(slow, b"\x00\x01 not http\r\n\r\n")
+        await eventually(lambda: closing.transport.is_closing(), "A closing")
+        assert closing in owing
+        # B: idle, owing its request, younger than A.
+        async with connection(server.port, b"GET /he") as (idle, _):
+            await eventually(lambda: len(connections) == 2, "B open")
+            request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            async with connection(server.port, request) as (reader, _):
+                answer = await closed_within(reader, 5)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+            # B made room, not A.
+            assert await closed_within(idle, 5) == b""
+        # A's answers arrive whole, the 400 last: nothing of them was cut.
+        got = b""
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await loop.sock_recv(slow, 65536):
+                    got += chunk
+        assert got.startswith(b"HTTP/1.1 200 "), got[:80]
+        assert b"HTTP/1.1 400 " in got, got[-200:]
+    finally:
+        slow.close()
+    evicted = [r.getMessage() for r in caplog.records if "make room" in r.getMessage()]
+    assert evicted == [
+        "API: 1 connection(s) that had sent no whole request closed to make room for new "
+        "ones: already 2 open ([api] max_connections)"
+    ]
+
+
 async def test_tls_handshakes_count_against_the_cap_and_the_oldest_makes_room(
     serve: Serve, tls_files: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
