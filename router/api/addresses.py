@@ -9,7 +9,9 @@ requests a second from one address pushed routing latency from 2-3 ms to
 requests that carry no valid token; past it the request is answered ``429``
 with ``Retry-After`` before the app sees it (:mod:`router.api.protocol`), for
 a fraction of what the app's answer costs. A request bearing a valid token is
-never counted here: its token has its own rate (:mod:`router.api.auth`). Nor is
+never counted here (the protocol tells, by the app's own check,
+:meth:`router.api.auth.Authenticator.over_rate`): its token has its own rate,
+which the protocol answers the same way, ``429`` before the app. Nor is
 one for a recording by a signed link whose signature is valid and unexpired
 (:func:`router.api.recordings.signed_link`, one HMAC for any target): 1C in
 pull mode fetches every recording so, with no token, and after an outage it
@@ -39,12 +41,11 @@ by each request of its /64s, so their own churn never pushes it out.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+
+from router.api import auth
 
 __all__ = ["AddressLimiter"]
 
@@ -60,7 +61,6 @@ class AddressLimiter:
         addresses: int,
         loopback: bool = False,
         factor: int = 8,
-        digests: Iterable[bytes] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate
@@ -69,7 +69,6 @@ class AddressLimiter:
         self.loopback = loopback
         #: An IPv6 /48's rate and burst as a multiple of one /64's (``[api] anonymous_48_factor``).
         self.factor = factor
-        self._digests = tuple(digests)
         self._clock = clock
         #: key -> (tokens left, when last counted); the least recently used first.
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -84,24 +83,15 @@ class AddressLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def wait(
-        self,
-        address: str | None,
-        authorization: bytes | None,
-        method: bytes = b"",
-        target: bytes = b"",
-    ) -> float:
-        """Spend one request of ``address``'s bucket: 0 when it may be served,
-        else the seconds until one would be. A request bearing a configured
-        token (``authorization``, the header's value) is not counted, nor one
-        whose ``method`` and ``target`` (the request line's) are a recording's
-        validly signed link (:attr:`links`)."""
+    def wait(self, address: str | None, method: bytes = b"", target: bytes = b"") -> float:
+        """Spend one request of ``address``'s bucket (one bearing no valid
+        token): 0 when it may be served, else the seconds until one would be.
+        One whose ``method`` and ``target`` (the request line's) are a
+        recording's validly signed link (:attr:`links`) is not counted."""
         if address is None or self.rate <= 0:
             return 0.0
         keys = _keys(address, self.loopback)
         if keys is None:
-            return 0.0
-        if authorization is not None and self._valid(authorization):
             return 0.0
         links = self.links
         if links is not None and target and links(method, target):
@@ -148,19 +138,7 @@ class AddressLimiter:
 
     def retry_after(self, wait: float) -> int:
         """``Retry-After``'s whole seconds for a wait of ``wait`` seconds."""
-        return max(1, math.ceil(wait))
-
-    def _valid(self, authorization: bytes) -> bool:
-        scheme, _, presented = authorization.partition(b" ")
-        presented = presented.strip()
-        if scheme.lower() != b"bearer" or not presented or not self._digests:
-            return False
-        digest = hashlib.sha256(presented).digest()
-        found = False
-        for known in self._digests:  # every one compared, as router.api.auth does
-            if hmac.compare_digest(digest, known):
-                found = True
-        return found
+        return auth.retry_after(wait)
 
 
 def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:

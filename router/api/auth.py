@@ -40,8 +40,11 @@ __all__ = [
     "audit_of",
     "authenticate",
     "authorize",
+    "bearer",
     "hash_token",
     "new_token",
+    "over_rate_detail",
+    "retry_after",
 ]
 
 #: Prefix of the tokens ``callrouter token new`` makes: easy to spot in a leak scanner.
@@ -56,6 +59,16 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     """The line router.toml stores: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def bearer(header: bytes) -> bytes | None:
+    """The token an ``Authorization`` header's value presents (``Bearer
+    <token>``, the scheme in any case), or None when it presents none."""
+    scheme, _, presented = header.partition(b" ")
+    presented = presented.strip()
+    if scheme.lower() != b"bearer" or not presented:
+        return None
+    return presented
 
 
 def pattern_matches(pattern: str, extension: str) -> bool:
@@ -106,6 +119,15 @@ class RateLimiter:
         self._buckets[name] = (tokens, now)
         return (1.0 - tokens) / rate
 
+    def waiting(self, name: str, rate: float, burst: int) -> float:
+        """What :meth:`take` would answer, nothing taken: 0 when a request may
+        be served, else the seconds until one may."""
+        found = self._buckets.get(name)
+        if found is None:
+            return 0.0
+        tokens = min(float(burst), found[0] + (self._clock() - found[1]) * rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+
 
 @dataclass(slots=True)
 class Audit:
@@ -134,35 +156,61 @@ class Authenticator:
         taken (:meth:`admit`); 401 when none matches."""
         if header is None:
             raise _unauthorized("no Authorization header: send 'Authorization: Bearer <token>'")
-        scheme, _, presented = header.partition(" ")
-        presented = presented.strip()
-        if scheme.lower() != "bearer" or not presented:
+        presented = bearer(header.encode("utf-8", "surrogateescape"))
+        if presented is None:
             raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found = self.find(presented)
+        if found is None:
+            raise _unauthorized("unknown token")
+        return found
+
+    def find(self, presented: bytes) -> TokenSettings | None:
+        """The configured token whose text ``presented`` is, or None. The one
+        check of a token's text: the app's (:meth:`match`) and the listener's,
+        before the app (:mod:`router.api.protocol`), are this one."""
+        digest = hashlib.sha256(presented).digest()
         found: TokenSettings | None = None
         for settings in self._tokens:
             # Every digest is compared: no early exit that times the match.
             if hmac.compare_digest(digest, settings.digest):
                 found = settings
-        if found is None:
-            raise _unauthorized("unknown token")
         return found
+
+    def over_rate(self, authorization: bytes) -> tuple[TokenSettings | None, float]:
+        """For the listener, before the app: the configured token an
+        ``Authorization`` header's raw value bears (None: none) and the seconds
+        until it is within its rate again (0: it is; nothing is taken, the
+        app's :meth:`admit` takes its request)."""
+        presented = bearer(authorization)
+        found = None if presented is None else self.find(presented)
+        if found is None:
+            return None, 0.0
+        return found, self.limiter.waiting(found.name, found.rate, found.burst)
 
     def admit(self, token: TokenSettings) -> Token:
         """``token`` if it is within its rate (one request taken); else 429."""
         wait = self.limiter.take(token.name, token.rate, token.burst)
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
+            seconds = retry_after(wait)
             raise ApiError(
-                429,
-                f"token {token.name!r} is over its rate of {token.rate:g} requests/s; "
-                f"retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
+                429, over_rate_detail(token, seconds), headers={"Retry-After": str(seconds)}
             )
         return Token.from_settings(token)
 
     def names(self) -> Iterable[str]:
         return (t.name for t in self._tokens)
+
+
+def retry_after(wait: float) -> int:
+    """``Retry-After``'s whole seconds for a wait of ``wait`` seconds."""
+    return max(1, math.ceil(wait))
+
+
+def over_rate_detail(token: TokenSettings, seconds: int) -> str:
+    """The 429's ``detail`` for ``token`` over its rate, the app's and the listener's."""
+    return (
+        f"token {token.name!r} is over its rate of {token.rate:g} requests/s; retry in {seconds} s"
+    )
 
 
 def _unauthorized(detail: str) -> ApiError:

@@ -38,7 +38,13 @@ listener, before any token is asked for:
   recording's link with a valid, unexpired signature (1C's): past it the
   request is answered ``429`` by a bare app, not ours, and nothing more is
   read from that connection until its ``Retry-After`` is up. 1,200 a second
-  from one address took routing from 2-3 ms to 40-180 ms.
+  from one address took routing from 2-3 ms to 40-180 ms. A request bearing
+  a valid token whose own rate is spent (``[api.tokens.NAME] rate``) is
+  answered its ``429`` by a bare app too, by the app's own token check
+  (:meth:`router.api.auth.Authenticator.over_rate`, which takes nothing: the
+  app takes a request it serves), rather than read, routed and audited for it
+  (bench/bench_refusals.py); its connection is read on (a reverse proxy
+  brings other tokens' requests on it).
 * **Framing.** httptools serves an ``HTTP/2.0`` request line as HTTP/1.1,
   reads ``Transfer-Encoding: gzip, chunked`` as chunked, and hands a chunked
   body's trailer to uvicorn, which added it to the request's headers: here
@@ -68,6 +74,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from router.api.addresses import AddressLimiter
+from router.api.auth import Authenticator, over_rate_detail, retry_after
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -106,6 +113,12 @@ _EVICTED = (
     "already %d open ([api] max_connections)"
 )
 
+#: The warning about requests bearing a valid token refused over its rate.
+_TOKEN_OVER_RATE = (
+    "API: %d request(s) bearing a valid token answered 429 before the app: over the token's "
+    "own rate (the last: %s)"
+)
+
 #: The warning about requests refused over [api] anonymous_rate.
 _OVER_RATE = (
     "API: %d request(s) without a valid token answered 429: over [api] anonymous_rate "
@@ -139,11 +152,11 @@ class _Refusals:
         self.count = 0
         self._since_warning = 0
         self._warned_at = -_WARN_EVERY
-        self._limit: float = 0
+        self._limit: float | str = 0
         #: The line due when the minute is up, for refusals since the last.
         self._due: asyncio.TimerHandle | None = None
 
-    def note(self, limit: float) -> None:
+    def note(self, limit: float | str) -> None:
         self.count += 1
         self._since_warning += 1
         self._limit = limit
@@ -189,6 +202,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     #: (``[api] anonymous_rate``; :mod:`router.api.addresses`), None: none.
     addresses: ClassVar[AddressLimiter | None] = None
     over_rate: ClassVar[_Refusals] = _Refusals(_OVER_RATE)
+    #: The served app's tokens (its :class:`~router.api.auth.Authenticator`,
+    #: their rates), set by the server; None: no request is taken for a token's.
+    tokens: ClassVar[Authenticator | None] = None
+    token_over_rate: ClassVar[_Refusals] = _Refusals(_TOKEN_OVER_RATE)
     #: The connections that owe a request (their request timer runs), the one
     #: owing longest first: the one closed to make room past the cap.
     owing: ClassVar[dict[BoundedHttpToolsProtocol, None]] = {}
@@ -356,16 +373,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.app = app
 
     def _over_rate(self) -> _Refusal | None:
-        """The 429 for a request over its address's rate, or None."""
+        """The 429 for a request over its token's rate or (bearing none) its
+        address's, or None."""
+        tokens = self.tokens
+        authorization = next((v for n, v in self.headers if n == b"authorization"), None)
+        if tokens is not None and authorization is not None:
+            token, wait = tokens.over_rate(authorization)
+            if token is not None:
+                if not wait:
+                    return None  # the app takes it from the token's rate
+                seconds = retry_after(wait)
+                self.token_over_rate.note(f"token {token.name!r}, {token.rate:g} a second")
+                return _Refusal(
+                    429, over_rate_detail(token, seconds), retry_after=seconds, close=False
+                )
         limiter = self.addresses
         if limiter is None:
             return None
-        authorization = next((v for n, v in self.headers if n == b"authorization"), None)
         wait = limiter.wait(
-            self.client[0] if self.client else None,
-            authorization,
-            self.parser.get_method(),
-            self.url,
+            self.client[0] if self.client else None, self.parser.get_method(), self.url
         )
         if not wait:
             return None
@@ -660,6 +686,8 @@ def bounded_protocol(
     Bounded.owing = {}
     Bounded.addresses = addresses
     Bounded.over_rate = _Refusals(_OVER_RATE)
+    Bounded.tokens = None
+    Bounded.token_over_rate = _Refusals(_TOKEN_OVER_RATE)
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import handshake
 from router.api.addresses import AddressLimiter
+from router.api.auth import Authenticator
 from router.api.handshake import Handshakes
 from router.api.hosts import TrustedHosts, trusted_hosts
 from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
@@ -107,7 +108,6 @@ def address_limiter(settings: ApiSettings) -> AddressLimiter | None:
         addresses=settings.anonymous_addresses,
         loopback=settings.anonymous_loopback,
         factor=settings.anonymous_48_factor,
-        digests=(token.digest for token in settings.tokens.values()),
     )
 
 
@@ -226,10 +226,11 @@ class ApiServer:
         #: ``[api] max_connections``, or fewer under a low open-files limit.
         self.max_connections = connections_within(settings.max_connections)
         self._addresses = address_limiter(settings)
-        self._link_check(app)
         protocol_class = bounded_protocol(
             max_connections=self.max_connections, addresses=self._addresses
         )
+        self._protocol_class = protocol_class
+        self._link_check(app)
         asyncio_log = logging.getLogger("asyncio")
         if _ACCEPT_STORM not in asyncio_log.filters:
             asyncio_log.addFilter(_ACCEPT_STORM)
@@ -313,7 +314,13 @@ class ApiServer:
     def _link_check(self, app: ASGIApp) -> None:
         """The rate per address (:mod:`router.api.addresses`) counts no request
         for a recording by a validly signed link ``app`` serves (its context's
-        ``recording_link``; the starting app serves none)."""
+        ``recording_link``; the starting app serves none), and a request whose
+        token is over its rate is answered before the app by ``app``'s own
+        token check and buckets (its state's ``authenticator``)."""
+        authenticator = getattr(getattr(app, "state", None), "authenticator", None)
+        self._protocol_class.tokens = (
+            authenticator if isinstance(authenticator, Authenticator) else None
+        )
         if self._addresses is not None:
             ctx = getattr(getattr(app, "state", None), "ctx", None)
             self._addresses.links = getattr(ctx, "recording_link", None)
@@ -341,6 +348,7 @@ class ApiServer:
             self._server.protocol_class.refusals.close()
             self._server.protocol_class.evictions.close()
             self._server.protocol_class.over_rate.close()
+            self._server.protocol_class.token_over_rate.close()
             # The 401s counted and not yet summed up (router/api/refusals.py).
             refusals = getattr(getattr(self._current.app, "state", None), "refusals", None)
             if isinstance(refusals, Refusals):

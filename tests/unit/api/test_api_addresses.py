@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from router.api.addresses import AddressLimiter
+from router.api.auth import Authenticator, RateLimiter
+from router.api.settings import ApiSettings, TokenSettings
 
 
 class Clock:
@@ -25,14 +27,14 @@ def limiter(clock: Clock, **changes: object) -> AddressLimiter:
 def test_an_address_gets_its_burst_then_its_rate() -> None:
     clock = Clock()
     limits = limiter(clock)
-    assert [limits.wait("192.0.2.7", None) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limits.wait("192.0.2.7", None) == 0.5  # one in 1/rate s
+    assert [limits.wait("192.0.2.7") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limits.wait("192.0.2.7") == 0.5  # one in 1/rate s
     assert limits.retry_after(0.5) == 1
     assert limits.retry_after(1.2) == 2  # whole seconds, never sooner than the wait
-    assert limits.wait("192.0.2.8", None) == 0.0  # another address: its own bucket
+    assert limits.wait("192.0.2.8") == 0.0  # another address: its own bucket
     clock.now += 0.5
-    assert limits.wait("192.0.2.7", None) == 0.0
-    assert limits.wait("192.0.2.7", None) > 0
+    assert limits.wait("192.0.2.7") == 0.0
+    assert limits.wait("192.0.2.7") > 0
     assert limits.refused == 2
 
 
@@ -40,23 +42,23 @@ def test_loopback_is_not_limited_unless_asked() -> None:
     clock = Clock()
     free = limiter(clock, burst=1)
     for address in ("127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"):
-        assert [free.wait(address, None) for _ in range(100)] == [0.0] * 100, address
+        assert [free.wait(address) for _ in range(100)] == [0.0] * 100, address
     assert len(free) == 0
     limited = limiter(clock, burst=1, loopback=True)
-    assert limited.wait("127.0.0.1", None) == 0.0
-    assert limited.wait("127.0.0.1", None) > 0
+    assert limited.wait("127.0.0.1") == 0.0
+    assert limited.wait("127.0.0.1") > 0
 
 
 def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() -> None:
     clock = Clock()
     limits = limiter(clock, burst=2)
-    assert limits.wait("2001:db8:1:2::1", None) == 0.0
-    assert limits.wait("2001:db8:1:2:ffff::99", None) == 0.0  # the same /64
-    assert limits.wait("2001:db8:1:2::5%eth0", None) > 0
-    assert limits.wait("2001:db8:1:3::1", None) == 0.0  # another /64
-    assert limits.wait("::ffff:192.0.2.1", None) == 0.0
-    assert limits.wait("192.0.2.1", None) == 0.0
-    assert limits.wait("192.0.2.1", None) > 0
+    assert limits.wait("2001:db8:1:2::1") == 0.0
+    assert limits.wait("2001:db8:1:2:ffff::99") == 0.0  # the same /64
+    assert limits.wait("2001:db8:1:2::5%eth0") > 0
+    assert limits.wait("2001:db8:1:3::1") == 0.0  # another /64
+    assert limits.wait("::ffff:192.0.2.1") == 0.0
+    assert limits.wait("192.0.2.1") == 0.0
+    assert limits.wait("192.0.2.1") > 0
 
 
 def test_a_delegated_prefix_cannot_multiply_its_share_by_its_64s() -> None:
@@ -66,16 +68,16 @@ def test_a_delegated_prefix_cannot_multiply_its_share_by_its_64s() -> None:
     each of its /64s spends from too (issue 16)."""
     clock = Clock()
     limits = limiter(clock, rate=1.0, burst=2, factor=4, addresses=1000)
-    served = [limits.wait(f"2001:db8:7:{n:x}::1", None) == 0.0 for n in range(256)]
+    served = [limits.wait(f"2001:db8:7:{n:x}::1") == 0.0 for n in range(256)]
     assert served.count(True) == 8  # the /48's burst: 4 times 2, not 256 times 2
     # Refused by the /48 before the /64: no bucket made for each /64 tried.
     assert len(limits) == 1 + 8  # the /48 and the 8 /64s served
     # Its rate too: 4 a second in all however many /64s ask, not 1 each.
     clock.now += 1.0
-    served = [limits.wait(f"2001:db8:7:{n:x}::1", None) == 0.0 for n in range(256, 512)]
+    served = [limits.wait(f"2001:db8:7:{n:x}::1") == 0.0 for n in range(256, 512)]
     assert served.count(True) == 4
     # Another /48: its own buckets, whole.
-    assert [limits.wait("2001:db8:8::1", None) for _ in range(2)] == [0.0, 0.0]
+    assert [limits.wait("2001:db8:8::1") for _ in range(2)] == [0.0, 0.0]
 
 
 def test_hosts_in_different_64s_of_one_48_each_get_their_whole_rate() -> None:
@@ -84,15 +86,15 @@ def test_hosts_in_different_64s_of_one_48_each_get_their_whole_rate() -> None:
     clock = Clock()
     limits = limiter(clock, rate=1.0, burst=2, factor=4, addresses=1000)
     for host in ("2001:db8:9:1::1", "2001:db8:9:2::1"):
-        assert [limits.wait(host, None) for _ in range(2)] == [0.0, 0.0], host
-        assert limits.wait(host, None) == 1.0  # its own /64's rate, not the /48's
+        assert [limits.wait(host) for _ in range(2)] == [0.0, 0.0], host
+        assert limits.wait(host) == 1.0  # its own /64's rate, not the /48's
     # A /64 refused by its own bucket spent nothing of the /48's: two more
     # /64s still get theirs whole.
     for host in ("2001:db8:9:3::1", "2001:db8:9:4::1"):
-        assert [limits.wait(host, None) for _ in range(2)] == [0.0, 0.0], host
-    assert limits.wait("2001:db8:9:5::1", None) == 0.25  # the /48's: 1 in 1/(4 x 1) s
+        assert [limits.wait(host) for _ in range(2)] == [0.0, 0.0], host
+    assert limits.wait("2001:db8:9:5::1") == 0.25  # the /48's: 1 in 1/(4 x 1) s
     clock.now += 1.0
-    assert limits.wait("2001:db8:9:1::1", None) == 0.0
+    assert limits.wait("2001:db8:9:1::1") == 0.0
 
 
 def test_a_48_is_not_pushed_out_of_the_table_by_its_own_64s() -> None:
@@ -101,12 +103,12 @@ def test_a_48_is_not_pushed_out_of_the_table_by_its_own_64s() -> None:
     would hand the /48 a full bucket again)."""
     clock = Clock()
     limits = limiter(clock, rate=1.0, burst=1, factor=2, addresses=3)
-    served = [limits.wait(f"2001:db8:a:{n:x}::1", None) == 0.0 for n in range(1000)]
+    served = [limits.wait(f"2001:db8:a:{n:x}::1") == 0.0 for n in range(1000)]
     assert served.count(True) == 2
     assert len(limits) <= 3
     limits = limiter(clock, rate=1.0, burst=1, factor=2, addresses=1)
     for n in range(10):
-        limits.wait(f"2001:db8:b:{n:x}::1", None)
+        limits.wait(f"2001:db8:b:{n:x}::1")
         assert len(limits) == 1
 
 
@@ -116,43 +118,64 @@ def test_an_ipv4_address_mapped_into_ipv6_shares_the_ipv4_ones_bucket() -> None:
     that all IPv4 clients would share."""
     clock = Clock()
     limits = limiter(clock, burst=3)
-    assert limits.wait("::ffff:192.0.2.1", None) == 0.0
-    assert limits.wait("::ffff:c000:201", None) == 0.0
-    assert limits.wait("192.0.2.1", None) == 0.0
-    assert limits.wait("::ffff:192.0.2.1", None) > 0
-    assert limits.wait("::ffff:192.0.2.2", None) == 0.0  # another IPv4 client: its own
+    assert limits.wait("::ffff:192.0.2.1") == 0.0
+    assert limits.wait("::ffff:c000:201") == 0.0
+    assert limits.wait("192.0.2.1") == 0.0
+    assert limits.wait("::ffff:192.0.2.1") > 0
+    assert limits.wait("::ffff:192.0.2.2") == 0.0  # another IPv4 client: its own
     assert len(limits) == 2
 
 
-def test_a_request_bearing_a_configured_token_is_not_counted() -> None:
+def test_the_listeners_token_check_is_the_apps_and_takes_nothing() -> None:
+    """Before the app, the listener tells a request bearing a configured token
+    (not counted per address; answered 429 when its own rate is spent) by the
+    app's own check (Authenticator.over_rate), which takes nothing from the
+    token's bucket: the app takes the request it serves (issue 16)."""
     clock = Clock()
-    limits = limiter(clock, burst=1, digests=[hashlib.sha256(b"cr_good").digest()])
-    assert limits.wait("192.0.2.7", None) == 0.0
-    assert limits.wait("192.0.2.7", b"Bearer cr_good") == 0.0
-    assert limits.wait("192.0.2.7", b"bearer  cr_good ") == 0.0
-    # A wrong token, another scheme, the token in another header's place: counted.
+    good = TokenSettings(
+        name="good",
+        digest=hashlib.sha256(b"cr_good").digest(),
+        allow=("calls:read",),
+        extensions=("*",),
+        rate=1.0,
+        burst=2,
+    )
+    tokens = Authenticator(ApiSettings(tokens={"good": good}), RateLimiter(clock))
+    for header in (b"Bearer cr_good", b"bearer  cr_good "):
+        assert tokens.over_rate(header) == (good, 0.0), header
+    # A wrong token, another scheme, the token in another header's place: none.
     for header in (b"Bearer cr_bad", b"Basic cr_good", b"cr_good", b"Bearer "):
-        assert limits.wait("192.0.2.7", header) > 0, header
+        assert tokens.over_rate(header) == (None, 0.0), header
+    assert tokens.match("Bearer cr_good") is good  # the app's, over the same find
+    assert [tokens.over_rate(b"Bearer cr_good")[1] for _ in range(10)] == [0.0] * 10
+    tokens.admit(good)
+    tokens.admit(good)
+    assert tokens.over_rate(b"Bearer cr_good") == (good, 1.0)
+    clock.now += 0.5
+    assert tokens.over_rate(b"Bearer cr_good") == (good, 0.5)
+    clock.now += 0.5
+    assert tokens.over_rate(b"Bearer cr_good") == (good, 0.0)
+    tokens.admit(good)  # within its rate again: taken once, by the app
 
 
 def test_the_table_is_bounded_and_the_address_used_longest_ago_goes() -> None:
     clock = Clock()
     limits = limiter(clock, burst=1, addresses=4)
     for n in range(1000):
-        limits.wait(f"10.0.{n // 256}.{n % 256}", None)
+        limits.wait(f"10.0.{n // 256}.{n % 256}")
     assert len(limits) == 4
     limits = limiter(clock, burst=1, addresses=2)
-    limits.wait("192.0.2.1", None)
-    limits.wait("192.0.2.2", None)
-    assert limits.wait("192.0.2.1", None) > 0  # used again: now the newest
-    limits.wait("192.0.2.3", None)  # the table full: 192.0.2.2 goes
-    assert limits.wait("192.0.2.1", None) > 0
-    assert limits.wait("192.0.2.2", None) == 0.0  # forgotten: a new bucket
+    limits.wait("192.0.2.1")
+    limits.wait("192.0.2.2")
+    assert limits.wait("192.0.2.1") > 0  # used again: now the newest
+    limits.wait("192.0.2.3")  # the table full: 192.0.2.2 goes
+    assert limits.wait("192.0.2.1") > 0
+    assert limits.wait("192.0.2.2") == 0.0  # forgotten: a new bucket
 
 
 def test_a_rate_of_zero_limits_nothing() -> None:
     limits = limiter(Clock(), rate=0.0, burst=1)
-    assert [limits.wait("192.0.2.7", None) for _ in range(10)] == [0.0] * 10
+    assert [limits.wait("192.0.2.7") for _ in range(10)] == [0.0] * 10
     assert len(limits) == 0
 
 
@@ -170,9 +193,9 @@ def test_a_validly_signed_recording_link_is_not_counted_a_bogus_one_is() -> None
         return target == b"/good"
 
     limits.links = links
-    assert [limits.wait("192.0.2.7", None, b"GET", b"/good") for _ in range(100)] == [0.0] * 100
+    assert [limits.wait("192.0.2.7", b"GET", b"/good") for _ in range(100)] == [0.0] * 100
     assert len(limits) == 0
-    assert limits.wait("192.0.2.7", None, b"GET", b"/bad") == 0.0
-    assert limits.wait("192.0.2.7", None, b"GET", b"/bad") > 0
-    assert limits.wait("192.0.2.7", None) > 0  # no target: no link
+    assert limits.wait("192.0.2.7", b"GET", b"/bad") == 0.0
+    assert limits.wait("192.0.2.7", b"GET", b"/bad") > 0
+    assert limits.wait("192.0.2.7") > 0  # no target: no link
     assert asked[-1] == (b"GET", b"/bad")

@@ -70,7 +70,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     started: list[tuple[ApiServer, StubEngine, EventFeed]] = []
 
     async def start(**changes: Any) -> tuple[ApiServer, EventFeed]:
-        settings = ApiSettings(port=0, tokens=MappingProxyType({"reader": READER}), **changes)
+        changes.setdefault("tokens", MappingProxyType({"reader": READER}))
+        settings = ApiSettings(port=0, **changes)
         stub = StubEngine(state_dir=tmp_path)
         feed = EventFeed(max_events=100_000, retention=3600)
         server = ApiServer(build_app(ApiContext(stub, settings, feed=feed)), settings)
@@ -892,6 +893,55 @@ async def test_a_connection_over_its_address_rate_is_not_read_until_its_retry_af
         assert (await answer_head(reader)).startswith(b"HTTP/1.1 429 ")
         writer.write(request)
         assert await closed_within(reader, 8) == b""
+
+
+async def test_a_token_over_its_rate_is_answered_429_before_the_app(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request bearing a valid token over the token's own rate was read,
+    routed and audited by the app for its 429, at a served request's cost
+    (bench/bench_refusals.py: 180-200 us of the loop's CPU a request on a
+    keep-alive connection, now 70-80, as a request without a token over its
+    address's rate): it is answered before the app, by the app's own check,
+    which takes nothing from the token's bucket, and its connection serves on
+    (issue 16)."""
+    busy = TokenSettings(
+        name="busy",
+        digest=hashlib.sha256(b"cr_busy").digest(),
+        allow=("events:read",),
+        extensions=("*",),
+        rate=1.0,
+        burst=2,
+    )
+    settings = {"tokens": MappingProxyType({"reader": READER, "busy": busy})}
+    server, _ = await serve(**settings)
+    tokens = server._current.app.state.authenticator  # the app's, which the listener uses
+    clock = [1000.0]
+    tokens.limiter._clock = lambda: clock[0]
+    caplog.set_level(logging.INFO, logger="router.api")
+    poll = b"GET /api/v1/events?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    busy_poll = poll + b"Authorization: Bearer cr_busy\r\n\r\n"
+    async with connection(server.port) as (reader, writer):
+        heads = []
+        for request in (busy_poll, busy_poll, busy_poll, poll + AUTH + b"\r\n", busy_poll):
+            writer.write(request)
+            heads.append(await answer_head(reader))
+        assert [h.split(b" ", 2)[1] for h in heads] == [b"200", b"200", b"429", b"200", b"429"]
+        refused = heads[2].lower()
+        assert b"retry-after: 1\r\n" in refused
+        assert b"content-type: application/problem+json\r\n" in refused
+        # Past the app: no audit line for them, one warning naming the token.
+        audited = [r.getMessage() for r in caplog.records if r.name == "router.api.audit"]
+        assert [line.split(" status=")[1][:3] for line in audited] == ["200", "200", "200"]
+        assert (
+            "API: 1 request(s) bearing a valid token answered 429 before the app: over the "
+            "token's own rate (the last: token 'busy', 1 a second)" in caplog.text
+        )
+        # Its rate again: the listener took nothing, the app takes one.
+        clock[0] += 1.0
+        writer.write(busy_poll + busy_poll)
+        heads = [await answer_head(reader), await answer_head(reader)]
+        assert [h.split(b" ", 2)[1] for h in heads] == [b"200", b"429"]
 
 
 async def test_loopback_clients_are_not_limited_by_default(serve: Serve) -> None:
