@@ -64,6 +64,7 @@ import asyncio
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -74,6 +75,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from router.api.addresses import AddressLimiter
+from router.api.app import OPENAPI_PATH
 from router.api.auth import Authenticator, over_rate_detail, retry_after
 
 __all__ = [
@@ -84,6 +86,7 @@ __all__ = [
     "BoundedHttpToolsProtocol",
     "bounded_protocol",
     "target_host",
+    "token_checked",
 ]
 
 log = logging.getLogger("router.api")
@@ -380,8 +383,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if tokens is not None and authorization is not None:
             token, wait = tokens.over_rate(authorization)
             if token is not None:
-                if not wait:
-                    return None  # the app takes it from the token's rate
+                if not wait or not token_checked(self.url):
+                    return None  # the app takes it from the token's rate, or takes none
                 seconds = retry_after(wait)
                 self.token_over_rate.note(f"token {token.name!r}, {token.rate:g} a second")
                 return _Refusal(
@@ -499,6 +502,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.write_deadline,
         )
         _let_go(self.transport)
+
+
+_API = b"/api/v1/"
+_OPENAPI = OPENAPI_PATH.encode()
+_RECORDINGS = b"/api/v1/recordings/"
+
+
+def token_checked(target: bytes) -> bool:
+    """Whether the app takes the token of a request for ``target`` (the
+    request line's), and so answers ``429`` for one over its rate: every
+    ``/api/v1`` path but the OpenAPI document and a recording's signed link
+    (``sig``, ``expires``). Elsewhere (``/healthz``, ``/readyz``, ``/metrics``,
+    the live page) a token over its rate is served as ever: a health check
+    must answer, and those never take from a token's rate."""
+    path, _, query = target.partition(b"?")
+    if not path.startswith(b"/"):  # absolute form (RFC 9112 3.2.2)
+        try:
+            parsed = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            return False
+        path, query = parsed.path or b"", parsed.query or b""
+    path = urllib.parse.unquote_to_bytes(path)  # as uvicorn hands it to the routes
+    if not path.startswith(_API) or path == _OPENAPI:
+        return False
+    if path.startswith(_RECORDINGS):
+        names = {field.partition(b"=")[0] for field in query.split(b"&")}
+        return not names & {b"sig", b"expires"}
+    return True
 
 
 def target_host(

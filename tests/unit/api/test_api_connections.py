@@ -937,6 +937,12 @@ async def test_a_token_over_its_rate_is_answered_429_before_the_app(
             "API: 1 request(s) bearing a valid token answered 429 before the app: over the "
             "token's own rate (the last: token 'busy', 1 a second)" in caplog.text
         )
+        # Where the app takes no token, it is served as ever: a health check
+        # must answer, and the document is anyone's.
+        for path in (b"/healthz", b"/readyz", b"/api/v1/openapi.json", b"/metrics"):
+            writer.write(b"GET " + path + busy_poll[busy_poll.index(b" HTTP/1.1") :])
+            head = await answer_head(reader)
+            assert head.split(b" ", 2)[1] != b"429", (path, head)  # (/metrics: 404 here)
         # Its rate again: the listener took nothing, the app takes one.
         clock[0] += 1.0
         writer.write(busy_poll + busy_poll)
@@ -950,6 +956,35 @@ async def test_loopback_clients_are_not_limited_by_default(serve: Serve) -> None
     server, _ = await serve(anonymous_rate=0.001, anonymous_burst=1)
     heads = await answers(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 10)
     assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 10
+
+
+@pytest.mark.parametrize(
+    ("target", "checked"),
+    [
+        (b"/api/v1/calls", True),
+        (b"/api/v1/events?timeout=0", True),
+        (b"/api/v1/%63alls", True),
+        (b"http://pbx.example/api/v1/calls", True),
+        (b"/api/v1/recordings/abc/1", True),
+        (b"/api/v1/recordings/abc/1?expires=1&sig=ab", False),
+        (b"/api/v1/recordings/abc/1?sig=ab", False),
+        (b"/api/v1/openapi.json", False),
+        (b"/api/v1/%6fpenapi.json", False),
+        (b"/healthz", False),
+        (b"/readyz?role=live", False),
+        (b"/metrics", False),
+        (b"/ui/stream", False),
+        (b"http://pbx.example/healthz", False),
+        (b"*", False),
+    ],
+)
+def test_a_token_over_its_rate_is_refused_before_the_app_only_where_the_app_takes_it(
+    target: bytes, checked: bool
+) -> None:
+    """The app takes a token's rate on every /api/v1 path but the document and
+    a recording's signed link; elsewhere (the health checks above all) a token
+    over its rate was served, and still is (issue 16)."""
+    assert protocol.token_checked(target) is checked
 
 
 def test_the_anonymous_keys_are_read_from_router_toml(tmp_path: Path) -> None:
