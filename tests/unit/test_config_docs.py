@@ -63,7 +63,7 @@ def sections(page: Path) -> dict[str, set[str]]:
             found[current] = set()
             continue
         if current and line.startswith("| `"):
-            found[current].update(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+            found[current].update(re.findall(r"`([a-z][a-z0-9_]*)`", line.split("|")[1]))
     return found
 
 
@@ -145,7 +145,7 @@ def rows(page: Path) -> list[tuple[str, str, str, str]]:
             current = heading.group(1)
         elif current and line.startswith("| `"):
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            key = re.findall(r"`([a-z_]+)`", cells[0])[0]
+            key = re.findall(r"`([a-z][a-z0-9_]*)`", cells[0])[0]
             found.append((current, key, cells[1], cells[2]))
     return found
 
@@ -215,7 +215,7 @@ def api_page_defaults(page: Path) -> list[tuple[str, str, str | None]]:
     out: list[tuple[str, str, str | None]] = []
     for line in text[start.start() :].split("\n\n", 1)[0].splitlines()[2:]:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        keys = re.findall(r"`([a-z_]+)`", cells[0])
+        keys = re.findall(r"`([a-z][a-z0-9_]*)`", cells[0])
         values = [v.strip() for v in cells[1].split(",")] if len(keys) > 1 else [cells[1]]
         for key, value in zip(keys, values + [""] * len(keys), strict=False):
             single = re.fullmatch(r"`([^`]+)`", value)
