@@ -900,9 +900,9 @@ async def test_a_token_over_its_rate_is_answered_429_before_the_app(
 ) -> None:
     """A request bearing a valid token over the token's own rate was read,
     routed and audited by the app for its 429, at a served request's cost
-    (bench/bench_refusals.py: 180-200 us of the loop's CPU a request on a
-    keep-alive connection, now 70-80, as a request without a token over its
-    address's rate): it is answered before the app, by the app's own check,
+    (bench/bench_refusals.py: 150-200 us of the loop's CPU a request on a
+    keep-alive connection, now 70-80): it is answered before the app, as a
+    request without a token over its address's rate is, by the app's own check,
     which takes nothing from the token's bucket, and its connection serves on
     (issue 16)."""
     busy = TokenSettings(
