@@ -575,14 +575,17 @@ class RawmanParser:
             at = buf.rfind(b"\n\n", max(0, scan - 1))
             end = at + 2 if at >= 0 else 0
         if not end:
+            # Blank lines a read brought alone (after one that ended a message)
+            # are no part of a message either (hreview49: ``pending`` held the
+            # early route back, router/ami/tcp.py).
+            _drop_blank_lines(buf)
             self._check_tail()
             return []
         chunk = bytes(buf[:end])
         del buf[:end]
         # Blank lines between messages are not a message: drop them here so
         # that ``pending`` means "part of a message is buffered".
-        while buf[:1] == b"\n" or buf[:2] == b"\r\n":
-            del buf[: 1 if buf[:1] == b"\n" else 2]
+        _drop_blank_lines(buf)
         cut: Message | None = None
         if self._cut_head is not None:
             head, self._cut_head = self._cut_head, None
@@ -797,10 +800,33 @@ def _blocks(data: bytes) -> tuple[list[str], Iterator[list[str]] | None]:
         for block in raw:
             if len(block) > _FEW_LINES_CHARS:
                 _check_lines(block, block.count("\r\n") + 1)
-        cut = [block.lstrip("\r\n").split("\r\n") for block in raw]
+        # Blank lines only (CR LF or a bare LF, as _split_blocks and the
+        # buffer's cut take them): a lone CR at a block's start is its own, and
+        # stripped here only, a block was an event or a stray depending on
+        # whether its read held a bare LF too (hreview49).
+        cut = [_without_blank_lines(block).split("\r\n") for block in raw]
         blocks = ["\n".join(line.replace("\n", " ") for line in lines) for lines in cut]
         exact = iter(cut)
     return blocks, exact
+
+
+#: Blank lines at a block's start: CR LF, or a bare LF.
+_BLANK_LINES = re.compile(r"(?:\r?\n)+")
+
+
+def _without_blank_lines(block: str) -> str:
+    """``block`` without the blank lines before it (never a lone CR: a line's own)."""
+    if block[:1] not in ("\r", "\n"):
+        return block
+    found = _BLANK_LINES.match(block)
+    return block if found is None else block[found.end() :]
+
+
+def _drop_blank_lines(buf: bytearray) -> None:
+    """Take the blank lines (CR LF, or a bare LF) off the start of ``buf``;
+    a lone CR stays, as it may begin a CR LF the next read ends."""
+    while buf[:1] == b"\n" or buf[:2] == b"\r\n":
+        del buf[: 1 if buf[:1] == b"\n" else 2]
 
 
 def _split_blocks(flat: str) -> list[str]:
