@@ -319,11 +319,11 @@ async def close_recording(
         # A WAV of its header alone (nobody answered: ringback is no sound on the
         # channel) is no recording for 1C: kept as ``empty``, never sent, and not
         # transcoded (an encoder makes a file of nothing, or refuses it).
-        empty = (
-            duration == 0.0
-            if recording.format == "wav"
-            else await asyncio.to_thread(_size, source) == 0
-        )
+        # A headerless file's emptiness is read off the hash's own read below:
+        # one read before it missed MixMonitor's last write landing between the
+        # two (its close on a loaded host), and a file with sound was ``empty``,
+        # never sent and deleted as a call of no sound (hreview49).
+        empty = recording.format == "wav" and duration == 0.0
         if settings.transcode != "off" and recording.format == "wav" and not empty:
             target = source.with_suffix("." + settings.transcode)
             try:
@@ -345,6 +345,8 @@ async def close_recording(
                 await asyncio.to_thread(source.unlink, missing_ok=True)
                 file, content_type = target, CONTENT_TYPES[settings.transcode]
         size, sha256 = await asyncio.to_thread(file_digest, file)
+        if recording.format != "wav":
+            empty = size == 0
     except (RecordingError, OSError) as exc:
         full = full or await asyncio.to_thread(full_disk, source.parent)
         reason = f"{exc}; {full}" if full else str(exc)

@@ -352,3 +352,27 @@ def test_mark_missing_leaves_an_empty_row_whose_file_retention_deleted(tmp_path:
     found = store.get("1.1", "mix")
     assert found is not None
     assert found.state == "empty"
+
+
+async def test_a_headerless_file_that_gets_its_sound_as_it_is_hashed_is_not_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hreview49: whether a GSM or ulaw file was empty was read by a size of its
+    own, and its size and hash by another read after it: a file of 0 bytes at
+    close_timeout that got MixMonitor's last write in between (its close on a
+    loaded host) was ``empty`` with 330 bytes, never sent to 1C and deleted by
+    retention as a call of no sound. Empty is now what the hash read."""
+    settings, store, row = started(tmp_path, fmt="gsm")
+    row.local_path.write_bytes(b"")
+    digest = closer.file_digest
+
+    def written_meanwhile(path: Path) -> tuple[int, str]:
+        with path.open("ab") as fh:
+            fh.write(b"\xd8" * 330)
+        return digest(path)
+
+    monkeypatch.setattr(closer, "file_digest", written_meanwhile)
+    closed = await close_recording(row, settings, store, clock=VirtualClock().clock)
+    assert closed is not None
+    assert (closed.state, closed.size) == ("closed", 330)
+    assert [r.id for r in store.closed()] == [row.id]
