@@ -11,12 +11,15 @@ with ``Retry-After`` before the app sees it (:mod:`router.api.protocol`), for
 a fraction of what the app's answer costs. A request bearing a valid token is
 never counted here (the protocol tells, by the app's own check,
 :meth:`router.api.auth.Authenticator.over_rate`): its token has its own rate,
-which the protocol answers the same way, ``429`` before the app. Nor is
-one for a recording by a signed link whose signature is valid and unexpired
-(:func:`router.api.recordings.signed_link`, one HMAC for any target): 1C in
-pull mode fetches every recording so, with no token, and after an outage it
-fetches them all at once from one address. A link with a bad or expired
-signature is counted as any request without a token.
+which the protocol answers the same way, ``429`` before the app. One for a
+recording by a signed link whose signature is valid and unexpired
+(:func:`router.api.recordings.signed_link`, one HMAC for any target) is
+counted in a bucket of its address and that link's own: 1C in pull mode
+fetches every recording so, with no token, and after an outage it fetches
+them all at once from one address, each by its own link; one link asked for
+over and over (leaked: it is valid for ``url_ttl``) is held to the rate. A
+link with a bad or expired signature is counted as any request without a
+token.
 
 Loopback addresses are not limited unless ``anonymous_loopback`` says so: a
 reverse proxy on the same host (the setup docs/api.md recommends) brings every
@@ -73,8 +76,8 @@ class AddressLimiter:
         #: key -> (tokens left, when last counted); the least recently used first.
         self._buckets: dict[str, tuple[float, float]] = {}
         #: Whether a request (its method and raw target) asks for a recording
-        #: by a link with a valid, unexpired signature: not counted, as a token
-        #: is not (the API's own, :func:`router.api.recordings.signed_link`,
+        #: by a link with a valid, unexpired signature: counted in a bucket of
+        #: its own (the API's own, :func:`router.api.recordings.signed_link`,
         #: set once its app is served). None: no request is such a link.
         self.links: Callable[[bytes, bytes], bool] | None = None
         #: Requests refused since the start (``callrouter_api_requests_total`` counts them too).
@@ -87,17 +90,25 @@ class AddressLimiter:
         """Spend one request of ``address``'s bucket (one bearing no valid
         token): 0 when it may be served, else the seconds until one would be.
         One whose ``method`` and ``target`` (the request line's) are a
-        recording's validly signed link (:attr:`links`) is not counted."""
+        recording's validly signed link (:attr:`links`) is counted in a
+        bucket of its address and link."""
         if address is None or self.rate <= 0:
             return 0.0
         keys = _keys(address, self.loopback)
         if keys is None:
             return 0.0
+        key, wider = keys
         links = self.links
         if links is not None and target and links(method, target):
-            return 0.0
+            # Each link in a bucket of its own (its path: the recording), not
+            # the address's nor its /48's: 1C fetching a hundred recordings at
+            # once gets each, while one link asked for again and again is held
+            # to the rate. Not counted at all, one leaked link (valid for
+            # url_ttl) served its file as often as anyone asked (hreview49).
+            # Only links the API signed have such buckets: no one can mint more.
+            path = target.partition(b"?")[0].decode("ascii", "replace")
+            key, wider = f"{key} {path[:_LINK_KEY_MAX]}", None
         now = self._clock()
-        key, wider = keys
         if wider is not None:
             # The /48 first: refused there, no bucket is made for the /64 (a
             # delegation's 65,536 /64s would fill the table with full ones).
@@ -139,6 +150,10 @@ class AddressLimiter:
     def retry_after(self, wait: float) -> int:
         """``Retry-After``'s whole seconds for a wait of ``wait`` seconds."""
         return auth.retry_after(wait)
+
+
+#: The most of a link's path a bucket's key holds (a link's is at most 87 bytes).
+_LINK_KEY_MAX = 128
 
 
 def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:

@@ -95,8 +95,8 @@ class ApiContext:
     ended_call: Callable[[str], set[str] | None] | None = None
     #: Whether a request's method and raw target ask for a recording by a link
     #: with a valid, unexpired signature (router.api.recordings sets it): the
-    #: listener does not count such a request against its address's
-    #: ``[api] anonymous_rate`` (router.api.addresses). None: no request is.
+    #: listener counts such a request in a bucket of that link's, not its
+    #: address's ``[api] anonymous_rate`` (router.api.addresses). None: no request is.
     recording_link: Callable[[bytes, bytes], bool] | None = None
 
     def require_asterisk(self) -> None:

@@ -34,8 +34,8 @@ listener, before any token is asked for:
 
 * **Rate.** Requests without a valid token (``/healthz``, ``/readyz``,
   ``/metrics``, every refusal) are counted per client address
-  (:mod:`router.api.addresses`, ``[api] anonymous_rate``), all but a
-  recording's link with a valid, unexpired signature (1C's): past it the
+  (:mod:`router.api.addresses`, ``[api] anonymous_rate``), a recording's
+  link with a valid, unexpired signature (1C's) per link: past it the
   request is answered ``429`` by a bare app, not ours, and nothing more is
   read from that connection until its ``Retry-After`` is up. 1,200 a second
   from one address took routing from 2-3 ms to 40-180 ms. A request bearing

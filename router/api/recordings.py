@@ -11,9 +11,10 @@ that cannot be a call id or a part is 404 (as for a recording that does not
 exist); a malformed ``expires`` or ``sig`` is 400, a well-formed signature
 that does not verify (tampered, or expired) is 403. Single byte ranges are
 honoured (206, or 416 past the end), so a player can seek. A request by a
-link whose signature is valid and unexpired is not counted against its
-address's ``[api] anonymous_rate`` (:func:`signed_link`): 1C fetches every
-recording so, all at once after an outage.
+link whose signature is valid and unexpired is counted against the
+``[api] anonymous_rate`` of its address and that link, not its address's
+alone (:func:`signed_link`): 1C fetches every recording so, all at once
+after an outage.
 
 ``GET /api/v1/recordings/{call_id}`` lists a call's files with a fresh
 signed link each (when ``[recordings] public_url`` is set).
@@ -123,8 +124,9 @@ def signed_link(method: bytes, target: bytes, verify: Callable[[str, str, str, s
     any target: a longer one than a link's is no link, and one HMAC at most.
 
     The listener asks before the app sees the request
-    (:mod:`router.api.addresses`): such a request is not counted against its
-    address's ``[api] anonymous_rate``, as one bearing a valid token is not."""
+    (:mod:`router.api.addresses`): such a request is counted in a bucket of
+    its own (its address's and the link's), not its address's ``[api]
+    anonymous_rate``."""
     if method not in (b"GET", b"HEAD") or len(target) > _LINK_MAX:
         return False
     if not target.startswith(_LINK_PATH):

@@ -173,28 +173,47 @@ def test_the_table_is_bounded_and_the_address_used_longest_ago_goes() -> None:
     assert limits.wait("192.0.2.2") == 0.0  # forgotten: a new bucket
 
 
+def test_a_validly_signed_link_from_ipv6_spends_nothing_of_its_48() -> None:
+    """1C on IPv6 fetching a hundred recordings by their links after an outage:
+    each link has its own bucket, and the /48's is left for other requests
+    (counted there too, the links would have used up the /48's burst)."""
+    limits = limiter(Clock(), rate=1.0, burst=1, factor=2, addresses=1000)
+    limits.links = lambda method, target: target.startswith(b"/good/")
+    targets = [b"/good/%d?expires=1&sig=x" % n for n in range(100)]
+    assert [limits.wait("2001:db8:5::1", b"GET", t) for t in targets] == [0.0] * 100
+    assert limits.wait("2001:db8:5:1::1") == 0.0  # the /48's burst of 2 whole
+    assert limits.wait("2001:db8:5:2::1") == 0.0
+
+
 def test_a_rate_of_zero_limits_nothing() -> None:
     limits = limiter(Clock(), rate=0.0, burst=1)
     assert [limits.wait("192.0.2.7") for _ in range(10)] == [0.0] * 10
     assert len(limits) == 0
 
 
-def test_a_validly_signed_recording_link_is_not_counted_a_bogus_one_is() -> None:
+def test_a_validly_signed_recording_link_is_counted_by_itself_a_bogus_one_is_not() -> None:
     """1C fetches every recording by its signed link, with no token: after an
     outage, more than the burst at once from one address. A link the check
-    takes (router.api.recordings.signed_link) is not counted, as a token is
-    not; every other target, a bogus link's, is (issue 16)."""
+    takes (router.api.recordings.signed_link) is counted in a bucket of its
+    own, so a hundred links all pass; every other target, a bogus link's, is
+    counted as the address's (issue 16). hreview49: a valid link was not
+    counted at all, so one leaked link (valid for url_ttl) was served as often
+    as one address asked: past its burst it is 429 too."""
     clock = Clock()
-    limits = limiter(clock, burst=1)
+    limits = limiter(clock, burst=1, addresses=1000)
     asked: list[tuple[bytes, bytes]] = []
 
     def links(method: bytes, target: bytes) -> bool:
         asked.append((method, target))
-        return target == b"/good"
+        return target.startswith(b"/good/")
 
     limits.links = links
-    assert [limits.wait("192.0.2.7", b"GET", b"/good") for _ in range(100)] == [0.0] * 100
-    assert len(limits) == 0
+    targets = [b"/good/%d?expires=1&sig=x" % n for n in range(100)]
+    assert [limits.wait("192.0.2.7", b"GET", t) for t in targets] == [0.0] * 100
+    assert limits.wait("192.0.2.7", b"GET", b"/good/7?expires=2&sig=y") > 0
+    clock.now += 1.0
+    assert limits.wait("192.0.2.7", b"GET", targets[7]) == 0.0
+    assert limits.wait("192.0.2.7", b"GET", targets[7]) > 0
     assert limits.wait("192.0.2.7", b"GET", b"/bad") == 0.0
     assert limits.wait("192.0.2.7", b"GET", b"/bad") > 0
     assert limits.wait("192.0.2.7") > 0  # no target: no link

@@ -1776,19 +1776,24 @@ def test_the_listener_takes_a_signed_link_only_in_the_form_fetch_serves_it(
         assert not signed_link(method, target, signer.verify), (method, target)
 
 
-async def test_signed_links_from_one_address_are_not_counted_against_its_rate(
+async def test_signed_links_from_one_address_are_each_counted_by_themselves(
     stub: StubEngine, settings: RecordingSettings
 ) -> None:
     """1C in pull mode fetches each recording by its signed link, with no token:
     after an outage, a hundred at once from one address. Counted against
     ``[api] anonymous_rate`` they got 429 past the burst (here 3); now each
-    valid link is served, while a hundred links with a bogus signature are
-    still limited: the burst's 403s, then 429 (issue 16)."""
+    valid link is counted in a bucket of its own, so a hundred links are
+    served (404 for the calls with no recording here), while a
+    hundred links with a bogus signature are still limited: the burst's 403s,
+    then 429 (issue 16). hreview49: a valid link was not counted at all, so one
+    leaked link (valid for ``url_ttl``) was served as often as one address
+    asked; past its own burst it is 429 too."""
     api = dataclasses.replace(
         API, port=0, anonymous_rate=0.001, anonymous_burst=3, anonymous_loopback=True
     )
     server = ApiServer(build_app(ApiContext(stub, api)), api)
     await server.start()
+    signer = recording_signer(settings, stub.state_dir)
     try:
         good = link(stub, settings)
         request = f"GET {good} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
@@ -1804,7 +1809,22 @@ async def test_signed_links_from_one_address_are_not_counted_against_its_rate(
                 assert body == AUDIO
         finally:
             writer.close()
-        assert statuses == [b"200"] * 100
+        assert statuses == [b"200"] * 3 + [b"429"]  # the link's own burst
+        # Other links from the same address: each its own bucket (the calls
+        # have no recording here: 404, not 429).
+        statuses = []
+        for n in range(100, 199):
+            target = signer.url("http://t", f"1714557600.{n}", "mix", 300)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(
+                    f"GET {target.removeprefix('http://t')} HTTP/1.1\r\n"
+                    "Host: 127.0.0.1\r\n\r\n".encode()
+                )
+                statuses.append((await _answer_of(reader))[0].split(b" ", 2)[1])
+            finally:
+                writer.close()
+        assert statuses == [b"404"] * 99
         bogus = good[: -len("0")] + ("1" if good[-1] == "0" else "0")
         request = f"GET {bogus} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
         statuses = []
