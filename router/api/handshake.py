@@ -127,10 +127,16 @@ class Handshakes:
         if transport.is_closing():  # the client left before its turn came
             return
         protocol = self._inner()
+        # asyncio's TLS layer hands the client's first bytes to its protocol as
+        # the handshake completes, before start_tls returns: a request written
+        # right after the client's Finished (one read) reached the HTTP protocol
+        # before its connection_made, which answered it with no transport, an
+        # error (hreview49). Held until it is made.
+        early = _Early(protocol)
         try:
             tls = await asyncio.get_running_loop().start_tls(
                 transport,
-                protocol,
+                early,
                 self._context,
                 server_side=True,
                 ssl_handshake_timeout=self.deadline,
@@ -145,7 +151,7 @@ class Handshakes:
         if tls is None:  # the transport closed under the handshake
             transport.abort()
             return
-        protocol.connection_made(tls)
+        early.made(tls)
 
     async def close(self) -> None:
         """Cut the handshakes under way, and refuse any connection accepted from
@@ -157,6 +163,43 @@ class Handshakes:
     def __len__(self) -> int:
         """The handshakes under way (counted against the cap)."""
         return len(self._pending)
+
+
+class _Early(asyncio.Protocol):
+    """The HTTP protocol's stand-in while start_tls finishes: what the TLS layer
+    delivers before the protocol is made (the request that came with the
+    handshake's last bytes, the client's close) is held, and given to it once
+    :meth:`made` has made it; the TLS transport then speaks to it directly."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self._inner = inner
+        self._held: list[bytes] = []
+        self._eof = False
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._held.append(data)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        return True  # kept open for the protocol to answer, as it would say
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def made(self, tls: asyncio.Transport) -> None:
+        """The protocol made on ``tls``, then given what came before."""
+        inner = self._inner
+        tls.set_protocol(inner)
+        inner.connection_made(tls)
+        if self._held:
+            held, self._held = b"".join(self._held), []
+            inner.data_received(held)
+        if self._lost is not None:
+            inner.connection_lost(self._lost[0])
+            return
+        if self._eof and not tls.is_closing() and not inner.eof_received():
+            tls.close()
 
 
 class _Accepted(asyncio.Protocol):
