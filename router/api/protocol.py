@@ -293,7 +293,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _evict(self) -> None:
         self._cancel_request_timer()
         self.evictions.note(self.max_connections)
-        _let_go(self.transport)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Close this connection now (:func:`_let_go`); cut when it is not being
+        read (over its address's rate): asyncio's TLS layer holds a client's
+        close while reading is paused, and a close waited for that reading for
+        ever, the slot of ``max_connections`` never given back (hreview49)."""
+        if self._unthrottle_timer is not None:
+            self.transport.abort()
+        else:
+            _let_go(self.transport)
+
+    def shutdown(self) -> None:
+        if self._unthrottle_timer is not None:
+            self.transport.abort()  # as _let_go: the server stopping waited for it
+        else:
+            super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self._unthrottle_timer is not None and not self.transport.is_closing():
+            self.transport.abort()  # as _let_go
+        else:
+            super().timeout_keep_alive_handler()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_timer()
@@ -468,7 +490,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.client[0] if self.client else "-",
             self.request_deadline,
         )
-        _let_go(self.transport)
+        self._let_go()
 
     # -- the write deadline ----------------------------------------------------
 

@@ -1091,3 +1091,60 @@ async def test_chunked_alone_is_served_whatever_empty_elements_its_list_holds(
         )
         [head] = await answers(server.port, request, 1)
         assert head.startswith(b"HTTP/1.1 401 "), (value, head)  # served: no token
+
+
+async def test_requests_over_tls_are_limited_by_their_address_too(
+    serve: Serve, tls_files: dict[str, Path]
+) -> None:
+    """hreview49: a TLS connection is upgraded by the listener itself
+    (router.api.handshake), so its HTTP protocol gets the TLS transport: its
+    client address must still be read, or every request over TLS would pass
+    ``[api] anonymous_rate`` (an address of None is never counted)."""
+    server, _ = await serve(
+        anonymous_rate=0.001, anonymous_burst=2, anonymous_loopback=True, **tls_files
+    )
+    statuses = [await tls_healthz(server.port, tls_files["cert"]) for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+async def test_a_request_sent_with_the_last_bytes_of_the_handshake_is_served(
+    serve: Serve, tls_files: dict[str, Path]
+) -> None:
+    """hreview49: asyncio's TLS layer hands the client's first bytes to its
+    protocol as the handshake completes, before start_tls returns; a request
+    written at once after it (asyncio's own client does, in the same read)
+    reached the HTTP protocol before it had its transport, and was answered
+    by an error (``'NoneType' object has no attribute 'write_paused'``), the
+    connection closed unanswered."""
+    server, _ = await serve(**tls_files)
+    trusted = ssl.create_default_context(cafile=str(tls_files["cert"]))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=trusted, server_hostname="127.0.0.1"
+    )
+    try:
+        for _ in range(2):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await answer_head(reader)).startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+async def test_a_tls_client_over_its_rate_that_left_is_let_go_by_the_request_deadline(
+    serve: Serve, tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hreview49: after a 429 nothing is read from the connection until its
+    Retry-After (here 1,000 s). asyncio's TLS layer holds the client's close
+    while reading is paused, and the request deadline's close then waited for
+    that reading for ever: the connection, its socket and its slot of
+    ``max_connections`` were never given back (nor at the server's stop, a
+    socket left open). Such a connection is now cut."""
+    monkeypatch.setattr(protocol, "REQUEST_DEADLINE", 1.0)
+    server, _ = await serve(
+        anonymous_rate=0.001, anonymous_burst=1, anonymous_loopback=True, **tls_files
+    )
+    statuses = [await tls_healthz(server.port, tls_files["cert"]) for _ in range(2)]
+    assert statuses == [200, 429]
+    connections = server._server.server_state.connections
+    await eventually(lambda: not connections, "the throttled connection let go")
