@@ -290,3 +290,57 @@ def test_a_stream_reads_the_same_however_its_reads_are_cut(
     whole = parsed(data, [], wanted=wanted, dropping=dropping)
     cut = [c for c in cuts if c < len(data)]
     assert parsed(data, cut, wanted=wanted, dropping=dropping) == whole
+
+
+#: Lines a caller may bring in spelled otherwise than Asterisk spells them:
+#: a reader asking ``uniqueid`` (any spelling) gets the first (hreview49).
+OTHER_SPELLINGS = [
+    "\r\n",
+    "1",
+    "uniqueid: v.2",
+    "UNIQUEID: v.3",
+    "exten: 901",
+    "context: evil",
+    "priority: 2",
+    "channel: PJSIP/victim-00000003",
+    "linkedid: v.2",
+    "Linkedid: v.4",
+    "ChannelStateDesc: Up",
+    "CallerIDNum: 2",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    number=st.lists(st.sampled_from(OTHER_SPELLINGS), max_size=12).map("".join),
+    timestamps=st.booleans(),
+)
+def test_a_request_read_in_any_spelling_is_its_channels_or_refused(
+    number: str, timestamps: bool
+) -> None:
+    """Whatever lines a number brings in, in whatever spelling and wherever it
+    leaves the snapshot's ``Linkedid`` (the in-place check of router.calls
+    ``smuggled`` looks there first), a request callrouter acts on names the
+    channel's own context, extension, priority and Uniqueid, read in any
+    spelling as rules read them; with or without Asterisk's ``Timestamp`` and
+    ``SystemName`` lines (``timestampevents``)."""
+    text = asterisk_writes(number).decode()
+    if timestamps:
+        text = text.replace(
+            "Privilege: user,all\r\n",
+            "Privilege: user,all\r\nTimestamp: 1796129993.238821\r\nSystemName: pbx\r\n",
+        )
+    events = [m for m in RawmanParser().feed(text.encode()) if isinstance(m, Event)]
+    for event in events:
+        if (
+            event.name == "UserEvent"
+            and event.get("UserEvent") == "CallRouterRequest"
+            and oversized(event) is None
+            and smuggled(event) is None
+        ):
+            assert event.get("Channel") == CHANNEL
+            assert event.get("Context") == "callrouter-inbound"
+            assert event.get("Exten") == "74951234567"
+            assert event.get("Priority") == "8"
+            assert event.get("Uniqueid") == "sandbox-1.4"
+            assert event.get("Linkedid") == "sandbox-1.4"
