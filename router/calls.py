@@ -545,6 +545,10 @@ def smuggled(event: Event) -> str | None:
         if ends:
             body = ends[-1]
     first: dict[str, int] = {}
+    #: Read off the fields once, at the first repeat (:class:`_Marks`): a
+    #: repeat's look at the keys between cost a scan each, and a number of a
+    #: thousand lines of one key took half a second an event (hreview49).
+    marks: _Marks | None = None
     for at, (key, _) in enumerate(fields):
         mark = normalize_key(key) if reshaped else key
         was = first.get(mark)
@@ -554,39 +558,69 @@ def smuggled(event: Event) -> str | None:
         folded = normalize_key(key)  # in any spelling: mxml's "did" too
         if not folded.endswith(_ONCE_FOLDED):
             continue
+        if marks is None:
+            marks = _Marks(fields)
         if at <= body:
-            if _after_exten(fields, key, was):
+            if marks.after_exten(folded, was):
                 return key
             # The first brought in with a number (its numbers' keys between)
             # or with the dialled number (the keys after its Exten between:
             # an Application, Extension or UserEvent line the sandbox's
             # Asterisk 22 wrote from ``sip:...%0D%0AApplication%3A%20Wait@``).
-            between = fields[was + 1 : at]
-            after = _AFTER_NUMBERS_FOLDED + _AFTER_EXTEN_FOLDED
+            end = at
         elif was < body and not folded.endswith(_SNAPSHOT_FOLDED):
             # A key of the request's own (DID, Caller) a number brought into
             # the snapshot, which writes no such key: its numbers' keys, or
             # the keys after its Exten (the dialled number's line), between.
-            between = fields[was + 1 : body]
-            after = _AFTER_NUMBERS_FOLDED + _AFTER_EXTEN_FOLDED
+            end = body
         else:
             continue  # the administrator's repeat of a snapshot's or own key
-        if any(normalize_key(name).endswith(after) for name, _ in between):
+        if marks.between(was + 1, end):
             return key
     return None
 
 
-def _after_exten(fields: tuple[tuple[str, str], ...], key: str, was: int) -> bool:
-    """Whether ``key``, one of the keys a snapshot writes after its ``Exten``
-    (:data:`_AFTER_EXTEN`, with its prefix), is seen at ``was`` after that
-    snapshot's ``Exten`` and again later: Asterisk writes it once there, and
-    a line the dialled number brought in is the first (issue 16)."""
-    folded = normalize_key(key)  # mxml's "uniqueid" too
-    for suffix in _AFTER_EXTEN_FOLDED:
-        if folded.endswith(suffix):
-            exten = folded[: -len(suffix)] + "exten"
-            return any(normalize_key(name) == exten for name, _ in fields[:was])
-    return False
+#: The keys whose presence between a key's two lines tells that a value brought
+#: the first in: a snapshot's numbers' (:data:`_AFTER_NUMBERS`) or those after
+#: its ``Exten`` (:data:`_AFTER_EXTEN`), with any prefix.
+_BETWEEN_FOLDED: tuple[str, ...] = _AFTER_NUMBERS_FOLDED + _AFTER_EXTEN_FOLDED
+
+
+class _Marks:
+    """What :func:`smuggled` asks of an event's fields, read in one pass: how
+    many of the keys :data:`_BETWEEN_FOLDED` lie before each field, and where
+    each key (folded) is first."""
+
+    __slots__ = ("_before", "_first")
+
+    def __init__(self, fields: tuple[tuple[str, str], ...]) -> None:
+        before = [0]
+        first: dict[str, int] = {}
+        count = 0
+        for at, (name, _) in enumerate(fields):
+            folded = normalize_key(name)
+            first.setdefault(folded, at)
+            if folded.endswith(_BETWEEN_FOLDED):
+                count += 1
+            before.append(count)
+        self._before = before
+        self._first = first
+
+    def between(self, start: int, end: int) -> bool:
+        """Whether one of those keys is among the fields ``start`` to ``end`` (excluded)."""
+        return end > start and self._before[end] > self._before[start]
+
+    def after_exten(self, folded: str, was: int) -> bool:
+        """Whether ``folded``, one of the keys a snapshot writes after its
+        ``Exten`` (:data:`_AFTER_EXTEN`, with its prefix), is seen at ``was``
+        after that snapshot's ``Exten`` and again later: Asterisk writes it
+        once there, and a line the dialled number brought in is the first
+        (issue 16)."""
+        for suffix in _AFTER_EXTEN_FOLDED:
+            if folded.endswith(suffix):
+                exten = folded[: -len(suffix)] + "exten"  # mxml's "uniqueid" too
+                return self._first.get(exten, was) < was
+        return False
 
 
 def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
