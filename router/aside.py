@@ -353,6 +353,85 @@ def db_kept(exc: BaseException) -> bool:
     return db_denied(exc) or db_moved(exc) or db_cantopen(exc)
 
 
+#: What a plain ``SQLITE_CANTOPEN``'s cause (:func:`cantopen_cause`) needs
+#: done, by ``errno``: none of them a permission, each was said as one.
+_CANTOPEN_ERRNO: Final = {
+    errno.ENOENT: "its folder does not exist: make it (callrouter's user its owner, chmod 700)",
+    errno.ENOTDIR: "a part of its path is no folder: give a path of folders",
+    errno.ENOSPC: "the disk is full: free space on it",
+    errno.EDQUOT: "callrouter's user is over its disk quota: free space or raise the quota",
+    errno.EMFILE: (
+        "callrouter has too many files open: raise its limit (LimitNOFILE= in the "
+        "systemd unit, ulimit -n)"
+    ),
+    errno.ENFILE: "the system has too many files open: raise fs.file-max, or close some",
+    errno.EROFS: "its file system is mounted read-only: mount it read-write",
+    errno.ELOOP: "a symbolic link is at its name, or too many on its path: put the file there",
+    errno.ENAMETOOLONG: "its path is too long: give a shorter state_dir",
+}
+
+#: The name :func:`cantopen_cause` makes, and removes, to learn whether
+#: SQLite could make a file (its journal, the database) in the folder.
+_PROBE = ".{name}.cantopen-probe-{pid}"
+
+
+def cantopen_cause(path: Path) -> OSError | None:
+    """Why SQLite could not open the database ``path``, when it said only
+    ``SQLITE_CANTOPEN`` (SQLite keeps the ``errno``, ``sqlite3_system_errno``,
+    which Python does not give): the file system asked the same, the file
+    opened for reading and writing as SQLite opens it (never blocking, never
+    through a link), then a file made and removed in its folder, where SQLite
+    makes the database and its journal. The first ``OSError`` met, its
+    ``filename`` the file or folder it is about; None when every step
+    passes now (the cause, too many files open, has passed)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        os.close(os.open(path, flags))
+    except FileNotFoundError:
+        pass  # SQLite would make it: the folder says whether it can
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror, str(path))
+    folder = path.parent
+    probe = folder / _PROBE.format(name=path.name, pid=os.getpid())
+    try:
+        made = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(probe, made, 0o600))
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror, str(folder))
+    try:
+        os.unlink(probe)
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror, str(folder))
+    return None
+
+
+def cantopen_errno_error(path: Path, exc: sqlite3.Error) -> Exception:
+    """``exc``, a plain ``SQLITE_CANTOPEN`` raised opening or writing the
+    state file ``path``, as what the file system says of it
+    (:func:`cantopen_cause`): a permission (``EACCES``, ``EPERM``) refuses
+    the start as another user's file does (:func:`denied_db_file`); any
+    other ``errno`` (a folder missing, a full disk, too many files open) is
+    said with its name and what to do. Each was said as "may not open or
+    write", with a chown that changed nothing (issue 16). The file is
+    neither damaged nor set aside."""
+    cause = cantopen_cause(path)
+    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
+        return denied_db_file(path, exc)
+    if cause is None:
+        return sqlite3.OperationalError(
+            f"{path}: {exc} (SQLITE_CANTOPEN; the file and its folder open now: a "
+            "passing cause, such as too many files open or a full disk freed since): "
+            "the file is left as it is; start again"
+        )
+    code = errno.errorcode.get(cause.errno or 0, str(cause.errno))
+    what = _CANTOPEN_ERRNO.get(cause.errno or 0, "")
+    return sqlite3.OperationalError(
+        f"{path}: {exc} (SQLITE_CANTOPEN: {cause.filename}: {code} {cause.strerror}"
+        + (f": {what}" if what else "")
+        + "): the file is left as it is; start again once it is done"
+    )
+
+
 def kept_db_error(path: Path, exc: sqlite3.Error) -> Exception | None:
     """``exc`` raised opening or writing the SQLite state file ``path``, as the
     error that refuses the start when its code says the file is sound and is
@@ -361,6 +440,8 @@ def kept_db_error(path: Path, exc: sqlite3.Error) -> Exception | None:
     what is at the name now is not the file read), a folder or a link at its
     name, a path SQLite cannot make whole (:func:`db_cantopen`). None for any
     other code: the file may be damaged."""
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_CANTOPEN":
+        return cantopen_errno_error(path, exc)
     if db_denied(exc):
         return denied_db_file(path, exc)
     if db_moved(exc):

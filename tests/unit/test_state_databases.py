@@ -362,15 +362,80 @@ def test_sqlites_cantopen_codes_that_are_no_permission_are_said_as_what_they_are
     assert not list(tmp_path.iterdir())  # nothing set aside, nothing made
 
 
-def test_plain_cantopen_is_still_a_permission(tmp_path: Path) -> None:
-    """SQLITE_CANTOPEN with no detail is what a folder callrouter may not
-    enter gives: said as a permission, as before."""
-    assert db_denied(_sqlite_error("SQLITE_CANTOPEN"))
-    assert not db_cantopen(_sqlite_error("SQLITE_CANTOPEN"))
-    assert isinstance(
-        state_db_error(tmp_path / "x.sqlite3", _sqlite_error("SQLITE_CANTOPEN")),
-        StateFileDenied,
+def _cantopen(path: Path) -> sqlite3.OperationalError:
+    """The plain SQLITE_CANTOPEN SQLite itself raises opening ``path``."""
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        sqlite3.connect(path).close()
+    assert caught.value.sqlite_errorname == "SQLITE_CANTOPEN"
+    return caught.value
+
+
+def test_plain_cantopen_of_a_missing_folder_is_said_as_such_not_as_a_permission(
+    tmp_path: Path,
+) -> None:
+    """A plain SQLITE_CANTOPEN was taken for a permission whatever its cause:
+    a state folder removed under the service was said as "may not open or
+    write this state file" with a chown of a file that is not there (issue
+    16). The file system says what it is: the folder, ENOENT."""
+    gone = tmp_path / "gone"
+    path = gone / "x.sqlite3"
+    exc = _cantopen(path)
+    assert db_denied(exc)  # kept as it is: never set aside
+    error = state_db_error(path, exc)
+    assert not isinstance(error, StateFileDenied)
+    assert str(error) == (
+        f"{path}: unable to open database file (SQLITE_CANTOPEN: {gone}: ENOENT No such "
+        "file or directory: its folder does not exist: make it (callrouter's user its "
+        "owner, chmod 700)): the file is left as it is; start again once it is done"
     )
+    assert not gone.exists()
+
+
+def test_plain_cantopen_of_a_path_through_a_file_names_it(tmp_path: Path) -> None:
+    (tmp_path / "state").write_bytes(b"")
+    path = tmp_path / "state" / "x.sqlite3"
+    error = state_db_error(path, _cantopen(path))
+    assert not isinstance(error, StateFileDenied)
+    assert f"(SQLITE_CANTOPEN: {path}: ENOTDIR Not a directory: a part of its path" in str(error)
+    assert "chown" not in str(error)
+
+
+def test_plain_cantopen_that_opens_now_is_said_as_passing(tmp_path: Path) -> None:
+    """Too many files open, a disk full then freed: nothing the file system
+    says now; no chown advised, nothing left in the folder."""
+    path = tmp_path / "x.sqlite3"
+    _a_database(path)
+    kept = path.read_bytes()
+    error = state_db_error(path, _sqlite_error("SQLITE_CANTOPEN"))
+    assert not isinstance(error, StateFileDenied)
+    assert "(SQLITE_CANTOPEN; the file and its folder open now: a passing cause" in str(error)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.sqlite3"]
+    assert path.read_bytes() == kept
+
+
+@ROOT_ONLY
+def test_plain_cantopen_of_a_folder_callrouter_may_not_enter_is_a_permission() -> None:
+    """What a folder callrouter's user may not enter gives: a permission, the
+    start refused naming the file, as before."""
+    with folder_in_tmp("callrouter-state-") as base:
+        os.chmod(base, 0o755)
+        state = base / "state"
+        state.mkdir(mode=0o700)  # root's: the stranger may not enter it
+        path = state / "x.sqlite3"
+
+        def start() -> str:
+            try:
+                sqlite3.connect(path).close()
+            except sqlite3.Error as exc:
+                error = state_db_error(path, exc)
+                return f"{type(error).__name__}: {error}"
+            return "opened"
+
+        said = as_stranger(start)
+    assert said.startswith(
+        f"StateFileDenied: [Errno 13] {path}: SQLite: unable to open database file: "
+    ), said
+    assert f"chown {STRANGER} {path}" in said
 
 
 def test_the_write_check_raises_a_cantopen_code_it_meets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -358,11 +358,12 @@ async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 16: SQLite's CANTOPEN (the file's or folder's owner or mode
-    changed; root reads through chmod, hence the stand-in) set the feed's
+    changed; root reads through chmod, hence the stand-ins) set the feed's
     sound file aside as unreadable, its events lost; now the start is refused
     naming it, and the file is kept."""
     import sqlite3
 
+    from router import aside
     from router.api import feed as module
     from router.errors import StateFileDenied
 
@@ -376,7 +377,12 @@ async def test_a_file_callrouter_may_not_open_is_kept_and_the_start_refused(
         exc.sqlite_errorname = "SQLITE_CANTOPEN"
         raise exc
 
+    def no_entry(path: Path) -> OSError:
+        # What the file system says of the folder to a user it shuts out.
+        return PermissionError(13, "Permission denied", str(path.parent))
+
     monkeypatch.setattr(module.sqlite3, "connect", denied)
+    monkeypatch.setattr(aside, "cantopen_cause", no_entry)
     with pytest.raises(StateFileDenied) as raised:
         EventFeed.open(tmp_path)
     assert str(tmp_path / FILENAME) in str(raised.value)
