@@ -22,7 +22,8 @@ the folder copied was a whole backup, or that no callrouter still ran there.
 4. Each file is copied into the state folder under a temporary name,
    ``.NAME.restore-PID`` (0600, owned by the state folder's owner, as ``run``
    needs it), checked against the manifest's size and SHA-256, a database
-   also with ``PRAGMA quick_check``.
+   also with ``PRAGMA quick_check`` (SQLite opens it by its name: the name
+   is held to the file written, and the file SQLite holds to it too).
 5. Only then: every file of the state folder (its databases' ``-wal`` and
    ``-shm`` too) is moved, never deleted, into a new folder in it,
    ``before-restore-TIME``, and each copy renamed to its name. Folders in the
@@ -685,6 +686,7 @@ def _copy_in(
                 os.fchown(fd_out, *owner)
             os.fchmod(fd_out, 0o600)
             os.fsync(fd_out)
+            written = os.fstat(fd_out)
         finally:
             os.close(fd_out)
     except StateRestoreError:
@@ -709,7 +711,7 @@ def _copy_in(
         # database gets a -wal and -shm beside it, root's when root restores.
         raise StateRestoreError(f"{source}: {_WAL_MODE}")
     if sqlite:
-        _quick_check(source, state_dir / temp)
+        _quick_check(source, state_dir / temp, sfd, temp, written)
     return Restored(item.name, size, "sqlite" if sqlite else "file")
 
 
@@ -719,23 +721,69 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _quick_check(source: Path, copy: Path) -> None:
-    """SQLite's ``quick_check`` of the copy, read-only (nothing made beside it)."""
+def _quick_check(source: Path, copy: Path, sfd: int, temp: str, written: os.stat_result) -> None:
+    """SQLite's ``quick_check`` of the copy, read-only (nothing made beside it).
+
+    SQLite opens a file by its name, never a descriptor, and follows a link
+    at it: the copy's name (in the state folder, which its owner may change
+    when root restores) is held to the file written, ``written``, before
+    SQLite opens it and after, and the file SQLite holds open meanwhile must
+    be that one too (:func:`_sqlite_holds`). A link or another file put at
+    the name was checked in its place and then renamed into the state
+    folder, or put back once SQLite had opened the other (issue 16)."""
+    _same_copy(source, sfd, temp, written)
     try:
         db = sqlite3.connect(f"file:{quote(str(copy))}?mode=ro", uri=True)
         try:
             (verdict,) = db.execute("PRAGMA quick_check").fetchone()
             (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+            held = _sqlite_holds(written)
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise StateRestoreError(f"{source}: SQLite cannot read it: {exc}") from None
+    if held is False:
+        raise StateRestoreError(
+            f"{source}: its copy {copy} was replaced while SQLite opened it: the file "
+            "written is not the file SQLite checked; another process changes the state "
+            "folder (its owner's?): nothing in it was changed"
+        )
+    _same_copy(source, sfd, temp, written)
     if verdict != "ok":
         raise StateRestoreError(f"{source}: fails SQLite's quick_check: {verdict}")
     if str(mode).lower() == "wal":
         # A database in WAL mode copied without its -wal (not a state backup's
         # copy, which is one file): the commits in its -wal are not in it.
         raise StateRestoreError(f"{source}: {_WAL_MODE}")
+
+
+def _same_copy(source: Path, sfd: int, temp: str, written: os.stat_result) -> None:
+    """Refuse unless ``temp`` in the state folder is still the file written."""
+    try:
+        now: os.stat_result | None = os.lstat(temp, dir_fd=sfd)
+    except OSError:
+        now = None
+    if now is None or not stat.S_ISREG(now.st_mode) or not os.path.samestat(now, written):
+        raise StateRestoreError(
+            f"{source}: its copy {temp} in the state folder was replaced while being "
+            "checked: the file written is not the file SQLite checked; another process "
+            "changes the state folder (its owner's?): nothing in it was changed"
+        )
+
+
+def _sqlite_holds(written: os.stat_result) -> bool | None:
+    """Whether a descriptor of this process (SQLite's: the restore holds
+    none of the copy once written) is open on the file ``written``, from
+    ``/proc/self/fd``; None when it cannot be told (no ``/proc``)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in fds:
+        with contextlib.suppress(OSError, ValueError):
+            if os.path.samestat(os.stat(int(name)), written):
+                return True
+    return False
 
 
 # -- the switch -------------------------------------------------------------------

@@ -852,3 +852,64 @@ def test_folders_whose_names_are_not_utf8_are_printed_escaped(tmp_path: Path) ->
     assert f"restored in {tmp_path}/state\\xfe\n" in done.stdout, done.stdout
     assert f"held before is in {tmp_path}/state\\xfe/{ASIDE_PREFIX}" in done.stdout
     assert not (state / MARK_FILE).exists()
+
+
+# -- the file checked is the file put in place ------------------------------------
+
+
+def _damage(backup: Path, name: str) -> None:
+    """``name``'s copy in ``backup`` damaged past its header (SQLite's
+    quick_check fails it), the manifest saying the damaged bytes."""
+    path = backup / name
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page : page + 8] = b"\xff" * 8  # the second page's b-tree header
+    path.write_bytes(bytes(data))
+    manifest = json.loads((backup / MANIFEST).read_text("utf-8"))
+    for entry in manifest["files"]:
+        if entry["name"] == name:
+            entry["size"] = len(data)
+            entry["sha256"] = hashlib.sha256(data).hexdigest()
+    (backup / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+
+
+def test_a_damaged_copy_fails_the_check(backed_up: tuple[Path, Path]) -> None:
+    state, backup = backed_up
+    _damage(backup, RECORDINGS)
+    refused(backup, state, f"{backup / RECORDINGS}: SQLite cannot read it: database disk image")
+
+
+@pytest.mark.parametrize("put_back", [False, True], ids=["left", "put-back"])
+def test_a_copy_swapped_while_sqlite_opens_it_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, put_back: bool
+) -> None:
+    """The quick_check opened the copy by its name, then the copy was renamed
+    into place: a link put at that name (by the state folder's owner, when
+    root restores) was followed by root's SQLite, which checked the file it
+    points to; left there, the link was put in place as the state file; put
+    back as soon as SQLite had opened the other file, a damaged copy passed
+    as checked. The copy SQLite opens is now held to the file written."""
+    state, backup = backed_up
+    _damage(backup, RECORDINGS)
+    sound = tmp_path / "sound.sqlite3"
+    RecordingStore(tmp_path / "elsewhere").close()
+    with sqlite3.connect(tmp_path / "elsewhere" / RECORDINGS) as db:
+        db.execute("PRAGMA journal_mode=DELETE")  # as a backup's copy is
+    os.rename(tmp_path / "elsewhere" / RECORDINGS, sound)
+    real = sqlite3.connect
+
+    def swapping(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        name = Path(str(database).split("?")[0].removeprefix("file:"))
+        if not name.name.startswith(f".{RECORDINGS}.restore-"):
+            return real(database, *args, **kwargs)  # type: ignore[arg-type]
+        os.rename(name, tmp_path / "written")
+        name.symlink_to(sound)
+        db = real(database, *args, **kwargs)  # type: ignore[arg-type]
+        if put_back:
+            name.unlink()
+            os.rename(tmp_path / "written", name)
+        return db
+
+    monkeypatch.setattr(staterestore.sqlite3, "connect", swapping)
+    said = refused(backup, state, f"{backup / RECORDINGS}: ")
+    assert "not the file SQLite checked" in said or "replaced while" in said, said
