@@ -7,7 +7,9 @@ back, so the reader is a protocol here).
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +93,22 @@ def _check_sqlite_path(reader: Reader, path: Path) -> None:
         raise reader.error("cel", f"{str(path)!r} is a folder, not cel_sqlite3_custom's file")
     if not path.parent.is_dir():
         raise reader.error("cel", f"{str(path)!r}: no such folder {str(path.parent)!r}")
+    try:
+        mode = os.stat(path.parent).st_mode
+    except OSError:
+        return  # said when the file is read
+    if mode & stat.S_IWOTH:
+        # SQLite opens the file, its -journal, -wal and -shm by their names:
+        # every user may put a FIFO (the replay waits for ever), another
+        # database or a hot journal (Asterisk rolls it into the store) at them.
+        raise reader.error(
+            "cel",
+            f"{str(path)!r}: its folder {str(path.parent)!r} is writable by every user "
+            f"(mode {stat.S_IMODE(mode):04o}): any local user could put a file of their own "
+            "at the database's name or its -journal, -wal or -shm, which SQLite opens by "
+            "name; keep cel_sqlite3_custom's file in a folder only Asterisk's user and root "
+            "may write (docs/history.md)",
+        )
 
 
 def _check_postgres(reader: Reader, cel: str) -> None:

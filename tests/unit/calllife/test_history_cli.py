@@ -349,6 +349,37 @@ def test_a_cel_store_that_cannot_be_is_told_at_load_with_its_line(
     assert later.sqlite_path == tmp_path / "later.db"
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o1777], ids=["open", "sticky"])
+def test_a_cel_store_in_a_folder_every_user_writes_is_refused_at_load(
+    tmp_path: Path, mode: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite opens cel_sqlite3_custom's file and its -journal, -wal and -shm
+    by name (it reads the /proc/self/fd link it is given and opens the name
+    found): in a folder every user writes (/tmp too, sticky: a name not yet
+    there is anyone's to make), a FIFO at one of them held the replay's
+    thread for ever, a hot journal was rolled into the store (issue 16)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret = "s"\n[history]\ncel = "sqlite://{shared}/cel.db"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        f"{path}:6: [history] cel: '{shared}/cel.db': its folder '{shared}' is writable by "
+        f"every user (mode {mode:04o}): any local user could put a file of their own at the "
+        "database's name or its -journal, -wal or -shm, which SQLite opens by name; keep "
+        "cel_sqlite3_custom's file in a folder only Asterisk's user and root may write "
+        "(docs/history.md)"
+    ), first
+    shared.chmod(0o755)  # Asterisk's own log folder
+    assert load_config(config(tmp_path, shared / "cel.db")).history.sqlite_path == shared / "cel.db"
+
+
 def test_a_sqlite_url_with_four_slashes_reads_the_same_file(tmp_path: Path) -> None:
     """Issue 16, seen on the sandbox: `cel = "sqlite:////var/.../cel.db"` (four
     slashes, SQLAlchemy's way to write an absolute path) passed `check` and the

@@ -646,3 +646,34 @@ def test_psycopg_connects_with_a_timeout_and_a_statement_timeout(
     )
     assert "connect_timeout=3" in seen[1]
     assert "statement_timeout" not in seen[1]
+
+
+def test_a_file_put_at_the_name_while_sqlite_opens_it_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite does not open ``/proc/self/fd/N``: it reads that link (the
+    file's name) and opens the name (strace: ``readlink`` then ``openat`` of
+    ``.../cel.db``). Another file put at the name between the two was read
+    as the CEL store (issue 16); the file SQLite holds open is now held to
+    the one looked at."""
+    import os
+    import urllib.parse
+
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    other = tmp_path / "other.db"
+    write_sqlite(other, answered_call().records)
+    connect = sqlite3.connect
+
+    def as_sqlite_opens(database: str, *args: Any, **kwargs: Any) -> Any:
+        link = urllib.parse.unquote(database.removeprefix("file:").partition("?")[0])
+        name = os.readlink(link)  # SQLite's first step
+        db.rename(tmp_path / "moved.db")  # the file looked at, still open
+        other.replace(db)
+        return connect(f"file:{urllib.parse.quote(name)}?mode=ro", *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", as_sqlite_opens)
+    with pytest.raises(
+        HistorySourceError, match=rf"\[history\] cel: {db}: was replaced while SQLite opened it"
+    ):
+        SqliteSource(db).read(0)
