@@ -31,6 +31,7 @@ import hashlib
 import inspect
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ from router.api.intake import API_FEED, open_feed
 from router.api.live import API_LIVE, LiveRing, open_live
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings
+from router.aside import not_a_file
 from router.asterisk_clock import measure_offset
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
@@ -253,6 +255,18 @@ def job_trigger(
         return "interval", {"seconds": every}
     assert cron is not None
     return cron_trigger(cron, rules_timezone(config)), {}
+
+
+def _not_a_folder(path: Path) -> str | None:
+    """What is at ``path`` when it is there and no folder (``stat``: a link to
+    a folder is one), for a message; None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # not there (made below) or said by the checks below
+    if stat.S_ISDIR(mode):
+        return None
+    return not_a_file(mode) or "a file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +606,15 @@ class Engine:
         path = self._config.router.state_dir
         probe = path / f".callrouter-start.{os.getpid()}"
         where = self._config.where("router", "state_dir")
+        odd = _not_a_folder(path)
+        if odd is not None:
+            # "cannot write in it: File exists" said neither what nor why
+            # (issue 16). Looked at with stat only: a FIFO is never opened.
+            raise ConfigError(
+                f"{where}: [router] state_dir: {path} is {odd}, not a folder: callrouter and "
+                "its plugins keep their state in a folder there (docs/operations.md, State "
+                "and backups): move it away, or give another state_dir"
+            )
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             problem = private_dir_problem(path)

@@ -568,3 +568,26 @@ def test_a_state_folder_that_cannot_be_opened_to_lock_is_a_config_error(
         f"{config}:7: [router] state_dir: cannot open {state} to lock it: Permission "
         "denied; give the service's user a folder it may read and write (chmod 700)"
     )
+
+
+@pytest.mark.parametrize("made", ["fifo", "file"])
+def test_a_state_dir_that_is_no_folder_is_said_as_what_it_is(tmp_path: Path, made: str) -> None:
+    """A FIFO or a file at state_dir's name was "cannot write in STATE: File
+    exists", neither what nor why (issue 16); said as what it is, never
+    opened (a FIFO blocks no start: the look is a stat)."""
+    from router.errors import ConfigError
+
+    state = tmp_path / "state"
+    if made == "fifo":
+        os.mkfifo(state)
+    else:
+        state.write_bytes(b"")
+    engine = locking_engine(tmp_path, state)
+    with pytest.raises(ConfigError) as refused:
+        engine._check_state_dir()
+    what = "a FIFO, socket or device" if made == "fifo" else "a file"
+    assert str(refused.value) == (
+        f"{tmp_path / 'router.toml'}:6: [router] state_dir: {state} is {what}, not a folder: "
+        "callrouter and its plugins keep their state in a folder there (docs/operations.md, "
+        "State and backups): move it away, or give another state_dir"
+    )
