@@ -1,0 +1,157 @@
+"""The shipped ``examples/onec/CallRouterAPI.bsl`` waits out a ``429`` and retries it,
+within bounds the guides state.
+
+callrouter answers ``429`` with ``Retry-After`` when a token is over its rate or its
+open event reads (docs/api.md): the request was not carried out, so any method may
+be sent again. ``ВызватьAPI`` retried only dropped connections and 5xx, and turned
+a ``429`` into an exception at once: a click during a burst failed, and the
+scheduled job marked its cursor ``!`` (callrouter unreachable) and sent every panel
+a needless ``gap``. No 1C platform runs here; as in
+:mod:`tests.unit.test_bsl_click_to_call_retry`, the module is read with
+tree-sitter-hbk and the checks are on the tree: each fails when the ``429`` branch,
+its bounds or its wait is taken out.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import tree_sitter_hbk
+from tree_sitter import Node, Parser
+
+REPO = Path(__file__).parents[2]
+MODULE = REPO / "examples" / "onec" / "CallRouterAPI.bsl"
+SOURCE = MODULE.read_bytes()
+TREE = Parser(tree_sitter_hbk.Language()).parse(SOURCE)
+
+
+def _text(node: Node) -> str:
+    return SOURCE[node.start_byte : node.end_byte].decode("utf-8")
+
+
+def _walk(node: Node) -> list[Node]:
+    found, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(reversed(current.children))
+    return found
+
+
+def _method(name: str) -> Node:
+    for node in _walk(TREE.root_node):
+        if node.type in ("function_definition", "procedure_definition"):
+            ident = next(c for c in node.children if c.type == "identifier")
+            if _text(ident) == name:
+                return node
+    raise AssertionError(f"{MODULE.name} has no method {name}")
+
+
+def _statements(node: Node) -> list[Node]:
+    """The statements directly in a block (a loop's or an Если's body)."""
+    return [c for c in node.children if c.type.endswith("_statement")]
+
+
+def _request_loop() -> Node:
+    (loop,) = [
+        n
+        for n in _walk(_method("ВызватьAPI"))
+        if n.type in ("for_statement", "while_statement") and "ВызватьHTTPМетод" in _text(n)
+    ]
+    return loop
+
+
+def _branch_429() -> Node:
+    """The Если in the request loop, right in its body, that takes a 429."""
+    branches = [
+        n
+        for n in _statements(_request_loop())
+        if n.type == "if_statement"
+        and re.fullmatch(r"Ответ\.КодСостояния\s*=\s*429", _text(n.children[1]))
+    ]
+    assert len(branches) == 1, f"{MODULE.name}: ВызватьAPI has no 429 branch in its request loop"
+    return branches[0]
+
+
+def _bound(name: str) -> int:
+    """The number ``name`` is set to at the top of ВызватьAPI."""
+    (value,) = re.findall(rf"^\t{name} = (\d+);$", _text(_method("ВызватьAPI")), re.MULTILINE)
+    return int(value)
+
+
+def test_the_request_loop_is_bounded_by_the_429_limit() -> None:
+    """A for loop (never Пока Истина) whose last pass counts the 429s allowed."""
+    loop = _request_loop()
+    assert loop.type == "for_statement", "the request loop must have a fixed number of passes"
+    header = _text(loop).split("Цикл", 1)[0]
+    assert "ОтветовНа429" in header, header
+    assert "Попыток" in header, header
+    assert 1 <= _bound("ОтветовНа429") <= 5
+    assert 1 <= _bound("МаксимумПаузыПо429") <= 30
+
+
+def test_a_429_waits_retry_after_then_goes_again_within_its_bounds() -> None:
+    body = _statements(_branch_429())
+    texts = [_text(s) for s in body]
+    waits = [i for i, s in enumerate(body) if re.fullmatch(r"Пауза\((\w+)\);", texts[i])]
+    assert len(waits) == 1, f"the 429 branch does not wait:\n{_text(_branch_429())}"
+    (wait,) = waits
+    (seconds,) = re.findall(r"Пауза\((\w+)\);", texts[wait])
+    # The wait is what ПаузаПо429 read from the answer ...
+    assert any(re.fullmatch(rf"{seconds} = ПаузаПо429\(Ответ\);", t) for t in texts[:wait])
+    # ... and, before it, the branch gives up past either bound instead of waiting.
+    give_up = [
+        s
+        for s in body[:wait]
+        if s.type == "if_statement"
+        and "ОтветовНа429" in _text(s)
+        and re.search(rf"{seconds} > МаксимумПаузыПо429", _text(s))
+        and any(c.type in ("break_statement", "rise_error_statement") for c in _walk(s))
+    ]
+    assert give_up, f"the 429 branch waits without its bounds:\n{_text(_branch_429())}"
+    counted = [t for t in texts[:wait] if re.fullmatch(r"(\w+) = \1 \+ 1;", t)]
+    assert counted, "the 429s are not counted"
+    assert counted[0].split(" ")[0] in _text(give_up[0]), "the count is not what gives up"
+    # Then the same request goes again (the loop's next pass), not an exception.
+    assert body[-1].type == "continue_statement", texts[-1]
+
+
+def test_a_429_uses_up_no_retry_of_a_dropped_connection_or_5xx() -> None:
+    body = [_text(s) for s in _statements(_branch_429())]
+    assert "НомерПопытки = НомерПопытки - 1;" in body, body
+
+
+def test_retry_after_is_read_in_any_case_and_defaults_when_unusable() -> None:
+    reader = _text(_method("ПаузаПо429"))
+    assert "Ответ.Заголовки" in reader
+    # callrouter writes "retry-after"; 1C keeps the name as the server sent it.
+    assert re.search(r'НРег\(.*Заголовок\.Ключ.*\) <> "retry-after"', reader), reader
+    (default,) = re.findall(r"ПаузаПо429ПоУмолчанию = (\d+);", reader)
+    assert 0 < int(default) <= _bound("МаксимумПаузыПо429")
+    # Only digits make a number (a date or "-1" is the default), and not too many.
+    assert 'СтрНайти("0123456789"' in reader
+    assert re.search(r"СтрДлина\(Значение\) > \d", reader)
+    assert reader.count("Возврат ПаузаПо429ПоУмолчанию;") >= 3  # too long, a non-digit, none
+
+
+def test_the_pause_waits_on_a_background_job_the_module_can_start() -> None:
+    pause = _text(_method("Пауза"))
+    assert re.search(r"^Процедура Пауза\(Секунды\) Экспорт", pause)
+    assert "ОжидатьЗавершенияВыполнения(Секунды)" in pause
+    # The job the pause starts runs this very procedure of this very common module.
+    table = (REPO / "examples" / "onec" / "README.md").read_text(encoding="utf-8")
+    (module,) = re.findall(
+        r"^\| Common module `(\w+)` \|.*?Text of `CallRouterAPI\.bsl`", table, re.M
+    )
+    assert f'ФоновыеЗадания.Выполнить("{module}.Пауза"' in pause
+
+
+def test_the_guides_state_the_bounds_the_module_has() -> None:
+    tries, longest = _bound("ОтветовНа429"), _bound("МаксимумПаузыПо429")
+    english = " ".join((REPO / "examples" / "onec" / "README.md").read_text("utf-8").split())
+    russian = " ".join((REPO / "examples" / "onec" / "README.ru.md").read_text("utf-8").split())
+    assert f"at most {tries} answers `429` per call, so at most {tries - 1} waits" in english
+    assert f"each at most {longest} s" in english
+    assert f"не больше {tries} ответов `429` на один вызов" in russian
+    assert f"не больше {tries - 1} пауз, каждая не дольше {longest} с" in russian
