@@ -611,6 +611,43 @@ def test_the_1c_job_tells_the_panels_of_a_gap_after_callrouter_was_unreachable()
     assert store.index("Записано = Курсор;") < store.index("Установить(Записано)")
 
 
+def test_the_1c_jobs_first_read_after_callrouter_was_unreachable_does_not_wait() -> None:
+    """The ``gap`` of a marked cursor went out after the run's first read, a 25 s
+    long-poll: with the feed quiet, panels showed the outage's stale calls and
+    phones for up to 25 s after callrouter was back (issue 16). That read now asks
+    with ``timeout=0`` when the cursor was marked, and waits 25 s otherwise."""
+    tree = Parser(tree_sitter_hbk.Language()).parse(BSL_MODULE.read_bytes())
+    stack, reads = [tree.root_node], []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type == "procedure_definition" and "ОбработатьЛентуСобытий" in (
+            (node.child_by_field_name("name") or node).text or b""
+        ).decode("utf-8"):
+            reads = [
+                n
+                for n in _bsl_nodes(node)
+                if n.type == "method_call"
+                and (n.text or b"").startswith("ПолучитьСобытия(".encode())
+            ]
+    assert len(reads) == 1, "the job reads the feed in one place"
+    (arguments,) = [c for c in reads[0].children if c.type == "arguments"]
+    wait = [c for c in arguments.children if c.type == "expression"][1]
+    (choice,) = [c for c in wait.children if c.type == "ternary_expression"] or [None]
+    assert choice is not None, f"the job's wait does not depend on the mark: {wait.text!r}"
+    condition, marked, unmarked = [c.text for c in choice.children if c.type == "expression"]
+    assert (condition, marked, unmarked) == ("ПослеСбоя".encode(), b"0", b"25")
+
+
+def _bsl_nodes(root: Node) -> list[Node]:
+    found, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        stack.extend(node.children)
+    return found
+
+
 TOKEN_SOURCES = [
     *sorted((REPO / "docs").rglob("*.md")),
     *sorted((REPO / "examples").rglob("*.md")),
