@@ -335,16 +335,27 @@ class ResponsibleCache:
             return
         self._refresh(phone.number, did, call_id)
 
-    async def warm(self, numbers: Iterable[str]) -> None:
-        """Refresh frequent callers ahead of their calls (a scheduled job), one at a time."""
-        for number in numbers:
+    async def warm(self, numbers: Iterable[str]) -> list[str]:
+        """Refresh frequent callers ahead of their calls (a scheduled job), one at a time.
+
+        Returns the numbers 1C did not answer: those it failed, and, once the
+        breaker is open (1C down), every number after, not asked at all. One at
+        a time, so a warm-up never puts more than one request on 1C.
+        """
+        left: list[str] = []
+        pending = list(numbers)
+        for index, number in enumerate(pending):
             phone = normalize(number, self.rules)
             if not phone.lookup:
                 continue
             task = self._inflight.get(phone.number) or self._start(phone.number, None, None)
             if task is None:
-                return  # circuit open: 1C is down, warming can wait for the next run
+                # Circuit open: 1C is down; the rest waits until it answers again.
+                return left + pending[index:]
             await asyncio.wait([task])
+            if task.cancelled() or isinstance(task.exception(), OneCUnavailable):
+                left.append(number)
+        return left
 
     def peek(self, number: str) -> Responsible | None:
         """The cached answer, fresh or stale, without asking 1C."""

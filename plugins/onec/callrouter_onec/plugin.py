@@ -698,6 +698,12 @@ class OneCPlugin:
         self._not_looked_up = _NotLookedUp()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
         self.uploads: RecordingUploader | None = None
+        #: Numbers the last warm-up could not refresh, 1C being unavailable: asked
+        #: again after a ping 1C answers (:meth:`ping`), until a warm-up gets them.
+        self.warmup_left: list[str] = []
+        #: One warm-up at a time (the scheduled one, or the one after an outage).
+        self._warming: asyncio.Lock | None = None
+        self._warming_again = False
 
     # -- configure / register ----------------------------------------------------------
 
@@ -1004,19 +1010,60 @@ class OneCPlugin:
         self.healthy = True
         if self.sender is not None and self.sender.failures:
             self.sender.retry_now()
+        if self.warmup_left and not self._warming_again:
+            # A warm-up met 1C down: the numbers it could not refresh go now, one
+            # at a time as ever, and never beside another warm-up.
+            self._warming_again = True
+            self._spawn(self._warm_again())
         return True
 
     async def warm_up(self) -> int:
-        """Refresh the configured numbers, or the most frequent recent callers; returns how many."""
+        """Refresh the configured numbers, or the most frequent recent callers;
+        returns how many of them are done (1C answered, or nothing to ask)."""
         cache, config = self.cache, self.config
         if cache is None or config is None:
             return 0
         numbers = list(config.warmup_numbers)
         if not numbers and self.queue is not None:
             numbers = await asyncio.to_thread(self.queue.frequent_callers, config.warmup_count)
-        await cache.warm(numbers)
-        log.info("onec: warm-up asked 1C about %d numbers", len(numbers))
-        return len(numbers)
+        return await self._warm(numbers, again=False)
+
+    async def _warm_again(self) -> None:
+        try:
+            await self._warm(None, again=True)
+        finally:
+            self._warming_again = False
+
+    async def _warm(self, numbers: list[str] | None, *, again: bool) -> int:
+        """Warm ``numbers`` (None: what the last warm-up left, read once it is done)."""
+        cache, config = self.cache, self.config
+        if cache is None or config is None:
+            return 0
+        if self._warming is None:
+            self._warming = asyncio.Lock()
+        async with self._warming:
+            if numbers is None:
+                numbers = list(self.warmup_left)
+                if not numbers:
+                    return 0  # a scheduled run got them meanwhile
+            left = await cache.warm(numbers)
+            # A scheduled run's numbers replace what an earlier one left.
+            self.warmup_left = left
+        done = len(numbers) - len(left)
+        what = "warm-up after 1C came back" if again else "warm-up"
+        if not left:
+            log.info("onec: %s asked 1C about %d numbers", what, len(numbers))
+        else:
+            log.warning(
+                "onec: %s: 1C unavailable, %d of %d numbers not refreshed; %s",
+                what,
+                len(left),
+                len(numbers),
+                "asked again after a ping 1C answers"
+                if config.ping_interval
+                else "asked at the next scheduled warm-up (ping_interval is 0)",
+            )
+        return done
 
     def status(self) -> dict[str, Any]:
         """A snapshot for status pages and tests."""

@@ -338,6 +338,27 @@ async def test_warm_and_invalidate(cache: ResponsibleCache, double: OneCDouble) 
     assert cache.peek("79161234567") is None
 
 
+async def test_a_warm_up_tells_what_1c_did_not_answer(
+    cache: ResponsibleCache, double: OneCDouble, clock: Clock
+) -> None:
+    """The warm-up returned nothing, and stopped at an open breaker without a word:
+    the plugin logged every number as asked (issue 16). It returns the numbers 1C
+    failed and those an open breaker kept it from asking, and asks no more of a
+    down 1C than the breaker lets through, one request at a time."""
+    numbers = [f"7916000000{n}" for n in range(6)]
+    double.down = True
+    assert await cache.warm(["101", *numbers]) == numbers
+    assert lookups(double) == 3  # failure_threshold: then the breaker is open
+    assert state(cache) is BreakerState.OPEN
+    double.down = False
+    assert await cache.warm(numbers) == numbers  # open: not asked at all
+    assert lookups(double) == 3
+    clock.advance(30)
+    assert await cache.warm(numbers) == []  # the first goes as the probe, the rest after
+    assert lookups(double) == 9
+    assert state(cache) is BreakerState.CLOSED
+
+
 async def test_memory_is_bounded(clock: Clock) -> None:
     class Echo:
         async def responsible(

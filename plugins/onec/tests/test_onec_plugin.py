@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import logging
 import re
 import sqlite3
 import time
@@ -593,6 +594,55 @@ async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None
         peeked = onec.cache.peek("74957770101")
         assert peeked is not None
         assert peeked.extension == "102"
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+async def test_a_warm_up_that_met_1c_down_runs_again_once_1c_answers_its_ping(
+    double: OneCDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warm-up scheduled during a 1C outage (a night update running late) said it
+    had asked 1C about every number and refreshed none: its callers met stale or no
+    answers until the next day's run (issue 16). The numbers it could not refresh
+    now go after the first ping 1C answers, one request each, one at a time."""
+    caplog.set_level(logging.INFO, logger="callrouter_onec")
+    onec = OneCPlugin()
+    config = write_config(
+        tmp_path,
+        onec_table(double).replace("ping_interval = 0\n", "ping_interval = 30\n")
+        + 'warmup = "0 8 * * *"\n'
+        'warmup_numbers = ["+7 495 777-01-01", "79161234567", "101"]\n'
+        "failure_threshold = 10\n",
+    )
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = StubEngine(tmp_path / "state", config)
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        await eventually(lambda: onec.healthy is True, "the startup's ping answered")
+        cache = onec.cache
+        assert cache is not None
+        double.down = True
+        assert await onec.warm_up() == 1  # 101 is internal: nothing to ask
+        assert onec.warmup_left == ["+7 495 777-01-01", "79161234567"]
+        assert "warm-up: 1C unavailable, 2 of 3 numbers not refreshed" in caplog.text
+        assert "asked 1C about 3 numbers" not in caplog.text
+        assert await onec.ping() is False  # still down: nothing is asked again
+        assert onec.warmup_left == ["+7 495 777-01-01", "79161234567"]
+        double.down = False
+        double.clear_log()
+        assert await onec.ping() is True
+        await eventually(
+            lambda: "warm-up after 1C came back asked 1C about 2 numbers" in caplog.text,
+            "the warm-up's rest asked after the ping",
+        )
+        assert onec.warmup_left == []
+        assert cache.peek("74957770101") is not None
+        assert cache.peek("79161234567") is not None
+        asked = sorted(r.path.rsplit("/", 1)[1] for r in double.requests("/v1/responsible/"))
+        assert asked == ["74957770101", "79161234567"]  # once each: no herd
+        double.clear_log()
+        assert await onec.ping() is True  # nothing left: the next ping asks nothing
+        assert double.requests("/v1/responsible/") == []
     finally:
         await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
 
