@@ -576,11 +576,15 @@ class HistoryQueue(WrittenBackFile):
         return [e for e in self.pending(limit=-1) if e.created <= cutoff]
 
     def frequent_callers(self, limit: int = 100, since: float | None = None) -> list[str]:
-        """The numbers that rang most often (``ringing`` events), most frequent first.
+        """The customers who rang most often (``ringing`` events of inbound calls),
+        most frequent first.
 
         What the warm-up job refreshes before the working day: the history we
         already keep for 1C doubles as the list of callers worth caching. Only
-        the retained rows count (``retention``, a week by default).
+        the retained rows count (``retention``, a week by default). An outbound or
+        internal call's ``from`` is the extension that dialled, never looked up:
+        left out, so it takes no customer's place (an event without a direction,
+        a rule's ``notify``, counts as inbound).
         """
         cutoff = self._clock() - self.retention if since is None else since
         with self._lock:
@@ -588,6 +592,7 @@ class HistoryQueue(WrittenBackFile):
             rows = self._db.execute(
                 "SELECT json_extract(payload, '$.from') AS number, "
                 "count(DISTINCT call_id) AS calls FROM events WHERE event = 'ringing' "
+                "AND coalesce(json_extract(payload, '$.direction'), 'in') = 'in' "
                 "AND created >= ? AND number IS NOT NULL "
                 "AND number != '' GROUP BY number ORDER BY calls DESC, max(id) DESC LIMIT ?",
                 (cutoff, limit),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections import Counter
@@ -466,3 +467,28 @@ def test_the_queue_keeps_its_depth_in_memory_through_every_change(
         for event in queue.pending():
             queue.mark_dropped(event.id, "refused")
         assert queue.depth() == (0, None)
+
+
+def test_the_frequent_callers_are_customers_who_called_in(tmp_path: Path) -> None:
+    """The warm-up's numbers (``warmup_numbers`` empty) are the customers who rang
+    most. Every ``ringing`` counted, an outbound call's too, whose ``from`` is the
+    extension that dialled: a manager's busy day of callbacks put ``101`` at the top,
+    a number the warm-up never looks up, in a slot a customer lost (issue 16)."""
+    with HistoryQueue(tmp_path) as queue:
+        for n in range(5):
+            for direction, source, target in (
+                ("out", "101", "79031234567"),
+                ("internal", "101", "102"),
+            ):
+                call = dataclasses.replace(
+                    CALL,
+                    call_id=f"{direction}.{n}",
+                    direction=direction,
+                    from_number=source,
+                    to_number=target,
+                )
+                queue.enqueue(build_event("ringing", call))
+        for n, number in enumerate(["79161234567", "79161234567", "74957770101"]):
+            call = dataclasses.replace(CALL, call_id=f"in.{n}", from_number=number)
+            queue.enqueue(build_event("ringing", call))
+        assert queue.frequent_callers(2) == ["79161234567", "74957770101"]
