@@ -18,7 +18,9 @@ import httpx
 import lifeevents
 import pytest
 
-from callrouter_onec.double import OneCDouble, build_parser, story_parser
+from callrouter_onec.cache import ResponsibleCache
+from callrouter_onec.client import OneCClient, OneCSettings
+from callrouter_onec.double import DEFAULT_USER, OneCDouble, build_parser, story_parser
 from callrouter_onec.history import MAX_AGE, MAX_ROWS, CallRecord, build_event
 from callrouter_onec.life import MAX_PARTY_DIGITS, call_event_payload
 from callrouter_onec.missed import closed_event
@@ -457,3 +459,39 @@ def test_the_bsl_modules_point_the_1c_developer_to_existing_russian_pages() -> N
                 elif not page.startswith("docs/ru/") and twin.is_file():
                     wrong.append(f"{module.name}:{n}: {page}, not its Russian twin docs/ru/...")
     assert not wrong, "; ".join(wrong)
+
+
+async def test_the_pages_say_an_expired_answer_is_served_with_1c_up_too(
+    double: OneCDouble,
+) -> None:
+    """The pages said an expired answer is served "while 1C is unavailable (and
+    refreshed in the background when it is not)", and ``owner.stale`` only "1C down
+    or slow": the cache serves it whatever 1C's state (stale-while-revalidate), so an
+    admin reading ``stale 412 s`` on a decision took a healthy 1C for a sick one
+    (issue 16). The behaviour, then what both pages say of it."""
+    now = [1000.0]
+    settings = OneCSettings(double.url, DEFAULT_USER, double.password, timeout=10.0)
+    async with OneCClient(settings) as client:
+        cache = ResponsibleCache(client, positive_ttl=600, clock=lambda: now[0])
+        try:
+            await cache.aged("79161234567")
+            now[0] += 601
+            _, age = await cache.aged("79161234567")  # 1C up and quick: served all the same
+            assert age == 601
+        finally:
+            await cache.aclose()
+    for page in PAGES:
+        stale_row = next(
+            line
+            for line in page.read_text("utf-8").splitlines()
+            if line.startswith("| `stale_ttl`")
+        )
+        assert "stale-while-revalidate" in stale_row, page.name
+        owner_row = next(
+            line
+            for line in page.read_text("utf-8").splitlines()
+            if line.startswith("| `owner.stale`")
+        )
+        assert "stale_ttl" in owner_row, page.name
+        assert "1C down or slow" not in owner_row
+        assert "недоступна или медлит" not in owner_row
