@@ -14,10 +14,14 @@ its bounds or its wait is taken out.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import tree_sitter_hbk
+from bsl_runner import Array, BslException, Map, Module, Unsupported
 from tree_sitter import Node, Parser
 
 REPO = Path(__file__).parents[2]
@@ -155,3 +159,168 @@ def test_the_guides_state_the_bounds_the_module_has() -> None:
     assert f"each at most {longest} s" in english
     assert f"не больше {tries} ответов `429` на один вызов" in russian
     assert f"не больше {tries - 1} пауз, каждая не дольше {longest} с" in russian
+
+
+# -- the module run: tests.unit.bsl_runner interprets ВызватьAPI as written ------------------
+
+
+class _Response:
+    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
+        self.КодСостояния = status
+        self.Заголовки = Map(headers)
+        self._body = body
+
+    def ПолучитьТелоКакСтроку(self, _encoding: object = None) -> str:
+        return self._body
+
+
+class _Request:
+    def __init__(self, path: str, headers: Map) -> None:
+        self.path = path
+        self.Заголовки = headers
+        self.body: str | None = None
+
+    def УстановитьТелоИзСтроки(self, body: str, *_: object) -> None:
+        self.body = body
+
+
+class _Connection:
+    """``HTTPСоединение`` answering from a script: a status (with headers) or a drop."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str]] | None]) -> None:
+        self.script = list(script)
+        self.sent: list[tuple[str, _Request]] = []
+
+    def ВызватьHTTPМетод(self, method: str, request: _Request) -> _Response:
+        self.sent.append((method, request))
+        step = self.script.pop(0)
+        if step is None:
+            raise BslException("Ошибка работы с Интернет: Couldn't connect to server")
+        status, headers = step
+        if status == 200:
+            return _Response(200, headers, '{"id": "1714557600.42", "state": "ringing"}')
+        problem = {"title": "Too Many Requests" if status == 429 else "Service Unavailable"}
+        problem["detail"] = (
+            "token 'onec' is over its rate" if status == 429 else "may still be placed"
+        )
+        return _Response(status, headers, json.dumps(problem))
+
+
+def _type_name(value: object) -> str:
+    names = {Map: "Соответствие", Array: "Массив", str: "Строка", bool: "Булево"}
+    if value is None:
+        return "Неопределено"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "Число"
+    return names.get(type(value), type(value).__name__)
+
+
+def _run(
+    script: list[tuple[int, dict[str, str]] | None], *, retry: bool = False
+) -> tuple[object, list[float], _Connection]:
+    """ВызватьAPI("POST", "/calls", ...) against ``script``: (answer or the exception's
+    text, the pauses it asked for, the connection)."""
+    connection = _Connection(script)
+    pauses: list[float] = []
+    module = Module(
+        SOURCE,
+        {"ТипЗнч": _type_name, "Тип": lambda name: name},
+    )
+    module.overrides.update(
+        {
+            "НастройкиПодключения": lambda: SimpleNamespace(
+                Токен="t0ken", Путь="", Сервер="pbx.local", Порт=8089, ЗащищенноеСоединение=None
+            ),
+            "Пауза": pauses.append,
+            "ВJSON": lambda data: json.dumps(data, ensure_ascii=False),
+            "ИзJSON": lambda text: json.loads(text, object_hook=Map),
+        }
+    )
+    module.constructor("HTTPЗапрос", _Request)
+    module.constructor("HTTPСоединение", lambda *_: connection)
+    headers = Map({"Idempotency-Key": "5f0c"})
+    try:
+        answer: object = module.call(
+            "ВызватьAPI",
+            "POST",
+            "/calls",
+            Map({"from": "101", "to": "79161234567"}),
+            headers,
+            retry,
+        )
+    except BslException as exc:
+        answer = exc.text
+    return answer, pauses, connection
+
+
+def test_run_a_429_is_waited_out_for_its_retry_after_then_sent_again() -> None:
+    answer, pauses, connection = _run([(429, {"Retry-After": "2"}), (200, {})])
+    assert isinstance(answer, Map)
+    assert answer["id"] == "1714557600.42"
+    assert pauses == [2]
+    # The same request both times: the same Idempotency-Key, the same body.
+    (first, second) = connection.sent
+    assert first[1] is second[1]
+    assert first[1].Заголовки["Idempotency-Key"] == "5f0c"
+    assert first[1].path == "/api/v1/calls"
+
+
+def test_run_retry_after_is_read_in_any_case_and_a_bad_one_is_the_default() -> None:
+    assert _run([(429, {"retry-after": "3"}), (200, {})])[1] == [3]
+    assert _run([(429, {"RETRY-AFTER": " 4 "}), (200, {})])[1] == [4]
+    assert _run([(429, {}), (200, {})])[1] == [1]
+    for bad in ("Wed, 21 Oct 2026 07:28:00 GMT", "-1", "1.5", "", "9999999"):
+        answer, pauses, _ = _run([(429, {"Retry-After": bad}), (200, {})])
+        assert isinstance(answer, Map), bad
+        assert pauses == [1], bad
+
+
+def test_run_a_retry_after_over_the_cap_is_not_waited_for() -> None:
+    answer, pauses, connection = _run([(429, {"Retry-After": "30"}), (200, {})])
+    assert pauses == []
+    assert len(connection.sent) == 1
+    assert answer == "callrouter 429 Too Many Requests: token 'onec' is over its rate"
+
+
+def test_run_at_most_three_429s_then_the_exception() -> None:
+    answer, pauses, connection = _run([(429, {"Retry-After": "1"})] * 5)
+    assert len(connection.sent) == 3
+    assert pauses == [1, 1]
+    assert isinstance(answer, str)
+    assert answer.startswith("callrouter 429 Too Many Requests")
+
+
+def test_run_a_429_uses_up_no_retry_of_a_drop_or_a_5xx() -> None:
+    answer, pauses, connection = _run([(429, {}), None, (200, {})], retry=True)
+    assert isinstance(answer, Map)
+    assert (len(connection.sent), pauses) == (3, [1])
+    answer, pauses, connection = _run([(503, {}), (429, {}), (429, {}), (200, {})], retry=True)
+    assert isinstance(answer, Map)
+    assert (len(connection.sent), pauses) == (4, [1, 1])
+
+
+def test_run_drops_and_5xx_are_retried_as_before() -> None:
+    answer, _, connection = _run([None, (200, {})])
+    dropped = "Ошибка работы с Интернет: Couldn't connect to server"
+    assert answer == f"callrouter недоступен (POST /calls): {dropped}"
+    assert len(connection.sent) == 1  # no retry asked for
+    answer, _, connection = _run([None, (200, {})], retry=True)
+    assert isinstance(answer, Map)
+    answer, pauses, connection = _run([(503, {}), (503, {}), (200, {})], retry=True)
+    assert answer == "callrouter 503 Service Unavailable: may still be placed"
+    assert (len(connection.sent), pauses) == (2, [])
+
+
+def test_the_runner_refuses_what_it_was_not_taught() -> None:
+    module = Module(
+        "Процедура Ф() Экспорт\n\tПерейти ~Метка;\n~Метка:\nКонецПроцедуры\n".encode(), {}
+    )
+    with pytest.raises(Unsupported, match="goto_statement"):
+        module.call("Ф")
+    endless = Module(
+        "Процедура Б() Экспорт\n\tПока Истина Цикл\n\tКонецЦикла;\nКонецПроцедуры\n".encode(), {}
+    )
+    with pytest.raises(Unsupported, match="endless"):
+        endless.call("Б")
+    with pytest.raises(Unsupported, match="no method or built-in 'Сообщить'"):
+        Module("Процедура Г() Экспорт\n\tСообщить(1);\nКонецПроцедуры\n".encode(), {}).call("Г")
