@@ -636,14 +636,17 @@ class Router:
         gone = missing
         if unread := listing.unread_items:
             # An item skipped for a line over the parser's bound (a caller's
-            # name or an application's data 64 KiB long) may be a live call's
+            # name or an application's data 64 KiB long), or over /mxml for
+            # being no XML (a caller's number with a key in it:
+            # router.ami.protocol.BROKEN_ELEMENTS), may be a live call's
             # channel, and which one cannot be told: a call missing from this
             # listing is not taken for gone. Its Hangup, the next whole
             # listing or the tracker's TTL ends it (issue 16).
             gone = ()
             log.warning(
                 "reconcile: CoreShowChannels listed %d of the %d channels it counted (%s "
-                "skipped for a line over the parser's bound): %s not listed kept, not ended",
+                "skipped for a line over the parser's bound, or over /mxml as no XML): "
+                "%s not listed kept, not ended",
                 len(listing.items),
                 len(listing.items) + unread,
                 counted(unread, "item"),

@@ -39,6 +39,7 @@ from router.errors import AMIProtocolError, AMIValidationError
 from router.logsafe import ThrottledWarning, peer_text
 
 __all__ = [
+    "BROKEN_ELEMENTS",
     "KNOWN_KEYS",
     "LONG_LINES",
     "MAX_ANSWER_LINES",
@@ -1095,21 +1096,31 @@ def _mxml_fields(element: etree._Element) -> list[tuple[str, str]]:
 
 
 def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
-    """Parse an /mxml body (``<ajax-response>``) into messages, in order."""
+    """Parse an /mxml body (``<ajax-response>``) into messages, in order.
+
+    A body that is no XML is read again an element a line (Asterisk writes
+    each message on a line of its own): an element that is no XML is skipped
+    (:data:`BROKEN_ELEMENTS`), the others are read (:func:`_mxml_by_lines`).
+    """
     if len(body) > max_size:
         raise AMIProtocolError(f"body of {len(body)} bytes exceeds the limit of {max_size}")
     try:
         root = etree.fromstring(body, _XML_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise AMIProtocolError(f"malformed mxml: {exc}") from None
+        return _mxml_by_lines(body, f"malformed mxml: {exc}", max_size)
     except ValueError as exc:  # lxml refuses some inputs (e.g. str with encoding decl)
         raise AMIProtocolError(f"malformed mxml: {exc}") from None
     if root.tag != "ajax-response":
         raise AMIProtocolError(f"mxml root is <{root.tag}>, expected <ajax-response>")
     _check_count(len(root), max_size // MIN_MESSAGE_BYTES, max_size)
+    return _mxml_messages(root)
+
+
+def _mxml_messages(responses: Iterable[etree._Element]) -> list[Message]:
+    """The messages of an ``<ajax-response>``'s ``<response>`` elements."""
     messages: list[Message] = []
     stray = 0
-    for response in root:
+    for response in responses:
         if response.tag != "response":
             raise AMIProtocolError(f"unexpected <{response.tag}> in <ajax-response>")
         children = list(response)
@@ -1136,6 +1147,93 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
     if not messages:
         raise AMIProtocolError("empty <ajax-response>: no AMI message")
     return messages
+
+
+#: The lines Asterisk writes around the elements of an /mxml body.
+_MXML_OPEN = b"<ajax-response>"
+_MXML_CLOSE = b"</ajax-response>"
+#: An element's event name as Asterisk writes it, the first of its attributes
+#: (its ``Event`` line comes first; a caller's lines come after it).
+_MXML_EVENT = re.compile(rb"^<response [^>]{0,200}><[a-z]{1,64} event='([^'\x00-\x1f]{1,64})'")
+
+
+def _mxml_by_lines(body: bytes, error: str, max_size: int) -> list[Message]:
+    """The messages of an /mxml body that is no XML, read an element a line.
+
+    Asterisk 22 (manager.c ``xml_translate``) writes each message as one line,
+    ``<response ...><generic key='value' ... /></response>``: it cuts its
+    text at each CR and LF, escapes ``<>&'"`` in values, and nothing else.
+    So a value a caller chose can make that one line no XML: a number with a
+    line ``uniqueid: x`` (Asterisk counts repeats of a key as spelled, then
+    lower-cases it: one attribute twice), a line ``: x`` (an attribute with
+    no name), a control byte, or a dialled number with a byte that is not
+    UTF-8 (each seen on the sandbox's Asterisk 22). That once made the whole
+    body no XML, and every other message of it was lost: a poll's events,
+    other callers' calls among them, with the session (issue 16).
+
+    Each line is parsed on its own, once (work linear in the body, however
+    many are broken); a line that is no XML is skipped, never read in part:
+    its values are the caller's to choose (:data:`BROKEN_ELEMENTS`). A body
+    not in Asterisk's shape (its first and last lines) is refused, with the
+    error of its first parse.
+    """
+    lines = body.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) < 2 or lines[0].strip() != _MXML_OPEN or lines[-1].strip() != _MXML_CLOSE:
+        raise AMIProtocolError(error)
+    _check_count(len(lines) - 2, max_size // MIN_MESSAGE_BYTES, max_size)
+    responses: list[etree._Element] = []
+    broken: list[tuple[str, str]] = []
+    for line in lines[1:-1]:
+        if not line.strip():
+            continue
+        try:
+            responses.append(etree.fromstring(line, _XML_PARSER))
+        except (etree.XMLSyntaxError, ValueError) as exc:
+            name = _MXML_EVENT.match(line)
+            broken.append(
+                (name.group(1).decode("ascii", "replace") if name else "", str(exc).split(",")[0])
+            )
+    if broken:
+        BROKEN_ELEMENTS.note(broken)
+    return _mxml_messages(responses)
+
+
+class _BrokenElements(ThrottledWarning):
+    """Elements of an /mxml body that are no XML, skipped among the others
+    (:func:`_mxml_by_lines`): counted, and said at most once a minute, with
+    the event's name and the parser's reason (never the values).
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        super().__init__(_LONG_LINES_EVERY)
+        #: Elements skipped in this process.
+        self.count = 0
+
+    def note(self, broken: Sequence[tuple[str, str]]) -> None:
+        self.count += len(broken)
+        more = self.due(len(broken))
+        if more is None:
+            return
+        name, reason = broken[0]
+        log.warning(
+            "%d message(s) of an /mxml answer that are no XML were skipped, the others "
+            "read (the first: %s, %s): a caller's or a dialled number holding a line "
+            "break and a key, a control byte or a byte that is not UTF-8, which Asterisk "
+            "writes as it is (docs/asterisk.md); that call is not routed and takes its "
+            "default route%s",
+            len(broken),
+            f"event {peer_text(name)}" if name else "no event",
+            peer_text(reason),
+            more,
+        )
+
+
+#: The process's count of /mxml elements skipped as no XML (:class:`_BrokenElements`).
+BROKEN_ELEMENTS = _BrokenElements()
 
 
 #: An HTML page's title, said in the error when one comes instead of an answer.
