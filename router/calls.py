@@ -159,6 +159,9 @@ class Channel:
     #: The channel whose ``Dial`` (or ``Queue``) rang this one (``DialBegin``);
     #: "" when none did (the caller's leg, an originated one).
     dialed_by: str = ""
+    #: The session of Asterisk's event stream it was first seen in
+    #: (:meth:`CallTracker.new_session`).
+    session: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,6 +691,8 @@ class CallTracker:
         #: Events not tracked for an oversized field (:func:`oversized`).
         self.refused = 0
         self._refused_warning = ThrottledWarning(_REFUSED_EVERY, clock)
+        #: The event stream's session, counted up at each gap (:meth:`new_session`).
+        self._session = 0
 
     @property
     def channels(self) -> int:
@@ -741,6 +746,8 @@ class CallTracker:
             # neither changes the calls tracked (nor, at the cap, evicts them)
             # nor hands a rule or plugin someone else's call to act on.
             return _NOTHING
+        if channel_name and self._impostor(event, channel_name):
+            return _REFUSED
         if not linkedid:
             return Fed(self.by_channel(channel_name)) if channel_name else _NOTHING
         call = self._calls.get(linkedid)
@@ -762,7 +769,11 @@ class CallTracker:
                 if left is not None:
                     evicted = (*evicted, left)
                 if chan is None:
-                    chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
+                    chan = Channel(
+                        channel_name,
+                        get("Uniqueid") or event.get("Uniqueid") or "",
+                        session=self._session,
+                    )
                 if len(call.channels) >= CHANNELS_MAX:
                     forgotten = _make_room(call)
                     self._channels -= len(forgotten)
@@ -942,6 +953,76 @@ class CallTracker:
             "an integer" if key == "Priority" else f"{IDENTITY_LIMITS[key]} characters",
             more,
         )
+        return True
+
+    def new_session(self) -> None:
+        """The event stream had a gap: Asterisk may have restarted, and a
+        channel tracked before may be gone unseen, its name given again (the
+        names' counter starts anew). Such a channel's name no longer vouches
+        for its ``Uniqueid`` (:meth:`impostor`) until the reconcile lists it
+        again under that one (:meth:`vouch`), or ends it."""
+        self._session += 1
+
+    def vouch(self, item: Event) -> None:
+        """A channel listing's item (the reconcile's ``CoreShowChannel``): a
+        tracked channel it lists under the ``Uniqueid`` the tracker knows it
+        by is this session's again, judged by :meth:`impostor` again."""
+        channel = item.get("Channel") or ""
+        linkedid = self._by_channel.get(channel)
+        call = self._calls.get(linkedid) if linkedid is not None else None
+        known = call.channels.get(channel) if call is not None else None
+        if known is not None and known.uniqueid and known.uniqueid == item.get("Uniqueid"):
+            known.session = self._session
+
+    def impostor(self, event: Event) -> str | None:
+        """The channel ``event`` names, when the tracker knows that channel by
+        another ``Uniqueid`` than the event's: no Asterisk's event, but one a
+        caller's or dialled number made up between blank lines (issue 16).
+
+        Asterisk writes a channel's number as it is, and a blank line in it
+        ends the event there: what follows is read as an event of its own,
+        made up by the caller, and the rest of the real event (the snapshot's
+        ``Uniqueid`` and ``Linkedid``, the caller's own) is appended to its
+        last block. On Asterisk 22 a SIP ``From`` user
+        ``1%0D%0A%0D%0AEvent:%20UserEvent%0D%0AChannel:%20PJSIP/103-00000001``
+        (79 bytes decoded, PJSIP's bound) made every event of the call read as
+        one of ``PJSIP/103-00000001``, a call in progress between two phones: a
+        routing request that was decided, whose Redirect would have moved
+        that call, and Hangups that would have ended it for callrouter. A
+        channel's name is its own while it lives (a masquerade swaps the
+        ``Uniqueid`` with the name), so such an event is refused. A channel
+        not tracked, or tracked since before the stream's last gap (an
+        Asterisk restart gives names again), cannot be told this way
+        (docs/asterisk.md).
+        """
+        channel = event.get("Channel")
+        if not channel:
+            return None
+        return channel if self._impostor(event, channel, say=False) else None
+
+    def _impostor(self, event: Event, channel: str, *, say: bool = True) -> bool:
+        linkedid = self._by_channel.get(channel)
+        call = self._calls.get(linkedid) if linkedid is not None else None
+        known = call.channels.get(channel) if call is not None else None
+        if known is None or not known.uniqueid or known.session != self._session:
+            return False
+        uniqueid = event.get("Uniqueid")
+        if uniqueid is None or uniqueid == known.uniqueid:
+            return False
+        if not say:
+            return True
+        self.refused += 1
+        more = self._refused_warning.due()
+        if more is not None:
+            log.warning(
+                "an event %s naming the channel %s with another Uniqueid than its own is "
+                "not tracked: Asterisk writes a channel's own, and a caller or dialled "
+                "number holding blank lines (which Asterisk writes as they are) made this "
+                "event up; docs/asterisk.md%s",
+                event.name[:64],
+                escape_controls(channel[:80]),
+                more,
+            )
         return True
 
     def _end(self, call: Call, now: float) -> None:

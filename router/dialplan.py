@@ -430,6 +430,12 @@ class Dialplan:
         channel = event.get("Channel") or ""
         if not channel or not sent_by_channel(event):
             return None
+        if not event.get("Uniqueid") or not event.get("Linkedid"):
+            # Asterisk writes both in every channel's snapshot: a request
+            # without either was made up by a caller's or dialled number
+            # holding blank lines, its snapshot's end cut off (issue 16,
+            # router.calls.CallTracker.impostor).
+            return None
         stamp = _float(event.get("Timestamp"), 0.0)
         return RoutingRequest(
             channel=channel,

@@ -1607,6 +1607,7 @@ class Engine:
             or not self._is_request(event)
             or oversized(event) is not None  # refused (and said) in order
             or smuggled(event) is not None  # as is a key a caller's number brought in
+            or self._tracker.impostor(event) is not None  # and a made-up one
         ):
             return
         channel = event.get("Channel") or ""
@@ -1898,8 +1899,10 @@ class Engine:
         :meth:`handle_event` (tracker, Redirect confirmations, requests,
         prefetch), which no CEL record concerns, is not walked for them.
         """
-        if self._tracker.refuses(event):
-            return  # no Asterisk's (router.calls.oversized, router.calls.smuggled)
+        if self._tracker.refuses(event) or self._tracker.impostor(event) is not None:
+            # No Asterisk's (router.calls.oversized, router.calls.smuggled, a
+            # record a caller's number made up: CallTracker.impostor).
+            return
         call = self._tracker.get(event.get("LinkedID") or "")
         if self.plugins.reads_event("CEL"):
             await self.plugins.event(event, call)
@@ -1987,6 +1990,7 @@ class Engine:
 
     async def _on_gap(self, gap: StreamGap) -> None:
         self.metrics.stream_gaps.labels(gap.reason).inc()
+        self._tracker.new_session()  # Asterisk may have restarted (CallTracker.impostor)
         (log.debug if gap.quiet else log.warning)(
             "event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason
         )

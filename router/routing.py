@@ -657,7 +657,12 @@ class Router:
         await self.end_calls(gone)
         for item in items:
             linkedid = item.get("Linkedid") or ""
-            if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
+            if not linkedid:
+                continue
+            if self._tracker.by_channel(item.get("Channel") or "") is not None:
+                # Listed under its own Uniqueid after a gap: its name vouches
+                # for it again (router.calls.CallTracker.impostor).
+                self._tracker.vouch(item)
                 continue
             fed = self._tracker.feed(item)
             await self.end_calls(fed.ended)

@@ -302,12 +302,17 @@ def double() -> Iterator[OneCDouble]:
 
 @contextlib.asynccontextmanager
 async def owner_router(
-    phones: Phones, double: OneCDouble, folder: Path, asterisk: str = ""
+    phones: Phones,
+    double: OneCDouble,
+    folder: Path,
+    asterisk: str = "",
+    rule_text: str = OWNER_RULES,
 ) -> AsyncIterator[Engine]:
     """callrouter with the 1C plugin on the phones' Asterisk, routing by the owner
-    rule, serving until the block ends; ``asterisk``: more ``[asterisk]`` lines."""
+    rule (or ``rule_text``), serving until the block ends; ``asterisk``: more
+    ``[asterisk]`` lines."""
     rules = folder / "rules.yaml"
-    rules.write_text(OWNER_RULES, encoding="utf-8")
+    rules.write_text(rule_text, encoding="utf-8")
     state = folder / "state"
     state.mkdir()
     path = folder / "router.toml"
@@ -711,3 +716,64 @@ async def test_over_mxml_a_caller_number_that_breaks_its_events_costs_no_poll(
         assert not [m for m in lost if "event stream lost" in m or "opaque_data" in m], lost
         # The cut events' tails, or the broken elements: skipped.
         assert STRAYS.count + BROKEN_ELEMENTS.count > skipped
+
+
+#: Every call to the company number goes to 101's phone, whoever calls.
+DID_RULES = f"""\
+version: 1
+rules:
+  - name: sales
+    priority: 50
+    on: call
+    when: did == "{DID}"
+    do:
+      - redirect: {{context: callrouter-dial, exten: "101"}}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["rawman", "mxml"])
+async def test_a_caller_number_cannot_make_up_a_request_for_a_call_in_progress(
+    phones: Phones,
+    ami: AmiEvents,
+    double: OneCDouble,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fmt: str,
+) -> None:
+    """hmxml49: a blank line in a caller's number ends each event of the call
+    there, and the lines after it make an event of their own, which the rest
+    of the real event completes (its Uniqueid, Linkedid, UserEvent key...).
+    On Asterisk 22 the SIP ``From`` user ``1%0D%0A%0D%0AEvent:%20UserEvent%0D%0A
+    Channel:%20PJSIP/103-...`` (79 bytes decoded: PJSIP's bound) made the
+    call's request read as one of the channel 103 talks on, a call in progress
+    between two phones: callrouter decided it (a record for that channel),
+    and a rule routing the company number by itself redirected it (the talk
+    cut, 103's leg sent to ring 101). Now an event naming a tracked channel
+    under another Uniqueid than its own is refused, saying so; the talk goes
+    on, and the next caller is routed as ever."""
+    caplog.set_level(logging.WARNING, logger="router.calls")
+    async with owner_router(phones, double, tmp_path, f'format = "{fmt}"\n', DID_RULES) as router:
+        talk = await asyncio.to_thread(phones["102"].dial, "103")
+        await asyncio.to_thread(talk.wait_answered, 10)
+        assert eventually(
+            lambda: any(e["Channel"].startswith("PJSIP/103-") for e in ami.named("Newchannel"))
+        )
+        [victim] = [
+            e["Channel"] for e in ami.named("Newchannel") if e["Channel"].startswith("PJSIP/103-")
+        ]
+        number = f"1\r\n\r\nEvent: UserEvent\r\nChannel: {victim}"
+        line = await asyncio.to_thread(phones.pstn._caller_line, number)
+        before = len(router.records)
+        attack = await asyncio.to_thread(
+            phones.pstn._dial, f"sip:{DID}@{phones.pstn.registrar}", line, 10.0
+        )
+        await asyncio.sleep(3.0)  # most of the snippet's 4 s wait, as call_within_its_wait
+        await asyncio.to_thread(attack.hangup)
+        await asyncio.to_thread(attack.wait_ended)
+        assert [r.channel for r in router.records[before:]] == []
+        assert not ami.named("Newexten", Channel=victim, Context="callrouter-dial")
+        assert not ami.named("Hangup", Channel=victim)  # still talking
+        said = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+        assert any(f"naming the channel {victim} with another Uniqueid" in m for m in said), said
+        await asyncio.to_thread(talk.hangup)
+        await asyncio.to_thread(talk.wait_ended)

@@ -356,3 +356,41 @@ async def test_a_request_whose_caller_number_brought_an_exten_in_is_not_routed(
         call = engine.tracker.by_channel(CHANNEL)
         assert call is not None
         assert call.did == "74950000001"
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_a_request_made_up_for_a_tracked_channel_is_not_routed(
+    tmp_path: Path, early: bool
+) -> None:
+    """hmxml49: a caller's number with blank lines writes an event of its own,
+    which the rest of the real one completes with the caller's own Uniqueid
+    (tests/unit/test_made_up_events.py): on the sandbox a request so made up
+    for a call in progress between two phones got it redirected. A request
+    naming a channel the tracker knows by another Uniqueid is refused, early
+    and in order; nothing is redirected."""
+    plugin = Decisions()
+    victim = "PJSIP/103-00000001"
+    forged = REQUEST.replace(f"Channel: {CHANNEL}", f"Channel: {victim}")
+    read = (UNWANTED if early else b"") + forged.encode() + UNWANTED
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
+        await eventually(lambda: not engine.router.tasks, "the start's tasks done")
+        fake.push(
+            ("Event", "Newchannel"),
+            ("Channel", victim),
+            ("ChannelStateDesc", "Up"),
+            ("Uniqueid", "7.1"),
+            ("Linkedid", "7.1"),
+            ("Context", "sandbox-phones"),
+            ("Exten", "103"),
+            ("Priority", "1"),
+        )
+        await handled(engine, fake)  # the call in progress, tracked long before
+        fake.push_raw(read)
+        await handled(engine, fake)
+        assert dropped == []
+        assert engine.records == []
+        assert not engine.router.tasks
+        assert engine.tracker.refused == 1
+        call = engine.tracker.by_channel(victim)
+        assert call is not None
+        assert call.linkedid == "7.1"

@@ -1,0 +1,198 @@
+"""Events a caller's number makes up between blank lines (issue 16, hmxml49).
+
+Asterisk 22 writes a channel's ``CallerIDNum`` as it is: a blank line in it ends
+each event of the call there, the lines after it are read as an event of their
+own, and the rest of the real event (``CallerIDName`` ... ``Uniqueid``,
+``Linkedid`` and, for the request, ``UserEvent: CallRouterRequest``) completes
+it. ``tests/fixtures/ami/waitevent_made_up_request.rawman`` is a real WaitEvent
+answer of the sandbox's Asterisk 22.10.1 to a call whose SIP ``From`` user was
+``1%0D%0A%0D%0AEvent:%20UserEvent%0D%0APrivilege:...%0D%0AChannel:%20PJSIP/103-00000001...``,
+cut by PJSIP at 79 bytes: every event of the call reads as a ``UserEvent`` of
+``PJSIP/103-00000001`` with the caller's own ``Uniqueid``, and its request as
+a request of that channel. On the sandbox such a request got a call in
+progress between phones 102 and 103 redirected (the talk cut, 103's leg sent
+to ring 101).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from router.ami.message import Event, Response
+from router.ami.protocol import ActionResult, parse_rawman
+from router.calls import CallTracker
+from router.dialplan import Dialplan
+from router.hookspecs import hookimpl
+from tests.unit.test_engine_unit import FakeClient, leg, make_engine, redirects
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
+VICTIM = "PJSIP/103-00000001"
+
+
+def made_up_poll() -> list[Event]:
+    """The events of the captured poll."""
+    body = (FIXTURES / "waitevent_made_up_request.rawman").read_bytes()
+    return [m for m in parse_rawman(body) if isinstance(m, Event)]
+
+
+def victims_channel() -> Event:
+    """The live channel the number names, as Asterisk announced it."""
+    return leg("Newchannel", VICTIM, "103", linkedid="victim.1", context="sandbox-phones")
+
+
+def test_the_capture_reads_as_a_request_of_the_channel_the_number_named() -> None:
+    """What callrouter cannot tell from the text alone: the request names the
+    victim's channel ahead of its key, as a channel's own request does."""
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    assert request.get("Channel") == VICTIM
+    assert request.get("Uniqueid") == "callrouter-sandbox-1796686261.0"  # the caller's own
+    routing = Dialplan().request(request)
+    assert routing is not None
+    assert routing.channel == VICTIM
+
+
+async def test_a_made_up_request_for_a_tracked_channel_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine knows the victim's channel by its own Uniqueid: every event
+    of the poll naming it otherwise is refused, saying so; nothing is decided
+    nor redirected, and the victim's call keeps its channel. Before, the
+    request was decided (the shipped rules' default route redirected it)."""
+    engine, client = await make_engine(tmp_path)
+    await engine.handle_event(victims_channel())
+    refused = engine.tracker.refused
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        for event in made_up_poll():
+            await engine.handle_event(event)
+        await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.records == []
+    assert engine.tracker.refused - refused == 17  # each of the call's events
+    call = engine.tracker.by_channel(VICTIM)
+    assert call is not None
+    assert call.linkedid == "victim.1"
+    said = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert said == [
+        f"an event UserEvent naming the channel {VICTIM} with another Uniqueid than its "
+        "own is not tracked: Asterisk writes a channel's own, and a caller or dialled "
+        "number holding blank lines (which Asterisk writes as they are) made this event "
+        "up; docs/asterisk.md"
+    ]
+
+
+def test_impostor_names_the_channel_a_made_up_event_claims() -> None:
+    """What the engine asks too of a request taken from a backlog's raw text
+    ahead of the events before it (router/engine.py ``_route_early``)."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    assert tracker.impostor(request) == VICTIM
+    assert tracker.impostor(victims_channel()) is None
+    assert tracker.refused == 0  # asking counts nothing: feed counts and says it
+
+
+def test_after_a_gap_a_name_given_again_is_a_new_channel() -> None:
+    """An Asterisk restart gives channel names again, and ends the event
+    stream's session: a channel tracked before the gap no longer vouches for
+    its Uniqueid, so the new channel of that name is tracked (its call routed
+    as ever); one seen since is judged again."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    again = leg("Newchannel", VICTIM, "7", linkedid="new.1", uniqueid="new.1")
+    assert tracker.impostor(again) == VICTIM
+    tracker.new_session()
+    assert tracker.impostor(again) is None
+    assert not tracker.feed(again).refused
+    # A channel first seen since the gap is judged again.
+    other = leg("Newchannel", "PJSIP/104-00000002", "104", linkedid="o.1", uniqueid="o.1")
+    tracker.feed(other)
+    forged = leg("Hangup", "PJSIP/104-00000002", "1", linkedid="a.1", uniqueid="a.1")
+    assert tracker.impostor(forged) == "PJSIP/104-00000002"
+    assert tracker.feed(forged).refused
+
+
+def test_a_request_without_its_snapshots_ids_routes_nothing() -> None:
+    """Asterisk writes a channel's Uniqueid and Linkedid in every snapshot; a
+    request without either was cut by a second blank line a caller wrote
+    (the dialled number can hold one too): it names no channel it can vouch for."""
+    full = leg("UserEvent", VICTIM, "1", linkedid="v.1", extra=[("UserEvent", "CallRouterRequest")])
+    assert Dialplan().request(full) is not None
+    for key in ("Uniqueid", "Linkedid"):
+        cut = Event(tuple((k, v) for k, v in full.fields if k != key))
+        assert Dialplan().request(cut) is None
+
+
+def test_a_channel_the_reconcile_lists_again_is_judged_again() -> None:
+    """After a gap the reconcile lists the live channels: one listed under the
+    Uniqueid it is tracked by is this session's again, so an event made up
+    for it is refused again (one that began before a network blip is no
+    easier to take over than one that began after)."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    forged = leg("Hangup", VICTIM, "1", linkedid="a.1", uniqueid="a.1")
+    tracker.new_session()
+    assert tracker.impostor(forged) is None
+    tracker.vouch(leg("CoreShowChannel", VICTIM, "1", linkedid="x", uniqueid="a.1"))
+    assert tracker.impostor(forged) is None  # listed under another Uniqueid: no vouch
+    tracker.vouch(leg("CoreShowChannel", VICTIM, "103", linkedid="victim.1"))
+    assert tracker.impostor(forged) == VICTIM
+
+
+async def test_after_a_gap_the_reconcile_vouches_for_the_channels_it_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's reconcile after a gap lists the call in progress under its
+    own Uniqueid: the made-up request for it is refused as before the gap."""
+    engine, client = await make_engine(tmp_path)
+    await engine.handle_event(victims_channel())
+    listed = leg("CoreShowChannel", VICTIM, "103", linkedid="victim.1", context="sandbox-phones")
+    sent = FakeClient.send
+
+    async def send(
+        self: FakeClient, name: str, params: object = None, **kw: object
+    ) -> ActionResult:
+        if name != "CoreShowChannels":
+            return await sent(self, name, params, **kw)
+        closing = Event((("Event", "CoreShowChannelsComplete"), ("ListItems", "1")))
+        response = Response((("Response", "Success"), ("EventList", "start")))
+        return ActionResult(response, (listed,), True, closing)
+
+    monkeypatch.setattr(FakeClient, "send", send)
+    engine.tracker.new_session()  # as the engine's gap does (Engine._on_gap)
+    await engine.reconcile(trigger="gap")
+    for event in made_up_poll():
+        await engine.handle_event(event)
+    await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.records == []
+
+
+async def test_a_made_up_cel_record_of_a_tracked_channel_reaches_no_plugin(
+    tmp_path: Path,
+) -> None:
+    """CEL records go to plugins and the call life, not the tracker: one made
+    up for a tracked channel (a ``HANGUP`` of a call in progress, which 1C's
+    history would keep) is refused there too; the channel's own is read."""
+    told: list[str] = []
+
+    class Reader:
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("CEL",)
+
+        @hookimpl
+        def callrouter_event(self, event: Event, call: object) -> None:
+            if event.name == "CEL":
+                told.append(event.get("UniqueID") or "")
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Reader(), name="reader")
+    await engine.handle_event(victims_channel())
+    own = victims_channel().get("Uniqueid") or ""
+    for uniqueid in ("a.1", own):
+        record = (("EventName", "HANGUP"), ("Channel", VICTIM), ("UniqueID", uniqueid))
+        await engine.handle_event(Event((("Event", "CEL"), *record, ("LinkedID", uniqueid))))
+    assert told == [own]
