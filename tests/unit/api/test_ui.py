@@ -1263,8 +1263,18 @@ def test_the_calls_list_says_deciding_then_routed_then_ringing_as_the_phone_ring
     stub.calls.feed(
         make_event("Newchannel", Channel="PJSIP/102-00000001", ChannelStateDesc="Down", **leg)
     )
+    # As Asterisk writes it: the caller's snapshot (its own Uniqueid), then the
+    # dialled leg's as Dest* (an event naming the caller's channel under the
+    # leg's Uniqueid is refused: router.calls.CallTracker.impostor).
     stub.calls.feed(
-        make_event("DialBegin", Channel=caller, DestChannel="PJSIP/102-00000001", **leg)
+        make_event(
+            "DialBegin",
+            Channel=caller,
+            Uniqueid=call.channels[caller].uniqueid,
+            Linkedid=call.linkedid,
+            DestChannel="PJSIP/102-00000001",
+            DestUniqueid=leg["Uniqueid"],
+        )
     )
     stub.calls.feed(
         make_event("Newstate", Channel="PJSIP/102-00000001", ChannelStateDesc="Ringing", **leg)
