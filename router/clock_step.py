@@ -29,6 +29,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from router.tasks import cancel_and_wait
+from router.wording import duration
 
 if TYPE_CHECKING:  # pragma: no cover
     from apscheduler.job import Job
@@ -113,16 +114,10 @@ def _monotonic() -> float:
 
 
 def describe_step(seconds: float) -> str:
-    """``forward by 3 h 0 min 2 s``, ``back by 12.5 s``."""
+    """``forward by 3 h 0 min 2 s``, ``back by 12.5 s``, ``forward by 6 d 0 h
+    22 min 0 s`` (:func:`router.wording.duration`)."""
     way = "forward" if seconds > 0 else "back"
-    left = abs(seconds)
-    if left < 60:
-        return f"{way} by {left:.1f} s"
-    hours, rest = divmod(round(left), 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h"] if hours else []
-    parts += [f"{minutes} min", f"{secs} s"]
-    return f"{way} by {' '.join(parts)}"
+    return f"{way} by {duration(seconds)}"
 
 
 def due_within_grace(job: Job, now: datetime) -> bool:

@@ -129,7 +129,7 @@ from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
 from router.staterestore import lock_state_folder
 from router.supervise import Throttle, log_task_failure, logged
 from router.textfiles import read_bounded
-from router.wording import counted
+from router.wording import counted, duration
 
 __all__ = ["PRIVILEGE_MISSING", "Engine", "EngineOptions", "RouteRecord"]
 
@@ -1727,7 +1727,7 @@ class Engine:
             "stopped for more than %d s, or this host's clock stepped forward over it)%s",
             what,
             due.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
-            describe_step(late).removeprefix("forward by "),
+            duration(late),
             _MISFIRE_GRACE,
             f"; next run {upcoming.astimezone(zone).strftime('%Y-%m-%d %H:%M:%S %Z')}"
             if upcoming is not None

@@ -57,6 +57,14 @@ def test_a_step_is_described_in_hours_minutes_and_seconds() -> None:
     assert describe_step(1.5) == "forward by 1.5 s"
 
 
+def test_a_step_of_days_is_said_in_days() -> None:
+    """A VM restored from a week-old snapshot: its clock stepped forward
+    6 days 22 min, said "forward by 144 h 22 min 0 s"."""
+    assert describe_step(6 * 86400 + 22 * 60) == "forward by 6 d 0 h 22 min 0 s"
+    assert describe_step(-(86400 + 5)) == "back by 1 d 0 h 0 min 5 s"
+    assert describe_step(86399) == "forward by 23 h 59 min 59 s"
+
+
 async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_interval() -> None:
     scheduler = AsyncIOScheduler(timezone=UTC)  # no DST change within the test's hours
     runs: list[float] = []
