@@ -15,20 +15,21 @@ import argparse
 import re
 import shlex
 import sys
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import rules_timezone
 from router.commands._connect import add_asterisk_flags, asterisk_flags, asterisk_overrides
 from router.commands._offline import Offline, load_offline
-from router.commands._values import a_moment, a_path, a_pattern, a_time_zone
+from router.commands._values import a_moment, a_path, a_pattern, a_time_zone, usage_error
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan_lint import Finding
 from router.errors import ConfigError, ConfigUnreadable
 from router.logsafe import escape_controls
 from router.rules import load_rules
 from router.rules.cron import next_runs
+from router.rules.explain import wall_time
 from router.rules.ruleset import RuleSet
 from router.wording import counted
 
@@ -104,7 +105,7 @@ def register(subparsers: Any) -> None:
         help="instead of router.toml's [router] location_pattern: literal "
         "context/exten values are checked against it",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -154,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for warning in offline.warnings:
         print(f"callrouter check: warning: {warning}", file=sys.stderr)
+    if args.at is not None:
+        start = _start(args.at, rules_timezone(offline.config))
+        if isinstance(start, str):  # what was typed: a wrong command line
+            return usage_error(args, "check", start)
     # The manager.conf compared below, if it is: the Asterisk check then names it.
     compared: str | None = None
     paths = args.paths or [str(p) for p in offline.config.router.rules]
@@ -223,6 +228,20 @@ def _state_dir_problem(offline: Offline) -> str | None:
 _RUNS_SHOWN = 3
 
 
+def _start(at: str | None, zone: tzinfo) -> datetime | str:
+    """``--at`` (now when None) in ``zone``; or why not: a time its clocks
+    skip (:func:`wall_time`)."""
+    given = datetime.fromisoformat(at.strip()) if at is not None else None  # checked by the parser
+    if given is None:
+        return datetime.now(zone)
+    if given.tzinfo is not None:
+        return given
+    try:
+        return wall_time(given, zone)[0]
+    except ValueError as exc:
+        return f"--at {exc}"
+
+
 def _print_schedules(offline: Offline, ruleset: RuleSet, at: str | None) -> None:
     """Each ``schedule:`` rule's next runs in the rules' zone, as ``run`` fires
     them (the same trigger): "when does night-mode run, and in which zone?"
@@ -232,9 +251,12 @@ def _print_schedules(offline: Offline, ruleset: RuleSet, at: str | None) -> None
         return
     # The zone the engine schedules in (with --tz, that one), timefuncs loaded or not.
     zone = rules_timezone(offline.config)
-    given = datetime.fromisoformat(at.strip()) if at is not None else None  # checked by the parser
-    start = datetime.now(zone) if given is None else given
-    start = start if start.tzinfo else start.replace(tzinfo=zone)
+    start = _start(at, zone)
+    assert not isinstance(start, str)  # a time the clocks skip was refused before
+    if at is not None and start.tzinfo is zone:
+        note = wall_time(start.replace(tzinfo=None), zone)[1]
+        if note:  # a time the clocks show twice: which one the runs count from
+            print(f"callrouter check: note: --at {note}", file=sys.stderr)
     where = {rule.name: rule.location for rule in ruleset.rules}
     for name, cron in ruleset.schedules:
         runs = ", ".join(

@@ -30,7 +30,14 @@ from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
 from router.errors import ConfigError
 from router.rules import load_rules
 from router.rules.decision import Trace
-from router.rules.explain import NOT_PROVIDED, Explanation, answer_stubs, explain_call, moment
+from router.rules.explain import (
+    NOT_PROVIDED,
+    Explanation,
+    answer_stubs,
+    explain_call,
+    moment,
+    moment_note,
+)
 from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleSet
 from router.rules.suggest import did_you_mean
@@ -220,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
             return usage_error(args, "explain", problem)
     assert not isinstance(lookups, str)
     assert isinstance(now, datetime)
+    note = moment_note(args.at, registry)
+    if note:  # a time the clocks show twice: which one the trace is for
+        print(f"callrouter explain: note: --at {note}", file=sys.stderr)
     ruleset = load_rules(
         args.rules or [str(p) for p in offline.config.router.rules],
         registry,

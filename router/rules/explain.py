@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from router.errors import LookupUnavailable
@@ -27,6 +27,7 @@ from router.rules.evaluate import NOT_PROVIDED, Outcome
 from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context
 from router.rules.suggest import did_you_mean
+from router.wording import duration
 
 __all__ = [
     "ASKED",
@@ -37,7 +38,9 @@ __all__ = [
     "explain_call",
     "index_skipped_rules",
     "moment",
+    "moment_note",
     "other_did_rules",
+    "wall_time",
 ]
 
 
@@ -85,8 +88,47 @@ def _source(lookup: str, stubs: Mapping[str, LookupFn], registry: Registry) -> s
     return ASKED if spec is not None and spec.func is not None else NOT_PROVIDED
 
 
+def wall_time(naive: datetime, where: tzinfo) -> tuple[datetime, str]:
+    """``naive`` (a time as written, no zone) on the clocks of ``where``, and
+    a note when that reading is one of two.
+
+    In a zone with daylight saving time some wall times do not exist (the hour
+    the clocks are put forward over) and some come twice (the hour they are put
+    back over): as datetime reads them, the first silently became the hour after
+    (``2026-03-29 02:30`` in Europe/Berlin shown as ``02:30 CET``, an instant
+    that is 03:30 CEST) and the second the first of the two. ValueError for a
+    time that does not exist, saying what to write; for one that comes twice,
+    the first, with a note saying so and how to write the second. The note is
+    "" otherwise.
+    """
+    first = naive.replace(tzinfo=where, fold=0)
+    second = naive.replace(tzinfo=where, fold=1)
+    back = first.astimezone(UTC).astimezone(where).replace(tzinfo=None)
+    written = naive.strftime("%Y-%m-%d %H:%M")
+    # A zone gives every aware time an offset (None only for a naive one).
+    before, after = first.utcoffset() or timedelta(0), second.utcoffset() or timedelta(0)
+    if back != naive.replace(tzinfo=None, fold=0):
+        moved = duration((after - before).total_seconds())
+        instant = first.astimezone(UTC).astimezone(where)
+        raise ValueError(
+            f"{written} is no time in {where}: its clocks were put forward by {moved} "
+            f"over it that day ({first.tzname()} to {instant.tzname()}); give a time "
+            f"before or after it, or one with an offset "
+            f"({first.isoformat(timespec='minutes')} is {instant:%H:%M %Z})"
+        )
+    if before == after:
+        return first, ""
+    moved = duration((before - after).total_seconds())
+    return first, (
+        f"{written} comes twice in {where} (its clocks were put back by {moved} over it "
+        f"that day): the first, {first:%H:%M %Z} ({first.isoformat(timespec='minutes')}), "
+        f"is used; {second.isoformat(timespec='minutes')} is the second ({second:%H:%M %Z})"
+    )
+
+
 def moment(text: str | None, registry: Registry) -> datetime | str:
-    """``YYYY-MM-DD HH:MM`` (or ISO 8601) in the rules' zone, now when None; or the problem."""
+    """``YYYY-MM-DD HH:MM`` (or ISO 8601) in the rules' zone, now when None; or the
+    problem (a time the zone's clocks skip: :func:`wall_time`)."""
     zone = registry.timezone
     if text is None:
         return datetime.now(zone)
@@ -94,7 +136,25 @@ def moment(text: str | None, registry: Registry) -> datetime | str:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         return f'{text[:40]!r}: expected "YYYY-MM-DD HH:MM"'
-    return when if when.tzinfo else when.replace(tzinfo=zone)
+    if when.tzinfo is not None or zone is None:
+        return when
+    try:
+        return wall_time(when, zone)[0]
+    except ValueError as exc:
+        return str(exc)
+
+
+def moment_note(text: str | None, registry: Registry) -> str:
+    """What :func:`moment` chose for a time the zone's clocks show twice (the
+    hour they are put back over), or ""."""
+    zone = registry.timezone
+    if text is None or zone is None:
+        return ""
+    try:
+        when = datetime.fromisoformat(text.strip())
+        return "" if when.tzinfo is not None else wall_time(when, zone)[1]
+    except ValueError:
+        return ""
 
 
 def other_did_rules(ruleset: RuleSet, context: Context) -> list[str]:

@@ -7,6 +7,7 @@ nor in which zone, short of restarting the service and reading its log.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -145,4 +146,79 @@ def test_a_long_bad_schedule_is_told_cut(folder: Path, capsys: pytest.CaptureFix
         + "... (3009 characters): day of week: unknown name "
         + repr("x" * 40)
         + "... (3000 characters) (sun, mon, tue, wed, thu, fri, sat or 0-7)"
+    )
+
+
+# A zone with daylight saving time (Russia has none since 2014): on 29 March
+# 2026 Berlin's clocks go from 02:00 to 03:00, on 25 October from 03:00 to 02:00.
+_GAP = "2026-03-29 02:30"
+_FOLD = "2026-10-25 02:30"
+_EXPLAIN = ["explain", "--caller", "79161234567", "--did", "456", "--tz", "Europe/Berlin"]
+
+
+@pytest.mark.parametrize("command", [["check"], _EXPLAIN])
+def test_an_at_the_clocks_skip_is_a_wrong_command_line_saying_what_to_write(
+    folder: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Read as the hour after, silently: explain showed a call at
+    `2026-03-29 02:30:00 CET`, a time Berlin's clocks never show, with
+    `now.hour` 2, and check counted the runs from it."""
+    argv = [*command, "--at", _GAP]
+    if command == ["check"]:
+        argv[1:1] = ["--tz", "Europe/Berlin"]
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"callrouter {command[0]}: error: --at 2026-03-29 02:30 is no time in Europe/Berlin: "
+        "its clocks were put forward by 1 h 0 min 0 s over it that day (CET to CEST); "
+        "give a time before or after it, or one with an offset "
+        "(2026-03-29T02:30+01:00 is 03:30 CEST)"
+    )
+
+
+def test_explain_at_a_time_the_clocks_show_twice_says_which_is_used(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*_EXPLAIN, "--at", _FOLD]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "callrouter explain: note: --at 2026-10-25 02:30 comes twice in Europe/Berlin (its "
+        "clocks were put back by 1 h 0 min 0 s over it that day): the first, 02:30 CEST "
+        "(2026-10-25T02:30+02:00), is used; 2026-10-25T02:30+01:00 is the second (02:30 CET)"
+    ) in captured.err.splitlines()
+    assert "at 2026-10-25 02:30:00 CEST" in captured.out
+    # The second, written with its offset, is that one, and no note.
+    assert main([*_EXPLAIN, "--at", "2026-10-25T02:30+01:00"]) == 0
+    captured = capsys.readouterr()
+    assert "note:" not in captured.err
+    assert "at 2026-10-25 02:30:00 CET" in captured.out
+
+
+def test_check_at_a_time_the_clocks_show_twice_says_which_is_used(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--tz", "Europe/Berlin", "--at", _FOLD]) == 0
+    captured = capsys.readouterr()
+    assert "callrouter check: note: --at 2026-10-25 02:30 comes twice in Europe/Berlin" in (
+        captured.err
+    )
+    assert "(Europe/Berlin)" in captured.out
+    # Moscow's clocks have no such hour: no note.
+    assert main(["check", "--tz", "Europe/Moscow", "--at", _FOLD]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_the_api_s_at_the_clocks_skip_is_a_problem_not_a_time() -> None:
+    """POST /api/v1/explain reads `at` by the same moment(): a 400 naming `at`."""
+    from router.builtin.timefuncs import zone
+    from router.rules.explain import moment
+    from router.rules.registry import Registry
+
+    registry = Registry()
+    registry.set_timezone(zone("Europe/Berlin"))
+    problem = moment(_GAP, registry)
+    assert isinstance(problem, str)
+    assert problem.startswith("2026-03-29 02:30 is no time in Europe/Berlin")
+    assert moment("2026-03-29 03:30", registry) == datetime(
+        2026, 3, 29, 3, 30, tzinfo=zone("Europe/Berlin")
     )
