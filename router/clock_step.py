@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,6 +40,7 @@ __all__ = [
     "ClockStepWatch",
     "describe_step",
     "due_within_grace",
+    "last_run_before",
     "reschedule_from_now",
 ]
 
@@ -128,6 +130,25 @@ def due_within_grace(job: Job, now: datetime) -> bool:
         return False
     grace = job.misfire_grace_time
     return grace is None or (now - due).total_seconds() <= grace
+
+
+#: Runs :func:`last_run_before` counts at most: one firing more often over a
+#: step has its last run about the moment the step ended.
+_RUNS_COUNTED = 1000
+
+
+def last_run_before(trigger: BaseTrigger, due: datetime, now: datetime) -> datetime:
+    """The last time ``trigger`` fires at or before ``now``, from ``due`` (its
+    first run missed); ``now`` when it fires more than :data:`_RUNS_COUNTED`
+    times in between (every minute over a step of a day)."""
+    last = due
+    for _ in range(_RUNS_COUNTED):
+        # The next after ``last`` (asked from ``last`` itself, a cron gives it back).
+        fire = trigger.get_next_fire_time(last, last + timedelta(microseconds=1))
+        if fire is None or fire > now:
+            return last
+        last = fire
+    return now
 
 
 def reschedule_from_now(scheduler: BaseScheduler, stepped: float) -> int:

@@ -48,6 +48,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from router import eager
 from router.ami.client import ClientSettings
@@ -78,6 +79,7 @@ from router.clock_step import (
     ClockStepWatch,
     describe_step,
     due_within_grace,
+    last_run_before,
     reschedule_from_now,
 )
 from router.config import MAX_CONFIG_BYTES, Config
@@ -159,6 +161,8 @@ _WAIT_NOTIFY_EVERY = 10.0
 #: Seconds late a timed job (the engine's, a plugin's, a ``schedule:`` rule's)
 #: still runs, once, after a stall.
 _MISFIRE_GRACE = 60
+#: The scheduler's job that makes up the runs ``missed: run-once`` rules missed.
+_MAKE_UP_JOB = "callrouter:missed-runs"
 #: Seconds the timed jobs wait, after a host clock step, for Asterisk's clock
 #: measured again (:meth:`Engine._clock_stepped`): the measurement's budget
 #: (1 s) and a slow answer, well within the beats a standby waits for.
@@ -447,6 +451,9 @@ class Engine:
         self._scheduler.add_listener(self._job_missed, EVENT_JOB_MISSED)
         #: This host's clock stepped: the jobs dated again, Asterisk's clock measured again.
         self._clock_watch = ClockStepWatch(self._clock_stepped)
+        #: ``missed: run-once`` rules whose run was missed: the last one due, until
+        #: :meth:`_make_up` runs them.
+        self._missed_runs: dict[str, datetime] = {}
         #: Per job: (when its run under way started, the runs skipped meanwhile).
         self._job_runs: dict[str, tuple[float, int]] = {}
         self._stream: EventStream | None = None
@@ -1710,24 +1717,59 @@ class Engine:
 
     def _job_missed(self, event: JobExecutionEvent) -> None:
         """A run more than the grace late (a stall over 60 s, this host's clock
-        stepped forward past it) is not made up: said naming the rule or job,
-        the time it was due and the next one. apscheduler's own WARNING named
-        ``Engine._run_schedule (trigger: cron[...])``, not which rule."""
-        self._say_skipped(str(event.job_id), event.scheduled_run_time, datetime.now(UTC))
+        stepped forward past it): said naming the rule or job, the time it was
+        due and the next one (apscheduler's own WARNING named
+        ``Engine._run_schedule (trigger: cron[...])``, not which rule), and made
+        up once for a ``schedule:`` rule with ``missed: run-once``. With
+        ``coalesce``, ``scheduled_run_time`` is the last of the runs missed."""
+        self._run_missed(str(event.job_id), event.scheduled_run_time, datetime.now(UTC))
 
-    def _say_skipped(self, job_id: str, due: datetime, now: datetime) -> None:
-        """The WARNING of a run not made up, in the rules' zone."""
+    def _run_missed(self, job_id: str, due: datetime, now: datetime) -> None:
+        """A run of ``job_id`` due at ``due`` (the last missed) that did not run:
+        made up once (:meth:`_make_up`) if its rule says ``missed: run-once``,
+        else skipped; said either way."""
+        name = job_id[5:] if job_id.startswith("rule:") else None
+        once = name is not None and self.rules.current.runs_missed_once(name)
+        self._say_skipped(job_id, due, now, made_up=once)
+        if name is not None and once:
+            self._missed_runs[name] = max(due, self._missed_runs.get(name, due))
+            self._scheduler.add_job(
+                self._make_up,
+                id=_MAKE_UP_JOB,
+                replace_existing=True,
+                misfire_grace_time=None,
+                # Not next_run_time=now: a job added to a scheduler not started
+                # yet (the engine starting) must keep it, and the date is now.
+                trigger=DateTrigger(now),
+            )
+
+    async def _make_up(self) -> None:
+        """The runs missed by ``missed: run-once`` rules, once each, one after the
+        other, in the order their last missed runs were due: a night-mode due at
+        19:00 after a day-mode due at 09:00 leaves night mode, as on time; run
+        together, either could have ended last."""
+        while self._missed_runs:
+            name = min(self._missed_runs, key=lambda n: (self._missed_runs[n], n))
+            del self._missed_runs[name]
+            if self.rules.current.runs_missed_once(name):  # not reloaded away meanwhile
+                await logged(f"schedule {name}", self._run_schedule, logger=log)(name)
+
+    def _say_skipped(self, job_id: str, due: datetime, now: datetime, *, made_up: bool) -> None:
+        """The WARNING of a run not made on time, in the rules' zone: skipped, or
+        (``made_up``) run once now."""
         what = f"schedule {job_id[5:]}" if job_id.startswith("rule:") else f"job {job_id}"
         zone = rules_timezone(self._config)
         late = (now - due).total_seconds()
         job = self._scheduler.get_job(job_id)
         upcoming = job.next_run_time if job is not None else None
         log.warning(
-            "%s: the run due at %s was skipped, %s late (not made up: the process "
-            "stopped for more than %d s, or this host's clock stepped forward over it)%s",
+            "%s: the run due at %s was %s, %s late (%s: the process stopped for more "
+            "than %d s, or this host's clock stepped forward over it)%s",
             what,
             due.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "missed" if made_up else "skipped",
             duration(late),
+            "run once now, as its rule says missed: run-once" if made_up else "not made up",
             _MISFIRE_GRACE,
             f"; next run {upcoming.astimezone(zone).strftime('%Y-%m-%d %H:%M:%S %Z')}"
             if upcoming is not None
@@ -2104,7 +2146,7 @@ class Engine:
             # made up, and were said nowhere (hsched48's trial).
             now = datetime.now(UTC)
             jumped = [
-                (job.id, job.next_run_time)
+                (job.id, job.next_run_time, last_run_before(job.trigger, job.next_run_time, now))
                 for job in self._scheduler.get_jobs()
                 if seconds > 0
                 and isinstance(job.trigger, CronTrigger | BaseCombiningTrigger)
@@ -2120,8 +2162,15 @@ class Engine:
                 describe_step(seconds),
                 counted(jobs, "timed job"),
             )
-            for job_id, due in jumped:
-                self._say_skipped(str(job_id), due, now)
+            # Made up (missed: run-once) for the last run jumped over, as
+            # apscheduler's coalesce runs one after a stall; else said skipped.
+            for job_id, due, last in jumped:
+                name = str(job_id)
+                once = name.startswith("rule:") and self.rules.current.runs_missed_once(name[5:])
+                if once:
+                    self._run_missed(name, last, now)
+                else:
+                    self._say_skipped(name, due, now, made_up=False)
             try:
                 await measuring
             except Exception:  # the next gap measures it again

@@ -264,7 +264,8 @@ def _print_schedules(offline: Offline, ruleset: RuleSet, at: str | None) -> None
         )
         # None left in the calendar cron counts (to 9999): "0 0 29 2 *" from 9997.
         runs = runs or "none before the year 10000"
-        print(f"schedule {name} [{where.get(name, '?')}] {cron!r}: next {runs} ({zone})")
+        once = " (missed: run-once)" if ruleset.runs_missed_once(name) else ""
+        print(f"schedule {name} [{where.get(name, '?')}] {cron!r}{once}: next {runs} ({zone})")
 
 
 def _suggested_flags(args: argparse.Namespace) -> str:

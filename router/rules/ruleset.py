@@ -197,6 +197,12 @@ class RuleSet:
         """(rule name, cron) for the scheduler to fire ``Context.for_schedule``."""
         return [(name, rule.trigger.pattern) for name, rule in self._schedules.items()]
 
+    def runs_missed_once(self, name: str) -> bool:
+        """Whether the ``schedule:`` rule ``name`` makes up a run it missed, once
+        (``missed: run-once``), rather than skip it."""
+        rule = self._schedules.get(name)
+        return rule is not None and rule.trigger.missed == "run-once"
+
     def rules_for(self, context: Context) -> Sequence[Rule]:
         """The rules that may react to this trigger, in priority order."""
         if context.kind == "call":

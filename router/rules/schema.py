@@ -23,6 +23,7 @@ from router.rules.suggest import did_you_mean, one_of
 
 __all__ = [
     "FORMAT_VERSION",
+    "MISSED",
     "RULE_KEYS",
     "ActionDecl",
     "FileSpec",
@@ -41,6 +42,7 @@ RULE_KEYS = (
     "enabled",
     "on",
     "schedule",
+    "missed",
     "if",
     "lookup",
     "when",
@@ -54,12 +56,22 @@ _NAME = re.compile(r"^[^\s'\"][^\n'\"]{0,99}$")
 _GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
 
 
+#: What a ``schedule:`` rule's ``missed:`` may say of a run callrouter could not
+#: make on time (a stall over the 60 s grace, this host's clock stepped forward
+#: over it): skipped (the default, as cron and systemd timers without
+#: ``Persistent=``), or run once, late, however many were missed (as
+#: ``Persistent=true``, anacron, apscheduler's ``coalesce``).
+MISSED = ("skip", "run-once")
+
+
 @dataclass(frozen=True, slots=True)
 class TriggerSpec:
-    """``call``, ``event`` (with a glob ``pattern``) or ``schedule`` (with ``pattern`` = cron)."""
+    """``call``, ``event`` (with a glob ``pattern``) or ``schedule`` (with ``pattern`` = cron
+    and ``missed``, one of :data:`MISSED`)."""
 
     kind: Literal["call", "event", "schedule"]
     pattern: str = ""
+    missed: Literal["skip", "run-once"] = "skip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +373,14 @@ def _trigger(
         except ValueError as exc:
             out.add(f"invalid schedule {shown(schedule.value)}: {exc}", schedule.line)
             return None
-        return TriggerSpec("schedule", schedule.value)
+        missed = _missed(keys.get("missed"), out)
+        return TriggerSpec("schedule", schedule.value, missed)
+    if "missed" in keys:
+        out.add(
+            "'missed' is for 'schedule' rules (what becomes of a run callrouter could "
+            "not make on time), not for 'on' rules",
+            keys["missed"].line,
+        )
     if on is None:
         out.add(
             "missing trigger: add 'on: call', 'on: event <Name>' or 'schedule: \"<cron>\"'",
@@ -403,6 +422,20 @@ def _trigger(
         on.line,
     )
     return None
+
+
+def _missed(node: Node | None, out: _Collector) -> Literal["skip", "run-once"]:
+    """A ``schedule:`` rule's ``missed:``: ``skip`` (also when not given) or ``run-once``."""
+    if node is None:
+        return "skip"
+    if node.value == "skip":
+        return "skip"
+    if node.value == "run-once":
+        return "run-once"
+    written = shown(node.value) if isinstance(node.value, str) else f"a {node.kind}"
+    hint = did_you_mean(node.value, MISSED) if isinstance(node.value, str) else ""
+    out.add(f"'missed' must be 'skip' or 'run-once', not {written}{hint}", node.line)
+    return "skip"
 
 
 def _expression_node(keys: dict[str, Node], key: str, out: _Collector) -> Node | None:

@@ -61,6 +61,20 @@ def test_the_next_runs_from_a_given_time_in_the_rules_zone(
     ]
 
 
+def test_a_schedule_that_makes_up_a_missed_run_says_so(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "rules" / "inbound.yaml").write_text(
+        RULES.replace('"0 19 * * mon-fri"\n', '"0 19 * * mon-fri"\n    missed: run-once\n')
+    )
+    assert main(["check", "--at", "2026-12-31 13:05"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "schedule night-mode [rules/inbound.yaml:7] '0 19 * * mon-fri' (missed: run-once): "
+        "next Thu 2026-12-31 19:00, Fri 2027-01-01 19:00, Mon 2027-01-04 19:00 "
+        "(Asia/Yekaterinburg)"
+    )
+
+
 def test_at_alone_asks_for_them_and_tz_moves_them(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

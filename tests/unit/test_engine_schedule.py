@@ -17,6 +17,7 @@ import pytest
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
+from router.rules.cron import cron_trigger
 from tests.unit.test_engine_unit import FakeClient
 from tests.unit.waiting import eventually
 
@@ -309,3 +310,100 @@ async def test_a_run_a_small_step_forward_passed_runs_now(
     engine.scheduler.resume()
     await eventually(lambda: ajam_replay.count("Setvar") == 1, "the run passed over, run now")
     assert not [r for r in caplog.records if "was skipped" in r.getMessage()]
+
+
+_MODES = """version: 1
+rules:
+  - name: day-mode
+    schedule: '0 9 * * *'
+    missed: run-once
+    do:
+      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: day}
+  - name: night-mode
+    schedule: '0 19 * * *'
+    missed: run-once
+    do:
+      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}
+  - name: report
+    schedule: '0 20 * * *'
+    do:
+      - ami: {action: UserEvent, UserEvent: Report}
+"""
+
+
+async def _paused_modes(engine_factory: EngineFactory, tmp_path: Path) -> tuple[Engine, Job, Job]:
+    """An engine whose day-mode and night-mode rules make up a missed run
+    (``missed: run-once``), its scheduler paused; the engine and both jobs."""
+    (tmp_path / "rules.yaml").write_text(_MODES)
+    engine = await engine_factory(
+        tmp_path / "rules.yaml", options=EngineOptions(watch_interval=0, live_heartbeat=0)
+    )
+    engine.scheduler.pause()
+    day, night = (
+        engine.scheduler.get_job("rule:day-mode"),
+        engine.scheduler.get_job("rule:night-mode"),
+    )
+    assert day is not None
+    assert night is not None
+    return engine, day, night
+
+
+def _modes(ajam_replay: ReplayAsterisk) -> list[str]:
+    return [a["Value"] for a in ajam_replay.sent("Setvar")]
+
+
+async def test_runs_a_clock_step_jumped_over_are_made_up_once_in_the_order_they_were_due(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A VM restored from a snapshot stepped its clock forward days over both
+    mode switches: each run jumped over was said skipped, and the PBX stayed in
+    the mode of the day the snapshot was taken until the next switch. With
+    ``missed: run-once`` each rule runs once, the one whose last run jumped
+    over was due last, last: here the hourly one (its first run jumped over
+    was due 3 h ago, its last within the hour) after the daily one (2 h ago);
+    a rule without it (report) is still skipped."""
+    engine, day, night = await _paused_modes(engine_factory, tmp_path)
+    now = datetime.now(UTC)
+    # night-mode fires every hour here: the step jumped over its runs for 3 h.
+    night.modify(trigger=cron_trigger("0 * * * *", UTC), next_run_time=now - timedelta(hours=3))
+    day.modify(next_run_time=now - timedelta(hours=2))
+    report = engine.scheduler.get_job("rule:report")
+    assert report is not None
+    report.modify(next_run_time=now - timedelta(hours=1))
+    caplog.set_level(logging.WARNING)
+    await engine._clock_stepped(6 * 86400.0)
+    engine.scheduler.resume()
+    await eventually(lambda: len(_modes(ajam_replay)) == 2, "both runs made up")
+    assert _modes(ajam_replay) == ["day", "night"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("schedule ")]
+    assert len(said) == 3, said
+    night_said = next(m for m in said if m.startswith("schedule night-mode"))
+    # The last run jumped over: within the hour, at a full hour.
+    assert re.search(
+        r"the run due at \d{4}-\d\d-\d\d \d\d:00:00 MSK was missed, (\d+ min )?\d+(\.\d)? s "
+        r"late \(run once now, as its rule says missed: run-once: ",
+        night_said,
+    ), night_said
+    assert any(m.startswith("schedule report: ") and "was skipped" in m for m in said), said
+    assert ajam_replay.count("UserEvent") == 0
+
+
+async def test_a_run_missed_in_a_stall_is_made_up_once(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The process stopped for more than the 60 s grace over night-mode's
+    run (its job due 90 s ago): with ``missed: run-once`` it runs, once."""
+    engine, _day, night = await _paused_modes(engine_factory, tmp_path)
+    night.modify(next_run_time=datetime.now(UTC) - timedelta(seconds=90))
+    caplog.set_level(logging.WARNING)
+    engine.scheduler.resume()
+    await eventually(lambda: _modes(ajam_replay) == ["night"], "the missed run made up")
+    (said,) = [r.getMessage() for r in caplog.records if "schedule night-mode" in r.getMessage()]
+    assert re.search(r" was missed, 1 min 3\d s late \(run once now", said), said
+    assert not [r for r in caplog.records if "was missed by" in r.getMessage()]

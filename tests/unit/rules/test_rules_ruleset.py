@@ -415,3 +415,36 @@ async def test_a_late_start_still_stops_once_its_grace_is_spent(
     assert outcome.trace.deadline_hit
     assert outcome.decision.rules == ()
     assert [r.rule for r in outcome.trace.rules] == [f"r{n}" for n in range(32)]
+
+
+def test_missed_says_what_becomes_of_a_schedule_s_missed_run(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """``missed: run-once`` (make up a missed run, once) or ``skip`` (the
+    default), on schedule: rules only; anything else a load error."""
+    rule = (
+        "  - name: {name}\n    {trigger}\n    missed: {missed}\n"
+        "    do: [{{ami: {{action: Ping}}}}]\n"
+    )
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n"
+        + rule.format(name="once", trigger="schedule: '0 19 * * *'", missed="run-once")
+        + rule.format(name="skip", trigger="schedule: '0 19 * * *'", missed="skip")
+        + rule.format(name="typo", trigger="schedule: '0 19 * * *'", missed="runonce")
+        + rule.format(name="list", trigger="schedule: '0 19 * * *'", missed="[1]")
+        + rule.format(name="call", trigger="on: call", missed="skip"),
+    )
+    ruleset = load_rules([path], registry)
+    assert [(e.rule, e.detail) for e in ruleset.errors] == [
+        ("typo", "'missed' must be 'skip' or 'run-once', not 'runonce' (did you mean 'run-once'?)"),
+        ("list", "'missed' must be 'skip' or 'run-once', not a list"),
+        (
+            "call",
+            "'missed' is for 'schedule' rules (what becomes of a run callrouter could "
+            "not make on time), not for 'on' rules",
+        ),
+    ]
+    assert ruleset.runs_missed_once("once")
+    assert not ruleset.runs_missed_once("skip")
+    assert not ruleset.runs_missed_once("nothing")
