@@ -24,6 +24,7 @@ import ast
 import io
 import logging
 import operator
+import re
 import time
 import tokenize
 from collections.abc import Callable, Mapping
@@ -305,13 +306,24 @@ def _single_equals(text: str) -> str:
 
 
 class Template:
-    """An action parameter: literal text with ``{expr}`` holes (``{{`` is a brace)."""
+    """An action parameter: literal text with ``{expr}`` holes (``{{`` is a brace).
 
-    __slots__ = ("parts", "source")
+    A hole may end in a format, as in Python's f-strings: ``{now:%H:%M}`` (a
+    date, strftime codes), ``{now.minute:02}`` (a number or text, a bounded
+    part of the format mini-language): ``formats`` maps the index of each such
+    hole in ``parts`` to its format (:func:`check_format`)."""
 
-    def __init__(self, source: str, parts: tuple[str | Expression, ...]) -> None:
+    __slots__ = ("formats", "parts", "source")
+
+    def __init__(
+        self,
+        source: str,
+        parts: tuple[str | Expression, ...],
+        formats: Mapping[int, str] | None = None,
+    ) -> None:
         self.source = source
         self.parts = parts
+        self.formats: Mapping[int, str] = formats or {}
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
@@ -320,6 +332,7 @@ class Template:
     @classmethod
     def parse(cls, source: str) -> Template:
         parts: list[str | Expression] = []
+        formats: dict[int, str] = {}
         text: list[str] = []
         i, n = 0, len(source)
         while i < n:
@@ -337,14 +350,119 @@ class Template:
                 if text:
                     parts.append("".join(text))
                     text = []
-                parts.append(Expression.parse(source[i + 1 : end]))
+                inner = source[i + 1 : end]
+                colon = _format_colon(inner)
+                if colon < 0:
+                    parts.append(Expression.parse(inner))
+                else:
+                    expression = Expression.parse(inner[:colon])
+                    spec = inner[colon + 1 :]
+                    check_format(spec, expression)
+                    formats[len(parts)] = spec
+                    parts.append(expression)
                 i = end + 1
             else:
                 text.append(ch)
                 i += 1
         if text:
             parts.append("".join(text))
-        return cls(source, tuple(parts))
+        return cls(source, tuple(parts), formats)
+
+
+#: The strftime codes a date's format may use (C89's and ISO weeks: the same
+#: on every libc); ``%%`` is a percent sign.
+_DATE_CODES = frozenset("aAbBdHIjmMpSyYzZuwGVU%")
+#: A number's or text's format: fill and align, sign, zero padding, a width
+#: and a precision of at most two digits (the text it makes stays short), a
+#: thousands separator and a type.
+_VALUE_FORMAT = re.compile(
+    r"(?:[^{}]?[<>^=])?[-+ ]?0?[0-9]{0,2}[,_]?(?:\.[0-9]{1,2})?[bdoxXeEfFgGs]?"
+)
+#: The longest format a hole may end in.
+MAX_FORMAT = 40
+
+
+def _is_date_format(spec: str) -> bool:
+    return "%" in spec
+
+
+def check_format(spec: str, expression: Expression | None = None) -> None:
+    """ExpressionError for a format a template hole may not end in: empty, too
+    long, a strftime code not in :data:`_DATE_CODES`, a width over 99; or, for
+    an ``expression`` known to be a date (``now``) or a number (``now.hour``),
+    the other kind's format."""
+    if not spec:
+        raise ExpressionError("empty format after ':' (write {now:%H:%M} or {now.minute:02})")
+    if len(spec) > MAX_FORMAT or not spec.isprintable():
+        raise ExpressionError(f"format {spec[:MAX_FORMAT]!r} is not a short one-line text")
+    date = _is_date_format(spec)
+    if date:
+        codes = re.findall(r"%(.?)", spec)
+        bad = [c for c in codes if c not in _DATE_CODES]
+        if bad:
+            raise ExpressionError(
+                f"format {spec!r}: unknown date code '%{bad[0]}' (use %Y %m %d %H %M %S, "
+                "%a %b for names, %% for a percent sign)"
+            )
+    elif not _VALUE_FORMAT.fullmatch(spec):
+        raise ExpressionError(
+            f"format {spec!r} is neither a date's (%H:%M) nor a number's (02, >5, .2f; "
+            "a width of at most 99)"
+        )
+    if expression is None:
+        return
+    tree = expression.tree
+    if isinstance(tree, ast.Name) and tree.id == "now" and not date:
+        raise ExpressionError(
+            f"'now' is a date: its format is strftime codes ({{now:%H:%M}}), not {spec!r}"
+        )
+    if (
+        date
+        and isinstance(tree, ast.Attribute)
+        and isinstance(tree.value, ast.Name)
+        and tree.value.id == "now"
+    ):
+        raise ExpressionError(
+            f"'now.{tree.attr}' is a number: write {{now.{tree.attr}:02}} or "
+            f"{{now:{spec}}}, not {{now.{tree.attr}:{spec}}}"
+        )
+
+
+def formatted(value: object, spec: str) -> str:
+    """``value`` in the format ``spec`` (:func:`check_format` passed it)."""
+    if isinstance(value, datetime):
+        if not _is_date_format(spec):
+            raise ValueError(f"a date is formatted with strftime codes (%H:%M), not {spec!r}")
+        return value.strftime(spec)
+    if _is_date_format(spec):
+        raise ValueError(f"{spec!r} formats a date, not a {type(value).__name__}")
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    check_size(value)
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError) as exc:  # 'd' for text: a value of the call, not the file
+        kind = "text" if isinstance(value, str) else type(value).__name__
+        raise ValueError(f"format {spec!r} does not fit a {kind} ({exc})") from None
+
+
+def _format_colon(inner: str) -> int:
+    """The index of the ':' that starts a hole's format, or -1: the first one
+    outside brackets and quotes (a slice's ``x[1:]`` is inside)."""
+    depth, quote = 0, ""
+    for j, ch in enumerate(inner):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == ":" and depth == 0:
+            return j
+    return -1
 
 
 def _closing_brace(source: str, start: int) -> int:
@@ -505,22 +623,23 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         the file did not write itself (:attr:`ActionSpec.filled`).
         """
         parts = template.parts
+        formats = template.formats
         if len(parts) == 1 and isinstance(parts[0], Expression):
             value = self.evaluate(parts[0])
             if value is None:
                 return None
-            text = _text(value)
+            text = _text(value, formats.get(0))
             if filled is not None:
                 filled.append(text)
             return text
         out: list[str] = []
         length = 0
-        for part in parts:
+        for index, part in enumerate(parts):
             if isinstance(part, str):
                 out.append(part)
             else:
                 value = self.evaluate(part)
-                out.append("" if value is None else _text(value))
+                out.append("" if value is None else _text(value, formats.get(index)))
                 if filled is not None:
                     filled.append(out[-1])
             length += len(out[-1])
@@ -568,7 +687,12 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         return value if _constant_literal(node) else _collection(value)
 
 
-def _text(value: object) -> str:
+def _text(value: object, spec: str | None = None) -> str:
+    if spec is not None:
+        text = formatted(value, spec)
+        if len(text) > MAX_STRING:
+            raise OverflowError(f"value longer than {MAX_STRING}")
+        return text
     if isinstance(value, bool):
         return "true" if value else "false"
     check_size(value)  # before str(): a nested list prints every shared part

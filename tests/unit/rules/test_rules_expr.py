@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,68 @@ def test_template_renders_and_escapes(registry: Registry) -> None:
         Template.parse("{did")
     with pytest.raises(ExpressionError, match="single '}'"):
         Template.parse("did}")
+
+
+def test_a_template_s_hole_may_end_in_a_format(registry: Registry) -> None:
+    """`{now.hour}:{now.minute}` at 09:05 gave "9:5": a time as nobody writes
+    it. A hole ends in a format as in an f-string: strftime codes for a date,
+    a short mini-language format for a number or text."""
+    at = datetime(2026, 11, 23, 9, 5, 7, 123456, tzinfo=UTC)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=at)
+    evaluator = Evaluator(context, context.names(), registry.functions)
+
+    def render(source: str) -> str | None:
+        return evaluator.render(Template.parse(source))
+
+    assert render("{now.hour}:{now.minute}") == "9:5"  # numbers, as before
+    assert render("{now:%H:%M}") == "09:05"
+    assert render("{now.hour:02}:{now.minute:02d}") == "09:05"
+    assert render("at {now:%d.%m.%Y %H:%M:%S}, 100%") == "at 23.11.2026 09:05:07, 100%"
+    assert render("{caller.number[-4:]:>6}|{did[:3]:_<5}") == "  4567|749__"
+    assert render("{now:%%H}") == "%H"
+    # A slice's colon is the expression's, not a format's.
+    assert render("{caller.number[7:]}") == "4567"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{now:02}", "'now' is a date: its format is strftime codes ({now:%H:%M}), not '02'"),
+        ("{now.minute:%M}", "'now.minute' is a number: write {now.minute:02} or {now:%M}"),
+        # A width that would make a text of a million characters.
+        ("{did:>999999}", "format '>999999' is neither a date's (%H:%M) nor a number's"),
+        ("{now:%Q}", "unknown date code '%Q'"),
+        ("{now:}", "empty format after ':'"),
+        ("{now:" + "%H" * 30 + "}", "is not a short one-line text"),
+    ],
+)
+def test_a_format_a_hole_may_not_end_in_is_a_load_error(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        Template.parse(source)
+
+
+def test_a_format_that_does_not_fit_the_value_fails_the_evaluation(registry: Registry) -> None:
+    """A format checked at load for what it may be; a value of the call it does
+    not fit (text for a number's `d`) fails the rule, as any failing value."""
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    evaluator = Evaluator(context, context.names(), registry.functions)
+    with pytest.raises(ValueError, match=r"format 'd' does not fit a text"):
+        evaluator.render(Template.parse("{did:d}"))
+    with pytest.raises(ValueError, match=r"'%H' formats a date, not a str"):
+        evaluator.render(Template.parse("{did:%H}"))
+
+
+@pytest.mark.parametrize("page", ["docs/rules.md", "docs/ru/rules.md"])
+def test_the_docs_table_of_formats_gives_what_it_says(page: str, registry: Registry) -> None:
+    """Each row of rules.md's table of formats, rendered at the time it names
+    (now in the rules' zone, Moscow, as the engine gives it)."""
+    from zoneinfo import ZoneInfo
+
+    text = (Path(__file__).resolve().parents[3] / page).read_text(encoding="utf-8")
+    at = datetime(2026, 12, 8, 9, 5, 7, 123456, tzinfo=ZoneInfo("Europe/Moscow"))
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=at)
+    evaluator = Evaluator(context, context.names(), registry.functions)
+    rows = re.findall(r'^\| `"(\{[^`]*)"`[^|]* \| `([^`]*)` \|$', text, flags=re.MULTILINE)
+    assert len(rows) == 6, rows
+    for source, expected in rows:
+        assert evaluator.render(Template.parse(source)) == expected, source
