@@ -657,7 +657,17 @@ class LiveGuard:
         return self.settled and self.update() is None
 
     async def wait_settled(self, deadline: float) -> None:
-        """Wait until settled or ``deadline`` (the guard's clock), whichever is first."""
-        delay = min(self._settled_at, deadline) - self._clock()
-        if delay > 0:
+        """Wait until settled or ``deadline`` (the guard's clock), whichever is first.
+
+        A settle started during the wait (a stall noticed, then the event stream
+        gap it made: hsched49's trial, kill -STOP for 85 s) moves the end: waited
+        for too. Waking at the first end, a timed rule's run made up after the
+        stall found this instance settling again, not acting, and sent nothing."""
+        while True:
+            until = self._settled_at
+            delay = min(until, deadline) - self._clock()
+            if delay <= 0:
+                return
             await asyncio.sleep(delay)
+            if self._settled_at == until:  # no settle began meanwhile
+                return

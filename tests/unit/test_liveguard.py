@@ -1258,3 +1258,31 @@ def test_an_undated_instance_forgotten_is_forgotten_as_said_too() -> None:
         guard._dated_off(f"other{n:03d}", 100.0)
     assert "said0001" not in guard._undated
     assert "said0001" not in guard._undated_said
+
+
+async def test_a_settle_begun_during_the_wait_is_waited_for_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hsched49's trial (kill -STOP for 85 s over a `missed: run-once` rule's
+    run): the made-up run waited for the settle the stall began, but the event
+    stream gap the stall made began another 0.2 s later; the run woke at the
+    first one's end, found the instance settling, not acting, and sent nothing."""
+    clock = Clock()
+    guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), clock=clock, settle=1.0)
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) == 1:
+            clock.now += 0.2
+            guard.probe()  # the stream gap: settle again, from here
+        clock.now += delay - (0.2 if len(waits) == 1 else 0.0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    await guard.wait_settled(float("inf"))
+    assert guard.settled
+    assert waits == [1.0, pytest.approx(0.2)]
+    # A deadline still ends the wait.
+    guard.probe()
+    await guard.wait_settled(clock.now + 0.5)
+    assert not guard.settled
