@@ -294,3 +294,22 @@ async def test_a_failure_on_a_step_is_logged_and_the_watch_goes_on(
         assert "boom" in caplog.text
     finally:
         await watch.cancel()
+
+
+def test_the_last_run_a_step_jumped_over_is_found_and_counting_is_bounded() -> None:
+    """The run a ``missed: run-once`` rule makes up stands for the last one
+    jumped over (router/engine.py orders the rules by it)."""
+    from datetime import UTC, datetime, timedelta
+
+    from router.clock_step import last_run_before
+    from router.rules.cron import cron_trigger
+
+    now = datetime(2026, 12, 7, 20, 30, tzinfo=UTC)
+    daily = cron_trigger("0 19 * * *", UTC)
+    first = datetime(2026, 12, 1, 19, 0, tzinfo=UTC)
+    assert last_run_before(daily, first, now) == datetime(2026, 12, 7, 19, 0, tzinfo=UTC)
+    assert last_run_before(daily, first, now - timedelta(hours=2)) == datetime(
+        2026, 12, 6, 19, 0, tzinfo=UTC
+    )
+    # Every minute over six days: more runs than counted, the last about now.
+    assert last_run_before(cron_trigger("* * * * *", UTC), first, now) == now
