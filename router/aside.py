@@ -18,6 +18,7 @@ in between could be written over then.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -458,3 +459,25 @@ def state_db_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     SQLite may not open or write it), else :func:`named_db_error` (issue 16)."""
     kept = kept_db_error(path, exc)
     return kept if kept is not None else named_db_error(path, exc)
+
+
+def sqlite_holds(info: os.stat_result, *, besides: int = -1) -> bool | None:
+    """Whether a descriptor of this process other than ``besides`` is open on
+    the file ``info`` describes, from ``/proc/self/fd``; None when it cannot be
+    told (no ``/proc``).
+
+    SQLite opens a database by name only (even ``/proc/self/fd/N``: it reads
+    that link, the file's name, and opens the name), so another file put at
+    the name in between is the one it reads: a caller that looked at a file
+    asks this once SQLite has opened it, to know SQLite holds that very file
+    (the history's CEL replay, the state restore's quick_check)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in fds:
+        with contextlib.suppress(OSError, ValueError):
+            number = int(name)
+            if number != besides and os.path.samestat(os.fstat(number), info):
+                return True
+    return False

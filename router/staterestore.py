@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
+from router.aside import sqlite_holds
 from router.errors import ConfigError, StateRestoreError
 from router.logsafe import escape_controls
 from router.private_dir import private_dir_problem, private_group
@@ -728,7 +729,7 @@ def _quick_check(source: Path, copy: Path, sfd: int, temp: str, written: os.stat
     at it: the copy's name (in the state folder, which its owner may change
     when root restores) is held to the file written, ``written``, before
     SQLite opens it and after, and the file SQLite holds open meanwhile must
-    be that one too (:func:`_sqlite_holds`). A link or another file put at
+    be that one too (:func:`router.aside.sqlite_holds`). A link or another file put at
     the name was checked in its place and then renamed into the state
     folder, or put back once SQLite had opened the other (issue 16)."""
     _same_copy(source, sfd, temp, written)
@@ -737,7 +738,7 @@ def _quick_check(source: Path, copy: Path, sfd: int, temp: str, written: os.stat
         try:
             (verdict,) = db.execute("PRAGMA quick_check").fetchone()
             (mode,) = db.execute("PRAGMA journal_mode").fetchone()
-            held = _sqlite_holds(written)
+            held = sqlite_holds(written)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -769,21 +770,6 @@ def _same_copy(source: Path, sfd: int, temp: str, written: os.stat_result) -> No
             "checked: the file written is not the file SQLite checked; another process "
             "changes the state folder (its owner's?): nothing in it was changed"
         )
-
-
-def _sqlite_holds(written: os.stat_result) -> bool | None:
-    """Whether a descriptor of this process (SQLite's: the restore holds
-    none of the copy once written) is open on the file ``written``, from
-    ``/proc/self/fd``; None when it cannot be told (no ``/proc``)."""
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    for name in fds:
-        with contextlib.suppress(OSError, ValueError):
-            if os.path.samestat(os.stat(int(name)), written):
-                return True
-    return False
 
 
 # -- the switch -------------------------------------------------------------------

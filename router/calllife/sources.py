@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from router.aside import named_db_error, not_a_file
+from router.aside import named_db_error, not_a_file, sqlite_holds
 from router.calllife.model import MAX_FIELD, CelRecord, OversizedRecord
 from router.calllife.settings import HistorySettings
 from router.errors import ConfigError, HistorySourceError
@@ -262,7 +262,7 @@ def _open_file_name(fd: int, path: Path, info: os.stat_result) -> str:
     file's name as it opens it (the kernel's, kept through renames), its
     ``-wal`` and ``-journal`` found beside it. SQLite then opens that name:
     the file it holds is checked to be the one looked at
-    (:func:`_sqlite_holds`). Without ``/proc``, ``path`` when it still names
+    (:func:`router.aside.sqlite_holds`). Without ``/proc``, ``path`` when it still names
     that file."""
     name = f"/proc/self/fd/{fd}"
     try:
@@ -280,28 +280,6 @@ def _open_file_name(fd: int, path: Path, info: os.stat_result) -> str:
         f"[history] cel: {path}: was removed or replaced while being opened; "
         "the next replay reads the file there then"
     )
-
-
-def _sqlite_holds(fd: int, info: os.stat_result) -> bool | None:
-    """Whether a descriptor of this process other than ``fd`` (SQLite's, just
-    opened) is open on the file ``info`` describes, from ``/proc/self/fd``;
-    None when it cannot be told (no ``/proc``).
-
-    SQLite does not open ``/proc/self/fd/N``: it reads that link, the file's
-    name, and opens the name (its full-path step, then ``openat``), so
-    another file put at the name between the two was read. Another thread's
-    descriptor on the same file (a second replay of it) counts too: that
-    file is the one looked at either way."""
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    for name in fds:
-        with contextlib.suppress(OSError, ValueError):
-            number = int(name)
-            if number != fd and os.path.samestat(os.fstat(number), info):
-                return True
-    return False
 
 
 #: cel_sqlite3_custom's text columns the replay reads (docs/history.md's mapping).
@@ -362,7 +340,7 @@ class SqliteSource:
                     "the next replay reads the file there then"
                 )
             con = self._sqlite(_open_file_name(fd, self.path, info))
-            if _sqlite_holds(fd, info) is False:
+            if sqlite_holds(info, besides=fd) is False:
                 con.close()
                 raise HistorySourceError(
                     f"[history] cel: {self.path}: was replaced while SQLite opened it (another "
