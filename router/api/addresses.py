@@ -36,10 +36,26 @@ than its own. A request refused by the /48's bucket makes no /64 bucket. An
 IPv4 address mapped into IPv6 (``::ffff:192.0.2.1``) counts as the IPv4
 address itself.
 
+A request that bears a valid session cookie of the live page (the page's
+own, :mod:`router.api.session`; an ``EventSource`` can send no token) is
+counted in a bucket of its session, not of its address: an office of 30
+operators behind one NAT address shared the address's rate and burst, and a
+start of the day or every page reconnecting at once was answered 429. The
+protocol tells it by the app's own check (:meth:`router.api.session.Sessions.key_of`,
+one HMAC over a cookie of at most 512 bytes); a bogus, expired or revoked
+cookie is counted as any request without a token.
+
 The table holds at most ``anonymous_addresses`` buckets (a /48's counts as
-one); past that, the one used longest ago goes (a bucket left alone for
-``burst / rate`` seconds is full again, as a new one). A /48's bucket is used
-by each request of its /64s, so their own churn never pushes it out.
+one). A new key takes the place of the bucket used longest ago only when that
+one has been left alone for ``burst / rate`` seconds (full again, as a new one
+would be). While the table is full of buckets still in use, a key without one
+gets none: its request spends from one overflow bucket (the rate and burst of
+one address) that every such key shares. Evicting instead gave whoever held
+more addresses than the table a full bucket with every request, so no limit
+at all; now such a flood spends the overflow's rate, and the addresses
+already in the table keep theirs (a new client may be refused until the flood
+stops and the table's buckets refill). A /48's bucket is used by each request
+of its /64s, so their own churn never pushes it out.
 """
 
 from __future__ import annotations
@@ -80,18 +96,34 @@ class AddressLimiter:
         #: its own (the API's own, :func:`router.api.recordings.signed_link`,
         #: set once its app is served). None: no request is such a link.
         self.links: Callable[[bytes, bytes], bool] | None = None
+        #: The key of the live page's session a request's ``Cookie`` header
+        #: bears, valid by the app's own check (:meth:`router.api.session.Sessions.key_of`,
+        #: set once its app is served), or None; the request is counted in a
+        #: bucket of that session. None: no request bears one.
+        self.sessions: Callable[[bytes], str | None] | None = None
+        #: The bucket every key without one shares while the table is full of
+        #: buckets in use: (tokens left, when last counted).
+        self._overflow: tuple[float, float] | None = None
         #: Requests refused since the start (``callrouter_api_requests_total`` counts them too).
         self.refused = 0
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def wait(self, address: str | None, method: bytes = b"", target: bytes = b"") -> float:
+    def wait(
+        self,
+        address: str | None,
+        method: bytes = b"",
+        target: bytes = b"",
+        cookie: bytes | None = None,
+    ) -> float:
         """Spend one request of ``address``'s bucket (one bearing no valid
         token): 0 when it may be served, else the seconds until one would be.
-        One whose ``method`` and ``target`` (the request line's) are a
-        recording's validly signed link (:attr:`links`) is counted in a
-        bucket of its address and link."""
+        One whose ``cookie`` (its ``Cookie`` header) bears a valid session of
+        the live page (:attr:`sessions`) is counted in a bucket of that
+        session; one whose ``method`` and ``target`` (the request line's) are
+        a recording's validly signed link (:attr:`links`), in a bucket of its
+        address and link."""
         if address is None or self.rate <= 0:
             return 0.0
         keys = _keys(address, self.loopback)
@@ -99,7 +131,14 @@ class AddressLimiter:
             return 0.0
         key, wider = keys
         links = self.links
-        if links is not None and target and links(method, target):
+        sessions = self.sessions
+        session = None if sessions is None or not cookie else sessions(cookie)
+        if session is not None:
+            # The page's session, whichever address it comes from: 30 operators
+            # behind one NAT address each get the whole rate (its burst is a
+            # page's load many times over), a copied cookie no more than it.
+            key, wider = f"session {session[:_SESSION_KEY_MAX]}", None
+        elif links is not None and target and links(method, target):
             # Each link in a bucket of its own (its path: the recording), not
             # the address's nor its /48's: 1C fetching a hundred recordings at
             # once gets each, while one link asked for again and again is held
@@ -109,13 +148,26 @@ class AddressLimiter:
             path = target.partition(b"?")[0].decode("ascii", "replace")
             key, wider = f"{key} {path[:_LINK_KEY_MAX]}", None
         now = self._clock()
+        buckets = self._buckets
+        wide_rate, wide_burst = self.rate * self.factor, self.burst * self.factor
+        missing = (wider is not None and wider not in buckets) + (key not in buckets)
+        if missing and not self._room(missing, now):
+            # The table full of buckets in use: no new one (evicting one gave a
+            # flood from more addresses than the table a full bucket with each
+            # request); what has none spends from the overflow bucket.
+            if wider is not None and wider not in buckets:
+                if key not in buckets:
+                    key, wider = _OVERFLOW, None
+                else:
+                    wider, wide_rate, wide_burst = _OVERFLOW, self.rate, self.burst
+            else:
+                key = _OVERFLOW
         if wider is not None:
             # The /48 first: refused there, no bucket is made for the /64 (a
             # delegation's 65,536 /64s would fill the table with full ones).
-            rate, burst = self.rate * self.factor, self.burst * self.factor
-            tokens = self._tokens(wider, rate, burst, now)
+            tokens = self._tokens(wider, wide_rate, wide_burst, now)
             if tokens < 1.0:
-                return self._refuse(wider, tokens, now, rate)
+                return self._refuse(wider, tokens, now, wide_rate)
         own = self._tokens(key, self.rate, self.burst, now)
         if own < 1.0:
             if wider is not None:
@@ -126,16 +178,34 @@ class AddressLimiter:
             self._keep(wider, tokens - 1.0, now)  # after its /64: newer than any of them
         return 0.0
 
+    def _room(self, needed: int, now: float) -> bool:
+        """Whether ``needed`` new buckets may be made at ``now``: the table has
+        room, or the buckets they would push out (the ones used longest ago)
+        have been left alone for ``burst / rate`` seconds, full again."""
+        buckets = self._buckets
+        evicted = len(buckets) + needed - self.addresses
+        if evicted <= 0:
+            return True
+        idle = self.burst / self.rate
+        for _, (_, then) in zip(range(evicted), buckets.values(), strict=False):
+            if now - then < idle:
+                return False
+        return True
+
     def _tokens(self, key: str, rate: float, burst: int, now: float) -> float:
         """What ``key``'s bucket holds at ``now`` (a full one when it has none)."""
-        found = self._buckets.get(key)
+        found = self._overflow if key is _OVERFLOW else self._buckets.get(key)
         if found is None:
             return float(burst)
         return min(float(burst), found[0] + (now - found[1]) * rate)
 
     def _keep(self, key: str, tokens: float, now: float) -> None:
         """``key``'s bucket holds ``tokens`` at ``now``, the newest used; a new
-        one past the table's bound pushes out the one used longest ago."""
+        one past the table's bound pushes out the one used longest ago (only
+        one full again: :meth:`wait` asks :meth:`_room` first)."""
+        if key is _OVERFLOW:
+            self._overflow = (tokens, now)
+            return
         buckets = self._buckets
         if buckets.pop(key, None) is None:
             while buckets and len(buckets) >= self.addresses:
@@ -154,6 +224,10 @@ class AddressLimiter:
 
 #: The most of a link's path a bucket's key holds (a link's is at most 87 bytes).
 _LINK_KEY_MAX = 128
+#: The most of a session's key (its token's name and session id) a bucket's key holds.
+_SESSION_KEY_MAX = 128
+#: The overflow bucket's key (never in the table: no address, link or session is it).
+_OVERFLOW = "\x00overflow"
 
 
 def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:

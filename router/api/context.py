@@ -98,6 +98,11 @@ class ApiContext:
     #: listener counts such a request in a bucket of that link's, not its
     #: address's ``[api] anonymous_rate`` (router.api.addresses). None: no request is.
     recording_link: Callable[[bytes, bytes], bool] | None = None
+    #: The key of the live page's valid session a request's raw ``Cookie``
+    #: header bears, or None (router.api.ui sets it: its sessions' own check):
+    #: the listener counts such a request in a bucket of that session, not its
+    #: address's ``[api] anonymous_rate`` (router.api.addresses). None: no request does.
+    ui_session: Callable[[bytes], str | None] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

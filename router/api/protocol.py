@@ -35,9 +35,11 @@ listener, before any token is asked for:
 * **Rate.** Requests without a valid token (``/healthz``, ``/readyz``,
   ``/metrics``, every refusal) are counted per client address
   (:mod:`router.api.addresses`, ``[api] anonymous_rate``), a recording's
-  link with a valid, unexpired signature (1C's) per link: past it the
-  request is answered ``429`` by a bare app, not ours, and nothing more is
-  read from that connection until its ``Retry-After`` is up. 1,200 a second
+  link with a valid, unexpired signature (1C's) per link, a request with a
+  valid session cookie of the live page per session (by the app's own
+  check): past it the request is answered ``429`` by a bare app, not ours,
+  and nothing more is read from that connection until its ``Retry-After``
+  is up. 1,200 a second
   from one address took routing from 2-3 ms to 40-180 ms. A request bearing
   a valid token whose own rate is spent (``[api.tokens.NAME] rate``) is
   answered its ``429`` by a bare app too, by the app's own token check
@@ -415,8 +417,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limiter = self.addresses
         if limiter is None:
             return None
+        cookies = [v for n, v in self.headers if n == b"cookie"]
         wait = limiter.wait(
-            self.client[0] if self.client else None, self.parser.get_method(), self.url
+            self.client[0] if self.client else None,
+            self.parser.get_method(),
+            self.url,
+            b"; ".join(cookies) if cookies else None,
         )
         if not wait:
             return None

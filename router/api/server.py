@@ -312,11 +312,13 @@ class ApiServer:
         self._current.app = app
 
     def _link_check(self, app: ASGIApp) -> None:
-        """The rate per address (:mod:`router.api.addresses`) counts no request
-        for a recording by a validly signed link ``app`` serves (its context's
-        ``recording_link``; the starting app serves none), and a request whose
-        token is over its rate is answered before the app by ``app``'s own
-        token check and buckets (its state's ``authenticator``)."""
+        """The rate per address (:mod:`router.api.addresses`) counts a request
+        for a recording by a link ``app`` signed validly (its context's
+        ``recording_link``; the starting app serves none) by its link, and one
+        bearing a valid session of ``app``'s live page (its ``ui_session``) by
+        its session; a request whose token is over its rate is answered before
+        the app by ``app``'s own token check and buckets (its state's
+        ``authenticator``)."""
         authenticator = getattr(getattr(app, "state", None), "authenticator", None)
         self._protocol_class.tokens = (
             authenticator if isinstance(authenticator, Authenticator) else None
@@ -324,6 +326,7 @@ class ApiServer:
         if self._addresses is not None:
             ctx = getattr(getattr(app, "state", None), "ctx", None)
             self._addresses.links = getattr(ctx, "recording_link", None)
+            self._addresses.sessions = getattr(ctx, "ui_session", None)
 
     async def stop(self) -> None:
         """Stop taking requests; open ones get a bounded moment, then are cut."""

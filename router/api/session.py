@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.requests import cookie_parser
+
 from router.api.settings import ApiSettings, TokenSettings
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
 
 COOKIE = "callrouter_ui"
 COOKIE_PATH = "/ui"
+#: What a ``Cookie`` header holds when it may carry ours.
+_NAME = COOKIE.encode() + b"="
 #: Longest a session lives after its login, however often it is renewed.
 MAX_SESSION = 12 * 3600.0
 #: Largest cookie value read (a real one is about 190 bytes).
@@ -167,6 +171,19 @@ class Sessions:
             return None
         session = Session(token, issued, expires, sid)
         return None if self.revoked(session) else session
+
+    def key_of(self, cookie: bytes) -> str | None:
+        """For the listener, before the app: the key of the valid session a
+        request's ``Cookie`` header (its raw value; several joined by ``; ``)
+        bears, its token's name and session id, or None. The app's own check
+        (:meth:`check`) over the cookie the app would read (Starlette's
+        parser, as ``Request.cookies``): the rate per address
+        (:mod:`router.api.addresses`) counts such a request by its session."""
+        if _NAME not in cookie:
+            return None  # no cookie of ours: nothing parsed
+        value = cookie_parser(cookie.decode("latin-1")).get(COOKIE)
+        session = self.check(value)
+        return None if session is None else f"{session.token.name} {session.sid}"
 
     def revoked(self, session: Session) -> bool:
         """Whether ``session`` was signed out (it, or another session of its token

@@ -179,6 +179,7 @@ class _Files:
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     sessions = Sessions(ctx.settings)
+    ctx.ui_session = sessions.key_of  # the listener's check is this app's
     files = _Files(STATIC)
     streams: dict[str, int] = {}
 

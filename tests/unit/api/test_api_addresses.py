@@ -158,19 +158,97 @@ def test_the_listeners_token_check_is_the_apps_and_takes_nothing() -> None:
     tokens.admit(good)  # within its rate again: taken once, by the app
 
 
-def test_the_table_is_bounded_and_the_address_used_longest_ago_goes() -> None:
+def test_the_table_is_bounded_and_an_idle_address_used_longest_ago_goes() -> None:
     clock = Clock()
     limits = limiter(clock, burst=1, addresses=4)
     for n in range(1000):
         limits.wait(f"10.0.{n // 256}.{n % 256}")
     assert len(limits) == 4
-    limits = limiter(clock, burst=1, addresses=2)
+    limits = limiter(clock, burst=1, addresses=2)  # full again after burst / rate = 0.5 s
     limits.wait("192.0.2.1")
     limits.wait("192.0.2.2")
-    assert limits.wait("192.0.2.1") > 0  # used again: now the newest
-    limits.wait("192.0.2.3")  # the table full: 192.0.2.2 goes
+    clock.now += 0.5
+    assert limits.wait("192.0.2.1") == 0.0  # used again: now the newest
+    limits.wait("192.0.2.3")  # the table full: 192.0.2.2, full again, goes
     assert limits.wait("192.0.2.1") > 0
+    assert limits.wait("192.0.2.3") > 0  # its own bucket, spent
+    clock.now += 0.5
     assert limits.wait("192.0.2.2") == 0.0  # forgotten: a new bucket
+
+
+def test_more_addresses_than_the_table_share_one_overflow_bucket() -> None:
+    """Past ``anonymous_addresses``, the bucket used longest ago was pushed
+    out for each new address: one request each from more addresses than the
+    table holds got a full bucket every time, no limit at all. While the
+    table is full of buckets in use, an address without one spends from one
+    overflow bucket they all share, and those in the table keep theirs
+    (issue 16)."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=2, addresses=4)
+    flood = [f"10.1.{n // 256}.{n % 256}" for n in range(1000)]
+    served = [limits.wait(address) == 0.0 for address in flood]
+    assert served.count(True) == 4 + 2  # the table's 4, the overflow's burst of 2
+    assert len(limits) == 4
+    assert limits.wait("192.0.2.9") > 0  # a newcomer too, while the flood goes on
+    # The flood's rate is the overflow's: 1 a second for all its addresses.
+    clock.now += 1.0
+    served = [limits.wait(address) == 0.0 for address in flood[4:]]
+    assert served.count(True) == 1
+    # An address in the table keeps its own bucket through the flood.
+    assert [limits.wait(flood[0]) for _ in range(3)] == [0.0, 0.0, 1.0]
+    # Its buckets left alone burst / rate seconds (full again): they go for new ones.
+    clock.now += 2.0
+    assert [limits.wait("192.0.2.9") for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert len(limits) == 4
+
+
+def test_new_48s_past_the_table_spend_from_the_overflow_bucket_alone() -> None:
+    """An IPv6 flood from many /48s: each new /48 and its /64 would make two
+    buckets; past the table's bound neither is made, and the request spends
+    once from the overflow bucket. A new /64 of a /48 in the table spends
+    from its /48's and the overflow's (issue 16)."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=2, factor=4, addresses=4)
+    served = [limits.wait(f"2001:db8:{n:x}::1") == 0.0 for n in range(1000)]
+    assert served.count(True) == 2 + 2  # two /48s with their /64s, the overflow's 2
+    assert len(limits) == 4
+    clock.now += 1.0  # the overflow: one more; the first /48: 4 more
+    assert limits.wait("2001:db8:0:1::1") == 0.0  # /48 in the table, new /64: overflow
+    assert limits.wait("2001:db8:0:2::1") > 0  # the overflow spent
+    assert [limits.wait("2001:db8::1") for _ in range(2)] == [0.0, 0.0]  # its own /64
+
+
+def test_a_valid_page_session_is_counted_by_its_session_a_bogus_cookie_by_its_address() -> None:
+    """30 operators behind one NAT address shared its rate and burst: a start
+    of the day (each page loads its files, asks its session, opens its
+    stream) or every page reconnecting at once was answered 429. A request
+    whose cookie the app's check takes (Sessions.key_of) is counted in a
+    bucket of its session; any other cookie, by its address (issue 16)."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=8, addresses=1000)
+    asked: list[bytes] = []
+
+    def sessions(cookie: bytes) -> str | None:
+        asked.append(cookie)
+        value = cookie.partition(b"=")[2]
+        return f"ops {value.decode()}" if value.startswith(b"good") else None
+
+    limits.sessions = sessions
+    pages = [b"callrouter_ui=good%d" % n for n in range(30)]
+    for cookie in pages:  # a page's load: ~8 requests each, all from one address
+        assert [limits.wait("192.0.2.7", b"GET", b"/ui/", cookie) for _ in range(8)] == [0.0] * 8
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/", pages[3]) == 1.0  # its own rate
+    assert asked[0] == pages[0]
+    # The address's own bucket is whole: nothing above spent from it.
+    bogus = b"callrouter_ui=forged"
+    assert [limits.wait("192.0.2.7", b"GET", b"/ui/", bogus) for _ in range(8)] == [0.0] * 8
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/", bogus) > 0
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/") > 0  # no cookie: the address's
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/", b"callrouter_ui=good99") == 0.0
+    # Loopback (a reverse proxy) is not limited, session or not: nothing checked.
+    asked.clear()
+    assert limits.wait("127.0.0.1", b"GET", b"/ui/", pages[4]) == 0.0
+    assert asked == []
 
 
 def test_a_validly_signed_link_from_ipv6_spends_nothing_of_its_48() -> None:

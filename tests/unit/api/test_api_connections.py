@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import resource
 import socket
 import ssl
@@ -948,6 +949,58 @@ async def test_a_token_over_its_rate_is_answered_429_before_the_app(
         writer.write(busy_poll + busy_poll)
         heads = [await answer_head(reader), await answer_head(reader)]
         assert [h.split(b" ", 2)[1] for h in heads] == [b"200", b"429"]
+
+
+async def test_live_pages_behind_one_address_are_counted_by_their_sessions(
+    serve: Serve,
+) -> None:
+    """An office of operators behind one NAT address: each page loads its
+    files and asks its session with its session cookie, all at once (the
+    start of the day, every page reconnecting). Counted as anonymous, they
+    shared one address's burst and most were answered 429; a request bearing
+    a valid session is counted by its session (the app's own check), and a
+    bogus cookie by its address as ever (issue 16)."""
+    viewer = TokenSettings(
+        name="viewer",
+        digest=hashlib.sha256(b"cr_viewer").digest(),
+        allow=("ui:read",),
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+    server, _ = await serve(
+        tokens=MappingProxyType({"viewer": viewer}),
+        anonymous_rate=0.001,
+        anonymous_burst=4,  # a page's load, once: the address's, and each session's
+        anonymous_loopback=True,
+    )
+    # 30 sign-ins (here bearing the token itself, so not counted per address).
+    body = b'{"token": "cr_viewer"}'
+    login = (
+        b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Callrouter-UI: 1\r\n"
+        b"Authorization: Bearer cr_viewer\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    heads = [head for _ in range(3) for head in await answers(server.port, login, 10)]
+    cookies = [
+        re.search(rb"(?im)^set-cookie: callrouter_ui=([^;]+);", head)[1]  # type: ignore[index]
+        for head in heads
+    ]
+    assert len(set(cookies)) == 30
+    load = [b"/ui/", b"/ui/static/app.js", b"/ui/static/style.css", b"/ui/session"]
+    statuses = []
+    for cookie in cookies:
+        request = b"".join(
+            b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: lang=ru; callrouter_ui=%s\r\n\r\n"
+            % (path, cookie)
+            for path in load
+        )
+        async with connection(server.port, request) as (reader, _):
+            statuses += [(await answer_head(reader)).split(b" ", 2)[1] for _ in load]
+    assert statuses == [b"200"] * 30 * len(load)
+    bogus = b"GET /ui/session HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: callrouter_ui=x.y\r\n\r\n"
+    heads = await answers(server.port, bogus, 5)
+    assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 4 + [b"429"]
 
 
 async def test_loopback_clients_are_not_limited_by_default(serve: Serve) -> None:
