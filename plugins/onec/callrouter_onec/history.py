@@ -278,6 +278,7 @@ class HistoryQueue(WrittenBackFile):
             check_db_writable(db)  # not another user's, opened read-only
             _migrate(db)
             db.executescript(_SCHEMA)
+            db.execute(_ROLLBACK_TRIGGER)
             max_age, max_rows = self._missed_limits
             missed = MissedBook(db, max_age=max_age, max_rows=max_rows)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
@@ -681,6 +682,29 @@ _SCHEMA = """
     );
     CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
     CREATE INDEX IF NOT EXISTS events_call ON events (call_id, state, id);
+"""
+
+
+#: A version from before event ids (November 2026, callrouter 0.1) run again on
+#: this file after a rollback without ``state restore`` inserts rows with no
+#: ``event_id`` (``INSERT OR IGNORE INTO events (call_id, event, payload,
+#: created)``): NOT NULL made SQLite drop every one of them without a word, so
+#: none of that run's call events reached 1C (issue 16). This trigger stores
+#: such a row under its old key, ``call_id/event``, as :func:`_migrate` keys the
+#: rows of that version's file, and a repeat of the key stays one row, as it
+#: was there. It fires before the NOT NULL check; this version always gives an
+#: ``event_id``, so its own inserts never meet it.
+_ROLLBACK_TRIGGER = """
+    CREATE TRIGGER IF NOT EXISTS events_without_id BEFORE INSERT ON events
+    WHEN NEW.event_id IS NULL
+    BEGIN
+        INSERT OR IGNORE INTO events (event_id, call_id, event, payload, created, attempts,
+                                      state, updated, detail)
+        VALUES (NEW.call_id || '/' || NEW.event, NEW.call_id, NEW.event, NEW.payload,
+                NEW.created, coalesce(NEW.attempts, 0), coalesce(NEW.state, 'pending'),
+                NEW.updated, NEW.detail);
+        SELECT RAISE(IGNORE);
+    END
 """
 
 

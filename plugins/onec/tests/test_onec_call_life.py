@@ -517,6 +517,59 @@ def test_a_history_file_from_before_event_ids_keeps_its_rows(tmp_path: Path) -> 
         assert len(queue.pending()) == 2
 
 
+#: What callrouter 0.1 (November 2026, before event ids) runs on the file: at open,
+#: then for each call event (its ``HistoryQueue.__init__`` and ``enqueue``, verbatim).
+OLD_OPEN = """
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, event TEXT NOT NULL,
+        payload TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending', updated REAL, detail TEXT,
+        UNIQUE (call_id, event));
+    CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
+"""
+OLD_ENQUEUE = (
+    "INSERT OR IGNORE INTO events (call_id, event, payload, created) VALUES (?, ?, ?, ?)"
+)
+
+
+@pytest.mark.parametrize("made_by", ["this version", "the version before event ids"])
+def test_a_rolled_back_version_before_event_ids_still_queues_its_events(
+    tmp_path: Path, made_by: str
+) -> None:
+    """A rollback to 0.1 without ``state restore``: its inserts carry no event_id,
+    which NOT NULL made SQLite ignore, every call event of that run lost without
+    a word (issue 16). They are kept under the old key, one row per key as there."""
+    path = tmp_path / "onec-history.sqlite3"
+    if made_by != "this version":
+        first = sqlite3.connect(path)
+        first.executescript(OLD_OPEN)
+        first.close()
+    with HistoryQueue(path) as queue:  # this version made or migrated the file
+        assert queue.enqueue({"event": "ringing", "call_id": "1.1", "event_id": "1.1/ringing/u"})
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(OLD_OPEN)
+    for _ in range(2):  # the old version's repeat of one fact stays one row
+        old.execute(OLD_ENQUEUE, ("2.1", "ringing", '{"event": "ringing", "call_id": "2.1"}', 2.0))
+    old.execute(OLD_ENQUEUE, ("2.1", "hangup", '{"event": "hangup", "call_id": "2.1"}', 3.0))
+    rows = old.execute(
+        "SELECT event_id, call_id, event, state, attempts FROM events ORDER BY id"
+    ).fetchall()
+    old.close()
+    assert rows == [
+        ("1.1/ringing/u", "1.1", "ringing", "pending", 0),
+        ("2.1/ringing", "2.1", "ringing", "pending", 0),
+        ("2.1/hangup", "2.1", "hangup", "pending", 0),
+    ]
+    with HistoryQueue(path) as queue:  # upgraded again: the old run's events go to 1C
+        assert [(r.call_id, r.event) for r in queue.pending()] == [
+            ("1.1", "ringing"),
+            ("2.1", "ringing"),
+            ("2.1", "hangup"),
+        ]
+        # the old key is the event id: the same fact from this version is a repeat
+        assert queue.enqueue({"event": "hangup", "call_id": "2.1"}) is False
+
+
 async def test_an_unanswered_inbound_call_ends_with_its_missed_only(
     started: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
