@@ -349,6 +349,25 @@ def test_unset_secret_variables_are_warnings_and_leave_no_trace(
     assert "CALLROUTER_SECRET" not in os.environ
 
 
+def test_a_key_no_longer_used_is_named_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router.toml from an earlier version keeps [plugins.onec] dial_context,
+    which loads but does nothing: check says so, with the line (issue 16)."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    path = write(
+        tmp_path,
+        "[plugins.onec]\nurl = 'http://1c.local/unf/hs/telephony'\n"
+        "username = 'router'\npassword = ''\ndial_context = 'callrouter-dial'\n",
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"callrouter check: warning: {path}:11: [plugins.onec] dial_context: no longer used "
+        "(1C is told the extension that actually rang, wherever the call was sent); delete "
+        "the line (docs/onec.md)"
+    ]
+
+
 def test_check_manager_conf_prints_the_lines_run_would_ask_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -721,6 +721,17 @@ class OneCPlugin:
             base=path.parent if path is not None else None,
             lines=config.lines,
         )
+        if "dial_context" in settings:
+            # Accepted so that a file written for it still loads, but it does
+            # nothing since 1C is told the extension that rang: check and run
+            # said nothing, so the administrator kept a line they thought
+            # picked the context 1C hears of (issue 16).
+            log.warning(
+                "%s: [plugins.%s] dial_context: no longer used (1C is told the extension "
+                "that actually rang, wherever the call was sent); delete the line (docs/onec.md)",
+                config.where("plugins", NAME, "dial_context"),
+                NAME,
+            )
 
     @hookimpl
     def callrouter_metrics(self, metrics: Metrics) -> None:
