@@ -527,9 +527,7 @@ OLD_OPEN = """
         UNIQUE (call_id, event));
     CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
 """
-OLD_ENQUEUE = (
-    "INSERT OR IGNORE INTO events (call_id, event, payload, created) VALUES (?, ?, ?, ?)"
-)
+OLD_ENQUEUE = "INSERT OR IGNORE INTO events (call_id, event, payload, created) VALUES (?, ?, ?, ?)"
 
 
 @pytest.mark.parametrize("made_by", ["this version", "the version before event ids"])
