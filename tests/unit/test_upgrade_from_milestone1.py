@@ -175,3 +175,75 @@ def test_the_docs_say_a_callrouter_with_no_heartbeat_goes_unseen(language: str) 
     said = "no callrouter is live on this Asterisk now"
     assert said in (REPO / "router" / "commands" / "preflight.py").read_text(encoding="utf-8")
     assert f"`{said}`" in section(language)
+
+
+#: What milestone 1's 1C plugin runs on its history file at open and for each
+#: call event (its ``HistoryQueue``, verbatim): tried on the converted file (issue 16).
+EARLIER_OPEN = """
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, event TEXT NOT NULL,
+        payload TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending', updated REAL, detail TEXT,
+        UNIQUE (call_id, event));
+    CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
+"""
+EARLIER_ENQUEUE = (
+    "INSERT OR IGNORE INTO events (call_id, event, payload, created) VALUES (?, ?, ?, ?)"
+)
+
+
+def test_the_earlier_history_is_converted_and_a_rollback_keeps_its_events(
+    tmp_path: Path,
+) -> None:
+    """ "From an earlier version" says the file is converted with its pending
+    events sent, quoting the start's line; step 5 says milestone 1 started again
+    on it, without the restore, still queues its events. It lost them all:
+    its rows lack the event id the converted file requires (issue 16)."""
+    from callrouter_onec.history import HistoryQueue
+
+    history = earlier_state(tmp_path / "state")
+    with HistoryQueue(history) as queue:
+        pending = queue.pending_count()
+    assert pending == 4
+    logged = "onec: %d call events left by the last run; sending them"
+    said = logged.replace("%d", str(pending))
+    plugin = REPO / "plugins" / "onec" / "callrouter_onec" / "plugin.py"
+    assert logged in plugin.read_text(encoding="utf-8")
+    earlier = sqlite3.connect(history, isolation_level=None)
+    try:
+        earlier.executescript(EARLIER_OPEN)
+        earlier.execute(EARLIER_ENQUEUE, ("9.1", "ringing", '{"event": "ringing"}', 9.0))
+    finally:
+        earlier.close()
+    with HistoryQueue(history) as queue:
+        assert [(r.call_id, r.event) for r in queue.pending()][-1] == ("9.1", "ringing")
+        assert queue.pending_count() == 5
+    quotes = {
+        "en": "milestone 1 queues its 1C call events in the history file the new version "
+        "converted, and they are sent",
+        "ru": "версия milestone 1 ставит события звонков для 1С в файл истории, "
+        "преобразованный новой версией, и они отправляются",
+    }
+    for language, quote in quotes.items():
+        assert f"`{said}`" in section(language, earlier=True), language
+        assert quote in section(language), language
+
+
+def test_the_docs_quote_the_new_words_for_earlier_settings_and_clients() -> None:
+    """The dial_context warning (test_check_config.py prints it) and the
+    feed's 400 (seen on the sandbox with a client's ``wait=``) the page quotes."""
+    from router.api.errors import ApiError, refuse_unknown_query
+
+    plugin = (REPO / "plugins" / "onec" / "callrouter_onec" / "plugin.py").read_text(
+        encoding="utf-8"
+    )
+    assert '"%s: [plugins.%s] dial_context: no longer used' in plugin
+    with pytest.raises(ApiError) as refused:
+        refuse_unknown_query(["wait"], ("cursor", "extension", "timeout", "limit"))
+    for language in PAGES:
+        text = section(language, earlier=True)
+        assert (
+            "`router.toml:27: [plugins.onec] dial_context: no longer used ...; delete the line`"
+            in text
+        )
+        assert f"`{refused.value.detail}`" in text, refused.value.detail
