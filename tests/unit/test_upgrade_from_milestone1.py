@@ -19,6 +19,7 @@ version live on the Asterisk, which a version with no heartbeat is not.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import sqlite3
@@ -193,18 +194,24 @@ EARLIER_ENQUEUE = (
 
 
 def test_the_earlier_history_is_converted_and_a_rollback_keeps_its_events(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """ "From an earlier version" says the file is converted with its pending
+    """The page's "From an earlier version" says the file is converted with its pending
     events sent, quoting the start's line; step 5 says milestone 1 started again
     on it, without the restore, still queues its events. It lost them all:
     its rows lack the event id the converted file requires (issue 16)."""
     from callrouter_onec.history import HistoryQueue
 
     history = earlier_state(tmp_path / "state")
+    caplog.set_level(logging.INFO, logger="callrouter_onec.history")
     with HistoryQueue(history) as queue:
         pending = queue.pending_count()
     assert pending == 4
+    [converted] = [r.getMessage() for r in caplog.records]
+    assert converted.startswith(f"onec: history file {history} from a version before event ids")
+    converted = converted.replace(str(history), "PATH").split(" (docs/")[0]
+    for language in PAGES:
+        assert f"`{converted}`" in section(language, earlier=True), language
     logged = "onec: %d call events left by the last run; sending them"
     said = logged.replace("%d", str(pending))
     plugin = REPO / "plugins" / "onec" / "callrouter_onec" / "plugin.py"

@@ -276,7 +276,7 @@ class HistoryQueue(WrittenBackFile):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             check_db_writable(db)  # not another user's, opened read-only
-            _migrate(db)
+            converted = _migrate(db)
             db.executescript(_SCHEMA)
             db.execute(_ROLLBACK_TRIGGER)
             max_age, max_rows = self._missed_limits
@@ -291,6 +291,16 @@ class HistoryQueue(WrittenBackFile):
         self._db, self.missed, self._file = db, missed, identity
         self._unopened = None
         self._counted(int(pending[0]), first)
+        if converted is not None:
+            # Said once, at the start that changed the file: an administrator
+            # upgrading read nothing of it, and a rollback needs to know (issue 16).
+            log.info(
+                "onec: history file %s from a version before event ids converted: %d "
+                "rows kept, %d of them pending (docs/operations.md, Upgrading)",
+                target,
+                converted,
+                int(pending[0]),
+            )
 
     def _counted(self, pending: int, first: tuple[int, float | None] | None) -> None:
         """Under the lock: the pending count and the oldest pending row, as read."""
@@ -722,8 +732,9 @@ def _first_pending(db: sqlite3.Connection) -> tuple[int, float | None] | None:
     return int(row[0]), None
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """A file from before event ids (one row per (call_id, event)) keeps every row.
+def _migrate(db: sqlite3.Connection) -> int | None:
+    """A file from before event ids (one row per (call_id, event)) keeps every row:
+    their number, or None when the file needed no conversion.
 
     SQLite cannot drop a UNIQUE constraint, so the table is copied once; the
     old key becomes the event id, which is what the double and 1C fall back to
@@ -731,7 +742,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     """
     columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
     if not columns or "event_id" in columns:
-        return
+        return None
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("ALTER TABLE events RENAME TO events_before_ids")
@@ -744,11 +755,13 @@ def _migrate(db: sqlite3.Connection) -> None:
             "state, updated, detail) SELECT id, call_id || '/' || event, call_id, event, "
             "payload, created, attempts, state, updated, detail FROM events_before_ids"
         )
+        kept = db.execute("SELECT count(*) FROM events").fetchone()[0]
         db.execute("DROP TABLE events_before_ids")
         db.execute("COMMIT")
     except BaseException:
         _roll_back(db)
         raise
+    return int(kept)
 
 
 def _roll_back(db: sqlite3.Connection) -> None:

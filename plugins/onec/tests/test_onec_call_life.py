@@ -492,7 +492,9 @@ def test_missed_owner_keys_are_normalized_dids() -> None:
 # -- the queue's file from before event ids --------------------------------------------------
 
 
-def test_a_history_file_from_before_event_ids_keeps_its_rows(tmp_path: Path) -> None:
+def test_a_history_file_from_before_event_ids_keeps_its_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "onec-history.sqlite3"
     old = sqlite3.connect(path)
     old.executescript("""
@@ -507,14 +509,22 @@ def test_a_history_file_from_before_event_ids_keeps_its_rows(tmp_path: Path) -> 
     """)
     old.commit()
     old.close()
+    caplog.set_level(logging.INFO, logger="callrouter_onec.history")
     with HistoryQueue(path) as queue:
         [row] = queue.pending()
         assert (row.call_id, row.event) == ("1.1", "ringing")
+        # the start that converted the file says so: the upgrade changed it (issue 16)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"onec: history file {path} from a version before event ids converted: 1 rows "
+            "kept, 1 of them pending (docs/operations.md, Upgrading)"
+        ]
+        caplog.clear()
         # the old key is the event id now: the same fact without an id is still a repeat
         assert queue.enqueue({"event": "ringing", "call_id": "1.1"}) is False
         assert queue.enqueue({"event": "ringing", "call_id": "1.1", "event_id": "1.1/ringing/102"})
     with HistoryQueue(path) as queue:  # a second open migrates nothing
         assert len(queue.pending()) == 2
+    assert not caplog.records
 
 
 #: What callrouter 0.1 (November 2026, before event ids) runs on the file: at open,
