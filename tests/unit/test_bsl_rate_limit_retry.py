@@ -16,40 +16,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tree_sitter_hbk
 from bsl_runner import Array, BslException, Map, Module, Unsupported
-from tree_sitter import Node, Parser
-
-REPO = Path(__file__).parents[2]
-MODULE = REPO / "examples" / "onec" / "CallRouterAPI.bsl"
-SOURCE = MODULE.read_bytes()
-TREE = Parser(tree_sitter_hbk.Language()).parse(SOURCE)
-
-
-def _text(node: Node) -> str:
-    return SOURCE[node.start_byte : node.end_byte].decode("utf-8")
-
-
-def _walk(node: Node) -> list[Node]:
-    found, stack = [], [node]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(reversed(current.children))
-    return found
-
-
-def _method(name: str) -> Node:
-    for node in _walk(TREE.root_node):
-        if node.type in ("function_definition", "procedure_definition"):
-            ident = next(c for c in node.children if c.type == "identifier")
-            if _text(ident) == name:
-                return node
-    raise AssertionError(f"{MODULE.name} has no method {name}")
+from bsl_tree import MODULE, REPO, SOURCE, method, text_of, walk
+from tree_sitter import Node
 
 
 def _statements(node: Node) -> list[Node]:
@@ -60,8 +32,8 @@ def _statements(node: Node) -> list[Node]:
 def _request_loop() -> Node:
     (loop,) = [
         n
-        for n in _walk(_method("ВызватьAPI"))
-        if n.type in ("for_statement", "while_statement") and "ВызватьHTTPМетод" in _text(n)
+        for n in walk(method("ВызватьAPI"))
+        if n.type in ("for_statement", "while_statement") and "ВызватьHTTPМетод" in text_of(n)
     ]
     return loop
 
@@ -72,7 +44,7 @@ def _branch_429() -> Node:
         n
         for n in _statements(_request_loop())
         if n.type == "if_statement"
-        and re.fullmatch(r"Ответ\.КодСостояния\s*=\s*429", _text(n.children[1]))
+        and re.fullmatch(r"Ответ\.КодСостояния\s*=\s*429", text_of(n.children[1]))
     ]
     assert len(branches) == 1, f"{MODULE.name}: ВызватьAPI has no 429 branch in its request loop"
     return branches[0]
@@ -80,7 +52,7 @@ def _branch_429() -> Node:
 
 def _bound(name: str) -> int:
     """The number ``name`` is set to at the top of ВызватьAPI."""
-    (value,) = re.findall(rf"^\t{name} = (\d+);$", _text(_method("ВызватьAPI")), re.MULTILINE)
+    (value,) = re.findall(rf"^\t{name} = (\d+);$", text_of(method("ВызватьAPI")), re.MULTILINE)
     return int(value)
 
 
@@ -88,7 +60,7 @@ def test_the_request_loop_is_bounded_by_the_429_limit() -> None:
     """A for loop (never Пока Истина) whose last pass counts the 429s allowed."""
     loop = _request_loop()
     assert loop.type == "for_statement", "the request loop must have a fixed number of passes"
-    header = _text(loop).split("Цикл", 1)[0]
+    header = text_of(loop).split("Цикл", 1)[0]
     assert "ОтветовНа429" in header, header
     assert "Попыток" in header, header
     assert 1 <= _bound("ОтветовНа429") <= 5
@@ -97,9 +69,9 @@ def test_the_request_loop_is_bounded_by_the_429_limit() -> None:
 
 def test_a_429_waits_retry_after_then_goes_again_within_its_bounds() -> None:
     body = _statements(_branch_429())
-    texts = [_text(s) for s in body]
+    texts = [text_of(s) for s in body]
     waits = [i for i, s in enumerate(body) if re.fullmatch(r"Пауза\((\w+)\);", texts[i])]
-    assert len(waits) == 1, f"the 429 branch does not wait:\n{_text(_branch_429())}"
+    assert len(waits) == 1, f"the 429 branch does not wait:\n{text_of(_branch_429())}"
     (wait,) = waits
     (seconds,) = re.findall(r"Пауза\((\w+)\);", texts[wait])
     # The wait is what ПаузаПо429 read from the answer ...
@@ -109,25 +81,25 @@ def test_a_429_waits_retry_after_then_goes_again_within_its_bounds() -> None:
         s
         for s in body[:wait]
         if s.type == "if_statement"
-        and "ОтветовНа429" in _text(s)
-        and re.search(rf"{seconds} > МаксимумПаузыПо429", _text(s))
-        and any(c.type in ("break_statement", "rise_error_statement") for c in _walk(s))
+        and "ОтветовНа429" in text_of(s)
+        and re.search(rf"{seconds} > МаксимумПаузыПо429", text_of(s))
+        and any(c.type in ("break_statement", "rise_error_statement") for c in walk(s))
     ]
-    assert give_up, f"the 429 branch waits without its bounds:\n{_text(_branch_429())}"
+    assert give_up, f"the 429 branch waits without its bounds:\n{text_of(_branch_429())}"
     counted = [t for t in texts[:wait] if re.fullmatch(r"(\w+) = \1 \+ 1;", t)]
     assert counted, "the 429s are not counted"
-    assert counted[0].split(" ")[0] in _text(give_up[0]), "the count is not what gives up"
+    assert counted[0].split(" ")[0] in text_of(give_up[0]), "the count is not what gives up"
     # Then the same request goes again (the loop's next pass), not an exception.
     assert body[-1].type == "continue_statement", texts[-1]
 
 
 def test_a_429_uses_up_no_retry_of_a_dropped_connection_or_5xx() -> None:
-    body = [_text(s) for s in _statements(_branch_429())]
+    body = [text_of(s) for s in _statements(_branch_429())]
     assert "НомерПопытки = НомерПопытки - 1;" in body, body
 
 
 def test_retry_after_is_read_in_any_case_and_defaults_when_unusable() -> None:
-    reader = _text(_method("ПаузаПо429"))
+    reader = text_of(method("ПаузаПо429"))
     assert "Ответ.Заголовки" in reader
     # callrouter writes "retry-after"; 1C keeps the name as the server sent it.
     assert re.search(r'НРег\(.*Заголовок\.Ключ.*\) <> "retry-after"', reader), reader
@@ -140,7 +112,7 @@ def test_retry_after_is_read_in_any_case_and_defaults_when_unusable() -> None:
 
 
 def test_the_pause_waits_on_a_background_job_the_module_can_start() -> None:
-    pause = _text(_method("Пауза"))
+    pause = text_of(method("Пауза"))
     assert re.search(r"^Процедура Пауза\(Секунды\) Экспорт", pause)
     assert "ОжидатьЗавершенияВыполнения(Секунды)" in pause
     # The job the pause starts runs this very procedure of this very common module.
