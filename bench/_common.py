@@ -368,6 +368,11 @@ class BenchOneC:
         registry.add_lookup("onec.responsible", responsible)
         registry.add_notify_target("onec", "1C (benchmark stand-in: never called)")
 
+    def callrouter_notify(self, target: str, params: Any, call: Any) -> None:
+        """Carries out ``notify`` to ``onec`` as the 1C plugin does (the shipped
+        rules may name it); the benchmark's calls never reach it. Without it,
+        every run warned that the target reaches no one."""
+
 
 class CallLifeListener:
     """What the 1C plugin's ``callrouter_call_event`` does on the event path: the
@@ -392,6 +397,7 @@ def _mark_hooks() -> None:
     from router.hookspecs import hookimpl
 
     BenchOneC.callrouter_register = hookimpl(BenchOneC.callrouter_register)  # type: ignore[method-assign]
+    BenchOneC.callrouter_notify = hookimpl(BenchOneC.callrouter_notify)  # type: ignore[method-assign]
     CallLifeListener.callrouter_call_event = hookimpl(  # type: ignore[method-assign]
         CallLifeListener.callrouter_call_event
     )
