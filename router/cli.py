@@ -142,7 +142,13 @@ def _named(args: argparse.Namespace) -> str:
     """``callrouter token new``: the command an error line is of, as argparse
     names it in its own (``callrouter token new: error: ...``)."""
     words = [args.command]
-    for key in ("history_command", "recordings_command", "state_command", "token_command"):
+    for key in (
+        "history_command",
+        "recordings_command",
+        "state_command",
+        "token_command",
+        "ui_command",
+    ):
         if getattr(args, key, None) is not None:
             words.append(getattr(args, key))
     return " ".join(["callrouter", *words])

@@ -10,7 +10,8 @@ snapshot, never blocking the service's writes in WAL mode) into a single
 self-contained file (rollback journal, no ``-wal``), and checked
 (``PRAGMA quick_check``). The other files (``calllife.json``,
 ``forwarding.json``, ``recordings.key``) are replaced by rename whenever
-callrouter writes them, so a plain read gets one whole version.
+callrouter writes them, so a plain read gets one whole version. The live
+page's session key (``ui-sessions.json``) is left out: see :data:`UI_SESSIONS`.
 
 Every file of the folder is copied, not a list of names: a plugin's state is
 backed up too. Left out, each with its reason: sub-folders, symbolic links,
@@ -73,6 +74,10 @@ MANIFEST_FORMAT: Final = 1
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 #: SQLite's side files: their content is in the backup API's copy.
 SIDECARS: Final = SQLITE_SIDECARS
+#: The live page's session key (router/api/session_store.py ``FILE_NAME``): never
+#: backed up. A backup is kept longer, and in more places, than the state folder,
+#: and the key signs the page's cookies for as long as it is kept.
+UI_SESSIONS: Final = "ui-sessions.json"
 #: A state folder with more entries than this is not callrouter's (a wrong path).
 MAX_ENTRIES: Final = 1000
 #: A file that is not SQLite and larger than this is no state callrouter keeps
@@ -328,6 +333,11 @@ def _left_out(entry: os.DirEntry[str], names: set[str]) -> str | None:
         return "a temporary file (a write in progress, or left by a crash)"
     if re.search(r"\.bad(-[0-9]+)?$", name) or ".unreadable-" in name:
         return "set aside by callrouter as unreadable: safe to delete once looked at"
+    if name == UI_SESSIONS:
+        return (
+            "the live page's session key: a backup would carry it wherever it is kept, and "
+            "no session is worth restoring (12 hours at most); a restore signs the page out"
+        )
     return None
 
 

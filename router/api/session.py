@@ -10,11 +10,15 @@ gets a cookie that is:
 * ``SameSite=Strict`` and ``Path=/ui``: sent only by the page itself to the
   page's own paths, never by another site's form or link, never to the API's
   bearer endpoints; ``Secure`` when the listener has TLS;
-* signed (HMAC-SHA256 with a key made at start and kept only in memory) over
-  the token's name, its digest, a random session id and the times: it names a
-  token, it is not one, and it dies when the token is replaced or removed from
-  router.toml, loses ``ui:read`` or ``extensions = ["*"]``, or callrouter
-  restarts;
+* signed (HMAC-SHA256 with a key kept in ``[router] state_dir``,
+  ``ui-sessions.json``: :mod:`router.api.session_store`) over the token's
+  name, its digest, a random session id and the times: it names a token, it
+  is not one, and it dies when the token is replaced or removed from
+  router.toml or loses ``ui:read`` or ``extensions = ["*"]`` (at the reload
+  or restart that reads it). It outlives a restart of callrouter: the key
+  and the sign-outs are read back, so an open page reconnects without a
+  sign-in (``callrouter ui sign-out-all`` makes a new key: every page signs
+  in again);
 * ended on the server by Sign out: its session id is remembered as revoked
   until no renewal of it could still be valid, so a copy of the cookie (or of
   a renewal of it) taken before is refused too, not only the browser's
@@ -32,12 +36,14 @@ import hashlib
 import hmac
 import json
 import secrets
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import cookie_parser
 
+from router.api.session_store import SessionState, SessionStore
 from router.api.settings import ApiSettings, TokenSettings
 
 __all__ = [
@@ -49,6 +55,8 @@ __all__ = [
     "Sessions",
     "sees_everything",
 ]
+
+log = logging.getLogger("callrouter.api.ui")
 
 COOKIE = "callrouter_ui"
 COOKIE_PATH = "/ui"
@@ -101,15 +109,29 @@ class Sessions:
         settings: ApiSettings,
         *,
         key: bytes | None = None,
+        store: SessionStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``store``: where the key and the sign-outs are kept across restarts
+        (read now, written at every sign-out); None keeps them in memory only,
+        with ``key`` or a new random one."""
         self._settings = settings
-        self._key = key or secrets.token_bytes(32)
         self._clock = clock
+        self._store = store
+        state = store.load() if store is not None else None
+        self._key = state.key if state is not None else key or secrets.token_bytes(32)
         #: Signed-out session ids by token name -> when they would end anyway.
         self._revoked: dict[str, dict[str, int]] = {}
         #: Token name -> sessions issued up to this second are void (past MAX_REVOKED).
         self._void_until: dict[str, int] = {}
+        if state is not None:
+            now = int(self._clock())
+            for name, ids in state.revoked.items():
+                alive = {sid: ends for sid, ends in ids.items() if ends > now}
+                if alive:
+                    self._revoked[name] = dict(list(alive.items())[:MAX_REVOKED])
+            cutoff = now - int(MAX_SESSION)
+            self._void_until = {n: t for n, t in state.void_until.items() if t > cutoff}
 
     @property
     def lifetime(self) -> float:
@@ -206,9 +228,26 @@ class Sessions:
             # made until now (a login in this second included; sign in again).
             self._void_until[name] = max(now, session.issued)
             revoked.clear()
+        else:
+            # No renewal of it is valid past its login's MAX_SESSION.
+            revoked[session.sid] = session.issued + int(MAX_SESSION)
+        self._save()
+
+    def _save(self) -> None:
+        """Keep the sign-outs for the next start (a copy of a signed-out cookie
+        must not come back to life with a restart)."""
+        if self._store is None:
             return
-        # No renewal of it is valid past its login's MAX_SESSION.
-        revoked[session.sid] = session.issued + int(MAX_SESSION)
+        state = SessionState(self._key, self._revoked, self._void_until)
+        try:
+            self._store.save(state)
+        except OSError as exc:
+            log.error(
+                "live page: cannot write %s: %s; the sign-out holds until callrouter "
+                "restarts, not after",
+                self._store.path,
+                exc,
+            )
 
     def cookie(self, value: str, session: Session | None) -> str:
         """The ``Set-Cookie`` header: ``session`` None clears the cookie."""

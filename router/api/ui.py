@@ -54,6 +54,7 @@ from router.api.events import _Stream
 from router.api.explain import explain
 from router.api.live import LiveRing
 from router.api.session import COOKIE, Session, Sessions, sees_everything
+from router.api.session_store import SessionStore
 from router.api.text import with_message_parts
 
 __all__ = ["CSP", "OPENAPI", "STATIC", "STREAM_LIFETIME", "health", "pick_language", "routes"]
@@ -178,7 +179,8 @@ class _Files:
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
-    sessions = Sessions(ctx.settings)
+    # The key and the sign-outs outlive a restart (router/api/session_store.py).
+    sessions = Sessions(ctx.settings, store=SessionStore(ctx.engine.state_dir))
     ctx.ui_session = sessions.key_of  # the listener's check is this app's
     files = _Files(STATIC)
     streams: dict[str, int] = {}

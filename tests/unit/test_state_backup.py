@@ -29,6 +29,8 @@ from router import statebackup
 from router.api.feed import FILENAME as FEED
 from router.api.forwarding_state import FILE_NAME as FORWARDING
 from router.api.forwarding_state import Forwarding, ForwardingState
+from router.api.session_store import FILE_NAME as UI_SESSIONS
+from router.api.session_store import SessionStore
 from router.calllife.service import MARK_FILE
 from router.cli import main
 from router.errors import StateBackupError
@@ -41,7 +43,16 @@ from router.statebackup import MANIFEST, Copied, Skipped, backup_state
 REPO = Path(__file__).parents[2]
 PAGES = [REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md"]
 #: Every file callrouter and the 1C plugin keep in state_dir.
-STATE_FILES = [MARK_FILE, FEED, FORWARDING, RECORDINGS, KEY_NAME, ONEC_HISTORY, ONEC_RECORDINGS]
+STATE_FILES = [
+    MARK_FILE,
+    FEED,
+    FORWARDING,
+    RECORDINGS,
+    KEY_NAME,
+    UI_SESSIONS,
+    ONEC_HISTORY,
+    ONEC_RECORDINGS,
+]
 
 
 def live_wal_database(path: Path, rows: int) -> sqlite3.Connection:
@@ -127,6 +138,22 @@ def test_the_state_callrouter_keeps_is_copied_and_its_leftovers_are_not(tmp_path
     # The copy opens as the service would open it.
     restored = RecordingStore(target)
     restored.close()
+
+
+def test_the_live_pages_session_key_is_left_out(tmp_path: Path) -> None:
+    """A backup is kept longer and in more places than the state folder: the
+    key that signs the live page's cookies is not carried in it (issue 16)."""
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    SessionStore(state).load()  # made as the API makes it at start
+    (state / MARK_FILE).write_text(json.dumps({"mark": 1.0, "told": {}}) + "\n", "utf-8")
+    results = {r.name: r for r in backup_state(state, target)}
+    assert isinstance(results[MARK_FILE], Copied)
+    left_out = results[UI_SESSIONS]
+    assert isinstance(left_out, Skipped)
+    assert left_out.why.startswith("the live page's session key")
+    assert not (target / UI_SESSIONS).exists()
+    assert statebackup.UI_SESSIONS == UI_SESSIONS
 
 
 @pytest.mark.parametrize("big", ["plugin.json", "plugin.sqlite3"])
