@@ -35,8 +35,8 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -140,7 +140,9 @@ class SessionStore:
             fd = os.open(self.path, _READ_FLAGS)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise self._refused("is a symbolic link: callrouter never makes one there") from None
+                raise self._refused(
+                    "is a symbolic link: callrouter never makes one there"
+                ) from None
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise self._refused(f"cannot be read ({exc.strerror})") from None
             raise
@@ -150,8 +152,7 @@ class SessionStore:
                 raise self._refused("is not a regular file")
             if info.st_uid != os.geteuid():
                 raise self._refused(
-                    f"belongs to uid {info.st_uid}, not to callrouter's user "
-                    f"(uid {os.geteuid()})"
+                    f"belongs to uid {info.st_uid}, not to callrouter's user (uid {os.geteuid()})"
                 )
             mode = stat.S_IMODE(info.st_mode)
             if mode & 0o077:

@@ -23,9 +23,11 @@ from router.api.auth import hash_token
 from router.api.context import ApiContext
 from router.api.live import LiveRing
 from router.api.session import COOKIE
-from router.api.session_store import FILE_NAME
+from router.api.session_store import FILE_NAME, SessionStore
 from router.api.settings import ApiSettings, TokenSettings
+from router.cli import main
 from router.errors import StateFileDenied
+from router.staterestore import lock_state_folder
 from router.testing import StubEngine
 
 VIEWER = "cr_viewer-token"
@@ -188,7 +190,9 @@ async def test_a_folder_at_the_name_is_refused(stub: StubEngine) -> None:
         b'{"version": 1, "key": "' + b"00" * 32 + b'", "revoked": {"viewer": {"x": "1"}}}',
     ],
 )
-async def test_a_damaged_file_is_set_aside_and_a_new_key_made(stub: StubEngine, body: bytes) -> None:
+async def test_a_damaged_file_is_set_aside_and_a_new_key_made(
+    stub: StubEngine, body: bytes
+) -> None:
     path = stub.state_dir / FILE_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, body)
@@ -198,3 +202,65 @@ async def test_a_damaged_file_is_set_aside_and_a_new_key_made(stub: StubEngine, 
     kept: Any = json.loads(path.read_text())
     assert kept["version"] == 1
     assert await signed_in(app, await sign_in(app))
+
+
+async def test_a_key_file_of_another_user_refuses_the_start(
+    stub: StubEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(stub)
+    owner = (stub.state_dir / FILE_NAME).stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(StateFileDenied, match=rf"belongs to uid {owner}, not to callrouter's"):
+        start(stub)
+
+
+# -- callrouter ui sign-out-all -------------------------------------------------------
+
+
+async def test_sign_out_all_makes_a_new_key_at_the_next_start(
+    stub: StubEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cookie = await sign_in(start(stub))
+    assert main(["ui", "sign-out-all", "--state-dir", str(stub.state_dir)]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert not (stub.state_dir / FILE_NAME).exists()
+    again = start(stub)
+    assert not await signed_in(again, cookie)
+    assert await signed_in(again, await sign_in(again))
+    # Nothing to remove: said, not an error.
+    (stub.state_dir / FILE_NAME).unlink()
+    assert main(["ui", "sign-out-all", "--state-dir", str(stub.state_dir)]) == 0
+    assert "no page is signed in" in capsys.readouterr().out
+
+
+async def test_sign_out_all_is_refused_while_callrouter_runs(
+    stub: StubEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running callrouter keeps the key in memory: removing the file would
+    sign nobody out until its next start, so it is refused, changing nothing."""
+    cookie = await sign_in(start(stub))
+    lock = lock_state_folder(stub.state_dir, key="[router] state_dir", where="router.toml:2")
+    try:
+        assert main(["ui", "sign-out-all", "--state-dir", str(stub.state_dir)]) == 1
+    finally:
+        os.close(lock)
+    err = capsys.readouterr().err
+    assert err.startswith("callrouter ui sign-out-all: error:")
+    assert "stop callrouter first" in err
+    assert await signed_in(start(stub), cookie)
+
+
+def test_sign_out_all_reads_router_tomls_state_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    SessionStore(state).load()
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "u"\n'
+        f'secret = "s"\n\n[router]\nstate_dir = "{state}"\n',
+        encoding="utf-8",
+    )
+    assert main(["ui", "sign-out-all", "--config", str(config)]) == 0, capsys.readouterr()
+    assert not (state / FILE_NAME).exists()
