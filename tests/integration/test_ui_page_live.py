@@ -27,6 +27,7 @@ from router.api.live import LiveRing
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings, TokenSettings
 from router.api.ui import STATIC
+from router.cli import main
 from router.sandbox import free_port
 from router.testing import StubEngine
 from tests.integration.test_ui_live import chromium
@@ -61,7 +62,8 @@ SETTINGS = ApiSettings(
 
 class Callrouter:
     """The API on one port, stopped and started again as a restart does: each
-    start is a new process's app, whose sessions know no cookie of the last."""
+    start is a new process's app over the same state folder (the sessions'
+    key kept there)."""
 
     def __init__(self, state: Path) -> None:
         self.port = free_port()
@@ -118,14 +120,39 @@ async def badge(page: Any, text: str) -> None:
     await page.locator("#health-state", has_text=exact).wait_for(timeout=10_000)
 
 
-async def test_after_a_restart_the_badge_says_sign_in_not_connection_lost(
+async def test_after_a_restart_the_page_reconnects_without_a_sign_in(
     callrouter: Callrouter, page: Any
 ) -> None:
-    """A session's trial of issue 16: callrouter restarted under an open page; the
-    page showed its sign-in form (the new process knows no session) with the
-    badge still saying "connection lost, reconnecting…", which was no longer
-    true. The badge says what is: lost while callrouter cannot be reached (the
-    form not shown then), sign-in needed with the form, ready once signed in."""
+    """Issue 16: the session key lived only in memory, so every restart of
+    callrouter (a change of router.toml, an upgrade) showed every open page its
+    sign-in form. The key is kept in state_dir: the page says "connection
+    lost" while callrouter is down, then is live again by itself."""
+    en = STRINGS["en"]
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await sign_in(page)
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    await badge(page, en["health_ready"])
+
+    await callrouter.stop()
+    await badge(page, en["health_lost"])
+    assert await page.locator("#login").is_hidden()
+
+    await callrouter.start()
+    await badge(page, en["health_ready"])
+    assert await page.locator("#login").is_hidden()
+    assert await page.locator("#live").is_visible()
+
+
+async def test_after_sign_out_all_the_badge_says_sign_in_not_connection_lost(
+    callrouter: Callrouter, page: Any
+) -> None:
+    """A session's trial of issue 16: callrouter restarted under an open page
+    with a new key (``callrouter ui sign-out-all``); the page showed its sign-in
+    form with the badge still saying "connection lost, reconnecting…", which
+    was no longer true. The badge says what is: lost while callrouter cannot be
+    reached (the form not shown then), sign-in needed with the form, ready once
+    signed in."""
     en = STRINGS["en"]
     await page.goto(callrouter.url)
     await page.locator("#login").wait_for(state="visible", timeout=10_000)
@@ -138,6 +165,7 @@ async def test_after_a_restart_the_badge_says_sign_in_not_connection_lost(
     await badge(page, en["health_lost"])
     # Unreachable is no sign-out: the form waits for callrouter's word.
     assert await page.locator("#login").is_hidden()
+    assert main(["ui", "sign-out-all", "--state-dir", str(callrouter.stub.state_dir)]) == 0
 
     await callrouter.start()
     await page.locator("#login").wait_for(state="visible", timeout=15_000)
