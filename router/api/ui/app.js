@@ -14,8 +14,9 @@
   let health = null;
   // What the badge says while it has no health to show: "connecting" (before the
   // stream's first message), "live" (the health shown), "lost" (the stream broke,
-  // callrouter unreachable), "signed-out" (the sign-in form is shown: a restart
-  // of callrouter ended the session, or the user signed out).
+  // callrouter unreachable), "signed-out" (the sign-in form is shown: the session
+  // expired, the user signed out, or `callrouter ui sign-out-all` made a new key;
+  // a restart alone keeps it).
   let link = "connecting";
   // The last sign-in refusal ({status, data}), told again in a new language.
   let refused = null;
@@ -436,8 +437,8 @@
     });
   }
 
-  // The stream was refused (a restart of callrouter ended the session, or it is
-  // still starting and answers 503): the sign-in form only when callrouter says
+  // The stream was refused (the session ended, or callrouter is still starting
+  // after a restart and answers 503): the sign-in form only when callrouter says
   // the session is over; "lost" and again in 3 s while it cannot say.
   async function reconnect() {
     const state = await session();
