@@ -14,8 +14,8 @@ gets a cookie that is:
   ``ui-sessions.json``: :mod:`router.api.session_store`) over the token's
   name, its digest, a random session id and the times: it names a token, it
   is not one, and it dies when the token is replaced or removed from
-  router.toml or loses ``ui:read`` or ``extensions = ["*"]`` (at the reload
-  or restart that reads it). It outlives a restart of callrouter: the key
+  router.toml or loses ``ui:read`` or ``extensions = ["*"]`` (at the restart
+  that reads router.toml). It outlives a restart of callrouter: the key
   and the sign-outs are read back, so an open page reconnects without a
   sign-in (``callrouter ui sign-out-all`` makes a new key: every page signs
   in again);

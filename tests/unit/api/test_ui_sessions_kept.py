@@ -22,7 +22,7 @@ from router.api.app import build_app
 from router.api.auth import hash_token
 from router.api.context import ApiContext
 from router.api.live import LiveRing
-from router.api.session import COOKIE
+from router.api.session import COOKIE, Sessions
 from router.api.session_store import FILE_NAME, SessionStore
 from router.api.settings import ApiSettings, TokenSettings
 from router.cli import main
@@ -264,3 +264,39 @@ def test_sign_out_all_reads_router_tomls_state_dir(
     )
     assert main(["ui", "sign-out-all", "--config", str(config)]) == 0, capsys.readouterr()
     assert not (state / FILE_NAME).exists()
+
+
+def test_sign_outs_past_the_bound_are_kept_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_REVOKED a Sign out voids every session of its token made until
+    then: that is kept across a restart as well."""
+    monkeypatch.setattr("router.api.session.MAX_REVOKED", 2)
+    api = settings()
+    viewer = api.tokens["viewer"]
+    now = [1_800_000_000.0]
+    first = Sessions(api, store=SessionStore(tmp_path), clock=lambda: now[0])
+    made = [first.issue(viewer) for _ in range(4)]
+    for _, session in made[:3]:
+        first.revoke(session)
+    now[0] += 1
+    again = Sessions(api, store=SessionStore(tmp_path), clock=lambda: now[0])
+    assert all(again.check(value) is None for value, _ in made)
+    value, _ = again.issue(viewer)  # a login after the void mark
+    assert again.check(value) is not None
+
+
+def test_a_sign_out_that_cannot_be_written_still_ends_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = settings()
+    sessions = Sessions(api, store=SessionStore(tmp_path))
+    value, session = sessions.issue(api.tokens["viewer"])
+
+    def full(self: SessionStore, state: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SessionStore, "save", full)
+    sessions.revoke(session)
+    assert sessions.check(value) is None
+    assert "the sign-out holds until callrouter restarts" in caplog.text
