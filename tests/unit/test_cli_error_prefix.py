@@ -87,6 +87,7 @@ _REQUIRED: dict[str, list[str]] = {
     "run": [],
     "state backup": ["{tmp}/backup"],
     "state restore": ["{tmp}/backup"],
+    "ui sign-out-all": [],
 }
 #: Commands that read no router.toml, and why.
 _NO_CONFIG: dict[str, str] = {
