@@ -63,6 +63,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from router.api import auth
 
@@ -132,7 +133,9 @@ class AddressLimiter:
         key, wider = keys
         links = self.links
         sessions = self.sessions
-        session = None if sessions is None or not cookie else sessions(cookie)
+        session = (
+            None if sessions is None or not cookie or not _page_path(target) else sessions(cookie)
+        )
         if session is not None:
             # The page's session, whichever address it comes from: 30 operators
             # behind one NAT address each get the whole rate (its burst is a
@@ -228,6 +231,25 @@ _LINK_KEY_MAX = 128
 _SESSION_KEY_MAX = 128
 #: The overflow bucket's key (never in the table: no address, link or session is it).
 _OVERFLOW = "\x00overflow"
+
+
+#: The live page's paths its session's requests are counted by (its cookie's
+#: path, ``/ui/``): not the sign-in, which makes a session.
+_PAGE = b"/ui/"
+_SIGN_IN = b"/ui/login"
+
+
+def _page_path(target: bytes) -> bool:
+    """Whether the request line's ``target`` is one of the live page's own
+    paths a session is counted on (as the app routes it: percent-decoded).
+    A session cookie sent anywhere else (``/healthz``, ``/metrics``, an
+    ``/api/v1`` request refused, the sign-in) is no page's request: counted
+    by its session, a few sign-ins would each have added an address's rate
+    to one client's (hreview49b)."""
+    path = target.partition(b"?")[0]
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    return path.startswith(_PAGE) and path.rstrip(b"/") != _SIGN_IN
 
 
 def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from router.api.addresses import AddressLimiter
 from router.api.auth import Authenticator, RateLimiter
 from router.api.settings import ApiSettings, TokenSettings
@@ -249,6 +251,30 @@ def test_a_valid_page_session_is_counted_by_its_session_a_bogus_cookie_by_its_ad
     asked.clear()
     assert limits.wait("127.0.0.1", b"GET", b"/ui/", pages[4]) == 0.0
     assert asked == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/healthz", b"/metrics", b"/api/v1/calls", b"/ui/login", b"/ui/%6cogin", b"/ui", b"/x/ui/"],
+)
+def test_a_session_cookie_off_the_live_pages_paths_is_counted_by_its_address(
+    target: bytes,
+) -> None:
+    """hreview49b: a valid session cookie sent with a request that is no page's
+    (a health check, the metrics, an API request refused, the sign-in, however
+    spelt) was counted by its session: each sign-in (limited only by the
+    token's rate) gave one client another address's rate on every path, and
+    sign-ins bearing a session were not counted by their address at all.
+    Only the page's own paths under /ui/ are counted by their session."""
+    clock = Clock()
+    limits = limiter(clock, rate=1.0, burst=2, addresses=1000)
+    limits.sessions = lambda cookie: "ops " + cookie.decode()
+    cookies = [b"callrouter_ui=good%d" % n for n in range(5)]
+    served = [limits.wait("192.0.2.7", b"GET", target, cookie) == 0.0 for cookie in cookies]
+    assert served == [True, True, False, False, False]
+    # The page's own paths: each session its own bucket, as before.
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/session", cookies[0]) == 0.0
+    assert limits.wait("192.0.2.7", b"GET", b"/ui/stream?x=1", cookies[1]) == 0.0
 
 
 def test_a_validly_signed_link_from_ipv6_spends_nothing_of_its_48() -> None:
