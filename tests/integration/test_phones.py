@@ -777,3 +777,61 @@ async def test_a_caller_number_cannot_make_up_a_request_for_a_call_in_progress(
         assert any(f"naming the channel {victim} with another Uniqueid" in m for m in said), said
         await asyncio.to_thread(talk.hangup)
         await asyncio.to_thread(talk.wait_ended)
+
+
+async def test_office_call_shapes_bring_no_event_refused_as_made_up(
+    phones: Phones,
+    ami: AmiEvents,
+    double: OneCDouble,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hreview49b: Asterisk 22 swaps a channel's name with its Uniqueid (a
+    masquerade: ``*8``'s pickup, a park, a transfer), so no real event of these
+    shapes names a tracked channel under another Uniqueid than its own: none is
+    refused as one a caller's number made up (CallTracker.impostor)."""
+    caplog.set_level(logging.WARNING, logger="router.calls")
+    async with owner_router(phones, double, tmp_path, "", DID_RULES) as router:
+        # *8 picks up 101 ringing (a masquerade of 102's channel into the ringing leg).
+        phones["101"].mode = "noanswer"
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+        assert await asyncio.to_thread(eventually, lambda: bool(router.records), 15)
+        assert eventually(lambda: bool(phones["101"].calls and phones["101"].calls[-1].ringing_at))
+        await asyncio.to_thread(lambda: phones["102"].dial("*8").wait_answered(10))
+        await asyncio.to_thread(call.wait_answered, 10)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 10)
+        phones["101"].mode = "answer"
+        # Parked by a blind transfer to 7000, taken back at 701.
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+        await asyncio.to_thread(call.wait_answered, 15)
+        await asyncio.to_thread(phones["101"].blind_transfer, "7000")
+        assert eventually(lambda: all(c.ended for c in phones["101"].calls))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(lambda: phones["102"].dial("701").wait_answered(10))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 10)
+        # An attended transfer of the routed call from 101 to 103.
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+        await asyncio.to_thread(call.wait_answered, 15)
+        consult = await asyncio.to_thread(phones["101"].attended_transfer, "103")
+        await asyncio.to_thread(consult.wait_ended)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 10)
+        # A blind transfer of the routed call from 101 to 102.
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="89161234567")
+        await asyncio.to_thread(call.wait_answered, 15)
+        await asyncio.to_thread(phones["101"].blind_transfer, "102")
+        assert eventually(lambda: any(c.answered and not c.ended for c in phones["102"].calls))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 10)
+        await asyncio.sleep(1.0)
+        kinds = set(ami.kinds())
+        assert {"Pickup", "ParkedCall", "AttendedTransfer", "BlindTransfer"} <= kinds, kinds
+        said = [r.getMessage() for r in caplog.records if "another Uniqueid" in r.getMessage()]
+        assert said == []
+        assert router._tracker.refused == 0
