@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import secrets
 import socket
@@ -34,7 +33,7 @@ from router.supervise import log_task_failure
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
 
-__all__ = ["LiveInstance"]
+__all__ = ["SETTLE_WAIT_MAX", "LiveInstance"]
 
 log = logging.getLogger("router.engine")
 
@@ -45,6 +44,16 @@ _SILENT_BEATS = 3
 
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+
+
+#: The longest a timed rule's run waits for this instance to settle
+#: (:meth:`LiveInstance.settle`). Each stream gap begins a settle again: gaps
+#: that keep coming within a settle (the native client's queue overflowing
+#: under a flood, a gap a poll) held the run, with its decision made when it
+#: was due and its job's one instance, for as long as they lasted. Past this it
+#: goes on, and acts only if the instance acts: as late as a run still runs
+#: after a stall (the scheduler's grace).
+SETTLE_WAIT_MAX = 60.0
 
 
 class LiveInstance:
@@ -216,13 +225,14 @@ class LiveInstance:
         return "late" if time.monotonic() > deadline else None
 
     async def settle(self) -> None:
-        """Wait out the settle after a start, a stream gap or a stall (at most
-        ``settle`` s), so that a timed rule's run due then acts, as a decision
-        does, rather than finding this instance not acting yet."""
+        """Wait out the settle after a start, a stream gap or a stall (and one
+        begun meanwhile), so that a timed rule's run due then acts, as a
+        decision does, rather than finding this instance not acting yet; at
+        most :data:`SETTLE_WAIT_MAX` seconds."""
         guard = self.guard
         if guard is not None and not guard.leaving:
             guard.check_in()  # a stall: the run woke with the process
-            await guard.wait_settled(math.inf)
+            await guard.wait_settled(guard.now() + SETTLE_WAIT_MAX)
 
     async def leave(self) -> None:
         """Tell the instance standing by to take over now (bounded: stopping waits)."""

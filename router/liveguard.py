@@ -656,6 +656,10 @@ class LiveGuard:
         """
         return self.settled and self.update() is None
 
+    def now(self) -> float:
+        """The guard's clock (what :meth:`wait_settled`'s deadline is read on)."""
+        return self._clock()
+
     async def wait_settled(self, deadline: float) -> None:
         """Wait until settled or ``deadline`` (the guard's clock), whichever is first.
 

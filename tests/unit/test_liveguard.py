@@ -1286,3 +1286,43 @@ async def test_a_settle_begun_during_the_wait_is_waited_for_too(
     guard.probe()
     await guard.wait_settled(clock.now + 0.5)
     assert not guard.settled
+
+
+async def test_a_timed_runs_settle_wait_is_bounded_when_settles_keep_beginning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hreview49b: a settle begun during the wait is waited for too (above), so
+    stream gaps that keep coming within a settle (an overflow gap a poll under
+    a flood) held a timed rule's run, its decision made when it was due, for
+    as long as they lasted: the wait for them is bounded (SETTLE_WAIT_MAX)."""
+    from router.live_instance import SETTLE_WAIT_MAX, LiveInstance
+
+    clock = Clock()
+    key = heartbeat_key("s")
+    live = LiveInstance(
+        None,  # type: ignore[arg-type]
+        interval=2.0,
+        settle=1.0,
+        connected=lambda: True,
+        key=key,
+    )
+    live.guard = LiveGuard(
+        Claim("aaaa0001", 1_795_000_000), key=key, interval=2.0, settle=1.0, clock=clock
+    )
+    guard = live.guard
+    start = clock.now
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) > 10_000:
+            raise AssertionError("the wait never ends")
+        clock.now += delay * 0.5
+        guard.heard_from_now()  # no stall of its own: only the gaps
+        guard.probe()  # a stream gap: settle again, from here
+        clock.now += delay * 0.5
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    await live.settle()
+    assert clock.now - start <= SETTLE_WAIT_MAX + 1.0
+    assert len(waits) > 1  # a settle begun meanwhile is still waited for
