@@ -1511,7 +1511,9 @@ class Engine:
                 counted(len(self.rules.current.rules), "rule"),
             )
             return loaded
-        book = RuleBook(self.rules.paths, fresh, named_by=self.rules.named_by)
+        # The failures logged once per call stay said: a call in progress
+        # across the reload is not told its plugin's failure a second time.
+        book = RuleBook(self.rules.paths, fresh, named_by=self.rules.named_by, said=self.rules.said)
         book.current = loaded
         self.router.rules = book
         self.metrics.rule_reloads.labels("ok").inc()

@@ -29,7 +29,15 @@ from router.rules.model import CompiledAction, Rule
 from router.rules.registry import REQUEST_PARAM, LookupFn, Registry, wants_request
 from router.source_place import defined_at
 
-__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask", "request_for"]
+__all__ = [
+    "FUNCTION_FAILURE_MEMORY",
+    "NOT_PROVIDED",
+    "FailuresSaid",
+    "Outcome",
+    "evaluate_rules",
+    "may_ask",
+    "request_for",
+]
 
 #: A plugin's lookup that raised a bug (not LookupUnavailable) is said where
 #: its hooks' failures are, with the plugin's name and the traceback.
@@ -85,6 +93,7 @@ async def evaluate_rules(
     request: RequestInfo | Callable[[], RequestInfo] | None = None,
     dialplan: Mapping[str, KnownContext] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    said: FailuresSaid | None = None,
 ) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
@@ -101,6 +110,9 @@ async def evaluate_rules(
     asked of Asterisk here; the executor confirms before it refuses a decision.
     ``clock`` is what ``deadline`` is measured on (a test's own clock: a loaded
     machine's pause then does not eat a short deadline before the lookup).
+    ``said`` is the evaluator's memory of the plugin failures it logged (once
+    per call, :class:`FailuresSaid`): the engine's, kept across its calls;
+    without one, this evaluation's own.
     """
     listing = dialplan or _NO_LISTING
     started = time.perf_counter()
@@ -110,7 +122,7 @@ async def evaluate_rules(
     trace = Trace(context, now=now if isinstance(now, datetime) else None)
     evaluator = Evaluator(context, names, registry.functions)
     memo: _Memo = {}
-    asked = _Asked(context, deadline, request)
+    asked = _Asked(context, deadline, request, said)
     matched: list[str] = []
     actions: list[Action] = []
     append = trace.rules.append
@@ -205,7 +217,7 @@ def _failure(exc: Exception, registry: Registry, asked: _Asked) -> str:
     failed in its filled: RuntimeError(...)`` for an action's check,
     ``ZeroDivisionError: ...`` else."""
     if isinstance(exc, FunctionFailed):
-        _function_failed(exc, registry, asked)
+        _function_failed(exc, registry, asked, asked.said)
         return str(exc)
     if isinstance(exc, _ActionFailed):
         return registry.action_failed(exc.action, exc.what, exc.exc)
@@ -231,19 +243,22 @@ def request_for(context: Context, deadline: float | None = None) -> RequestInfo:
 
 
 class _Asked:
-    """The request for lookups that want one, made at most once per evaluation."""
+    """The request for lookups that want one, made at most once per evaluation,
+    and the evaluator's memory of failures already logged."""
 
-    __slots__ = ("_context", "_deadline", "_request")
+    __slots__ = ("_context", "_deadline", "_request", "said")
 
     def __init__(
         self,
         context: Context,
         deadline: float | None,
         request: RequestInfo | Callable[[], RequestInfo] | None,
+        said: FailuresSaid | None = None,
     ) -> None:
         self._context = context
         self._deadline = deadline
         self._request = request
+        self.said = said if said is not None else FailuresSaid()
 
     def get(self) -> RequestInfo:
         request = self._request
@@ -438,12 +453,48 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
     _plugin_log.error("%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc)
 
 
-#: (plugin, function, call) whose failure was logged: once per call, bounded.
-_function_failures: dict[tuple[str, str, str], None] = {}
-_FUNCTION_FAILURE_MEMORY = 10_000
+#: Keys a :class:`FailuresSaid` remembers before it forgets the oldest.
+FUNCTION_FAILURE_MEMORY = 10_000
 
 
-def _function_failed(exc: FunctionFailed, registry: Registry, asked: _Asked) -> None:
+class FailuresSaid:
+    """The (plugin, function, call) whose failure was logged: once per call,
+    bounded at ``limit`` keys (the oldest forgotten first).
+
+    Owned by whoever evaluates (the engine's :class:`~router.rules.ruleset.RuleBook`,
+    carried over a reload; one per evaluation without one): a module-level
+    memory was shared by every engine of a process, so a second engine (a
+    test's, a restart in the same interpreter) kept quiet about a failure in a
+    call of its own with the same id, and one engine's calls filled the other's
+    bound.
+    """
+
+    __slots__ = ("_keys", "limit")
+
+    def __init__(self, limit: int = FUNCTION_FAILURE_MEMORY) -> None:
+        self.limit = limit
+        self._keys: dict[tuple[str, str, str], None] = {}
+
+    def first(self, key: tuple[str, str, str]) -> bool:
+        """True the first time ``key`` is seen (it is then remembered)."""
+        keys = self._keys
+        if key in keys:
+            return False
+        if len(keys) >= self.limit:
+            keys.pop(next(iter(keys)))
+        keys[key] = None
+        return True
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+def _function_failed(
+    exc: FunctionFailed, registry: Registry, asked: _Asked, said: FailuresSaid
+) -> None:
     """A plugin's rule function raised: a bug of its plugin, said as a failed
     lookup is, naming the plugin and the function, with the traceback. The
     trace alone kept ``is_vip() raised KeyError: 'x'``, in the decision line of
@@ -459,13 +510,9 @@ def _function_failed(exc: FunctionFailed, registry: Registry, asked: _Asked) -> 
         call = asked.get().linkedid
     except Exception:  # the request is only for the message: never fail on it
         call = ""
-    if call:  # a schedule rule, explain: no call to say it once for
-        key = (owner, exc.function, call)
-        if key in _function_failures:
-            return
-        if len(_function_failures) >= _FUNCTION_FAILURE_MEMORY:
-            _function_failures.pop(next(iter(_function_failures)))
-        _function_failures[key] = None
+    # A schedule rule, explain: no call to say it once for.
+    if call and not said.first((owner, exc.function, call)):
+        return
     where = f" (call {call})" if call else ""
     _plugin_log.error(
         "plugin %r failed in its rule function %s%s: %r",

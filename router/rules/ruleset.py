@@ -26,7 +26,7 @@ from router.dialplan import KnownContext
 from router.errors import RuleValidationError
 from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
-from router.rules.evaluate import Outcome, evaluate_rules, may_ask
+from router.rules.evaluate import FailuresSaid, Outcome, evaluate_rules, may_ask
 from router.rules.index import CallIndex, Key, event_guard
 from router.rules.lists import MAX_LIST_FILE_BYTES, load_list
 from router.rules.loader import discover, display_path, load_file
@@ -222,11 +222,12 @@ class RuleSet:
         request: RequestInfo | Callable[[], RequestInfo] | None = None,
         dialplan: Mapping[str, KnownContext] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        said: FailuresSaid | None = None,
     ) -> Outcome:
         """Evaluates one trigger firing; never raises for a rule's sake.
         ``dialplan``: the contexts as the dialplan audit last read them;
-        ``clock``: what ``deadline`` is measured on
-        (:func:`~router.rules.evaluate.evaluate_rules`)."""
+        ``clock``: what ``deadline`` is measured on; ``said``: the failures
+        already logged (:func:`~router.rules.evaluate.evaluate_rules`)."""
         return await evaluate_rules(
             self.rules_for(context),
             context,
@@ -238,6 +239,7 @@ class RuleSet:
             request=request,
             dialplan=dialplan,
             clock=clock,
+            said=said,
         )
 
     def may_ask(
@@ -469,13 +471,22 @@ class RuleBook:
     """
 
     def __init__(
-        self, paths: Iterable[Path | str], registry: Registry, *, named_by: str = ""
+        self,
+        paths: Iterable[Path | str],
+        registry: Registry,
+        *,
+        named_by: str = "",
+        said: FailuresSaid | None = None,
     ) -> None:
         self.paths = tuple(Path(p) for p in paths)
         self.registry = registry
         #: :func:`load_rules`' ``named_by``: where the paths came from.
         self.named_by = named_by
         self.current = RuleSet.empty(registry)
+        #: The plugin failures this book's evaluations logged, once per call:
+        #: its own, not the process's (two engines in one process, a test's
+        #: and the next, shared one); a reload's new book is handed the old one.
+        self.said = said if said is not None else FailuresSaid()
 
     def reload(self, *, strict: bool = False) -> RuleSet:
         """Loads the files; returns what was loaded (check ``errors`` and ``fatal``)."""
@@ -505,4 +516,5 @@ class RuleBook:
             request=request,
             dialplan=dialplan,
             clock=clock,
+            said=self.said,
         )

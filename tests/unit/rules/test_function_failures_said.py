@@ -1,0 +1,100 @@
+"""A plugin rule function's failure is logged once per call by each engine
+(issue 16).
+
+The memory of failures already logged was a module-level dict: every engine
+of a process shared it, so a second engine (a test's, a restart in the same
+interpreter) kept quiet about its own call's failure when the first had seen
+a call with the same id, and one engine's calls filled the other's bound.
+It is now the evaluator's (the engine's rule book's), still once per call and
+still bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from router.plugin_registry import plugin_registry
+from router.rules import Context, RuleBook
+from router.rules.context import Caller, CallInfo
+from router.rules.evaluate import FUNCTION_FAILURE_MEMORY, FailuresSaid
+
+RULES = (
+    "version: 1\nrules:\n"
+    "  - name: a\n    on: call\n    if: is_vip(caller.number)\n"
+    "    do:\n      - redirect: {context: queues, exten: a}\n"
+    "  - name: fine\n    on: call\n    priority: -1\n"
+    "    do:\n      - redirect: {context: queues, exten: c}\n"
+)
+
+
+def _book(tmp_path: Path) -> RuleBook:
+    def is_vip(number: str) -> bool:
+        raise KeyError(number)
+
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_function("is_vip", is_vip)
+    registry.registering = None
+    path = tmp_path / "vip.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    book = RuleBook([path], registry)
+    assert book.reload().errors == ()
+    return book
+
+
+def _route(book: RuleBook, linkedid: str) -> tuple[str, ...]:
+    call = CallInfo(channel="PJSIP/trunk-1", uniqueid=linkedid, linkedid=linkedid)
+    context = Context.for_call(Caller("79161234567"), "74951234567", call=call)
+    return asyncio.run(book.evaluate(context)).decision.rules
+
+
+def test_two_engines_each_log_their_own_call_s_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    first, second = _book(tmp_path / "1"), _book(tmp_path / "2")
+    assert first.said is not second.said
+    with caplog.at_level("ERROR", logger="router.plugins"):
+        assert _route(first, "1795460784.7") == ("fine",)
+        assert _route(first, "1795460784.7") == ("fine",)  # the same call: said once
+        assert _route(second, "1795460784.7") == ("fine",)  # another engine's call
+    said = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    line = (
+        "plugin 'shop' failed in its rule function is_vip (call 1795460784.7): "
+        "KeyError('79161234567')"
+    )
+    assert said == [line, line]
+    assert len(first.said) == len(second.said) == 1
+
+
+def test_a_reloaded_book_keeps_what_was_said(tmp_path: Path) -> None:
+    """The engine's reload hands its new rule book the old one's memory: a
+    call in progress across a reload is not told the failure again."""
+    book = _book(tmp_path)
+    _route(book, "1795460784.7")
+    reloaded = RuleBook(book.paths, book.registry, said=book.said)
+    assert ("shop", "is_vip", "1795460784.7") in reloaded.said
+
+
+def test_the_memory_is_bounded_forgetting_the_oldest() -> None:
+    said = FailuresSaid(limit=3)
+    assert [said.first(("p", "f", str(n))) for n in range(5)] == [True] * 5
+    assert len(said) == 3
+    assert not said.first(("p", "f", "4"))  # remembered: said once
+    assert said.first(("p", "f", "0"))  # the oldest was forgotten
+    assert len(said) == 3
+
+
+def test_an_engine_s_memory_holds_at_most_the_bound(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    assert book.said.limit == FUNCTION_FAILURE_MEMORY == 10_000
+    book.said.limit = 5  # the same code path as 10,000, without 10,000 calls
+    for n in range(8):
+        assert _route(book, f"1795460784.{n}") == ("fine",)
+    assert len(book.said) == 5
+    assert ("shop", "is_vip", "1795460784.7") in book.said
+    assert ("shop", "is_vip", "1795460784.0") not in book.said
