@@ -24,7 +24,7 @@ from router.errors import FunctionFailed, LookupCutOff, LookupUnavailable
 from router.request import RequestInfo
 from router.rules.context import Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
-from router.rules.expr import Evaluator
+from router.rules.expr import Evaluator, Unreadable
 from router.rules.model import CompiledAction, Rule
 from router.rules.registry import REQUEST_PARAM, LookupFn, Registry, wants_request
 from router.source_place import defined_at
@@ -221,7 +221,79 @@ def _failure(exc: Exception, registry: Registry, asked: _Asked) -> str:
         return str(exc)
     if isinstance(exc, _ActionFailed):
         return registry.action_failed(exc.action, exc.what, exc.exc)
+    if isinstance(exc, Unreadable):  # a value no lookup answered: said as it always was
+        return f"FeatureNotAvailable: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+#: How deep and how many values into a lookup's answer :func:`_answered` looks.
+_ANSWER_DEPTH = 4
+_ANSWER_VALUES = 1000
+
+
+def _answered(value: object, entry: RuleTrace) -> LookupTrace | None:
+    """The rule's lookup whose answer is ``value`` or holds it (by identity, in
+    its mappings', lists' and tuples' values, bounded), None for none."""
+    budget = [_ANSWER_VALUES]
+
+    def holds(answer: object, depth: int) -> bool:
+        if answer is value:
+            return True
+        if depth >= _ANSWER_DEPTH or budget[0] <= 0:
+            return False
+        if isinstance(answer, Mapping):
+            items: Any = answer.values()
+        elif isinstance(answer, list | tuple):
+            items = answer
+        else:
+            return False
+        for item in items:
+            budget[0] -= 1
+            if budget[0] <= 0:
+                return False
+            if holds(item, depth + 1):
+                return True
+        return False
+
+    for record in entry.lookups:
+        if record.value is not None and holds(record.value, 0):
+            return record
+    return None
+
+
+def _unreadable_answer(
+    exc: Unreadable, record: LookupTrace, rule: str, registry: Registry, asked: _Asked
+) -> str:
+    """A rule read a field or an item of a lookup's answer that has none (the
+    plugin answered a set, or an object of its own class, where the rule reads
+    ``.tier``): the trace and an ERROR name the plugin and the lookup that
+    answered it. ``cannot read .tier of a set`` alone did not say whose answer
+    it was. Logged once per lookup and call (each time without a call, as a
+    rule function's failure); the rule is not taken, the next rules decide."""
+    lookup = record.lookup or record.name
+    owner = registry.owners.get(lookup)
+    who = f"plugin {owner!r}" if owner is not None else "a plugin"
+    detail = f"{exc}: the answer of lookup {lookup} ({who}, as {record.name!r})"
+    try:
+        call = asked.get().linkedid
+    except Exception:  # the request is only for the message: never fail on it
+        call = ""
+    if call and not asked.said.first((owner or "", f"lookup {lookup}", call)):
+        return detail
+    where = f" (call {call})" if call else ""
+    kind = type(record.value).__name__
+    _plugin_log.error(
+        "%s: its lookup %s answered a %s, and rule %r %s%s; the rule was not taken, the "
+        "next rules decide (docs/plugins.md, Isolation: a lookup answers None, a mapping, "
+        "a list or a plain value)",
+        who,
+        lookup,
+        kind,
+        rule,
+        exc,
+        where,
+    )
+    return detail
 
 
 def request_for(context: Context, deadline: float | None = None) -> RequestInfo:
@@ -322,7 +394,10 @@ async def _run_rule(
     except Exception as exc:  # fail open: a broken rule is skipped, never fatal
         entry.status = "error"
         entry.stage = stage
-        entry.detail = _failure(exc, registry, asked)
+        if isinstance(exc, Unreadable) and (answered := _answered(exc.value, entry)):
+            entry.detail = _unreadable_answer(exc, answered, rule.name, registry, asked)
+        else:
+            entry.detail = _failure(exc, registry, asked)
     finally:
         evaluator.names = names
     return entry

@@ -60,8 +60,20 @@ __all__ = [
     "Expression",
     "ExpressionError",
     "Template",
+    "Unreadable",
     "dotted_name",
 ]
+
+
+class Unreadable(FeatureNotAvailable):  # type: ignore[misc]
+    """An expression read a field or an item of a value that has none
+    (``owner.tier`` of a set, of a plugin's own class). ``value`` is what was
+    read, so the evaluator can name the plugin and lookup that answered it:
+    ``cannot read .tier of a set`` alone did not say whose answer it was."""
+
+    def __init__(self, message: str, value: object) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 class ExpressionError(ValueError):
@@ -754,7 +766,7 @@ def _attr(value: Any, name: str) -> Any:
     if isinstance(value, Mapping):
         return value.get(name)
     kind = "date" if isinstance(value, datetime) else type(value).__name__
-    raise FeatureNotAvailable(f"cannot read .{name} of a {kind}")
+    raise Unreadable(f"cannot read .{name} of a {kind}", value)
 
 
 def _item(container: Any, key: Any) -> Any:
@@ -767,7 +779,7 @@ def _item(container: Any, key: Any) -> Any:
             return container[key]
         except IndexError:
             return None
-    raise FeatureNotAvailable(f"cannot index a {type(container).__name__}")
+    raise Unreadable(f"cannot index a {type(container).__name__}", container)
 
 
 def _call(
