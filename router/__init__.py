@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
+    from router.state_peek import peek_db
     from router.supervise import Supervised
     from router.tasks import cancel_and_wait
 
@@ -139,6 +140,8 @@ _LAZY = {
     # ... and refused naming it when it is another user's, opened read-only.
     "check_db_writable": "router.aside",
     "state_db_error": "router.aside",
+    # callrouter_state_conversions: a SQLite state file read with nothing written.
+    "peek_db": "router.state_peek",
     # A plugin's own state folder: nobody but root and callrouter's user can change it.
     "private_dir_problem": "router.private_dir",
     "Metrics": "router.metrics",
@@ -220,6 +223,7 @@ __all__ = [
     "open_recording",
     "open_recordings",
     "parse_number",
+    "peek_db",
     "private_dir_problem",
     "recording_key_problem",
     "recording_signer",

@@ -277,6 +277,24 @@ def callrouter_state_folders(shadow: bool) -> Iterable[StateFolder] | None:
 
 
 @hookspec
+def callrouter_state_conversions(state_dir: Path) -> Iterable[str] | None:
+    """What ``callrouter run`` would convert in this plugin's state files at
+    its next start (a file an earlier version of the plugin left, in an older
+    schema), for ``callrouter check`` to say before ``run`` does it: one line
+    each, naming the file. ``run`` converts as it opens the file and says so
+    in its log after the fact; the administrator upgrading wants to know
+    beforehand, to back the state up (docs/operations.md, Upgrading).
+
+    Called by ``callrouter check`` only, after ``callrouter_configure``;
+    ``state_dir`` is ``[router] state_dir``. Read only: change, make and lock
+    nothing (open a SQLite file with :func:`router.peek_db`, which makes no
+    ``-wal`` or ``-shm`` beside it). None or an empty iterable: nothing to
+    convert. An exception or an answer that is not lines is counted by
+    ``check`` as the plugin's error.
+    """
+
+
+@hookspec
 def callrouter_startup(engine: EngineAPI) -> None:
     """The engine is connected to Asterisk and about to route calls.
 

@@ -38,7 +38,7 @@ import pluggy
 from router import eager, hookspecs
 from router.callerid import cut, cut_text
 from router.errors import ConfigError, PluginError, StartRefused
-from router.logsafe import INVISIBLE
+from router.logsafe import INVISIBLE, escape_controls
 from router.rules.suggest import did_you_mean
 from router.source_place import defined_at as _defined_at
 
@@ -806,6 +806,31 @@ class Plugins:
             folders.extend(answer)
         return folders
 
+    async def state_conversions(self, state_dir: Path) -> list[str]:
+        """Every plugin's ``callrouter_state_conversions``: what ``run`` would
+        convert in its state files at start, a line each, prefixed with the
+        plugin's name (``callrouter check``). A hook that raises, is cut off or
+        answers something else than lines is an :attr:`answer_failures` entry
+        and gives none."""
+        lines: list[str] = []
+        hook = "callrouter_state_conversions"
+        for impl in self._impls(hook):
+            try:
+                value = impl.function(
+                    **{name: state_dir for name in impl.argnames if name == "state_dir"}
+                )
+                if inspect.isawaitable(value):
+                    async with _CutOff(HOOK_TIMEOUT):
+                        value = await value
+                answer = [] if value is None else _lines(value)
+            except Exception as exc:
+                if not self.failures_printed:
+                    self._report(hook, impl, exc, None)
+                self._answer_failed(hook, impl, exc, "may convert its files unsaid")
+                continue
+            lines.extend(f"plugin {impl.plugin_name!r}: {line}" for line in answer)
+        return lines
+
     async def startup(self, engine: EngineAPI) -> None:
         self._started = True
         await self._call_each("callrouter_startup", {"engine": engine}, timeout=30.0)
@@ -1491,3 +1516,22 @@ def _answer_shown(value: object) -> str:
         shown = f"<{type(value).__name__}>"
     shown = cut(shown, 80)
     return shown if isinstance(value, bool) else f"{shown} ({type(value).__name__})"
+
+
+#: Lines a plugin's ``callrouter_state_conversions`` may give, and their length.
+_MAX_LINES = 100
+_MAX_LINE = 1000
+
+
+def _lines(value: object) -> list[str]:
+    """``callrouter_state_conversions``' answer: lines of text, bounded."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"expected lines of text or None, got {value!r}")
+    lines: list[str] = []
+    for line in value:
+        if not isinstance(line, str):
+            raise TypeError(f"expected lines of text or None, got {line!r} among them")
+        if len(lines) >= _MAX_LINES:
+            raise ValueError(f"more than {_MAX_LINES} lines")
+        lines.append(escape_controls(line[:_MAX_LINE]))
+    return lines

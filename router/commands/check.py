@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import rules_timezone
 from router.commands._connect import add_asterisk_flags, asterisk_flags, asterisk_overrides
+from router.commands._conversions import state_conversions
 from router.commands._offline import Offline, load_offline
 from router.commands._values import a_moment, a_path, a_pattern, a_time_zone, usage_error
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
@@ -170,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
         print(state)
     for error in ruleset.errors:
         print(error)
-    count = len(ruleset.errors) + len(offline.problems) + (state is not None)
+    converts, failed = state_conversions(offline)
+    for problem in failed:
+        print(f"callrouter: {problem}")
+    for line in converts:  # not errors: an upgrade's expected work, said beforehand
+        print(f"CONVERT {line}")
+    count = len(ruleset.errors) + len(offline.problems) + (state is not None) + len(failed)
     shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
         print(f"{shown}: {counted(count, 'error')}, {counted(len(ruleset.rules), 'valid rule')}")

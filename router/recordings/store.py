@@ -56,6 +56,7 @@ __all__ = [
     "Recording",
     "RecordingStore",
     "UsageReport",
+    "catalog_conversions",
     "catalog_open",
     "file_identity",
     "put_back_catalog",
@@ -1102,3 +1103,37 @@ class RecordingStore:
             upload_failed_bytes=int(refused_bytes),
             oldest_waiting_at=waiting,
         )
+
+
+def catalog_conversions(state_dir: Path) -> list[str]:
+    """What ``callrouter run`` would convert in ``state_dir``'s catalog at start
+    (:meth:`RecordingStore._migrate`), one line each naming the file, read
+    without writing anything (:func:`router.state_peek.peek_db`): the columns
+    an earlier version's catalog lacks, and closed WAV files of no sound it
+    still meant to deliver, made ``empty`` (never sent). For ``callrouter
+    check``, which said nothing of them: ``run`` converted the file silently."""
+    from router.state_peek import columns, peek_db
+
+    path = state_dir / DB_NAME
+    with peek_db(path) as db:
+        if db is None:
+            return []
+        have = columns(db, "recordings")
+        if not have:
+            return []
+        lines: list[str] = []
+        lacking = [name for name, _ in _ADDED if name not in have]
+        if lacking:
+            (rows,) = db.execute("SELECT count(*) FROM recordings").fetchone()
+            lines.append(
+                f"{path}: recordings catalog from an earlier version: callrouter run adds "
+                f"the columns {', '.join(lacking)} at start, keeping its {rows} rows"
+            )
+        if {"state", "format", "duration"} <= have:
+            (empty,) = db.execute(f"SELECT count(*) FROM recordings WHERE {_EMPTY_WAV}").fetchone()
+            if empty:
+                lines.append(
+                    f"{path}: {empty} closed WAV recordings of no sound: callrouter run "
+                    "marks them empty at start, and they are never sent"
+                )
+        return lines

@@ -796,6 +796,43 @@ async def test_hook_callrouter_metrics(
         engine.metrics.counter("Counts-Bad", "a name Prometheus would refuse")
 
 
+def test_hook_callrouter_state_conversions(tmp_path: Path) -> None:
+    """Asked by ``callrouter check`` with ``[router] state_dir``: each line is
+    said as the plugin's; None says nothing; an async hook is awaited; one
+    that raises gives no line and is kept for check to count as an error."""
+
+    class Old:
+        __name__ = "old"
+
+        @hookimpl
+        def callrouter_state_conversions(self, state_dir: Path) -> list[str]:
+            return [f"{state_dir / 'old.db'}: converted at start\x1b[2J"]
+
+    class Quiet:
+        __name__ = "quiet"
+
+        @hookimpl
+        async def callrouter_state_conversions(self) -> None:
+            return None
+
+    class Broken:
+        __name__ = "broken"
+
+        @hookimpl
+        def callrouter_state_conversions(self, state_dir: Path) -> list[str]:
+            raise OSError("no such table")
+
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Old(), Quiet(), Broken()])
+    plugins.failures_printed = True
+    lines = asyncio.run(plugins.state_conversions(tmp_path))
+    assert lines == [f"plugin 'old': {tmp_path / 'old.db'}: converted at start\\x1b[2J"]
+    [failure] = plugins.answer_failures
+    assert failure.startswith(
+        "plugin 'broken': callrouter_state_conversions failed with OSError('no such table'), "
+        "so callrouter run may convert its files unsaid"
+    )
+
+
 # --------------------------------------------------------------------------- completeness
 
 

@@ -67,6 +67,7 @@ from router import (
     FileOutOfSight,
     Supervised,
     check_db_writable,
+    peek_db,
     seen_identity,
     set_aside_odd_db_files,
     state_db_error,
@@ -762,6 +763,29 @@ def _migrate(db: sqlite3.Connection) -> int | None:
         _roll_back(db)
         raise
     return int(kept)
+
+
+def conversion(path: Path) -> str | None:
+    """What ``callrouter run`` would convert in the history file ``path`` at
+    start (:func:`_migrate`), for ``callrouter check``: a line naming the file,
+    or None when it needs nothing (or is not there). Read without writing
+    anything (:func:`router.peek_db`: no ``-wal`` or ``-shm`` made beside it).
+    Raises ``OSError`` or ``sqlite3.Error`` for a file that cannot be read."""
+    target = path / FILENAME if path.is_dir() else path
+    with peek_db(target) as db:
+        if db is None:
+            return None
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        if not columns or "event_id" in columns:
+            return None
+        rows, pending = db.execute(
+            "SELECT count(*), coalesce(sum(state = 'pending'), 0) FROM events"
+        ).fetchone()
+    return (
+        f"{target}: history file from a version before event ids: callrouter run converts "
+        f"it at start, keeping its {int(rows)} rows, {int(pending)} of them pending "
+        "(docs/operations.md, Upgrading)"
+    )
 
 
 def _roll_back(db: sqlite3.Connection) -> None:

@@ -70,6 +70,7 @@ from callrouter_onec.history import (
     HistorySender,
     build_event,
 )
+from callrouter_onec.history import conversion as history_conversion
 from callrouter_onec.life import (
     ANONYMOUS,
     KINDS,
@@ -678,6 +679,8 @@ class OneCPlugin:
         self.config: OneCConfig | None = None
         #: Where ``[plugins.onec] state_dir`` is written (``router.toml:17``).
         self._state_dir_where = "router.toml"
+        #: ``[router] shadow`` as configured: ``run`` then opens no history file.
+        self._shadow = False
         self.client: OneCClient | None = None
         self.cache: ResponsibleCache | None = None
         self.queue: HistoryQueue | None = None
@@ -714,6 +717,7 @@ class OneCPlugin:
             self.config = None
             return
         self._state_dir_where = config.where(*_STATE_DIR_KEY)
+        self._shadow = config.router.shadow
         path = config.path
         self.config = parse_settings(
             settings,
@@ -849,6 +853,18 @@ class OneCPlugin:
         return OneCCutOff(message)
 
     # -- life cycle ------------------------------------------------------------------------
+
+    @hookimpl
+    def callrouter_state_conversions(self, state_dir: Path) -> list[str]:
+        """What ``callrouter run`` would convert at start, for ``callrouter
+        check``, read only: the history file from before event ids (milestone
+        1's), converted by the start that opens it. Nothing when ``run`` would
+        not open it (no ``[plugins.onec]``, ``events = false``, shadow mode)."""
+        config = self.config
+        if config is None or not config.events or self._shadow:
+            return []
+        line = history_conversion(Path(config.state_dir or state_dir))
+        return [] if line is None else [line]
 
     @hookimpl
     async def callrouter_state_folders(self, shadow: bool) -> list[StateFolder]:
