@@ -207,11 +207,18 @@ class Plugins:
         extra: Iterable[object] = (),
         disabled: Iterable[str] = (),
         enabled: Iterable[str] = (),
+        broken: dict[str, str] | None = None,
     ) -> Plugins:
         """Register built-ins, installed plugins (entry points) and ``extra`` objects.
 
         A non-empty ``enabled`` limits the installed plugins to those named;
         built-ins are always loaded (rules need them), unless ``disabled``.
+        An installed plugin that cannot be loaded (not importable, its
+        ``make_plugin()`` raised, refused as registered) raises
+        :class:`PluginError`: ``run`` must not start without it. With
+        ``broken`` (``callrouter plugins``' listing) it is left out and its
+        error put there by name instead: one broken plugin refused the whole
+        listing, the working plugins' versions and hooks unsaid.
         """
         plugins = cls()
         blocked = set(disabled)
@@ -240,25 +247,11 @@ class Plugins:
                     plugins._left_out[ep.name] = (key, False, partial(_entry_point_object, ep))
                     continue
                 try:
-                    obj = _entry_point_object(ep)
-                except _FactoryFailed as failed:
-                    exc = failed.__cause__
-                    raise PluginError(
-                        ep.name,
-                        f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}; "
-                        + _turn_off(ep),
-                    ) from exc
-                except Exception as exc:
-                    raise PluginError(
-                        ep.name,
-                        f"cannot be imported: {exc!r}{_raised_at(exc)}; {_turn_off(ep)}",
-                    ) from exc
-                plugins.register(
-                    obj,
-                    name=ep.name,
-                    version=dist.version if dist is not None else None,
-                    origin=_entry_point_origin(ep),
-                )
+                    plugins._load_entry_point(ep)
+                except PluginError as exc:
+                    if broken is None:
+                        raise
+                    broken[ep.name] = str(exc)
         for obj in extra:
             plugins.register(obj)
         plugins.pm.check_pending()
@@ -296,6 +289,30 @@ class Plugins:
         plugins = cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
         plugins._where = {key: config.where("plugins", key) for key in ("enabled", "disabled")}
         return plugins
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+        """Import, make and register one installed plugin; :class:`PluginError`
+        naming it and how to start without it when that fails."""
+        try:
+            obj = _entry_point_object(ep)
+        except _FactoryFailed as failed:
+            exc = failed.__cause__
+            raise PluginError(
+                ep.name,
+                f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}; " + _turn_off(ep),
+            ) from exc
+        except Exception as exc:
+            raise PluginError(
+                ep.name,
+                f"cannot be imported: {exc!r}{_raised_at(exc)}; {_turn_off(ep)}",
+            ) from exc
+        dist = ep.dist
+        self.register(
+            obj,
+            name=ep.name,
+            version=dist.version if dist is not None else None,
+            origin=_entry_point_origin(ep),
+        )
 
     def register(
         self,
@@ -351,6 +368,11 @@ class Plugins:
         self._versions[plugin_name] = version
         self._origins[plugin_name] = origin
         return plugin_name
+
+    def distribution_version(self, name: str) -> str | None:
+        """The version of the package that installed the plugin ``name`` (None:
+        unknown), loaded or not: ``callrouter plugins`` names a broken one's."""
+        return self._dists.get(name, (None, None))[1]
 
     def info(self) -> list[PluginInfo]:
         """What ``callrouter plugins`` prints: name, version, hooks implemented."""

@@ -54,32 +54,54 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if args.config is not None or args.verbose:
         return _verbose(args)
-    infos = Plugins.load().info()
+    # One installed plugin that cannot be loaded refused the whole listing:
+    # the others are listed, the broken one named with its error, exit 1.
+    broken: dict[str, str] = {}
+    plugins = Plugins.load(broken=broken)
+    infos = plugins.info()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": i.name,
-                        "version": i.version,
-                        "builtin": i.builtin,
-                        "hooks": list(i.hooks),
-                    }
-                    for i in infos
-                ],
-                indent=2,
-            )
+        listed: list[dict[str, Any]] = [
+            {"name": i.name, "version": i.version, "builtin": i.builtin, "hooks": list(i.hooks)}
+            for i in infos
+        ]
+        listed.extend(
+            {
+                "name": name,
+                "version": plugins.distribution_version(name),
+                "builtin": False,
+                "hooks": [],
+                "error": error,
+            }
+            for name, error in broken.items()
         )
-        return 0
+        print(json.dumps(listed, indent=2))
+        for error in broken.values():
+            print(f"callrouter plugins: error: {escape_controls(error)}", file=sys.stderr)
+        return 1 if broken else 0
     # An installed plugin's name and version are its distribution's: an ESC
     # in them reached the terminal raw (hattack45), written as its escape.
-    names = [escape_controls(i.name) for i in infos]
-    width = max((len(name) for name in names), default=4)
-    for name, info in zip(names, infos, strict=True):
-        kind = "built-in" if info.builtin else escape_controls(info.version or "?")
-        hooks = ", ".join(escape_controls(h.removeprefix("callrouter_")) for h in info.hooks)
+    rows = [
+        (
+            escape_controls(i.name),
+            "built-in" if i.builtin else escape_controls(i.version or "?"),
+            ", ".join(escape_controls(h.removeprefix("callrouter_")) for h in i.hooks),
+        )
+        for i in infos
+    ]
+    rows.extend(
+        (
+            escape_controls(name),
+            escape_controls(plugins.distribution_version(name) or "?"),
+            "BROKEN: not loaded (its error below)",
+        )
+        for name in broken
+    )
+    width = max((len(name) for name, _, _ in rows), default=4)
+    for name, kind, hooks in rows:
         print(f"{name:<{width}}  {kind:<10}  {hooks}")
-    return 0
+    for error in broken.values():
+        print(f"callrouter plugins: error: {escape_controls(error)}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _verbose(args: argparse.Namespace) -> int:
