@@ -803,6 +803,8 @@ class Engine:
         for problem in problems:
             log.error("%s", problem)
         self.setup_problems = tuple(problems)
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
         self.metrics.rules_loaded.set(len(loaded.rules))
         where = ", ".join(map(str, self.rules.paths))
         if problems:
@@ -1516,6 +1518,8 @@ class Engine:
         book = RuleBook(self.rules.paths, fresh, named_by=self.rules.named_by, said=self.rules.said)
         book.current = loaded
         self.router.rules = book
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
         self.metrics.rule_reloads.labels("ok").inc()
         self.metrics.rules_loaded.set(len(loaded.rules))
         log.info("reloaded %s", counted(len(loaded.rules), "rule"))

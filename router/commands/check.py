@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         print(state)
     for error in ruleset.errors:
         print(error)
+    for warning in ruleset.warnings:
+        print(f"callrouter check: warning: {escape_controls(warning)}", file=sys.stderr)
     converts, failed = state_conversions(offline)
     for problem in failed:
         print(f"callrouter: {problem}")

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from router.dialplan import KnownContext
 from router.errors import RuleValidationError
 from router.request import RequestInfo
+from router.rules.answers import answer_warnings
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.evaluate import FailuresSaid, Outcome, evaluate_rules, may_ask
 from router.rules.index import CallIndex, Key, event_guard
@@ -74,6 +75,10 @@ class RuleSet:
     #: The list files (``lists: {x: {file: ...}}``) the set was loaded from,
     #: each with its digest taken as it was read (:func:`source_digests`).
     list_digests: Mapping[Path, str] = field(default_factory=dict, repr=False)
+    #: Not errors, said at load (``check``'s warnings, the engine's WARNING):
+    #: a rule reading a field of an answer its lookup declares unreadable
+    #: (:func:`router.rules.answers.answer_warnings`).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -102,6 +107,7 @@ class RuleSet:
             MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
             {id(r): event_guard(r, frozen_lists, registry.functions) for r in events},
             MappingProxyType(dict(list_digests or {})),
+            tuple(answer_warnings(ordered, registry)),
         )
 
     @classmethod
