@@ -98,3 +98,35 @@ def test_an_engine_s_memory_holds_at_most_the_bound(tmp_path: Path) -> None:
     assert len(book.said) == 5
     assert ("shop", "is_vip", "1795460784.7") in book.said
     assert ("shop", "is_vip", "1795460784.0") not in book.said
+
+
+def test_an_engine_s_reload_keeps_its_memory_and_another_engine_has_its_own(
+    tmp_path: Path,
+) -> None:
+    import asyncio as aio
+
+    from router.engine import Engine
+    from router.plugins import Plugins
+    from router.testing import config_from_toml
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "all.yaml").write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n"
+        "    do:\n      - redirect: {context: queues, exten: a}\n",
+        encoding="utf-8",
+    )
+
+    def engine() -> Engine:
+        config = config_from_toml(tmp_path, f'[router]\nrules = ["{rules}"]\n')
+        return Engine(config, plugins=Plugins.load(entry_points=False))
+
+    first, second = engine(), engine()
+    aio.run(first.setup())
+    aio.run(second.setup())
+    said = first.rules.said
+    assert said is not second.rules.said
+    book = first.rules
+    first.reload()
+    assert first.rules is not book  # a new rule book, the same memory
+    assert first.rules.said is said
