@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
     JobExecutionEvent,
@@ -48,7 +50,6 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.date import DateTrigger
 
 from router import eager
 from router.ami.client import ClientSettings
@@ -70,7 +71,7 @@ from router.api.settings import ApiSettings
 from router.aside import not_a_file
 from router.asterisk_clock import measure_offset
 from router.builtin import actions as builtin_actions
-from router.builtin.timefuncs import rules_timezone
+from router.builtin.timefuncs import rules_timezone, time_zone
 from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
@@ -126,6 +127,7 @@ from router.rules.decision import Action
 from router.rules.loader import discover, display_path
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
+from router.schedule_runs import KeptRuns, MissedRun
 from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
 from router.staterestore import lock_state_folder
@@ -161,8 +163,6 @@ _WAIT_NOTIFY_EVERY = 10.0
 #: Seconds late a timed job (the engine's, a plugin's, a ``schedule:`` rule's)
 #: still runs, once, after a stall.
 _MISFIRE_GRACE = 60
-#: The scheduler's job that makes up the runs ``missed: run-once`` rules missed.
-_MAKE_UP_JOB = "callrouter:missed-runs"
 #: Seconds the timed jobs wait, after a host clock step, for Asterisk's clock
 #: measured again (:meth:`Engine._clock_stepped`): the measurement's budget
 #: (1 s) and a slow answer, well within the beats a standby waits for.
@@ -449,11 +449,20 @@ class Engine:
         )
         self._scheduler.add_listener(self._job_skipped, EVENT_JOB_MAX_INSTANCES)
         self._scheduler.add_listener(self._job_missed, EVENT_JOB_MISSED)
+        self._scheduler.add_listener(self._job_ran, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         #: This host's clock stepped: the jobs dated again, Asterisk's clock measured again.
         self._clock_watch = ClockStepWatch(self._clock_stepped)
         #: ``missed: run-once`` rules whose run was missed: the last one due, until
         #: :meth:`_make_up` runs them.
         self._missed_runs: dict[str, datetime] = {}
+        #: :meth:`_make_up` while it runs. A task of its own, not a scheduler
+        #: job: a run missed as the job's last run ended was added as a job
+        #: apscheduler refused (its one instance not counted off yet), and it
+        #: waited for the next missed run (issue 16).
+        self._making_up: asyncio.Task[None] | None = None
+        #: The last run of each ``missed: run-once`` rule, kept in
+        #: state_dir/schedule-runs.json (router/schedule_runs.py).
+        self._kept_runs = KeptRuns(config.router.state_dir, self._run_once_rules)
         #: Per job: (when its run under way started, the runs skipped meanwhile).
         self._job_runs: dict[str, tuple[float, int]] = {}
         self._stream: EventStream | None = None
@@ -838,6 +847,8 @@ class Engine:
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
         await asyncio.to_thread(self._check_state_dir)
+        # Before the login: a file another user could write refuses the start.
+        await asyncio.to_thread(self._kept_runs.load)
         # The plugins' own state folders, locked before the login: a second
         # router on one of them refuses here, having opened no AMI session
         # (with allowmultiplelogin = no, its login would end the first one's).
@@ -867,6 +878,9 @@ class Engine:
         await self.privileges.first()
         self._scheduler.start()
         self._clock_watch.start()
+        # Before the rules' runs are kept in step with them: a rule renamed or
+        # given another schedule since is said by its kept run.
+        self._runs_missed_while_stopped(datetime.now(UTC))
         self._schedule_rules()
         if self.options.watch_interval > 0:
             self._scheduler.add_job(
@@ -967,6 +981,8 @@ class Engine:
             log.error("reconcile at start failed: %s", exc)
         if self.options.audit_dialplan:
             self._spawn(self.dialplan_watch.audit("start"))
+        if self._missed_runs:  # missed while stopped: once the engine routes
+            self._start_make_up()
 
     async def _open_api(self, settings: ApiSettings) -> None:
         """The API's listener, on this loop, before the login: its health
@@ -1324,6 +1340,11 @@ class Engine:
     async def _shut_scheduler_down(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        making_up = self._making_up
+        if making_up is not None and not making_up.done():
+            making_up.cancel()  # as apscheduler cancels the jobs under way
+            await asyncio.wait((making_up,), timeout=1.0)
+        await self._kept_runs.close()
 
     async def _close_live_instance(self) -> None:
         self.live_instance.close()
@@ -1739,26 +1760,77 @@ class Engine:
         self._say_skipped(job_id, due, now, made_up=once)
         if name is not None and once:
             self._missed_runs[name] = max(due, self._missed_runs.get(name, due))
-            self._scheduler.add_job(
-                self._make_up,
-                id=_MAKE_UP_JOB,
-                replace_existing=True,
-                misfire_grace_time=None,
-                # Not next_run_time=now: a job added to a scheduler not started
-                # yet (the engine starting) must keep it, and the date is now.
-                trigger=DateTrigger(now),
+            self._start_make_up()
+
+    def _start_make_up(self) -> None:
+        """Run :meth:`_make_up` unless it runs: then its loop takes the run
+        just added. Nothing can come between its last look at
+        :attr:`_missed_runs` and its task being done (no ``await``), so a run
+        added is either seen by it or starts a new one."""
+        if self._stopping.is_set():
+            return
+        if self._making_up is None or self._making_up.done():
+            self._making_up = asyncio.get_running_loop().create_task(
+                self._make_up(), name="callrouter make-up runs"
             )
 
     async def _make_up(self) -> None:
         """The runs missed by ``missed: run-once`` rules, once each, one after the
         other, in the order their last missed runs were due: a night-mode due at
         19:00 after a day-mode due at 09:00 leaves night mode, as on time; run
-        together, either could have ended last."""
+        together, either could have ended last. Each run made up is kept as the
+        rule's last run (router/schedule_runs.py): made up once, not again at
+        the next start."""
         while self._missed_runs:
             name = min(self._missed_runs, key=lambda n: (self._missed_runs[n], n))
-            del self._missed_runs[name]
+            due = self._missed_runs.pop(name)
             if self.rules.current.runs_missed_once(name):  # not reloaded away meanwhile
                 await logged(f"schedule {name}", self._run_schedule, logger=log)(name)
+                self._kept_runs.record(name, due)
+
+    def _job_ran(self, event: JobExecutionEvent) -> None:
+        """A ``schedule:`` rule's run ran (or failed): kept as its last run when
+        it says ``missed: run-once`` (router/schedule_runs.py)."""
+        job_id = str(event.job_id)
+        if job_id.startswith("rule:"):
+            self._kept_runs.record(job_id[5:], event.scheduled_run_time)
+
+    def _run_once_rules(self) -> dict[str, tuple[str, str]]:
+        """The ``missed: run-once`` rules now: their cron text and zone name."""
+        rules = self.rules.current
+        zone_name = str(rules_timezone(self._config))
+        return {
+            name: (cron, zone_name)
+            for name, cron in rules.schedules
+            if rules.runs_missed_once(name)
+        }
+
+    def _runs_missed_while_stopped(self, now: datetime) -> None:
+        """At start: the runs ``missed: run-once`` rules missed while callrouter
+        was not running (counted from the last runs kept in state_dir), said,
+        and queued to be made up once, in the order they were due; a rule
+        renamed, set to ``skip``, given another schedule, or whose run is too
+        old, is only said."""
+        for missed in self._kept_runs.missed(
+            now, lambda cron, name: cron_trigger(cron, time_zone(name))
+        ):
+            self._say_missed_while_stopped(missed, now)
+            if missed.made_up:
+                self._missed_runs[missed.name] = missed.due
+
+    def _say_missed_while_stopped(self, missed: MissedRun, now: datetime) -> None:
+        zone = rules_timezone(self._config)
+        log.warning(
+            "schedule %s: the run due at %s was missed while callrouter was not running, "
+            "%s late (%s; its last run kept was due at %s)",
+            missed.name,
+            missed.due.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            duration((now - missed.due).total_seconds()),
+            "run once now, as its rule says missed: run-once"
+            if missed.why_not is None
+            else f"not made up: {missed.why_not}",
+            missed.since.last.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
 
     def _say_skipped(self, job_id: str, due: datetime, now: datetime, *, made_up: bool) -> None:
         """The WARNING of a run not made on time, in the rules' zone: skipped, or
@@ -1792,6 +1864,8 @@ class Engine:
         for job in self._scheduler.get_jobs():
             if job.id.startswith("rule:"):
                 job.remove()
+        # A rule new or given another schedule counts its runs from now.
+        self._kept_runs.sync(datetime.now(UTC))
         # Classic cron in the rules' zone, through the same function that
         # validated it at load (router/rules/cron.py): check and run agree.
         timezone = rules_timezone(self._config)

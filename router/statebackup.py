@@ -9,8 +9,9 @@ here with SQLite's online backup API in one step (one read transaction: a
 snapshot, never blocking the service's writes in WAL mode) into a single
 self-contained file (rollback journal, no ``-wal``), and checked
 (``PRAGMA quick_check``). The other files (``calllife.json``,
-``forwarding.json``, ``recordings.key``) are replaced by rename whenever
-callrouter writes them, so a plain read gets one whole version. The live
+``forwarding.json``, ``recordings.key``, ``schedule-runs.json``) are replaced
+by rename whenever callrouter writes them, so a plain read gets one whole
+version. The live
 page's session key (``ui-sessions.json``) is left out: see :data:`UI_SESSIONS`.
 
 Every file of the folder is copied, not a list of names: a plugin's state is

@@ -70,6 +70,7 @@ class Engines:
         recordings: RecordingSettings | None = None,
         ami: Literal["ajam", "tcp"] = "ajam",
         history: HistorySettings | None = None,
+        state_dir: Path | None = None,
     ) -> Engine:
         """A started engine on ``rules``, serving unless ``serve=False``.
 
@@ -81,6 +82,9 @@ class Engines:
         ``history`` is ``[history]`` (the CEL store replays read, docs/history.md).
         ``ami="tcp"`` reaches the sandbox over native AMI (``sandbox.tcp_url``)
         instead of AJAM, so a test can run over both transports.
+        ``state_dir`` is ``[router] state_dir`` (a new folder for each engine
+        unless given: give an earlier engine's, ``engine.state_dir``, once it
+        stopped, for a restart).
         """
         if ami == "tcp" and sandbox is None:
             raise ValueError("ami='tcp' needs sandbox= (the fake Asterisk speaks AJAM)")
@@ -101,7 +105,7 @@ class Engines:
             asterisk=asterisk,
             router=RouterSettings(
                 rules=_rule_paths(rules),
-                state_dir=self.state_root / f"engine{next(self._numbers)}",
+                state_dir=state_dir or self.state_root / f"engine{next(self._numbers)}",
                 shadow=shadow,
             ),
             plugins=PluginSettings(

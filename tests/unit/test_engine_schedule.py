@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from router.builtin.timefuncs import time_zone
+from router.clock_step import last_run_before
 from router.config import load_config
 from router.engine import Engine, EngineOptions
+from router.errors import StateFileDenied
 from router.plugins import Plugins
 from router.rules.cron import cron_trigger
+from router.schedule_runs import LastRun, ScheduleRuns
 from tests.unit.test_engine_unit import FakeClient
 from tests.unit.waiting import eventually
 
@@ -407,3 +411,148 @@ async def test_a_run_missed_in_a_stall_is_made_up_once(
     (said,) = [r.getMessage() for r in caplog.records if "schedule night-mode" in r.getMessage()]
     assert re.search(r" was missed, 1 min 3\d s late \(run once now", said), said
     assert not [r for r in caplog.records if "was missed by" in r.getMessage()]
+
+
+async def test_a_run_missed_as_the_make_up_ends_is_made_up_too(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hsched49's window: the make-up was a scheduler job with one instance. A
+    run missed as it ended (its last look at the runs to make up done, its
+    instance not yet counted off) was added as a job apscheduler refused
+    ("maximum number of running instances"), and waited for the next missed
+    run. Here day-mode's miss is said right after night-mode's make-up ends,
+    with apscheduler's wake-up queued before the job's end is counted."""
+    engine, _day, _night = await _paused_modes(engine_factory, tmp_path)
+    loop = asyncio.get_running_loop()
+    run = engine._run_schedule
+
+    async def then_a_miss(name: str) -> None:
+        await run(name)
+        if name == "night-mode":
+            now = datetime.now(UTC)
+            loop.call_soon(engine._run_missed, "rule:day-mode", now - timedelta(hours=1), now)
+            engine.scheduler.wakeup()
+
+    monkeypatch.setattr(engine, "_run_schedule", then_a_miss)
+    engine.scheduler.resume()
+    now = datetime.now(UTC)
+    engine._run_missed("rule:night-mode", now - timedelta(hours=2), now)
+    await eventually(lambda: _modes(ajam_replay) == ["night", "day"], "both made up, in turn")
+
+
+def _last_before(cron: str, now: datetime) -> datetime:
+    """The last run of ``cron`` (Moscow) at or before ``now``."""
+    trigger = cron_trigger(cron, time_zone("Europe/Moscow"))
+    first = trigger.get_next_fire_time(None, now - timedelta(days=1, seconds=1))
+    return last_run_before(trigger, first, now).astimezone(UTC)
+
+
+async def test_a_run_missed_while_stopped_is_made_up_once_at_start_not_twice(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """callrouter stopped for two days: day-mode and night-mode (missed:
+    run-once) each make up their last run once at start, in the order those
+    were due, and keep it in state_dir/schedule-runs.json; report (skip) makes
+    nothing up. A restart right after finds nothing missed."""
+    (tmp_path / "rules.yaml").write_text(_MODES)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    now = datetime.now(UTC)
+    two_days_ago = now - timedelta(days=2)
+    ScheduleRuns(state).save(
+        {
+            name: LastRun(cron, "Europe/Moscow", two_days_ago)
+            for name, cron in (("day-mode", "0 9 * * *"), ("night-mode", "0 19 * * *"))
+        }
+    )
+    due = {
+        mode: _last_before(cron, now)
+        for mode, cron in (("day", "0 9 * * *"), ("night", "0 19 * * *"))
+    }
+    caplog.set_level(logging.WARNING)
+    options = EngineOptions(watch_interval=0, live_heartbeat=0, check_privileges=False)
+    await engine_factory(tmp_path / "rules.yaml", state_dir=state, options=options)
+    await eventually(lambda: len(_modes(ajam_replay)) == 2, "both runs made up")
+    assert _modes(ajam_replay) == sorted(due, key=lambda mode: due[mode])
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if "while callrouter was not running" in r.getMessage()
+    ]
+    assert len(said) == 2, said
+    assert all(
+        "(run once now, as its rule says missed: run-once; its last run kept" in m for m in said
+    )
+    await engine_factory.close()
+    assert {name: run.last for name, run in ScheduleRuns(state).load().items()} == {
+        "day-mode": due["day"],
+        "night-mode": due["night"],
+    }
+    caplog.clear()
+    again = await engine_factory(tmp_path / "rules.yaml", state_dir=state, options=options)
+    # Queued at start, before start() returns: nothing was.
+    assert again._making_up is None
+    assert not [r for r in caplog.records if "was missed" in r.getMessage()]
+    assert len(_modes(ajam_replay)) == 2
+
+
+async def test_a_renamed_rule_or_a_changed_schedule_makes_no_run_up_and_says_so(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kept: 'evening-mode' (renamed night-mode since) and day-mode under its
+    old time, 08:00. Neither run is made up, each said; the file then holds
+    the rules as they are, counted from this start."""
+    (tmp_path / "rules.yaml").write_text(_MODES)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    now = datetime.now(UTC)
+    two_days_ago = now - timedelta(days=2)
+    ScheduleRuns(state).save(
+        {
+            "evening-mode": LastRun("0 19 * * *", "Europe/Moscow", two_days_ago),
+            "day-mode": LastRun("0 8 * * *", "Europe/Moscow", two_days_ago),
+        }
+    )
+    caplog.set_level(logging.WARNING)
+    engine = await engine_factory(tmp_path / "rules.yaml", state_dir=state)
+    said = {
+        r.getMessage().split(":")[0]: r.getMessage()
+        for r in caplog.records
+        if "while callrouter was not running" in r.getMessage()
+    }
+    assert set(said) == {"schedule evening-mode", "schedule day-mode"}
+    assert (
+        "not made up: no schedule: rule named 'evening-mode' with missed: run-once now"
+        in (said["schedule evening-mode"])
+    )
+    assert (
+        "not made up: its schedule changed since its last run ('0 8 * * *' in Europe/Moscow, "
+        "now '0 9 * * *' in Europe/Moscow)" in said["schedule day-mode"]
+    )
+    assert engine._making_up is None
+    await engine_factory.close()
+    assert ajam_replay.count("Setvar") == 0
+    kept = ScheduleRuns(state).load()
+    assert set(kept) == {"day-mode", "night-mode"}
+    assert all(run.last > two_days_ago + timedelta(days=1) for run in kept.values())
+
+
+async def test_a_schedule_runs_file_others_may_write_refuses_the_start(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.yaml").write_text(_MODES)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    ScheduleRuns(state).save({})
+    (state / "schedule-runs.json").chmod(0o666)
+    with pytest.raises(StateFileDenied, match=r"schedule-runs.json: .* has mode 0666"):
+        await engine_factory(tmp_path / "rules.yaml", state_dir=state)
