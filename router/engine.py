@@ -35,7 +35,7 @@ import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -880,8 +880,11 @@ class Engine:
         self._clock_watch.start()
         # Before the rules' runs are kept in step with them: a rule renamed or
         # given another schedule since is said by its kept run.
-        self._runs_missed_while_stopped(datetime.now(UTC))
-        self._schedule_rules()
+        # One moment for both: a run due up to it is made up, one after it is
+        # the rules' jobs' own; none is both, none neither.
+        started = datetime.now(UTC)
+        self._runs_missed_while_stopped(started)
+        self._schedule_rules(started)
         if self.options.watch_interval > 0:
             self._scheduler.add_job(
                 logged("rule file watch", self._check_rule_files, logger=log),
@@ -1860,12 +1863,17 @@ class Engine:
             log.info("dropped %s whose Hangup never arrived", counted(len(dropped), "call"))
             await self.router.end_calls(dropped)
 
-    def _schedule_rules(self) -> None:
+    def _schedule_rules(self, now: datetime | None = None) -> None:
+        """A job for each ``schedule:`` rule, its first run the first after
+        ``now`` (default: this moment): at start, the runs due up to ``now``
+        are the ones made up (:meth:`_runs_missed_while_stopped`)."""
+        now = now or datetime.now(UTC)
         for job in self._scheduler.get_jobs():
             if job.id.startswith("rule:"):
                 job.remove()
         # A rule new or given another schedule counts its runs from now.
-        self._kept_runs.sync(datetime.now(UTC))
+        self._kept_runs.sync(now)
+        after = now + timedelta(microseconds=1)
         # Classic cron in the rules' zone, through the same function that
         # validated it at load (router/rules/cron.py): check and run agree.
         timezone = rules_timezone(self._config)
@@ -1875,12 +1883,16 @@ class Engine:
             except ValueError as exc:
                 log.error("rule %r: schedule %r: %s", name, cron, exc)
                 continue
+            first = trigger.get_next_fire_time(None, after)
             self._scheduler.add_job(
                 logged(f"schedule {name}", self._run_schedule, logger=log),
                 trigger,
                 args=[name],
                 id=f"rule:{name}",
                 replace_existing=True,
+                # None would add the job paused: a cron that never fires again
+                # is left to apscheduler, which drops it.
+                **({"next_run_time": first} if first is not None else {}),
             )
 
     async def _run_schedule(self, name: str) -> None:

@@ -556,3 +556,22 @@ async def test_a_schedule_runs_file_others_may_write_refuses_the_start(
     (state / "schedule-runs.json").chmod(0o666)
     with pytest.raises(StateFileDenied, match=r"schedule-runs.json: .* has mode 0666"):
         await engine_factory(tmp_path / "rules.yaml", state_dir=state)
+
+
+async def test_the_start_counts_one_moment_for_runs_made_up_and_the_jobs_first_runs(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """A run due at the very moment the start counted missed runs up to is made
+    up, not run by its job too; one due a moment later is the job's: the jobs
+    were dated from the time they were added, a few ms after that moment, and
+    a run due in between was neither made up nor run."""
+    engine, _day, _night = await _paused_modes(engine_factory, tmp_path)
+    due = _last_before("0 19 * * *", datetime.now(UTC))
+    engine._schedule_rules(due)
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    assert job.next_run_time == due + timedelta(days=1)
+    engine._schedule_rules(due - timedelta(microseconds=1))
+    job = engine.scheduler.get_job("rule:night-mode")
+    assert job is not None
+    assert job.next_run_time == due
