@@ -878,10 +878,11 @@ class Engine:
         await self.privileges.first()
         self._scheduler.start()
         self._clock_watch.start()
-        # Before the rules' runs are kept in step with them: a rule renamed or
-        # given another schedule since is said by its kept run.
-        # One moment for both: a run due up to it is made up, one after it is
-        # the rules' jobs' own; none is both, none neither.
+        # The runs missed while stopped before the kept runs are put in step
+        # with the rules (a rule renamed or given another schedule since is
+        # said by its kept run), and one moment for both: a run due up to it
+        # is made up, one after it is the rules' jobs' own; none is both, and
+        # none neither.
         started = datetime.now(UTC)
         self._runs_missed_while_stopped(started)
         self._schedule_rules(started)
