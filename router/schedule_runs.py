@@ -33,6 +33,7 @@ import errno
 import json
 import logging
 import os
+import pwd
 import secrets
 import stat
 from collections.abc import Callable, Mapping
@@ -61,7 +62,7 @@ __all__ = [
     "missed_while_stopped",
 ]
 
-log = logging.getLogger("callrouter.engine")
+log = logging.getLogger(__name__)
 
 #: The file in ``state_dir``.
 FILE_NAME: Final = "schedule-runs.json"
@@ -278,13 +279,18 @@ class ScheduleRuns:
             os.close(fd)
 
     def _refused(self, what: str) -> StateFileDenied:
+        uid = os.geteuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
         return StateFileDenied(
             errno.EPERM,
             f"{self.path}: the schedule rules' last runs file {what}; it is left as it "
             f"is. Remove it (a run missed while callrouter was stopped is then not made "
             f"up, this once), or, if it is the one callrouter made, give it back to "
-            f"callrouter's user (chown USER {self.path}; chmod 600 {self.path}), and "
-            "start again",
+            f"the user callrouter runs as (chown {user} {self.path}; chmod 600 "
+            f"{self.path}), and start again",
         )
 
 

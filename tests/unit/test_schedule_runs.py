@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,8 +179,11 @@ def test_a_file_others_may_read_refuses_the_start(tmp_path: Path) -> None:
     store = ScheduleRuns(tmp_path)
     store.save({"a": LastRun(NIGHT, MSK, _msk("2026-12-08T19:00:00"))})
     store.path.chmod(0o644)
-    with pytest.raises(StateFileDenied, match=r"has mode 0644: .*chmod 600 "):
+    with pytest.raises(StateFileDenied, match=r"has mode 0644: .*chmod 600 ") as refused:
         store.load()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert f"(chown {user} {store.path}; chmod 600 {store.path})" in str(refused.value)
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o644  # left as it is
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
