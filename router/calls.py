@@ -626,6 +626,22 @@ class _Marks:
         return False
 
 
+#: Events Asterisk writes with a ``Channel`` but no channel snapshot, so no
+#: ``Uniqueid``: the test framework's (an Asterisk built with
+#: ``TEST_FRAMEWORK``, as the sandbox's, writes one at each call's
+#: ``CallIDChange``). Any other naming a live channel without its
+#: ``Uniqueid`` was cut off by a blank line a caller wrote (:meth:`CallTracker.impostor`).
+_NO_SNAPSHOT = frozenset({"TestEvent"})
+
+#: ASCII upper case to lower case, as Asterisk's ``strcasecmp`` folds names.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(name: str) -> str:
+    """A channel's name as Asterisk compares it when it looks one up."""
+    return name.translate(_ASCII_LOWER)
+
+
 def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
     """The first key of ``fields`` seen a second time in any spelling (a
     reader that asks ``uniqueid`` gets the first of ``UniqueID`` and
@@ -682,6 +698,11 @@ class CallTracker:
     ) -> None:
         self._calls: dict[str, Call] = {}
         self._by_channel: dict[str, str] = {}
+        #: The live channels' names in ASCII lower case, to the name as
+        #: Asterisk wrote it (:meth:`_impostor`): Asterisk finds a channel by
+        #: its name in any case (``strcasecmp``), so ``pjsip/103-00000001`` in
+        #: a made-up event names ``PJSIP/103-00000001`` to a Redirect.
+        self._folded: dict[str, str] = {}
         self._ttl = ttl
         self._max_calls = max_calls
         self._max_channels = max_channels
@@ -783,10 +804,11 @@ class CallTracker:
                     call.channels[channel_name] = chan
                     self._channels += 1
                     self._by_channel[channel_name] = linkedid
+                    self._folded[_fold(channel_name)] = channel_name
                 else:
                     # Followed by no call now (one it left above, if any, no
                     # longer has it): its index entry would outlive both calls.
-                    self._by_channel.pop(channel_name, None)
+                    self._unindex(channel_name)
             context = get("Context")
             if context is None:
                 context = event.get("Context")
@@ -847,7 +869,7 @@ class CallTracker:
             chan = call.channels.get(channel_name)
             if chan is not None:
                 chan.hung_up = True
-            self._by_channel.pop(channel_name, None)
+            self._unindex(channel_name)
             if not call.active_channels:
                 self._end(call, now)
                 return Fed(call, started, (*evicted, call), forgotten)
@@ -990,10 +1012,14 @@ class CallTracker:
         routing request that was decided, whose Redirect would have moved
         that call, and Hangups that would have ended it for callrouter. A
         channel's name is its own while it lives (a masquerade swaps the
-        ``Uniqueid`` with the name), so such an event is refused. A channel
-        not tracked, or tracked since before the stream's last gap (an
-        Asterisk restart gives names again), cannot be told this way
-        (docs/asterisk.md).
+        ``Uniqueid`` with the name), so such an event is refused. So is one
+        naming a live channel with no ``Uniqueid`` (a second blank line cut
+        the real event's off; Asterisk writes one with every channel's
+        event but its test framework's ``TestEvent``), or naming it in
+        another case, which Asterisk's lookups (a Redirect's) ignore but
+        Asterisk never writes (hrev50). A channel not tracked, or tracked
+        since before the stream's last gap (an Asterisk restart gives names
+        again), cannot be told this way (docs/asterisk.md).
         """
         channel = event.get("Channel")
         if not channel:
@@ -1002,25 +1028,43 @@ class CallTracker:
 
     def _impostor(self, event: Event, channel: str, *, say: bool = True) -> bool:
         linkedid = self._by_channel.get(channel)
+        named = channel
+        if linkedid is None:
+            # Another spelling of a live channel's name is that channel to
+            # Asterisk, and never what Asterisk writes for it (hrev50).
+            spelled = self._folded.get(_fold(channel))
+            if spelled is not None:
+                linkedid = self._by_channel.get(spelled)
+                channel = spelled
         call = self._calls.get(linkedid) if linkedid is not None else None
         known = call.channels.get(channel) if call is not None else None
         if known is None or not known.uniqueid or known.session != self._session:
             return False
         uniqueid = event.get("Uniqueid")
-        if uniqueid is None or uniqueid == known.uniqueid:
+        if channel == named and (
+            uniqueid == known.uniqueid or (uniqueid is None and event.name in _NO_SNAPSHOT)
+        ):
             return False
+        # (No Uniqueid at all: Asterisk writes one with every channel's
+        # snapshot, and a second blank line a caller wrote cut it off, hrev50.)
         if not say:
             return True
         self.refused += 1
         more = self._refused_warning.due()
         if more is not None:
+            if channel != named:
+                how = f"spelled {escape_controls(named[:80])}"
+            elif uniqueid is None:
+                how = "with no Uniqueid"
+            else:
+                how = "with another Uniqueid than its own"
             log.warning(
-                "an event %s naming the channel %s with another Uniqueid than its own is "
-                "not tracked: Asterisk writes a channel's own, and a caller or dialled "
-                "number holding blank lines (which Asterisk writes as they are) made this "
-                "event up; docs/asterisk.md%s",
+                "an event %s naming the channel %s %s is not tracked: Asterisk writes a "
+                "channel's own, and a caller or dialled number holding blank lines (which "
+                "Asterisk writes as they are) made this event up; docs/asterisk.md%s",
                 event.name[:64],
                 escape_controls(channel[:80]),
+                how,
                 more,
             )
         return True
@@ -1030,7 +1074,14 @@ class CallTracker:
         if self._calls.pop(call.linkedid, None) is not None:
             self._channels -= len(call.channels)
         for name in call.channels:
-            self._by_channel.pop(name, None)
+            self._unindex(name)
+
+    def _unindex(self, name: str) -> None:
+        """``name`` is no live tracked channel's any more."""
+        self._by_channel.pop(name, None)
+        folded = _fold(name)
+        if self._folded.get(folded) == name:
+            del self._folded[folded]
 
     def forget(self, linkedid: str) -> Call | None:
         """End a call we know is gone (not listed by CoreShowChannels after a gap);

@@ -23,6 +23,7 @@ from router.calls import (
     VARIABLES_MAX,
     Call,
     CallTracker,
+    Channel,
     Fed,
     oversized,
     smuggled,
@@ -92,12 +93,13 @@ def test_two_channels_one_call_and_answer_detection() -> None:
     assert call.caller_number == "79161234567"
     assert call.caller_name == ""
     assert sorted(call.channels) == ["PJSIP/101-2", "PJSIP/trunk-1"]
-    tracker.feed(ev("DialEnd", Channel="PJSIP/trunk-1", Linkedid="1.1", DialStatus="ANSWER"))
+    answered = {"DialStatus": "ANSWER", "Uniqueid": "1.1"}
+    tracker.feed(ev("DialEnd", Channel="PJSIP/trunk-1", Linkedid="1.1", **answered))
     assert call.answered
     assert call.state == "answered"
-    tracker.feed(ev("Hangup", Channel="PJSIP/101-2", Linkedid="1.1", Cause="16"))
+    tracker.feed(ev("Hangup", Channel="PJSIP/101-2", Uniqueid="1.2", Linkedid="1.1", Cause="16"))
     assert tracker.get("1.1") is call
-    tracker.feed(ev("Hangup", Channel="PJSIP/trunk-1", Linkedid="1.1", Cause="16"))
+    tracker.feed(ev("Hangup", Channel="PJSIP/trunk-1", Uniqueid="1.1", Linkedid="1.1", Cause="16"))
     assert tracker.get("1.1") is None
     assert call.state == "ended"
 
@@ -287,9 +289,10 @@ def test_a_channel_remembers_entering_a_bridge() -> None:
     call = tracker.get(".0")
     assert call is not None
     assert not any(c.entered_bridge for c in call.channels.values())
-    tracker.feed(ev("Newstate", Channel="PJSIP/101-02", ChannelStateDesc="Up", Linkedid=".0"))
+    phone = {"Channel": "PJSIP/101-02", "Uniqueid": "PJSIP/101-02", "Linkedid": ".0"}
+    tracker.feed(ev("Newstate", ChannelStateDesc="Up", **phone))
     assert not call.channels["PJSIP/101-02"].entered_bridge  # answered, not yet bridged
-    tracker.feed(ev("BridgeEnter", Channel="PJSIP/101-02", BridgeNumChannels="1", Linkedid=".0"))
+    tracker.feed(ev("BridgeEnter", BridgeNumChannels="1", **phone))
     assert call.channels["PJSIP/101-02"].entered_bridge
     assert not call.channels["PJSIP/trunk-01"].entered_bridge
 
@@ -305,12 +308,12 @@ def test_a_channel_knows_how_many_share_its_bridge() -> None:
     assert call is not None
     phone, trunk = call.channels["PJSIP/101-02"], call.channels["PJSIP/trunk-01"]
     enter = {"BridgeUniqueid": "b-1", "Linkedid": ".0"}
-    tracker.feed(ev("BridgeEnter", Channel=phone.name, BridgeNumChannels="1", **enter))
+    tracker.feed(ev("BridgeEnter", Channel=phone.name, BridgeNumChannels="1", **enter, **of(phone)))
     assert (phone.bridge, phone.bridge_channels) == ("b-1", 1)
     assert (trunk.bridge, trunk.bridge_channels) == ("", 0)
-    tracker.feed(ev("BridgeEnter", Channel=trunk.name, BridgeNumChannels="2", **enter))
+    tracker.feed(ev("BridgeEnter", Channel=trunk.name, BridgeNumChannels="2", **enter, **of(trunk)))
     assert (phone.bridge_channels, trunk.bridge_channels) == (2, 2)
-    tracker.feed(ev("BridgeLeave", Channel=trunk.name, BridgeNumChannels="1", **enter))
+    tracker.feed(ev("BridgeLeave", Channel=trunk.name, BridgeNumChannels="1", **enter, **of(trunk)))
     assert (phone.bridge, phone.bridge_channels) == ("b-1", 1)
     assert (trunk.bridge, trunk.bridge_channels) == ("", 0)
     assert trunk.entered_bridge  # it was in one
@@ -319,6 +322,7 @@ def test_a_channel_knows_how_many_share_its_bridge() -> None:
         ev(
             "BridgeEnter",
             Channel=trunk.name,
+            Uniqueid=trunk.uniqueid,
             BridgeUniqueid="x" * 500,
             BridgeNumChannels="²",
             Linkedid=".0",
@@ -348,14 +352,13 @@ def test_a_channel_bridged_into_an_older_call_leaves_its_own() -> None:
     assert sorted(old.channels) == ["B;2"]
     assert tracker.by_channel("B;1") is new
     # B;2 hangs up under the old Linkedid: the old call is over.
-    assert [c.linkedid for c in tracker.feed(ev("Hangup", Channel="B;2", Linkedid=".2")).ended] == [
-        ".2"
-    ]
+    b2 = {"Channel": "B;2", "Uniqueid": "B;2", "Linkedid": ".2"}
+    assert [c.linkedid for c in tracker.feed(ev("Hangup", **b2)).ended] == [".2"]
     # The moved leg's Hangup comes under the new one and ends nothing else.
-    assert tracker.feed(ev("Hangup", Channel="B;1", Linkedid=".0")).ended == ()
+    assert tracker.feed(ev("Hangup", Channel="B;1", Uniqueid="B;1", Linkedid=".0")).ended == ()
     assert tracker.get(".0") is new
     for channel in ("A;1", "A;2"):
-        gone = tracker.feed(ev("Hangup", Channel=channel, Linkedid=".0")).ended
+        gone = tracker.feed(ev("Hangup", Channel=channel, Uniqueid=channel, Linkedid=".0")).ended
     assert [c.linkedid for c in gone] == [".0"]
     assert len(tracker) == 0
 
@@ -448,6 +451,11 @@ def test_a_channel_moved_into_a_full_call_leaves_no_index_entry_behind() -> None
 # -- fields no Asterisk sends (issue 16) -------------------------------------------------
 
 BIG = "9" * 65536
+
+
+def of(channel: Channel) -> dict[str, str]:
+    """The ``Uniqueid`` Asterisk writes with ``channel``'s name in its every event."""
+    return {"Uniqueid": channel.uniqueid}
 
 
 def newchannel(n: int, **override: str) -> Event:
@@ -625,10 +633,11 @@ def test_the_channel_count_follows_hangups_moves_and_the_ttl() -> None:
     tracker.feed(newchannel(2, Channel="B", Linkedid="new"))
     tracker.feed(newchannel(3, Channel="C", Linkedid="new"))
     assert tracker.channels == 3
-    tracker.feed(ev("BridgeEnter", Channel="A", Linkedid="new"))  # A moves: "old" ends
+    a = {"Channel": "A", "Uniqueid": "1764000000.1", "Linkedid": "new"}
+    tracker.feed(ev("BridgeEnter", **a))  # A moves: "old" ends
     assert tracker.get("old") is None
     assert tracker.channels == 3
-    tracker.feed(ev("Hangup", Channel="A", Linkedid="new"))
+    tracker.feed(ev("Hangup", **a))
     assert tracker.channels == 3  # hung up, kept until the call ends
     now[0] = 100.0
     tracker.sweep()
@@ -695,7 +704,8 @@ def test_an_event_with_context_and_exten_but_no_channel() -> None:
     call = tracker.feed(newchannel(1)).call
     assert call is not None
     channel = next(iter(call.channels))
-    fed = tracker.feed(Event((*status, ("CHANNEL", channel))))
+    uniqueid = call.channels[channel].uniqueid
+    fed = tracker.feed(Event((*status, ("CHANNEL", channel), ("Uniqueid", uniqueid))))
     assert fed.call is call
 
 

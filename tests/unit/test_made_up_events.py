@@ -196,3 +196,83 @@ async def test_a_made_up_cel_record_of_a_tracked_channel_reaches_no_plugin(
         record = (("EventName", "HANGUP"), ("Channel", VICTIM), ("UniqueID", uniqueid))
         await engine.handle_event(Event((("Event", "CEL"), *record, ("LinkedID", uniqueid))))
     assert told == [own]
+
+
+def _respelled(event: Event, name: str) -> Event:
+    """``event`` with the victim's channel name written as ``name``."""
+    return Event(tuple((k, name if v == VICTIM else v) for k, v in event.fields))
+
+
+async def test_a_made_up_request_naming_a_live_channel_in_another_case_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk finds a channel by its name in any case (a Getvar or Redirect
+    of ``local/xx@SINK-00000004;2`` acted on ``Local/xx@sink-00000004;2`` on
+    the sandbox's Asterisk 22.10.1), and never writes a live channel's name
+    otherwise than as it made it: the captured request with the victim's name
+    in lower case (the same 79 bytes) is refused as the exact one is. Before
+    (hrev50), it was decided and its Redirect, of ``pjsip/103-00000001``,
+    would have moved the call in progress."""
+    engine, client = await make_engine(tmp_path)
+    await engine.handle_event(victims_channel())
+    refused = engine.tracker.refused
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        for event in made_up_poll():
+            await engine.handle_event(_respelled(event, VICTIM.lower()))
+        await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.records == []
+    assert engine.tracker.refused - refused == 17
+    said = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert said[0].startswith(
+        f"an event UserEvent naming the channel {VICTIM} spelled {VICTIM.lower()} is not tracked"
+    )
+    # The early route a backlog takes asks the same.
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    assert tracker.impostor(_respelled(request, "Pjsip/103-00000001")) == "Pjsip/103-00000001"
+
+
+def _as_asterisk_writes(number: str) -> bytes:
+    """A trunk's Newchannel whose CallerIDNum is ``number``, written as it is."""
+    return (
+        "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/trunk-00000002\r\n"
+        "ChannelState: 4\r\nChannelStateDesc: Ring\r\n"
+        f"CallerIDNum: {number}\r\nCallerIDName: <unknown>\r\n"
+        "ConnectedLineNum: <unknown>\r\nConnectedLineName: <unknown>\r\nLanguage: en\r\n"
+        "AccountCode: \r\nContext: from-trunk\r\nExten: 74951234567\r\nPriority: 1\r\n"
+        "Uniqueid: caller.2\r\nLinkedid: caller.2\r\n\r\n"
+    ).encode()
+
+
+def test_a_made_up_event_cut_off_before_the_ids_is_refused() -> None:
+    """A number that ends its made-up event with a second blank line leaves
+    it without the real event's ``Uniqueid`` and ``Linkedid`` (49 bytes here,
+    within PJSIP's 79): a ``Hangup`` of a live channel then was tracked as
+    its own, and the engine told the router and the parking that the channel
+    hung up, dropping a decision in flight for it (hrev50). Asterisk writes a
+    channel's ``Uniqueid`` with its every event, so it is refused now."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    body = _as_asterisk_writes(f"1\r\n\r\nEvent: Hangup\r\nChannel: {VICTIM}\r\nCause: 16\r\n")
+    events = [m for m in parse_rawman(body) if isinstance(m, Event)]
+    [hangup] = [e for e in events if e.name == "Hangup"]
+    assert hangup.get("Uniqueid") is None
+    assert tracker.impostor(hangup) == VICTIM
+    assert tracker.feed(hangup).refused
+    assert tracker.by_channel(VICTIM) is not None  # still live
+
+
+def test_asterisks_own_events_of_a_call_are_all_tracked() -> None:
+    """Asterisk's events of a real call (its test framework's ``TestEvent``
+    among them: a ``Channel`` with no snapshot, so no ``Uniqueid``) are none of
+    them refused."""
+    from tests.unit.test_calls import real_call_events
+
+    tracker = CallTracker()
+    events = real_call_events()
+    assert any(e.name == "TestEvent" and e.get("Uniqueid") is None for e in events)
+    for event in events:
+        assert not tracker.feed(event).refused, event.name
+    assert tracker.refused == 0

@@ -84,7 +84,10 @@ def request(wait: str = "4") -> list[Event]:
 def wait_step(wait: str = "4") -> Event:
     """The step after the request, which a Redirect waits for (router/parking.py)."""
     fields = {"Event": "Newexten", "Channel": CHANNEL, "Context": "callrouter-inbound"}
-    fields |= {"Exten": "74950000001", "Priority": "7", "Application": "Wait", "AppData": wait}
+    fields |= {"Exten": "74950000001", "Priority": "7"}
+    # Asterisk writes the channel's Uniqueid and Linkedid with its every event.
+    fields |= {"Uniqueid": "1796140000.1", "Linkedid": "1796140000.1"}
+    fields |= {"Application": "Wait", "AppData": wait}
     return Event(tuple(fields.items()))
 
 

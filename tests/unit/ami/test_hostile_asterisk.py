@@ -112,6 +112,7 @@ def test_non_numeric_bridge_count_is_treated_as_absent() -> None:
                 (
                     ("Event", "BridgeEnter"),
                     ("Channel", "PJSIP/a-1"),
+                    ("Uniqueid", "L1"),
                     ("Linkedid", "L1"),
                     ("BridgeNumChannels", count),
                 )
@@ -124,6 +125,7 @@ def test_non_numeric_bridge_count_is_treated_as_absent() -> None:
             (
                 ("Event", "BridgeEnter"),
                 ("Channel", "PJSIP/a-1"),
+                ("Uniqueid", "L1"),
                 ("Linkedid", "L1"),
                 ("BridgeNumChannels", "2"),
             )

@@ -1980,12 +1980,15 @@ def test_the_tracker_follows_each_channels_application_and_who_rang_it() -> None
     from router.testing.builders import make_event
 
     tracker = CallTracker()
+    # (Asterisk writes a channel's Uniqueid with its every event.)
+    trunk = {"Channel": "PJSIP/trunk-01", "Uniqueid": "1.1"}
+    phone = {"Channel": "PJSIP/101-01", "Uniqueid": "1.2"}
     for name, fields in (
-        ("Newchannel", {"Channel": "PJSIP/trunk-01", "Uniqueid": "1.1"}),
-        ("Newexten", {"Channel": "PJSIP/trunk-01", "Application": "Dial", "Context": "c"}),
-        ("Newchannel", {"Channel": "PJSIP/101-01", "Uniqueid": "1.2"}),
-        ("DialBegin", {"Channel": "PJSIP/trunk-01", "DestChannel": "PJSIP/101-01"}),
-        ("Newexten", {"Channel": "PJSIP/101-01", "Application": "Wait", "Context": "g"}),
+        ("Newchannel", trunk),
+        ("Newexten", {**trunk, "Application": "Dial", "Context": "c"}),
+        ("Newchannel", phone),
+        ("DialBegin", {**trunk, "DestChannel": "PJSIP/101-01"}),
+        ("Newexten", {**phone, "Application": "Wait", "Context": "g"}),
     ):
         tracker.feed(make_event(name, Linkedid="1.1", **fields))
     call = tracker.get("1.1")
