@@ -14,7 +14,7 @@ never counted here (the protocol tells, by the app's own check,
 which the protocol answers the same way, ``429`` before the app. One for a
 recording by a signed link whose signature is valid and unexpired
 (:func:`router.api.recordings.signed_link`, one HMAC for any target) is
-counted in a bucket of its address and that link's own: 1C in pull mode
+counted in a bucket of its address (an IPv6 one's /48) and that link's own: 1C in pull mode
 fetches every recording so, with no token, and after an outage it fetches
 them all at once from one address, each by its own link; one link asked for
 over and over (leaked: it is valid for ``url_ttl``) is held to the rate. A
@@ -148,8 +148,11 @@ class AddressLimiter:
             # to the rate. Not counted at all, one leaked link (valid for
             # url_ttl) served its file as often as anyone asked (hreview49).
             # Only links the API signed have such buckets: no one can mint more.
+            # An IPv6 client's by its /48, not its /64: a leaked link asked for
+            # from each /64 of a delegation had a bucket in each, and none in
+            # the /48's (hrev50); 1C, one host, is in one /64 of one /48.
             path = target.partition(b"?")[0].decode("ascii", "replace")
-            key, wider = f"{key} {path[:_LINK_KEY_MAX]}", None
+            key, wider = f"{wider or key} {path[:_LINK_KEY_MAX]}", None
         now = self._clock()
         buckets = self._buckets
         wide_rate, wide_burst = self.rate * self.factor, self.burst * self.factor

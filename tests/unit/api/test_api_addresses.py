@@ -322,3 +322,19 @@ def test_a_validly_signed_recording_link_is_counted_by_itself_a_bogus_one_is_not
     assert limits.wait("192.0.2.7", b"GET", b"/bad") > 0
     assert limits.wait("192.0.2.7") > 0  # no target: no link
     assert asked[-1] == (b"GET", b"/bad")
+
+
+def test_a_leaked_link_asked_for_from_each_64_of_a_48_shares_one_bucket() -> None:
+    """A signed link is counted by its address and itself, an IPv6 address by
+    its /48: a leaked link asked for from 1,000 /64s of one delegation (a /48
+    holds 65,536) is held to one link's rate, as from one address. Before
+    (hrev50) each /64 had a bucket of its own for it, and the /48's bucket
+    was not spent either: 1,000 times the rate."""
+    limits = limiter(Clock(), rate=1.0, burst=1, addresses=10_000)
+    limits.links = lambda method, target: target.startswith(b"/good/")
+    link = b"/good/7?expires=1&sig=x"
+    served = [limits.wait(f"2001:db8:5:{n:x}::1", b"GET", link) == 0.0 for n in range(1000)]
+    assert served.count(True) == 1
+    # Another /48's client, and another link of the same /48, keep theirs.
+    assert limits.wait("2001:db8:6::1", b"GET", link) == 0.0
+    assert limits.wait("2001:db8:5::1", b"GET", b"/good/8?expires=1&sig=x") == 0.0
