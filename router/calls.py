@@ -635,11 +635,19 @@ _NO_SNAPSHOT = frozenset({"TestEvent"})
 
 #: ASCII upper case to lower case, as Asterisk's ``strcasecmp`` folds names.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+#: What Asterisk skips at the start of an action's header value
+#: (``ast_skip_blanks``: every byte below 33).
+_SKIPPED = "".join(map(chr, range(33)))
 
 
 def _fold(name: str) -> str:
-    """A channel's name as Asterisk compares it when it looks one up."""
-    return name.translate(_ASCII_LOWER)
+    """A channel's name as Asterisk reads it in an action (a Redirect's
+    ``Channel``) and compares it when it looks the channel up: without the
+    blanks and control characters before it, in any ASCII case. On the
+    sandbox's Asterisk 22.10.1 a Getvar of ``local/XX@SINK-00000004;2``, or
+    of ``Local/xx@sink-00000004;2`` after a space, a tab or a ``\x01``,
+    answered for ``Local/xx@sink-00000004;2`` (hrev50)."""
+    return name.lstrip(_SKIPPED).translate(_ASCII_LOWER)
 
 
 def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
@@ -698,10 +706,10 @@ class CallTracker:
     ) -> None:
         self._calls: dict[str, Call] = {}
         self._by_channel: dict[str, str] = {}
-        #: The live channels' names in ASCII lower case, to the name as
-        #: Asterisk wrote it (:meth:`_impostor`): Asterisk finds a channel by
-        #: its name in any case (``strcasecmp``), so ``pjsip/103-00000001`` in
-        #: a made-up event names ``PJSIP/103-00000001`` to a Redirect.
+        #: The live channels' names as Asterisk reads them in an action
+        #: (:func:`_fold`), to the name as Asterisk wrote it (:meth:`_impostor`):
+        #: ``pjsip/103-00000001`` or `` PJSIP/103-00000001`` in a made-up
+        #: event names ``PJSIP/103-00000001`` to a Redirect.
         self._folded: dict[str, str] = {}
         self._ttl = ttl
         self._max_calls = max_calls

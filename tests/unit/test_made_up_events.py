@@ -276,3 +276,27 @@ def test_asterisks_own_events_of_a_call_are_all_tracked() -> None:
     for event in events:
         assert not tracker.feed(event).refused, event.name
     assert tracker.refused == 0
+
+
+@pytest.mark.parametrize("before", [" ", "\t", "\x01"])
+async def test_a_made_up_request_naming_a_live_channel_after_blanks_is_refused(
+    tmp_path: Path, before: str
+) -> None:
+    """Asterisk skips the bytes below 33 at the start of an action's header
+    value (``ast_skip_blanks``): a Getvar of ``Local/yy@sink-00000005;2`` after
+    a space, a tab or a ``\\x01`` answered for that channel on the sandbox's
+    Asterisk 22.10.1 (after it: "No such channel"). A made-up request naming
+    the victim so (``Channel:  PJSIP/...``, one byte more) is refused; before
+    (hrev50) its Redirect went out with the blank and moved the victim."""
+    engine, client = await make_engine(tmp_path)
+    await engine.handle_event(victims_channel())
+    for event in made_up_poll():
+        await engine.handle_event(_respelled(event, before + VICTIM))
+    await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.records == []
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    assert tracker.impostor(_respelled(request, before + VICTIM.lower())) is not None
+    assert tracker.impostor(_respelled(request, VICTIM + before)) is None  # names no channel
