@@ -706,10 +706,11 @@ class CallTracker:
     ) -> None:
         self._calls: dict[str, Call] = {}
         self._by_channel: dict[str, str] = {}
-        #: The live channels' names as Asterisk reads them in an action
-        #: (:func:`_fold`), to the name as Asterisk wrote it (:meth:`_impostor`):
-        #: ``pjsip/103-00000001`` or `` PJSIP/103-00000001`` in a made-up
-        #: event names ``PJSIP/103-00000001`` to a Redirect.
+        #: The live channels' names, and their ``Uniqueid``, as Asterisk reads
+        #: them in an action (:func:`_fold`), to the name as Asterisk wrote it
+        #: (:meth:`_impostor`): ``pjsip/103-00000001``, `` PJSIP/103-00000001``
+        #: or its Uniqueid in a made-up event names ``PJSIP/103-00000001`` to a
+        #: Redirect (Asterisk looks a channel up by its Uniqueid too).
         self._folded: dict[str, str] = {}
         self._ttl = ttl
         self._max_calls = max_calls
@@ -813,10 +814,12 @@ class CallTracker:
                     self._channels += 1
                     self._by_channel[channel_name] = linkedid
                     self._folded[_fold(channel_name)] = channel_name
+                    if chan.uniqueid:
+                        self._folded.setdefault(_fold(chan.uniqueid), channel_name)
                 else:
                     # Followed by no call now (one it left above, if any, no
                     # longer has it): its index entry would outlive both calls.
-                    self._unindex(channel_name)
+                    self._unindex(channel_name, chan.uniqueid)
             context = get("Context")
             if context is None:
                 context = event.get("Context")
@@ -877,7 +880,7 @@ class CallTracker:
             chan = call.channels.get(channel_name)
             if chan is not None:
                 chan.hung_up = True
-            self._unindex(channel_name)
+            self._unindex(channel_name, chan.uniqueid if chan is not None else "")
             if not call.active_channels:
                 self._end(call, now)
                 return Fed(call, started, (*evicted, call), forgotten)
@@ -1023,11 +1026,12 @@ class CallTracker:
         ``Uniqueid`` with the name), so such an event is refused. So is one
         naming a live channel with no ``Uniqueid`` (a second blank line cut
         the real event's off; Asterisk writes one with every channel's
-        event but its test framework's ``TestEvent``), or naming it in
-        another case, which Asterisk's lookups (a Redirect's) ignore but
-        Asterisk never writes (hrev50). A channel not tracked, or tracked
-        since before the stream's last gap (an Asterisk restart gives names
-        again), cannot be told this way (docs/asterisk.md).
+        event but its test framework's ``TestEvent``), or naming it as a
+        Redirect's lookup finds it but Asterisk never writes it: in another
+        case, after blanks, or by its ``Uniqueid`` (:func:`_fold`, hrev50).
+        A channel not tracked, or tracked since before the stream's last gap
+        (an Asterisk restart gives names again), cannot be told this way
+        (docs/asterisk.md).
         """
         channel = event.get("Channel")
         if not channel:
@@ -1081,15 +1085,16 @@ class CallTracker:
         call.ended = now
         if self._calls.pop(call.linkedid, None) is not None:
             self._channels -= len(call.channels)
-        for name in call.channels:
-            self._unindex(name)
+        for name, chan in call.channels.items():
+            self._unindex(name, chan.uniqueid)
 
-    def _unindex(self, name: str) -> None:
-        """``name`` is no live tracked channel's any more."""
+    def _unindex(self, name: str, uniqueid: str) -> None:
+        """``name`` (known by ``uniqueid``) is no live tracked channel's any more."""
         self._by_channel.pop(name, None)
-        folded = _fold(name)
-        if self._folded.get(folded) == name:
-            del self._folded[folded]
+        for key in (name, uniqueid):
+            folded = _fold(key)
+            if self._folded.get(folded) == name:
+                del self._folded[folded]
 
     def forget(self, linkedid: str) -> Call | None:
         """End a call we know is gone (not listed by CoreShowChannels after a gap);

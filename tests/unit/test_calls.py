@@ -619,6 +619,7 @@ def test_the_channels_of_all_calls_are_bounded_oldest_calls_going_first() -> Non
         assert tracker.channels <= 50
         assert tracker.channels == sum(len(c.channels) for c in tracker)
     assert len(tracker._by_channel) <= 50
+    assert len(tracker._folded) <= 2 * 50  # names and Uniqueids as Asterisk reads them
     assert tracker.get("c99") is not None
     assert len(tracker.get("c99").channels) == 3  # type: ignore[union-attr]
     assert ended == [f"c{n}" for n in range(len(ended))]  # oldest first

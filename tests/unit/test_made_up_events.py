@@ -300,3 +300,21 @@ async def test_a_made_up_request_naming_a_live_channel_after_blanks_is_refused(
     [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
     assert tracker.impostor(_respelled(request, before + VICTIM.lower())) is not None
     assert tracker.impostor(_respelled(request, VICTIM + before)) is None  # names no channel
+
+
+def test_a_made_up_event_naming_a_live_channel_by_its_uniqueid_is_refused() -> None:
+    """Asterisk looks a channel up by its Uniqueid when no name matches (a
+    Getvar of ``callrouter-sandbox-1796695364.9`` answered for
+    ``Local/xx@sink-00000004;2`` on the sandbox's Asterisk 22.10.1): a made-up
+    request with the victim's Uniqueid as its ``Channel`` (a guess, 40 bytes)
+    is refused, and the index forgets the Uniqueid with the channel."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    own = victims_channel().get("Uniqueid") or ""
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    assert tracker.impostor(_respelled(request, own)) == own
+    assert tracker.feed(_respelled(request, own)).refused
+    hangup = leg("Hangup", VICTIM, "103", linkedid="victim.1", context="sandbox-phones")
+    assert not tracker.feed(hangup).refused
+    assert tracker.impostor(_respelled(request, own)) is None  # gone: no channel is it
+    assert tracker._folded == {}
