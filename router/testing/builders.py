@@ -81,16 +81,20 @@ class CallTimeline(CallsView):
         and the tracker ties an event to its call by them, so without them a
         Hangup ended no call."""
         channel = event.get("Channel")
-        if not channel or event.get("Linkedid"):
+        if not channel or (event.get("Linkedid") and event.get("Uniqueid")):
             return event
         call = self._tracker.by_channel(channel)
         if call is None:
             return event
-        added = [("Linkedid", call.linkedid)]
+        added: list[tuple[str, str]] = []
         chan = call.channels.get(channel)
         if not event.get("Uniqueid") and chan is not None and chan.uniqueid:
-            added.insert(0, ("Uniqueid", chan.uniqueid))
-        return Event((*event.fields, *added))
+            # Each on its own: the tracker refuses a live channel's event
+            # without its Uniqueid as one a caller's number made up (hrev50).
+            added.append(("Uniqueid", chan.uniqueid))
+        if not event.get("Linkedid"):
+            added.append(("Linkedid", call.linkedid))
+        return Event((*event.fields, *added)) if added else event
 
     def inbound_call(
         self,
