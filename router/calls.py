@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, KeysView, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -42,6 +42,7 @@ __all__ = [
     "Fed",
     "TimelineEntry",
     "dialplan_half",
+    "listed_twice",
     "oversized",
     "smuggled",
 ]
@@ -650,6 +651,32 @@ def _fold(name: str) -> str:
     return name.lstrip(_SKIPPED).translate(_ASCII_LOWER)
 
 
+def listed_twice(items: Sequence[Event]) -> frozenset[int]:
+    """The indexes of the items of a channel listing (``CoreShowChannels``)
+    that name a channel another item names too, as Asterisk looks a channel up
+    (:func:`_fold`: by its name in any case, after blanks, or by its
+    ``Uniqueid``).
+
+    Asterisk lists each channel once. A caller's number holding a blank line
+    makes its own channel's item two: the second, made up, names whatever
+    channel the number chose, completed by the rest of the real item (its
+    ``Uniqueid``, and ``Context`` and ``Application`` of a channel waiting
+    in the inbound context). A reconcile routed such an item as a second
+    request of the channel it named, with the caller number the item gave,
+    and redirected that channel (hrev50). Which of the two is Asterisk's is
+    told only for a channel tracked under its ``Uniqueid``
+    (:meth:`CallTracker.knows`); else neither is routed nor tracked from the
+    listing (the channel still waiting takes its default route)."""
+    keys: list[set[str]] = []
+    counts: dict[str, int] = {}
+    for item in items:
+        mine = {_fold(v) for v in (item.get("Channel"), item.get("Uniqueid")) if v}
+        keys.append(mine)
+        for key in mine:
+            counts[key] = counts.get(key, 0) + 1
+    return frozenset(at for at, mine in enumerate(keys) if any(counts[k] > 1 for k in mine))
+
+
 def _repeated(fields: tuple[tuple[str, str], ...]) -> str | None:
     """The first key of ``fields`` seen a second time in any spelling (a
     reader that asks ``uniqueid`` gets the first of ``UniqueID`` and
@@ -1000,12 +1027,23 @@ class CallTracker:
         """A channel listing's item (the reconcile's ``CoreShowChannel``): a
         tracked channel it lists under the ``Uniqueid`` the tracker knows it
         by is this session's again, judged by :meth:`impostor` again."""
+        known = self._known(item)
+        if known is not None:
+            known.session = self._session
+
+    def knows(self, item: Event) -> bool:
+        """Whether ``item`` names a live channel tracked under its ``Uniqueid``
+        (of the two items :func:`listed_twice` finds, Asterisk's)."""
+        return self._known(item) is not None
+
+    def _known(self, item: Event) -> Channel | None:
         channel = item.get("Channel") or ""
         linkedid = self._by_channel.get(channel)
         call = self._calls.get(linkedid) if linkedid is not None else None
         known = call.channels.get(channel) if call is not None else None
         if known is not None and known.uniqueid and known.uniqueid == item.get("Uniqueid"):
-            known.session = self._session
+            return known
+        return None
 
     def impostor(self, event: Event) -> str | None:
         """The channel ``event`` names, when the tracker knows that channel by

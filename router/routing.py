@@ -30,7 +30,7 @@ from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.callerid import cut
-from router.calls import Call, CallTracker, Channel
+from router.calls import Call, CallTracker, Channel, listed_twice
 from router.dialplan import (
     DEADLINE_VARIABLE,
     DECIDED_VARIABLE,
@@ -655,7 +655,10 @@ class Router:
         for call in gone:
             self._tracker.forget(call.linkedid)
         await self.end_calls(gone)
-        for item in items:
+        # A channel listed twice: one of the two a caller's number made up
+        # (router.calls.listed_twice): neither is tracked nor routed from here.
+        twice = listed_twice(items)
+        for at, item in enumerate(items):
             linkedid = item.get("Linkedid") or ""
             if not linkedid:
                 continue
@@ -663,6 +666,8 @@ class Router:
                 # Listed under its own Uniqueid after a gap: its name vouches
                 # for it again (router.calls.CallTracker.impostor).
                 self._tracker.vouch(item)
+                continue
+            if at in twice:
                 continue
             fed = self._tracker.feed(item)
             await self.end_calls(fed.ended)
@@ -673,9 +678,11 @@ class Router:
         await self._plugins.channels_listed(items)
         submitted = 0
         dialplan = self.dialplan
-        for item in items:
+        for at, item in enumerate(items):
             channel = item.get("Channel") or ""
             if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
+                continue
+            if at in twice and not self._tracker.knows(item):
                 continue
             wait = dialplan.listed_wait(
                 await self._getvar(channel, DEADLINE_VARIABLE),

@@ -17,6 +17,7 @@ to ring 101).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,91 @@ def test_a_made_up_event_naming_a_live_channel_by_its_uniqueid_is_refused() -> N
     assert not tracker.feed(hangup).refused
     assert tracker.impostor(_respelled(request, own)) is None  # gone: no channel is it
     assert tracker._folded == {}
+
+
+WAITING = "PJSIP/trunk-00000007"
+
+
+def _listed(channel: str, uniqueid: str, number: str) -> Event:
+    """A CoreShowChannel item of a channel waiting in the inbound context."""
+    return Event(
+        (
+            ("Event", "CoreShowChannel"),
+            ("Channel", channel),
+            ("CallerIDNum", number),
+            ("Context", "callrouter-inbound"),
+            ("Exten", "74951234567"),
+            ("Priority", "7"),
+            ("Uniqueid", uniqueid),
+            ("Linkedid", uniqueid),
+            ("Application", "Wait"),
+            ("ApplicationData", "4"),
+        )
+    )
+
+
+async def _reconcile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: tuple[Event, ...], *, tracked: bool
+) -> tuple[int, list[tuple[str, str]], int]:
+    """The reconcile after a gap over ``listed``: how many it routed, the
+    records' Uniqueids and callers, and the Redirects sent."""
+    engine, client = await make_engine(tmp_path)
+    if tracked:
+        newchannel = leg("Newchannel", WAITING, "79160000001", linkedid="v.1", uniqueid="v.1")
+        await engine.handle_event(newchannel)
+    sent = FakeClient.send
+
+    async def send(
+        self: FakeClient, name: str, params: object = None, **kw: object
+    ) -> ActionResult:
+        if name == "Getvar":
+            assert isinstance(params, dict)
+            deadline = params["Variable"] == "CALLROUTER_DEADLINE"
+            value = str(time.time() + 30) if deadline else "74951234567"
+            return ActionResult(Response((("Response", "Success"), ("Value", value))))
+        if name != "CoreShowChannels":
+            return await sent(self, name, params, **kw)
+        closing = Event((("Event", "CoreShowChannelsComplete"), ("ListItems", str(len(listed)))))
+        response = Response((("Response", "Success"), ("EventList", "start")))
+        return ActionResult(response, listed, True, closing)
+
+    monkeypatch.setattr(FakeClient, "send", send)
+    engine.tracker.new_session()  # as the engine's gap does (Engine._on_gap)
+    submitted = await engine.reconcile(trigger="gap")
+    await engine.wait_idle()
+    return submitted, [(r.uniqueid, r.caller) for r in engine.records], len(redirects(client))
+
+
+@pytest.mark.parametrize("named", [WAITING, WAITING.lower(), " " + WAITING, "v.1"])
+async def test_a_made_up_listing_item_of_a_waiting_channel_is_not_routed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: str
+) -> None:
+    """A caller's number with a blank line makes its channel's CoreShowChannel
+    item two, the second naming the channel it chose, completed by the rest of
+    the real item (its Uniqueid, and the inbound context's Wait: the caller
+    waits there too). The reconcile after a gap routed that item as a second
+    request of the channel it named, with the caller number it gave, and
+    redirected the channel (hrev50). A channel listed twice is routed only by
+    the item under the Uniqueid it is tracked by."""
+    listed = (
+        _listed(WAITING, "v.1", "79160000001"),
+        _listed(named, "a.2", "79990000000"),  # made up: the caller's own Uniqueid
+    )
+    submitted, records, sent = await _reconcile(tmp_path, monkeypatch, listed, tracked=True)
+    assert (submitted, records, sent) == (1, [("v.1", "79160000001")], 1)
+
+
+async def test_a_channel_listed_twice_and_not_tracked_is_not_routed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which of the two items is Asterisk's cannot be told for a channel that
+    came in during the gap: neither is routed (the call takes its default
+    route), nor tracked under the made-up one's Uniqueid; a channel listed
+    once is routed as ever."""
+    listed = (
+        _listed("PJSIP/trunk-00000009", "a.2", "79990000000"),  # made up
+        _listed("PJSIP/trunk-00000009", "w.3", "79160000003"),
+        _listed("PJSIP/trunk-00000008", "w.4", "79160000004"),
+    )
+    submitted, records, sent = await _reconcile(tmp_path, monkeypatch, listed, tracked=False)
+    assert (submitted, records, sent) == (1, [("w.4", "79160000004")], 1)
