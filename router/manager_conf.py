@@ -954,7 +954,7 @@ def _compare(
                 f"these (`callrouter check --manager-conf{suggested_flags}`), then "
                 "`asterisk -rx 'manager "
                 "reload'` and restart callrouter",
-                _shown(wanted.values()),
+                _shown(selection.manager_conf_lines()),
             )
         ]
     if not (includes or legacy or unread):
@@ -966,7 +966,7 @@ def _compare(
                 "the user's read classes passes (unless it may send Filter, write = "
                 f"system); add these (`callrouter check --manager-conf{suggested_flags}`), "
                 f"{then}",
-                _shown(wanted.values()),
+                _shown(selection.manager_conf_lines()),
             )
         )
     if includes or legacy or unread:  # with no include line, every event passes

@@ -291,6 +291,30 @@ def test_no_lines_is_advice_with_the_lines_to_add() -> None:
     assert advice.lines == tuple(LINES)
 
 
+def test_the_lines_to_add_are_the_ones_manager_conf_prints() -> None:
+    """The advice for a section without include lines says "add these
+    (`callrouter check --manager-conf`)" but listed the call life's CEL filter
+    as eight `method(exact)` lines, where `--manager-conf` prints one
+    `method(regex)` line (issue 16): the lines shown are the command's."""
+    selection = EventSelection(
+        frozenset({"CEL", "Hangup"}),
+        frozenset({"call"}),
+        frozenset({HeaderFilter("CEL", "EventName", frozenset({"ANSWER", "HANGUP"}))}),
+    )
+    printed = selection.manager_conf_lines()
+    assert printed == [
+        "eventfilter(action(include),name(CEL),header(EventName),method(regex))=^(ANSWER|HANGUP)$",
+        "eventfilter(action(include),name(Hangup))=",
+    ]
+    for lines in ([], ["eventfilter=!Event: RTCP*"]):
+        [advice] = compare_eventfilters("router", lines, selection)
+        assert "add these (`callrouter check --manager-conf`)" in advice.text
+        assert advice.lines == tuple(printed)
+    # ... and pasted, they compare OK.
+    [finding] = compare_eventfilters("router", printed, selection)
+    assert finding.level == "ok"
+
+
 @pytest.mark.parametrize(
     "line", ["eventfilter=!Event: RTCP*", "eventfilter(action(exclude),name(RTCPSent))="]
 )
