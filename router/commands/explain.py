@@ -82,9 +82,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--rules",
         nargs="+",
+        # extend, not store: `--rules A --rules B` reads both, as run's
+        # repeatable --rules does (a second one dropped the first in silence).
+        action="extend",
         type=a_path,
         metavar="PATH",
-        help="rule files or folders (default: router.toml's [router] rules)",
+        help="rule files or folders, repeatable as for run (default: router.toml's [router] rules)",
     )
     parser.add_argument(
         "--config",
