@@ -5,6 +5,7 @@ each parses, and a sandbox started for the phones has the shipped dialplan
 
 from __future__ import annotations
 
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -70,3 +71,41 @@ def test_make_sandbox_starts_with_the_shipped_dialplan() -> None:
     assert (args.command, args.name) == ("start", "dev")
     assert args.dialplan is not None, "make sandbox: start dev without --dialplan"
     assert "[callrouter-inbound]" in (REPO / args.dialplan).read_text(encoding="utf-8")
+
+
+#: How each page says the defaults: (the joining word, the range's dash,
+#: what the start starts, the wait of current(), its unit).
+PHRASES = {
+    "docs/asterisk.md": (
+        "and",
+        "-",
+        "`Phones.start(pbx)` without `extensions` starts the phones",
+        "`current()` is the call that is up, waited for up to",
+        "s",
+    ),
+    "docs/ru/asterisk.md": (
+        "и",
+        "–",
+        "`Phones.start(pbx)` без `extensions` запускает телефоны",
+        "`current()` — звонок, идущий сейчас; его ждут до",
+        "с",
+    ),
+}
+
+
+@pytest.mark.parametrize("page", sorted(PHRASES))
+def test_the_phones_defaults_are_the_code_s(page: str) -> None:
+    """A script following the page's `Phones.start` with `phones["104"]` met
+    a KeyError (only 101-103 start by default), and one asking `current()`
+    whether a phone talked waited 10 s for a SandboxError (issue 16): the page
+    states both as the code has them."""
+    from router.sandbox.phones import EXTENSIONS, Phone, Phones
+
+    started = inspect.signature(Phones.start).parameters["extensions"].default
+    waited = inspect.signature(Phone.current).parameters["timeout"].default
+    joined, dash, starts, up_to, unit = PHRASES[page]
+    flat = " ".join((REPO / page).read_text(encoding="utf-8").split())
+    *first, last = (f"`{name}`" for name in started)
+    assert f"{starts} {', '.join(first)} {joined} {last}" in flat
+    assert f"{EXTENSIONS[0]}{dash}{EXTENSIONS[-1]}" in flat
+    assert f"{up_to} {waited:g} {unit}" in flat
