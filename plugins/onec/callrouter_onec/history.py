@@ -847,6 +847,21 @@ FILE_CHECK_EVERY = 5.0
 MAX_WAITING = 10_000
 
 
+async def _wait_set(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass, and let a cancellation through.
+
+    Not ``asyncio.wait_for(event.wait(), ...)``: on Python 3.11 it returns
+    normally when the event is set in the same loop step as the task is
+    cancelled, and the sending loop went on: :meth:`HistorySender.stop` then
+    waited for ever, and ``callrouter history replay`` ended on the shutdown
+    hook's 10 s cut-off, "plugin 'onec' failed in callrouter_shutdown" (issue
+    16). ``asyncio.timeout`` raises ``TimeoutError`` only for its own expiry.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 class HistorySender:
     """Delivers the queue to 1C in the background (``post`` is ``OneCClient.post_event``).
 
@@ -1176,8 +1191,7 @@ class HistorySender:
                 await self._prune_when_due()
                 rows: list[QueuedEvent] = await self._db(self.queue.due, self.batch)
                 if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                    await _wait_set(self._wake, self.idle_poll)
                     continue
                 delivered = await self._send(rows)
                 sent = delivered == len(rows)
@@ -1197,8 +1211,7 @@ class HistorySender:
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
         """Wait ``seconds`` or until ``event`` is set (the file is looked at
         meanwhile on its own schedule, :meth:`_watch_file`)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+        await _wait_set(event, seconds)
 
     async def _watch_file(self) -> None:
         """Look at the file every :data:`FILE_CHECK_EVERY`, whatever the sender

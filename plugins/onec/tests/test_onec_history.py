@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sqlite3
@@ -10,12 +11,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from onec_waiting import eventually
 
 from callrouter_onec.client import OneCClient, OneCSettings
 from callrouter_onec.double import OneCDouble
+from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
 from callrouter_onec.missed import MissedFact
-from callrouter_onec.models import EVENT_FIELDS
+from callrouter_onec.models import EVENT_FIELDS, EventAck
 
 MSK2 = timezone(timedelta(hours=2))  # the contract's example: 12:00 local is 10:00 UTC
 
@@ -492,3 +495,35 @@ def test_the_frequent_callers_are_customers_who_called_in(tmp_path: Path) -> Non
             call = dataclasses.replace(CALL, call_id=f"in.{n}", from_number=number)
             queue.enqueue(build_event("ringing", call))
         assert queue.frequent_callers(2) == ["79161234567", "74957770101"]
+
+
+@pytest.mark.parametrize("where", ["idle", "backoff"])
+async def test_stop_ends_the_sender_when_it_is_woken_in_the_same_step(
+    tmp_path: Path, where: str
+) -> None:
+    """`callrouter history replay` ended each time on the shutdown hook's 10 s
+    cut-off ("plugin 'onec' failed in callrouter_shutdown: TimeoutError"):
+    on Python 3.11 `asyncio.wait_for(event.wait(), ...)` returns normally
+    when the event is set in the loop step its task is cancelled in, so the
+    sending loop went on and `stop()` waited for it for ever (issue 16). A
+    new event (idle) or a ping 1C answers (`retry_now`, in a backoff) coming
+    just as the router stops is that step."""
+
+    async def post(payload: object) -> EventAck:
+        raise OneCUnavailable("1C is away")
+
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, post, base_delay=30, max_delay=30, idle_poll=30)
+    sender.start()
+    try:
+        if where == "idle":
+            await eventually(lambda: sender._wake._waiters, "the sender idle")  # type: ignore[attr-defined]
+            sender._wake.set()  # what a stored event does, from the database thread
+        else:
+            sender.submit(events_for(1)[0])
+            await eventually(lambda: sender._retry._waiters, "the sender in its backoff")  # type: ignore[attr-defined]
+            sender.retry_now()
+        await asyncio.wait_for(sender.stop(), 10)
+        assert not sender.running
+    finally:
+        queue.close()
