@@ -110,7 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # `run` sets up the service's log itself; every other command gets one
     # format, not Python's bare last-resort lines (router/commands/_logging.py).
-    logs = one_shot_logging(args.command) if args.command != "run" else contextlib.nullcontext()
+    # Named as the command's error lines are (`callrouter history replay:`),
+    # not by its first word alone (`callrouter history: error: ...`).
+    logs = (
+        one_shot_logging(_named(args).removeprefix("callrouter "))
+        if args.command != "run"
+        else contextlib.nullcontext()
+    )
     try:
         with logs:
             code: int = func(args)

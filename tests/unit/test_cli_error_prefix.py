@@ -284,3 +284,37 @@ def test_a_configured_rules_folder_that_is_not_there_says_what_to_do(
     # Paths given on the command line are the user's own: no router.toml hint.
     assert main(["check", "--config", "etc/router.toml", "nowhere/"]) == 1
     assert capsys.readouterr().out.splitlines()[0] == "nowhere: no such file or folder"
+
+
+@pytest.mark.parametrize(
+    ("module", "func", "argv"),
+    [
+        ("router.commands.history", "run_replay", ["history", "replay", "--since", "1h"]),
+        ("router.commands.state", "run_backup", ["state", "backup", "/tmp/never-written"]),
+        ("router.commands.ui", "run_sign_out_all", ["ui", "sign-out-all"]),
+        ("router.commands.check", "run", ["check"]),
+    ],
+)
+def test_a_logged_warning_is_named_after_the_command_too(
+    module: str,
+    func: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`callrouter history replay` said a plugin's failure at shutdown as
+    `callrouter history: error: plugin 'onec' failed in callrouter_shutdown:
+    ...` (issue 16): what a command logs is named as its own error lines
+    are, with the whole command."""
+    import importlib
+    import logging
+
+    def logs(args: argparse.Namespace) -> int:
+        logging.getLogger("router.somewhere").warning("something to say")
+        return 0
+
+    monkeypatch.setattr(importlib.import_module(module), func, logs)
+    assert main(argv) == 0
+    [line] = capsys.readouterr().err.strip().splitlines()
+    command = " ".join(argv[:2]) if argv[0] in {"history", "state", "ui"} else argv[0]
+    assert line == f"callrouter {command}: warning: something to say"
