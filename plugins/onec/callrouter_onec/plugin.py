@@ -697,6 +697,8 @@ class OneCPlugin:
         #: Calls whose routing asked 1C: set when their decision came.
         self._routing: OrderedDict[str, _Routing] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: The calls' lookups of their own in flight (their events wait for them).
+        self._lookups: set[asyncio.Task[Any]] = set()
         #: Calls whose own lookup failed: one INFO line, then a summary a minute.
         self._not_looked_up = _NotLookedUp()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
@@ -962,7 +964,13 @@ class OneCPlugin:
 
     @hookimpl
     async def callrouter_shutdown(self, engine: EngineAPI) -> None:
-        """Deliver what 1C can take now (bounded), then close; the rest stays on disk."""
+        """Deliver what 1C can take now (bounded), then close; the rest stays on disk.
+
+        The events of calls still waiting for their own lookup are not in the
+        queue yet: the drain waits for those lookups first, within the same
+        ``drain_timeout``. It drained an empty queue at once, and `callrouter
+        history replay`, whose calls all wait so, delivered none of them (issue 16).
+        """
         sender, config = self.sender, self.config
         try:
             if (
@@ -972,9 +980,13 @@ class OneCPlugin:
                 and sender.failures == 0
                 and self.healthy is not False
                 and sender.running
-                and not await sender.drain(config.drain_timeout)
             ):
-                await _say_undelivered(sender)
+                end = time.monotonic() + config.drain_timeout
+                lookups = [task for task in self._lookups if not task.done()]
+                if lookups:
+                    await asyncio.wait(lookups, timeout=config.drain_timeout)
+                if not await sender.drain(max(0.0, end - time.monotonic())):
+                    await _say_undelivered(sender)
         except Exception:
             log.exception("onec: could not drain the call history; closing anyway")
         finally:
@@ -1013,10 +1025,11 @@ class OneCPlugin:
             except Exception:
                 log.exception("onec: closing the %s failed", what)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- scheduled jobs --------------------------------------------------------------------
 
@@ -1218,7 +1231,9 @@ class OneCPlugin:
                 and len(self._waiting) < _LOOKUPS_MAX
             ):
                 self._waiting[event.call_id] = [event]
-                self._spawn(self._look_up_then_post(event.call_id, number, event.did))
+                lookup = self._spawn(self._look_up_then_post(event.call_id, number, event.did))
+                self._lookups.add(lookup)
+                lookup.add_done_callback(self._lookups.discard)
                 return
             if facts is None and number is not None:
                 # Too many lookups at once: this call goes without ids, all its events.

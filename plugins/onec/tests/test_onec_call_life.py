@@ -993,3 +993,26 @@ async def test_calls_not_looked_up_are_one_line_then_a_summary_a_minute(
     assert summary.startswith("onec: 11 more calls were not looked up in the last 60 s (the last: ")
     assert len(stored(double)) == 12  # nothing lost: each call told, without ids
     assert {e["manager_id"] for e in stored(double)} == {None}
+
+
+async def test_a_stop_delivers_the_events_of_calls_still_being_looked_up(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    """`callrouter history replay` hands the plugin calls nobody routed, each
+    waiting for a lookup of its own, and stops it at once: the shutdown
+    drained the queue before those events were in it, and the replay
+    delivered none of them (issue 16). The drain waits for the lookups in
+    flight first, within `drain_timeout`."""
+    onec, engine = await start(tmp_path, table(double))
+    double.faults.add("latency=0.3", phone="79161234567")
+    life = [ringing("12.1", "101", replayed=True), answered("12.1", "101", replayed=True)]
+    life.append(hangup("12.1", "101", replayed=True))
+    try:
+        for event in life:
+            onec.callrouter_call_event(event)
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+        await engine.aclose()
+    events = stored(double)
+    assert [e["event"] for e in events] == ["ringing", "answered", "hangup"]
+    assert {(e["manager_id"], e["client_id"]) for e in events} == {(MANAGER, CLIENT)}
