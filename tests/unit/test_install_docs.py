@@ -104,3 +104,30 @@ def test_the_readme_names_every_target_make_help_lists() -> None:
     assert listed is not None
     named = set(re.findall(r"`([a-z-]+)`", listed.group(1)))
     assert named == helped - {"demo", "test"}
+
+
+#: What README's layout calls each entry of examples/.
+EXAMPLES = {
+    "asterisk": "dialplan",
+    "demo.py": "demo",
+    "grafana": "Grafana dashboard",
+    "onec": "1C BSL module",
+    "plugin-vip-greeting": "example plugin",
+    "router.toml": "router.toml",
+    "rules": "rule examples",
+    "systemd": "systemd unit",
+    "zabbix": "Zabbix template",
+}
+
+
+def test_the_layout_names_every_example() -> None:
+    """README's layout listed examples/ without its rule examples, Zabbix
+    template and Grafana dashboard (issue 16): each entry of examples/ is
+    named there, and each name stands for an entry that exists."""
+    shipped = {p.name for p in (REPO / "examples").iterdir() if not p.name.startswith((".", "_"))}
+    assert shipped == set(EXAMPLES)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("examples/    ") : readme.index("tests/      ")]
+    named = " ".join(layout.removeprefix("examples/").split())
+    for entry, words in EXAMPLES.items():
+        assert words in named, f"README's layout does not name examples/{entry} ({words})"
