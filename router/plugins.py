@@ -143,6 +143,9 @@ class Plugins:
         self._origins: dict[str, str] = {}
         #: (plugin, call or "", hook) of the failures logged, oldest first.
         self._failed: dict[tuple[str, str, str], None] = {}
+        #: Every failure of a plugin's hook, logged or not (once per call and
+        #: hook is logged): a one-shot command's exit code says whether any came.
+        self.hook_failures = 0
         self._impl_cache: dict[str, list[pluggy.HookImpl]] = {}
         #: Each plugin's ``callrouter_wanted_events`` answer as last asked
         #: (:meth:`wanted_events`; None: every event), and per event name the
@@ -484,6 +487,7 @@ class Plugins:
         # (a callrouter_event failing first kept a callrouter_call_end's unsaid).
         if isinstance(exc, StartRefused):
             return  # the engine's start raises it, as the start's own error
+        self.hook_failures += 1
         key = (impl.plugin_name, scope or "", hook)
         if key in self._failed:
             return

@@ -136,19 +136,28 @@ def run_replay(args: argparse.Namespace) -> int:
     for key, own in plugin_state_dirs(config):
         if own.is_dir():
             refuse_another_owner(config, own, "history replay", key)
-    told = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
+    told, failed = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
     print(f"{counted(len(stories), 'call')}, {counted(told, 'event')} handed to the plugins")
+    if failed:
+        # Said above, each as `error:`; a script must not read that as done.
+        print(
+            f"callrouter history replay: error: a plugin failed {counted(failed, 'time')} "
+            "(above): what it was handed may not all be queued or sent",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
-async def _tell(config: Config, events: list[CallEvent]) -> int:
+async def _tell(config: Config, events: list[CallEvent]) -> tuple[int, int]:
     """Hand ``events`` to the plugins as a running router would, then shut them down.
 
     Plugins that queue history (the 1C plugin) open their queue in
     ``callrouter_startup`` and flush it in ``callrouter_shutdown``, so they get
     both, with an engine that never connects to Asterisk: its ``api`` has the
     same ``state_dir`` (a queue file the running router shares), ``schedule``
-    and ``config``; ``connected`` is False.
+    and ``config``; ``connected`` is False. Returns the events told and how
+    many times a plugin's hook failed meanwhile.
     """
     from router.engine import Engine  # the CLI's other commands do not need it
 
@@ -161,7 +170,7 @@ async def _tell(config: Config, events: list[CallEvent]) -> int:
     finally:
         await engine.plugins.shutdown(engine.api)
         await engine.ami.aclose()
-    return len(events)
+    return len(events), engine.plugins.hook_failures
 
 
 def _print(stories: list[tuple[str, list[CallEvent]]], *, as_json: bool) -> None:

@@ -454,3 +454,57 @@ def test_a_time_it_cannot_take_is_a_usage_error(
     usage, *_, error = err.strip().splitlines()
     assert usage.startswith("usage: callrouter history replay [-h] --since SINCE"), err
     assert error.startswith(f"callrouter history replay: error: {said}"), error
+
+
+@pytest.mark.parametrize("hook", ["callrouter_call_event", "callrouter_shutdown"])
+def test_a_plugin_that_fails_makes_the_replay_fail(
+    hook: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plugin's failure while the replay ran (the 1C plugin's shutdown cut
+    off at 10 s) was said as `error:` and the command exited 0, as if the
+    events were queued (issue 16): it exits 1, saying why last."""
+    from router.hookspecs import hookimpl
+    from router.plugins import Plugins
+
+    class Failing:
+        __name__ = "failing"
+
+    def fails(self: object, **_: object) -> None:
+        raise RuntimeError("disk gone")
+
+    if hook == "callrouter_call_event":
+
+        def told(self: object, event: CallEvent) -> None:
+            fails(self)
+
+        Failing.callrouter_call_event = hookimpl(told)  # type: ignore[attr-defined]
+    else:
+
+        def stopped(self: object) -> None:
+            fails(self)
+
+        Failing.callrouter_shutdown = hookimpl(stopped)  # type: ignore[attr-defined]
+    real = Plugins.for_config.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        Plugins,
+        "for_config",
+        classmethod(lambda cls, config, extra=(): real(cls, config, extra=[Failing()])),
+    )
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[router]\nstate_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "state").mkdir()
+    argv = ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--config", str(cfg)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "1 call, 3 events handed to the plugins" in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    # Every failure counts, each call's first one is said (one call here).
+    times = "3 times" if hook == "callrouter_call_event" else "1 time"
+    assert last.startswith(f"callrouter history replay: error: a plugin failed {times} (above)")
+    assert f"callrouter history replay: error: plugin 'failing' failed in {hook}" in captured.err
