@@ -84,6 +84,7 @@ __all__ = [
     "HistorySender",
     "QueuedEvent",
     "build_event",
+    "wait_set",
 ]
 
 log = logging.getLogger(__name__)
@@ -847,7 +848,7 @@ FILE_CHECK_EVERY = 5.0
 MAX_WAITING = 10_000
 
 
-async def _wait_set(event: asyncio.Event, seconds: float) -> None:
+async def wait_set(event: asyncio.Event, seconds: float) -> None:
     """Wait until ``event`` is set or ``seconds`` pass, and let a cancellation through.
 
     Not ``asyncio.wait_for(event.wait(), ...)``: on Python 3.11 it returns
@@ -1191,7 +1192,7 @@ class HistorySender:
                 await self._prune_when_due()
                 rows: list[QueuedEvent] = await self._db(self.queue.due, self.batch)
                 if not rows:
-                    await _wait_set(self._wake, self.idle_poll)
+                    await wait_set(self._wake, self.idle_poll)
                     continue
                 delivered = await self._send(rows)
                 sent = delivered == len(rows)
@@ -1211,7 +1212,7 @@ class HistorySender:
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
         """Wait ``seconds`` or until ``event`` is set (the file is looked at
         meanwhile on its own schedule, :meth:`_watch_file`)."""
-        await _wait_set(event, seconds)
+        await wait_set(event, seconds)
 
     async def _watch_file(self) -> None:
         """Look at the file every :data:`FILE_CHECK_EVERY`, whatever the sender

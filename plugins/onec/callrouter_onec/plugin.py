@@ -43,7 +43,6 @@ records as the lookup's error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -69,6 +68,7 @@ from callrouter_onec.history import (
     HistoryQueue,
     HistorySender,
     build_event,
+    wait_set,
 )
 from callrouter_onec.history import conversion as history_conversion
 from callrouter_onec.life import (
@@ -1252,8 +1252,9 @@ class OneCPlugin:
                 # This router routes the call: its decision names the ids (or
                 # none, as for a caller who hung up while 1C was asked), so
                 # the history does not depend on which came first.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(routing.decided.wait(), _DECISION_WAIT)
+                # Not wait_for: a cancellation (the plugin stopping) in the step
+                # the decision came in was swallowed, and the lookup went on.
+                await wait_set(routing.decided, _DECISION_WAIT)
                 if self._recall(call_id) is not None:
                     return
             if cache is not None and config is not None:

@@ -1016,3 +1016,22 @@ async def test_a_stop_delivers_the_events_of_calls_still_being_looked_up(
     events = stored(double)
     assert [e["event"] for e in events] == ["ringing", "answered", "hangup"]
     assert {(e["manager_id"], e["client_id"]) for e in events} == {(MANAGER, CLIENT)}
+
+
+async def test_a_lookup_waiting_for_the_decision_ends_when_cancelled_as_it_comes(
+    started: tuple[OneCPlugin, StubEngine],
+) -> None:
+    """The events of a call whose routing asked 1C wait for its decision;
+    stopping the plugin cancels that wait. On Python 3.11 `wait_for` swallowed
+    a cancellation that came in the step the decision came in, and the task
+    went on to its lookup, holding the stop up (issue 16): it ends cancelled."""
+    onec, engine = started
+    engine.calls.inbound_call(linkedid="19.1", caller="89161234567", did="74951234567")
+    await ask(onec, "19.1")
+    onec.callrouter_call_event(ringing("19.1", "101", external="89161234567"))
+    [task] = onec._lookups
+    await eventually(lambda: onec._routing["19.1"].decided._waiters, "the wait for the decision")  # type: ignore[attr-defined]
+    onec._routing["19.1"].decided.set()  # the decision, in the step the stop cancels
+    task.cancel()
+    await asyncio.wait([task], timeout=DEADLINE)
+    assert task.cancelled()
