@@ -358,12 +358,14 @@ class Template:
             elif ch == "}":
                 raise ExpressionError("single '}' in template (write '}}' for a brace)")
             elif ch == "{":
-                end = _closing_brace(source, i + 1)
+                end = _outside_brackets(source, i + 1, "}")
+                if end < 0:
+                    raise ExpressionError("unclosed '{'")
                 if text:
                     parts.append("".join(text))
                     text = []
                 inner = source[i + 1 : end]
-                colon = _format_colon(inner)
+                colon = _outside_brackets(inner, 0, ":")
                 if colon < 0:
                     parts.append(Expression.parse(inner))
                 else:
@@ -458,26 +460,11 @@ def formatted(value: object, spec: str) -> str:
         raise ValueError(f"format {spec!r} does not fit a {kind} ({exc})") from None
 
 
-def _format_colon(inner: str) -> int:
-    """The index of the ':' that starts a hole's format, or -1: the first one
-    outside brackets and quotes (a slice's ``x[1:]`` is inside)."""
-    depth, quote = 0, ""
-    for j, ch in enumerate(inner):
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == ":" and depth == 0:
-            return j
-    return -1
-
-
-def _closing_brace(source: str, start: int) -> int:
+def _outside_brackets(source: str, start: int, wanted: str) -> int:
+    """The index of the first ``wanted`` character from ``start`` on that stands
+    outside brackets and quotes, or -1: a template hole's closing '}', or the ':'
+    that starts its format (a slice's ``x[1:]`` is inside). One scanner for
+    both, so the two never disagree on where a bracket or a quote is."""
     depth, quote = 0, ""
     for j in range(start, len(source)):
         ch = source[j]
@@ -486,15 +473,13 @@ def _closing_brace(source: str, start: int) -> int:
                 quote = ""
         elif ch in "'\"":
             quote = ch
+        elif ch == wanted and depth == 0:
+            return j
         elif ch in "([{":
             depth += 1
-        elif ch in ")]":
+        elif ch in ")]}":
             depth -= 1
-        elif ch == "}":
-            if depth == 0:
-                return j
-            depth -= 1
-    raise ExpressionError("unclosed '{'")
+    return -1
 
 
 # --- bounded operators -------------------------------------------------------------------
