@@ -16,8 +16,16 @@
     so one that was not there comes back empty, which every read takes as unset).
 
 ``double``
-    the in-process 1C double (``callrouter_onec.double``), password
-    ``_live.ONEC_PASSWORD``; a module whose double differs defines its own.
+    module-scoped: the in-process 1C double (``callrouter_onec.double``),
+    password ``_live.ONEC_PASSWORD``, serving ``double_directory`` (the
+    double's demo directory unless a module overrides that fixture). Module
+    scope, so that a module's router fixtures (module scope) can hold it; what
+    it logged and stored carries from one test of the module to the next.
+``clean_double``
+    the module's ``double`` reset before the test (:meth:`OneCDouble.reset`:
+    no faults, log, events, sessions or recordings; up), as a new double
+    starts: a module whose tests each want a fresh 1C says
+    ``pytestmark = pytest.mark.usefixtures("clean_double")``.
 ``tone``
     a 30 s WAV of ``_live.TONE_HZ``, for the PSTN phone to play once a call is up.
 
@@ -58,6 +66,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from _pytest.runner import runtestprotocol
+from callrouter_onec.directory import Directory
 from callrouter_onec.double import OneCDouble
 
 from router.errors import SandboxError
@@ -169,11 +178,25 @@ def sandbox_globals_kept(sandbox: Sandbox) -> Iterator[None]:
         set_globals(sandbox, changed)
 
 
-@pytest.fixture
-def double() -> Iterator[OneCDouble]:
-    """The in-process 1C double, password ``ONEC_PASSWORD`` (module doc)."""
-    with OneCDouble(password=ONEC_PASSWORD) as running:
+@pytest.fixture(scope="module")
+def double_directory() -> Directory | None:
+    """The clients and managers ``double`` serves: None, the double's demo
+    directory; a module that needs others overrides this fixture."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def double(double_directory: Directory | None) -> Iterator[OneCDouble]:
+    """The module's in-process 1C double, password ``ONEC_PASSWORD`` (module doc)."""
+    with OneCDouble(double_directory, password=ONEC_PASSWORD) as running:
         yield running
+
+
+@pytest.fixture
+def clean_double(double: OneCDouble) -> OneCDouble:
+    """The module's ``double`` as a new one starts (module doc)."""
+    double.reset()
+    return double
 
 
 @pytest.fixture

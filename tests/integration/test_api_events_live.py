@@ -11,7 +11,7 @@ real listener over HTTP with real tokens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
 from tests.integration._live import (
+    ONEC_PASSWORD,
     admin_placer,
     example_dialplan_dialing,
     free_port,
@@ -38,7 +39,6 @@ from tests.integration._live import (
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 REPO = Path(__file__).parents[2]
-PASSWORD = "пароль"
 DID = "74951234567"
 CALLER = "79161234567"  # the double's «Ромашка», manager Петров at 101
 TOKENS = {"t101": ["101"], "t102": ["102"], "all": ["*"]}
@@ -72,19 +72,13 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Con
         f'allow = ["events:read"]\nextensions = {extensions!r}\nrate = 1000\n'.replace("'", '"')
         for name, extensions in TOKENS.items()
     )
-    return onec_api_config(box, double, state, port, password=PASSWORD, tokens=tokens)
+    return onec_api_config(box, double, state, port, password=ONEC_PASSWORD, tokens=tokens)
 
 
 @pytest.fixture(scope="module")
 def events_sandbox(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(example_dialplan_dialing("test-phones") + PHONES)
     return sandbox
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ context (router/sandbox/conf/extensions.conf): Originate would clean it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,11 +28,10 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
-from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
+from tests.integration._live import ONEC_PASSWORD, TEST_QUEUE, admin_placer, example_dialplan
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-PASSWORD = "пароль"
 DID = "74951234567"
 OTHER_DID = "74950000001"  # a VIP line with rules of its own
 FALLBACK = "test-queue,fallback"
@@ -96,7 +95,10 @@ MANAGERS = {
 }
 
 
-def directory() -> Directory:
+@pytest.fixture(scope="module")
+def double_directory() -> Directory:
+    """The conftest's ``double`` serves these: each caller's manager has the
+    extension :data:`MANAGERS` gives (unsafe ones included)."""
     managers = {
         f"m{i}": {"key": f"m{i}", "id": f"m-{i}", "name": f"Менеджер {i}", "extension": ext}
         for i, ext in enumerate(MANAGERS.values())
@@ -125,12 +127,6 @@ def safety_sandbox(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(directory(), password=PASSWORD) as running:
-        yield running
-
-
 def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
     state.mkdir(parents=True, exist_ok=True)
     (state.parent / "rules.yaml").write_text(RULES, encoding="utf-8")
@@ -139,7 +135,7 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
         f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
         f'[router]\nrules = ["{state.parent / "rules.yaml"}"]\nstate_dir = "{state}"\n'
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n',
+        f'password = "{ONEC_PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n',
         encoding="utf-8",
     )
     return load_config(path)

@@ -52,12 +52,11 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from router.sandbox import Sandbox, listen_port
 from router.sandbox.phones import Mode, Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
-from tests.integration._live import run_process, set_globals, stop_process
+from tests.integration._live import ONEC_PASSWORD, run_process, set_globals, stop_process
 from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration]
 
-PASSWORD = "пароль"
 DID = "74951234567"  # owner rule: the responsible manager's extension
 GROUP_DID = "74957654321"  # ring group 600 (101, 102, 103)
 QUEUE_DID = "74957000760"  # queue "two" (101, 102, ringall)
@@ -147,7 +146,7 @@ class Router:
             f'[api.tokens.crm]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
             'allow = ["calls:transfer", "calls:create"]\nextensions = ["1*"]\n'
             f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-            f'password = "{PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n'
+            f'password = "{ONEC_PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n'
             "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
             "[plugins.onec.missed_owner]\n'*' = \"105\"\n",
             encoding="utf-8",
@@ -229,12 +228,6 @@ def sandbox_phones() -> Iterator[Phones]:
             yield running
     finally:
         pbx.remove()
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from tests.integration._live import (
     FORMATTED_CALLER,
+    ONEC_PASSWORD,
     TEST_QUEUE,
     SharedEngine,
     admin_placer,
@@ -49,7 +50,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 REPO = Path(__file__).parents[2]
 RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
-PASSWORD = "пароль"
 DID = "74951234567"
 FALLBACK = "test-queue,fallback"
 #: The caller ID as written (see the module docstring); the rules' fallback.
@@ -106,7 +106,7 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
         f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
         f'[router]\nrules = ["{RULES}"]\nstate_dir = "{state}"\n'
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\n'
+        f'password = "{ONEC_PASSWORD}"\n'
         # short budgets and TTLs so every path shows within seconds
         "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
         "failure_threshold = 3\nopen_seconds = 2\nevents_retry_min = 0.1\n"
@@ -120,12 +120,6 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
 def onec_sandbox(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(dialplan())
     return sandbox
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from tests.integration._live import (
     FORMATTED_CALLER,
+    ONEC_PASSWORD,
     TEST_QUEUE,
     admin_placer,
     example_dialplan,
@@ -51,9 +52,8 @@ from tests.integration._live import (
     until,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("clean_double")]
 
-PASSWORD = "пароль"
 DID = "74951234567"
 OTHER_DID = "74950000009"  # no rule for it: fell-through
 # A redirect Asterisk cannot carry out: failed. To a priority the extension
@@ -114,7 +114,7 @@ rules:
 def onec_table(double: OneCDouble) -> str:
     return (
         f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\n'
+        f'password = "{ONEC_PASSWORD}"\n'
         "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
         "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
         'timezone = "Europe/Moscow"\n'
@@ -145,19 +145,6 @@ def write_config(
 def box(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(example_dialplan() + FORMATTED_CALLER + TEST_QUEUE)
     return sandbox
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_double(double: OneCDouble) -> None:
-    double.faults.clear()
-    double.down = False
-    double.reset()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

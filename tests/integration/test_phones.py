@@ -31,11 +31,11 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import EXTENSIONS, Phone, Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
+from tests.integration._live import ONEC_PASSWORD
 
 pytestmark = pytest.mark.integration
 
 DID = "74951234567"
-ONEC_PASSWORD = "пароль"
 
 
 class AmiEvents:
@@ -292,12 +292,6 @@ rules:
     do:
       - redirect: {context: callrouter-dial, exten: "{owner.manager.extension}"}
 """
-
-
-@pytest.fixture
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=ONEC_PASSWORD) as running:
-        yield running
 
 
 @contextlib.asynccontextmanager

@@ -35,7 +35,8 @@ from router.sandbox import listen_port
 from router.sandbox.phones import PhoneCall, Phones
 from tests.integration._live import ONEC_PASSWORD, TONE_HZ, cli, start_engine, stop_engine, until
 
-pytestmark = pytest.mark.integration
+#: Each test starts with a fresh 1C (the conftest's ``double`` holds a module's files).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_double")]
 
 DID = "74951234567"
 #: The PSTN caller of :func:`answered`.

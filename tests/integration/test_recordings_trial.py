@@ -35,7 +35,8 @@ from tests.integration.test_recordings_e2e import (
     talk,
 )
 
-pytestmark = pytest.mark.integration
+#: Each test starts with a fresh 1C (the conftest's ``double`` holds a module's files).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_double")]
 
 
 def row_of(config: Config, call_id: str) -> Recording | None:

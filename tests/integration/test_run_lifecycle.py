@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from tests.integration._live import (
+    ONEC_PASSWORD,
     TEST_QUEUE,
     admin_placer,
     example_dialplan,
@@ -31,10 +32,9 @@ from tests.integration._live import (
 )
 from tests.unit.waiting import eventually
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("clean_double")]
 
 DID = "74950000001"
-PASSWORD = "secret-1c"
 RULES = """version: 1
 rules:
   - name: owner
@@ -65,7 +65,7 @@ class Router:
             f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
             'log_format = "json"\n'
             f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-            f'password = "{PASSWORD}"\ntimeout = 2.0\npositive_ttl = 1\nnegative_ttl = 1\n',
+            f'password = "{ONEC_PASSWORD}"\ntimeout = 2.0\npositive_ttl = 1\nnegative_ttl = 1\n',
             encoding="utf-8",
         )
         self.log_path = folder / "router.log"
@@ -107,18 +107,6 @@ class Router:
 def box(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(example_dialplan() + TEST_QUEUE)
     return sandbox
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_double(double: OneCDouble) -> None:
-    double.faults.clear()
-    double.reset()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

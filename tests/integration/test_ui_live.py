@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
 from tests.integration._live import (
+    ONEC_PASSWORD,
     admin_placer,
     example_dialplan_dialing,
     free_port,
@@ -65,7 +66,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PASSWORD = "пароль"
 DID = "74951234567"
 CALLER = "79161234567"  # the double's «Ромашка», manager Петров at 101
 TOKEN = "cr_live-page-test-token"
@@ -86,7 +86,7 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Con
         f'[api.tokens.wallboard]\nhash = "{hash_token(TOKEN)}"\n'
         'allow = ["ui:read"]\nextensions = ["*"]\nrate = 1000\n'
     )
-    return onec_api_config(box, double, state, port, password=PASSWORD, tokens=tokens)
+    return onec_api_config(box, double, state, port, password=ONEC_PASSWORD, tokens=tokens)
 
 
 def ensure_chromium() -> Path:
@@ -128,12 +128,6 @@ async def signed_in(browser: Any, port: int) -> Any:
 def ui_sandbox(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(example_dialplan_dialing("test-phones") + PHONES)
     return sandbox
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[OneCDouble]:
-    with OneCDouble(password=PASSWORD) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
