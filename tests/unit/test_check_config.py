@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -830,6 +831,20 @@ def test_check_config_refuses_an_encrypted_client_key_without_a_prompt(
     assert first.endswith("(PEM files; the key is encrypted: give an unencrypted PEM key)")
 
 
+def _install_crm(monkeypatch: pytest.MonkeyPatch, make: Callable[[], object]) -> None:
+    """The one installed plugin: 'crm' (package callrouter-crm 1.0), ``make()``
+    at each load of its entry point, whatever this machine has installed."""
+
+    class Entry:
+        name, value = "crm", "callrouter_crm"
+        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+        def load(self) -> object:
+            return make()
+
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+
+
 class _CrashesOnSettings:
     """An installed plugin whose callrouter_configure has a bug."""
 
@@ -846,14 +861,7 @@ def test_check_fails_when_a_plugin_crashes_on_its_settings(
     """run logs such a plugin and starts it unconfigured (docs/plugins.md);
     check printed its traceback and then 'rules OK', exit 0 (issue 16)."""
 
-    class Entry:
-        name, value = "crm", "callrouter_crm"
-        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
-
-        def load(self) -> object:
-            return _CrashesOnSettings()
-
-    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    _install_crm(monkeypatch, _CrashesOnSettings)
     path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
     assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
@@ -878,14 +886,7 @@ def test_a_plugin_s_crash_on_its_settings_is_said_once(
     plugin 'crm' failed in callrouter_configure: KeyError('url')``): one
     problem said twice, in two wordings. It is said once, in check's words."""
 
-    class Entry:
-        name, value = "crm", "callrouter_crm"
-        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
-
-        def load(self) -> object:
-            return _CrashesOnSettings()
-
-    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    _install_crm(monkeypatch, _CrashesOnSettings)
     path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
     main([command, "--config", str(path)])
     captured = capsys.readouterr()
@@ -957,14 +958,7 @@ def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
     same ``error:`` line and then 'rules OK', exit 0 (a bad metric name it did
     not even ask), so a plugin's CI passed what run complains of (issue 16)."""
 
-    class Entry:
-        name, value = "crm", "callrouter_crm"
-        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
-
-        def load(self) -> object:
-            return _WrongAnswers(hook)
-
-    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    _install_crm(monkeypatch, functools.partial(_WrongAnswers, hook))
     path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
     assert main(["check", "--config", str(path)]) == 1
     captured = capsys.readouterr()
@@ -1011,16 +1005,8 @@ def test_the_guides_start_hook_lines_are_what_check_prints(
     for hook, found in quoted.items():
         assert found is not None, hook
         doc_line = found.group(1)
-        made = _CrashesOnSettings() if hook == "configure" else _WrongAnswers(hook)
-
-        class Entry:
-            name, value = "crm", "callrouter_crm"
-            dist = SimpleNamespace(name="callrouter-crm", version="1.0")
-
-            def load(self, made: object = made) -> object:
-                return made
-
-        monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+        make = _CrashesOnSettings if hook == "configure" else functools.partial(_WrongAnswers, hook)
+        _install_crm(monkeypatch, make)
         path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
         assert main(["check", "--config", str(path)]) == 1
         out = capsys.readouterr().out
@@ -1055,14 +1041,7 @@ def test_check_says_a_plugins_misspelt_event_once(
     `--manager-conf-file` three times: the lines the manager.conf needs came
     from an engine that loaded and asked the plugins again (issue 16)."""
 
-    class Entry:
-        name, value = "crm", "callrouter_crm"
-        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
-
-        def load(self) -> object:
-            return _MisspeltEvent()
-
-    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    _install_crm(monkeypatch, _MisspeltEvent)
     path = write(tmp_path, "")
     if flags == ["--manager-conf-file"]:
         conf = tmp_path / "manager.conf"
