@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,30 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
     assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
 
 
+def _vip_rules(tmp_path: Path, is_vip: Callable[[str], bool], *, also_not_vip: bool = False) -> Any:
+    """Rules on plugin 'shop''s rule function ``is_vip``: ``a`` (priority 20)
+    when it says yes, with ``also_not_vip`` ``b`` (10) when it says no, else
+    ``fine``: each of a and b asks it."""
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_function("is_vip", is_vip)
+    registry.registering = None
+    not_vip = (
+        "  - name: b\n    priority: 10\n    on: call\n    if: not is_vip(caller.number)\n"
+        "    do:\n      - redirect: {context: queues, exten: b}\n"
+    )
+    path = tmp_path / "vip.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        "  - name: a\n    priority: 20\n    on: call\n    if: is_vip(caller.number)\n"
+        "    do:\n      - redirect: {context: queues, exten: a}\n"
+        + (not_vip if also_not_vip else "")
+        + "  - name: fine\n    on: call\n    do:\n      - redirect: {context: queues, exten: c}\n",
+        encoding="utf-8",
+    )
+    return load_rules([path], registry)
+
+
 def test_a_plugin_rule_function_that_raises_is_logged_naming_plugin_and_function(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -308,21 +332,7 @@ def test_a_plugin_rule_function_that_raises_is_logged_naming_plugin_and_function
     def is_vip(number: str) -> bool:
         return {}[number]  # type: ignore[no-any-return]
 
-    registry = plugin_registry()
-    registry.registering = "shop"
-    registry.add_function("is_vip", is_vip)
-    registry.registering = None
-    path = tmp_path / "vip.yaml"
-    path.write_text(
-        "version: 1\nrules:\n"
-        "  - name: a\n    priority: 20\n    on: call\n    if: is_vip(caller.number)\n"
-        "    do:\n      - redirect: {context: queues, exten: a}\n"
-        "  - name: b\n    priority: 10\n    on: call\n    if: not is_vip(caller.number)\n"
-        "    do:\n      - redirect: {context: queues, exten: b}\n"
-        "  - name: fine\n    on: call\n    do:\n      - redirect: {context: queues, exten: c}\n",
-        encoding="utf-8",
-    )
-    ruleset = load_rules([path], registry)
+    ruleset = _vip_rules(tmp_path, is_vip, also_not_vip=True)
     assert ruleset.errors == ()
     call = CallInfo(channel="PJSIP/trunk-1", uniqueid="1795460784.7", linkedid="1795460784.7")
     context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW, call=call)
@@ -356,19 +366,7 @@ def test_a_rule_function_that_holds_the_loop_is_named_once(
     def is_vip(number: str) -> bool:
         return False
 
-    registry = plugin_registry()
-    registry.registering = "shop"
-    registry.add_function("is_vip", is_vip)
-    registry.registering = None
-    path = tmp_path / "vip.yaml"
-    path.write_text(
-        "version: 1\nrules:\n"
-        "  - name: a\n    priority: 20\n    on: call\n    if: is_vip(caller.number)\n"
-        "    do:\n      - redirect: {context: queues, exten: a}\n"
-        "  - name: fine\n    on: call\n    do:\n      - redirect: {context: queues, exten: c}\n",
-        encoding="utf-8",
-    )
-    ruleset = load_rules([path], registry)
+    ruleset = _vip_rules(tmp_path, is_vip)
     context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
     with caplog.at_level("WARNING", logger="router.plugins"):
         for _ in range(2):
