@@ -239,22 +239,12 @@ class Module:
             source = next(c for c in node.named_children if c.type == "expression")
             for item in list(self.eval(source, env)):
                 env[_text(ident)] = item
-                try:
-                    self._block(_statements(node), env)
-                except _Continue:
-                    continue
-                except _Break:
+                if not self._loop_pass(node, env):
                     break
         elif kind == "while_statement":
             condition = next(c for c in node.named_children if c.type == "expression")
             for _ in range(MAX_PASSES):
-                if not self._truth(self.eval(condition, env)):
-                    break
-                try:
-                    self._block(_statements(node), env)
-                except _Continue:
-                    continue
-                except _Break:
+                if not self._truth(self.eval(condition, env)) or not self._loop_pass(node, env):
                     break
             else:
                 raise Unsupported(f"a Пока loop ran {MAX_PASSES} passes: is it endless?")
@@ -300,13 +290,20 @@ class Module:
         counter, last = self.eval(start, env), self.eval(end, env)  # the bound once, as 1C
         while counter <= last:
             env[_text(ident)] = counter
-            try:
-                self._block(_statements(node), env)
-            except _Continue:
-                pass
-            except _Break:
+            if not self._loop_pass(node, env):
                 break
             counter = env[_text(ident)] + 1
+
+    def _loop_pass(self, node: Node, env: dict[str, Any]) -> bool:
+        """One pass of a loop's body: False when it broke out (Прервать), True
+        when it ran to its end or went on to the next pass (Продолжить)."""
+        try:
+            self._block(_statements(node), env)
+        except _Continue:
+            pass
+        except _Break:
+            return False
+        return True
 
     @staticmethod
     def _truth(value: Any) -> bool:
