@@ -18,8 +18,14 @@ from router.testing.cel import Cel, answered_call, write_sqlite
 
 
 def config(tmp_path: Path, cel: Path | None) -> Path:
+    return cel_config(tmp_path, None if cel is None else f"sqlite://{cel}")
+
+
+def cel_config(tmp_path: Path, url: str | None) -> Path:
+    """router.toml in ``tmp_path``: an Asterisk and, unless None, ``[history]
+    cel = url`` on line 6 (where check's errors point)."""
     path = tmp_path / "router.toml"
-    history = f'[history]\ncel = "sqlite://{cel}"\n' if cel is not None else ""
+    history = f'[history]\ncel = "{url}"\n' if url is not None else ""
     path.write_text(
         '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
         'secret = "s"\n' + history,
@@ -335,12 +341,7 @@ def test_a_cel_store_that_cannot_be_is_told_at_load_with_its_line(
     """These failed only when the store was read ("[history] cel: ...", no
     line): at the call life's first replay or in `callrouter history`. A file
     not there yet is no error: Asterisk creates it with its first record."""
-    path = tmp_path / "router.toml"
-    path.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-        f'secret = "s"\n[history]\ncel = "{cel.format(tmp=tmp_path)}"\n',
-        encoding="utf-8",
-    )
+    path = cel_config(tmp_path, cel.format(tmp=tmp_path))
     assert main(["check", "--config", str(path)]) == 1
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"{path}:6: "), first
@@ -361,12 +362,7 @@ def test_a_cel_store_in_a_folder_every_user_writes_is_refused_at_load(
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(mode)
-    path = tmp_path / "router.toml"
-    path.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-        f'secret = "s"\n[history]\ncel = "sqlite://{shared}/cel.db"\n',
-        encoding="utf-8",
-    )
+    path = cel_config(tmp_path, f"sqlite://{shared}/cel.db")
     assert main(["check", "--config", str(path)]) == 1
     first = capsys.readouterr().out.splitlines()[0]
     assert first == (
@@ -388,12 +384,7 @@ def test_a_sqlite_url_with_four_slashes_reads_the_same_file(tmp_path: Path) -> N
     db = tmp_path / "cel.db"
     call = answered_call()
     write_sqlite(db, call.records)
-    path = tmp_path / "router.toml"
-    path.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-        f'secret = "s"\n[history]\ncel = "sqlite:///{db}"\n',
-        encoding="utf-8",
-    )
+    path = cel_config(tmp_path, f"sqlite:///{db}")
     history = load_config(path).history
     assert history.sqlite_path == db
     source = open_source(history)
@@ -410,12 +401,7 @@ def test_a_postgresql_store_without_psycopg_is_told_at_load(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
     )
-    path = tmp_path / "router.toml"
-    path.write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-        'secret = "s"\n[history]\ncel = "postgresql://u@db/asterisk"\n',
-        encoding="utf-8",
-    )
+    path = cel_config(tmp_path, "postgresql://u@db/asterisk")
     assert main(["check", "--config", str(path)]) == 1
     assert capsys.readouterr().out.startswith(
         f"{path}:6: [history] cel: a postgresql:// source needs psycopg 3: "
