@@ -266,6 +266,24 @@ def test_a_lookup_s_own_timeout_is_its_failure_not_the_deadline(
     assert record.getMessage().startswith("plugin 'shop' failed in its lookup shop.owner")
 
 
+def _held_said_once(
+    ruleset: Any, caplog: pytest.LogCaptureFixture, said: str, function: Callable[..., object]
+) -> None:
+    """Two calls evaluated by ``ruleset``: 'fine' decides, and one WARNING of
+    router.plugins, starting ``said``, names where ``function`` is written (the
+    warning carries no traceback, so it names the file and line, as a hook's
+    registration problem does)."""
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for _ in range(2):
+            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.getMessage().startswith(said), record.getMessage()
+    line = function.__code__.co_firstlineno
+    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
+
+
 def test_a_plain_lookup_that_holds_the_loop_is_named_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,20 +299,12 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
         time.sleep(0.03)
         return None
 
-    ruleset = _shop_rules(tmp_path, blocks)
-    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
-    with caplog.at_level("WARNING", logger="router.plugins"):
-        for _ in range(2):
-            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
-    assert outcome.decision.rules == ("fine",)
-    [record] = [r for r in caplog.records if r.name == "router.plugins"]
-    assert record.getMessage().startswith(
-        "plugin 'shop': its lookup shop.owner held the event loop"
+    _held_said_once(
+        _shop_rules(tmp_path, blocks),
+        caplog,
+        "plugin 'shop': its lookup shop.owner held the event loop",
+        blocks,
     )
-    # Where to look: the warning carries no traceback, so it names the
-    # function's file and line, as a hook's registration problem does.
-    line = blocks.__code__.co_firstlineno
-    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
 
 
 def _vip_rules(tmp_path: Path, is_vip: Callable[[str], bool], *, also_not_vip: bool = False) -> Any:
@@ -366,15 +376,9 @@ def test_a_rule_function_that_holds_the_loop_is_named_once(
     def is_vip(number: str) -> bool:
         return False
 
-    ruleset = _vip_rules(tmp_path, is_vip)
-    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
-    with caplog.at_level("WARNING", logger="router.plugins"):
-        for _ in range(2):
-            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
-    assert outcome.decision.rules == ("fine",)
-    [record] = [r for r in caplog.records if r.name == "router.plugins"]
-    assert record.getMessage().startswith(
-        "plugin 'shop': its rule function is_vip held the event loop for "
+    _held_said_once(
+        _vip_rules(tmp_path, is_vip),
+        caplog,
+        "plugin 'shop': its rule function is_vip held the event loop for ",
+        is_vip,
     )
-    line = is_vip.__code__.co_firstlineno
-    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
