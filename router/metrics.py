@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "API_RATE_LIMITS",
     "CONTENT_TYPE",
     "OTHER",
     "BoundedLabel",
@@ -61,6 +62,13 @@ LOOKUP_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 FALLTHROUGH_CAUSES: Final = ("no-rule", "late", "failed", "down")
 #: Outcomes that send the call to the default route, and the cause each counts as.
 _FALLS: Final = {"fell-through": "no-rule", "late": "late", "failed": "failed"}
+
+#: What a 429 the API's listener answers before the app was over
+#: (``callrouter_api_rate_limited_total``'s ``limit``): a bearer token's rate,
+#: the live page's token's rate, and ``[api] anonymous_rate``'s buckets (a
+#: client address, an IPv6 /48, a recording's signed link, the overflow
+#: bucket addresses past ``anonymous_addresses`` share).
+API_RATE_LIMITS: Final = ("token", "page", "address", "ipv6_48", "link", "overflow")
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -322,6 +330,13 @@ class Metrics:
             ["operation", "status"],
             registry=r,
         )
+        self.api_rate_limited = Counter(
+            "callrouter_api_rate_limited",
+            "HTTP API requests answered 429 by the listener before the app (not in "
+            "callrouter_api_requests_total), by the limit they were over.",
+            ["limit"],
+            registry=r,
+        )
         self.presence_incomplete = Counter(
             "callrouter_presence_incomplete",
             "GET /api/v1/presence answers built from an AMI list whose closing event "
@@ -352,6 +367,11 @@ class Metrics:
             self.rule_reloads.labels(result)
         for listed in ("ExtensionStateList", "DeviceStateList"):
             self.presence_incomplete.labels(listed)
+        #: ``callrouter_api_rate_limited_total`` by limit: a fixed set, never a
+        #: token's name or an address (a flood would make a series of each).
+        self._limited_children = {
+            limit: self.api_rate_limited.labels(limit) for limit in API_RATE_LIMITS
+        }
         self.rule_label = BoundedLabel()
         self.lookup_label = BoundedLabel()
         self.operation_label = BoundedLabel()
@@ -478,6 +498,15 @@ class Metrics:
 
     def api_request(self, operation: str, status: int) -> None:
         self.api_requests.labels(self.operation_label(operation or "-"), str(status)).inc()
+
+    def api_limited(self, limit: str) -> None:
+        """A ``429`` the API's listener answered before the app (no audit line,
+        no ``callrouter_api_requests_total``): ``limit`` one of
+        :data:`API_RATE_LIMITS`; anything else counts as ``other``."""
+        child = self._limited_children.get(limit)
+        if child is None:
+            child = self._limited_children.setdefault(OTHER, self.api_rate_limited.labels(OTHER))
+        child.inc()
 
 
 def _checked(name: str, labels: Sequence[str]) -> str:

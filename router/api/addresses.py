@@ -36,14 +36,11 @@ than its own. A request refused by the /48's bucket makes no /64 bucket. An
 IPv4 address mapped into IPv6 (``::ffff:192.0.2.1``) counts as the IPv4
 address itself.
 
-A request that bears a valid session cookie of the live page (the page's
-own, :mod:`router.api.session`; an ``EventSource`` can send no token) is
-counted in a bucket of its session, not of its address: an office of 30
-operators behind one NAT address shared the address's rate and burst, and a
-start of the day or every page reconnecting at once was answered 429. The
-protocol tells it by the app's own check (:meth:`router.api.session.Sessions.key_of`,
-one HMAC over a cookie of at most 512 bytes); a bogus, expired or revoked
-cookie is counted as any request without a token.
+A request that bears a valid session cookie of the live page, to one of the
+page's own paths, is not counted here: it is a request of the token that
+signed the page in, counted in that token's bucket (:mod:`router.api.page_rate`).
+A bogus, expired or signed-out cookie, or a valid one sent anywhere else, is
+counted as any request without a token.
 
 The table holds at most ``anonymous_addresses`` buckets (a /48's counts as
 one). A new key takes the place of the bucket used longest ago only when that
@@ -63,7 +60,6 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from urllib.parse import unquote_to_bytes
 
 from router.api import auth
 
@@ -97,16 +93,15 @@ class AddressLimiter:
         #: its own (the API's own, :func:`router.api.recordings.signed_link`,
         #: set once its app is served). None: no request is such a link.
         self.links: Callable[[bytes, bytes], bool] | None = None
-        #: The key of the live page's session a request's ``Cookie`` header
-        #: bears, valid by the app's own check (:meth:`router.api.session.Sessions.key_of`,
-        #: set once its app is served), or None; the request is counted in a
-        #: bucket of that session. None: no request bears one.
-        self.sessions: Callable[[bytes], str | None] | None = None
         #: The bucket every key without one shares while the table is full of
         #: buckets in use: (tokens left, when last counted).
         self._overflow: tuple[float, float] | None = None
-        #: Requests refused since the start (``callrouter_api_requests_total`` counts them too).
+        #: Requests refused since the start.
         self.refused = 0
+        #: Which bucket refused the last request refused, for
+        #: ``callrouter_api_rate_limited_total``'s ``limit``: ``address``,
+        #: ``ipv6_48``, ``link`` or ``overflow`` (a few names, never a key).
+        self.refused_by = "address"
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -116,15 +111,12 @@ class AddressLimiter:
         address: str | None,
         method: bytes = b"",
         target: bytes = b"",
-        cookie: bytes | None = None,
     ) -> float:
         """Spend one request of ``address``'s bucket (one bearing no valid
         token): 0 when it may be served, else the seconds until one would be.
-        One whose ``cookie`` (its ``Cookie`` header) bears a valid session of
-        the live page (:attr:`sessions`) is counted in a bucket of that
-        session; one whose ``method`` and ``target`` (the request line's) are
-        a recording's validly signed link (:attr:`links`), in a bucket of its
-        address and link."""
+        One whose ``method`` and ``target`` (the request line's) are a
+        recording's validly signed link (:attr:`links`) is counted in a bucket
+        of its address and link."""
         if address is None or self.rate <= 0:
             return 0.0
         keys = _keys(address, self.loopback)
@@ -132,16 +124,7 @@ class AddressLimiter:
             return 0.0
         key, wider = keys
         links = self.links
-        sessions = self.sessions
-        session = (
-            None if sessions is None or not cookie or not _page_path(target) else sessions(cookie)
-        )
-        if session is not None:
-            # The page's session, whichever address it comes from: 30 operators
-            # behind one NAT address each get the whole rate (its burst is a
-            # page's load many times over), a copied cookie no more than it.
-            key, wider = f"session {session[:_SESSION_KEY_MAX]}", None
-        elif links is not None and target and links(method, target):
+        if links is not None and target and links(method, target):
             # Each link in a bucket of its own (its path: the recording), not
             # the address's nor its /48's: 1C fetching a hundred recordings at
             # once gets each, while one link asked for again and again is held
@@ -153,6 +136,9 @@ class AddressLimiter:
             # the /48's (hrev50); 1C, one host, is in one /64 of one /48.
             path = target.partition(b"?")[0].decode("ascii", "replace")
             key, wider = f"{wider or key} {path[:_LINK_KEY_MAX]}", None
+            kind = "link"
+        else:
+            kind = "address"
         now = self._clock()
         buckets = self._buckets
         wide_rate, wide_burst = self.rate * self.factor, self.burst * self.factor
@@ -173,11 +159,13 @@ class AddressLimiter:
             # delegation's 65,536 /64s would fill the table with full ones).
             tokens = self._tokens(wider, wide_rate, wide_burst, now)
             if tokens < 1.0:
+                self.refused_by = "overflow" if wider is _OVERFLOW else "ipv6_48"
                 return self._refuse(wider, tokens, now, wide_rate)
         own = self._tokens(key, self.rate, self.burst, now)
         if own < 1.0:
             if wider is not None:
                 self._keep(wider, tokens, now)  # nothing spent: still the newest used
+            self.refused_by = "overflow" if key is _OVERFLOW else kind
             return self._refuse(key, own, now, self.rate)
         self._keep(key, own - 1.0, now)
         if wider is not None:
@@ -230,29 +218,8 @@ class AddressLimiter:
 
 #: The most of a link's path a bucket's key holds (a link's is at most 87 bytes).
 _LINK_KEY_MAX = 128
-#: The most of a session's key (its token's name and session id) a bucket's key holds.
-_SESSION_KEY_MAX = 128
-#: The overflow bucket's key (never in the table: no address, link or session is it).
+#: The overflow bucket's key (never in the table: no address or link is it).
 _OVERFLOW = "\x00overflow"
-
-
-#: The live page's paths its session's requests are counted by (its cookie's
-#: path, ``/ui/``): not the sign-in, which makes a session.
-_PAGE = b"/ui/"
-_SIGN_IN = b"/ui/login"
-
-
-def _page_path(target: bytes) -> bool:
-    """Whether the request line's ``target`` is one of the live page's own
-    paths a session is counted on (as the app routes it: percent-decoded).
-    A session cookie sent anywhere else (``/healthz``, ``/metrics``, an
-    ``/api/v1`` request refused, the sign-in) is no page's request: counted
-    by its session, a few sign-ins would each have added an address's rate
-    to one client's (hreview49b)."""
-    path = target.partition(b"?")[0]
-    if b"%" in path:
-        path = unquote_to_bytes(path)
-    return path.startswith(_PAGE) and path.rstrip(b"/") != _SIGN_IN
 
 
 def _keys(address: str, loopback: bool) -> tuple[str, str | None] | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.requests import Request
 
 from router.api.errors import ApiError
-from router.api.settings import ApiSettings
+from router.api.settings import ApiSettings, TokenSettings
 from router.api.text import mend_surrogates
 from router.errors import (
     AMIActionError,
@@ -98,11 +98,12 @@ class ApiContext:
     #: listener counts such a request in a bucket of that link's, not its
     #: address's ``[api] anonymous_rate`` (router.api.addresses). None: no request is.
     recording_link: Callable[[bytes, bytes], bool] | None = None
-    #: The key of the live page's valid session a request's raw ``Cookie``
-    #: header bears, or None (router.api.ui sets it: its sessions' own check):
-    #: the listener counts such a request in a bucket of that session, not its
-    #: address's ``[api] anonymous_rate`` (router.api.addresses). None: no request does.
-    ui_session: Callable[[bytes], str | None] | None = None
+    #: The token whose valid session of the live page a request's raw
+    #: ``Cookie`` header bears, or None (router.api.ui sets it: its sessions'
+    #: own check): the listener counts the page's request against that token's
+    #: rate (router.api.page_rate), not its address's ``[api] anonymous_rate``.
+    #: None: no request does.
+    ui_session: Callable[[bytes], TokenSettings | None] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

@@ -79,6 +79,9 @@ from uvicorn.server import ServerState
 from router.api.addresses import AddressLimiter
 from router.api.app import OPENAPI_PATH
 from router.api.auth import Authenticator, over_rate_detail, retry_after
+from router.api.page_rate import PageRate
+from router.api.settings import TokenSettings
+from router.metrics import Metrics
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -211,6 +214,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     #: their rates), set by the server; None: no request is taken for a token's.
     tokens: ClassVar[Authenticator | None] = None
     token_over_rate: ClassVar[_Refusals] = _Refusals(_TOKEN_OVER_RATE)
+    #: The live page's requests counted against their token's rate
+    #: (:mod:`router.api.page_rate`), set by the server; None: none are.
+    pages: ClassVar[PageRate | None] = None
+    #: Where the 429s answered before the app are counted (the engine's
+    #: ``callrouter_api_rate_limited_total``), set by the server; None: nowhere.
+    metrics: ClassVar[Metrics | None] = None
     #: The connections that owe a request (their request timer runs), the one
     #: owing longest first: the one closed to make room past the cap.
     owing: ClassVar[dict[BoundedHttpToolsProtocol, None]] = {}
@@ -400,34 +409,41 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.app = app
 
     def _over_rate(self) -> _Refusal | None:
-        """The 429 for a request over its token's rate or (bearing none) its
-        address's, or None."""
+        """The 429 for a request over its token's rate (bearing a valid token,
+        or a valid session of the live page on the page's paths) or, bearing
+        neither, its address's; or None."""
         tokens = self.tokens
         authorization = next((v for n, v in self.headers if n == b"authorization"), None)
+        bearer = None
         if tokens is not None and authorization is not None:
             token, wait = tokens.over_rate(authorization)
             if token is not None:
-                if not wait or not token_checked(self.url):
-                    return None  # the app takes it from the token's rate, or takes none
-                seconds = retry_after(wait)
-                self.token_over_rate.note(f"token {token.name!r}, {token.rate:g} a second")
-                return _Refusal(
-                    429, over_rate_detail(token, seconds), retry_after=seconds, close=False
-                )
+                if token_checked(self.url):
+                    if not wait:
+                        return None  # the app takes it from the token's rate
+                    return self._token_refusal(token, wait, "token")
+                bearer = token
+        cookies = [v for n, v in self.headers if n == b"cookie"]
+        cookie = b"; ".join(cookies) if cookies else None
+        method = self.parser.get_method()
+        pages = self.pages
+        if pages is not None:
+            # The live page's request, by the token that signed it in: every
+            # session of one token in its one bucket (router/api/page_rate.py).
+            token, wait = pages.wait(method, self.url, cookie, bearer)
+            if token is not None:
+                return self._token_refusal(token, wait, "page") if wait else None
+        if bearer is not None:
+            return None  # a health check with a token must answer: no token's rate taken
         limiter = self.addresses
         if limiter is None:
             return None
-        cookies = [v for n, v in self.headers if n == b"cookie"]
-        wait = limiter.wait(
-            self.client[0] if self.client else None,
-            self.parser.get_method(),
-            self.url,
-            b"; ".join(cookies) if cookies else None,
-        )
+        wait = limiter.wait(self.client[0] if self.client else None, method, self.url)
         if not wait:
             return None
         seconds = limiter.retry_after(wait)
         self.over_rate.note(limiter.rate)
+        self._limited(limiter.refused_by)
         self._throttle = seconds
         return _Refusal(
             429,
@@ -436,6 +452,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             retry_after=seconds,
             close=False,
         )
+
+    def _token_refusal(self, token: TokenSettings, wait: float, limit: str) -> _Refusal:
+        """The 429 for a request of ``token`` over its rate (``limit``: ``token``
+        for a bearer request, ``page`` for the live page's), answered before the
+        app; its connection is read on (a reverse proxy brings other clients'
+        requests on it)."""
+        seconds = retry_after(wait)
+        page = "'s live page" if limit == "page" else ""
+        self.token_over_rate.note(f"token {token.name!r}{page}, {token.rate:g} a second")
+        self._limited(limit)
+        return _Refusal(429, over_rate_detail(token, seconds), retry_after=seconds, close=False)
+
+    def _limited(self, limit: str) -> None:
+        """Count a 429 answered before the app in ``callrouter_api_rate_limited_total``."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.api_limited(limit)
 
     # -- the request deadline --------------------------------------------------
 
@@ -747,6 +780,8 @@ def bounded_protocol(
     Bounded.over_rate = _Refusals(_OVER_RATE)
     Bounded.tokens = None
     Bounded.token_over_rate = _Refusals(_TOKEN_OVER_RATE)
+    Bounded.pages = None
+    Bounded.metrics = None
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)

@@ -42,10 +42,12 @@ from router.api.addresses import AddressLimiter
 from router.api.auth import Authenticator
 from router.api.handshake import Handshakes
 from router.api.hosts import TrustedHosts, trusted_hosts
+from router.api.page_rate import PageRate
 from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
 from router.api.refusals import Refusals
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
+from router.metrics import Metrics
 from router.tasks import cancel_and_wait
 
 __all__ = ["FILES_KEPT", "ApiServer", "address_limiter", "connections_within"]
@@ -314,19 +316,29 @@ class ApiServer:
     def _link_check(self, app: ASGIApp) -> None:
         """The rate per address (:mod:`router.api.addresses`) counts a request
         for a recording by a link ``app`` signed validly (its context's
-        ``recording_link``; the starting app serves none) by its link, and one
-        bearing a valid session of ``app``'s live page (its ``ui_session``) by
-        its session; a request whose token is over its rate is answered before
-        the app by ``app``'s own token check and buckets (its state's
-        ``authenticator``)."""
+        ``recording_link``; the starting app serves none) by its link; one
+        bearing a valid session of ``app``'s live page (its ``ui_session``)
+        counts against its token's rate; a request whose token is over its
+        rate is answered before the app by ``app``'s own token check and
+        buckets (its state's ``authenticator``), and counted in its
+        context's ``metrics``."""
         authenticator = getattr(getattr(app, "state", None), "authenticator", None)
-        self._protocol_class.tokens = (
-            authenticator if isinstance(authenticator, Authenticator) else None
+        if not isinstance(authenticator, Authenticator):
+            authenticator = None
+        ctx = getattr(getattr(app, "state", None), "ctx", None)
+        protocol_class = self._protocol_class
+        protocol_class.tokens = authenticator
+        # The live page's requests by the token that signed it in (a bearer
+        # request to the page's paths too): router/api/page_rate.py.
+        protocol_class.pages = (
+            None
+            if authenticator is None
+            else PageRate(authenticator, getattr(ctx, "ui_session", None))
         )
+        metrics = getattr(ctx, "metrics", None)
+        protocol_class.metrics = metrics if isinstance(metrics, Metrics) else None
         if self._addresses is not None:
-            ctx = getattr(getattr(app, "state", None), "ctx", None)
             self._addresses.links = getattr(ctx, "recording_link", None)
-            self._addresses.sessions = getattr(ctx, "ui_session", None)
 
     async def stop(self) -> None:
         """Stop taking requests; open ones get a bounded moment, then are cut."""

@@ -194,18 +194,19 @@ class Sessions:
         session = Session(token, issued, expires, sid)
         return None if self.revoked(session) else session
 
-    def key_of(self, cookie: bytes) -> str | None:
-        """For the listener, before the app: the key of the valid session a
+    def token_of(self, cookie: bytes) -> TokenSettings | None:
+        """For the listener, before the app: the token whose valid session a
         request's ``Cookie`` header (its raw value; several joined by ``; ``)
-        bears, its token's name and session id, or None. The app's own check
-        (:meth:`check`) over the cookie the app would read (Starlette's
-        parser, as ``Request.cookies``): the rate per address
-        (:mod:`router.api.addresses`) counts such a request by its session."""
+        bears, or None. The app's own check (:meth:`check`) over the cookie the
+        app would read (Starlette's parser, as ``Request.cookies``): the page's
+        request is counted against that token's rate
+        (:mod:`router.api.page_rate`), every session of one token in one
+        bucket."""
         if _NAME not in cookie:
             return None  # no cookie of ours: nothing parsed
         value = cookie_parser(cookie.decode("latin-1")).get(COOKIE)
         session = self.check(value)
-        return None if session is None else f"{session.token.name} {session.sid}"
+        return None if session is None else session.token
 
     def revoked(self, session: Session) -> bool:
         """Whether ``session`` was signed out (it, or another session of its token

@@ -181,7 +181,7 @@ class _Files:
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     # The key and the sign-outs outlive a restart (router/api/session_store.py).
     sessions = Sessions(ctx.settings, store=SessionStore(ctx.engine.state_dir))
-    ctx.ui_session = sessions.key_of  # the listener's check is this app's
+    ctx.ui_session = sessions.token_of  # the listener's check is this app's
     files = _Files(STATIC)
     streams: dict[str, int] = {}
 
@@ -196,12 +196,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         found = session_of(request)
         if found is None:
             raise ApiError(401, "sign in on the live page first (the session ended or is unknown)")
-        if writes and single_header(request, UI_HEADER, "X-Callrouter-UI") != "1":
-            raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
+        # Taken before any other refusal: the listener leaves this request's
+        # rate to the app (router/api/page_rate.py), so a 403 took nothing.
         authenticator = request.app.state.authenticator
         wait = authenticator.limiter.take(found.token.name, found.token.rate, found.token.burst)
         if wait > 0:
             raise ApiError(429, "too many requests; retry shortly", headers={"Retry-After": "1"})
+        if writes and single_header(request, UI_HEADER, "X-Callrouter-UI") != "1":
+            raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
         return found
 
     async def page(request: Request) -> Response:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from router.api.addresses import AddressLimiter
 from router.api.auth import Authenticator, RateLimiter
 from router.api.settings import ApiSettings, TokenSettings
@@ -218,63 +216,6 @@ def test_new_48s_past_the_table_spend_from_the_overflow_bucket_alone() -> None:
     assert limits.wait("2001:db8:0:1::1") == 0.0  # /48 in the table, new /64: overflow
     assert limits.wait("2001:db8:0:2::1") > 0  # the overflow spent
     assert [limits.wait("2001:db8::1") for _ in range(2)] == [0.0, 0.0]  # its own /64
-
-
-def test_a_valid_page_session_is_counted_by_its_session_a_bogus_cookie_by_its_address() -> None:
-    """30 operators behind one NAT address shared its rate and burst: a start
-    of the day (each page loads its files, asks its session, opens its
-    stream) or every page reconnecting at once was answered 429. A request
-    whose cookie the app's check takes (Sessions.key_of) is counted in a
-    bucket of its session; any other cookie, by its address (issue 16)."""
-    clock = Clock()
-    limits = limiter(clock, rate=1.0, burst=8, addresses=1000)
-    asked: list[bytes] = []
-
-    def sessions(cookie: bytes) -> str | None:
-        asked.append(cookie)
-        value = cookie.partition(b"=")[2]
-        return f"ops {value.decode()}" if value.startswith(b"good") else None
-
-    limits.sessions = sessions
-    pages = [b"callrouter_ui=good%d" % n for n in range(30)]
-    for cookie in pages:  # a page's load: ~8 requests each, all from one address
-        assert [limits.wait("192.0.2.7", b"GET", b"/ui/", cookie) for _ in range(8)] == [0.0] * 8
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/", pages[3]) == 1.0  # its own rate
-    assert asked[0] == pages[0]
-    # The address's own bucket is whole: nothing above spent from it.
-    bogus = b"callrouter_ui=forged"
-    assert [limits.wait("192.0.2.7", b"GET", b"/ui/", bogus) for _ in range(8)] == [0.0] * 8
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/", bogus) > 0
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/") > 0  # no cookie: the address's
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/", b"callrouter_ui=good99") == 0.0
-    # Loopback (a reverse proxy) is not limited, session or not: nothing checked.
-    asked.clear()
-    assert limits.wait("127.0.0.1", b"GET", b"/ui/", pages[4]) == 0.0
-    assert asked == []
-
-
-@pytest.mark.parametrize(
-    "target",
-    [b"/healthz", b"/metrics", b"/api/v1/calls", b"/ui/login", b"/ui/%6cogin", b"/ui", b"/x/ui/"],
-)
-def test_a_session_cookie_off_the_live_pages_paths_is_counted_by_its_address(
-    target: bytes,
-) -> None:
-    """hreview49b: a valid session cookie sent with a request that is no page's
-    (a health check, the metrics, an API request refused, the sign-in, however
-    spelt) was counted by its session: each sign-in (limited only by the
-    token's rate) gave one client another address's rate on every path, and
-    sign-ins bearing a session were not counted by their address at all.
-    Only the page's own paths under /ui/ are counted by their session."""
-    clock = Clock()
-    limits = limiter(clock, rate=1.0, burst=2, addresses=1000)
-    limits.sessions = lambda cookie: "ops " + cookie.decode()
-    cookies = [b"callrouter_ui=good%d" % n for n in range(5)]
-    served = [limits.wait("192.0.2.7", b"GET", target, cookie) == 0.0 for cookie in cookies]
-    assert served == [True, True, False, False, False]
-    # The page's own paths: each session its own bucket, as before.
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/session", cookies[0]) == 0.0
-    assert limits.wait("192.0.2.7", b"GET", b"/ui/stream?x=1", cookies[1]) == 0.0
 
 
 def test_a_validly_signed_link_from_ipv6_spends_nothing_of_its_48() -> None:

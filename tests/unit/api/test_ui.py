@@ -1296,23 +1296,25 @@ def test_every_call_state_the_page_may_show_has_its_words_in_both_languages() ->
 
 def test_the_listeners_session_check_is_the_apps() -> None:
     """Before the app, the listener counts a request bearing a valid session
-    in a bucket of that session, not its address's (router.api.addresses):
-    it tells one by the app's own check over the cookie the app reads, and a
-    forged, expired or signed-out cookie is no session (issue 16)."""
+    against the rate of the session's token, not its address's
+    (router.api.page_rate): it tells one by the app's own check over the
+    cookie the app reads, and a forged, expired or signed-out cookie is no
+    session (issue 16)."""
     now = [1_000_000.0]
     sessions = Sessions(settings(), clock=lambda: now[0])
     value, session = sessions.issue(TOKENS[0])
-    key = f"viewer {session.sid}"
-    assert sessions.key_of(f"{COOKIE}={value}".encode()) == key
-    assert sessions.key_of(f"lang=ru; {COOKIE}={value}; theme=dark".encode()) == key
+    token = TOKENS[0]
+    assert sessions.token_of(f"{COOKIE}={value}".encode()) is token
+    assert sessions.token_of(f"lang=ru; {COOKIE}={value}; theme=dark".encode()) is token
     # Several Cookie headers, joined by the listener: the last of ours wins, as in the app.
-    assert sessions.key_of(f"{COOKIE}=forged; {COOKIE}={value}".encode()) == key
-    assert sessions.key_of(f"{COOKIE}={value}; {COOKIE}=forged".encode()) is None
-    other, renewed = sessions.issue(TOKENS[0])
-    assert sessions.key_of(f"{COOKIE}={other}".encode()) == f"viewer {renewed.sid}" != key
+    assert sessions.token_of(f"{COOKIE}=forged; {COOKIE}={value}".encode()) is token
+    assert sessions.token_of(f"{COOKIE}={value}; {COOKIE}=forged".encode()) is None
+    other, _ = sessions.issue(TOKENS[0])
+    assert sessions.token_of(f"{COOKIE}={other}".encode()) is token
     for cookie in (b"", b"lang=ru", f"x{COOKIE}={value}".encode(), f"{COOKIE}={value}x".encode()):
-        assert sessions.key_of(cookie) is None, cookie
+        assert sessions.token_of(cookie) is None, cookie
     sessions.revoke(session)
-    assert sessions.key_of(f"{COOKIE}={value}".encode()) is None
+    assert sessions.token_of(f"{COOKIE}={value}".encode()) is None
+    assert sessions.token_of(f"{COOKIE}={other}".encode()) is token  # only its own session
     now[0] += 3601
-    assert sessions.key_of(f"{COOKIE}={other}".encode()) is None
+    assert sessions.token_of(f"{COOKIE}={other}".encode()) is None
