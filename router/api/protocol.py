@@ -35,18 +35,20 @@ listener, before any token is asked for:
 * **Rate.** Requests without a valid token (``/healthz``, ``/readyz``,
   ``/metrics``, every refusal) are counted per client address
   (:mod:`router.api.addresses`, ``[api] anonymous_rate``), a recording's
-  link with a valid, unexpired signature (1C's) per link, a request with a
-  valid session cookie of the live page per session (by the app's own
-  check): past it the request is answered ``429`` by a bare app, not ours,
-  and nothing more is read from that connection until its ``Retry-After``
-  is up. 1,200 a second
+  link with a valid, unexpired signature (1C's) per link: past it the
+  request is answered ``429`` by a bare app, not ours, and nothing more is
+  read from that connection until its ``Retry-After`` is up. 1,200 a second
   from one address took routing from 2-3 ms to 40-180 ms. A request bearing
   a valid token whose own rate is spent (``[api.tokens.NAME] rate``) is
   answered its ``429`` by a bare app too, by the app's own token check
   (:meth:`router.api.auth.Authenticator.over_rate`, which takes nothing: the
   app takes a request it serves), rather than read, routed and audited for it
   (bench/bench_refusals.py); its connection is read on (a reverse proxy
-  brings other tokens' requests on it).
+  brings other tokens' requests on it). So is a request of the live page
+  bearing a valid session, counted against the token that signed the page in
+  (:mod:`router.api.page_rate`: every session of one token in its one
+  bucket). Each such ``429`` is counted in
+  ``callrouter_api_rate_limited_total`` by the limit it was over.
 * **Framing.** httptools serves an ``HTTP/2.0`` request line as HTTP/1.1,
   reads ``Transfer-Encoding: gzip, chunked`` as chunked, and hands a chunked
   body's trailer to uvicorn, which added it to the request's headers: here
