@@ -37,6 +37,7 @@ of a token narrowed since is no longer valid.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -74,6 +75,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+#: ``Cache-Control`` of a page's file asked for by its current version (``?v=``).
+KEPT = "max-age=31536000, immutable"
 #: Seconds one page stream stays open before the browser reconnects (and the
 #: cookie is checked and renewed).
 STREAM_LIFETIME = 300.0
@@ -164,7 +167,17 @@ def _secured(response: Response) -> Response:
 
 
 class _Files:
-    """The page's files, read once: only names that exist in ``STATIC`` are served."""
+    """The page's files, read once: only names that exist in ``STATIC`` are served.
+
+    The page names them with :attr:`version` (``?v=``, a digest of them all),
+    and a file asked for with the current one may be kept by the browser for
+    good (``immutable``): a page's load without a valid cookie counts against
+    its client address's ``[api] anonymous_rate``, and operators behind one NAT
+    address opening the page at the start of the day each asked for all six
+    (the files revalidated every time), so seven opening it at once were
+    refused some (issue 16). With the files kept, a load is the page and its
+    session check. Another callrouter's files have another version: a page
+    loaded before an upgrade gets the new ones, not a kept old one."""
 
     def __init__(self, folder: Path) -> None:
         self.files: dict[str, tuple[bytes, str]] = {
@@ -172,9 +185,15 @@ class _Files:
             for path in sorted(folder.iterdir())
             if path.is_file() and path.suffix in _TYPES
         }
+        digest = hashlib.sha256()
+        for name, (body, _) in self.files.items():
+            digest.update(b"%d:%s:%d:" % (len(name), name.encode(), len(body)) + body)
+        #: What the page adds to its files' URLs (``?v=``).
+        self.version = digest.hexdigest()[:16]
 
     def page(self, language: str) -> bytes:
         body, _ = self.files["index.html"]
+        body = body.replace(b"{{v}}", self.version.encode("ascii"))
         return body.replace(b"{{lang}}", language.encode("ascii"))
 
 
@@ -222,7 +241,11 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(404, f"no such file of the live page: {name[:80]!r}")
         body, media_type = found
         response = _secured(Response(body, media_type=media_type))
-        response.headers["Cache-Control"] = "no-cache"
+        if request.query_params.get("v") == files.version:
+            # The page's own URL for this very content: kept, never asked again.
+            response.headers["Cache-Control"] = KEPT
+        else:
+            response.headers["Cache-Control"] = "no-cache"
         return response
 
     async def login(request: Request) -> Response:

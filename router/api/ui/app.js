@@ -594,7 +594,8 @@
   // -- start ------------------------------------------------------------------
 
   async function start() {
-    const response = await fetch("/ui/static/strings.json");
+    // Versioned as the page's other files: a browser keeps it until callrouter's change.
+    const response = await fetch(`/ui/static/strings.json?v=${encodeURIComponent(document.documentElement.dataset.v || "")}`);
     strings = await response.json();
     const saved = localStorage.getItem("callrouter.lang");
     lang = saved in strings ? saved : document.documentElement.lang in strings ? document.documentElement.lang : "en";

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from router.api import ui as ui_module
 from router.api.app import build_app
 from router.api.auth import hash_token
 from router.api.context import ApiContext
@@ -136,9 +137,9 @@ async def test_page_is_served_with_a_strict_csp_in_the_preferred_language(
     assert "unsafe-eval" not in CSP
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
-    assert '<html lang="ru">' in response.text
+    assert re.search(r'<html lang="ru" data-v="[0-9a-f]{16}">', response.text)
     english = await client.get("/ui/", headers={"Accept-Language": "de-DE,en;q=0.5"})
-    assert '<html lang="en">' in english.text
+    assert re.search(r'<html lang="en" data-v="[0-9a-f]{16}">', english.text)
     redirected = await client.get("/ui")
     assert redirected.status_code == 307
     assert redirected.headers["location"] == "/ui/"
@@ -165,7 +166,9 @@ async def test_the_page_files_load_nothing_from_elsewhere_and_run_no_inline_scri
 ) -> None:
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     # Every script has a src on this listener; no inline handlers or styles (CSP).
-    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/ui/static/app.js" defer>']
+    assert re.findall(r"<script\b[^>]*>", page) == [
+        '<script src="/ui/static/app.js?v={{v}}" defer>'
+    ]
     assert not re.search(r"\son[a-z]+\s*=", page)
     assert not re.search(r"\sstyle\s*=", page)
     for path in STATIC.iterdir():
@@ -179,6 +182,48 @@ async def test_the_page_files_load_nothing_from_elsewhere_and_run_no_inline_scri
         assert served.status_code == 200, path.name
         assert served.content == path.read_bytes()
         assert served.headers["content-security-policy"] == CSP
+
+
+async def test_a_pages_files_are_kept_by_the_browser_by_their_version(
+    client: httpx.AsyncClient,
+) -> None:
+    """A load without a valid cookie counts against its address's anonymous
+    rate, and each asked for all six requests (the files revalidated every
+    time): seven operators behind one NAT address opening the page at once
+    were refused some. The page names its files with their version, and a
+    file asked for by it is kept for good; any other (no version, an older
+    callrouter's) is revalidated (issue 16)."""
+    page = (await client.get("/ui/")).text
+    [version] = set(re.findall(r'data-v="([0-9a-f]{16})"', page))
+    named = re.findall(r'(?:src|href)="(/ui/static/[a-z]+\.[a-z]+)\?v=([0-9a-f]+)"', page)
+    assert sorted(url for url, _ in named) == [
+        "/ui/static/app.js",
+        "/ui/static/icon.svg",
+        "/ui/static/style.css",
+    ]
+    assert {v for _, v in named} == {version}
+    assert "{{" not in page
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    assert "/ui/static/strings.json?v=${" in script  # the start's fetch, by the same version
+    for name in ("app.js", "icon.svg", "style.css", "strings.json"):
+        kept = await client.get(f"/ui/static/{name}", params={"v": version})
+        assert kept.status_code == 200, name
+        assert kept.headers["cache-control"] == "max-age=31536000, immutable", name
+        for other in ({}, {"v": "0" * 16}, {"v": version + "x"}):
+            again = await client.get(f"/ui/static/{name}", params=other)
+            assert again.headers["cache-control"] == "no-cache", (name, other)
+            assert again.content == kept.content
+    page_response = await client.get("/ui/")
+    assert page_response.headers["cache-control"] == "no-store"  # the page: never kept
+
+
+def test_the_files_version_changes_with_any_file(tmp_path: Path) -> None:
+    for path in STATIC.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    before = ui_module._Files(tmp_path).version
+    assert before == ui_module._Files(STATIC).version
+    (tmp_path / "style.css").write_bytes((STATIC / "style.css").read_bytes() + b"\n")
+    assert ui_module._Files(tmp_path).version != before
 
 
 async def test_unknown_and_traversing_file_names_are_404(client: httpx.AsyncClient) -> None:
