@@ -28,6 +28,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings, TokenSettings
 from router.api.ui import STATIC
 from router.cli import main
+from router.metrics import Metrics
 from router.sandbox import free_port
 from router.testing import StubEngine
 from tests.integration.test_ui_live import chromium
@@ -70,12 +71,15 @@ class Callrouter:
         self.stub = StubEngine(state_dir=state)
         self.ring: LiveRing | None = None
         self.server: ApiServer | None = None
+        #: What the API counted (callrouter_api_requests_total: what reached it).
+        self.metrics = Metrics(event_names=())
 
     async def start(self) -> None:
         self.ring = LiveRing(self.stub)
         settings = ApiSettings(port=self.port, host="127.0.0.1", tokens=SETTINGS.tokens)
         self.server = ApiServer(
-            build_app(ApiContext(self.stub, settings, live=self.ring)), settings
+            build_app(ApiContext(self.stub, settings, live=self.ring, metrics=self.metrics)),
+            settings,
         )
         await self.server.start()
 
@@ -254,3 +258,39 @@ async def test_a_call_state_the_pages_strings_lack_reads_as_words_never_as_a_key
     )
     assert "state_" not in (await page.text_content("#calls") or "")
     assert len(served) == 2  # the page's start (the older file), then the server's
+
+
+async def test_a_load_without_a_cookie_asks_for_no_file_the_browser_has(
+    callrouter: Callrouter, page: Any
+) -> None:
+    """A load without a valid cookie counts against its client address's
+    anonymous rate. Each morning (the cookie gone) every operator's browser
+    asked for the page's files again, 5 of a load's 6 requests, so operators
+    behind one NAT address opening the page at once were refused past 8. The
+    files are named by their version and kept: the page and its session
+    check are all such a load asks for (issue 16)."""
+
+    def asked() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for family in callrouter.metrics.registry.collect():
+            if family.name == "callrouter_api_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        operation = sample.labels["operation"]
+                        found[operation] = found.get(operation, 0) + sample.value
+        return found
+
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await sign_in(page)
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    first = asked()
+    assert first["ui:static"] >= 3  # the first load: the files, once
+    await page.context.clear_cookies()  # the next morning: the session is over
+    await page.goto("about:blank")
+    await page.goto(callrouter.url)
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await badge(page, STRINGS["en"]["health_signed_out"])
+    then = asked()
+    assert then["ui:static"] == first["ui:static"]  # none asked again
+    assert then["ui:page"] == first["ui:page"] + 1
