@@ -958,8 +958,9 @@ async def test_live_pages_behind_one_address_are_counted_by_their_sessions(
     files and asks its session with its session cookie, all at once (the
     start of the day, every page reconnecting). Counted as anonymous, they
     shared one address's burst and most were answered 429; a request bearing
-    a valid session is counted by its session (the app's own check), and a
-    bogus cookie by its address as ever (issue 16)."""
+    a valid session is counted against its session's token (the app's own
+    check; here a rate for 30 pages), and a bogus cookie by its address as
+    ever (issue 16)."""
     viewer = TokenSettings(
         name="viewer",
         digest=hashlib.sha256(b"cr_viewer").digest(),
