@@ -359,7 +359,8 @@ def test_run_the_click_waits_a_503s_retry_after_with_its_key() -> None:
     module.constructor("HTTPЗапрос", _Request)
     module.constructor("HTTPСоединение", lambda *_: connection)
     module.constructor(
-        "Структура", lambda keys, *values: Map(zip([k.strip() for k in keys.split(",")], values))
+        "Структура",
+        lambda keys, *values: Map(zip([k.strip() for k in keys.split(",")], values, strict=True)),
     )
     answer = module.call("Позвонить", "101", "79161234567", "5f0c")
     assert isinstance(answer, Map)
