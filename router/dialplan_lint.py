@@ -20,6 +20,9 @@ router/dialplan.py and router/parking.py rely on:
 - advice, not a failure: ``CALLROUTER_DEADLINE`` is set before the request
   (the reconcile after a stream gap reads it) and the request says its
   ``Wait`` (else callrouter assumes :data:`DEFAULT_WAIT` seconds).
+- advice too: the request passes ``${EXTEN}``, ``${CALLERID(num)}``,
+  ``${CALLERID(name)}`` or a DID variable set from one without ``FILTER()``
+  (milestone 1's snippet did), with the lines to write (router/dialplan_values.py);
 - advice too, with the HTTP API on: ``[callrouter-dial]`` has the branch that
   dials an internal forward through itself (``CALLROUTER_FWDINT_``); a copy
   pasted before it dials 102, the forward of 101, through the trunk.
@@ -48,6 +51,7 @@ from router.dialplan import (
     REQUEST_EVENT,
     shown,
 )
+from router.dialplan_values import Unfiltered, request_line, unfiltered
 
 __all__ = [
     "Finding",
@@ -166,91 +170,17 @@ def lint_inbound(
         ]
     findings: list[Finding] = []
     asking = 0
-    parks = ", ".join(sorted(PARK_APPLICATIONS))
     for exten, steps in sorted(extensions.items()):
-        by_priority = {s.priority: s for s in steps}
         for step in steps:
             if not _is_request(step, request_event):
                 continue
             asking += 1
             at = f"{where} {shown(exten)} priority {step.priority}"
-            wait = by_priority.get(step.priority + 1)
-            if wait is None:
-                findings.append(
-                    Finding(
-                        "fail",
-                        f"{at}: nothing follows the request: the call hangs up "
-                        f"at once instead of waiting for callrouter ({parks}); put the "
-                        "snippet's Wait and default route after it "
-                        "(examples/asterisk/extensions.conf)",
-                    )
-                )
-                continue
-            if wait.application.lower() not in _PARKS:
-                findings.append(
-                    Finding(
-                        "fail",
-                        f"{at}: the step after the request is {shown(wait.application)}, "
-                        f"not a wait ({parks}): Asterisk can lose a Redirect that lands "
-                        'between two steps (docs/asterisk.md, "A Redirect Asterisk can '
-                        'lose"); put the wait right after the request',
-                    )
-                )
-                continue
-            if by_priority.get(step.priority + 2) is None:
-                findings.append(
-                    Finding(
-                        "fail",
-                        f"{at}: nothing follows {wait.application}: a call callrouter "
-                        "does not route in time hangs up instead of taking its default "
-                        "route; add the snippet's default-route steps after it",
-                    )
-                )
-                continue
-            last = steps[-1]
-            if _runs_off(last):
-                findings.append(
-                    Finding(
-                        "fail",
-                        f"{at}: the extension ends with {shown(last.application)} at "
-                        f"priority {last.priority}, which goes on to a next step there "
-                        "is not: a call callrouter does not route in time hangs up "
-                        "there instead of taking its default route; end it as the "
-                        "snippet does, with Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)",
-                    )
-                )
-                continue
-            findings.append(
-                Finding(
-                    "ok",
-                    f"{at}: the request, then {wait.application}, then the default route",
-                )
-            )
-            before = [s for s in steps if s.priority < step.priority]
-            if not any(
-                s.application.lower() == "set" and s.data.startswith(f"{DEADLINE_VARIABLE}=")
-                for s in before
-            ):
-                findings.append(
-                    Finding(
-                        "advice",
-                        f"{at}: no Set({DEADLINE_VARIABLE}=...) before the request: after "
-                        "an event stream gap callrouter cannot tell how long such a call "
-                        "still waits, and leaves it to its default route; set it before "
-                        "the request as examples/asterisk/extensions.conf does",
-                    )
-                )
-            keys = {part.split(":", 1)[0].strip() for part in step.data.split(",")[1:]}
-            if "Wait" not in keys:
-                findings.append(
-                    Finding(
-                        "advice",
-                        f"{at}: the request does not say its Wait: callrouter assumes "
-                        f"{DEFAULT_WAIT:g} s, which must not be longer than the wait; add "
-                        "Wait: ${CALLROUTER_WAIT} to the UserEvent as "
-                        "examples/asterisk/extensions.conf does",
-                    )
-                )
+            findings.extend(_request_verdict(at, step, steps))
+            before = [(s.priority, s.application, s.data) for s in steps]
+            found = unfiltered([b for b in before if b[0] < step.priority], step.data)
+            if found:
+                findings.append(Finding("advice", _unfiltered_advice(at, step, found)))
     if not asking:
         findings.append(
             Finding(
@@ -262,6 +192,147 @@ def lint_inbound(
             )
         )
     return findings
+
+
+def _request_verdict(at: str, step: _Step, steps: list[_Step]) -> list[Finding]:
+    """The verdict on one request step ``step`` of an extension's ``steps``:
+    a wait right after it, a default route after that; then advice."""
+    findings: list[Finding] = []
+    by_priority = {s.priority: s for s in steps}
+    parks = ", ".join(sorted(PARK_APPLICATIONS))
+    wait = by_priority.get(step.priority + 1)
+    if wait is None:
+        findings.append(
+            Finding(
+                "fail",
+                f"{at}: nothing follows the request: the call hangs up "
+                f"at once instead of waiting for callrouter ({parks}); put the "
+                "snippet's Wait and default route after it "
+                "(examples/asterisk/extensions.conf)",
+            )
+        )
+        return findings
+    if wait.application.lower() not in _PARKS:
+        findings.append(
+            Finding(
+                "fail",
+                f"{at}: the step after the request is {shown(wait.application)}, "
+                f"not a wait ({parks}): Asterisk can lose a Redirect that lands "
+                'between two steps (docs/asterisk.md, "A Redirect Asterisk can '
+                'lose"); put the wait right after the request',
+            )
+        )
+        return findings
+    if by_priority.get(step.priority + 2) is None:
+        findings.append(
+            Finding(
+                "fail",
+                f"{at}: nothing follows {wait.application}: a call callrouter "
+                "does not route in time hangs up instead of taking its default "
+                "route; add the snippet's default-route steps after it",
+            )
+        )
+        return findings
+    last = steps[-1]
+    if _runs_off(last):
+        findings.append(
+            Finding(
+                "fail",
+                f"{at}: the extension ends with {shown(last.application)} at "
+                f"priority {last.priority}, which goes on to a next step there "
+                "is not: a call callrouter does not route in time hangs up "
+                "there instead of taking its default route; end it as the "
+                "snippet does, with Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)",
+            )
+        )
+        return findings
+    findings.append(
+        Finding(
+            "ok",
+            f"{at}: the request, then {wait.application}, then the default route",
+        )
+    )
+    before = [s for s in steps if s.priority < step.priority]
+    if not any(
+        s.application.lower() == "set" and s.data.startswith(f"{DEADLINE_VARIABLE}=")
+        for s in before
+    ):
+        findings.append(
+            Finding(
+                "advice",
+                f"{at}: no Set({DEADLINE_VARIABLE}=...) before the request: after "
+                "an event stream gap callrouter cannot tell how long such a call "
+                "still waits, and leaves it to its default route; set it before "
+                "the request as examples/asterisk/extensions.conf does",
+            )
+        )
+    keys = {part.split(":", 1)[0].strip() for part in step.data.split(",")[1:]}
+    if "Wait" not in keys:
+        findings.append(
+            Finding(
+                "advice",
+                f"{at}: the request does not say its Wait: callrouter assumes "
+                f"{DEFAULT_WAIT:g} s, which must not be longer than the wait; add "
+                "Wait: ${CALLROUTER_WAIT} to the UserEvent as "
+                "examples/asterisk/extensions.conf does",
+            )
+        )
+    return findings
+
+
+#: Longest request line suggested as it is (a longer one is the snippet's to copy).
+_MAX_LINE = 300
+
+
+def _unfiltered_advice(at: str, step: _Step, found: list[Unfiltered]) -> str:
+    """The advice on a request passing a value from outside unfiltered
+    (router/dialplan_values.py): what it passes, and the lines to write."""
+    passed = []
+    for fault in found:
+        through = (
+            ""
+            if fault.via is None
+            else f" ({fault.source} through ${{{fault.via}}}, set unfiltered at priority "
+            f"{fault.set_at})"
+        )
+        passed.append(f"{shown(fault.part)}{through}")
+    rewrites: list[str] = []
+    sets: list[str] = []
+    for fault in found:
+        line = fault.fix()
+        if line is None:
+            continue
+        if fault.via is not None:
+            wanted, into = f"priority {fault.set_at} as `{line}`", rewrites
+        else:
+            wanted, into = f"`same => n,{line}`", sets
+        if wanted not in into:
+            into.append(wanted)
+    write = [f"write {w}" for w in rewrites]
+    if sets:
+        write.append(f"write {' and '.join(sets)} before the request")
+    if any(f.via is None or f.kind == "name" for f in found):
+        line = request_line(step.data, found)
+        write.append(
+            f"write the request as `same => n,{line}`"
+            if len(line) <= _MAX_LINE
+            else "write the request as examples/asterisk/extensions.conf does"
+        )
+    name = (
+        " (a caller's name is left out: callrouter reads it from the channel's own "
+        "snapshot, CallerIDName, which Asterisk escapes)"
+        if any(f.kind == "name" for f in found)
+        else ""
+    )
+    return (
+        f"{at}: the request passes {' and '.join(passed)} unfiltered: the caller writes "
+        "these, and a comma in one sends request keys of the caller's choosing (a caller ID "
+        "of 1,Wait: 0 sends Wait: 0 before the request's own); "
+        + "; ".join(write)
+        + name
+        + ', as examples/asterisk/extensions.conf does (docs/asterisk.md, "Values from '
+        'outside are filtered"), then `asterisk -rx "dialplan reload"`'
+    )
 
 
 #: Longest extension pattern translated (a dialplan's are a few characters).
