@@ -86,6 +86,9 @@ _PASSING = frozenset(
     }
     | _PARKS
 )
+#: Requests of one context whose values are checked for FILTER() (a context
+#: has one; the check reads every step before each).
+_MAX_FILTER_CHECKS = 20
 #: Most steps of one extension looked at (a dialplan is the admin's, but the
 #: list came over the network: bounded like everything else from there).
 _MAX_STEPS = 10_000
@@ -177,6 +180,8 @@ def lint_inbound(
             asking += 1
             at = f"{where} {shown(exten)} priority {step.priority}"
             findings.extend(_request_verdict(at, step, steps))
+            if asking > _MAX_FILTER_CHECKS:
+                continue  # each check reads the steps before: bounded, as the listing is
             before = [(s.priority, s.application, s.data) for s in steps]
             found = unfiltered([b for b in before if b[0] < step.priority], step.data)
             if found:

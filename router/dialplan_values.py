@@ -46,7 +46,7 @@ _OUTSIDE = re.compile(
     re.IGNORECASE,
 )
 #: A channel variable read (``${NAME}``, ``${NAME:1}``).
-_VARIABLE = re.compile(r"\$\{\s*([A-Za-z0-9_]+)\s*(?::-?\d+(?::-?\d+)?)?\}")
+_VARIABLE = re.compile(r"\$\{\s*([A-Za-z0-9_]{1,80})\s*(?::-?\d+(?::-?\d+)?)?\}")
 #: ``Set(...)`` targets that are the caller ID itself.
 _CALLERID_TARGET = re.compile(r"CALLERID\(\s*(num|number|name|all)\s*\)", re.IGNORECASE)
 #: The longest step data read (a dialplan line is the admin's, but the listing

@@ -196,3 +196,26 @@ def test_the_upgrade_pages_quote_the_advice_as_given() -> None:
     assert quote in said
     for page in (REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md"):
         assert quote in " ".join(page.read_text(encoding="utf-8").split()), page
+
+
+def test_the_check_is_bounded_to_twenty_requests_a_context() -> None:
+    """Each check reads every step before its request: a context listing
+    thousands of requests (the listing came over the network) costs at most 20."""
+    items = [
+        {
+            "Context": "callrouter-inbound",
+            "Extension": f"{100 + n}",
+            "Priority": str(priority),
+            "Application": application,
+            "AppData": data,
+        }
+        for n in range(25)
+        for priority, application, data in (
+            (1, "UserEvent", "CallRouterRequest,DID: ${EXTEN},Wait: 4"),
+            (2, "Wait", "4"),
+            (3, "Goto", "callrouter-default,${EXTEN},1"),
+        )
+    ]
+    findings = lint_inbound(items)
+    assert [f.level for f in findings].count("ok") == 25
+    assert len(advice(findings)) == 20
