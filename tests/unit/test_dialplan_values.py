@@ -218,4 +218,4 @@ def test_the_check_is_bounded_to_twenty_requests_a_context() -> None:
     ]
     findings = lint_inbound(items)
     assert [f.level for f in findings].count("ok") == 25
-    assert len(advice(findings)) == 20
+    assert len([t for t in advice(findings) if " unfiltered: " in t]) == 20
