@@ -748,6 +748,11 @@ class CallTracker:
         #: Events not tracked for an oversized field (:func:`oversized`).
         self.refused = 0
         self._refused_warning = ThrottledWarning(_REFUSED_EVERY, clock)
+        #: Its own minute, apart from the key-twice and oversized warnings: a
+        #: caller's number with blank lines makes both kinds in one call, and
+        #: whichever came first hid the other, so the line naming the live
+        #: channel a caller tried to take over could go unsaid for a minute.
+        self._impostor_warning = ThrottledWarning(_REFUSED_EVERY, clock)
         #: The event stream's session, counted up at each gap (:meth:`new_session`).
         self._session = 0
 
@@ -1100,7 +1105,7 @@ class CallTracker:
         if not say:
             return True
         self.refused += 1
-        more = self._refused_warning.due()
+        more = self._impostor_warning.due()
         if more is not None:
             if channel != named:
                 how = f"spelled {escape_controls(named[:80])}"

@@ -407,3 +407,32 @@ async def test_a_channel_listed_twice_and_not_tracked_is_not_routed(
     )
     submitted, records, sent = await _reconcile(tmp_path, monkeypatch, listed, tracked=False)
     assert (submitted, records, sent) == (1, [("w.4", "79160000004")], 1)
+
+
+def test_a_key_twice_said_first_does_not_hide_the_channel_a_caller_tried_to_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One caller's number makes events of both kinds in one call: some with a
+    key twice (refused by :func:`router.calls.smuggled`), some naming a live
+    channel (refused by the impostor check). They shared one warning a minute,
+    so on the sandbox a ``two Channel lines`` warning said first hid, for a
+    minute, the line naming the channel the caller tried to take over. Each
+    kind has its own minute now: both are said."""
+    tracker = CallTracker()
+    tracker.feed(victims_channel())
+    twice = [
+        m
+        for m in parse_rawman(
+            b"Event: CEL\r\nEventName: CHAN_START\r\nChannel: PJSIP/trunk-00000009\r\n"
+            b"Channel: PJSIP/trunk-00000009\r\nUniqueID: 9.9\r\nLinkedID: 9.9\r\n\r\n"
+        )
+        if isinstance(m, Event)
+    ]
+    [request] = [e for e in made_up_poll() if e.get("UserEvent") == "CallRouterRequest"]
+    with caplog.at_level(logging.WARNING, logger="router.calls"):
+        assert tracker.feed(twice[0]).refused
+        assert tracker.feed(request).refused
+    said = [r.getMessage() for r in caplog.records if r.name == "router.calls"]
+    assert len(said) == 2, said
+    assert said[0].startswith("an event CEL with two Channel lines is not tracked")
+    assert said[1].startswith(f"an event UserEvent naming the channel {VICTIM} with another")
