@@ -9,9 +9,13 @@ requests a second from one address pushed routing latency from 2-3 ms to
 requests that carry no valid token; past it the request is answered ``429``
 with ``Retry-After`` before the app sees it (:mod:`router.api.protocol`), for
 a fraction of what the app's answer costs. A request bearing a valid token is
-never counted here (the protocol tells, by the app's own check,
-:meth:`router.api.auth.Authenticator.over_rate`): its token has its own rate,
-which the protocol answers the same way, ``429`` before the app. One for a
+not counted here where the app takes its token's rate (the protocol tells, by
+the app's own check, :meth:`router.api.auth.Authenticator.over_rate`, and
+:func:`router.api.protocol.token_checked`): that rate the protocol answers
+the same way, ``429`` before the app. To ``/healthz``, ``/readyz``, the
+OpenAPI document or ``/metrics`` without ``metrics_auth`` (no token's rate
+taken) it is counted here as one without a token: not counted at all, a
+token holder sent them without any limit (issue 16). One for a
 recording by a signed link whose signature is valid and unexpired
 (:func:`router.api.recordings.signed_link`, one HMAC for any target) is
 counted in a bucket of its address (an IPv6 one's /48) and that link's own: 1C in pull mode

@@ -33,7 +33,9 @@ listener, before any token is asked for:
   what it holds (a stream slot, the socket, the buffered bytes) is freed.
 
 * **Rate.** Requests without a valid token (``/healthz``, ``/readyz``,
-  ``/metrics``, every refusal) are counted per client address
+  ``/metrics``, every refusal), and those bearing one to a path where the app
+  takes no token's rate (:func:`token_checked`: ``/healthz``, ``/readyz``, the
+  OpenAPI document, ``/metrics`` without ``metrics_auth``), are counted per client address
   (:mod:`router.api.addresses`, ``[api] anonymous_rate``), a recording's
   link with a valid, unexpired signature (1C's) per link: past it the
   request is answered ``429`` by a bare app, not ours, and nothing more is
@@ -211,6 +213,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     #: The rate per client address of requests without a valid token
     #: (``[api] anonymous_rate``; :mod:`router.api.addresses`), None: none.
     addresses: ClassVar[AddressLimiter | None] = None
+    #: ``[api] metrics_auth``: ``/metrics`` takes a token's rate (:func:`token_checked`).
+    metrics_auth: ClassVar[bool] = False
     over_rate: ClassVar[_Refusals] = _Refusals(_OVER_RATE)
     #: The served app's tokens (its :class:`~router.api.auth.Authenticator`,
     #: their rates), set by the server; None: no request is taken for a token's.
@@ -420,7 +424,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if tokens is not None and authorization is not None:
             token, wait = tokens.over_rate(authorization)
             if token is not None:
-                if token_checked(self.url):
+                if token_checked(self.url, metrics_auth=self.metrics_auth):
                     if not wait:
                         return None  # the app takes it from the token's rate
                     return self._token_refusal(token, wait, "token")
@@ -435,8 +439,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             token, wait = pages.wait(method, self.url, cookie, bearer)
             if token is not None:
                 return self._token_refusal(token, wait, "page") if wait else None
-        if bearer is not None:
-            return None  # a health check with a token must answer: no token's rate taken
+        # A valid token where the app takes none (/healthz, /readyz, the
+        # document, /metrics without metrics_auth) is counted by its address as
+        # a request without one: not counted at all, a token holder sent them
+        # without limit. 20 a second per address is far above any monitor.
         limiter = self.addresses
         if limiter is None:
             return None
@@ -449,8 +455,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._throttle = seconds
         return _Refusal(
             429,
-            f"more than {limiter.rate:g} requests/s without a token from this address "
-            f"([api] anonymous_rate); retry in {seconds} s",
+            f"more than {limiter.rate:g} requests/s without a token, or to paths that "
+            f"take none, from this address ([api] anonymous_rate); retry in {seconds} s",
             retry_after=seconds,
             close=False,
         )
@@ -570,15 +576,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 _API = b"/api/v1/"
 _OPENAPI = OPENAPI_PATH.encode()
 _RECORDINGS = b"/api/v1/recordings/"
+_METRICS = b"/metrics"
 
 
-def token_checked(target: bytes) -> bool:
+def token_checked(target: bytes, *, metrics_auth: bool = False) -> bool:
     """Whether the app takes the token of a request for ``target`` (the
     request line's), and so answers ``429`` for one over its rate: every
     ``/api/v1`` path but the OpenAPI document and a recording's signed link
-    (``sig``, ``expires``). Elsewhere (``/healthz``, ``/readyz``, ``/metrics``,
-    the live page) a token over its rate is served as ever: a health check
-    must answer, and those never take from a token's rate."""
+    (``sig``, ``expires``), and ``/metrics`` under ``[api] metrics_auth``.
+    Elsewhere (``/healthz``, ``/readyz``, ``/metrics`` without it, the live
+    page) a token over its rate is not refused by it: a health check must
+    answer, and those never take from a token's rate; such a request is
+    counted by its address instead, as one without a token."""
     path, _, query = target.partition(b"?")
     if not path.startswith(b"/"):  # absolute form (RFC 9112 3.2.2)
         try:
@@ -587,6 +596,8 @@ def token_checked(target: bytes) -> bool:
             return False
         path, query = parsed.path or b"", parsed.query or b""
     path = urllib.parse.unquote_to_bytes(path)  # as uvicorn hands it to the routes
+    if path == _METRICS:
+        return metrics_auth
     if not path.startswith(_API) or path == _OPENAPI:
         return False
     if path.startswith(_RECORDINGS):
@@ -764,10 +775,12 @@ def bounded_protocol(
     request_deadline: float | None = None,
     write_deadline: float | None = None,
     addresses: AddressLimiter | None = None,
+    metrics_auth: bool = False,
 ) -> type[BoundedHttpToolsProtocol]:
     """The protocol class for one server: its own bounds, its own refusal count
     (the deadlines default to :data:`REQUEST_DEADLINE` and :data:`WRITE_DEADLINE`),
-    its own rate per address (``addresses``; None: none)."""
+    its own rate per address (``addresses``; None: none); ``metrics_auth``:
+    ``[api] metrics_auth``, whether ``/metrics`` takes a token's rate."""
 
     class Bounded(BoundedHttpToolsProtocol):
         pass
@@ -779,6 +792,7 @@ def bounded_protocol(
     Bounded.evictions = _Refusals(_EVICTED)
     Bounded.owing = {}
     Bounded.addresses = addresses
+    Bounded.metrics_auth = metrics_auth
     Bounded.over_rate = _Refusals(_OVER_RATE)
     Bounded.tokens = None
     Bounded.token_over_rate = _Refusals(_TOKEN_OVER_RATE)

@@ -229,7 +229,9 @@ class ApiServer:
         self.max_connections = connections_within(settings.max_connections)
         self._addresses = address_limiter(settings)
         protocol_class = bounded_protocol(
-            max_connections=self.max_connections, addresses=self._addresses
+            max_connections=self.max_connections,
+            addresses=self._addresses,
+            metrics_auth=settings.metrics_auth,
         )
         self._protocol_class = protocol_class
         self._link_check(app)

@@ -868,14 +868,89 @@ async def test_requests_without_a_token_past_an_address_rate_are_answered_429(
         b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer cr_nope\r\n\r\n",
     ):
         assert (await answers(server.port, request, 1))[0].startswith(b"HTTP/1.1 429 ")
-    # A valid token: its own rate, not the address's.
-    with_token = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
+    # A valid token where the app takes it: its own rate, not the address's.
+    with_token = b"GET /api/v1/events?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
     heads = await answers(server.port, with_token, 5)
     assert [h.split(b" ", 2)[1] for h in heads] == [b"200"] * 5
     # The rate as configured (it said "of 1 a second" for this 0.001).
     assert "429: over [api] anonymous_rate of 0.001 a second from one client address" in (
         caplog.text
     )
+
+
+async def answers_from(port: int, request: bytes, count: int, source: str) -> list[bytes]:
+    """As :func:`answers`, from the loopback address ``source`` (each its own client)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(request * count)
+        return [await answer_head(reader) for _ in range(count)]
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def flood(port: int, request: bytes, count: int, source: str) -> list[bytes]:
+    """The statuses of ``count`` pipelined ``request`` from the address ``source``."""
+    heads = await answers_from(port, request, count, source)
+    return [head.split(b" ", 2)[1] for head in heads]
+
+
+@pytest.mark.parametrize(
+    ("path", "settings"),
+    [
+        (b"/healthz", {}),
+        (b"/readyz", {}),
+        (b"/api/v1/openapi.json", {}),
+        (b"/metrics", {"metrics_auth": False}),
+    ],
+)
+async def test_a_token_holders_flood_where_no_token_rate_is_taken_is_held_to_its_address(
+    serve: Serve, path: bytes, settings: dict[str, Any]
+) -> None:
+    """A request bearing a valid token to a path that takes no token's rate
+    (the health checks, the document, /metrics without metrics_auth) was
+    counted nowhere: a token holder sent them without any limit. It is counted
+    by its address as one without a token: past 3 at once (1 in 1,000 s) it
+    is 429, and another address keeps its own bucket (issue 16)."""
+    server, _ = await serve(
+        anonymous_rate=0.001, anonymous_burst=3, anonymous_loopback=True, **settings
+    )
+    request = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
+    statuses = await flood(server.port, request, 6, "127.0.0.1")
+    assert statuses[3:] == [b"429"] * 3
+    assert b"429" not in statuses[:3]
+    # Another address is not held by this one's flood.
+    assert b"429" not in await flood(server.port, request, 3, "127.0.0.2")
+    # Where the app takes the token's rate, it is not the address's: still served.
+    api = b"GET /api/v1/events?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
+    assert await flood(server.port, api, 3, "127.0.0.1") == [b"200"] * 3
+
+
+async def test_metrics_under_metrics_auth_take_the_tokens_rate_not_the_addresss(
+    serve: Serve,
+) -> None:
+    """Under ``[api] metrics_auth`` /metrics takes the token's rate (the app's
+    check): a scraper with a token is held to that, not to its address's."""
+    scraper = TokenSettings(
+        name="scraper",
+        digest=hashlib.sha256(b"cr_scraper").digest(),
+        allow=("metrics:read",),
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+    server, _ = await serve(
+        anonymous_rate=0.001,
+        anonymous_burst=1,
+        anonymous_loopback=True,
+        metrics_auth=True,
+        tokens=MappingProxyType({"scraper": scraper}),
+    )
+    request = (
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer cr_scraper\r\n\r\n"
+    )
+    assert b"429" not in await flood(server.port, request, 4, "127.0.0.1")
 
 
 async def test_a_connection_over_its_address_rate_is_not_read_until_its_retry_after(
@@ -975,14 +1050,19 @@ async def test_live_pages_behind_one_address_are_counted_by_their_sessions(
         anonymous_burst=4,  # a page's load, once: the address's, and each session's
         anonymous_loopback=True,
     )
-    # 30 sign-ins (here bearing the token itself, so not counted per address).
+    # 30 sign-ins, from 10 addresses (each counted by its address; bearing the
+    # token too, as once exempted them, no longer does).
     body = b'{"token": "cr_viewer"}'
     login = (
         b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Callrouter-UI: 1\r\n"
         b"Authorization: Bearer cr_viewer\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-    heads = [head for _ in range(3) for head in await answers(server.port, login, 10)]
+    heads = [
+        head
+        for source in range(10, 20)
+        for head in await answers_from(server.port, login, 3, f"127.0.0.{source}")
+    ]
     cookies = [
         re.search(rb"(?im)^set-cookie: callrouter_ui=([^;]+);", head)[1]  # type: ignore[index]
         for head in heads
@@ -1027,6 +1107,7 @@ async def test_loopback_clients_are_not_limited_by_default(serve: Serve) -> None
         (b"/healthz", False),
         (b"/readyz?role=live", False),
         (b"/metrics", False),
+        (b"/metrics?metrics_auth", False),
         (b"/ui/stream", False),
         (b"http://pbx.example/healthz", False),
         (b"*", False),
@@ -1039,6 +1120,9 @@ def test_a_token_over_its_rate_is_refused_before_the_app_only_where_the_app_take
     a recording's signed link; elsewhere (the health checks above all) a token
     over its rate was served, and still is (issue 16)."""
     assert protocol.token_checked(target) is checked
+    # Under [api] metrics_auth the app takes the token's rate of /metrics too.
+    metrics = target.partition(b"?")[0] == b"/metrics"
+    assert protocol.token_checked(target, metrics_auth=True) is (checked or metrics)
 
 
 def test_the_anonymous_keys_are_read_from_router_toml(tmp_path: Path) -> None:
