@@ -4,6 +4,10 @@ Makes an API token and prints it once, with the ``[api.tokens.NAME]`` lines
 to paste into router.toml: the file keeps only the token's SHA-256, so a
 lost token is replaced, never recovered. The operations and patterns are
 checked as router.toml's reader checks them, so the printed lines load.
+The token's own ``rate`` and ``burst`` follow, commented out: the block is
+ready to paste as it is (the token then has ``[api] rate`` and ``burst``),
+and a user who wants another limit for it sees where to say so. docs/api.md
+shows this output exactly (tests/unit/test_api_docs.py).
 """
 
 from __future__ import annotations
@@ -74,4 +78,6 @@ def run(args: argparse.Namespace) -> int:
     print(f'hash = "{hash_token(token)}"')
     print(f"allow = {json.dumps(list(dict.fromkeys(args.allow)))}")
     print(f"extensions = {json.dumps(list(dict.fromkeys(args.extensions)))}")
+    print("# rate = 20     # optional: this token's requests per second (default: [api] rate)")
+    print("# burst = 40    # optional: how many it may send at once (default: [api] burst)")
     return 0

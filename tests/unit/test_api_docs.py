@@ -746,6 +746,40 @@ def test_a_documented_token_command_grants_what_it_says(
     assert settings["extensions"] == _option_values(words, "--extensions"), f"{where}: `{line}`"
 
 
+_SHOWN_OUTPUT = re.compile(
+    r"```sh\n(callrouter token new [^\n]*)\n```\s*```text\n(token \(shown once[^`]*)```"
+)
+
+
+@pytest.mark.parametrize("page", ["docs/api.md", "docs/ru/api.md"])
+def test_the_token_commands_output_is_what_the_docs_show(
+    page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/api.md showed ``rate`` and ``burst`` lines the command never
+    printed: the output the page shows is the command's, line for line, but
+    for the token and its hash, which are new each time (and the page's
+    hash is its token's, as a reader checking one would find) (issue 16)."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    (shown,) = _SHOWN_OUTPUT.findall(text)
+    line, output = shown
+    assert main(shlex.split(line)[1:]) == 0, f"{page}: `{line}` failed"
+    printed = capsys.readouterr().out
+    token = re.search(r"^token \(shown once.*: (cr_\S+)$", output, re.M)
+    assert token is not None, page
+    hashed = hash_token(token[1])
+    assert f'hash = "{hashed}"' in output, f"{page}: the hash is not its token's"
+    new = re.search(r"^token \(shown once.*: (cr_\S+)$", printed, re.M)
+    assert new is not None, printed
+    printed = printed.replace(new[1], token[1]).replace(hash_token(new[1]), hashed)
+    assert printed == output, f"{page}: the shown output is not the command's"
+    # As printed, the block loads, the commented limits included once uncommented.
+    block = printed[printed.index("[api.tokens.") :]
+    assert "rate" not in tomllib.loads(block)["api"]["tokens"]["crm"]
+    limits = tomllib.loads(block.replace("# rate", "rate").replace("# burst", "burst"))
+    assert limits["api"]["tokens"]["crm"]["rate"] == ApiSettings().rate
+    assert limits["api"]["tokens"]["crm"]["burst"] == ApiSettings().burst
+
+
 #: Every page a user reads: the link check started with the API pages (issue 13) and now
 #: covers them all (a Russian page linked to a performance.md beside it that does not exist).
 LINKED_PAGES = sorted(
