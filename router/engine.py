@@ -132,6 +132,7 @@ from router.sdnotify import Notifier
 from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
 from router.staterestore import lock_state_folder
 from router.supervise import Throttle, log_task_failure, logged
+from router.tasks import wait_set
 from router.textfiles import read_bounded
 from router.wording import counted, duration
 
@@ -2192,9 +2193,10 @@ class Engine:
                         keeper = asyncio.get_running_loop().create_task(
                             self._keep_start_alive(), name="callrouter-start-wait"
                         )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-                    if self._stopping.is_set():
+                    # Not wait_for: a cancellation in the step the stop was
+                    # set in was swallowed, and the start raised the login's
+                    # error for a stop (router.tasks.wait_set).
+                    if await wait_set(self._stopping, delay):
                         raise  # stopped while waiting: no further try
                     delay = min(delay * 2, 1.0)
                     continue

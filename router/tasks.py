@@ -21,9 +21,10 @@ holds in a ``finally`` block run while a cancellation propagates (no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_and_wait", "wait_set"]
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
@@ -50,3 +51,19 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
             failed = exc
     if failed is not None:
         raise failed
+
+
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; whether it is set.
+
+    Not ``asyncio.wait_for(event.wait(), seconds)``: on Python 3.11 that
+    returns normally when the event is set in the loop step its task is
+    cancelled in, and the cancellation is lost: the waiter went on (another
+    poll, another try) instead of ending, and a stop waited for it (issue
+    16). ``asyncio.timeout`` raises ``TimeoutError`` only for its own expiry
+    and lets the cancellation through.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()

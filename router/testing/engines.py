@@ -132,7 +132,10 @@ class Engines:
             await engine.start()
             if serve:
                 task = asyncio.ensure_future(engine.serve())
-                await asyncio.wait_for(engine.ready.wait(), 10)
+                # asyncio.timeout, not wait_for: a test's cancellation in the
+                # step the engine got ready is not swallowed (router.tasks.wait_set).
+                async with asyncio.timeout(10):
+                    await engine.ready.wait()
         except BaseException:
             await engine.stop()
             raise
@@ -168,7 +171,8 @@ async def serving(
     try:
         await engine.start()
         task = asyncio.ensure_future(engine.serve())
-        await asyncio.wait_for(engine.ready.wait(), ready_timeout)
+        async with asyncio.timeout(ready_timeout):
+            await engine.ready.wait()
         yield engine
     finally:
         engine.request_stop()

@@ -42,6 +42,7 @@ from router.dialplan import (
     REQUEST_EVENT,
 )
 from router.privileges import DIALPLAN, ORIGINATE, REDIRECT, REPORTING
+from router.tasks import wait_set
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -1079,9 +1080,10 @@ class ReplayAsterisk:
                 if remaining <= 0:
                     break
                 self._wakeup = asyncio.Event()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
+                # Not wait_for: a cancellation (the client stopping) in the
+                # step an event came in was swallowed, the answer went out, and
+                # the client polled again, a stop held up by a whole WaitEvent.
+                if not await wait_set(self._wakeup, remaining):
                     break
         finally:
             self._waiting -= 1

@@ -25,6 +25,7 @@ from router.clock_step import ClockStepWatch
 from router.sdnotify import Notifier
 from router.supervise import Supervised
 from router.tasks import cancel_and_wait
+from tests.unit.waiting import DEADLINE, eventually
 
 
 class Stubborn:
@@ -200,3 +201,74 @@ async def test_a_cancelled_sdnotify_stop_still_says_stopping(
     notifier._task = stubborn.task
     await _stop_is_cancelled(notifier.stop, stubborn)
     assert said == ["STOPPING=1\nSTATUS=stopping: finishing decisions in flight"]
+
+
+# ------------------------------------------------- waits on an Event let a stop through
+#
+# Python 3.11's ``asyncio.wait_for(event.wait(), ...)`` returns normally when
+# the event is set in the loop step its task is cancelled in: the waiter went
+# on as if nobody had cancelled it (issue 16). Each test below sets the event
+# and cancels the waiting task in one step, with no clock involved, and the
+# task must end cancelled.
+
+
+async def test_wait_set_ends_cancelled_when_the_event_comes_in_the_same_step() -> None:
+    from router.tasks import wait_set
+
+    event = asyncio.Event()
+    task = asyncio.ensure_future(wait_set(event, 3600))
+    await eventually(lambda: event._waiters, "the wait")  # type: ignore[attr-defined]
+    event.set()
+    task.cancel()
+    await asyncio.wait([task], timeout=DEADLINE)
+    assert task.cancelled()
+
+
+async def test_wait_set_says_whether_the_event_came() -> None:
+    from router.tasks import wait_set
+
+    event = asyncio.Event()
+    assert await wait_set(event, 0) is False
+    event.set()
+    assert await wait_set(event, 3600) is True
+
+
+async def test_a_replayed_waitevent_ends_cancelled_when_an_event_comes_as_the_client_stops() -> (
+    None
+):
+    """The fake Asterisk's ``WaitEvent`` answered the events queued in the step
+    its client's poll was cancelled in, the cancellation lost: the client
+    polled again and its stop waited for a whole ``WaitEvent`` (30 s, or
+    ``max_wait``)."""
+    from router.testing.replay import ReplayAsterisk, SentAction
+
+    replay = ReplayAsterisk()
+    sent = SentAction("WaitEvent", (("Action", "WaitEvent"), ("Timeout", "3600")), "/rawman", None)
+    task = asyncio.ensure_future(replay._action_waitevent(sent))
+    await eventually(lambda: replay.idle, "the WaitEvent waiting")
+    replay.queue_event({"Event": "FullyBooted", "Status": "Fully Booted"})
+    task.cancel()
+    await asyncio.wait([task], timeout=DEADLINE)
+    assert task.cancelled()
+
+
+async def test_a_start_waiting_for_asterisk_ends_cancelled_when_stopped_in_the_same_step(
+    tmp_path: Path,
+) -> None:
+    """The start waits for an Asterisk that does not answer until a stop; a
+    cancellation of the start in the step the stop came in was swallowed and
+    the start raised the login's ``AMIConnectionError`` instead, a failed start
+    where a stop was asked for."""
+    from tests.unit.test_engine_wait_for_asterisk import Away, engine_at
+
+    client = Away()
+    engine = engine_at(tmp_path, "tcp://pbx:5038", client)
+    task = asyncio.ensure_future(engine.start())
+    try:
+        await eventually(lambda: engine._stopping._waiters, "the start waiting for Asterisk")  # type: ignore[attr-defined]
+        engine._stopping.set()  # what a stop request does
+        task.cancel()
+        await asyncio.wait([task], timeout=DEADLINE)
+        assert task.cancelled()
+    finally:
+        await engine.stop()
