@@ -261,14 +261,21 @@ class Plugins:
         return plugins
 
     @classmethod
-    def for_config(cls, config: Config, *, extra: Iterable[object] = ()) -> Plugins:
+    def for_config(
+        cls,
+        config: Config,
+        *,
+        extra: Iterable[object] = (),
+        broken: dict[str, str] | None = None,
+    ) -> Plugins:
         """The plugins ``router.toml``'s ``[plugins]`` table selects.
 
         A name in ``enabled`` or ``disabled``, or a ``[plugins.NAME]`` table,
         that is neither a built-in nor an installed plugin is a typo or a
         missing package: refused with a did-you-mean, because ignoring it
         would run plugins the administrator meant to switch off (or leave the
-        one they configured uninstalled).
+        one they configured uninstalled). ``broken``: as :meth:`load`'s
+        (``callrouter plugins --config`` lists the others).
         """
         known = {dotted.rsplit(".", 1)[-1] for dotted in DEFAULT_PLUGINS}
         known.update(ep.name for ep in metadata.entry_points(group=hookspecs.PROJECT))
@@ -289,7 +296,9 @@ class Plugins:
                     f"no plugin {name!r} is installed"
                     f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
                 )
-        plugins = cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
+        plugins = cls.load(
+            enabled=settings.enabled, disabled=settings.disabled, extra=extra, broken=broken
+        )
         plugins._where = {key: config.where("plugins", key) for key in ("enabled", "disabled")}
         return plugins
 
@@ -371,6 +380,10 @@ class Plugins:
         self._versions[plugin_name] = version
         self._origins[plugin_name] = origin
         return plugin_name
+
+    def distribution_name(self, name: str) -> str | None:
+        """The package that installed the plugin ``name`` (None: unknown), loaded or not."""
+        return self._dists.get(name, (None, None))[0]
 
     def distribution_version(self, name: str) -> str | None:
         """The version of the package that installed the plugin ``name`` (None:

@@ -277,13 +277,16 @@ def load_offline(
     overrides: Mapping[str, object] | None = None,
     flags: Mapping[str, str] | None = None,
     failures_printed: bool = False,
+    broken: dict[str, str] | None = None,
 ) -> Offline:
     """Read router.toml (``path``; None: ``./router.toml`` if there is one) and
     configure every plugin it selects; raises ConfigError like ``run`` would
     (naming the flag of ``flags`` that gave a value: ``load_config``).
 
     ``failures_printed``: the caller prints ``Offline.problems``, so a plugin
-    hook's failure there is not logged too (``Plugins.failures_printed``)."""
+    hook's failure there is not logged too (``Plugins.failures_printed``).
+    ``broken``: an installed plugin that cannot be loaded is left out and its
+    error put there (``Plugins.load``), not raised (``callrouter plugins``)."""
     warnings: list[str] = []
     given = dict(overrides or {})
     if path is None:
@@ -326,7 +329,7 @@ def load_offline(
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, flags=flags or {}, environ=environ)
         _load_tls_files(config)
-        plugins = Plugins.for_config(config)
+        plugins = Plugins.for_config(config, broken=broken)
         plugins.failures_printed = failures_printed
         asyncio.run(plugins.configure(config))
     # The table of a plugin [plugins] leaves out (disabled, or not in

@@ -107,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
 def _verbose(args: argparse.Namespace) -> int:
     from router.commands._offline import load_offline
 
+    # As the listing without --config: a broken installed plugin is named
+    # with its error and the others listed, exit 1 (issue 16).
+    broken: dict[str, str] = {}
     try:
-        offline = load_offline(args.config, failures_printed=True)
+        offline = load_offline(args.config, failures_printed=True, broken=broken)
     except ConfigError as exc:
         print(f"callrouter plugins: error: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
@@ -120,6 +123,22 @@ def _verbose(args: argparse.Namespace) -> int:
         print(f"callrouter plugins: warning: {escape_controls(warning)}", file=sys.stderr)
     registry = offline.registry
     listed = offline.plugins.names(registry)
+    listed.extend(
+        PluginNames(
+            name,
+            offline.plugins.distribution_name(name),
+            offline.plugins.distribution_version(name),
+            False,
+            (),
+            (),
+            (),
+            (),
+            (),
+            "broken",
+            "not loaded (its error below)",
+        )
+        for name in broken
+    )
     # A failed register is the plugin's own line below; the rest (a configure
     # that raised, a wanted_events answer refused) are said as check says them.
     for problem in offline.problems:
@@ -130,15 +149,21 @@ def _verbose(args: argparse.Namespace) -> int:
         # (U+009B, a CSI to some terminals) in them, which json leaves raw with
         # ensure_ascii off, written as its \uXXXX escape, as every JSON
         # line a command prints (issue 16).
-        body = json.dumps([_as_json(p, registry) for p in listed], indent=2, ensure_ascii=False)
+        entries = [_as_json(p, registry) for p in listed]
+        for entry in entries:
+            if entry["name"] in broken and entry["state"] == "broken":
+                entry["error"] = broken[entry["name"]]
+        body = json.dumps(entries, indent=2, ensure_ascii=False)
         print(escape_json_line(body))
-        return 0
-    for number, plugin in enumerate(listed):
-        if number:
-            print()
-        for line in _as_text(plugin, registry):
-            print(escape_controls(line))
-    return 0
+    else:
+        for number, plugin in enumerate(listed):
+            if number:
+                print()
+            for line in _as_text(plugin, registry):
+                print(escape_controls(line))
+    for error in broken.values():
+        print(f"callrouter plugins: error: {escape_controls(error)}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _origin(plugin: PluginNames) -> str:
@@ -166,7 +191,7 @@ def _as_text(plugin: PluginNames, registry: Registry) -> list[str]:
         if names:
             items = [shown(n) if _known(registry, title, n) else n for n in names]
             lines.append(f"  {title}{would}: {', '.join(items)}")
-    if not _registered(plugin):
+    if not _registered(plugin) and plugin.state != "broken":
         lines.append(
             "  would register no names for rules" if would else "  registers no names for rules"
         )
