@@ -479,7 +479,7 @@ async def _call_lookup(
             result = func(*args, **kwargs)
         finally:
             if time.perf_counter() - started >= BLOCKING_WARN:
-                _lookup_held(name, registry, time.perf_counter() - started, func)
+                _lookup_held(name, registry, time.perf_counter() - started, func, asked.said)
         # Most answers are plain values: no awaitable check (an ABC test) for them.
         if type(result) not in _PLAIN and inspect.isawaitable(result):
             if remaining is None:
@@ -544,11 +544,15 @@ class FailuresSaid:
     bound.
     """
 
-    __slots__ = ("_keys", "limit")
+    __slots__ = ("_keys", "cut_off", "held", "limit")
 
     def __init__(self, limit: int = FUNCTION_FAILURE_MEMORY) -> None:
         self.limit = limit
         self._keys: dict[tuple[str, str, str], None] = {}
+        #: (plugin, lookup) said to have held the event loop (once each, bounded).
+        self.held: set[tuple[str | None, str]] = set()
+        #: (plugin, lookup) -> when its cut-off was last said (once a minute, bounded).
+        self.cut_off: dict[tuple[str | None, str], float] = {}
 
     def first(self, key: tuple[str, str, str]) -> bool:
         """True the first time ``key`` is seen (it is then remembered)."""
@@ -599,19 +603,22 @@ def _function_failed(
     )
 
 
-#: Lookups already said to have held the event loop (bounded).
-_held_said: set[tuple[str | None, str]] = set()
+#: (plugin, lookup) keys a :class:`FailuresSaid` keeps of held or cut-off lookups.
+_LOOKUPS_SAID = 1000
 
 
-def _lookup_held(name: str, registry: Registry, held: float, func: object) -> None:
+def _lookup_held(
+    name: str, registry: Registry, held: float, func: object, memory: FailuresSaid
+) -> None:
     """A plain lookup that held the event loop (``time.sleep``, ``requests``):
     said once per lookup at WARNING, naming the plugin. Nothing else ran
-    meanwhile, and the call's deadline could not cut it off."""
+    meanwhile, and the call's deadline could not cut it off. ``memory``: the
+    engine's (its rule book's), not the process's."""
     owner = registry.owners.get(name)
     key = (owner, name)
-    if key in _held_said or len(_held_said) >= 1000:
+    if key in memory.held or len(memory.held) >= _LOOKUPS_SAID:
         return
-    _held_said.add(key)
+    memory.held.add(key)
     who = f"plugin {owner!r}" if owner is not None else "a plugin"
     _plugin_log.warning(
         "%s: its lookup %s held the event loop for %.1f s, and no call was routed and no "
@@ -625,9 +632,8 @@ def _lookup_held(name: str, registry: Registry, held: float, func: object) -> No
     )
 
 
-#: (plugin, lookup) -> when its cut-off was last said: a CRM that is down cuts
-#: off every call's lookup, and the log must not say it for every call.
-_cut_off_said: dict[tuple[str | None, str], float] = {}
+#: A CRM that is down cuts off every call's lookup, and the log must not say
+#: it for every call: once in this many seconds per (plugin, lookup).
 _CUT_OFF_EVERY = 60.0
 
 
@@ -639,12 +645,13 @@ def _lookup_cut_off(name: str, registry: Registry, asked: _Asked, ms: float, fun
     owner = registry.owners.get(name)
     now = time.monotonic()
     key = (owner, name)
-    said = _cut_off_said.get(key)
+    memory = asked.said.cut_off  # the engine's, not the process's
+    said = memory.get(key)
     if said is not None and now - said < _CUT_OFF_EVERY:
         return
-    if len(_cut_off_said) >= 1000:
-        _cut_off_said.pop(next(iter(_cut_off_said)))
-    _cut_off_said[key] = now
+    if len(memory) >= _LOOKUPS_SAID:
+        memory.pop(next(iter(memory)))
+    memory[key] = now
     who = f"plugin {owner!r}" if owner is not None else "a plugin"
     try:
         call = asked.get().linkedid

@@ -130,3 +130,80 @@ def test_an_engine_s_reload_keeps_its_memory_and_another_engine_has_its_own(
     first.reload()
     assert first.rules is not book  # a new rule book, the same memory
     assert first.rules.said is said
+
+
+# -------------------------- lookups that held the loop or were cut off: per engine too
+
+LOOKUP_RULES = (
+    "version: 1\nrules:\n"
+    "  - name: owner\n    on: call\n    lookup:\n      owner: shop.owner(caller.number)\n"
+    "    when: owner.found\n    do:\n      - redirect: {context: queues, exten: a}\n"
+    "  - name: fine\n    on: call\n    priority: -1\n"
+    "    do:\n      - redirect: {context: queues, exten: c}\n"
+)
+
+
+def _lookup_book(tmp_path: Path, lookup: object, said: FailuresSaid | None = None) -> RuleBook:
+    tmp_path.mkdir(exist_ok=True)
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_lookup("shop.owner", lookup)  # type: ignore[arg-type]
+    registry.registering = None
+    path = tmp_path / "crm.yaml"
+    path.write_text(LOOKUP_RULES, encoding="utf-8")
+    book = RuleBook([path], registry, said=said)
+    assert book.reload().errors == ()
+    return book
+
+
+def test_a_lookup_that_held_the_loop_is_said_once_by_each_engine_and_across_a_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory of lookups said to have held the event loop was the
+    process's: a second engine kept quiet about its own, and 1000 keys of one
+    engine silenced every other. It is the rule book's, kept over a reload."""
+    from router.rules import evaluate as evaluating
+
+    monkeypatch.setattr(evaluating, "BLOCKING_WARN", 0.0)  # every lookup "held": no sleep
+
+    def owner(number: str) -> object:
+        return None
+
+    first = _lookup_book(tmp_path / "1", owner)
+    second = _lookup_book(tmp_path / "2", owner)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for book in (first, first, second):
+            assert _route(book, "1795460784.7") == ("fine",)
+        reloaded = _lookup_book(tmp_path / "3", owner, said=first.said)
+        assert _route(reloaded, "1795460784.8") == ("fine",)  # said before the reload
+    said = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert len(said) == 2, said
+    assert all(
+        m.startswith("plugin 'shop': its lookup shop.owner held the event loop") for m in said
+    )
+    assert first.said.held == second.said.held == {("shop", "shop.owner")}
+
+
+def test_a_lookup_cut_off_is_said_by_each_engine_and_not_again_after_a_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def owner(number: str) -> object:
+        await asyncio.Event().wait()  # never answers: the deadline cuts it off
+        return None
+
+    def evaluate(book: RuleBook) -> None:
+        context = Context.for_call(Caller("79161234567"), "74951234567")
+        # The deadline's clock stands still; the cut-off is on the loop's time.
+        outcome = asyncio.run(book.evaluate(context, deadline=1000.01, clock=lambda: 1000.0))
+        assert outcome.decision.rules == ("fine",)
+
+    first = _lookup_book(tmp_path / "1", owner)
+    second = _lookup_book(tmp_path / "2", owner)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for book in (first, first, second):
+            evaluate(book)
+        evaluate(_lookup_book(tmp_path / "3", owner, said=first.said))
+    said = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert len(said) == 2, said
+    assert all(m.startswith("plugin 'shop': its lookup shop.owner gave no answer") for m in said)
+    assert set(first.said.cut_off) == set(second.said.cut_off) == {("shop", "shop.owner")}

@@ -204,8 +204,6 @@ def test_a_lookup_cut_off_by_the_deadline_is_warned_about_naming_plugin_and_look
     lookup hung. It is said at WARNING naming both, once a minute at most."""
     from router.rules import evaluate as evaluating
 
-    evaluating._cut_off_said.clear()
-
     async def hangs(number: str) -> object:
         await asyncio.sleep(30)
         return None
@@ -220,9 +218,14 @@ def test_a_lookup_cut_off_by_the_deadline_is_warned_about_naming_plugin_and_look
         cut off on the event loop's time."""
         return 1000.0
 
+    # The engine's memory of what was said (its rule book's): one for both calls.
+    said = evaluating.FailuresSaid()
+
     async def twice() -> Any:
-        first = await ruleset.evaluate(context, deadline=1000.05, explain=True, clock=clock)
-        await ruleset.evaluate(context, deadline=1000.05, explain=True, clock=clock)
+        first = await ruleset.evaluate(
+            context, deadline=1000.05, explain=True, clock=clock, said=said
+        )
+        await ruleset.evaluate(context, deadline=1000.05, explain=True, clock=clock, said=said)
         return first
 
     with caplog.at_level("WARNING", logger="router.plugins"):
@@ -273,10 +276,13 @@ def _held_said_once(
     router.plugins, starting ``said``, names where ``function`` is written (the
     warning carries no traceback, so it names the file and line, as a hook's
     registration problem does)."""
+    from router.rules.evaluate import FailuresSaid
+
     context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    memory = FailuresSaid()  # the engine's (its rule book's): one for both calls
     with caplog.at_level("WARNING", logger="router.plugins"):
         for _ in range(2):
-            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+            outcome = asyncio.run(ruleset.evaluate(context, explain=True, said=memory))
     assert outcome.decision.rules == ("fine",)
     [record] = [r for r in caplog.records if r.name == "router.plugins"]
     assert record.getMessage().startswith(said), record.getMessage()
@@ -293,7 +299,6 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
     from router.rules import evaluate as evaluating
 
     monkeypatch.setattr(evaluating, "BLOCKING_WARN", 0.02)
-    evaluating._held_said.clear()
 
     def blocks(number: str) -> object:
         time.sleep(0.03)
