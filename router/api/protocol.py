@@ -226,6 +226,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     #: Where the 429s answered before the app are counted (the engine's
     #: ``callrouter_api_rate_limited_total``), set by the server; None: nowhere.
     metrics: ClassVar[Metrics | None] = None
+    #: Whether the listener answers for a ``Host`` header's value (its
+    #: :class:`router.api.hosts.TrustedHosts` check), set by the server; None:
+    #: it answers for any.
+    hosts: ClassVar[Callable[[str], bool] | None] = None
     #: The connections that owe a request (their request timer runs), the one
     #: owing longest first: the one closed to make room past the cap.
     owing: ClassVar[dict[BoundedHttpToolsProtocol, None]] = {}
@@ -421,7 +425,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         tokens = self.tokens
         authorization = next((v for n, v in self.headers if n == b"authorization"), None)
         bearer = None
-        if tokens is not None and authorization is not None:
+        # A Host the listener does not go by is answered 421 before the app
+        # takes anything from a token: counted by its address, as every refusal
+        # before a token is accepted (else a valid token or session sent with
+        # one was counted nowhere, however many; hrev50b).
+        misdirected = self._misdirected()
+        if tokens is not None and authorization is not None and not misdirected:
             token, wait = tokens.over_rate(authorization)
             if token is not None:
                 if token_checked(self.url, metrics_auth=self.metrics_auth):
@@ -433,7 +442,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cookie = b"; ".join(cookies) if cookies else None
         method = self.parser.get_method()
         pages = self.pages
-        if pages is not None:
+        if pages is not None and not misdirected:
             # The live page's request, by the token that signed it in: every
             # session of one token in its one bucket (router/api/page_rate.py).
             token, wait = pages.wait(method, self.url, cookie, bearer)
@@ -460,6 +469,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             retry_after=seconds,
             close=False,
         )
+
+    def _misdirected(self) -> bool:
+        """Whether the request's ``Host`` is one the listener answers ``421``
+        (the first, as :class:`router.api.hosts.TrustedHosts` reads it)."""
+        hosts = type(self).hosts  # a bound check, not a method of this class
+        if hosts is None:
+            return False
+        host = next((v for n, v in self.headers if n == b"host"), None)
+        return host is not None and not hosts(host.decode("latin-1"))
 
     def _token_refusal(self, token: TokenSettings, wait: float, limit: str) -> _Refusal:
         """The 429 for a request of ``token`` over its rate (``limit``: ``token``
@@ -798,6 +816,7 @@ def bounded_protocol(
     Bounded.token_over_rate = _Refusals(_TOKEN_OVER_RATE)
     Bounded.pages = None
     Bounded.metrics = None
+    Bounded.hosts = None
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)

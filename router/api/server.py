@@ -234,6 +234,10 @@ class ApiServer:
             metrics_auth=settings.metrics_auth,
         )
         self._protocol_class = protocol_class
+        if isinstance(served, TrustedHosts):
+            # Its 421 takes nothing from a token: the listener counts such a
+            # request by its address (router/api/protocol.py).
+            protocol_class.hosts = served.accepts
         self._link_check(app)
         asyncio_log = logging.getLogger("asyncio")
         if _ACCEPT_STORM not in asyncio_log.filters:

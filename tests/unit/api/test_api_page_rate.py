@@ -326,3 +326,36 @@ async def test_a_page_request_the_app_refuses_still_spends_its_tokens_rate(
     heads = await exchange(server.port, [explain] * 6)
     assert [status(h) for h in heads] == [403, 403, 403, 429, 429, 429]
     assert limited(metrics, "page") == 3  # refused before the app, the app's taken none
+
+
+async def test_a_request_for_a_host_the_listener_refuses_is_counted_by_its_address(
+    serve: Serve,
+) -> None:
+    """hrev50b: the listener only checks the rate of a bearer request to
+    ``/api/v1`` and of the page's stream (the app takes them), but a ``Host``
+    the listener does not go by is answered ``421`` before the app takes
+    anything: such requests, with a valid token or session, were counted
+    nowhere, however many. Refused before any token is accepted, they are
+    counted by their address as every other refusal."""
+    ops = token("ops", rate=0.001, burst=100)
+    metrics = Metrics(event_names=())
+    server = await serve(
+        metrics,
+        tokens=MappingProxyType({"ops": ops}),
+        anonymous_rate=0.001,
+        anonymous_burst=5,
+        anonymous_loopback=True,
+    )
+    [head] = await exchange(server.port, [sign_in("ops")])  # one of the address's five
+    cookie = re.search(rb"(?im)^set-cookie: callrouter_ui=([^;]+);", head)[1]  # type: ignore[index]
+    elsewhere = b"Host: rebound.example\r\n"
+    stream = b"GET /ui/stream HTTP/1.1\r\n%sCookie: callrouter_ui=%s\r\n\r\n" % (elsewhere, cookie)
+    bearer = b"GET /api/v1/calls HTTP/1.1\r\n%sAuthorization: Bearer cr_ops\r\n\r\n" % elsewhere
+    heads = await exchange(server.port, [stream, stream, bearer, bearer, stream])
+    assert [status(h) for h in heads] == [421, 421, 421, 421, 429]
+    assert limited(metrics, "address") == 1
+    # Their token's own bucket is untouched: its requests for this host are served.
+    heads = await exchange(
+        server.port, [get(b"/api/v1/calls", extra=b"Authorization: Bearer cr_ops\r\n")]
+    )
+    assert status(heads[0]) == 200
