@@ -77,6 +77,10 @@ MAX_RULES: Final = 10_000
 #: A file larger than this is not ours: a full one (MAX_RULES entries of a
 #: 100-character name and a long cron line) is well under it.
 MAX_BYTES: Final = 4 * 1024 * 1024
+#: A kept run's ``last`` in this year or later is no run callrouter made: the
+#: runs after it cannot be counted (a datetime past year 9999 overflows), and a
+#: damaged file with one crashed the start (hrev50b).
+_LAST_YEAR_BOUND: Final = 9000
 _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -317,6 +321,8 @@ def _parse(raw: bytes) -> dict[str, LastRun]:
         when = datetime.fromisoformat(last)
         if when.tzinfo is None:
             raise ValueError(f"rule {name!r}: 'last' has no offset")
+        if when.year >= _LAST_YEAR_BOUND:
+            raise ValueError(f"rule {name!r}: 'last' is in the year {when.year}")
         runs[name] = LastRun(schedule, zone, when.astimezone(UTC))
     return runs
 

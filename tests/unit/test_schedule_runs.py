@@ -206,6 +206,13 @@ def test_another_users_file_refuses_the_start(tmp_path: Path) -> None:
             b'"last": "2026-12-08T09:00:00"}}}',
             "'last' has no offset",
         ),
+        (
+            # Read as it was, the runs after it overflowed a datetime: the
+            # start crashed (OverflowError) instead of setting it aside (hrev50b).
+            b'{"version": 1, "rules": {"a": {"schedule": "* * * * *", "zone": "UTC", '
+            b'"last": "9999-12-31T23:59:59.999999+00:00"}}}',
+            "'last' is in the year 9999",
+        ),
         (b" " * (MAX_BYTES + 1), f"larger than {MAX_BYTES} bytes"),
     ],
 )
