@@ -10,15 +10,20 @@ makes the ``-wal`` and ``-shm`` files of a file in WAL mode and leaves them
 behind. :func:`peek_db` opens a file with no ``-wal`` as immutable (nothing
 made beside it), one with a ``-wal`` (the service running, or stopped
 uncleanly) read-only, since its last commits are there; never through a link,
-a FIFO or a folder.
+a FIFO or a folder. One with a ``-wal`` and no ``-shm`` (no connection open
+to it: a copy, a restore) is read from a private copy: SQLite would make its
+``-shm`` beside it, as the user running ``check`` (root's, 0644: the service,
+another user, could then not open the file to write, hrev50b).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -52,7 +57,7 @@ def peek_db(path: Path) -> Iterator[sqlite3.Connection | None]:
         return
     if not found:
         raise OSError(f"{path} is not a regular file (a symbolic link, FIFO, folder or device)")
-    wal = False
+    wal = shm = False
     for suffix in ("-wal", "-shm", "-journal"):
         side = _regular(name + suffix)
         if side is False:
@@ -60,6 +65,18 @@ def peek_db(path: Path) -> Iterator[sqlite3.Connection | None]:
                 f"{path}{suffix} is not a regular file (a symbolic link, FIFO, folder or device)"
             )
         wal = wal or (suffix == "-wal" and side is True)
+        shm = shm or (suffix == "-shm" and side is True)
+    if wal and not shm:
+        with tempfile.TemporaryDirectory(prefix="callrouter-check-") as folder:
+            copy = os.path.join(folder, "peek.sqlite")
+            _copy(name, copy)
+            _copy(name + "-wal", copy + "-wal")
+            db = sqlite3.connect(f"file:{quote(copy)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+            try:
+                yield db
+            finally:
+                db.close()
+        return
     # immutable=1 reads the file alone: right only when no -wal holds commits.
     flags = "mode=ro" if wal else "mode=ro&immutable=1"
     db = sqlite3.connect(f"file:{quote(name)}?{flags}", uri=True, timeout=BUSY_TIMEOUT)
@@ -67,6 +84,16 @@ def peek_db(path: Path) -> Iterator[sqlite3.Connection | None]:
         yield db
     finally:
         db.close()
+
+
+def _copy(source: str, target: str) -> None:
+    """``source``'s bytes into a new ``target``, never through a link or FIFO."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as reading:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{source} is not a regular file")
+        with open(target, "xb") as writing:
+            shutil.copyfileobj(reading, writing)
 
 
 def columns(db: sqlite3.Connection, table: str) -> set[str]:

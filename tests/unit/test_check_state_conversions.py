@@ -90,6 +90,36 @@ def test_the_history_file_of_a_running_service_is_read_with_its_wal(
         writer.close()
 
 
+def test_a_wal_without_its_shm_is_read_with_no_shm_made_beside_it(tmp_path: Path) -> None:
+    """hrev50b: SQLite reading a file in WAL mode whose -wal has no -shm beside
+    it (left by a copy or a restore, no connection open) makes the -shm, as
+    the user running check: root's, 0644, which the service's user could then
+    not open to write. Read from a copy: nothing made, the commits in the -wal
+    still read."""
+    from router.state_peek import peek_db
+
+    db = tmp_path / "x.sqlite"
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (a)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    # What an unclean stop leaves, less the -shm (the connection is never closed:
+    # its close would fold the -wal into the file and delete both).
+    wal = (tmp_path / "x.sqlite-wal").read_bytes()
+    main_file = db.read_bytes()
+    elsewhere = tmp_path / "left"
+    elsewhere.mkdir()
+    (elsewhere / "x.sqlite").write_bytes(main_file)
+    (elsewhere / "x.sqlite-wal").write_bytes(wal)
+    writer.close()
+    before = _files(elsewhere)
+    with peek_db(elsewhere / "x.sqlite") as peek:
+        assert peek is not None
+        assert peek.execute("SELECT a FROM t").fetchall() == [(1,)]
+    assert _files(elsewhere) == before  # no -shm made, nothing changed
+
+
 def test_check_says_nothing_without_the_1c_plugin_or_in_shadow_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
