@@ -163,8 +163,11 @@ def unfiltered(before: Sequence[tuple[int, str, str]], request: str) -> list[Unf
     for priority, application, data in sorted(before):
         if application.lower() != "set" or "=" not in data:
             continue
-        name, _, value = data[:_MAX_DATA].partition("=")
-        name = name.strip()
+        written, _, value = data[:_MAX_DATA].partition("=")
+        written = written.strip()
+        # ``Set(__FROM_DID=...)`` (inherited, FreePBX's way) is read as
+        # ``${FROM_DID}``: Asterisk drops up to two leading underscores.
+        name = written[2:] if written.startswith("__") else written.removeprefix("_")
         found = _outside(value, tainted, cleaned)
         target = _CALLERID_TARGET.fullmatch(name)
         if target is not None:
@@ -177,7 +180,7 @@ def unfiltered(before: Sequence[tuple[int, str, str]], request: str) -> list[Unf
         if found is None:
             tainted.pop(name, None)
         elif found[2] is None:
-            tainted[name] = (found[0], priority, name)
+            tainted[name] = (found[0], priority, written)
         else:  # a copy of a tainted one: the first Set is the one to filter
             tainted[name] = tainted[found[2]]
     found_parts: list[Unfiltered] = []

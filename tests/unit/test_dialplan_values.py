@@ -158,6 +158,18 @@ STEPS = [(1, "Answer", ""), (2, "Set", "CALLROUTER_DEADLINE=$[${EPOCH} + 4]")]
             "CallRouterRequest,Caller: ${CALLERID(num)}",
             [],
         ),
+        # An inherited variable (FreePBX's Set(__FROM_DID=${EXTEN})) is read
+        # without its underscores: tainted and cleared as such (hrev50b).
+        (
+            [(3, "Set", "__FROM_DID=${EXTEN}")],
+            "CallRouterRequest,DID: ${FROM_DID}",
+            ["DID: ${FROM_DID}"],
+        ),
+        (
+            [(3, "Set", "D=${EXTEN}"), (4, "Set", "_D=${FILTER(0-9,${EXTEN})}")],
+            "CallRouterRequest,DID: ${D}",
+            [],
+        ),
         # A variable no Set gave a value from outside is not the caller's.
         ([], "CallRouterRequest,DID: ${D},Wait: 4", []),
     ],
@@ -174,6 +186,9 @@ def test_a_copy_names_the_first_set_to_filter() -> None:
     )
     assert (found.via, found.set_at) == ("A", 3)
     assert found.fix() == "Set(A=${FILTER(0123456789*#+,${EXTEN})})"
+    # The Set to rewrite keeps its name as written, inheritance and all.
+    (found,) = unfiltered([(3, "Set", "__FROM_DID=${EXTEN}")], "CallRouterRequest,DID: ${FROM_DID}")
+    assert found.fix() == "Set(__FROM_DID=${FILTER(0123456789*#+,${EXTEN})})"
 
 
 async def test_check_asterisk_gives_the_advice_on_the_loaded_dialplan(
