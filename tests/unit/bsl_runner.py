@@ -222,9 +222,14 @@ class Module:
         kind = node.type
         if kind == "assignment_statement":
             target, value = node.named_children[0], node.named_children[-1]
-            if target.type != "identifier":
+            if target.type == "property_access" and len(target.named_children) == 2:
+                # Структура.Поле = ...: the object's own check says whether it has the field.
+                owner = self.eval(target.named_children[0], env)
+                setattr(owner, _text(target.named_children[-1]), self.eval(value, env))
+            elif target.type != "identifier":
                 raise Unsupported(f"assignment to {target.type}: {_text(node)}")
-            env[_text(target)] = self.eval(value, env)
+            else:
+                env[_text(target)] = self.eval(value, env)
         elif kind == "call_statement":
             self.eval(node.named_children[0], env)
         elif kind == "return_statement":

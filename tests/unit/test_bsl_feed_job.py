@@ -10,26 +10,12 @@ after callrouter answered again (issue 16). It now asks with ``timeout=0``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bsl_runner import Array, BslException, Map, Module, PlatformEnum
-
-MODULE = Path(__file__).parents[2] / "examples" / "onec" / "CallRouterAPI.bsl"
-
-
-class _Constant:
-    def __init__(self, value: str) -> None:
-        self.value = value
-        self.writes: list[str] = []
-
-    def Получить(self) -> str:
-        return self.value
-
-    def Установить(self, value: str) -> None:
-        self.value = value
-        self.writes.append(value)
+from bsl_platform import Constant
+from bsl_platform import module as onec_module
+from bsl_runner import Array, BslException, Map
 
 
 class _Feed:
@@ -51,31 +37,11 @@ class _Feed:
         )
 
 
-def _run(stored: str, feed: _Feed) -> tuple[_Constant, list[str]]:
+def _run(stored: str, feed: _Feed) -> tuple[Constant, list[str]]:
     """One run of the job; (the cursor constant, what went to the panels in order)."""
-    constant = _Constant(stored)
+    constant = Constant(stored)
     told: list[str] = []
-    module = Module(
-        MODULE.read_bytes(),
-        {
-            "УстановитьПривилегированныйРежим": lambda _on: None,
-            "ТекущаяУниверсальнаяДатаВМиллисекундах": lambda: 0,  # the run never times out
-            "СтрНачинаетсяС": lambda text, start: str(text).startswith(str(start)),
-            "ЗаписьЖурналаРегистрации": lambda *_: None,
-        },
-    )
-    module.globals.update(
-        {
-            "Константы": SimpleNamespace(ТелефонияКурсорСобытийCallRouter=constant),
-            "ОбщегоНазначения": SimpleNamespace(
-                ПриНачалеВыполненияРегламентногоЗадания=lambda _job: None
-            ),
-            "Метаданные": SimpleNamespace(
-                РегламентныеЗадания=SimpleNamespace(ТелефонияСобытияCallRouter="job")
-            ),
-            "УровеньЖурналаРегистрации": PlatformEnum("УровеньЖурналаРегистрации"),
-        }
-    )
+    module = onec_module(lambda *_: None, cursor=constant)
     module.overrides.update(
         {
             "ПолучитьСобытия": feed.read,

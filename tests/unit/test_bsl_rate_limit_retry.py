@@ -19,8 +19,10 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from bsl_runner import Array, BslException, Map, Module, Unsupported
-from bsl_tree import MODULE, REPO, SOURCE, method, text_of, walk
+from bsl_platform import Request, Response
+from bsl_platform import module as onec_module
+from bsl_runner import BslException, Map, Module, Unsupported
+from bsl_tree import MODULE, REPO, method, text_of, walk
 from tree_sitter import Node
 
 
@@ -136,24 +138,9 @@ def test_the_guides_state_the_bounds_the_module_has() -> None:
 # -- the module run: tests.unit.bsl_runner interprets ВызватьAPI as written ------------------
 
 
-class _Response:
-    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
-        self.КодСостояния = status
-        self.Заголовки = Map(headers)
-        self._body = body
-
-    def ПолучитьТелоКакСтроку(self, _encoding: object = None) -> str:
-        return self._body
-
-
-class _Request:
-    def __init__(self, path: str, headers: Map) -> None:
-        self.path = path
-        self.Заголовки = headers
-        self.body: str | None = None
-
-    def УстановитьТелоИзСтроки(self, body: str, *_: object) -> None:
-        self.body = body
+_SETTINGS = SimpleNamespace(
+    Токен="t0ken", Путь="", Сервер="pbx.local", Порт=8089, ЗащищенноеСоединение=None
+)
 
 
 class _Connection:
@@ -161,30 +148,21 @@ class _Connection:
 
     def __init__(self, script: list[tuple[int, dict[str, str]] | None]) -> None:
         self.script = list(script)
-        self.sent: list[tuple[str, _Request]] = []
+        self.sent: list[tuple[str, Request]] = []
 
-    def ВызватьHTTPМетод(self, method: str, request: _Request) -> _Response:
+    def ВызватьHTTPМетод(self, method: str, request: Request) -> Response:
         self.sent.append((method, request))
         step = self.script.pop(0)
         if step is None:
             raise BslException("Ошибка работы с Интернет: Couldn't connect to server")
         status, headers = step
         if status == 200:
-            return _Response(200, headers, '{"id": "1714557600.42", "state": "ringing"}')
+            return Response(200, headers, '{"id": "1714557600.42", "state": "ringing"}')
         problem = {"title": "Too Many Requests" if status == 429 else "Service Unavailable"}
         problem["detail"] = (
             "token 'onec' is over its rate" if status == 429 else "may still be placed"
         )
-        return _Response(status, headers, json.dumps(problem))
-
-
-def _type_name(value: object) -> str:
-    names = {Map: "Соответствие", Array: "Массив", str: "Строка", bool: "Булево"}
-    if value is None:
-        return "Неопределено"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "Число"
-    return names.get(type(value), type(value).__name__)
+        return Response(status, headers, json.dumps(problem))
 
 
 def _run(
@@ -194,22 +172,7 @@ def _run(
     text, the pauses it asked for, the connection)."""
     connection = _Connection(script)
     pauses: list[float] = []
-    module = Module(
-        SOURCE,
-        {"ТипЗнч": _type_name, "Тип": lambda name: name},
-    )
-    module.overrides.update(
-        {
-            "НастройкиПодключения": lambda: SimpleNamespace(
-                Токен="t0ken", Путь="", Сервер="pbx.local", Порт=8089, ЗащищенноеСоединение=None
-            ),
-            "Пауза": pauses.append,
-            "ВJSON": lambda data: json.dumps(data, ensure_ascii=False),
-            "ИзJSON": lambda text: json.loads(text, object_hook=Map),
-        }
-    )
-    module.constructor("HTTPЗапрос", _Request)
-    module.constructor("HTTPСоединение", lambda *_: connection)
+    module = onec_module(lambda *_: connection, pauses=pauses, settings=_SETTINGS)
     headers = Map({"Idempotency-Key": "5f0c"})
     try:
         answer: object = module.call(
@@ -345,23 +308,7 @@ def test_run_the_click_waits_a_503s_retry_after_with_its_key() -> None:
     """Позвонить itself, as written: its one retry comes after the 503's Retry-After."""
     connection = _Connection([(503, {"Retry-After": "5"}), (200, {})])
     pauses: list[float] = []
-    module = Module(SOURCE, {"ТипЗнч": _type_name, "Тип": lambda name: name})
-    module.overrides.update(
-        {
-            "НастройкиПодключения": lambda: SimpleNamespace(
-                Токен="t0ken", Путь="", Сервер="pbx.local", Порт=8089, ЗащищенноеСоединение=None
-            ),
-            "Пауза": pauses.append,
-            "ВJSON": lambda data: json.dumps(data, ensure_ascii=False),
-            "ИзJSON": lambda text: json.loads(text, object_hook=Map),
-        }
-    )
-    module.constructor("HTTPЗапрос", _Request)
-    module.constructor("HTTPСоединение", lambda *_: connection)
-    module.constructor(
-        "Структура",
-        lambda keys, *values: Map(zip([k.strip() for k in keys.split(",")], values, strict=True)),
-    )
+    module = onec_module(lambda *_: connection, pauses=pauses, settings=_SETTINGS)
     answer = module.call("Позвонить", "101", "79161234567", "5f0c")
     assert isinstance(answer, Map)
     assert answer["id"] == "1714557600.42"
