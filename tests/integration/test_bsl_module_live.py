@@ -50,6 +50,11 @@ def readme_token(folder: Path) -> tuple[str, str]:
     """The 1C token as the guide makes it: its ``callrouter token new onec ...`` line
     run as written; (the token, the ``[api.tokens.onec]`` lines it printed)."""
     (line,) = re.findall(r"^callrouter token new onec .*$", README.read_text("utf-8"), re.M)
+    return new_token(folder, line)
+
+
+def new_token(folder: Path, line: str) -> tuple[str, str]:
+    """``callrouter token new NAME ...`` (``line``) run: (the token, its toml lines)."""
     printed = subprocess.run(
         [sys.executable, "-m", "router.cli", *shlex.split(line)[1:]],
         capture_output=True,
@@ -59,7 +64,7 @@ def readme_token(folder: Path) -> tuple[str, str]:
         cwd=folder,
     ).stdout
     token = printed.splitlines()[0].rsplit(": ", 1)[1].strip()
-    return token, printed[printed.index("[api.tokens.onec]") :]
+    return token, printed[printed.index("[api.tokens.") :]
 
 
 class Run:
@@ -68,6 +73,11 @@ class Run:
     def __init__(self, phones: Phones, folder: Path) -> None:
         self.port = listen_port()
         self.token, tokens = readme_token(folder)
+        # A token that may only read the feed: what a missing permission answers.
+        self.reader, reader = new_token(
+            folder, "callrouter token new reader --allow events:read --extensions 101"
+        )
+        tokens += reader
         extra = (
             f'[api]\nlisten = "127.0.0.1:{self.port}"\n'
             # A click-to-call from 101 dials 102 through the phones' own context.
@@ -259,16 +269,34 @@ def test_the_module_places_a_real_call_and_reads_its_events(run: Run, phones: Ph
 
 
 def test_an_api_error_is_the_modules_exception_with_the_problems_text(run: Run) -> None:
+    """The texts the guides show a 1C developer are the texts the module raises."""
     module = bsl(run)
+    texts: dict[int, str] = {}
+    for function, args in [
+        ("Позвонить", ("101", "102; Dial(PJSIP/666)")),
+        ("Звонок", ("звонок 1?x=1",)),
+    ]:
+        with pytest.raises(BslException) as raised:
+            module.call(function, *args)
+        texts[int(raised.value.text.split()[1])] = raised.value.text
+    reader = onec_module(HttpxConnection, address=run.address, token=run.reader)
     with pytest.raises(BslException) as raised:
-        module.call("Позвонить", "101", "102; Dial(PJSIP/666)")
-    text = raised.value.text
-    assert text.startswith("callrouter 400 "), text
-    assert "(поле to)" in text, text
-    assert "Idempotency-Key" in text, text  # the key, for a retry of the same click
-    with pytest.raises(BslException) as raised:
-        module.call("Звонок", "1764590399.42/../../presence")
-    assert raised.value.text.startswith("callrouter 404 "), raised.value.text
+        reader.call("Позвонить", "101", "102")
+    texts[403] = raised.value.text
+    assert texts[400].endswith("(поле to)" + texts[400].split("(поле to)", 1)[1]), texts
+    assert "Idempotency-Key" in texts[400], texts  # the key, for a retry of the same click
+    # The id went as one encoded path segment and came back as it was.
+    assert texts[404].startswith("callrouter 404 Not Found: no call 'звонок 1?x=1' "), texts
+    assert texts[403].startswith("callrouter 403 Forbidden: "), texts
+    assert "(нет разрешения calls:create)" in texts[403], texts
+    for guide in (README, README.with_name("README.ru.md")):
+        shown = re.findall(r"`(callrouter (\d{3}) [^`]*)`", " ".join(guide.read_text().split()))
+        checked = [code for _, code in shown if int(code) in texts]
+        assert sorted(checked) == ["400", "403", "404"], (guide.name, shown)
+        for example, code in shown:
+            if int(code) in texts:
+                pattern = re.escape(example).replace(re.escape("..."), ".*")
+                assert re.match(pattern, texts[int(code)]), (guide.name, example, texts)
 
 
 def test_the_module_sets_forwarding_and_reads_presence(run: Run, phones: Phones) -> None:
