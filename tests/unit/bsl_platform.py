@@ -196,9 +196,10 @@ class HttpxConnection:
         except httpx.TransportError as exc:
             raise BslException(f"Ошибка работы с Интернет: {exc}") from None
         self.sent.append((method, request.path, answer.status_code))
-        return Response(
-            answer.status_code, dict(answer.headers.items()), body.decode("utf-8", "replace")
-        )
+        # The names as the server wrote them (1C keeps them so; ПаузаRetryAfter must
+        # read "retry-after" in any case), not httpx's lower-cased view.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers.raw}
+        return Response(answer.status_code, headers, body.decode("utf-8", "replace"))
 
 
 def module(

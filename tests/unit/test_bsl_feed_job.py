@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from bsl_platform import Constant
+from bsl_platform import Constant, Request, Response
 from bsl_platform import module as onec_module
 from bsl_runner import Array, BslException, Map
 
@@ -80,3 +80,44 @@ def test_a_run_without_a_mark_waits_as_ever_and_sends_the_feeds_own_gap() -> Non
     _, told = _run("42", feed)
     assert feed.reads[0] == ("42", 25)
     assert told == ["gap"]
+
+
+# -- one read of the feed, ПолучитьСобытия as written, on the shared platform objects -------
+
+
+class _Answers:
+    """``HTTPСоединение`` answering each request with the next JSON body (status 200)."""
+
+    def __init__(self, *bodies: str) -> None:
+        self.bodies = list(bodies)
+        self.paths: list[str] = []
+
+    def ВызватьHTTPМетод(self, _method: str, request: Request) -> Response:
+        self.paths.append(request.path)
+        return Response(200, {"content-type": "application/json"}, self.bodies.pop(0))
+
+
+def test_a_feed_answer_becomes_the_events_array_and_the_cursor_text() -> None:
+    """JSON arrays are ``Массив`` (``ТипЗнч`` = ``Тип("Массив")``), as ПрочитатьJSON
+    gives them: a reader that gave a plain list dropped every event of the answer."""
+    answers = _Answers(
+        '{"events": [{"cursor": 1764590400123457, "kind": "ringing", "extension": "101",'
+        ' "call_id": "1764590399.42", "ts": 1764590400.1, "data": {"card": null}}],'
+        ' "cursor": 1764590400125013, "gap": false}',
+        '{"events": [], "cursor": 1764590400125099, "gap": true}',
+    )
+    settings = SimpleNamespace(
+        Токен="t", Путь="/pbx", Сервер="pbx.local", Порт=8089, ЗащищенноеСоединение=None
+    )
+    module = onec_module(lambda *_: answers, settings=settings)
+    batch = module.call("ПолучитьСобытия", 1764590400123456, 0)
+    assert isinstance(batch.События, Array)
+    assert [e["kind"] for e in batch.События] == ["ringing"]
+    assert batch.События[0]["data"] == {"card": None}
+    assert (batch.Курсор, batch.Пропуск) == ("1764590400125013", False)
+    again = module.call("ПолучитьСобытия", batch.Курсор)
+    assert (list(again.События), again.Курсор, again.Пропуск) == ([], "1764590400125099", True)
+    assert answers.paths == [
+        "/pbx/api/v1/events?timeout=0&cursor=1764590400123456",
+        "/pbx/api/v1/events?timeout=25&cursor=1764590400125013",
+    ]
