@@ -5,14 +5,17 @@ No 1C platform runs here. Its functions are interpreted by
 :mod:`tests.unit.bsl_runner` (as the unit tests do), but ``HTTPСоединение`` is
 :class:`tests.unit.bsl_platform.HttpxConnection`: each request the module builds
 (path, headers, JSON body) goes to ``callrouter run``'s own uvicorn listener, with
-the token of this module's ``router.toml``, and the module reads the real answer.
+the token the 1C guide's ``callrouter token new onec ...`` line makes (pasted into a
+temporary ``router.toml``), and the module reads the real answer.
 ``НастройкиПодключения`` runs as written too, on the constant's address.
 
 The click-to-call (``Позвонить``) rings the sandbox phone 101; once it answers,
 callrouter dials 102 (``outbound_context = "sandbox-phones"``), which answers: a
 real call between two baresip phones. ``ПолучитьСобытия`` (the scheduled job's one
-read) must see that call's events, ``Звонок`` and ``Звонки`` the call, and
-``ЗавершитьЗвонок`` ends it on the phones.
+read) must see that call's events, ``Звонок`` and ``Звонки`` the call,
+``ПеревестиЗвонок`` hands it to 103 and ``ЗавершитьЗвонок`` ends it on the phones. The
+scheduled job ``ОбработатьЛентуСобытий`` runs as written across a stop and a restart of
+callrouter, and the error texts the guides show are checked against the module's own.
 """
 
 from __future__ import annotations
