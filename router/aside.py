@@ -22,7 +22,6 @@ import contextlib
 import errno
 import logging
 import os
-import pwd
 import sqlite3
 import stat
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from router.errors import StateFileDenied
+from router.private_file import user_name
 
 __all__ = [
     "SQLITE_DENIED",
@@ -165,11 +165,7 @@ def denied_state_file(
     A file callrouter may not read is no damaged file: set aside as one, its
     content (every extension's forwarding) vanished from the service until
     someone put it back by hand, though only its owner or mode was wrong."""
-    uid = os.geteuid()
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
+    user = user_name()
     return StateFileDenied(
         exc.errno,
         f"{path}: {exc.strerror or exc}: the user callrouter runs as ({user}) may not {may_not} "

@@ -28,14 +28,9 @@ due since the backup, which is the state a restored PBX should be in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
-import os
-import pwd
-import secrets
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +43,7 @@ from router import jsonsafe
 from router.aside import move_aside
 from router.clock_step import last_run_before
 from router.errors import StateFileDenied
+from router.private_file import read_private, user_name, write_private
 
 __all__ = [
     "FILE_NAME",
@@ -81,8 +77,6 @@ MAX_BYTES: Final = 4 * 1024 * 1024
 #: runs after it cannot be counted (a datetime past year 9999 overflows), and a
 #: damaged file with one crashed the start (hrev50b).
 _LAST_YEAR_BOUND: Final = 9000
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,59 +229,19 @@ class ScheduleRuns:
             },
         }
         body = (json.dumps(data, sort_keys=True, indent=1) + "\n").encode("utf-8")
-        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, _WRITE_FLAGS, 0o600)
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_private(self.path, body)
 
     def _read(self) -> bytes:
-        try:
-            fd = os.open(self.path, _READ_FLAGS)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._refused(
-                    "is a symbolic link: callrouter never makes one there"
-                ) from None
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise self._refused(f"cannot be read ({exc.strerror})") from None
-            raise
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise self._refused("is not a regular file")
-            if info.st_uid != os.geteuid():
-                raise self._refused(
-                    f"belongs to uid {info.st_uid}, not to callrouter's user (uid {os.geteuid()})"
-                )
-            mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
-                raise self._refused(
-                    f"has mode {mode:04o}: another user who may write it could make a "
-                    "schedule: rule run at the next start"
-                )
-            # At most one byte past the bound: _parse says it is too large.
-            return os.read(fd, MAX_BYTES + 1)
-        finally:
-            os.close(fd)
+        # At most one byte past the bound: _parse says it is too large.
+        return read_private(
+            self.path,
+            MAX_BYTES,
+            self._refused,
+            "another user who may write it could make a schedule: rule run at the next start",
+        )
 
     def _refused(self, what: str) -> StateFileDenied:
-        uid = os.geteuid()
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = str(uid)
+        user = user_name()
         return StateFileDenied(
             errno.EPERM,
             f"{self.path}: the schedule rules' last runs file {what}; it is left as it "

@@ -25,13 +25,10 @@ does it under the state folder's lock) signs every page out at the next start.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
-import os
 import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -39,6 +36,7 @@ from typing import Final
 from router import jsonsafe
 from router.aside import move_aside
 from router.errors import StateFileDenied
+from router.private_file import read_private, write_private
 
 __all__ = ["FILE_NAME", "KEY_BYTES", "MAX_BYTES", "SessionState", "SessionStore"]
 
@@ -54,8 +52,6 @@ KEY_BYTES: Final = 32
 #: A file larger than this is not ours (a full one, 1000 sign-outs for each of
 #: a few hundred tokens, is far smaller).
 MAX_BYTES: Final = 4 * 1024 * 1024
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(slots=True)
@@ -115,20 +111,7 @@ class SessionStore:
             "void_until": dict(state.void_until),
         }
         body = (json.dumps(data, sort_keys=True) + "\n").encode("ascii")
-        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, _WRITE_FLAGS, 0o600)
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                os.write(fd, body)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_private(self.path, body)
 
     def _fresh(self) -> SessionState:
         state = SessionState(secrets.token_bytes(KEY_BYTES))
@@ -136,35 +119,13 @@ class SessionStore:
         return state
 
     def _read(self) -> bytes:
-        try:
-            fd = os.open(self.path, _READ_FLAGS)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._refused(
-                    "is a symbolic link: callrouter never makes one there"
-                ) from None
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise self._refused(f"cannot be read ({exc.strerror})") from None
-            raise
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise self._refused("is not a regular file")
-            if info.st_uid != os.geteuid():
-                raise self._refused(
-                    f"belongs to uid {info.st_uid}, not to callrouter's user (uid {os.geteuid()})"
-                )
-            mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
-                raise self._refused(
-                    f"has mode {mode:04o}: others may read or change the key that signs "
-                    "the page's cookies"
-                )
-            if info.st_size > MAX_BYTES:
-                raise ValueError(f"larger than {MAX_BYTES} bytes")
-            return os.read(fd, MAX_BYTES + 1)
-        finally:
-            os.close(fd)
+        # At most one byte past the bound: _parse says it is too large.
+        return read_private(
+            self.path,
+            MAX_BYTES,
+            self._refused,
+            "others may read or change the key that signs the page's cookies",
+        )
 
     def _refused(self, what: str) -> StateFileDenied:
         return StateFileDenied(
